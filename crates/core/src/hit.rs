@@ -1,0 +1,72 @@
+//! What a rule makes of one line: a [`Hit`] borrowed from the line and the
+//! matcher, and the [`LineMatcher`] seam every rule engine implements (Shield's
+//! own packs, fail2ban `filter.d` files).
+//!
+//! A `Hit` lives only until the next line: it never allocates.
+
+use std::net::IpAddr;
+
+use crate::UnixTime;
+
+/// Most named fields a hit carries besides the host (user, path, status...).
+pub const MAX_FIELDS: usize = 8;
+
+/// Static facts about one rule of a matcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// Unique name, e.g. `sshd-failed-password`.
+    pub name: String,
+    /// Service it reads, e.g. `sshd`, `nginx-access`.
+    pub service: String,
+}
+
+/// One line matched by one rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit<'a> {
+    /// Index of the rule in the matcher's [`LineMatcher::rules`].
+    pub rule: u32,
+    /// The source address the line blames.
+    pub host: IpAddr,
+    /// The log time of the line, when the line carries one.
+    pub time: Option<UnixTime>,
+    /// True when the line matched but is not a failure (fail2ban's `<F-NOFAIL>`):
+    /// it is counted as matched and feeds no scenario.
+    pub nofail: bool,
+    fields: [(&'a str, &'a str); MAX_FIELDS],
+    n_fields: u8,
+}
+
+impl<'a> Hit<'a> {
+    pub fn new(rule: u32, host: IpAddr, time: Option<UnixTime>) -> Self {
+        Hit { rule, host, time, nofail: false, fields: [("", ""); MAX_FIELDS], n_fields: 0 }
+    }
+
+    /// Adds a named field; fields past [`MAX_FIELDS`] are dropped.
+    pub fn push_field(&mut self, name: &'a str, value: &'a str) {
+        if (self.n_fields as usize) < MAX_FIELDS {
+            self.fields[self.n_fields as usize] = (name, value);
+            self.n_fields += 1;
+        }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&'a str> {
+        self.fields().iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    pub fn fields(&self) -> &[(&'a str, &'a str)] {
+        &self.fields[..self.n_fields as usize]
+    }
+}
+
+/// A rule engine: turns a line into at most one [`Hit`].
+///
+/// `match_line` takes `&mut self` so an engine can keep reusable capture
+/// buffers and multi-line state without allocating per line.
+pub trait LineMatcher: Send {
+    /// The rules, indexed by [`Hit::rule`].
+    fn rules(&self) -> &[RuleInfo];
+
+    /// Match one line (without its newline). `now` is the reference time for
+    /// timestamps that omit the year (syslog): the year is inferred from it.
+    fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>>;
+}

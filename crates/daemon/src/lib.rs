@@ -1,0 +1,1 @@
+//! shield-daemon (being built).

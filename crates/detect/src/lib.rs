@@ -1,0 +1,1 @@
+//! shield-detect (being built).

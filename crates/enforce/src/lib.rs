@@ -1,0 +1,1 @@
+//! shield-enforce (being built).

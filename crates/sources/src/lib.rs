@@ -1,0 +1,1 @@
+//! shield-sources (being built).

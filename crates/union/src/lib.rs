@@ -1,0 +1,1 @@
+//! shield-union (being built).
