@@ -1,0 +1,1 @@
+//! syslog listener (being built).
