@@ -1,1 +1,40 @@
-//! shield-enforce (being built).
+//! shield-enforce: the layers where a decision takes effect.
+//!
+//! It owns three things and nothing else:
+//! - **firewall backends** ([`Firewall`]): nftables (`nft -f -` batches into
+//!   the `inet shield` table), iptables + ipset, and a dry-run backend;
+//! - the **in-memory decision table** ([`DecisionTable`]) that the HTTP layers
+//!   read, never the database;
+//! - the **HTTP layers**: the forward-auth gate ([`gate_router`]) for nginx
+//!   `auth_request`, Traefik ForwardAuth and Caddy `forward_auth`, and the
+//!   CrowdSec-compatible bouncer API ([`bouncer_router`]).
+//!
+//! It does not own configuration files, the store, or the run loop: the daemon
+//! adds a decision to the store, then hands the same batch of [`Change`]s to
+//! the [`DecisionTable`] and to the [`Firewall`].
+
+mod api;
+mod auth;
+mod firewall;
+mod gate;
+mod ipset;
+mod nft;
+mod table;
+
+pub use api::{ApiConfig, ApiState, ApiStats, bouncer_router, format_go_duration};
+pub use auth::{BouncerAuth, KeyRing, generate_api_key, hash_api_key};
+pub use firewall::{Change, DryRun, Firewall, LayerError, dry_run};
+pub use gate::gate_router;
+pub use ipset::{IpsetOptions, ipset};
+pub use nft::{NftOptions, nftables};
+pub use table::DecisionTable;
+
+pub use shield_core::UnixTime;
+
+/// Wall-clock Unix seconds, for the HTTP layers (firewall calls get `now` from the daemon).
+pub(crate) fn wall_now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

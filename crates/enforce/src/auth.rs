@@ -1,0 +1,114 @@
+//! Bouncer API keys: generation, hashing, and the [`BouncerAuth`] seam the
+//! bouncer API asks "whose key is this?".
+//!
+//! Keys are 32 random bytes (hex), so a fast unsalted SHA-256 is enough to
+//! store them: there is nothing to brute-force. Comparison of hashes is
+//! constant-time. Where keys are stored (SQLite) is the daemon's business;
+//! [`KeyRing`] is the in-memory implementation it can fill from there.
+
+use sha2::{Digest, Sha256};
+
+/// Answers which bouncer an API key belongs to.
+pub trait BouncerAuth: Send + Sync + 'static {
+    /// Constant-time compare of hashes; returns the bouncer's name.
+    fn authenticate(&self, api_key: &str) -> Option<String>;
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// SHA-256 of the key, lowercase hex: what is stored for a bouncer.
+pub fn hash_api_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// A new API key: 32 random bytes from the OS, lowercase hex (64 characters).
+///
+/// # Panics
+/// If the operating system has no random source (no `getrandom(2)`, no
+/// `/dev/urandom`): nothing secure can be done then.
+pub fn generate_api_key() -> String {
+    hex(&random_bytes::<32>())
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)
+        .expect("the OS random source is unavailable; shield cannot make keys without it");
+    b
+}
+
+/// Equal-length byte comparison whose time does not depend on where the inputs differ.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// In-memory bouncers: (name, SHA-256 hex of the key).
+#[derive(Clone, Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<(String, String)>,
+}
+
+impl KeyRing {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a bouncer by the hash of its key (as stored).
+    pub fn insert_hash(&mut self, name: impl Into<String>, hash_hex: impl Into<String>) {
+        self.keys
+            .push((name.into(), hash_hex.into().to_ascii_lowercase()));
+    }
+
+    /// Register a bouncer by its clear key (tests, first start).
+    pub fn insert_key(&mut self, name: impl Into<String>, key: &str) {
+        self.insert_hash(name, hash_api_key(key));
+    }
+}
+
+impl BouncerAuth for KeyRing {
+    fn authenticate(&self, api_key: &str) -> Option<String> {
+        let h = hash_api_key(api_key);
+        // Compare against every entry (no early exit), so timing does not tell which matched.
+        let mut found = None;
+        for (name, stored) in &self.keys {
+            if ct_eq(h.as_bytes(), stored.as_bytes()) && found.is_none() {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hash_and_authenticate() {
+        let k = generate_api_key();
+        assert_eq!(k.len(), 64);
+        assert_ne!(k, generate_api_key());
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let mut ring = KeyRing::new();
+        ring.insert_key("fw", &k);
+        assert_eq!(ring.authenticate(&k).as_deref(), Some("fw"));
+        assert_eq!(ring.authenticate("nope"), None);
+        assert_eq!(ring.authenticate(""), None);
+        assert!(!ct_eq(b"ab", b"abc"));
+    }
+}

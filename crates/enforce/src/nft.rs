@@ -1,0 +1,543 @@
+//! The nftables backend: Shield's own `inet` table, kept in step with the ban
+//! decisions through one `nft -f -` transaction per batch.
+//!
+//! Layout (table name configurable, `shield` by default):
+//! - `ban4` / `ban6`: `ipv4_addr` / `ipv6_addr` sets with `flags timeout`
+//!   holding single addresses (hash sets: O(1) lookups, no overlap rules);
+//! - `ban4net` / `ban6net`: the same with `flags interval, timeout`, holding
+//!   ranges (CrowdSec's nftables mode cannot ban ranges; Shield can);
+//! - chain `input` (and `forward` when asked) at the given priority dropping
+//!   `ip saddr` / `ip6 saddr` members of the four sets.
+//!
+//! Every element carries a kernel timeout equal to the decision's remaining
+//! time, so an unban is never needed for expiry.
+//!
+//! Why the CLI and not netlink: `nft -f -` gives one atomic transaction per
+//! batch (one process per batch, never per ban) and was quick to make robust
+//! against nft 1.0.6's lack of `destroy element`; a netlink backend (nlink)
+//! can replace `Runner` later without changing the trait.
+//!
+//! Idempotence without `destroy`: refreshing or removing an element is written
+//! as `add {e timeout 1s}; delete {e}; [add {e timeout N}]` inside the same
+//! transaction. The first add makes the delete safe whether or not the kernel
+//! still holds `e` (it may have timed out a millisecond ago).
+//!
+//! Interval sets refuse overlapping elements, so ranges are kept in a small
+//! model here: only ranges not covered by another active range are installed,
+//! and when a covering range goes away the ones it shadowed are installed again.
+//! If a batch still fails, each element is retried alone and failures counted,
+//! so one bad element never blocks the others.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hashbrown::HashMap;
+use ipnet::IpNet;
+use shield_core::{Decision, UnixTime};
+
+use crate::firewall::{Change, Firewall, LayerError, Runner, for_kernel};
+
+/// Options of the nftables backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NftOptions {
+    /// Table name in family `inet`; `shield` by default.
+    pub table: String,
+    /// Also drop forwarded traffic (routers, container hosts).
+    pub forward: bool,
+    /// Base chain priority; -10 by default (before most filter rules).
+    pub priority: i32,
+    /// Only for tests: run every `nft` inside `ip netns exec NAME`.
+    pub netns: Option<String>,
+}
+
+impl Default for NftOptions {
+    fn default() -> Self {
+        NftOptions {
+            table: "shield".into(),
+            forward: false,
+            priority: -10,
+            netns: None,
+        }
+    }
+}
+
+/// The nftables backend, checked and ready (the table is created by `reconcile`).
+pub fn nftables(opts: NftOptions) -> Result<Box<dyn Firewall>, LayerError> {
+    Ok(Box::new(Nft::new(opts)?))
+}
+
+/// Elements per `add element` statement in a reconcile: keeps lines a sane size.
+const CHUNK: usize = 20_000;
+
+/// Kernel timeouts are capped so the arithmetic stays far from overflow (about 10 years).
+const MAX_TIMEOUT_S: u64 = 315_360_000;
+
+/// Which of the four sets an element belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum SetKind {
+    Ban4,
+    Ban6,
+    Ban4Net,
+    Ban6Net,
+}
+
+impl SetKind {
+    fn name(self) -> &'static str {
+        match self {
+            SetKind::Ban4 => "ban4",
+            SetKind::Ban6 => "ban6",
+            SetKind::Ban4Net => "ban4net",
+            SetKind::Ban6Net => "ban6net",
+        }
+    }
+
+    fn of(net: &IpNet) -> SetKind {
+        let host = net.prefix_len() == net.max_prefix_len();
+        match (net, host) {
+            (IpNet::V4(_), true) => SetKind::Ban4,
+            (IpNet::V6(_), true) => SetKind::Ban6,
+            (IpNet::V4(_), false) => SetKind::Ban4Net,
+            (IpNet::V6(_), false) => SetKind::Ban6Net,
+        }
+    }
+}
+
+/// The element text nft expects: a bare address for hosts, CIDR for ranges.
+/// IPv4-mapped IPv6 targets go to the IPv4 sets.
+fn element(net: &IpNet) -> (SetKind, IpNet, String) {
+    let net = match net {
+        IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
+            Some(v4) if n.prefix_len() >= 96 => {
+                IpNet::V4(ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).expect("prefix in 0..=32"))
+            }
+            _ => IpNet::V6(n.trunc()),
+        },
+        IpNet::V4(n) => IpNet::V4(n.trunc()),
+    };
+    let kind = SetKind::of(&net);
+    let text = match kind {
+        SetKind::Ban4 | SetKind::Ban6 => net.addr().to_string(),
+        _ => net.to_string(),
+    };
+    (kind, net, text)
+}
+
+fn timeout_s(expires: UnixTime, now: UnixTime) -> u64 {
+    ((expires - now).max(1) as u64).min(MAX_TIMEOUT_S)
+}
+
+/// One element's worth of script lines: retried alone if its batch fails.
+#[derive(Debug)]
+struct Op {
+    lines: Vec<String>,
+    /// For ranges: the model update to undo if this op fails on its own.
+    range: Option<(IpNet, Option<UnixTime>)>,
+}
+
+pub(crate) struct Nft {
+    opts: NftOptions,
+    runner: Runner,
+    /// Ranges wanted by active decisions: net → expiry (the latest one).
+    wanted: BTreeMap<IpNet, UnixTime>,
+    /// Ranges installed in the kernel: net → expiry (the kernel forgets them by itself).
+    installed: HashMap<IpNet, UnixTime>,
+    failures: u64,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+impl Nft {
+    pub(crate) fn new(opts: NftOptions) -> Result<Self, LayerError> {
+        if !valid_name(&opts.table) {
+            return Err(LayerError::Config(format!(
+                "nftables table name `{}` must start with a letter and hold only letters, digits, `_` or `-` (64 at most)",
+                opts.table
+            )));
+        }
+        if let Some(ns) = &opts.netns
+            && !valid_name(ns)
+        {
+            return Err(LayerError::Config(format!(
+                "network namespace name `{ns}` is not a plain name"
+            )));
+        }
+        let runner = Runner {
+            netns: opts.netns.clone(),
+        };
+        runner.run("nft", "nftables", &["--version"], None)?;
+        Ok(Nft {
+            opts,
+            runner,
+            wanted: BTreeMap::new(),
+            installed: HashMap::new(),
+            failures: 0,
+        })
+    }
+
+    fn set_ref(&self, kind: SetKind) -> String {
+        format!("inet {} {}", self.opts.table, kind.name())
+    }
+
+    fn run_script(&self, script: &str) -> Result<(), LayerError> {
+        self.runner
+            .run("nft", "nftables", &["-f", "-"], Some(script.as_bytes()))
+            .map(|_| ())
+    }
+
+    /// `add {e 1s}; delete {e}`: removes `e` whether or not the kernel still has it.
+    fn remove_lines(&self, kind: SetKind, text: &str, out: &mut Vec<String>) {
+        let set = self.set_ref(kind);
+        out.push(format!("add element {set} {{ {text} timeout 1s }}"));
+        out.push(format!("delete element {set} {{ {text} }}"));
+    }
+
+    /// Ranges to install: wanted, active, and not inside another wanted active range.
+    fn desired_ranges(&self, now: UnixTime) -> HashMap<IpNet, UnixTime> {
+        let mut out = HashMap::new();
+        // BTreeMap order puts a covering network before the ones it contains
+        // (same family, lower or equal address, shorter prefix first at equal address).
+        let mut last: Option<IpNet> = None;
+        for (net, &exp) in self.wanted.iter().filter(|(_, e)| **e > now) {
+            if let Some(l) = last
+                && l.contains(net)
+            {
+                continue;
+            }
+            last = Some(*net);
+            out.insert(*net, exp);
+        }
+        out
+    }
+
+    /// Script lines that bring the installed ranges to the desired ones.
+    fn range_ops(&mut self, now: UnixTime) -> Vec<Op> {
+        // What the kernel timed out by itself needs no op.
+        self.installed.retain(|_, exp| *exp > now);
+        self.wanted.retain(|_, exp| *exp > now);
+        let desired = self.desired_ranges(now);
+        let mut ops = Vec::new();
+        // Removals first, so a newly covering range never overlaps what it replaces.
+        let mut gone: Vec<IpNet> = self
+            .installed
+            .keys()
+            .filter(|n| !desired.contains_key(*n))
+            .copied()
+            .collect();
+        gone.sort();
+        for net in gone {
+            let (kind, _, text) = element(&net);
+            let mut lines = Vec::new();
+            self.remove_lines(kind, &text, &mut lines);
+            let prev = self.installed.remove(&net);
+            ops.push(Op {
+                lines,
+                range: Some((net, prev)),
+            });
+        }
+        let mut changed: Vec<(IpNet, UnixTime)> = desired
+            .iter()
+            .filter(|(n, e)| self.installed.get(*n) != Some(*e))
+            .map(|(n, e)| (*n, *e))
+            .collect();
+        changed.sort();
+        for (net, exp) in changed {
+            let (kind, _, text) = element(&net);
+            let mut lines = Vec::new();
+            if self.installed.contains_key(&net) {
+                self.remove_lines(kind, &text, &mut lines);
+            }
+            lines.push(format!(
+                "add element {} {{ {text} timeout {}s }}",
+                self.set_ref(kind),
+                timeout_s(exp, now)
+            ));
+            let prev = self.installed.insert(net, exp);
+            ops.push(Op {
+                lines,
+                range: Some((net, prev)),
+            });
+        }
+        ops
+    }
+
+    fn table_script(&self) -> String {
+        let t = &self.opts.table;
+        let p = self.opts.priority;
+        let mut s = String::new();
+        let _ = writeln!(s, "add table inet {t}");
+        let _ = writeln!(s, "delete table inet {t}");
+        let _ = writeln!(s, "add table inet {t}");
+        let _ = writeln!(
+            s,
+            "add set inet {t} ban4 {{ type ipv4_addr; flags timeout; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add set inet {t} ban6 {{ type ipv6_addr; flags timeout; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add set inet {t} ban4net {{ type ipv4_addr; flags interval, timeout; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add set inet {t} ban6net {{ type ipv6_addr; flags interval, timeout; }}"
+        );
+        let mut hooks = vec!["input"];
+        if self.opts.forward {
+            hooks.push("forward");
+        }
+        for h in hooks {
+            let _ = writeln!(
+                s,
+                "add chain inet {t} {h} {{ type filter hook {h} priority {p}; policy accept; }}"
+            );
+            for (fam, set) in [
+                ("ip", "ban4"),
+                ("ip", "ban4net"),
+                ("ip6", "ban6"),
+                ("ip6", "ban6net"),
+            ] {
+                let _ = writeln!(s, "add rule inet {t} {h} {fam} saddr @{set} counter drop");
+            }
+        }
+        s
+    }
+
+    fn run_ops(&mut self, ops: Vec<Op>) -> Result<(), LayerError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut script = String::new();
+        for l in ops.iter().flat_map(|o| &o.lines) {
+            script.push_str(l);
+            script.push('\n');
+        }
+        let Err(batch_err) = self.run_script(&script) else {
+            return Ok(());
+        };
+        if matches!(
+            batch_err,
+            LayerError::ToolMissing { .. } | LayerError::Io { .. }
+        ) {
+            return Err(batch_err);
+        }
+        tracing::warn!(target: "shield::enforce", layer = "nftables", error = %batch_err, ops = ops.len(), "batch refused; retrying element by element");
+        let total = ops.len();
+        let mut failed = 0;
+        let mut first = None;
+        for op in ops {
+            let one = op.lines.join("\n") + "\n";
+            if let Err(e) = self.run_script(&one) {
+                failed += 1;
+                if let Some((net, prev)) = op.range {
+                    // Undo the model update: the kernel did not take it.
+                    match prev {
+                        Some(exp) => self.installed.insert(net, exp),
+                        None => self.installed.remove(&net),
+                    };
+                }
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+        self.failures += failed as u64;
+        match first {
+            None => Ok(()),
+            Some(first) => Err(LayerError::Partial {
+                failed,
+                total,
+                first,
+            }),
+        }
+    }
+}
+
+impl Firewall for Nft {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply(&mut self, batch: &[Change], now: UnixTime) -> Result<(), LayerError> {
+        // Last change per host element wins within a batch: Some(expiry) = add, None = remove.
+        let mut hosts: HashMap<(SetKind, String), Option<UnixTime>> = HashMap::new();
+        let mut order: Vec<(SetKind, String)> = Vec::new();
+        let mut ranges_touched = false;
+        for c in batch.iter().filter(|c| for_kernel(c.decision())) {
+            let d = c.decision();
+            let (kind, net, text) = element(&d.target);
+            let add = matches!(c, Change::Add(_)) && d.is_active(now);
+            match kind {
+                SetKind::Ban4 | SetKind::Ban6 => {
+                    let key = (kind, text);
+                    if !hosts.contains_key(&key) {
+                        order.push(key.clone());
+                    }
+                    hosts.insert(key, add.then_some(d.expires));
+                }
+                _ => {
+                    ranges_touched = true;
+                    if add {
+                        self.wanted.insert(net, d.expires);
+                    } else {
+                        self.wanted.remove(&net);
+                    }
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        if ranges_touched || self.installed.values().any(|e| *e <= now) {
+            ops.extend(self.range_ops(now));
+        }
+        for key in order {
+            let (kind, text) = &key;
+            let mut lines = Vec::new();
+            self.remove_lines(*kind, text, &mut lines);
+            if let Some(Some(exp)) = hosts.get(&key) {
+                lines.push(format!(
+                    "add element {} {{ {text} timeout {}s }}",
+                    self.set_ref(*kind),
+                    timeout_s(*exp, now)
+                ));
+            }
+            ops.push(Op { lines, range: None });
+        }
+        self.run_ops(ops)
+    }
+
+    fn reconcile(&mut self, active: &[Decision], now: UnixTime) -> Result<(), LayerError> {
+        let mut script = self.table_script();
+        self.wanted.clear();
+        self.installed.clear();
+        let mut hosts: BTreeMap<SetKind, HashMap<String, UnixTime>> = BTreeMap::new();
+        for d in active.iter().filter(|d| for_kernel(d) && d.is_active(now)) {
+            let (kind, net, text) = element(&d.target);
+            match kind {
+                SetKind::Ban4 | SetKind::Ban6 => {
+                    let e = hosts
+                        .entry(kind)
+                        .or_default()
+                        .entry(text)
+                        .or_insert(d.expires);
+                    *e = (*e).max(d.expires);
+                }
+                _ => {
+                    let e = self.wanted.entry(net).or_insert(d.expires);
+                    *e = (*e).max(d.expires);
+                }
+            }
+        }
+        let ranges = self.desired_ranges(now);
+        let mut by_set: BTreeMap<SetKind, Vec<(String, UnixTime)>> = BTreeMap::new();
+        for (kind, m) in hosts {
+            by_set.entry(kind).or_default().extend(m);
+        }
+        for (net, exp) in &ranges {
+            let (kind, _, text) = element(net);
+            by_set.entry(kind).or_default().push((text, *exp));
+        }
+        for (kind, elems) in by_set {
+            for chunk in elems.chunks(CHUNK) {
+                let _ = write!(script, "add element {} {{ ", self.set_ref(kind));
+                for (i, (text, exp)) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        script.push_str(", ");
+                    }
+                    let _ = write!(script, "{text} timeout {}s", timeout_s(*exp, now));
+                }
+                script.push_str(" }\n");
+            }
+        }
+        self.run_script(&script)?;
+        self.installed = ranges;
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<(), LayerError> {
+        let t = &self.opts.table;
+        self.run_script(&format!("add table inet {t}\ndelete table inet {t}\n"))?;
+        self.wanted.clear();
+        self.installed.clear();
+        Ok(())
+    }
+
+    fn failures(&self) -> u64 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_by_family_and_scope() {
+        let e = |s: &str| {
+            let (k, _, t) = element(&s.parse().unwrap());
+            (k, t)
+        };
+        assert_eq!(e("192.0.2.1/32"), (SetKind::Ban4, "192.0.2.1".into()));
+        assert_eq!(e("192.0.2.9/24"), (SetKind::Ban4Net, "192.0.2.0/24".into()));
+        assert_eq!(e("2001:db8::1/128"), (SetKind::Ban6, "2001:db8::1".into()));
+        assert_eq!(
+            e("2001:db8::/48"),
+            (SetKind::Ban6Net, "2001:db8::/48".into())
+        );
+        assert_eq!(
+            e("::ffff:192.0.2.1/128"),
+            (SetKind::Ban4, "192.0.2.1".into())
+        );
+    }
+
+    #[test]
+    fn nested_ranges_install_only_the_widest_active() {
+        let mut n = Nft {
+            opts: NftOptions::default(),
+            runner: Runner { netns: None },
+            wanted: BTreeMap::new(),
+            installed: HashMap::new(),
+            failures: 0,
+        };
+        n.wanted.insert("10.0.0.0/8".parse().unwrap(), 100);
+        n.wanted.insert("10.1.0.0/16".parse().unwrap(), 500);
+        n.wanted.insert("192.168.0.0/16".parse().unwrap(), 100);
+        let d = n.desired_ranges(0);
+        assert_eq!(d.len(), 2);
+        assert!(d.contains_key(&"10.0.0.0/8".parse::<IpNet>().unwrap()));
+        // Once the /8 has expired, the /16 it shadowed comes back.
+        let d = n.desired_ranges(100);
+        assert_eq!(
+            d.keys().copied().collect::<Vec<_>>(),
+            vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        // And the ops: the first run installs two ranges, a later one re-adds the /16.
+        let ops = n.range_ops(0);
+        assert_eq!(ops.len(), 2);
+        let ops = n.range_ops(150);
+        assert_eq!(ops.len(), 1);
+        assert!(
+            ops[0]
+                .lines
+                .last()
+                .unwrap()
+                .contains("10.1.0.0/16 timeout 350s"),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn bad_table_name_is_refused() {
+        let e = Nft::new(NftOptions {
+            table: "x; flush ruleset".into(),
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("table name"));
+    }
+}
