@@ -1,0 +1,704 @@
+//! A loaded fail2ban filter and its line pipeline (filter.py's `processLine`
+//! and `findFailure`): cut the date out, keep the last `maxlines` lines,
+//! ignoreregex, prefregex (with `<F-CONTENT>`), the first matching failregex,
+//! multi-line failure ids (`<F-MLFID>`, `<F-MLFFORGET>`, `<F-MLFGAINED>`).
+//!
+//! It owns matching; reading the INI files is `ini.rs`, tags `tags.rs`,
+//! regex translation `pyre.rs`, dates `date.rs`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use jiff::tz::TimeZone;
+use shield_core::{Hit, LineMatcher, RuleInfo, UnixTime};
+
+use crate::LoadError;
+use crate::date::Detector;
+use crate::ini::{Config, layered};
+use crate::pyre::{Locs, Re};
+use crate::tags::{resolve_regex_tags, substitute_recursive};
+
+/// A filter named as a jail names it: `sshd`, `sshd[mode=aggressive]`,
+/// `/path/to/x.conf[mode=ddos, publickey=any]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterRef {
+    pub name_or_path: String,
+    /// The `mode` argument, if given (also present in [`FilterRef::args`]).
+    pub mode: Option<String>,
+    /// Every `key=value` argument, keys lower-cased, in order.
+    pub args: Vec<(String, String)>,
+}
+
+impl FilterRef {
+    /// A reference without arguments.
+    pub fn named(name: &str) -> FilterRef {
+        FilterRef { name_or_path: name.to_string(), mode: None, args: Vec::new() }
+    }
+}
+
+impl FromStr for FilterRef {
+    type Err = LoadError;
+    fn from_str(s: &str) -> Result<FilterRef, LoadError> {
+        let s = s.trim();
+        let bad = |why: &str| LoadError::Value { what: format!("filter reference {s:?}"), reason: why.to_string() };
+        let (name, args) = match s.find('[') {
+            None => (s, ""),
+            Some(p) => {
+                let inner = s[p + 1..].strip_suffix(']').ok_or_else(|| bad("`[` without a closing `]`"))?;
+                (s[..p].trim(), inner)
+            }
+        };
+        if name.is_empty() {
+            return Err(bad("empty filter name"));
+        }
+        let mut out = Vec::new();
+        for part in split_args(args) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            let (k, v) = part.split_once('=').ok_or_else(|| bad("arguments must look like key=value"))?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+                .unwrap_or(v);
+            out.push((k.trim().to_lowercase(), v.to_string()));
+        }
+        let mode = out.iter().find(|(k, _)| k == "mode").map(|(_, v)| v.clone());
+        Ok(FilterRef { name_or_path: name.to_string(), mode, args: out })
+    }
+}
+
+fn split_args(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ',') => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// One compiled failregex.
+#[derive(Debug)]
+struct Rx {
+    re: Re,
+    /// Group names by index (None for unnamed groups).
+    names: Vec<Option<String>>,
+    /// Python-flavoured source after tag resolution (for messages).
+    source: String,
+}
+
+impl Rx {
+    fn compile(py: &str, multiline: bool, use_dns: bool) -> Result<Rx, String> {
+        let resolved = resolve_regex_tags(py, use_dns);
+        // fail2ban rewrites `((?i)X)` into `(?i:X)`; Rust accepts both forms.
+        let (re, _) = Re::compile(&resolved, multiline)?;
+        let names = re.capture_names();
+        Ok(Rx { re, names, source: resolved })
+    }
+    fn has_group(&self, n: &str) -> bool {
+        self.names.iter().any(|x| x.as_deref() == Some(n))
+    }
+}
+
+/// What a line matched, with the host as text (an address or, with
+/// `usedns`, a name), for callers that need more than a [`Hit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detail {
+    /// Index of the failregex that matched.
+    pub rule: usize,
+    /// ip4, else ip6, else dns, else the failure id (`<F-ID>`).
+    pub host: String,
+    pub time: Option<UnixTime>,
+    pub nofail: bool,
+    /// Named groups with values (`user`, `mlfid`, ...), fail2ban's names.
+    pub fields: Vec<(String, String)>,
+}
+
+/// A fail2ban filter ready to match lines.
+pub struct Filter {
+    name: String,
+    files: Vec<PathBuf>,
+    rules: Vec<RuleInfo>,
+    prefregex: Option<Rx>,
+    failregex: Vec<Rx>,
+    ignoreregex: Vec<Rx>,
+    /// Prefilter: which fast failregexes can match (indexes into `set_map`).
+    set: Option<regex::RegexSet>,
+    set_map: Vec<usize>,
+    maxlines: usize,
+    journalmatch: Option<String>,
+    dates: Detector,
+    tz: TimeZone,
+    // per-line state, reused
+    lines: VecDeque<String>,
+    buf: String,
+    locs: Locs,
+    last_time: Option<UnixTime>,
+    mlfid_cache: HashMap<String, FailMap>,
+    mlfid_order: VecDeque<String>,
+    out: Detail,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").field("name", &self.name).field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+/// fail2ban's per-failure dict: group values that are not None.
+#[derive(Debug, Clone, Default)]
+struct FailMap {
+    vals: Vec<(String, String)>,
+    users: Vec<String>,
+}
+
+impl FailMap {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.vals.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+    /// Python truthiness: present and non-empty.
+    fn truthy(&self, k: &str) -> bool {
+        self.get(k).is_some_and(|v| !v.is_empty())
+    }
+    fn set(&mut self, k: &str, v: &str) {
+        if let Some(s) = self.vals.iter_mut().find(|(n, _)| n == k) {
+            s.1 = v.to_string();
+        } else {
+            self.vals.push((k.to_string(), v.to_string()));
+        }
+    }
+    fn pop(&mut self, k: &str) -> Option<String> {
+        let i = self.vals.iter().position(|(n, _)| n == k)?;
+        Some(self.vals.remove(i).1)
+    }
+    fn add_user(&mut self) -> usize {
+        if let Some(u) = self.get("user").map(str::to_string) {
+            if !self.users.contains(&u) {
+                self.users.push(u);
+            }
+        }
+        self.users.len()
+    }
+}
+
+const OPTS: [&str; 7] = ["usedns", "prefregex", "ignoreregex", "failregex", "maxlines", "datepattern", "journalmatch"];
+
+impl Filter {
+    /// Loads a filter by name (from `filter_dir`, usually `/etc/fail2ban/filter.d`)
+    /// or by path, with its includes, `.local` overlays and arguments.
+    pub fn load(r: &FilterRef, filter_dir: &Path) -> Result<Filter, LoadError> {
+        let as_path = Path::new(&r.name_or_path);
+        let (dir, name) = if r.name_or_path.contains('/') || r.name_or_path.ends_with(".conf") {
+            let dir = as_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let stem = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or("filter").to_string();
+            (dir, stem)
+        } else {
+            (filter_dir.to_path_buf(), r.name_or_path.clone())
+        };
+        let main = dir.join(format!("{name}.conf"));
+        if !main.is_file() && !dir.join(format!("{name}.local")).is_file() {
+            return Err(LoadError::NotFound { name: name.clone(), dir });
+        }
+        let cfg = Config::read(&layered(&dir, &name))?;
+        Self::from_config(&name, &cfg, &r.args)
+    }
+
+    fn from_config(name: &str, cfg: &Config, args: &[(String, String)]) -> Result<Filter, LoadError> {
+        let files = cfg.files.clone();
+        let p_opts: Vec<(String, String)> = args.to_vec();
+        // [Definition] options, interpolated with the jail's arguments as vars.
+        let mut combined: Vec<(String, String)> = Vec::new();
+        for o in OPTS {
+            if let Some(v) = cfg.get("Definition", o, &p_opts)? {
+                combined.push((o.to_string(), v));
+            }
+        }
+        // [Init] and the arguments, which win.
+        let mut init: Vec<(String, String)> = p_opts.clone();
+        if cfg.has_section("Init") {
+            for o in cfg.options("Init") {
+                let v = cfg.get("Init", &o, &[])?.unwrap_or_default();
+                if !o.starts_with("known/") {
+                    set_kv(&mut init, &format!("known/{o}"), &v);
+                }
+                if !init.iter().any(|(k, _)| *k == o) {
+                    init.push((o.clone(), v));
+                }
+            }
+        }
+        for (k, v) in init {
+            set_kv(&mut combined, &k, &v);
+        }
+        let mut err: Option<LoadError> = None;
+        let mut extra = |tag: &str| -> Option<String> {
+            match cfg.get_ex("Definition", tag, &p_opts) {
+                Ok(v) => v,
+                Err(e) => {
+                    err.get_or_insert(e);
+                    None
+                }
+            }
+        };
+        substitute_recursive(&mut combined, &mut extra).map_err(|reason| LoadError::Tags { files: files.clone(), reason })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let get = |k: &str| combined.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let maxlines = match get("maxlines") {
+            None => 1,
+            Some(v) => v.trim().parse::<usize>().map_err(|_| LoadError::Value {
+                what: format!("{files:?} maxlines"),
+                reason: format!("{v:?} is not a whole number"),
+            })?,
+        }
+        .max(1);
+        let use_dns = !matches!(get("usedns").map(str::trim), Some("no"));
+        let multiline = maxlines > 1;
+        let rx = |opt: &str, index: usize, py: &str| {
+            Rx::compile(py, multiline, use_dns).map_err(|reason| LoadError::Regex {
+                files: files.clone(),
+                option: opt.to_string(),
+                index,
+                regex: py.to_string(),
+                reason,
+            })
+        };
+        let prefregex = match get("prefregex").filter(|v| !v.trim().is_empty()) {
+            Some(p) => Some(rx("prefregex", 0, p)?),
+            None => None,
+        };
+        let list = |v: Option<&str>| -> Vec<String> {
+            v.map(|v| v.split('\n').filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+        };
+        let mut failregex = Vec::new();
+        for (i, p) in list(get("failregex")).iter().enumerate() {
+            let r = rx("failregex", i, p)?;
+            let ids = ["fid", "ip4", "ip6", "dns", "mlfid"];
+            let ok = ids.iter().any(|g| r.has_group(g) || prefregex.as_ref().is_some_and(|p| p.has_group(g)));
+            if !ok {
+                return Err(LoadError::NoFailureId { files: files.clone(), index: i });
+            }
+            failregex.push(r);
+        }
+        let mut ignoreregex = Vec::new();
+        for (i, p) in list(get("ignoreregex")).iter().enumerate() {
+            ignoreregex.push(rx("ignoreregex", i, p)?);
+        }
+        let dates = Detector::new(get("datepattern").filter(|v| !v.trim().is_empty()))
+            .map_err(|reason| LoadError::DatePattern { files: files.clone(), reason })?;
+        // Prefilter over the failregexes the automaton can run.
+        let mut set_map = Vec::new();
+        let mut pats = Vec::new();
+        for (i, r) in failregex.iter().enumerate() {
+            if let Re::Fast(re, _) = &r.re {
+                set_map.push(i);
+                pats.push(re.as_str().to_string());
+            }
+        }
+        let set = if pats.len() > 1 { regex::RegexSet::new(&pats).ok() } else { None };
+        if set.is_none() {
+            set_map.clear();
+        }
+        let rules = (0..failregex.len())
+            .map(|i| RuleInfo { name: format!("{name}#{i}"), service: name.to_string() })
+            .collect();
+        Ok(Filter {
+            name: name.to_string(),
+            files,
+            rules,
+            prefregex,
+            failregex,
+            ignoreregex,
+            set,
+            set_map,
+            maxlines,
+            journalmatch: get("journalmatch").map(str::to_string).filter(|s| !s.trim().is_empty()),
+            dates,
+            tz: TimeZone::system(),
+            lines: VecDeque::new(),
+            buf: String::new(),
+            locs: Locs::default(),
+            last_time: None,
+            mlfid_cache: HashMap::new(),
+            mlfid_order: VecDeque::new(),
+            out: Detail { rule: 0, host: String::new(), time: None, nofail: false, fields: Vec::new() },
+        })
+    }
+
+    /// The `journalmatch` value (for the journald source), if any.
+    pub fn journalmatch(&self) -> Option<&str> {
+        self.journalmatch.as_deref()
+    }
+    /// Lines matched together (fail2ban's `maxlines`, at least 1).
+    pub fn maxlines(&self) -> usize {
+        self.maxlines
+    }
+    /// The filter's name (file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The files read, in order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+    /// The failregexes after tag resolution (Python-flavoured), for `explain`.
+    pub fn failregex_sources(&self) -> Vec<&str> {
+        self.failregex.iter().map(|r| r.source.as_str()).collect()
+    }
+    /// How many failregexes need the backtracking engine.
+    pub fn backtracking_count(&self) -> usize {
+        self.failregex.iter().filter(|r| r.re.is_fancy()).count()
+    }
+    /// The time zone for dates without one (default: the system's, like fail2ban).
+    pub fn set_timezone(&mut self, tz: TimeZone) {
+        self.tz = tz;
+    }
+
+    /// Matches one line and returns the full result (host as text, all fields).
+    /// `now` infers missing years. Multi-line state is kept between calls.
+    pub fn match_detail(&mut self, line: &str, now: UnixTime) -> Option<&Detail> {
+        if self.process(line, now) { Some(&self.out) } else { None }
+    }
+
+    fn process(&mut self, line: &str, now: UnixTime) -> bool {
+        // 1. the date, cut out of the line
+        let mut time = None;
+        let (pre, post) = match self.dates.detect(line, now, &self.tz) {
+            Some(f) if f.start < f.end => {
+                time = f.time;
+                (&line[..f.start], &line[f.end..])
+            }
+            Some(f) => {
+                time = self.last_time;
+                (&line[..f.start], &line[f.end..])
+            }
+            None => ("", line),
+        };
+        if time.is_some() {
+            self.last_time = time;
+        }
+        // 2. the buffer
+        self.buf.clear();
+        if self.maxlines > 1 {
+            let mut l = String::with_capacity(pre.len() + post.len());
+            l.push_str(pre);
+            l.push_str(post);
+            self.lines.push_back(l);
+            while self.lines.len() > self.maxlines {
+                self.lines.pop_front();
+            }
+            for l in &self.lines {
+                self.buf.push_str(l);
+                self.buf.push('\n');
+            }
+        } else {
+            self.buf.push_str(pre);
+            self.buf.push_str(post);
+            self.buf.push('\n');
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.find_failure(&buf, time);
+        self.buf = buf;
+        r
+    }
+
+    fn ignored(&mut self, hay: &str) -> bool {
+        self.ignoreregex.iter().any(|r| r.re.is_match(hay))
+    }
+
+    fn find_failure(&mut self, buf: &str, time: Option<UnixTime>) -> bool {
+        if !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len() && self.ignored(buf) {
+            return false;
+        }
+        let mut pre = FailMap::default();
+        let mut content: Option<String> = None;
+        if let Some(p) = &self.prefregex {
+            if !p.re.captures(buf, &mut self.locs) {
+                return false;
+            }
+            for (i, n) in p.names.iter().enumerate() {
+                if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
+                    if n == "content" {
+                        content = Some(buf[*s..*e].to_string());
+                    } else {
+                        pre.set(n, &buf[*s..*e]);
+                    }
+                }
+            }
+        }
+        let owned;
+        let hay: &str = match content.filter(|c| !c.is_empty()) {
+            Some(c) => {
+                if self.maxlines > 1 {
+                    self.lines.clear();
+                    self.lines.push_back(c.clone());
+                }
+                owned = format!("{c}\n");
+                &owned
+            }
+            None => buf,
+        };
+        // prefilter
+        let mut cand: Option<regex::SetMatches> = None;
+        if let Some(set) = &self.set {
+            let m = set.matches(hay);
+            if !m.matched_any() && self.set_map.len() == self.failregex.len() {
+                return false;
+            }
+            cand = Some(m);
+        }
+        let mut set_pos = 0;
+        for idx in 0..self.failregex.len() {
+            let in_set = set_pos < self.set_map.len() && self.set_map[set_pos] == idx;
+            if in_set {
+                let hit = cand.as_ref().is_some_and(|m| m.matched(set_pos));
+                set_pos += 1;
+                if !hit {
+                    continue;
+                }
+            }
+            if !self.failregex[idx].re.captures(hay, &mut self.locs) {
+                continue;
+            }
+            // the failregex matched; ignoreregex wins
+            if !self.ignoreregex.is_empty() && self.ignored(hay) {
+                if self.maxlines > 1 {
+                    self.drop_matched_lines(hay);
+                }
+                return false;
+            }
+            let mut fail = pre.clone();
+            let names = &self.failregex[idx].names;
+            for (i, n) in names.iter().enumerate() {
+                if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
+                    fail.set(n, &hay[*s..*e]);
+                }
+            }
+            // F-ALT_X fill X when empty
+            let alts: Vec<(String, String)> = fail
+                .vals
+                .iter()
+                .filter_map(|(k, v)| {
+                    let base = k.strip_prefix("alt_")?;
+                    let base = base.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('_');
+                    Some((crate::tags::map_tag_to_opt(base), v.clone()))
+                })
+                .collect();
+            for (k, v) in alts {
+                if !fail.truthy(&k) && !v.is_empty() {
+                    fail.set(&k, &v);
+                }
+            }
+            if self.maxlines > 1 {
+                self.drop_matched_lines(hay);
+            }
+            let mlfid = fail.get("mlfid").map(str::to_string);
+            if let Some(id) = &mlfid {
+                fail = self.merge_failure(id, fail);
+                if fail.truthy("nofail") {
+                    self.store_mlfid(id, &fail);
+                    return false;
+                }
+            }
+            let host = fail.get("ip4").or_else(|| fail.get("ip6")).or_else(|| fail.get("dns")).or_else(|| fail.get("fid"));
+            let Some(host) = host.map(str::to_string) else {
+                if let Some(id) = &mlfid {
+                    fail.set("mlfpending", "1");
+                    self.store_mlfid(id, &fail);
+                }
+                return false;
+            };
+            if let Some(id) = &mlfid {
+                self.store_mlfid(id, &fail);
+            }
+            self.out.rule = idx;
+            self.out.host = host;
+            self.out.time = time;
+            self.out.nofail = fail.truthy("nofail");
+            self.out.fields = fail.vals;
+            return true;
+        }
+        false
+    }
+
+    /// Removes the buffered lines a multi-line match covered.
+    fn drop_matched_lines(&mut self, hay: &str) {
+        let Some(Some((s, e))) = self.locs.spans.first().copied() else { return };
+        let first = hay[..s.min(hay.len())].matches('\n').count();
+        let end = if e > 0 { e - 1 } else { 0 };
+        let line_end = hay[end.min(hay.len())..].find('\n').map(|p| end + p + 1).unwrap_or(hay.len());
+        let last = hay[..line_end].matches('\n').count();
+        let mut i = 0;
+        self.lines.retain(|_| {
+            let keep = i < first || i >= last;
+            i += 1;
+            keep
+        });
+    }
+
+    fn store_mlfid(&mut self, id: &str, fail: &FailMap) {
+        if let Some(e) = self.mlfid_cache.get_mut(id) {
+            *e = fail.clone();
+        }
+    }
+
+    /// filter.py's `_mergeFailure`, with the cache entry written back after
+    /// the caller's changes (Python shares one dict between both).
+    fn merge_failure(&mut self, mlfid: &str, mut fail: FailMap) -> FailMap {
+        let mut nf = 0u8;
+        if fail.truthy("mlfgained") {
+            nf |= 8 | 1;
+            if !fail.truthy("nofail") {
+                let g = fail.get("mlfgained").unwrap_or("").to_string();
+                fail.set("nofail", &g);
+            }
+        } else if fail.truthy("nofail") {
+            nf |= 1;
+        }
+        if fail.pop("mlfforget").is_some_and(|v| !v.is_empty()) {
+            nf |= 2;
+        }
+        let users;
+        if let Some(mut cached) = self.mlfid_cache.get(mlfid).cloned() {
+            if let Some(u) = fail.get("user") {
+                if !cached.users.iter().any(|x| x == u) {
+                    cached.users.push(u.to_string());
+                }
+            }
+            users = cached.users.len();
+            if cached.pop("nofail").is_some_and(|v| !v.is_empty()) {
+                nf |= 4;
+            }
+            if cached.pop("mlfgained").is_some_and(|v| !v.is_empty()) {
+                nf |= 4;
+            }
+            if nf & 8 != 0 {
+                cached.pop("mlfpending");
+            }
+            for (k, v) in fail.vals {
+                cached.set(&k, &v);
+            }
+            fail = cached;
+            if nf & 2 != 0 {
+                self.mlfid_cache.remove(mlfid);
+            } else {
+                self.mlfid_cache.insert(mlfid.to_string(), fail.clone());
+            }
+        } else if nf & 2 == 0 {
+            users = fail.add_user();
+            if self.mlfid_cache.len() >= 100 {
+                if let Some(old) = self.mlfid_order.pop_front() {
+                    self.mlfid_cache.remove(&old);
+                }
+            }
+            self.mlfid_order.push_back(mlfid.to_string());
+            self.mlfid_cache.insert(mlfid.to_string(), fail.clone());
+        } else {
+            users = 0;
+        }
+        if fail.pop("mlfpending").is_some_and(|v| !v.is_empty()) || users > 1 {
+            fail.pop("nofail");
+            fail.pop("mlfgained");
+        }
+        fail
+    }
+}
+
+fn set_kv(v: &mut Vec<(String, String)>, k: &str, val: &str) {
+    if let Some(s) = v.iter_mut().find(|(n, _)| n == k) {
+        s.1 = val.to_string();
+    } else {
+        v.push((k.to_string(), val.to_string()));
+    }
+}
+
+impl LineMatcher for Filter {
+    fn rules(&self) -> &[RuleInfo] {
+        &self.rules
+    }
+
+    /// A match whose host is not an IP address (a DNS name or an `<F-ID>`)
+    /// yields no hit: Shield never resolves names on the hot path.
+    fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>> {
+        if !self.process(line, now) {
+            return None;
+        }
+        let d = &self.out;
+        let host: IpAddr = d.host.trim_start_matches("::ffff:").parse().ok()?;
+        let mut hit = Hit::new(d.rule as u32, host, d.time);
+        hit.nofail = d.nofail;
+        for (k, v) in &d.fields {
+            if matches!(k.as_str(), "ip4" | "ip6" | "dns" | "nofail" | "mlfforget" | "mlfgained" | "mlfpending") {
+                continue;
+            }
+            hit.push_field(k, v);
+        }
+        Some(hit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_ref_parses_args() {
+        let r: FilterRef = "sshd[mode=aggressive, publickey=\"any\"]".parse().unwrap();
+        assert_eq!(r.name_or_path, "sshd");
+        assert_eq!(r.mode.as_deref(), Some("aggressive"));
+        assert_eq!(r.args[1], ("publickey".to_string(), "any".to_string()));
+        assert!("sshd[mode".parse::<FilterRef>().is_err());
+        assert!("x[novalue]".parse::<FilterRef>().is_err());
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn self_contained_filter_with_prefregex_modes_and_ignore() {
+        let dir = std::env::temp_dir().join(format!("shield-f2b-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "base.conf", "[DEFAULT]\n_daemon = \\S*\n__prefix = \\s*\\S+ <_daemon>(?:\\[\\d+\\])?:\\s+\n");
+        write(
+            &dir,
+            "demo.conf",
+            "[INCLUDES]\nbefore = base.conf\n[Definition]\nprefregex = ^%(__prefix)s<F-CONTENT>.+</F-CONTENT>$\n\
+             failregex = <mdre-<mode>>\n            ^bad user <F-USER>\\S+</F-USER> from <HOST>$\n\
+             mdre-normal = ^auth fail from <HOST>$\nmdre-extra = ^auth (?:fail|slow) from <HOST>$\n\
+             ignoreregex = from 10\\.9\\.\nmode = normal\n",
+        );
+        write(&dir, "demo.local", "[Definition]\nignoreregex = %(known/ignoreregex)s\n              from 10\\.8\\.\n");
+        let mut f = Filter::load(&FilterRef::named("demo"), &dir).unwrap();
+        f.set_timezone(TimeZone::UTC);
+        let now = 1_124_013_600;
+        let h = f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 192.0.2.1", now).unwrap();
+        assert_eq!((h.rule, h.host.as_str(), h.time), (0, "192.0.2.1", Some(now)));
+        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth slow from 192.0.2.1", now).is_none());
+        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 10.9.0.1", now).is_none());
+        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 10.8.0.1", now).is_none(), ".local overlay");
+        let hit = f.match_line("Aug 14 10:00:00 host app[1]: bad user root from 2001:db8::1", now).unwrap();
+        assert_eq!(hit.rule, 1);
+        assert_eq!(hit.host, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(hit.field("user"), Some("root"));
+        let mut f = Filter::load(&"demo[mode=extra]".parse().unwrap(), &dir).unwrap();
+        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth slow from 192.0.2.1", now).is_some());
+        assert_eq!(f.rules()[1].name, "demo#1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,303 @@
+//! Python `re` patterns (as fail2ban writes them) translated for Rust: the
+//! `regex` crate (linear time) whenever the pattern allows, `fancy-regex`
+//! (backtracking, with a limit) only for lookaround, backreferences and
+//! conditionals.
+//!
+//! Python semantics kept: `$` also matches before a final `\n` (fail2ban's
+//! buffers end with one), an unescaped `[` inside a class is a literal, `{,n}`
+//! means `{0,n}`, a `{` that is not a quantifier is a literal, `\Z` is `\z`,
+//! `(?P=name)` back-references, escaped non-letters are literals.
+
+/// A translated pattern and whether it needs the backtracking engine.
+#[derive(Debug, Clone)]
+pub(crate) struct Translated {
+    pub(crate) pattern: String,
+    pub(crate) fancy: bool,
+}
+
+fn is_quantifier(s: &[u8]) -> Option<(usize, String)> {
+    // s starts at '{'; accepts {n} {n,} {n,m} {,m}
+    let mut i = 1;
+    let mut a = String::new();
+    while i < s.len() && s[i].is_ascii_digit() {
+        a.push(s[i] as char);
+        i += 1;
+    }
+    if i < s.len() && s[i] == b'}' {
+        return if a.is_empty() { None } else { Some((i + 1, format!("{{{a}}}"))) };
+    }
+    if i >= s.len() || s[i] != b',' {
+        return None;
+    }
+    i += 1;
+    let mut b = String::new();
+    while i < s.len() && s[i].is_ascii_digit() {
+        b.push(s[i] as char);
+        i += 1;
+    }
+    if i < s.len() && s[i] == b'}' {
+        if a.is_empty() && b.is_empty() {
+            return None; // Python treats `{,}` as a literal
+        }
+        let a = if a.is_empty() { "0".to_string() } else { a };
+        return Some((i + 1, format!("{{{a},{b}}}")));
+    }
+    None
+}
+
+fn push_literal(out: &mut String, c: char) {
+    let mut buf = [0u8; 4];
+    out.push_str(&regex::escape(c.encode_utf8(&mut buf)));
+}
+
+/// Translates a Python pattern. `multiline` is fail2ban's `re.MULTILINE`
+/// (set when `maxlines > 1`).
+pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
+    let mut out = String::with_capacity(py.len() + 16);
+    let mut fancy = false;
+    let chars: Vec<char> = py.chars().collect();
+    let bytes_at = |i: usize| -> Vec<u8> { chars[i..].iter().take(24).collect::<String>().into_bytes() };
+    let mut i = 0;
+    let n = chars.len();
+    while i < n {
+        let c = chars[i];
+        match c {
+            '\\' if i + 1 < n => {
+                let e = chars[i + 1];
+                i += 2;
+                match e {
+                    'Z' => out.push_str(r"\z"),
+                    '1'..='9' => {
+                        fancy = true;
+                        out.push('\\');
+                        out.push(e);
+                    }
+                    c if c.is_ascii_alphanumeric() => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => push_literal(&mut out, c),
+                }
+            }
+            '[' => {
+                i = translate_class(&chars, i, &mut out);
+            }
+            '(' if i + 1 < n && chars[i + 1] == '?' => {
+                let rest: String = chars[i..].iter().take(5).collect();
+                if rest.starts_with("(?=") || rest.starts_with("(?!") || rest.starts_with("(?<=") || rest.starts_with("(?<!") {
+                    fancy = true;
+                } else if rest.starts_with("(?P=") || rest.starts_with("(?(") {
+                    fancy = true;
+                } else if rest.starts_with("(?#") {
+                    // comment group: drop it
+                    while i < n && chars[i] != ')' {
+                        i += 1;
+                    }
+                    i += 1;
+                    continue;
+                }
+                out.push('(');
+                i += 1;
+            }
+            '{' => {
+                if let Some((len, q)) = is_quantifier(&bytes_at(i)) {
+                    out.push_str(&q);
+                    i += len;
+                } else {
+                    out.push_str(r"\{");
+                    i += 1;
+                }
+            }
+            '}' => {
+                out.push_str(r"\}");
+                i += 1;
+            }
+            '$' => {
+                out.push_str(if multiline { "(?m:$)" } else { r"(?:\n?\z)" });
+                i += 1;
+            }
+            '^' if multiline => {
+                out.push_str("(?m:^)");
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Translated { pattern: out, fancy }
+}
+
+/// Copies a character class starting at `chars[start] == '['`, returns the
+/// index after its closing `]`.
+fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
+    let n = chars.len();
+    let mut i = start + 1;
+    out.push('[');
+    if i < n && chars[i] == '^' {
+        out.push('^');
+        i += 1;
+    }
+    if i < n && chars[i] == ']' {
+        out.push_str(r"\]");
+        i += 1;
+    }
+    while i < n {
+        let c = chars[i];
+        match c {
+            ']' => {
+                out.push(']');
+                return i + 1;
+            }
+            '\\' if i + 1 < n => {
+                let e = chars[i + 1];
+                if e.is_ascii_alphanumeric() {
+                    out.push('\\');
+                    out.push(if e == 'Z' { 'z' } else { e });
+                } else {
+                    push_literal(out, e);
+                }
+                i += 2;
+            }
+            '[' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+                i += 1;
+            }
+            '-' if i + 1 < n && chars[i + 1] == '-' => {
+                out.push_str(r"\-");
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    // unterminated: let the engine report it
+    i
+}
+
+/// A compiled translated pattern.
+#[derive(Debug)]
+pub(crate) enum Re {
+    /// The linear engine, with its own reusable capture slots.
+    Fast(regex::Regex, std::cell::RefCell<regex::CaptureLocations>),
+    Fancy(fancy_regex::Regex),
+}
+
+/// Backtracking steps allowed per match before fancy-regex gives up on a line.
+pub(crate) const BACKTRACK_LIMIT: usize = 1_000_000;
+
+impl Re {
+    pub(crate) fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
+        let t = translate(py, multiline);
+        if !t.fancy {
+            match regex::Regex::new(&t.pattern) {
+                Ok(r) => {
+                    let cl = std::cell::RefCell::new(r.capture_locations());
+                    return Ok((Re::Fast(r, cl), t.pattern));
+                }
+                Err(_) => { /* fall back to fancy-regex below (e.g. features regex lacks) */ }
+            }
+        }
+        let f = fancy_regex::RegexBuilder::new(&t.pattern)
+            .backtrack_limit(BACKTRACK_LIMIT)
+            .build()
+            .map_err(|e| format!("{e}"))?;
+        Ok((Re::Fancy(f), t.pattern))
+    }
+
+    pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
+        match self {
+            Re::Fast(r, _) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
+            Re::Fancy(r) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
+        }
+    }
+
+    pub(crate) fn is_fancy(&self) -> bool {
+        matches!(self, Re::Fancy(_))
+    }
+
+    /// Searches `hay`; fills `slots[i]` with the span of group `i`. A fancy
+    /// pattern that exceeds its backtrack limit counts as no match.
+    pub(crate) fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        match self {
+            Re::Fast(r, cl) => {
+                let cl = &mut *cl.borrow_mut();
+                if r.captures_read(cl, hay).is_none() {
+                    return false;
+                }
+                locs.spans.clear();
+                for g in 0..cl.len() {
+                    locs.spans.push(cl.get(g));
+                }
+                true
+            }
+            Re::Fancy(r) => match r.captures(hay) {
+                Ok(Some(c)) => {
+                    locs.spans.clear();
+                    for g in 0..c.len() {
+                        locs.spans.push(c.get(g).map(|m| (m.start(), m.end())));
+                    }
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
+    pub(crate) fn is_match(&self, hay: &str) -> bool {
+        match self {
+            Re::Fast(r, _) => r.is_match(hay),
+            Re::Fancy(r) => r.is_match(hay).unwrap_or(false),
+        }
+    }
+}
+
+/// The group spans of the last successful [`Re::captures`].
+#[derive(Debug, Default)]
+pub(crate) struct Locs {
+    pub(crate) spans: Vec<Option<(usize, usize)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(p: &str) -> String {
+        translate(p, false).pattern
+    }
+
+    #[test]
+    fn python_forms() {
+        assert_eq!(t("a{,3}"), "a{0,3}");
+        assert_eq!(t("x{{y}}"), r"x\{\{y\}\}");
+        assert_eq!(t("[^[]"), r"[^\[]");
+        assert_eq!(t(r"[\>x]"), "[>x]");
+        assert_eq!(t(r"a\Z"), r"a\z");
+        assert_eq!(t("a$"), r"a(?:\n?\z)");
+        assert!(translate("(?P<a>x)(?P=a)", false).fancy);
+        assert!(translate("a(?!b)", false).fancy);
+        assert!(!translate(r"(?P<h>\d+)\s", false).fancy);
+    }
+
+    #[test]
+    fn dollar_before_final_newline() {
+        let (r, _) = Re::compile("foo$", false).unwrap();
+        assert!(r.is_match("foo\n"));
+        assert!(r.is_match("foo"));
+        assert!(!r.is_match("foo\nbar\n"));
+        let (r, _) = Re::compile(r"foo\s+$", false).unwrap();
+        assert!(r.is_match("foo\n"));
+    }
+
+    #[test]
+    fn fancy_features_compile() {
+        for p in [r"(?P<s>[-/])a(?P=s)", r"a(?=b)", r"(?:(?P<x>x)|y)(?(x)a|b)", r"(?<!x)y"] {
+            let (r, _) = Re::compile(p, false).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert!(r.is_fancy());
+        }
+    }
+}
