@@ -1,1 +1,23 @@
-//! shield-detect (being built).
+//! shield-detect: Shield's hot path. Rules turn a log line into a hit
+//! ([`rules`]: built-in packs for sshd, nginx/apache access, nginx error,
+//! postfix, dovecot, plus user regex rules), scenarios count hits per source
+//! address and raise [`shield_core::Alert`]s ([`scenario`]: leaky buckets and
+//! fail2ban-style windows, bounded state), and [`time`] reads log stamps.
+//!
+//! Everything here is synchronous, allocation-free per line once warm, and
+//! takes its clock as a parameter: replay and live tailing run the same code,
+//! and tests never sleep. No I/O: sources feed lines in, the daemon takes
+//! alerts out.
+
+pub mod rules;
+pub mod scenario;
+pub mod time;
+
+#[doc(hidden)]
+pub mod r#gen;
+
+pub use rules::{NativeMatcher, RuleError, RuleSpec, pack_names};
+//pub use scenario::{
+//    BucketKind, Engine, EngineOptions, Explain, ScenarioError, ScenarioSpec, Stats, default_scenarios,
+//};
+pub use shield_core::{LineMatcher, RuleInfo, UnixTime};

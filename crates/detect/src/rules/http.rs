@@ -1,0 +1,315 @@
+//! The access-log packs (`nginx-access`, `apache-access`: both write the
+//! combined format `ADDR ident user [stamp] "request" status bytes "referer" "agent"`).
+//!
+//! The line is parsed by hand (no regex), then classified, first kind wins:
+//! 1. `http-bad-user-agent`: the agent names an attack tool (sqlmap, nikto, ...);
+//! 2. `http-login-fail`: a 401 anywhere, a 403 on a login-like path, or a
+//!    WordPress login/xmlrpc POST answered 200 (WordPress's way to say "wrong");
+//! 3. `http-sensitive-path`: a probe for secrets or admin tools (`/.env`,
+//!    `/.git/`, `/wp-login.php`, `/phpmyadmin`, `/cgi-bin/`, backups,
+//!    `/actuator`, path traversal, ...), whatever the status;
+//! 4. `http-4xx`: any other 4xx answer (for burst scenarios).
+//!
+//! Matching is ASCII case-insensitive (Aho-Corasick). Quoted fields honour
+//! Apache's `\"` escape (nginx writes `\x22`), so a request or agent cannot end
+//! its field early and shift the others.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use super::{Found, Names};
+use crate::UnixTime;
+use crate::time::parse_clf;
+
+pub(crate) const RULE_NAMES: &[&str] =
+    &["http-bad-user-agent", "http-login-fail", "http-sensitive-path", "http-4xx"];
+
+const BAD_AGENTS: &[&str] = &[
+    "sqlmap", "nikto", "gobuster", "dirbuster", "dirb/", "dirb ", "masscan", "zgrab", "nuclei",
+    "wpscan", "feroxbuster", "ffuf", "nmap scripting", "nmap nse", "hydra", "acunetix",
+    "netsparker", "openvas", "w3af", "jaeles", "zmeu", "morfeus", "fimap", "havij", "whatweb",
+    "wfuzz", "commix", "xsstrike", "arachni", "skipfish", "l9explore", "l9tcpid", "interactsh",
+    "fuzz faster u fool", "nessus", "qualys", "paros", "webshag", "grabber",
+];
+
+const SENSITIVE: &[&str] = &[
+    // secrets and VCS
+    "/.env", "/.git", "/.svn", "/.hg/", "/.bzr", "/.aws", "/.ssh", "/.htpasswd", "/.htaccess",
+    "/.ds_store", "/.vscode", "/.idea/", "/.docker", "/.npmrc", "/.kube", "/.bash_history",
+    "/id_rsa", "/credentials", "/secrets", "/.s3cfg", "/.pgpass", "/.my.cnf",
+    // WordPress and PHP admin tools
+    "/wp-login.php", "/xmlrpc.php", "/wp-config", "/wp-admin/install", "/wp-admin/setup-config",
+    "/phpmyadmin", "/pma/", "/myadmin", "/mysqladmin", "/sqladmin", "/dbadmin", "/adminer",
+    "/phpinfo", "/phpunit", "eval-stdin.php", "/config.php", "/configuration.php",
+    "/setup.php", "/install.php", "/shell.php", "/cmd.php", "/c99.php", "/r57.php",
+    // servers, frameworks, appliances
+    "/cgi-bin/", "/actuator", "/server-status", "/server-info", "/web.config", "/jmx-console",
+    "/manager/html", "/solr/admin", "/_profiler", "/telescope/", "/boaform", "/hnap1",
+    "/owa/auth", "/autodiscover/", "/vendor/", "/console/login", "/.well-known/../",
+    // backups and dumps
+    "/backup", ".bak", ".sql", ".old", ".swp", ".save", ".tar.gz", ".tgz", "/dump", "/db.",
+    // traversal and system files
+    "../", "..%2f", "%2e%2e", "..\\", "..%5c", "/etc/passwd", "/etc/shadow", "win.ini",
+    "/proc/self",
+];
+
+const LOGIN_PATHS: &[&str] = &[
+    "login", "signin", "sign-in", "sign_in", "logon", "auth", "session", "token", "password",
+    "/admin", "/user", "/account",
+];
+
+/// Field offsets of one combined-format line.
+struct Access {
+    host: (usize, usize),
+    user: (usize, usize),
+    time: Option<UnixTime>,
+    request: (usize, usize),
+    status: u16,
+    status_at: usize,
+    agent: Option<(usize, usize)>,
+}
+
+pub(crate) struct HttpRules {
+    base: u32,
+    agents: AhoCorasick,
+    sensitive: AhoCorasick,
+    login: AhoCorasick,
+    f_method: u16,
+    f_path: u16,
+    f_status: u16,
+    f_user: u16,
+    f_agent: u16,
+}
+
+fn ci(needles: &[&str]) -> AhoCorasick {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(needles)
+        .expect("literal needles build")
+}
+
+impl HttpRules {
+    pub(crate) fn new(base: u32, names: &mut Names) -> Self {
+        HttpRules {
+            base,
+            agents: ci(BAD_AGENTS),
+            sensitive: ci(SENSITIVE),
+            login: ci(LOGIN_PATHS),
+            f_method: names.id("method"),
+            f_path: names.id("path"),
+            f_status: names.id("status"),
+            f_user: names.id("user"),
+            f_agent: names.id("agent"),
+        }
+    }
+
+    /// `None`: not a combined-format line. `Some((None, time))`: a line that
+    /// no access rule takes.
+    pub(crate) fn find(&self, line: &str) -> Option<(Option<Found>, Option<UnixTime>)> {
+        let a = parse(line)?;
+        let host = line[a.host.0..a.host.1].parse().ok()?;
+        let b = line.as_bytes();
+        let req = &line[a.request.0..a.request.1];
+        let (method, path) = split_request(a.request.0, req);
+        let path_s = &line[path.0..path.1];
+        let method_s = &line[method.0..method.1];
+        let agent = a.agent.map(|(s, e)| &line[s..e]).unwrap_or("");
+        let st = a.status;
+        let kind = if !agent.is_empty() && self.agents.is_match(agent) {
+            0
+        } else if st == 401
+            || (st == 403 && self.login.is_match(path_s))
+            || (st == 200 && method_s == "POST" && is_wp_login(path_s))
+        {
+            1
+        } else if self.sensitive.is_match(path_s) {
+            2
+        } else if (400..500).contains(&st) {
+            3
+        } else {
+            return Some((None, a.time));
+        };
+        let mut f = Found::new(self.base + kind, host);
+        f.push(self.f_path, path.0, path.1);
+        f.push(self.f_status, a.status_at, a.status_at + 3);
+        if method.1 > method.0 {
+            f.push(self.f_method, method.0, method.1);
+        }
+        if a.user.1 > a.user.0 && &b[a.user.0..a.user.1] != b"-" {
+            f.push(self.f_user, a.user.0, a.user.1);
+        }
+        if kind == 0 {
+            if let Some((s, e)) = a.agent {
+                f.push(self.f_agent, s, e);
+            }
+        }
+        Some((Some(f), a.time))
+    }
+}
+
+fn is_wp_login(path: &str) -> bool {
+    let p = path.split('?').next().unwrap_or(path);
+    p.ends_with("/wp-login.php") || p.ends_with("/xmlrpc.php")
+}
+
+/// `METHOD TARGET PROTO` → offsets of method and target; a request that is not
+/// three words (garbage, TLS bytes) is all target.
+fn split_request(base: usize, req: &str) -> ((usize, usize), (usize, usize)) {
+    match req.find(' ') {
+        Some(i) => {
+            let rest = &req[i + 1..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            ((base, base + i), (base + i + 1, base + i + 1 + end))
+        }
+        None => ((base, base), (base, base + req.len())),
+    }
+}
+
+/// The end (index of the closing quote) of a quoted field whose content starts at `s`.
+fn quoted_end(b: &[u8], mut s: usize) -> Option<usize> {
+    loop {
+        let i = memchr::memchr2(b'"', b'\\', b.get(s..)?)? + s;
+        if b[i] == b'"' {
+            return Some(i);
+        }
+        s = i + 2;
+    }
+}
+
+fn parse(line: &str) -> Option<Access> {
+    let b = line.as_bytes();
+    let he = memchr::memchr(b' ', &b[..b.len().min(64)])?;
+    // ident, then the user (which may hold spaces), then `[stamp]`.
+    let lb = memchr::memchr(b'[', &b[he..])? + he;
+    let ident_end = memchr::memchr(b' ', &b[he + 1..lb])? + he + 1;
+    let user = (ident_end + 1, lb.checked_sub(1)?.max(ident_end + 1));
+    let rb = memchr::memchr(b']', &b[lb..])? + lb;
+    let time = parse_clf(&line[lb + 1..rb]).map(|x| x.0);
+    if b.get(rb + 1) != Some(&b' ') || b.get(rb + 2) != Some(&b'"') {
+        return None;
+    }
+    let rs = rb + 3;
+    let re = quoted_end(b, rs)?;
+    let ss = re + 2;
+    let sd = b.get(ss..ss + 3)?;
+    if b.get(re + 1) != Some(&b' ') || !sd.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let status = sd.iter().fold(0u16, |a, &d| a * 10 + (d - b'0') as u16);
+    // bytes, then optional "referer" "agent".
+    let mut agent = None;
+    if let Some(q1) = memchr::memchr(b'"', &b[ss + 3..]).map(|q| q + ss + 3) {
+        if let Some(r_end) = quoted_end(b, q1 + 1) {
+            if b.get(r_end + 1) == Some(&b' ') && b.get(r_end + 2) == Some(&b'"') {
+                let us = r_end + 3;
+                if let Some(ue) = quoted_end(b, us) {
+                    agent = Some((us, ue));
+                }
+            }
+        }
+    }
+    Some(Access { host: (0, he), user, time, request: (rs, re), status, status_at: ss, agent })
+}
+
+/// The common-log-format stamp of an access line, if it has one.
+pub(crate) fn clf_time(line: &str) -> Option<UnixTime> {
+    let b = line.as_bytes();
+    let lb = memchr::memchr(b'[', &b[..b.len().min(128)])?;
+    parse_clf(&line[lb + 1..]).map(|x| x.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::{NativeMatcher, probe};
+
+    fn line(ip: &str, req: &str, status: u16, ua: &str) -> String {
+        format!(r#"{ip} - - [01/Mar/2024:10:00:00 +0000] "{req}" {status} 153 "-" "{ua}""#)
+    }
+
+    const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:124.0) Gecko/20100101 Firefox/124.0";
+
+    fn check(l: &str, rule: Option<&str>) {
+        for pack in ["nginx-access", "apache-access"] {
+            let mut m = NativeMatcher::new(&[pack], &[]).unwrap();
+            let got = probe(&mut m, l);
+            assert_eq!(got.as_ref().map(|g| g.0.as_str()), rule, "{pack}: {l}");
+        }
+    }
+
+    #[test]
+    fn probes_for_sensitive_paths() {
+        for p in [
+            "/.env", "/app/.env.production", "/.git/config", "/wp-login.php", "/PhpMyAdmin/index.php",
+            "/cgi-bin/luci", "/backup.sql", "/site.tar.gz", "/actuator/health", "/../../etc/passwd",
+            "/static/..%2f..%2fetc/passwd", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+            "/.aws/credentials", "/wp-config.php.bak", "/index.php.old",
+        ] {
+            check(&line("198.51.100.20", &format!("GET {p} HTTP/1.1"), 404, BROWSER), Some("http-sensitive-path"));
+        }
+        // Answered 200 is still a probe.
+        check(&line("198.51.100.20", "GET /.env HTTP/1.1", 200, BROWSER), Some("http-sensitive-path"));
+    }
+
+    #[test]
+    fn login_failures_and_4xx() {
+        check(&line("198.51.100.21", "POST /login HTTP/1.1", 401, BROWSER), Some("http-login-fail"));
+        check(&line("198.51.100.21", "POST /api/auth/login HTTP/2.0", 403, BROWSER), Some("http-login-fail"));
+        check(&line("198.51.100.21", "GET /admin/ HTTP/1.1", 401, BROWSER), Some("http-login-fail"));
+        check(&line("198.51.100.21", "POST /wp-login.php HTTP/1.1", 200, BROWSER), Some("http-login-fail"));
+        check(&line("198.51.100.21", "POST /xmlrpc.php HTTP/1.1", 200, BROWSER), Some("http-login-fail"));
+        check(&line("198.51.100.21", "GET /images/nope.png HTTP/1.1", 404, BROWSER), Some("http-4xx"));
+        check(&line("198.51.100.21", "GET /static/app.js HTTP/1.1", 403, BROWSER), Some("http-4xx"));
+        check(&line("198.51.100.21", "\\x16\\x03\\x01\\x00", 400, "-"), Some("http-4xx"));
+    }
+
+    #[test]
+    fn bad_agents() {
+        for ua in [
+            "sqlmap/1.7.2#stable (https://sqlmap.org)", "Mozilla/5.00 (Nikto/2.1.6)", "gobuster/3.6",
+            "Mozilla/5.0 zgrab/0.x", "Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
+            "masscan/1.3 (https://github.com/robertdavidgraham/masscan)", "WPScan v3.8.22",
+            "DirBuster-1.0-RC1", "Fuzz Faster U Fool v2.1.0",
+        ] {
+            check(&line("198.51.100.22", "GET /?id=1 HTTP/1.1", 200, ua), Some("http-bad-user-agent"));
+        }
+    }
+
+    #[test]
+    fn benign_and_malformed_lines() {
+        for l in [
+            line("198.51.100.23", "GET / HTTP/1.1", 200, BROWSER),
+            line("198.51.100.23", "GET /blog/2024/03/hello-world HTTP/2.0", 200, BROWSER),
+            line("198.51.100.23", "POST /login HTTP/1.1", 302, BROWSER),
+            line("198.51.100.23", "GET /login HTTP/1.1", 200, BROWSER),
+            line("198.51.100.23", "GET /admin/ HTTP/1.1", 200, BROWSER),
+            line("198.51.100.23", "GET /wp-content/uploads/a.png HTTP/1.1", 301, BROWSER),
+        ] {
+            check(&l, None);
+        }
+        for l in [
+            "198.51.100.23 - - [01/Mar/2024:10:00:00 +0000] \"GET / HTTP/1.1\" abc 1",
+            "not-an-ip - - [01/Mar/2024:10:00:00 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"-\"",
+            "198.51.100.23 - - [01/Mar/2024:10:00:00 +0000] \"GET /.env HTTP/1.1",
+            "198.51.100.23",
+            "198.51.100.23 - - [",
+        ] {
+            check(l, None);
+        }
+    }
+
+    #[test]
+    fn fields_time_and_escaped_quotes() {
+        let mut m = NativeMatcher::new(&["nginx-access"], &[]).unwrap();
+        let l = r#"2001:db8::24 - alice [10/Oct/2000:13:55:36 -0700] "GET /.git/HEAD HTTP/1.1" 404 0 "-" "curl/8.5""#;
+        let (rule, host, fields, _) = probe(&mut m, l).unwrap();
+        assert_eq!((rule.as_str(), host.as_str()), ("http-sensitive-path", "2001:db8::24"));
+        for kv in [("path", "/.git/HEAD"), ("status", "404"), ("method", "GET"), ("user", "alice")] {
+            assert!(fields.contains(&(kv.0.into(), kv.1.into())), "{kv:?} not in {fields:?}");
+        }
+        let h = shield_core::LineMatcher::match_line(&mut m, l, 0).unwrap();
+        assert_eq!(h.time, Some(971_211_336));
+        // An escaped quote in the request does not end the field (Apache).
+        let l = r#"198.51.100.25 - - [01/Mar/2024:10:00:00 +0000] "GET /x\" 200 1 \"-\" \"sqlmap HTTP/1.1" 404 9 "-" "Mozilla/5.0""#;
+        assert_eq!(probe(&mut m, l).unwrap().0, "http-4xx");
+    }
+}

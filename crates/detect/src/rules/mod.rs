@@ -1,0 +1,635 @@
+//! Rules: Shield's built-in rule packs and user rules from the config, behind
+//! one [`LineMatcher`]: [`NativeMatcher`].
+//!
+//! How a line is matched (one pass, captures only on hits, no allocation):
+//! 1. the stamp at the start of the line is parsed through a date cache
+//!    ([`crate::time::StampCache`]) and picks the family: syslog-style (BSD or
+//!    ISO stamp, RFC 5424, or a bare `prog[pid]: msg` from journald), nginx
+//!    error log, or a combined access log (the line starts with an address);
+//! 2. syslog lines are routed by program name (`sshd`, `postfix/*`, `dovecot`)
+//!    to that pack's rules; each rule names the literal its message starts
+//!    with, so only rules whose literal matches run their regex (captures are
+//!    read into reused [`regex::CaptureLocations`]);
+//! 3. access and nginx-error lines are parsed by hand and classified with
+//!    case-insensitive Aho-Corasick automatons (sensitive paths, bad agents);
+//! 4. a line no built-in rule takes goes to the user rules: one [`RegexSet`]
+//!    scan, then captures for the first rule that matched.
+//!
+//! The regex engine is the `regex` crate's (linear time), so a 64 KiB line
+//! cannot make matching blow up. This module does not count events: that is
+//! [`crate::scenario`].
+
+mod http;
+mod mail;
+mod nginx_error;
+mod sshd;
+
+use std::net::IpAddr;
+
+use regex::{CaptureLocations, Regex, RegexBuilder, RegexSet};
+use shield_core::{Hit, LineMatcher, MAX_FIELDS, RuleInfo, UnixTime};
+
+use crate::time::{StampCache, StampKind};
+
+/// Every built-in rule pack, in the order their rules are numbered.
+pub fn pack_names() -> &'static [&'static str] {
+    &["sshd", "nginx-access", "apache-access", "nginx-error", "postfix", "dovecot"]
+}
+
+/// A user rule from the config: a regex over the whole line with named groups.
+/// `host` is required (the address to blame); every other named group (user,
+/// path, status, ...) becomes a field of the hit. A stamp at the start of the
+/// line (syslog, ISO 8601, nginx error) is used as the line's time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    pub service: String,
+    pub regex: String,
+}
+
+/// Why a rule set cannot be built. Every message names the rule or pack.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// A pack name that is not built in.
+    #[error("unknown rule pack `{name}`; the built-in packs are: {known}")]
+    UnknownPack { name: String, known: String },
+    /// A user rule's regex does not compile.
+    #[error("rule `{rule}`: the regex does not compile: {error}; fix the pattern (Rust `regex` syntax: no look-around or back-references)")]
+    BadRegex { rule: String, error: String },
+    /// A user rule without a `(?P<host>...)` group.
+    #[error("rule `{rule}`: the regex has no `host` group; add one, e.g. `from (?P<host>[0-9a-fA-F:.]+)`")]
+    NoHostGroup { rule: String },
+    /// A user rule with more named groups than a hit can carry.
+    #[error("rule `{rule}`: {count} named groups besides `host`, at most {max} are kept; remove or unname (`(?:...)`) the extra groups")]
+    TooManyFields { rule: String, count: usize, max: usize },
+    /// Two rules with one name.
+    #[error("rule `{rule}` is defined twice; give each rule a unique name")]
+    Duplicate { rule: String },
+    /// A user rule with an empty name or service.
+    #[error("a rule has an empty {what}; every rule needs a `name` and a `service`")]
+    Empty { what: &'static str },
+}
+
+/// When a matched line is not a failure (fail2ban's `<F-NOFAIL>`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Nofail {
+    Never,
+    Always,
+    /// When the named capture group equals the value.
+    IfGroup(&'static str, &'static str),
+}
+
+/// A built-in regex rule: its name, the literals its message may start with
+/// (empty: always tried) and the pattern (anchored by the author).
+pub(crate) struct RegexDef {
+    pub name: &'static str,
+    pub starts: &'static [&'static str],
+    pub pattern: &'static str,
+    pub nofail: Nofail,
+}
+
+/// A compiled regex rule with its reusable capture buffer.
+struct RxRule {
+    idx: u32,
+    starts: &'static [&'static str],
+    re: Regex,
+    locs: CaptureLocations,
+    host: usize,
+    fields: Vec<(u16, usize)>,
+    nofail_group: Option<(usize, &'static str)>,
+    always_nofail: bool,
+}
+
+/// What a rule found, as offsets into the line, so the matcher can try several
+/// rule families before borrowing itself for the [`Hit`].
+#[derive(Clone, Copy)]
+pub(crate) struct Found {
+    rule: u32,
+    host: IpAddr,
+    nofail: bool,
+    fields: [(u16, u32, u32); MAX_FIELDS],
+    n: u8,
+}
+
+impl Found {
+    pub(crate) fn new(rule: u32, host: IpAddr) -> Self {
+        Found { rule, host, nofail: false, fields: [(0, 0, 0); MAX_FIELDS], n: 0 }
+    }
+
+    pub(crate) fn push(&mut self, name: u16, start: usize, end: usize) {
+        if (self.n as usize) < MAX_FIELDS {
+            self.fields[self.n as usize] = (name, start as u32, end as u32);
+            self.n += 1;
+        }
+    }
+}
+
+/// Interned field names: hits borrow them from the matcher.
+#[derive(Default)]
+pub(crate) struct Names(Vec<Box<str>>);
+
+impl Names {
+    pub(crate) fn id(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.0.iter().position(|n| &**n == name) {
+            return i as u16;
+        }
+        self.0.push(name.into());
+        (self.0.len() - 1) as u16
+    }
+}
+
+/// Byte offset of `sub` inside `line` (`sub` must be a subslice of `line`).
+#[inline]
+fn offset_in(line: &str, sub: &str) -> usize {
+    sub.as_ptr() as usize - line.as_ptr() as usize
+}
+
+/// Shield's native rule engine: the built-in packs plus user rules.
+pub struct NativeMatcher {
+    infos: Vec<RuleInfo>,
+    names: Names,
+    stamps: StampCache,
+    sshd: Vec<RxRule>,
+    postfix: Vec<RxRule>,
+    dovecot: Vec<RxRule>,
+    http: Option<http::HttpRules>,
+    nginx_err: Option<nginx_error::ErrorRules>,
+    custom: Vec<RxRule>,
+    custom_set: Option<RegexSet>,
+    custom_hits: Vec<bool>,
+    repeat_name: u16,
+}
+
+impl NativeMatcher {
+    /// Builds a matcher from built-in packs (see [`pack_names`]) and user rules.
+    /// `nginx-access` and `apache-access` read the same combined format, so
+    /// they share one set of `http-*` rules (labelled with the first pack given).
+    pub fn new(packs: &[&str], custom: &[RuleSpec]) -> Result<Self, RuleError> {
+        for p in packs {
+            if !pack_names().contains(p) {
+                return Err(RuleError::UnknownPack {
+                    name: (*p).to_string(),
+                    known: pack_names().join(", "),
+                });
+            }
+        }
+        let mut m = NativeMatcher {
+            infos: Vec::new(),
+            names: Names::default(),
+            stamps: StampCache::default(),
+            sshd: Vec::new(),
+            postfix: Vec::new(),
+            dovecot: Vec::new(),
+            http: None,
+            nginx_err: None,
+            custom: Vec::new(),
+            custom_set: None,
+            custom_hits: Vec::new(),
+            repeat_name: 0,
+        };
+        m.repeat_name = m.names.id("repeat");
+        let has = |p: &str| packs.contains(&p);
+        if has("sshd") {
+            m.sshd = m.compile_defs(sshd::DEFS, "sshd");
+        }
+        if let Some(svc) = packs.iter().find(|p| **p == "nginx-access" || **p == "apache-access") {
+            let base = m.infos.len() as u32;
+            for name in http::RULE_NAMES {
+                m.push_info(name, svc);
+            }
+            m.http = Some(http::HttpRules::new(base, &mut m.names));
+        }
+        if has("nginx-error") {
+            let base = m.infos.len() as u32;
+            for name in nginx_error::RULE_NAMES {
+                m.push_info(name, "nginx-error");
+            }
+            m.nginx_err = Some(nginx_error::ErrorRules::new(base, &mut m.names));
+        }
+        if has("postfix") {
+            m.postfix = m.compile_defs(mail::POSTFIX, "postfix");
+        }
+        if has("dovecot") {
+            m.dovecot = m.compile_defs(mail::DOVECOT, "dovecot");
+        }
+        let mut pats = Vec::new();
+        for spec in custom {
+            if spec.name.trim().is_empty() {
+                return Err(RuleError::Empty { what: "name" });
+            }
+            if spec.service.trim().is_empty() {
+                return Err(RuleError::Empty { what: "service" });
+            }
+            if m.infos.iter().any(|r| r.name == spec.name) {
+                return Err(RuleError::Duplicate { rule: spec.name.clone() });
+            }
+            let re = RegexBuilder::new(&spec.regex)
+                .build()
+                .map_err(|e| RuleError::BadRegex { rule: spec.name.clone(), error: e.to_string() })?;
+            let extra = re.capture_names().flatten().filter(|n| *n != "host").count();
+            if extra > MAX_FIELDS - 1 {
+                return Err(RuleError::TooManyFields {
+                    rule: spec.name.clone(),
+                    count: extra,
+                    max: MAX_FIELDS - 1,
+                });
+            }
+            let idx = m.push_info(&spec.name, &spec.service);
+            let rule = m
+                .rx_rule(idx, &[], re, Nofail::Never)
+                .ok_or_else(|| RuleError::NoHostGroup { rule: spec.name.clone() })?;
+            pats.push(spec.regex.clone());
+            m.custom.push(rule);
+        }
+        if !pats.is_empty() {
+            let set = RegexSet::new(&pats).map_err(|e| RuleError::BadRegex {
+                rule: custom.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                error: e.to_string(),
+            })?;
+            m.custom_hits = vec![false; set.len()];
+            m.custom_set = Some(set);
+        }
+        Ok(m)
+    }
+
+    /// Every built-in pack, no user rules.
+    pub fn all() -> Self {
+        Self::new(pack_names(), &[]).expect("built-in packs compile (covered by tests)")
+    }
+
+    fn push_info(&mut self, name: &str, service: &str) -> u32 {
+        self.infos.push(RuleInfo { name: name.to_string(), service: service.to_string() });
+        (self.infos.len() - 1) as u32
+    }
+
+    fn compile_defs(&mut self, defs: &[RegexDef], service: &str) -> Vec<RxRule> {
+        let mut out = Vec::with_capacity(defs.len());
+        for d in defs {
+            let re = Regex::new(d.pattern).expect("built-in pattern compiles (covered by tests)");
+            let idx = self.push_info(d.name, service);
+            let rule = self.rx_rule(idx, d.starts, re, d.nofail).expect("built-in pattern has a host group");
+            out.push(rule);
+        }
+        out
+    }
+
+    fn rx_rule(&mut self, idx: u32, starts: &'static [&'static str], re: Regex, nofail: Nofail) -> Option<RxRule> {
+        let mut host = None;
+        let mut fields = Vec::new();
+        let mut nofail_group = None;
+        for (i, name) in re.capture_names().enumerate() {
+            let Some(name) = name else { continue };
+            if name == "host" {
+                host = Some(i);
+            } else {
+                fields.push((self.names.id(name), i));
+            }
+            if let Nofail::IfGroup(g, v) = nofail {
+                if g == name {
+                    nofail_group = Some((i, v));
+                }
+            }
+        }
+        let locs = re.capture_locations();
+        Some(RxRule {
+            idx,
+            starts,
+            re,
+            locs,
+            host: host?,
+            fields,
+            nofail_group,
+            always_nofail: matches!(nofail, Nofail::Always),
+        })
+    }
+
+    /// Finds the built-in or user rule for `line`; the line's time separately.
+    fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
+        let b = line.as_bytes();
+        let Some(&first) = b.first() else { return (None, None) };
+        let mut time = None;
+        let mut found = None;
+        if let Some((t, n, kind)) = self.stamps.parse_line_start(line, now) {
+            time = Some(t);
+            found = match kind {
+                StampKind::NginxError => match &self.nginx_err {
+                    Some(r) => r.find(line, n),
+                    None => None,
+                },
+                StampKind::Syslog | StampKind::Iso8601 => self.syslog(line, &line[n..], true),
+            };
+        } else if first == b'<' {
+            let (t, f) = self.pri_line(line, now);
+            time = t;
+            found = f;
+        } else if let Some(h) = &self.http {
+            if first.is_ascii_hexdigit() || first == b':' {
+                if let Some((f, t)) = h.find(line) {
+                    time = t;
+                    found = f;
+                }
+            }
+        }
+        if found.is_none() && time.is_none() && !self.sshd.is_empty() | !self.postfix.is_empty() | !self.dovecot.is_empty() {
+            // A bare `prog[pid]: message` (journald, or a syslog without stamps).
+            found = self.syslog(line, line, false);
+        }
+        if found.is_none() && self.custom_set.is_some() {
+            found = self.custom(line);
+        }
+        (found, time)
+    }
+
+    /// `<PRI>` lines: RFC 5424 (`<34>1 TS HOST APP PROCID MSGID SD MSG`) or an
+    /// RFC 3164 stamp after the priority.
+    fn pri_line(&mut self, line: &str, now: UnixTime) -> (Option<UnixTime>, Option<Found>) {
+        let Some(close) = line.as_bytes().iter().take(6).position(|&c| c == b'>') else {
+            return (None, None);
+        };
+        let rest = &line[close + 1..];
+        if let Some(r5424) = rest.strip_prefix("1 ") {
+            let mut it = r5424.splitn(6, ' ');
+            let (Some(ts), Some(_host), Some(app), Some(_pid), Some(_msgid), Some(sd_msg)) =
+                (it.next(), it.next(), it.next(), it.next(), it.next(), it.next())
+            else {
+                return (None, None);
+            };
+            let time = if ts == "-" { None } else { self.stamps.parse_line_start(ts, now).map(|x| x.0) };
+            let msg = skip_structured_data(sd_msg);
+            let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
+            return (time, self.dispatch_program(line, app, msg));
+        }
+        match self.stamps.parse_line_start(rest, now) {
+            Some((t, n, _)) => (Some(t), self.syslog(line, &rest[n..], true)),
+            None => (None, None),
+        }
+    }
+
+    /// `rest`: what follows the stamp (`host prog[pid]: msg`), or with no stamp
+    /// (`has_host == false`) the whole `prog[pid]: msg`.
+    fn syslog(&mut self, line: &str, rest: &str, has_host: bool) -> Option<Found> {
+        let rest = rest.trim_start_matches(' ');
+        let head = &rest.as_bytes()[..rest.len().min(96)];
+        let colon = memchr::memmem::find(head, b": ")?;
+        let tag = &rest[..colon];
+        let tag = if has_host {
+            match tag.rfind(' ') {
+                Some(sp) => &tag[sp + 1..],
+                // No host: the first word is the tag itself.
+                None => tag,
+            }
+        } else if tag.contains(' ') {
+            return None;
+        } else {
+            tag
+        };
+        let prog = match tag.find('[') {
+            Some(i) => &tag[..i],
+            None => tag,
+        };
+        self.dispatch_program(line, prog, &rest[colon + 2..])
+    }
+
+    fn dispatch_program(&mut self, line: &str, prog: &str, msg: &str) -> Option<Found> {
+        let repeat_name = self.repeat_name;
+        let (rules, strip) = match prog {
+            "sshd" | "sshd-session" | "sshd-auth" => (&mut self.sshd, true),
+            p if p.starts_with("postfix") => (&mut self.postfix, false),
+            "dovecot" | "imap-login" | "pop3-login" | "auth" | "auth-worker" => (&mut self.dovecot, false),
+            _ => return None,
+        };
+        if rules.is_empty() {
+            return None;
+        }
+        // rsyslog's `message repeated N times: [ msg]`.
+        if let Some(r) = msg.strip_prefix("message repeated ") {
+            let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+            let inner = r[digits..].strip_prefix(" times: [")?;
+            let inner = inner.trim_start_matches(' ');
+            let inner = inner.trim_end_matches([' ', ']']);
+            let mut f = match_rules(rules, line, if strip { strip_sshd(inner) } else { inner })?;
+            let s = offset_in(line, r);
+            // The count goes first so it survives a full field array.
+            if digits > 0 {
+                let n = f.n as usize;
+                if n == MAX_FIELDS {
+                    f.n -= 1;
+                }
+                f.fields.copy_within(0..f.n as usize, 1);
+                f.fields[0] = (repeat_name, s as u32, (s + digits) as u32);
+                f.n += 1;
+            }
+            return Some(f);
+        }
+        match_rules(rules, line, if strip { strip_sshd(msg) } else { msg })
+    }
+
+    fn custom(&mut self, line: &str) -> Option<Found> {
+        let set = self.custom_set.as_ref()?;
+        for h in self.custom_hits.iter_mut() {
+            *h = false;
+        }
+        if !set.matches_read_at(&mut self.custom_hits, line, 0) {
+            return None;
+        }
+        for (i, rule) in self.custom.iter_mut().enumerate() {
+            if self.custom_hits[i] {
+                if let Some(f) = run_rule(rule, line, line) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    fn hit<'a>(&'a self, line: &'a str, f: &Found, time: Option<UnixTime>) -> Hit<'a> {
+        let mut h = Hit::new(f.rule, f.host, time);
+        h.nofail = f.nofail;
+        for &(name, s, e) in &f.fields[..f.n as usize] {
+            h.push_field(&self.names.0[name as usize], &line[s as usize..e as usize]);
+        }
+        h
+    }
+
+    /// The line's own time, when it carries a stamp this matcher reads.
+    /// Used by the engine for lines no rule matched.
+    pub fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
+        if let Some((t, _, _)) = self.stamps.parse_line_start(line, now) {
+            return Some(t);
+        }
+        http::clf_time(line)
+    }
+}
+
+/// `error: `, `fatal: ` and `PAM: ` prefixes sshd puts before some messages.
+fn strip_sshd(msg: &str) -> &str {
+    let m = msg.strip_prefix("error: ").or_else(|| msg.strip_prefix("fatal: ")).unwrap_or(msg);
+    m.strip_prefix("PAM: ").unwrap_or(m)
+}
+
+/// RFC 5424 structured data is `-` or one or more `[...]` elements (with `\]` escapes).
+fn skip_structured_data(s: &str) -> &str {
+    if let Some(r) = s.strip_prefix("- ") {
+        return r;
+    }
+    if s == "-" {
+        return "";
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    while b.get(i) == Some(&b'[') {
+        i += 1;
+        while i < b.len() && b[i] != b']' {
+            i += if b[i] == b'\\' { 2 } else { 1 };
+        }
+        i += 1;
+    }
+    s.get(i..).map(|r| r.trim_start_matches(' ')).unwrap_or("")
+}
+
+fn match_rules(rules: &mut [RxRule], line: &str, msg: &str) -> Option<Found> {
+    for rule in rules.iter_mut() {
+        if !rule.starts.is_empty() && !rule.starts.iter().any(|s| msg.starts_with(s)) {
+            continue;
+        }
+        if let Some(f) = run_rule(rule, line, msg) {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// Runs one rule's regex over `hay` (a subslice of `line`); offsets in the
+/// result are relative to `line`.
+fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
+    rule.re.captures_read(&mut rule.locs, hay)?;
+    let base = offset_in(line, hay);
+    let (hs, he) = rule.locs.get(rule.host)?;
+    let host: IpAddr = hay[hs..he].parse().ok()?;
+    let mut f = Found::new(rule.idx, host);
+    f.nofail = rule.always_nofail;
+    if let Some((g, v)) = rule.nofail_group {
+        if rule.locs.get(g).is_some_and(|(s, e)| &hay[s..e] == v) {
+            f.nofail = true;
+        }
+    }
+    for &(name, g) in &rule.fields {
+        if let Some((s, e)) = rule.locs.get(g) {
+            f.push(name, base + s, base + e);
+        }
+    }
+    Some(f)
+}
+
+impl LineMatcher for NativeMatcher {
+    fn rules(&self) -> &[RuleInfo] {
+        &self.infos
+    }
+
+    fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>> {
+        let (found, time) = self.find(line, now);
+        let f = found?;
+        Some(self.hit(line, &f, time))
+    }
+}
+
+/// Test helper: matches `line` with `m` and returns (rule name, host, fields).
+#[cfg(test)]
+pub(crate) fn probe(m: &mut NativeMatcher, line: &str) -> Option<(String, String, Vec<(String, String)>, bool)> {
+    let now = 1_709_251_200 + 86_400;
+    let h = m.match_line(line, now)?;
+    let fields = h.fields().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let (rule, host, nofail) = (h.rule, h.host.to_string(), h.nofail);
+    Some((m.rules()[rule as usize].name.clone(), host, fields, nofail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pack_compiles_and_names_are_unique() {
+        let m = NativeMatcher::all();
+        let mut names: Vec<_> = m.rules().iter().map(|r| r.name.clone()).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate rule names");
+        assert!(n >= 20, "{n} rules");
+    }
+
+    #[test]
+    fn unknown_pack_bad_regex_and_missing_host_are_named() {
+        let e = NativeMatcher::new(&["sshd", "ftp"], &[]).err().unwrap().to_string();
+        assert!(e.contains("`ftp`") && e.contains("nginx-access"), "{e}");
+        let spec = |regex: &str| RuleSpec { name: "mine".into(), service: "app".into(), regex: regex.into() };
+        let e = NativeMatcher::new(&[], &[spec("(?P<host>")]).err().unwrap().to_string();
+        assert!(e.contains("rule `mine`") && e.contains("does not compile"), "{e}");
+        let e = NativeMatcher::new(&[], &[spec("from (?P<ip>\\S+)")]).err().unwrap().to_string();
+        assert!(e.contains("rule `mine`") && e.contains("no `host` group"), "{e}");
+        let e = NativeMatcher::new(&["sshd"], &[RuleSpec { name: "sshd-invalid-user".into(), ..spec("(?P<host>x)") }])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn user_rules_capture_fields_and_time() {
+        let spec = RuleSpec {
+            name: "app-login".into(),
+            service: "myapp".into(),
+            regex: r"login failed for (?P<user>\w+) from (?P<host>[0-9a-f:.]+)".into(),
+        };
+        let mut m = NativeMatcher::new(&["sshd"], &[spec]).unwrap();
+        let (rule, host, fields, _) =
+            probe(&mut m, "2024-03-01T10:00:00Z web myapp: login failed for bob from 192.0.2.9").unwrap();
+        assert_eq!((rule.as_str(), host.as_str()), ("app-login", "192.0.2.9"));
+        assert_eq!(fields, vec![("user".to_string(), "bob".to_string())]);
+        let h = m.match_line("2024-03-01T10:00:00Z web myapp: login failed for bob from 192.0.2.9", 0).unwrap();
+        assert_eq!(h.time, Some(1_709_287_200));
+        // A host that is not an address is no hit.
+        assert!(probe(&mut m, "login failed for bob from ::::::").is_none());
+        assert!(probe(&mut m, "login ok for bob from 192.0.2.9").is_none());
+    }
+
+    #[test]
+    fn rfc5424_and_bare_journald_lines() {
+        let mut m = NativeMatcher::all();
+        let l = "<38>1 2024-03-01T00:00:00.003Z host sshd 1234 - - Invalid user x from 198.51.100.4 port 22";
+        assert_eq!(probe(&mut m, l).unwrap().0, "sshd-invalid-user");
+        let l = "<38>1 2024-03-01T00:00:00Z host sshd 1234 ID47 [exampleSDID@32473 a=\"x\\]\"] Invalid user x from 198.51.100.4 port 22";
+        assert_eq!(probe(&mut m, l).unwrap().1, "198.51.100.4");
+        let l = "<38>Mar  1 00:00:00 host sshd[1]: Invalid user x from 198.51.100.4 port 22";
+        assert_eq!(probe(&mut m, l).unwrap().0, "sshd-invalid-user");
+        let l = "sshd[1]: Invalid user x from 198.51.100.4 port 22";
+        assert_eq!(probe(&mut m, l).unwrap().0, "sshd-invalid-user");
+        assert!(probe(&mut m, "<<<<<<").is_none());
+        assert!(probe(&mut m, "<1>1 ").is_none());
+        assert!(probe(&mut m, "").is_none());
+    }
+
+    #[test]
+    fn message_repeated_carries_the_count() {
+        let mut m = NativeMatcher::all();
+        let l = "Mar  1 00:00:00 h sshd[9]: message repeated 5 times: [ Failed password for root from 203.0.113.5 port 4242 ssh2]";
+        let (rule, host, fields, _) = probe(&mut m, l).unwrap();
+        assert_eq!((rule.as_str(), host.as_str()), ("sshd-failed-password", "203.0.113.5"));
+        assert_eq!(fields[0], ("repeat".into(), "5".into()));
+        assert!(probe(&mut m, "Mar  1 00:00:00 h sshd[9]: message repeated 5 times: [ hello]").is_none());
+    }
+
+    #[test]
+    fn long_and_hostile_lines_are_fine() {
+        let mut m = NativeMatcher::all();
+        let long = format!("Mar  1 00:00:00 h sshd[9]: Failed password for {} from 203.0.113.5 port 1 ssh2", "a".repeat(65_536));
+        assert_eq!(probe(&mut m, &long).unwrap().1, "203.0.113.5");
+        let junk = "\u{0}\u{1}\u{fffd}".repeat(20_000);
+        assert!(probe(&mut m, &junk).is_none());
+        for n in 0..40 {
+            let s: String = "Mar  1 00:00:00 h sshd[9]: Failed password".chars().take(n).collect();
+            let _ = probe(&mut m, &s);
+        }
+    }
+}
