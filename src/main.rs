@@ -1,1 +1,86 @@
-fn main() {}
+//! `shield`: the command line. Flags → logging → one subcommand → exit code.
+//! All the work lives in the library crates; this file only dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod cmd;
+
+#[derive(Parser, Debug)]
+#[command(name = "shield", version, about = "Shield: a fast, collaborative intrusion-prevention system")]
+pub struct Cli {
+    /// Config file (default /etc/shield/shield.toml; without one, built-in defaults guard sshd).
+    #[arg(long, short, global = true, env = "SHIELD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format for the daemon's own logs.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon (SIGTERM stops it gracefully, SIGHUP reloads the config).
+    Run,
+    /// Validate the config (regexes, durations, paths, unknown keys) and exit.
+    Check,
+    /// Backtest: run log files through the rules and report what would be decided.
+    Replay(cmd::replay::Args),
+    /// Show which rule matches each line on stdin and what it captured.
+    Explain(cmd::replay::ExplainArgs),
+    /// List, add or delete decisions.
+    #[command(subcommand)]
+    Decisions(cmd::manage::DecisionsCmd),
+    /// List alerts with their evidence.
+    #[command(subcommand)]
+    Alerts(cmd::manage::AlertsCmd),
+    /// Show what the daemon is doing.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Manage API keys of CrowdSec-compatible bouncers.
+    #[command(subcommand)]
+    Bouncers(cmd::manage::BouncersCmd),
+    /// Generate a synthetic log with known attackers (for tests and benchmarks).
+    #[command(hide = true)]
+    GenLog(cmd::genlog::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.cmd, Cmd::Run));
+    match cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("SHIELD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}

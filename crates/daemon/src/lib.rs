@@ -1,1 +1,16 @@
-//! shield-daemon (being built).
+//! shield-daemon: config → plan → running graph. Owns the store, the
+//! decision stage, the reader threads, the control API, reload and shutdown.
+//! The `shield` binary is a thin CLI over this crate.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod decide;
+pub mod fail2ban;
+pub mod journald;
+pub mod notify;
+pub mod plan;
+pub mod replay;
+pub mod run;
+pub mod store;
+pub mod union;

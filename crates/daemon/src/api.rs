@@ -1,0 +1,371 @@
+//! The daemon's HTTP edge: the control API on a Unix socket (for the CLI; file
+//! mode 0600, so only root), and on the TCP listener the gate, the
+//! CrowdSec-compatible bouncer API and — only when a token is configured —
+//! the same control API behind `Authorization: Bearer <token>`.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::Context;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shield_core::{Decision, DecisionType, Origin, Scope};
+
+use crate::decide::{Outcome, parse_duration, parse_target};
+use crate::plan::Plan;
+use crate::run::{Msg, Shared, SourceStatus, now};
+
+/// An API error: a status and a reason, sent as `{"message": "..."}`.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "message": self.1 }))).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// `shield status` as JSON.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Status {
+    pub version: String,
+    pub config: String,
+    pub started: i64,
+    pub uptime_s: i64,
+    pub firewall: String,
+    pub active_decisions: usize,
+    pub sources: Vec<SourceStatus>,
+    pub counters: serde_json::Value,
+    /// Counters kept in the store with the checkpoints (lines and matches per source, across runs).
+    #[serde(default)]
+    pub store_counters: std::collections::BTreeMap<String, u64>,
+    pub union: Option<serde_json::Value>,
+}
+
+/// The control routes, identical on the socket and (with a token) on TCP.
+pub fn control_router(shared: Shared) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/decisions", get(list_decisions).post(add_decision).delete(delete_decisions))
+        .route("/api/alerts", get(list_alerts))
+        .route("/api/bouncers", get(list_bouncers).post(add_bouncer))
+        .route("/api/bouncers/{name}", delete(delete_bouncer))
+        .with_state(shared)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+}
+
+async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
+    let t = now();
+    let active = s.table.read().unwrap_or_else(|p| p.into_inner()).active(t).count();
+    let sources = s.sources.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    let c = &s.counters;
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = serde_json::json!({
+        "decisions_new": c.decisions_new.load(Relaxed),
+        "decisions_extended": c.decisions_extended.load(Relaxed),
+        "allowlisted": c.allowlisted.load(Relaxed),
+        "firewall_errors": c.firewall_errors.load(Relaxed),
+        "store_errors": c.store_errors.load(Relaxed),
+    });
+    let store_counters = s
+        .reader
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .counters()
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        config: s.config_file.clone(),
+        started: s.started,
+        uptime_s: t - s.started,
+        firewall: s.firewall.clone(),
+        active_decisions: active,
+        sources,
+        counters,
+        store_counters,
+        union: s.union.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+async fn list_decisions(
+    State(s): State<Shared>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Decision>>, ApiError> {
+    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
+    let mut v = if q.all {
+        store.recent_decisions(q.limit.min(100_000)).map_err(internal)?
+    } else {
+        store.active_decisions(now()).map_err(internal)?
+    };
+    v.truncate(q.limit);
+    Ok(Json(v))
+}
+
+/// Body of `POST /api/decisions`.
+#[derive(Deserialize, Serialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AddRequest {
+    pub target: String,
+    #[serde(default = "default_type", rename = "type")]
+    pub kind: String,
+    #[serde(default = "default_duration")]
+    pub duration: String,
+    #[serde(default = "default_reason")]
+    pub reason: String,
+}
+
+fn default_type() -> String {
+    "ban".into()
+}
+fn default_duration() -> String {
+    "4h".into()
+}
+fn default_reason() -> String {
+    "manual".into()
+}
+
+/// Turns an add request into a manual decision (shared with the offline CLI path).
+pub fn manual_decision(req: &AddRequest, t: i64) -> Result<Decision, String> {
+    let target = parse_target(&req.target)?;
+    let kind: DecisionType = req.kind.parse().map_err(|e: shield_core::ParseError| e.to_string())?;
+    let d = parse_duration(&req.duration)?;
+    if d.as_secs() == 0 {
+        return Err("duration must be at least 1s".into());
+    }
+    if req.reason.len() > 256 {
+        return Err("reason is longer than 256 bytes".into());
+    }
+    Ok(Decision {
+        id: 0,
+        scope: Scope::of(&target),
+        target,
+        kind,
+        scenario: req.reason.clone(),
+        origin: Origin::Manual,
+        created: t,
+        expires: t + d.as_secs() as i64,
+    })
+}
+
+async fn add_decision(
+    State(s): State<Shared>,
+    Json(req): Json<AddRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let d = manual_decision(&req, now()).map_err(bad)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.tx.send(Msg::Admit { decision: d, reply: Some(tx) }).map_err(internal)?;
+    match rx.await.map_err(internal)?.map_err(internal)? {
+        Outcome::New(d) | Outcome::Extended(d) => {
+            Ok((StatusCode::CREATED, Json(serde_json::to_value(d).map_err(internal)?)))
+        }
+        Outcome::Covered(id) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({"message": "already covered by an active decision", "id": id})),
+        )),
+        Outcome::Allowlisted(net) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{} is in the allowlist ({net}); remove it from [decisions] allowlist first", req.target),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    id: Option<i64>,
+    target: Option<String>,
+}
+
+async fn delete_decisions(
+    State(s): State<Shared>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<Vec<Decision>>, ApiError> {
+    let target = match &q.target {
+        Some(t) => Some(parse_target(t).map_err(bad)?),
+        None => None,
+    };
+    if q.id.is_none() && target.is_none() {
+        return Err(bad("give ?id=N or ?target=ADDRESS"));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.tx.send(Msg::Delete { id: q.id, target, reply: tx }).map_err(internal)?;
+    let v = rx.await.map_err(internal)?.map_err(internal)?;
+    if v.is_empty() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "no active decision matches".into()));
+    }
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    #[serde(default = "default_alert_limit")]
+    limit: usize,
+}
+
+fn default_alert_limit() -> usize {
+    100
+}
+
+async fn list_alerts(
+    State(s): State<Shared>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Vec<crate::store::StoredAlert>>, ApiError> {
+    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(store.recent_alerts(q.limit.min(10_000)).map_err(internal)?))
+}
+
+async fn list_bouncers(State(s): State<Shared>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
+    let v = store.bouncers().map_err(internal)?;
+    Ok(Json(
+        v.into_iter()
+            .map(|b| serde_json::json!({"name": b.name, "created": b.created, "last_pull": b.last_pull}))
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBouncer {
+    name: String,
+}
+
+/// Checks a bouncer name: 1–64 of `[A-Za-z0-9._-]`.
+pub fn valid_bouncer_name(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.len() > 64 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(format!("bouncer name `{n}` must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+    }
+    Ok(())
+}
+
+async fn add_bouncer(
+    State(s): State<Shared>,
+    Json(req): Json<AddBouncer>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    valid_bouncer_name(&req.name).map_err(bad)?;
+    let key = shield_enforce::generate_api_key();
+    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
+    if !store.add_bouncer(&req.name, &shield_enforce::hash_api_key(&key), now()).map_err(internal)? {
+        return Err(ApiError(StatusCode::CONFLICT, format!("bouncer `{}` already exists", req.name)));
+    }
+    s.auth.load(&store);
+    Ok((StatusCode::CREATED, Json(serde_json::json!({"name": req.name, "api_key": key}))))
+}
+
+async fn delete_bouncer(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
+    if !store.delete_bouncer(&name).map_err(internal)? {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no bouncer named `{name}`")));
+    }
+    s.auth.load(&store);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn require_token(State(token): State<String>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Starts the socket and TCP servers. Returns a handle that stops them when aborted.
+pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut set = tokio::task::JoinSet::new();
+
+    let sock = plan.api.socket.clone();
+    if let Some(dir) = sock.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if sock.exists() {
+        // A live daemon answers on it; a stale file is left by a crash.
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            anyhow::bail!(
+                "another shield daemon is answering on {}; stop it first (or set [api] socket)",
+                sock.display()
+            );
+        }
+        std::fs::remove_file(&sock).with_context(|| format!("removing stale {}", sock.display()))?;
+    }
+    let ul = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding the control socket {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    let control = control_router(shared.clone());
+    set.spawn(async move {
+        if let Err(e) = axum::serve(ul, control).await {
+            tracing::error!(error = %e, "control socket server stopped");
+        }
+    });
+
+    if let Some(addr) = plan.api.listen {
+        let cfg = shield_enforce::ApiConfig {
+            trusted_proxies: plan.api.trusted_proxies.clone(),
+            ..Default::default()
+        };
+        let state = shield_enforce::ApiState::new(shared.table.clone(), shared.auth.clone(), cfg);
+        let mut app = shield_enforce::gate_router(state.clone()).merge(shield_enforce::bouncer_router(state));
+        if let Some(token) = plan.api.token.clone() {
+            let mgmt = control_router(shared.clone())
+                .layer(middleware::from_fn_with_state(token, require_token));
+            app = app.merge(mgmt);
+        }
+        let tl = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the API listener {addr} ([api] listen)"))?;
+        tracing::info!(%addr, "gate and bouncer API listening");
+        set.spawn(async move {
+            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(tl, svc).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+    }
+    Ok(tokio::spawn(async move {
+        while set.join_next().await.is_some() {}
+    }))
+}

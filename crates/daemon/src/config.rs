@@ -1,0 +1,508 @@
+//! The configuration file (`/etc/shield/shield.toml`): its shape, its
+//! defaults, and errors that name the file, the line and the fix.
+//!
+//! This module only parses. Turning a config into something that runs
+//! (compiling regexes, resolving paths, choosing a firewall) is `plan`'s job.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shield_detect::ScenarioSpec;
+use toml::Spanned;
+
+/// Where `shield` looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/shield/shield.toml";
+/// Where state lives when the config does not say.
+pub const DEFAULT_STORE: &str = "/var/lib/shield/shield.db";
+/// The control socket the CLI uses to talk to a running daemon.
+pub const DEFAULT_SOCKET: &str = "/run/shield/shield.sock";
+/// The gate and bouncer API listen here unless told otherwise (loopback only).
+pub const DEFAULT_API: &str = "127.0.0.1:8087";
+
+/// A config problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{col}: {msg}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+    pub hint: Option<String>,
+}
+
+/// Several config problems: `shield check` reports them all at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<Spanned<SourceConfig>>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<RuleConfig>>,
+    #[serde(default, rename = "scenario")]
+    pub scenarios: Vec<Spanned<ScenarioSpec>>,
+    #[serde(default, rename = "jail")]
+    pub jails: Vec<Spanned<JailConfig>>,
+    #[serde(default)]
+    pub decisions: DecisionsConfig,
+    #[serde(default)]
+    pub firewall: FirewallConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub union: Option<UnionConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store")]
+    pub path: PathBuf,
+    /// How long ended decisions and old alerts are kept before pruning.
+    #[serde(default = "default_keep", with = "humantime_serde")]
+    pub keep: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_store(), keep: default_keep() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Most keys (addresses) tracked per source; the coldest are evicted.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// Triggering lines kept with each alert.
+    #[serde(default = "default_evidence")]
+    pub evidence_lines: usize,
+    /// IPv6 addresses are grouped by this prefix (a host usually owns a /64).
+    #[serde(default = "default_v6")]
+    pub v6_prefix: u8,
+    /// Turn off the default scenarios of the rule packs (keep only `[[scenario]]`s).
+    #[serde(default)]
+    pub no_default_scenarios: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_keys: default_max_keys(),
+            evidence_lines: default_evidence(),
+            v6_prefix: default_v6(),
+            no_default_scenarios: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    File,
+    Journald,
+    Stdin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: SourceKind,
+    /// Files or globs (type = "file").
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+    /// Built-in rule packs applied to these lines (see `shield explain --list`).
+    #[serde(default)]
+    pub packs: Vec<Spanned<String>>,
+    /// Names of `[[rule]]`s applied to these lines (rules whose `service` is
+    /// this source's name apply too).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Read a file never seen before from its start (default: from its end).
+    #[serde(default)]
+    pub from_start: bool,
+    /// journald matches, e.g. `["_SYSTEMD_UNIT=ssh.service"]` (type = "journald").
+    #[serde(default)]
+    pub journal_match: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(default = "default_service")]
+    pub service: String,
+    pub regex: Spanned<String>,
+}
+
+/// A fail2ban-style jail: a `filter.d` filter on some logs, with fail2ban's
+/// `maxretry`/`findtime`/`bantime` semantics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    pub name: String,
+    /// A filter name under `filter_dir` or a path, with optional `[mode=...]`.
+    pub filter: Spanned<String>,
+    #[serde(default = "default_filter_dir")]
+    pub filter_dir: PathBuf,
+    pub logpath: Vec<Spanned<String>>,
+    #[serde(default = "default_maxretry")]
+    pub maxretry: u32,
+    #[serde(default = "default_findtime", with = "humantime_serde")]
+    pub findtime: Duration,
+    #[serde(default = "default_bantime", with = "humantime_serde")]
+    pub bantime: Duration,
+    #[serde(default)]
+    pub from_start: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsConfig {
+    /// Networks that are never banned, whatever the origin.
+    #[serde(default)]
+    pub allowlist: Vec<Spanned<String>>,
+    /// Also never ban this host's own addresses (default true).
+    #[serde(default = "yes")]
+    pub allow_own_addresses: bool,
+    #[serde(default)]
+    pub escalation: Escalation,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        DecisionsConfig {
+            allowlist: Vec::new(),
+            allow_own_addresses: true,
+            escalation: Escalation::default(),
+        }
+    }
+}
+
+/// Repeat offenders: like fail2ban's `bantime.increment`, each new offence
+/// multiplies the ban by `factor`, up to `max`; offences are forgotten after `forget`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    #[serde(default = "default_max_ban", with = "humantime_serde")]
+    pub max: Duration,
+    #[serde(default = "default_forget", with = "humantime_serde")]
+    pub forget: Duration,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            enabled: true,
+            factor: default_factor(),
+            max: default_max_ban(),
+            forget: default_forget(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// nftables if `nft` is present, else ipset + iptables, else dry-run.
+    #[default]
+    Auto,
+    Nftables,
+    Ipset,
+    DryRun,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Also drop banned sources in the forward hook (routers, container hosts).
+    #[serde(default)]
+    pub forward: bool,
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Tests only: run nft inside this network namespace.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            backend: Backend::Auto,
+            table: default_table(),
+            forward: false,
+            priority: default_priority(),
+            netns: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Gate (`/gate`) and CrowdSec-compatible bouncer API (`/v1/...`). Empty string disables.
+    #[serde(default = "default_api")]
+    pub listen: String,
+    /// Control socket for the CLI (mode 0600, root only).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Bearer token for management endpoints on `listen` (`/api/...`). Unset: management only on the socket.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api(),
+            socket: default_socket(),
+            trusted_proxies: Vec::new(),
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UnionConfig {
+    /// This member's name in the treaty.
+    pub member: String,
+    pub key: PathBuf,
+    pub treaty: PathBuf,
+    pub listen: SocketAddr,
+}
+
+fn default_store() -> PathBuf {
+    DEFAULT_STORE.into()
+}
+fn default_keep() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_max_keys() -> usize {
+    100_000
+}
+fn default_evidence() -> usize {
+    3
+}
+fn default_v6() -> u8 {
+    64
+}
+fn default_service() -> String {
+    "custom".into()
+}
+fn default_filter_dir() -> PathBuf {
+    "/etc/fail2ban/filter.d".into()
+}
+fn default_maxretry() -> u32 {
+    5
+}
+fn default_findtime() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_bantime() -> Duration {
+    Duration::from_secs(600)
+}
+fn yes() -> bool {
+    true
+}
+fn default_factor() -> f64 {
+    2.0
+}
+fn default_max_ban() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_forget() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+fn default_table() -> String {
+    "shield".into()
+}
+fn default_priority() -> i32 {
+    -10
+}
+fn default_api() -> String {
+    DEFAULT_API.into()
+}
+fn default_socket() -> PathBuf {
+    DEFAULT_SOCKET.into()
+}
+
+/// A loaded config and where it came from (for error locations).
+pub struct Loaded {
+    pub config: Config,
+    /// `None` when Shield runs on its embedded defaults.
+    pub path: Option<PathBuf>,
+    pub text: String,
+}
+
+impl Loaded {
+    /// A located error at byte `span.start` of the file.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        msg: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
+        let (line, col) = line_col(&self.text, span.start);
+        ConfigError { file: self.file_name(), line, col, msg: msg.into(), hint }
+    }
+
+    pub fn file_name(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "<built-in defaults>".into(),
+        }
+    }
+}
+
+/// Loads `path`, or the default config file, or the embedded defaults.
+///
+/// An explicit `path` must exist. Without one, `/etc/shield/shield.toml` is
+/// used when present; otherwise Shield guards sshd on built-in defaults.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let chosen = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    };
+    let Some(p) = chosen else {
+        return Ok(Loaded { config: builtin_default(), path: None, text: String::new() });
+    };
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: p.display().to_string(),
+            line: 0,
+            col: 0,
+            msg: format!("cannot read the config: {e}"),
+            hint: Some(if path.is_some() {
+                "check the --config path".into()
+            } else {
+                format!("fix the permissions of {DEFAULT_CONFIG} or pass --config")
+            }),
+        }])
+    })?;
+    parse(&text, Some(p))
+}
+
+/// Parses config text; `path` is used in error messages.
+pub fn parse(text: &str, path: Option<PathBuf>) -> Result<Loaded, ConfigErrors> {
+    match toml::from_str::<Config>(text) {
+        Ok(config) => Ok(Loaded { config, path, text: text.to_string() }),
+        Err(e) => {
+            let loaded = Loaded { config: Config::default(), path, text: text.to_string() };
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().trim().to_string();
+            let hint = hint_for(&msg);
+            Err(ConfigErrors(vec![loaded.error_at(span, msg, hint)]))
+        }
+    }
+}
+
+fn hint_for(msg: &str) -> Option<String> {
+    if msg.contains("unknown field") {
+        Some("remove the key or fix its spelling; the keys are listed in the README's config example".into())
+    } else if msg.contains("unknown variant") {
+        Some("use one of the values listed in the message".into())
+    } else if msg.contains("duration") || msg.contains("time unit") {
+        Some("write durations like \"90s\", \"10m\", \"4h\", \"7d\"".into())
+    } else if msg.contains("missing field") {
+        Some("add the missing key to this table".into())
+    } else {
+        None
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// The config Shield runs on when there is no config file: guard sshd from
+/// auth.log (or journald where there is no such file), state in /var/lib/shield.
+pub fn builtin_default() -> Config {
+    let file = ["/var/log/auth.log", "/var/log/secure"].into_iter().find(|p| Path::new(p).exists());
+    let source = match file {
+        Some(f) => SourceConfig {
+            name: "sshd".into(),
+            kind: SourceKind::File,
+            paths: vec![Spanned::new(0..0, f.to_string())],
+            packs: vec![Spanned::new(0..0, "sshd".to_string())],
+            rules: Vec::new(),
+            from_start: false,
+            journal_match: Vec::new(),
+        },
+        None => SourceConfig {
+            name: "sshd".into(),
+            kind: SourceKind::Journald,
+            paths: Vec::new(),
+            packs: vec![Spanned::new(0..0, "sshd".to_string())],
+            rules: Vec::new(),
+            from_start: false,
+            journal_match: vec!["_COMM=sshd".into()],
+        },
+    };
+    Config { sources: vec![Spanned::new(0..0, source)], ..Config::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_located() {
+        let text = "[store]\npath = \"/tmp/x.db\"\n\n[engine]\nmax_keyz = 5\n";
+        let err = parse(text, Some("/etc/shield/shield.toml".into())).err().unwrap();
+        let s = err.to_string();
+        assert!(s.starts_with("/etc/shield/shield.toml:5:1: unknown field `max_keyz`"), "{s}");
+        assert!(s.contains("hint:"), "{s}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let text = "[store]\nkeep = \"forever\"\n";
+        let err = parse(text, Some("f.toml".into())).err().unwrap().to_string();
+        assert!(err.starts_with("f.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = include_str!("../../../examples/shield.toml");
+        let l = parse(text, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!l.config.sources.is_empty());
+    }
+
+    #[test]
+    fn defaults_guard_sshd() {
+        let c = builtin_default();
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(c.sources[0].get_ref().name, "sshd");
+        assert_eq!(c.store.path, PathBuf::from(DEFAULT_STORE));
+    }
+}

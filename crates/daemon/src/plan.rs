@@ -1,0 +1,486 @@
+//! Config → plan: everything validated and resolved before anything starts
+//! (regexes compiled, scenarios bound to rules, paths checked, the firewall
+//! backend chosen), so a broken config never half-starts the daemon.
+//! `shield check` stops here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use shield_core::{Allowlist, DecisionType, LineMatcher, Scope};
+use shield_detect::{BucketKind, Engine, EngineOptions, NativeMatcher, RuleSpec, ScenarioSpec};
+
+use crate::config::{
+    Backend, ConfigError, ConfigErrors, Escalation, Loaded, SourceKind, UnionConfig,
+};
+use crate::decide::{self, Decider};
+
+/// Where a pipeline's lines come from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    File { globs: Vec<String>, from_start: bool },
+    Journald { matches: Vec<String> },
+    Stdin,
+}
+
+/// Which rule engine reads a pipeline's lines.
+#[derive(Clone, Debug)]
+pub enum MatcherPlan {
+    Native { packs: Vec<String>, custom: Vec<RuleSpec> },
+    Fail2ban { filter: String, dir: PathBuf },
+}
+
+/// One input with its rules and scenarios: becomes one reader thread.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub name: String,
+    pub input: Input,
+    pub matcher: MatcherPlan,
+    pub scenarios: Vec<ScenarioSpec>,
+}
+
+/// The chosen firewall backend and its options.
+#[derive(Clone, Debug)]
+pub struct FirewallPlan {
+    pub backend: Backend,
+    pub table: String,
+    pub forward: bool,
+    pub priority: i32,
+    pub netns: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiPlan {
+    pub listen: Option<SocketAddr>,
+    pub socket: PathBuf,
+    pub trusted_proxies: Vec<IpNet>,
+    pub token: Option<String>,
+}
+
+/// A validated config, ready to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub config_file: String,
+    pub store_path: PathBuf,
+    pub keep: Duration,
+    pub engine: EngineSettings,
+    pub pipelines: Vec<Pipeline>,
+    pub decider: Decider,
+    pub firewall: FirewallPlan,
+    pub api: ApiPlan,
+    pub union: Option<UnionConfig>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    pub max_keys: usize,
+    pub evidence_lines: usize,
+    pub v6_prefix: u8,
+}
+
+impl EngineSettings {
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            max_keys: self.max_keys,
+            evidence_lines: self.evidence_lines,
+            default_v6_prefix: self.v6_prefix,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Builds the rule engine of this pipeline (compiles its regexes).
+    pub fn matcher(&self) -> Result<Box<dyn LineMatcher>, String> {
+        match &self.matcher {
+            MatcherPlan::Native { packs, custom } => {
+                let packs: Vec<&str> = packs.iter().map(String::as_str).collect();
+                NativeMatcher::new(&packs, custom)
+                    .map(|m| Box::new(m) as Box<dyn LineMatcher>)
+                    .map_err(|e| e.to_string())
+            }
+            MatcherPlan::Fail2ban { filter, dir } => crate::fail2ban::load(filter, dir),
+        }
+    }
+
+    /// Builds the whole engine (matcher + scenarios).
+    pub fn engine(&self, settings: EngineSettings) -> Result<Engine, String> {
+        Engine::new(self.matcher()?, &self.scenarios, settings.options()).map_err(|e| e.to_string())
+    }
+}
+
+/// True if the rule-name pattern `pat` (exact, or a prefix ending in `*`) names `rule`.
+pub fn rule_matches(pat: &str, rule: &str) -> bool {
+    match pat.strip_suffix('*') {
+        Some(prefix) => rule.starts_with(prefix),
+        None => pat == rule,
+    }
+}
+
+/// Validates and resolves a loaded config.
+pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
+    let c = &l.config;
+    let mut errs: Vec<ConfigError> = Vec::new();
+    let settings = EngineSettings {
+        max_keys: c.engine.max_keys,
+        evidence_lines: c.engine.evidence_lines,
+        v6_prefix: c.engine.v6_prefix,
+    };
+    if c.engine.v6_prefix == 0 || c.engine.v6_prefix > 128 {
+        errs.push(l.error_at(0..0, "[engine] v6_prefix must be between 1 and 128", Some("64 is usual".into())));
+    }
+    if c.engine.max_keys == 0 {
+        errs.push(l.error_at(0..0, "[engine] max_keys must be at least 1", None));
+    }
+
+    // Custom rules.
+    let mut custom: Vec<(RuleSpec, std::ops::Range<usize>)> = Vec::new();
+    for r in &c.rules {
+        let span = r.span();
+        let r = r.get_ref();
+        if let Err(e) = regex::Regex::new(r.regex.get_ref()) {
+            errs.push(l.error_at(
+                r.regex.span(),
+                format!("rule `{}`: the regex does not compile: {}", r.name, first_line(&e.to_string())),
+                Some("regexes use Rust `regex` syntax; named groups are (?P<name>...)".into()),
+            ));
+            continue;
+        }
+        if !r.regex.get_ref().contains("(?P<host>") && !r.regex.get_ref().contains("(?<host>") {
+            errs.push(l.error_at(
+                r.regex.span(),
+                format!("rule `{}` has no `host` group", r.name),
+                Some("capture the source address as (?P<host>...)".into()),
+            ));
+            continue;
+        }
+        if custom.iter().any(|(c, _)| c.name == r.name) {
+            errs.push(l.error_at(span.clone(), format!("rule `{}` is defined twice", r.name), None));
+        }
+        custom.push((
+            RuleSpec { name: r.name.clone(), service: r.service.clone(), regex: r.regex.get_ref().clone() },
+            span,
+        ));
+    }
+
+    let known_packs = shield_detect::pack_names();
+    let mut pipelines = Vec::new();
+    let mut used_scenarios = vec![false; c.scenarios.len()];
+    let mut used_rules = vec![false; custom.len()];
+    for s in &c.sources {
+        let span = s.span();
+        let s = s.get_ref();
+        let input = match s.kind {
+            SourceKind::File => {
+                if s.paths.is_empty() {
+                    errs.push(l.error_at(
+                        span.clone(),
+                        format!("source `{}` has no paths", s.name),
+                        Some("add paths = [\"/var/log/...\"] or set type = \"journald\"".into()),
+                    ));
+                }
+                for p in &s.paths {
+                    if let Some(e) = check_path(p.get_ref()) {
+                        errs.push(l.error_at(p.span(), e, Some("fix the path, or use a glob (e.g. /var/log/nginx/*.log) for files that may not exist yet".into())));
+                    }
+                }
+                Input::File {
+                    globs: s.paths.iter().map(|p| p.get_ref().clone()).collect(),
+                    from_start: s.from_start,
+                }
+            }
+            SourceKind::Journald => Input::Journald { matches: s.journal_match.clone() },
+            SourceKind::Stdin => Input::Stdin,
+        };
+        let mut packs = Vec::new();
+        for p in &s.packs {
+            if !known_packs.contains(&p.get_ref().as_str()) {
+                errs.push(l.error_at(
+                    p.span(),
+                    format!("unknown rule pack `{}`", p.get_ref()),
+                    Some(format!("built-in packs: {}", known_packs.join(", "))),
+                ));
+            } else {
+                packs.push(p.get_ref().clone());
+            }
+        }
+        let mut rules = Vec::new();
+        for (i, (r, _)) in custom.iter().enumerate() {
+            if r.service == s.name || s.rules.contains(&r.name) {
+                rules.push(r.clone());
+                used_rules[i] = true;
+            }
+        }
+        for name in &s.rules {
+            if !custom.iter().any(|(r, _)| &r.name == name) {
+                errs.push(l.error_at(
+                    span.clone(),
+                    format!("source `{}` names rule `{name}`, which no [[rule]] defines", s.name),
+                    None,
+                ));
+            }
+        }
+        if packs.is_empty() && rules.is_empty() && !s.packs.is_empty() {
+            continue; // already reported
+        }
+        if packs.is_empty() && rules.is_empty() {
+            errs.push(l.error_at(
+                span.clone(),
+                format!("source `{}` has no rules", s.name),
+                Some("add packs = [\"sshd\"] (or another pack), or a [[rule]] with service = this source's name".into()),
+            ));
+            continue;
+        }
+        let mut pipe = Pipeline {
+            name: s.name.clone(),
+            input,
+            matcher: MatcherPlan::Native { packs: packs.clone(), custom: rules },
+            scenarios: Vec::new(),
+        };
+        let matcher = match pipe.matcher() {
+            Ok(m) => m,
+            Err(e) => {
+                errs.push(l.error_at(span.clone(), format!("source `{}`: {e}", s.name), None));
+                continue;
+            }
+        };
+        let rule_names: Vec<String> = matcher.rules().iter().map(|r| r.name.clone()).collect();
+        let mut scen: Vec<ScenarioSpec> = if c.engine.no_default_scenarios {
+            Vec::new()
+        } else {
+            let p: Vec<&str> = packs.iter().map(String::as_str).collect();
+            shield_detect::default_scenarios(&p)
+        };
+        for (i, user) in c.scenarios.iter().enumerate() {
+            let u = user.get_ref();
+            if u.rules.iter().any(|pat| rule_names.iter().any(|r| rule_matches(pat, r))) {
+                used_scenarios[i] = true;
+                scen.retain(|d| d.name != u.name);
+                scen.push(u.clone());
+            }
+        }
+        pipe.scenarios = scen;
+        if let Err(e) = Engine::new(matcher, &pipe.scenarios, settings.options()) {
+            errs.push(l.error_at(span.clone(), format!("source `{}`: {e}", s.name), None));
+            continue;
+        }
+        pipelines.push(pipe);
+    }
+    for (i, u) in c.scenarios.iter().enumerate() {
+        if !used_scenarios[i] {
+            errs.push(l.error_at(
+                u.span(),
+                format!("scenario `{}` names rules that no source uses: {:?}", u.get_ref().name, u.get_ref().rules),
+                Some("name a rule of a source's packs (e.g. \"sshd-*\") or of a [[rule]]; `shield explain --list` lists them".into()),
+            ));
+        }
+    }
+    for (i, (r, span)) in custom.iter().enumerate() {
+        if !used_rules[i] {
+            errs.push(l.error_at(
+                span.clone(),
+                format!("rule `{}` is used by no source", r.name),
+                Some(format!("set service = \"<source name>\" or list it in a source's rules (service is `{}`)", r.service)),
+            ));
+        }
+    }
+
+    // fail2ban jails.
+    for j in &c.jails {
+        let span = j.span();
+        let j = j.get_ref();
+        for p in &j.logpath {
+            if let Some(e) = check_path(p.get_ref()) {
+                errs.push(l.error_at(p.span(), e, None));
+            }
+        }
+        let scenario = ScenarioSpec {
+            name: j.name.clone(),
+            rules: vec!["*".into()],
+            kind: BucketKind::Window,
+            capacity: j.maxretry.max(1),
+            leak: j.findtime,
+            distinct: None,
+            quiet: Duration::ZERO,
+            decision: DecisionType::Ban,
+            scope: Scope::Ip,
+            duration: j.bantime,
+            v6_prefix: Some(128),
+        };
+        let pipe = Pipeline {
+            name: j.name.clone(),
+            input: Input::File {
+                globs: j.logpath.iter().map(|p| p.get_ref().clone()).collect(),
+                from_start: j.from_start,
+            },
+            matcher: MatcherPlan::Fail2ban {
+                filter: j.filter.get_ref().clone(),
+                dir: j.filter_dir.clone(),
+            },
+            scenarios: vec![scenario],
+        };
+        match pipe.engine(settings) {
+            Ok(_) => pipelines.push(pipe),
+            Err(e) => errs.push(l.error_at(
+                j.filter.span(),
+                format!("jail `{}`: {e}", j.name),
+                Some("name a filter under filter_dir (default /etc/fail2ban/filter.d) or give a path".into()),
+            )),
+        }
+        let _ = span;
+    }
+
+    // Allowlist.
+    let mut allow = Vec::new();
+    for a in &c.decisions.allowlist {
+        match decide::parse_target(a.get_ref()) {
+            Ok(n) => allow.push(n),
+            Err(e) => errs.push(l.error_at(a.span(), e, None)),
+        }
+    }
+    if c.decisions.allow_own_addresses {
+        allow.extend(decide::own_addresses());
+    }
+    let esc: Escalation = c.decisions.escalation.clone();
+    if !(1.0..=100.0).contains(&esc.factor) {
+        errs.push(l.error_at(0..0, "[decisions.escalation] factor must be between 1 and 100", None));
+    }
+
+    let mut proxies = Vec::new();
+    for p in &c.api.trusted_proxies {
+        match decide::parse_target(p.get_ref()) {
+            Ok(n) => proxies.push(n),
+            Err(e) => errs.push(l.error_at(p.span(), e, None)),
+        }
+    }
+    let listen = if c.api.listen.trim().is_empty() {
+        None
+    } else {
+        match c.api.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(l.error_at(
+                    0..0,
+                    format!("[api] listen `{}` is not an address:port", c.api.listen),
+                    Some(format!("e.g. {}", crate::config::DEFAULT_API)),
+                ));
+                None
+            }
+        }
+    };
+    if let Some(u) = &c.union {
+        if !u.treaty.exists() {
+            errs.push(l.error_at(0..0, format!("[union] treaty {} does not exist", u.treaty.display()), Some("create it with `shield union init`".into())));
+        }
+    }
+
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    Ok(Plan {
+        config_file: l.file_name(),
+        store_path: c.store.path.clone(),
+        keep: c.store.keep,
+        engine: settings,
+        pipelines,
+        decider: Decider::new(Allowlist::new(allow), esc),
+        firewall: FirewallPlan {
+            backend: resolve_backend(c.firewall.backend),
+            table: c.firewall.table.clone(),
+            forward: c.firewall.forward,
+            priority: c.firewall.priority,
+            netns: c.firewall.netns.clone(),
+        },
+        api: ApiPlan {
+            listen,
+            socket: c.api.socket.clone(),
+            trusted_proxies: proxies,
+            token: c.api.token.clone(),
+        },
+        union: c.union.clone(),
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+}
+
+/// A literal path must exist; a glob's directory must exist.
+fn check_path(p: &str) -> Option<String> {
+    let is_glob = p.contains(['*', '?', '[']);
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Some(format!("path `{p}` is relative; write an absolute path"));
+    }
+    if is_glob {
+        let dir = p[..p.find(['*', '?', '[']).unwrap_or(p.len())].rsplit_once('/').map(|x| x.0).unwrap_or("/");
+        let dir = if dir.is_empty() { "/" } else { dir };
+        if !Path::new(dir).is_dir() {
+            return Some(format!("the directory `{dir}` of glob `{p}` does not exist"));
+        }
+        None
+    } else if !path.exists() {
+        Some(format!("log file `{p}` does not exist"))
+    } else {
+        None
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(cmd).is_file())
+}
+
+/// `auto` becomes nftables where `nft` exists, else ipset, else dry-run.
+pub fn resolve_backend(b: Backend) -> Backend {
+    match b {
+        Backend::Auto if which("nft") => Backend::Nftables,
+        Backend::Auto if which("ipset") && which("iptables") => Backend::Ipset,
+        Backend::Auto => Backend::DryRun,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn bad_regex_is_located() {
+        let text = "[[source]]\nname = \"app\"\ntype = \"stdin\"\n\n[[rule]]\nname = \"r\"\nservice = \"app\"\nregex = '(?P<host>\\S+'\n";
+        let l = parse(text, Some("c.toml".into())).unwrap();
+        let e = plan(&l).err().unwrap().to_string();
+        assert!(e.starts_with("c.toml:8:9: rule `r`: the regex does not compile"), "{e}");
+    }
+
+    #[test]
+    fn unknown_pack_and_missing_file() {
+        let text = "[[source]]\nname = \"x\"\npaths = [\"/nonexistent/auth.log\"]\npacks = [\"sshd\", \"ftpd\"]\n";
+        let l = parse(text, Some("c.toml".into())).unwrap();
+        let e = plan(&l).err().unwrap().to_string();
+        assert!(e.contains("c.toml:3:11: log file `/nonexistent/auth.log` does not exist"), "{e}");
+        assert!(e.contains("c.toml:4:19: unknown rule pack `ftpd`"), "{e}");
+    }
+
+    #[test]
+    fn scenario_bound_to_nothing_is_an_error() {
+        let text = "[[source]]\nname = \"s\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n\n[[scenario]]\nname = \"x\"\nrules = [\"nope\"]\ncapacity = 3\nleak = \"10s\"\nduration = \"1h\"\n";
+        let l = parse(text, Some("c.toml".into())).unwrap();
+        let e = plan(&l).err().unwrap().to_string();
+        assert!(e.contains("c.toml:6:1: scenario `x` names rules that no source uses"), "{e}");
+    }
+
+    #[test]
+    fn example_config_plans_except_paths() {
+        let text = include_str!("../../../examples/shield.toml")
+            .replace("/var/log/auth.log", "/tmp")
+            .replace("/var/log/nginx/*access.log", "/tmp/*.log");
+        let l = parse(&text, Some("ex.toml".into())).unwrap();
+        let p = plan(&l).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.pipelines.len(), 2);
+        assert!(p.pipelines[1].scenarios.iter().any(|s| s.name == "myapp-login-bruteforce"));
+    }
+}

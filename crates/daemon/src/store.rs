@@ -1,0 +1,604 @@
+//! The store: SQLite in WAL mode, the one place where what Shield knows
+//! survives a restart — decisions, alerts with their evidence, source
+//! checkpoints, offence counts and bouncer keys.
+//!
+//! The daemon has exactly one writer (the decision thread owns a `Store`);
+//! the CLI and API readers open their own connections, which WAL allows
+//! concurrently. Time is always passed in; nothing here reads the clock.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use shield_core::{Alert, Checkpoint, Decision, DecisionType, Origin, Scope, UnixTime};
+
+/// Errors from the store. Each says which file and what to try.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {dir}: {source} (create it, or set [store] path)")]
+    Dir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot open the store {path}: {source} (check permissions, or set [store] path)")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("store {path}: {source}")]
+    Sql { path: PathBuf, source: rusqlite::Error },
+    #[error("store {path} holds a row Shield cannot read ({what}); it was written by another version?")]
+    Corrupt { path: PathBuf, what: String },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    target TEXT NOT NULL,
+    type TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS decisions_expires ON decisions(expires);
+CREATE INDEX IF NOT EXISTS decisions_target ON decisions(target);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    scenario TEXT NOT NULL,
+    target TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    evidence TEXT NOT NULL,
+    decision_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offences (
+    target TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    last INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bouncers (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    last_pull INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#;
+
+/// One connection to the store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A stored alert, as listed by `shield alerts list`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StoredAlert {
+    pub id: i64,
+    pub scenario: String,
+    pub target: String,
+    pub time: UnixTime,
+    pub first_seen: UnixTime,
+    pub events: u32,
+    pub evidence: Vec<String>,
+    pub decision_id: Option<i64>,
+}
+
+/// A registered bouncer (its key is only stored hashed).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Bouncer {
+    pub name: String,
+    pub key_hash: String,
+    pub created: UnixTime,
+    pub last_pull: Option<UnixTime>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`, in WAL mode.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Dir { dir: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let store = Store { conn, path: path.to_path_buf() };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sql { path: self.path.clone(), source }
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        // WAL: readers never block the writer. synchronous=NORMAL: a committed
+        // transaction survives a crash of the process (SIGKILL); only a power
+        // loss can roll back the last few commits.
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; \
+                 PRAGMA foreign_keys=ON;",
+            )
+            .map_err(|e| StoreError::Open { path: self.path.clone(), source: e })?;
+        let v: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if v < SCHEMA_VERSION {
+            self.conn.execute_batch(SCHEMA).map_err(|e| self.sql(e))?;
+            self.conn
+                .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one transaction: everything or nothing reaches the file.
+    pub fn atomically<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.sql(e))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    // ---- decisions ----
+
+    /// Inserts a decision and returns it with its row id.
+    pub fn insert_decision(&self, d: &Decision) -> Result<Decision, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO decisions (scope, target, type, scenario, origin, created, expires) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    d.scope.as_str(),
+                    d.target.to_string(),
+                    d.kind.as_str(),
+                    d.scenario,
+                    d.origin.to_string(),
+                    d.created,
+                    d.expires
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut out = d.clone();
+        out.id = self.conn.last_insert_rowid();
+        Ok(out)
+    }
+
+    /// Changes when a decision ends (a longer ban replaces a shorter one).
+    pub fn set_expiry(&self, id: i64, expires: UnixTime) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE decisions SET expires=?2 WHERE id=?1", params![id, expires])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Ends a decision now (kept for history until pruned). Returns the decision as it was.
+    pub fn delete_decision(&self, id: i64, now: UnixTime) -> Result<Option<Decision>, StoreError> {
+        let d = self.decision(id)?;
+        if d.as_ref().is_some_and(|d| d.is_active(now)) {
+            self.conn
+                .execute(
+                    "UPDATE decisions SET expires=MIN(expires, ?2), deleted=1 WHERE id=?1",
+                    params![id, now],
+                )
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(d)
+    }
+
+    pub fn decision(&self, id: i64) -> Result<Option<Decision>, StoreError> {
+        self.conn
+            .query_row(&format!("SELECT {DCOLS} FROM decisions WHERE id=?1"), [id], read_decision)
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .transpose()
+            .map_err(|what| StoreError::Corrupt { path: self.path.clone(), what })
+    }
+
+    /// Decisions in force at `now`, oldest first.
+    pub fn active_decisions(&self, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
+        self.query_decisions(
+            &format!("SELECT {DCOLS} FROM decisions WHERE expires > ?1 ORDER BY id"),
+            params![now],
+        )
+    }
+
+    /// Decisions that ended in `(after, upto]` (for sweeping them out of the layers).
+    pub fn ended_between(&self, after: UnixTime, upto: UnixTime) -> Result<Vec<Decision>, StoreError> {
+        self.query_decisions(
+            &format!("SELECT {DCOLS} FROM decisions WHERE expires > ?1 AND expires <= ?2 ORDER BY id"),
+            params![after, upto],
+        )
+    }
+
+    /// Active decisions on exactly `target`.
+    pub fn active_for(&self, target: &IpNet, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
+        self.query_decisions(
+            &format!(
+                "SELECT {DCOLS} FROM decisions WHERE target=?1 AND expires > ?2 ORDER BY id"
+            ),
+            params![target.to_string(), now],
+        )
+    }
+
+    /// The most recent decisions, active or not (for listings).
+    pub fn recent_decisions(&self, limit: usize) -> Result<Vec<Decision>, StoreError> {
+        self.query_decisions(
+            &format!("SELECT {DCOLS} FROM decisions ORDER BY id DESC LIMIT ?1"),
+            params![limit as i64],
+        )
+    }
+
+    fn query_decisions(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+        let rows = st.query_map(p, read_decision).map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let d = r
+                .map_err(|e| self.sql(e))?
+                .map_err(|what| StoreError::Corrupt { path: self.path.clone(), what })?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    // ---- offences (escalation memory) ----
+
+    /// Records one more offence by `target` and returns how many it has now.
+    /// Offences older than `forget_s` are forgotten first.
+    pub fn bump_offence(
+        &self,
+        target: &IpNet,
+        now: UnixTime,
+        forget_s: u64,
+    ) -> Result<u32, StoreError> {
+        let key = target.to_string();
+        let prev: Option<(i64, i64)> = self
+            .conn
+            .query_row("SELECT count, last FROM offences WHERE target=?1", [&key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let count = match prev {
+            Some((c, last)) if now - last <= forget_s as i64 => c + 1,
+            _ => 1,
+        };
+        self.conn
+            .execute(
+                "INSERT INTO offences (target, count, last) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(target) DO UPDATE SET count=?2, last=?3",
+                params![key, count, now],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(count as u32)
+    }
+
+    pub fn offences(&self, target: &IpNet) -> Result<u32, StoreError> {
+        let c: Option<i64> = self
+            .conn
+            .query_row("SELECT count FROM offences WHERE target=?1", [target.to_string()], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(c.unwrap_or(0) as u32)
+    }
+
+    // ---- alerts ----
+
+    pub fn insert_alert(&self, a: &Alert, decision_id: Option<i64>) -> Result<i64, StoreError> {
+        let evidence = serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "INSERT INTO alerts (scenario, target, time, first_seen, events, evidence, decision_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    a.scenario,
+                    a.target.to_string(),
+                    a.time,
+                    a.first_seen,
+                    a.events,
+                    evidence,
+                    decision_id
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn recent_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, scenario, target, time, first_seen, events, evidence, decision_id \
+                 FROM alerts ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map([limit as i64], |r| {
+                let ev: String = r.get(6)?;
+                Ok(StoredAlert {
+                    id: r.get(0)?,
+                    scenario: r.get(1)?,
+                    target: r.get(2)?,
+                    time: r.get(3)?,
+                    first_seen: r.get(4)?,
+                    events: r.get(5)?,
+                    evidence: serde_json::from_str(&ev).unwrap_or_default(),
+                    decision_id: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    // ---- checkpoints ----
+
+    pub fn save_checkpoints(
+        &self,
+        cps: &[(String, Checkpoint)],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO checkpoints (key, dev, ino, offset, fingerprint, updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET \
+                 dev=?2, ino=?3, offset=?4, fingerprint=?5, updated=?6",
+            )
+            .map_err(|e| self.sql(e))?;
+        for (k, c) in cps {
+            st.execute(params![
+                k,
+                c.dev as i64,
+                c.ino as i64,
+                c.offset as i64,
+                c.fingerprint as i64,
+                now
+            ])
+            .map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    pub fn load_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key, dev, ino, offset, fingerprint FROM checkpoints")
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Checkpoint {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        offset: r.get::<_, i64>(3)? as u64,
+                        fingerprint: r.get::<_, i64>(4)? as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    // ---- small named values (journald cursors, ...) ----
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
+                params![key, value],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    // ---- counters (kept with the checkpoints, so counts survive a crash exactly) ----
+
+    pub fn add_counter(&self, name: &str, by: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+                params![name, by as i64],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    pub fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, value FROM counters ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    // ---- bouncers ----
+
+    pub fn add_bouncer(&self, name: &str, key_hash: &str, now: UnixTime) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO bouncers (name, key_hash, created) VALUES (?1, ?2, ?3)",
+                params![name, key_hash, now],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(n == 1)
+    }
+
+    pub fn delete_bouncer(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM bouncers WHERE name=?1", [name])
+            .map_err(|e| self.sql(e))?;
+        Ok(n == 1)
+    }
+
+    pub fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, key_hash, created, last_pull FROM bouncers ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Bouncer {
+                    name: r.get(0)?,
+                    key_hash: r.get(1)?,
+                    created: r.get(2)?,
+                    last_pull: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    // ---- housekeeping ----
+
+    /// Deletes decisions that ended more than `keep_s` ago, alerts older than
+    /// `keep_s`, and offences not renewed within `forget_s`. Returns rows deleted.
+    pub fn prune(&self, now: UnixTime, keep_s: u64, forget_s: u64) -> Result<usize, StoreError> {
+        let cut = now - keep_s as i64;
+        let mut n = 0;
+        n += self
+            .conn
+            .execute("DELETE FROM decisions WHERE expires < ?1", [cut])
+            .map_err(|e| self.sql(e))?;
+        n += self
+            .conn
+            .execute("DELETE FROM alerts WHERE time < ?1", [cut])
+            .map_err(|e| self.sql(e))?;
+        n += self
+            .conn
+            .execute("DELETE FROM offences WHERE last < ?1", [now - forget_s as i64])
+            .map_err(|e| self.sql(e))?;
+        Ok(n)
+    }
+}
+
+const DCOLS: &str = "id, scope, target, type, scenario, origin, created, expires";
+
+fn read_decision(r: &Row<'_>) -> rusqlite::Result<Result<Decision, String>> {
+    let scope: String = r.get(1)?;
+    let target: String = r.get(2)?;
+    let kind: String = r.get(3)?;
+    let origin: String = r.get(5)?;
+    let parsed = (|| -> Result<Decision, String> {
+        Ok(Decision {
+            id: r.get(0).map_err(|e| e.to_string())?,
+            scope: scope.parse::<Scope>().map_err(|e| e.to_string())?,
+            target: target.parse::<IpNet>().map_err(|e| format!("target {target}: {e}"))?,
+            kind: kind.parse::<DecisionType>().map_err(|e| e.to_string())?,
+            scenario: r.get(4).map_err(|e| e.to_string())?,
+            origin: origin.parse::<Origin>().map_err(|e| e.to_string())?,
+            created: r.get(6).map_err(|e| e.to_string())?,
+            expires: r.get(7).map_err(|e| e.to_string())?,
+        })
+    })();
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(target: &str, created: i64, expires: i64) -> Decision {
+        let target: IpNet = target.parse().unwrap();
+        Decision {
+            id: 0,
+            scope: Scope::of(&target),
+            target,
+            kind: DecisionType::Ban,
+            scenario: "t".into(),
+            origin: Origin::Local,
+            created,
+            expires,
+        }
+    }
+
+    #[test]
+    fn decisions_round_trip_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("x/shield.db")).unwrap();
+        let a = s
+            .atomically(|s| s.insert_decision(&dec("203.0.113.7/32", 100, 200)))
+            .unwrap();
+        s.insert_decision(&dec("198.51.100.0/24", 100, 150)).unwrap();
+        assert_eq!(s.active_decisions(120).unwrap().len(), 2);
+        assert_eq!(s.active_decisions(160).unwrap().len(), 1);
+        s.delete_decision(a.id, 130).unwrap();
+        assert_eq!(s.active_decisions(131).unwrap().len(), 1);
+        assert_eq!(s.decision(a.id).unwrap().unwrap().expires, 130);
+        assert_eq!(s.prune(10_000, 100, 100).unwrap(), 2);
+    }
+
+    #[test]
+    fn offences_count_and_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let t: IpNet = "192.0.2.1/32".parse().unwrap();
+        assert_eq!(s.bump_offence(&t, 100, 1000).unwrap(), 1);
+        assert_eq!(s.bump_offence(&t, 200, 1000).unwrap(), 2);
+        assert_eq!(s.bump_offence(&t, 5000, 1000).unwrap(), 1);
+    }
+
+    #[test]
+    fn failed_transaction_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let r: Result<(), StoreError> = s.atomically(|s| {
+            s.insert_decision(&dec("192.0.2.1/32", 1, 2))?;
+            Err(StoreError::Corrupt { path: "x".into(), what: "test".into() })
+        });
+        assert!(r.is_err());
+        assert!(s.recent_decisions(10).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,59 @@
+//! Glue between the daemon and the union: local decisions out (signed and
+//! shared by `shield-union`), trusted peer decisions in (through the same
+//! decision stage as every other origin, so the local allowlist still wins).
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use shield_core::Decision;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use crate::plan::Plan;
+use crate::run::Msg;
+
+type Publish = UnboundedSender<(Decision, Vec<String>)>;
+
+/// Starts the union when the config has a `[union]` table.
+pub async fn start(
+    plan: &Plan,
+    tx: mpsc::Sender<Msg>,
+    status: Arc<Mutex<Option<serde_json::Value>>>,
+) -> anyhow::Result<(Option<Publish>, Option<JoinHandle<()>>)> {
+    let Some(u) = &plan.union else { return Ok((None, None)) };
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Decision>(4096);
+    let cfg = shield_union::UnionConfig {
+        name: u.member.clone(),
+        key_path: u.key.clone(),
+        treaty_path: u.treaty.clone(),
+        listen: u.listen,
+        db_path: plan.store_path.clone(),
+    };
+    let handle = shield_union::UnionHandle::start(cfg, in_tx)
+        .await
+        .with_context(|| format!("starting the union member `{}`", u.member))?;
+    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(Decision, Vec<String>)>();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                Some(d) = in_rx.recv() => {
+                    if tx.send(Msg::Admit { decision: d, reply: None }).is_err() { break; }
+                }
+                Some((d, ev)) = pub_rx.recv() => {
+                    if let Err(e) = handle.publish(&d, &ev) {
+                        tracing::warn!(error = %e, target = %d.target, "could not share the decision with the union");
+                    }
+                }
+                _ = tick.tick() => {
+                    let s = serde_json::to_value(handle.status()).ok();
+                    *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+                }
+            }
+        }
+        handle.shutdown().await;
+    });
+    Ok((Some(pub_tx), Some(task)))
+}

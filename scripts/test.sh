@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (Debian packages), then
+# runs formatting, lints and every test (unit, integration with the real
+# binary, nftables in network namespaces, nginx, crowdsec-firewall-bouncer,
+# the fail2ban agreement test). Run as root: the firewall tests need it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "run as root (the firewall tests create network namespaces): sudo $0" >&2
+  exit 1
+fi
+bash .ci/install-deps
+if ! command -v cargo >/dev/null; then
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  . "$HOME/.cargo/env"
+fi
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Tests that create network namespaces or run nginx run one at a time within
+# their binaries where they must; the rest run in parallel.
+cargo test --workspace --locked -- --test-threads=2
+echo "all tests passed"

@@ -1,0 +1,39 @@
+//! One module per subcommand.
+
+use std::process::ExitCode;
+
+use crate::{Cli, Cmd};
+
+pub mod genlog;
+pub mod manage;
+pub mod replay;
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.clone();
+    match cli.cmd {
+        Cmd::Run => {
+            shield_daemon::run::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check => {
+            let loaded = shield_daemon::config::load(config.as_deref())?;
+            let plan = shield_daemon::plan::plan(&loaded)?;
+            println!(
+                "{}: ok ({} pipeline(s), {} scenario(s), firewall {:?}, store {})",
+                plan.config_file,
+                plan.pipelines.len(),
+                plan.pipelines.iter().map(|p| p.scenarios.len()).sum::<usize>(),
+                plan.firewall.backend,
+                plan.store_path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay(a) => replay::replay(config, a),
+        Cmd::Explain(a) => replay::explain(config, a),
+        Cmd::Decisions(c) => manage::decisions(config, c),
+        Cmd::Alerts(c) => manage::alerts(config, c),
+        Cmd::Status { format } => manage::status(config, format),
+        Cmd::Bouncers(c) => manage::bouncers(config, c),
+        Cmd::GenLog(a) => genlog::run(a),
+    }
+}

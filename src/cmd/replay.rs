@@ -1,0 +1,170 @@
+//! `shield replay` and `shield explain`: the engines on files or stdin, no daemon.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use shield_core::Allowlist;
+use shield_daemon::config::Escalation;
+use shield_daemon::decide::Decider;
+use shield_detect::{Engine, EngineOptions, NativeMatcher};
+
+use crate::Format;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Log files; `.gz` is read transparently; `-` is stdin.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// List the rules and scenarios instead of reading lines.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// The engines and policy replay uses: the config's when `--config` is given,
+/// otherwise every built-in pack with its default scenarios.
+fn engines(config: Option<PathBuf>) -> anyhow::Result<(Vec<Engine>, Decider)> {
+    match config {
+        Some(p) => {
+            let loaded = shield_daemon::config::load(Some(&p))?;
+            let plan = shield_daemon::plan::plan(&loaded)?;
+            let mut v = Vec::new();
+            for pipe in &plan.pipelines {
+                v.push(pipe.engine(plan.engine).map_err(|e| anyhow::anyhow!("{}: {e}", pipe.name))?);
+            }
+            Ok((v, plan.decider))
+        }
+        None => {
+            let packs = shield_detect::pack_names();
+            let e = Engine::new(
+                Box::new(NativeMatcher::all()),
+                &shield_detect::default_scenarios(packs),
+                EngineOptions { max_keys: 100_000, evidence_lines: 3, default_v6_prefix: 64 },
+            )?;
+            Ok((vec![e], Decider::new(Allowlist::default(), Escalation::default())))
+        }
+    }
+}
+
+pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
+    let (mut engines, decider) = engines(config)?;
+    let total: u64 = a.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bar = if std::io::stderr().is_terminal() && total > 0 {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let rep = shield_daemon::replay::replay(&mut engines, &decider, &a.files, &mut |n| {
+        if let Some(b) = &bar {
+            b.set_position(n)
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        Format::Json => {
+            serde_json::to_writer(&mut out, &rep)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            writeln!(
+                out,
+                "{} lines, {} matched, {} alerts, {} decisions in {:.2}s ({:.0} lines/s)",
+                rep.lines,
+                rep.matched,
+                rep.alerts,
+                rep.decisions.len(),
+                rep.elapsed_s,
+                rep.lines_per_s
+            )?;
+            if rep.skipped_long + rep.invalid_utf8 + rep.keys_evicted > 0 {
+                writeln!(
+                    out,
+                    "skipped {} over-long lines; {} lines were not UTF-8; {} tracked keys evicted",
+                    rep.skipped_long, rep.invalid_utf8, rep.keys_evicted
+                )?;
+            }
+            writeln!(out, "\nrules:")?;
+            for (r, n) in &rep.rules {
+                writeln!(out, "  {n:>10}  {r}")?;
+            }
+            writeln!(out, "scenarios:")?;
+            for (s, n) in &rep.scenarios {
+                writeln!(out, "  {n:>10}  {s}")?;
+            }
+            writeln!(out, "decisions:")?;
+            for d in &rep.decisions {
+                writeln!(out, "  {:<8} {:<40} {:>8}s  {}", d.kind, d.value, d.duration_s, d.scenario)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let (mut engines, _) = engines(config)?;
+    if a.list {
+        for e in &engines {
+            for r in e.rules() {
+                println!("rule      {:<40} {}", r.name, r.service);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = shield_daemon::run::now();
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.split(b'\n') {
+        let line = line.context("reading stdin")?;
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches('\r');
+        let mut best = None;
+        for e in engines.iter_mut() {
+            let x = e.explain(line, now);
+            if x.matched {
+                best = Some(x);
+                break;
+            }
+            best.get_or_insert(x);
+        }
+        let Some(x) = best else { continue };
+        match a.format {
+            Format::Json => {
+                serde_json::to_writer(&mut out, &x)?;
+                writeln!(out)?;
+            }
+            Format::Text => {
+                if x.matched {
+                    let fields: Vec<String> = x.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    writeln!(
+                        out,
+                        "MATCH {} host={} time={} {}",
+                        x.rule.as_deref().unwrap_or("-"),
+                        x.host.as_deref().unwrap_or("-"),
+                        x.time.as_deref().unwrap_or("-"),
+                        fields.join(" ")
+                    )?;
+                } else {
+                    writeln!(out, "-")?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,189 @@
+//! Helpers for tests that run the real `shield` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn shield() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shield"));
+    c.env("SHIELD_LOG", "info").env_remove("SHIELD_CONFIG");
+    c
+}
+
+/// Runs shield with `args`, panicking with its output if it fails.
+pub fn ok(args: &[&str]) -> Output {
+    let out = shield().args(args).output().expect("run shield");
+    assert!(
+        out.status.success(),
+        "shield {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A daemon running in a temp dir with its own store, socket and config.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `config` (with `@DIR@` replaced by the temp dir) and starts `shield run`.
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let cfg = dir.join("shield.toml");
+        std::fs::write(&cfg, config.replace("@DIR@", dir.to_str().unwrap())).unwrap();
+        let mut d = Daemon { dir: dir.to_path_buf(), config: cfg, child: None };
+        d.restart();
+        d
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = shield()
+            .args(["--config", self.config.to_str().unwrap(), "run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let sock = self.dir.join("shield.sock");
+        let up = wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        });
+        assert!(up.is_some(), "daemon did not come up:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `shield --config <cfg> args...`
+    pub fn cli(&self, args: &[&str]) -> Output {
+        shield().arg("--config").arg(&self.config).args(args).output().unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "shield {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// Graceful stop (SIGTERM), waiting for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let end = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < end {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("daemon did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn active(&self) -> Vec<serde_json::Value> {
+        self.json(&["decisions", "list", "--format", "json"]).as_array().unwrap().clone()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.json(&["status", "--format", "json"])
+    }
+
+    /// Lines the daemon read for `source`, from its status.
+    pub fn lines(&self, source: &str) -> u64 {
+        self.status()["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == source)
+            .map(|s| s["lines"].as_u64().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A daemon config on a dry-run firewall, state in the temp dir.
+pub fn config(sources: &str, extra: &str) -> String {
+    format!(
+        r#"
+[store]
+path = "@DIR@/shield.db"
+
+[firewall]
+backend = "dry-run"
+
+[api]
+listen = ""
+socket = "@DIR@/shield.sock"
+
+[decisions]
+allow_own_addresses = false
+{extra}
+
+{sources}
+"#
+    )
+}
+
+/// An sshd failure line in syslog format at the current time.
+pub fn ssh_fail(ip: &str, n: usize) -> String {
+    let t = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC);
+    format!(
+        "{} myhost sshd[{}]: Failed password for root from {ip} port {} ssh2",
+        t.strftime("%b %e %H:%M:%S"),
+        1000 + n,
+        40000 + n
+    )
+}

@@ -1,0 +1,180 @@
+//! The real daemon on real files: live tailing across rotation, restart from
+//! the checkpoint, the allowlist, escalation, and the CLI talking to it.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{Daemon, config, ssh_fail, wait_for};
+
+const SCEN: &str = r#"
+[engine]
+no_default_scenarios = true
+
+[[scenario]]
+name = "ssh-test"
+rules = ["sshd*"]
+capacity = 4
+leak = "1h"
+decision = "ban"
+duration = "10m"
+"#;
+
+fn sshd_source(dir: &std::path::Path) -> String {
+    format!(
+        "[[source]]\nname = \"sshd\"\npaths = [\"{}/auth.log*\"]\npacks = [\"sshd\"]\nfrom_start = true\n{SCEN}",
+        dir.display()
+    )
+}
+
+fn append(path: &std::path::Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn noise(n: usize, from: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("Mar  1 10:00:00 myhost CRON[{i}]: (root) CMD (line {i})")).collect()
+}
+
+#[test]
+fn live_tail_across_rename_and_copytruncate_loses_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
+    let mut total = 0;
+    for round in 0..3 {
+        append(&log, &noise(500, total));
+        total += 500;
+        // rename rotation, then a new file
+        std::fs::rename(&log, dir.path().join(format!("auth.log.{round}"))).unwrap();
+        append(&dir.path().join(format!("auth.log.{round}")), &noise(100, total));
+        total += 100;
+        append(&log, &noise(300, total));
+        total += 300;
+    }
+    // copytruncate: wait until read, copy, truncate, continue writing.
+    let seen = wait_for(Duration::from_secs(20), || (d.lines("sshd") == total as u64).then_some(()));
+    assert!(seen.is_some(), "read {} of {total} lines:\n{}", d.lines("sshd"), d.log());
+    std::fs::copy(&log, dir.path().join("auth.log.ct")).unwrap();
+    std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    // The copy is a new file matching the glob: its lines are read too (a real
+    // logrotate names it outside the glob, e.g. auth.log.1 with a non-matching glob).
+    let copied = 300u64;
+    append(&log, &noise(200, total));
+    total += 200;
+    let want = total as u64 + copied;
+    let seen = wait_for(Duration::from_secs(20), || (d.lines("sshd") == want).then_some(()));
+    assert!(seen.is_some(), "read {} of {want} lines:\n{}", d.lines("sshd"), d.log());
+    // And an attack after all that is still seen.
+    append(&log, &(0..6).map(|i| ssh_fail("203.0.113.50", i)).collect::<Vec<_>>());
+    let banned = wait_for(Duration::from_secs(10), || {
+        d.active().iter().any(|x| x["target"] == "203.0.113.50/32").then_some(())
+    });
+    assert!(banned.is_some(), "{}", d.log());
+}
+
+#[test]
+fn restart_resumes_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    append(&log, &noise(1000, 0));
+    let mut d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
+    assert!(wait_for(Duration::from_secs(20), || (d.lines("sshd") == 1000).then_some(())).is_some(), "{}", d.log());
+    d.stop();
+    // Written while stopped, including a rotation.
+    append(&log, &noise(250, 1000));
+    std::fs::rename(&log, dir.path().join("auth.log.1")).unwrap();
+    append(&log, &noise(250, 1250));
+    d.restart();
+    // Lines counted in the store across both runs: exactly 1500, none twice.
+    let want = 1500u64;
+    let counted = wait_for(Duration::from_secs(20), || (stored_lines(&d) == want).then_some(()));
+    assert!(counted.is_some(), "store counted {} lines, want {want}:\n{}", stored_lines(&d), d.log());
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(stored_lines(&d), want, "lines were read twice");
+}
+
+/// Lines of `sshd` counted in the store (committed with the checkpoints, so across runs).
+fn stored_lines(d: &Daemon) -> u64 {
+    d.status()["store_counters"]["lines:sshd"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn allowlisted_address_is_never_banned_and_others_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &config(&sshd_source(dir.path()), "allowlist = [\"198.51.100.0/24\"]"),
+    );
+    let mut lines: Vec<String> = (0..10).map(|i| ssh_fail("198.51.100.20", i)).collect();
+    lines.extend((0..10).map(|i| ssh_fail("203.0.113.9", i)));
+    append(&log, &lines);
+    let banned = wait_for(Duration::from_secs(10), || {
+        d.active().iter().any(|x| x["target"] == "203.0.113.9/32").then_some(())
+    });
+    assert!(banned.is_some(), "{}", d.log());
+    assert!(!d.active().iter().any(|x| x["target"].as_str().unwrap().starts_with("198.51.100.")));
+    // A manual ban of the allowlisted address is refused too.
+    let out = d.cli(&["decisions", "add", "198.51.100.20"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allowlist"));
+    // The alert is still recorded, with its evidence.
+    let alerts = d.json(&["alerts", "list", "--format", "json"]);
+    let a = alerts.as_array().unwrap().iter().find(|a| a["target"] == "198.51.100.20/32").expect("alert kept");
+    assert!(a["decision_id"].is_null());
+    assert!(!a["evidence"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn repeat_offender_gets_a_longer_ban_remembered_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let mut d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
+    let ban_of = |d: &Daemon| {
+        wait_for(Duration::from_secs(10), || {
+            d.active().into_iter().find(|x| x["target"] == "203.0.113.77/32")
+        })
+    };
+    append(&log, &(0..6).map(|i| ssh_fail("203.0.113.77", i)).collect::<Vec<_>>());
+    let first = ban_of(&d).unwrap_or_else(|| panic!("{}", d.log()));
+    let len = |x: &serde_json::Value| x["expires"].as_i64().unwrap() - x["created"].as_i64().unwrap();
+    assert_eq!(len(&first), 600);
+    // Pardon it, restart (offences live in the store), attack again.
+    let out = d.cli(&["decisions", "delete", "203.0.113.77"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.active().is_empty());
+    d.stop();
+    d.restart();
+    append(&log, &(10..16).map(|i| ssh_fail("203.0.113.77", i)).collect::<Vec<_>>());
+    let second = ban_of(&d).unwrap_or_else(|| panic!("{}", d.log()));
+    assert_eq!(len(&second), 1200, "second offence should double the ban");
+}
+
+#[test]
+fn manual_decisions_through_the_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("auth.log"), "").unwrap();
+    let d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
+    let out = d.cli(&["decisions", "add", "198.18.0.0/15", "--type", "captcha", "--duration", "1h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = d.active();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["scope"], "range");
+    assert_eq!(v[0]["type"], "captcha");
+    assert_eq!(v[0]["origin"], "manual");
+    let bad = d.cli(&["decisions", "add", "not-an-ip"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither an IP address nor a CIDR"));
+    let st = d.status();
+    assert_eq!(st["active_decisions"], 1);
+    assert!(d.cli(&["decisions", "delete", "--id", &v[0]["id"].to_string()]).status.success());
+    assert!(d.active().is_empty());
+}
