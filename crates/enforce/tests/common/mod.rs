@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests: network namespaces that clean up
+//! after themselves, tool checks that fail loudly, and decision builders.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::process::{Command, Output};
+
+use ipnet::IpNet;
+use shield_core::{Decision, DecisionType, Origin, Scope, UnixTime};
+
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Fail (never skip) when a tool is missing, naming the Debian package.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "`{tool}` is missing: install the Debian package `{package}` (these tests run as root with it)");
+}
+
+pub fn run(cmd: &[&str]) -> Output {
+    Command::new(cmd[0]).args(&cmd[1..]).output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"))
+}
+
+pub fn run_ok(cmd: &[&str]) -> String {
+    let o = run(cmd);
+    assert!(o.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A network namespace made for one test and deleted when dropped (also on panic).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// `shield-<tag>-<pid>`, with loopback up.
+    pub fn new(tag: &str) -> Netns {
+        require("ip", "iproute2");
+        let name = format!("shield-{tag}-{}", std::process::id());
+        let _ = run(&["ip", "netns", "del", &name]);
+        run_ok(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(cmd);
+        run(&full)
+    }
+
+    pub fn exec_ok(&self, cmd: &[&str]) -> String {
+        let o = self.exec(cmd);
+        assert!(o.status.success(), "{cmd:?} in {} failed: {}", self.name, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+pub fn decision(id: i64, target: &str, kind: DecisionType, expires: UnixTime) -> Decision {
+    let target: IpNet = if target.contains('/') {
+        target.parse().unwrap()
+    } else {
+        shield_core::host_net(target.parse::<IpAddr>().unwrap())
+    };
+    Decision {
+        id,
+        scope: Scope::of(&target),
+        target,
+        kind,
+        scenario: "test/scenario".into(),
+        origin: Origin::Local,
+        created: now(),
+        expires,
+    }
+}
+
+pub fn ban(id: i64, target: &str, expires: UnixTime) -> Decision {
+    decision(id, target, DecisionType::Ban, expires)
+}
