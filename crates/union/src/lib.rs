@@ -1,1 +1,653 @@
-//! shield-union (being built).
+//! shield-union: hosts that trust each other form a union under a treaty; a
+//! decision raised by any member reaches every member, signed by its origin,
+//! checked on receipt against the treaty's limits.
+//!
+//! Owns the treaty, member identities, signals, trust on receipt, the
+//! `union_` tables of the daemon's SQLite file, and the transports (direct
+//! HTTPS; NATS later behind the same [`transport::Transport`] trait). It does
+//! not enforce anything: trusted decisions leave on the `inbound` channel the
+//! daemon passes to [`UnionHandle::start`], with `Origin::Union(member)`.
+
+pub mod cli;
+pub mod direct;
+pub mod identity;
+pub mod signal;
+pub mod store;
+pub mod transport;
+pub mod treaty;
+pub mod trust;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use shield_core::{Decision, Origin, UnixTime};
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+pub use identity::{Identity, KeyError};
+pub use signal::{Envelope, SignalBody};
+pub use store::StoreError;
+pub use transport::{Health, PeerStatus};
+pub use treaty::{Treaty, TreatyError};
+pub use trust::{Counters, Refusal};
+
+use store::{Inserted, Store};
+use transport::{BoxFuture, Have, Sink, Transport};
+use trust::{RateLog, RateWindow, SeqTracker};
+
+/// Where this member's union state and identity live.
+#[derive(Debug, Clone)]
+pub struct UnionConfig {
+    /// This member's name in the treaty.
+    pub name: String,
+    pub key_path: PathBuf,
+    pub treaty_path: PathBuf,
+    /// Address of the union listener (HTTPS, mTLS).
+    pub listen: SocketAddr,
+    /// SQLite file shared with the daemon's store (WAL); the union uses its own
+    /// connection and tables prefixed `union_`.
+    pub db_path: PathBuf,
+}
+
+/// Why the union cannot start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum UnionError {
+    #[error(transparent)]
+    Treaty(#[from] TreatyError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transport(#[from] direct::DirectError),
+    /// The configured name is not in the treaty.
+    #[error(
+        "member `{name}` is not in treaty {treaty}; add a [[member]] for it (see `shield union join`) or fix `name`"
+    )]
+    NotMember { name: String, treaty: PathBuf },
+    /// The key file does not hold the key the treaty lists for this member.
+    #[error(
+        "key {key} does not match the key the treaty lists for member `{name}`; use the right key file or update the treaty"
+    )]
+    WrongKey { name: String, key: PathBuf },
+    /// The treaty revokes this member's own key.
+    #[error(
+        "the treaty revokes the key of member `{0}`; generate a new key and have the treaty updated"
+    )]
+    SelfRevoked(String),
+}
+
+/// What `shield union status` shows, and the daemon's dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnionStatus {
+    pub union: String,
+    pub member: String,
+    pub treaty_digest: String,
+    pub listen: Option<SocketAddr>,
+    pub members: Vec<MemberStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub endpoint: String,
+    pub health: Health,
+    pub last_error: Option<String>,
+    /// Seconds since the newest signal held from this origin.
+    pub last_signal_age_s: Option<i64>,
+    /// Highest contiguous sequence held from this origin.
+    pub signals: u64,
+}
+
+fn wall_now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Mutable union state. Behind one std Mutex: every access is short, does SQL
+/// on a local file and never awaits while holding it.
+struct State {
+    store: Store,
+    seqs: BTreeMap<String, SeqTracker>,
+    rate: BTreeMap<String, RateWindow>,
+    pardons: Vec<IpNet>,
+    last_time: BTreeMap<String, i64>,
+    counters: Counters,
+    log: RateLog,
+    quorum_done: HashSet<(IpNet, String)>,
+    mismatched_peers: BTreeMap<String, Vec<String>>,
+}
+
+struct Engine {
+    me: String,
+    id: Identity,
+    treaty: Treaty,
+    state: Mutex<State>,
+    inbound: mpsc::Sender<Decision>,
+}
+
+impl Engine {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refuse(&self, st: &mut State, r: Refusal, via: &str, detail: &str) {
+        st.counters.refuse(r);
+        if matches!(r, Refusal::Duplicate | Refusal::Expired) {
+            return;
+        }
+        if let Some(suppressed) = st.log.allow(r.as_str()) {
+            tracing::warn!(
+                reason = r.as_str(),
+                via,
+                suppressed,
+                "union signal refused: {detail}"
+            );
+        }
+    }
+
+    /// Verify, store and judge signals; returns the decisions to enforce.
+    fn judge(&self, envs: Vec<Envelope>, via: &str, now: UnixTime) -> Vec<Decision> {
+        let mut out = Vec::new();
+        let mut st = self.lock();
+        for env in envs {
+            let d = match env.decode() {
+                Ok(d) => d,
+                Err(e) => {
+                    self.refuse(&mut st, Refusal::Malformed, via, &e.to_string());
+                    continue;
+                }
+            };
+            let b = &d.body;
+            let Some(m) = self.treaty.member(&b.origin) else {
+                self.refuse(
+                    &mut st,
+                    Refusal::NotMember,
+                    via,
+                    &format!("origin `{}` is not in the treaty", b.origin),
+                );
+                continue;
+            };
+            if self.treaty.is_revoked(&m.key) {
+                self.refuse(
+                    &mut st,
+                    Refusal::Revoked,
+                    via,
+                    &format!("origin `{}` has a revoked key", b.origin),
+                );
+                continue;
+            }
+            if !d.verify(&m.key) {
+                self.refuse(
+                    &mut st,
+                    Refusal::BadSignature,
+                    via,
+                    &format!(
+                        "signal {}#{} does not verify with `{}`'s key",
+                        b.origin, b.seq, b.origin
+                    ),
+                );
+                continue;
+            }
+            if b.treaty != self.treaty.digest() {
+                self.refuse(&mut st, Refusal::TreatyMismatch, via, &format!(
+                    "signal {}#{} was made under treaty {}, ours is {}; the treaties must be made identical",
+                    b.origin, b.seq, treaty::hex(&b.treaty[..6]), treaty::hex(&self.treaty.digest()[..6])));
+                continue;
+            }
+            if b.seq == 0 {
+                self.refuse(&mut st, Refusal::Malformed, via, "sequence 0");
+                continue;
+            }
+            if st.seqs.get(&b.origin).is_some_and(|s| s.contains(b.seq)) {
+                match st.store.insert(
+                    &b.origin,
+                    b.seq,
+                    b.time,
+                    &b.target,
+                    &b.scenario,
+                    "dup",
+                    &env,
+                    now,
+                ) {
+                    Ok(Inserted::Conflict) => self.refuse(
+                        &mut st,
+                        Refusal::Conflict,
+                        via,
+                        &format!(
+                            "{}#{} was already received with different content",
+                            b.origin, b.seq
+                        ),
+                    ),
+                    _ => self.refuse(&mut st, Refusal::Duplicate, via, ""),
+                }
+                continue;
+            }
+            // Our own signals coming back (e.g. after we lost our database): adopt the numbers.
+            let own = b.origin == self.me;
+            let verdict: Result<(), Refusal> = if own {
+                Err(Refusal::Duplicate)
+            } else {
+                trust::check_policy(&self.treaty, b, now).and_then(|()| {
+                    if trust::pardoned(&st.pardons, &b.target) {
+                        Err(Refusal::Pardoned)
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            let verdict = verdict.and_then(|()| {
+                let cap = m.max_signals_per_minute;
+                if st
+                    .rate
+                    .entry(b.origin.clone())
+                    .or_default()
+                    .admit(b.time, cap, now)
+                {
+                    Ok(())
+                } else {
+                    Err(Refusal::RateCap)
+                }
+            });
+            let policy = self.treaty.policy(&b.scenario);
+            let quorum = policy.map(|p| p.quorum).unwrap_or(1);
+            let expired = b.time
+                + b.duration_s
+                    .min(policy.map(|p| p.max_duration.as_secs()).unwrap_or(0))
+                    as i64
+                <= now;
+            let verdict = verdict.and_then(|()| {
+                if expired {
+                    Err(Refusal::Expired)
+                } else {
+                    Ok(())
+                }
+            });
+            let label = match (&verdict, own) {
+                (_, true) => "own",
+                (Ok(()), _) if quorum > 1 => "quorum_pending",
+                (Ok(()), _) => "accepted",
+                (Err(r), _) => r.as_str(),
+            };
+            match st.store.insert(
+                &b.origin,
+                b.seq,
+                b.time,
+                &b.target,
+                &b.scenario,
+                label,
+                &env,
+                now,
+            ) {
+                Ok(Inserted::New) => {}
+                Ok(_) => {
+                    self.refuse(&mut st, Refusal::Duplicate, via, "");
+                    continue;
+                }
+                Err(e) => {
+                    // Not stored: do not mark it seen, so anti-entropy fetches it again.
+                    if let Some(s) = st.log.allow("store") {
+                        tracing::error!(suppressed = s, "cannot store union signal: {e}");
+                    }
+                    continue;
+                }
+            }
+            st.seqs.entry(b.origin.clone()).or_default().insert(b.seq);
+            let lt = st.last_time.entry(b.origin.clone()).or_insert(b.time);
+            *lt = (*lt).max(b.time);
+            if own {
+                continue;
+            }
+            if let Err(r) = verdict {
+                self.refuse(
+                    &mut st,
+                    r,
+                    via,
+                    &format!(
+                        "{}#{} {} {} ({})",
+                        b.origin,
+                        b.seq,
+                        b.scenario,
+                        b.target,
+                        r.as_str()
+                    ),
+                );
+                continue;
+            }
+            let max = policy
+                .map(|p| p.max_duration.as_secs())
+                .unwrap_or(b.duration_s);
+            let dec = Decision {
+                id: 0,
+                scope: b.scope,
+                target: b.target,
+                kind: b.kind,
+                scenario: b.scenario.clone(),
+                origin: Origin::Union(b.origin.clone()),
+                created: b.time,
+                expires: b.time + b.duration_s.min(max) as i64,
+            };
+            if quorum > 1 {
+                let since = now - policy.map(|p| p.max_duration.as_secs() as i64).unwrap_or(0);
+                let n = st
+                    .store
+                    .reporters(&b.target, &b.scenario, since)
+                    .unwrap_or(0);
+                let key = (b.target, b.scenario.clone());
+                if n < quorum || st.quorum_done.contains(&key) {
+                    st.counters.held_for_quorum += 1;
+                    continue;
+                }
+                st.quorum_done.insert(key);
+            }
+            st.counters.received += 1;
+            out.push(dec);
+        }
+        out
+    }
+
+    fn publish(
+        &self,
+        transport: &dyn Transport,
+        d: &Decision,
+        evidence: &[String],
+    ) -> Result<bool, UnionError> {
+        if !self.treaty.binds(&d.scenario) || !matches!(d.origin, Origin::Local) {
+            return Ok(false);
+        }
+        let now = wall_now();
+        let mut st = self.lock();
+        if self.treaty.allowlist().overlaps(&d.target).is_some()
+            || d.target.prefix_len() < self.treaty.min_prefix_for(&d.target)
+            || trust::pardoned(&st.pardons, &d.target)
+        {
+            return Ok(false);
+        }
+        let cap = self
+            .treaty
+            .member(&self.me)
+            .map(|m| m.max_signals_per_minute)
+            .unwrap_or(0);
+        if !st
+            .rate
+            .entry(self.me.clone())
+            .or_default()
+            .admit(d.created, cap, now)
+        {
+            if let Some(s) = st.log.allow("own_rate") {
+                tracing::warn!(
+                    suppressed = s,
+                    "not publishing {}: this member is over its own signal rate cap ({cap}/min)",
+                    d.target
+                );
+            }
+            return Ok(false);
+        }
+        let seq = st.seqs.get(&self.me).map(|s| s.max).unwrap_or(0) + 1;
+        let body = SignalBody {
+            origin: self.me.clone(),
+            seq,
+            time: d.created,
+            scope: d.scope,
+            target: d.target.trunc(),
+            kind: d.kind,
+            duration_s: d.duration_s(),
+            scenario: d.scenario.clone(),
+            evidence: signal::summarize_evidence(evidence),
+            treaty: self.treaty.digest(),
+        };
+        let env = body.sign(&self.id);
+        st.store.insert(
+            &self.me,
+            seq,
+            body.time,
+            &body.target,
+            &body.scenario,
+            "own",
+            &env,
+            now,
+        )?;
+        st.seqs.entry(self.me.clone()).or_default().insert(seq);
+        st.last_time.insert(self.me.clone(), body.time);
+        st.counters.published += 1;
+        drop(st);
+        transport.push(env);
+        Ok(true)
+    }
+}
+
+struct SinkImpl(Arc<Engine>);
+
+impl Sink for SinkImpl {
+    fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, ()> {
+        let decisions = self.0.judge(envs, via, wall_now());
+        Box::pin(async move {
+            for d in decisions {
+                if self.0.inbound.send(d).await.is_err() {
+                    tracing::debug!("union inbound channel closed; decision dropped");
+                }
+            }
+        })
+    }
+
+    fn have(&self) -> Have {
+        self.0
+            .lock()
+            .seqs
+            .iter()
+            .map(|(o, s)| (o.clone(), s.contig))
+            .collect()
+    }
+
+    fn serve(&self, have: &Have, limit: usize, to: &str) -> Vec<Envelope> {
+        let mut st = self.0.lock();
+        if st.mismatched_peers.contains_key(to) {
+            return Vec::new();
+        }
+        match st.store.since(have, limit) {
+            Ok(rows) => {
+                let relayed = rows
+                    .iter()
+                    .filter(|r| r.origin != self.0.me && r.origin != to)
+                    .count();
+                st.counters.relayed += relayed as u64;
+                rows.into_iter().map(|r| r.env).collect()
+            }
+            Err(e) => {
+                tracing::error!("cannot read union signals to serve {to}: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn check_treaty(&self, peer: &str, theirs: &treaty::Canonical) -> Result<(), Vec<String>> {
+        let mine = self.0.treaty.canonical();
+        let diff = treaty::Canonical::diff(mine, theirs);
+        let mut st = self.0.lock();
+        if diff.is_empty() {
+            st.mismatched_peers.remove(peer);
+            return Ok(());
+        }
+        if st
+            .mismatched_peers
+            .insert(peer.to_string(), diff.clone())
+            .is_none()
+        {
+            tracing::error!(
+                peer,
+                "peer runs a different treaty; its signals are refused: {}",
+                diff.join("; ")
+            );
+        }
+        st.counters.refuse(Refusal::TreatyMismatch);
+        Err(diff)
+    }
+
+    fn delivered(&self, n: usize) {
+        self.0.lock().counters.sent += n as u64;
+    }
+}
+
+/// A running union member.
+pub struct UnionHandle {
+    engine: Arc<Engine>,
+    transport: Arc<direct::Direct>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    listen: Option<SocketAddr>,
+}
+
+impl UnionHandle {
+    /// Starts the transport (listener + peer connections + periodic anti-entropy).
+    /// Trusted decisions from peers are sent on `inbound` with `Origin::Union(member)`.
+    pub async fn start(
+        cfg: UnionConfig,
+        inbound: mpsc::Sender<Decision>,
+    ) -> Result<UnionHandle, UnionError> {
+        let treaty = Treaty::load(&cfg.treaty_path)?;
+        let id = Identity::load(&cfg.key_path)?;
+        let Some(me) = treaty.member(&cfg.name) else {
+            return Err(UnionError::NotMember {
+                name: cfg.name,
+                treaty: cfg.treaty_path,
+            });
+        };
+        if me.key != id.public() {
+            return Err(UnionError::WrongKey {
+                name: cfg.name,
+                key: cfg.key_path,
+            });
+        }
+        if treaty.is_revoked(&me.key) {
+            return Err(UnionError::SelfRevoked(cfg.name));
+        }
+        let store = Store::open(&cfg.db_path)?;
+        let mut seqs: BTreeMap<String, SeqTracker> = BTreeMap::new();
+        for (o, list) in store.all_seqs()? {
+            let t = seqs.entry(o).or_default();
+            list.into_iter().for_each(|s| t.insert(s));
+        }
+        let state = State {
+            pardons: store.pardons()?,
+            last_time: store.last_times()?,
+            store,
+            seqs,
+            rate: BTreeMap::new(),
+            counters: Counters::default(),
+            log: RateLog::default(),
+            quorum_done: HashSet::new(),
+            mismatched_peers: BTreeMap::new(),
+        };
+        let transport = Arc::new(direct::Direct::bind(&cfg.name, &id, &treaty, cfg.listen).await?);
+        let listen = transport.local_addr();
+        let engine = Arc::new(Engine {
+            me: cfg.name.clone(),
+            id,
+            treaty,
+            state: Mutex::new(state),
+            inbound,
+        });
+        let (tx, rx) = watch::channel(false);
+        let sink: Arc<dyn Sink> = Arc::new(SinkImpl(engine.clone()));
+        let task = tokio::spawn(transport.clone().run(sink, rx));
+        tracing::info!(member = %cfg.name, union = %engine.treaty.name, digest = %engine.treaty.digest_hex(), ?listen, "union started");
+        Ok(UnionHandle {
+            engine,
+            transport,
+            shutdown: tx,
+            task,
+            listen,
+        })
+    }
+
+    /// A local decision: if its scenario binds the union, sign it as a signal,
+    /// store it, push it. Returns whether it was published (false for scenarios
+    /// that do not bind, non-local origins, allowlisted, too wide or pardoned
+    /// targets, and when this member is over its own rate cap).
+    pub fn publish(&self, d: &Decision, evidence: &[String]) -> Result<bool, UnionError> {
+        self.engine.publish(self.transport.as_ref(), d, evidence)
+    }
+
+    /// Ignore `net` in union signals on this member from now on (persisted).
+    pub fn pardon(&self, net: IpNet) -> Result<(), UnionError> {
+        let net = net.trunc();
+        let mut st = self.engine.lock();
+        st.store.add_pardon(&net, wall_now())?;
+        if !st.pardons.contains(&net) {
+            st.pardons.push(net);
+        }
+        Ok(())
+    }
+
+    /// The address the union listener is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    pub fn treaty(&self) -> &Treaty {
+        &self.engine.treaty
+    }
+
+    pub fn status(&self) -> UnionStatus {
+        let now = wall_now();
+        let peers = self.transport.peers();
+        let st = self.engine.lock();
+        let mut counters = st.counters.clone();
+        let rev = self.transport.refused_revoked.load(Ordering::Relaxed);
+        let unk = self.transport.refused_unknown.load(Ordering::Relaxed);
+        if rev > 0 {
+            *counters
+                .refused
+                .entry(Refusal::Revoked.as_str())
+                .or_default() += rev;
+        }
+        if unk > 0 {
+            *counters
+                .refused
+                .entry(Refusal::NotMember.as_str())
+                .or_default() += unk;
+        }
+        let members = self
+            .engine
+            .treaty
+            .members()
+            .map(|m| {
+                let p = peers.iter().find(|p| p.name == m.name);
+                let mut health = p.map(|p| p.health.clone()).unwrap_or(Health::Up);
+                let mut last_error = p.and_then(|p| p.last_error.clone());
+                if let Some(d) = st.mismatched_peers.get(&m.name) {
+                    health = Health::TreatyMismatch;
+                    last_error = Some(d.join("; "));
+                }
+                MemberStatus {
+                    name: m.name.clone(),
+                    endpoint: m.endpoint.clone(),
+                    health,
+                    last_error,
+                    last_signal_age_s: st.last_time.get(&m.name).map(|t| (now - t).max(0)),
+                    signals: st.seqs.get(&m.name).map(|s| s.contig).unwrap_or(0),
+                }
+            })
+            .collect();
+        UnionStatus {
+            union: self.engine.treaty.name.clone(),
+            member: self.engine.me.clone(),
+            treaty_digest: self.engine.treaty.digest_hex(),
+            listen: self.listen,
+            members,
+            counters,
+        }
+    }
+
+    /// Stop listening and syncing; in-flight requests are dropped (anti-entropy repairs them later).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
