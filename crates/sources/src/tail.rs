@@ -19,7 +19,10 @@
 //!   writer has switched) or the old one was deleted. Until then a writer that
 //!   has not reopened its log yet can still append to the old file and nothing
 //!   is lost. Because one path reads one file at a time, lines are delivered in
-//!   order per path and one checkpoint per path is enough.
+//!   order per path and one checkpoint per path is enough. If the path
+//!   rotated more than once before Shield looked (or while it was stopped),
+//!   the generations in between (`x.1` when the finished file is now `x.2`)
+//!   are read next, oldest first by modification time, before the new file.
 //!
 //! A file is owned by one follower at a time (by device and inode): with a glob
 //! such as `app.log*` that also matches the rotated `app.log.1`, the rotated
@@ -56,6 +59,10 @@
 //! * A rotated file deleted or compressed before Shield read it to the end
 //!   (while Shield was stopped) cannot be finished; Shield logs it and reads the
 //!   new file from its start.
+//! * A checkpoint taken while Shield sat inside a partial line resumes at the
+//!   start of that line; a start-at-end position inside a line (first run,
+//!   `from_start = false`) drops the rest of that line, except after a restart
+//!   taken before its `\n` arrived, where the fragment is delivered.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
@@ -85,6 +92,10 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// An unreadable file is logged at most once per this interval (it is counted
 /// every time).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A deleted file whose path has no new file is finished once it had no new
+/// data for this long (a writer may still hold it open and append).
+const RETIRE_IDLE: Duration = Duration::from_secs(5);
 
 /// How many retired files (rotated away and read to their end) are remembered.
 const RETIRED_MAX: usize = 4096;
@@ -174,6 +185,8 @@ struct OpenFile {
     fp_len: u64,
     /// Size at the last pass, to check the fingerprint only when it changes.
     last_size: u64,
+    /// When data was last read (a deleted file is retired once quiet).
+    last_data: Instant,
 }
 
 impl OpenFile {
@@ -190,6 +203,7 @@ impl OpenFile {
             fp: fingerprint_of(b""),
             fp_len: 0,
             last_size: meta.len(),
+            last_data: Instant::now(),
         }
     }
 
@@ -660,37 +674,113 @@ impl Tailer {
             }
             return;
         }
-        // Rotated away or deleted: drain the old descriptor first.
-        let eof = match self.read_cur(idx, &path, max_line, on_line, rs) {
-            Ok(eof) => eof,
-            Err(e) => {
-                self.error(idx, "read", &path, &e);
+        // Rotated away or deleted: drain the old descriptor first, then any
+        // newer rotated generation, then the file now at the path.
+        let path_id = meta.as_ref().map(|m| (m.dev(), m.ino()));
+        let new_has_data = meta.as_ref().is_some_and(|m| m.len() > 0);
+        loop {
+            let eof = match self.read_cur(idx, &path, max_line, on_line, rs) {
+                Ok(eof) => eof,
+                Err(e) => {
+                    self.error(idx, "read", &path, &e);
+                    return;
+                }
+            };
+            if !eof {
                 return;
             }
-        };
-        if !eof {
-            return;
-        }
-        let new_has_data = meta.as_ref().is_some_and(|m| m.len() > 0);
-        let deleted = self.followers[idx]
-            .cur
-            .as_ref()
-            .and_then(|o| o.file.metadata().ok())
-            .is_some_and(|m| m.nlink() == 0);
-        if !(new_has_data || deleted) {
-            return;
-        }
-        self.retire(idx, &path, on_line, rs);
-        if new_has_data {
+            let Some(o) = self.followers[idx].cur.as_ref() else {
+                return;
+            };
+            let old = o.file.metadata().ok();
+            // Deleted and quiet: no writer will append any more. (A writer may
+            // keep writing to a deleted file, so deletion alone is not enough.)
+            let deleted_idle = old.as_ref().is_some_and(|m| m.nlink() == 0)
+                && o.last_data.elapsed() >= RETIRE_IDLE;
+            if !(new_has_data || deleted_idle) {
+                return;
+            }
+            let mtime = old
+                .as_ref()
+                .map_or((i64::MIN, 0), |m| (m.mtime(), m.mtime_nsec()));
+            self.retire(idx, &path, on_line, rs);
+            if !new_has_data {
+                return;
+            }
             self.stats.rotations += 1;
             self.stats.files[idx].rotations += 1;
-            self.open_at_path(idx, &path);
-            if self.followers[idx].cur.is_some()
-                && let Err(e) = self.read_cur(idx, &path, max_line, on_line, rs)
-            {
-                self.error(idx, "read", &path, &e);
+            match self.next_generation(&path, mtime, path_id) {
+                Some(o) => {
+                    tracing::info!(path = %path.display(), rotated = %o.opened_as.display(),
+                        "reading a rotated generation that was not read yet");
+                    self.followers[idx].cur = Some(o);
+                }
+                None => {
+                    self.open_at_path(idx, &path);
+                    if self.followers[idx].cur.is_some()
+                        && let Err(e) = self.read_cur(idx, &path, max_line, on_line, rs)
+                    {
+                        self.error(idx, "read", &path, &e);
+                    }
+                    return;
+                }
             }
         }
+    }
+
+    /// After the old file of `path` was finished, the rotated generation that
+    /// followed it, if one was never read: a sibling named after the path
+    /// (`x.1`, `x-20261129`...), not compressed, last written no earlier than
+    /// the finished file, and neither read nor owned yet. This happens when
+    /// the path rotated twice before Shield looked (or while it was stopped).
+    fn next_generation(
+        &self,
+        path: &Path,
+        after_mtime: (i64, i64),
+        path_id: Option<(u64, u64)>,
+    ) -> Option<OpenFile> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = path.file_name()?.as_encoded_bytes();
+        let mut best: Option<((i64, i64), PathBuf)> = None;
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let name = e.file_name();
+            let name = name.as_encoded_bytes();
+            let rotated_name = name.len() > base.len()
+                && name.starts_with(base)
+                && matches!(name[base.len()], b'.' | b'-' | b'_');
+            let compressed = [&b".gz"[..], b".bz2", b".xz", b".zst", b".lz4", b".Z"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
+            if !rotated_name || compressed {
+                continue;
+            }
+            let p = e.path();
+            let Ok(m) = std::fs::metadata(&p) else {
+                continue;
+            };
+            let id = (m.dev(), m.ino());
+            let mt = (m.mtime(), m.mtime_nsec());
+            if !m.is_file()
+                || Some(id) == path_id
+                || mt < after_mtime
+                || self.retired.contains_key(&id)
+                || self.owned(id)
+            {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(b, _)| mt < *b) {
+                best = Some((mt, p));
+            }
+        }
+        let (_, p) = best?;
+        let file = File::open(&p).ok()?;
+        let m = file.metadata().ok()?;
+        let mut o = OpenFile::new(file, &p, &m);
+        o.seek_line(0).ok()?;
+        Some(o)
     }
 
     /// The old file of a rotated path is read to its end: deliver a last line
@@ -812,6 +902,7 @@ fn read_lines(
             Err(e) => return Err(e),
         };
         let base = o.read_pos;
+        o.last_data = Instant::now();
         o.read_pos += n as u64;
         used += n as u64;
         fs.bytes += n as u64;
