@@ -17,7 +17,7 @@ pub mod time;
 pub mod r#gen;
 
 pub use rules::{NativeMatcher, RuleError, RuleSpec, pack_names};
-//pub use scenario::{
-//    BucketKind, Engine, EngineOptions, Explain, ScenarioError, ScenarioSpec, Stats, default_scenarios,
-//};
+pub use scenario::{
+    BucketKind, Engine, EngineOptions, Explain, ScenarioError, ScenarioSpec, Stats, default_scenarios,
+};
 pub use shield_core::{LineMatcher, RuleInfo, UnixTime};

@@ -1,1 +1,742 @@
-//! placeholder
+//! Scenarios: detectors over hits, keyed by source address (IPv6 grouped by a
+//! prefix), and the [`Engine`] that runs a [`LineMatcher`] and the scenarios
+//! over each line.
+//!
+//! Two bucket kinds:
+//! - `leaky` (CrowdSec's model): each event adds 1 to a level that leaks one
+//!   event per `leak`; the bucket overflows when the level would exceed
+//!   `capacity` (so capacity 5 fires on the 6th quick event);
+//! - `window` (fail2ban's `maxretry`/`findtime`): fires when `capacity` events
+//!   fall within `leak`.
+//!
+//! Options: `distinct` counts only new values of a field (a small ring of
+//! value hashes per bucket, no allocation once warm); `quiet` ignores a key for
+//! a while after it fired. State is bounded: at most `max_keys` buckets over
+//! all scenarios, kept in least-recently-used order in a slab with an intrusive
+//! list, so the coldest is evicted in O(1) and counted. Keys are attacker
+//! controlled, so the map uses a randomly seeded hasher (foldhash).
+//!
+//! The clock is the line's own time (or `now` for lines without one): nothing
+//! here reads the system clock. This module does not decide anything (ban
+//! lengths, allowlist): it raises [`Alert`]s and the daemon decides.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use shield_core::{Alert, DecisionType, Hit, LineMatcher, RuleInfo, Scope, UnixTime, key_for};
+
+use crate::time::{StampCache, to_rfc3339};
+
+/// How a scenario counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketKind {
+    /// Leaky bucket: overflows when the level would exceed `capacity`.
+    #[default]
+    Leaky,
+    /// Sliding window: fires when `capacity` events fall within `leak`.
+    Window,
+}
+
+fn default_ban() -> DecisionType {
+    DecisionType::Ban
+}
+
+fn default_ip() -> Scope {
+    Scope::Ip
+}
+
+/// One scenario, as written in the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSpec {
+    pub name: String,
+    /// Rule names; a trailing `*` matches a prefix (`sshd-*`).
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub kind: BucketKind,
+    /// Leaky: overflows when the level would exceed it. Window: fires at this many events.
+    pub capacity: u32,
+    /// Leaky: time to leak one event. Window: the window (fail2ban's findtime).
+    #[serde(with = "humantime_serde")]
+    pub leak: Duration,
+    /// Count only new values of this field (`user`, `path`, ...).
+    #[serde(default)]
+    pub distinct: Option<String>,
+    /// After firing, ignore the key for this long.
+    #[serde(default, with = "humantime_serde")]
+    pub quiet: Duration,
+    #[serde(default = "default_ban")]
+    pub decision: DecisionType,
+    /// `range`: the alert's target is the key widened to /24 (IPv4) or /64 (IPv6).
+    #[serde(default = "default_ip")]
+    pub scope: Scope,
+    /// Base decision duration.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// IPv6 grouping prefix (default: [`EngineOptions::default_v6_prefix`]).
+    #[serde(default)]
+    pub v6_prefix: Option<u8>,
+}
+
+/// Why scenarios cannot be built. Every message names the scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// A rule pattern that names no rule of the matcher.
+    #[error("scenario `{scenario}`: no rule is named `{pattern}`; known rules: {known}")]
+    NoRule { scenario: String, pattern: String, known: String },
+    /// A parameter out of range.
+    #[error("scenario `{scenario}`: {problem}")]
+    BadParam { scenario: String, problem: String },
+    /// Two scenarios with one name.
+    #[error("scenario `{scenario}` is defined twice; give each scenario a unique name")]
+    Duplicate { scenario: String },
+}
+
+/// Limits of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Most buckets tracked over all scenarios; the coldest is evicted beyond.
+    pub max_keys: usize,
+    /// Lines of evidence kept per bucket (each truncated to 256 bytes).
+    pub evidence_lines: usize,
+    /// IPv6 grouping for scenarios that do not set `v6_prefix`.
+    pub default_v6_prefix: u8,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { max_keys: 100_000, evidence_lines: 3, default_v6_prefix: 64 }
+    }
+}
+
+/// Hits of one rule.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RuleCount {
+    pub name: String,
+    pub hits: u64,
+}
+
+/// Alerts of one scenario.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScenarioCount {
+    pub name: String,
+    pub alerts: u64,
+}
+
+/// Counters of an engine (cheap to read; updated per line without allocating).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Lines fed.
+    pub lines: u64,
+    /// Lines some rule matched (including not-a-failure matches).
+    pub matched: u64,
+    /// Matched lines that are not failures (fail2ban's NOFAIL): they feed no scenario.
+    pub nofail: u64,
+    /// Hits per rule, indexed like [`Engine::rules`].
+    pub rules: Vec<RuleCount>,
+    /// Alerts per scenario, in the order given.
+    pub scenarios: Vec<ScenarioCount>,
+    /// Buckets tracked now.
+    pub keys_tracked: usize,
+    /// Buckets evicted because `max_keys` was reached.
+    pub keys_evicted: u64,
+}
+
+/// What `explain` makes of one line (the JSON of `shield explain`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Explain {
+    pub matched: bool,
+    pub rule: Option<String>,
+    pub host: Option<String>,
+    /// RFC 3339, UTC.
+    pub time: Option<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+const EVIDENCE_BYTES: usize = 256;
+const DISTINCT_MAX: usize = 64;
+const WINDOW_MAX: u32 = 10_000;
+const NIL: u32 = u32::MAX;
+
+struct Scen {
+    name: String,
+    kind: BucketKind,
+    capacity: u32,
+    leak_s: f64,
+    window_s: i64,
+    distinct: Option<String>,
+    quiet_s: i64,
+    decision: DecisionType,
+    scope: Scope,
+    duration_s: u64,
+    v6_prefix: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    scen: u16,
+    v6: bool,
+    plen: u8,
+    addr: u128,
+}
+
+impl Key {
+    fn net(&self) -> IpNet {
+        if self.v6 {
+            IpNet::V6(Ipv6Net::new(self.addr.into(), self.plen).expect("prefix from key_for"))
+        } else {
+            IpNet::V4(Ipv4Net::new((self.addr as u32).into(), self.plen).expect("prefix from key_for"))
+        }
+    }
+}
+
+struct Bucket {
+    key: Key,
+    prev: u32,
+    next: u32,
+    level: f64,
+    last: UnixTime,
+    first_seen: UnixTime,
+    events: u32,
+    quiet_until: UnixTime,
+    /// Hashes of distinct values seen (a ring when full).
+    seen: Vec<u64>,
+    seen_next: usize,
+    /// Window kind: times of the last `capacity` events (a ring).
+    times: Vec<UnixTime>,
+    times_next: usize,
+    /// Evidence ring; strings keep their capacity across reuse.
+    evidence: Vec<String>,
+    ev_next: usize,
+    ev_len: usize,
+}
+
+impl Bucket {
+    fn reset(&mut self) {
+        self.level = 0.0;
+        self.events = 0;
+        self.seen.clear();
+        self.seen_next = 0;
+        self.times.clear();
+        self.times_next = 0;
+        self.ev_len = 0;
+        self.ev_next = 0;
+    }
+}
+
+/// Everything but the matcher, so a hit borrowed from the matcher can be
+/// applied to it.
+struct State {
+    scens: Vec<Scen>,
+    by_rule: Vec<Vec<u16>>,
+    map: HashMap<Key, u32, foldhash::fast::RandomState>,
+    slab: Vec<Bucket>,
+    head: u32,
+    tail: u32,
+    hasher: foldhash::fast::RandomState,
+    opts: EngineOptions,
+    stats: Stats,
+    stamps: StampCache,
+}
+
+/// Rules plus scenarios: feed it lines, get alerts.
+pub struct Engine {
+    matcher: Box<dyn LineMatcher>,
+    st: State,
+}
+
+impl Engine {
+    /// Resolves each scenario's rules against the matcher and checks its
+    /// parameters. A scenario naming no existing rule is an error naming it.
+    pub fn new(
+        matcher: Box<dyn LineMatcher>,
+        scenarios: &[ScenarioSpec],
+        opts: EngineOptions,
+    ) -> Result<Self, ScenarioError> {
+        let rules = matcher.rules();
+        let mut by_rule = vec![Vec::new(); rules.len()];
+        let mut scens = Vec::with_capacity(scenarios.len());
+        if scenarios.len() >= u16::MAX as usize {
+            return Err(ScenarioError::BadParam {
+                scenario: scenarios[0].name.clone(),
+                problem: "too many scenarios (at most 65534)".into(),
+            });
+        }
+        for (si, s) in scenarios.iter().enumerate() {
+            let bad = |problem: String| ScenarioError::BadParam { scenario: s.name.clone(), problem };
+            if scens.iter().any(|x: &Scen| x.name == s.name) {
+                return Err(ScenarioError::Duplicate { scenario: s.name.clone() });
+            }
+            if s.rules.is_empty() {
+                return Err(bad("`rules` is empty; list the rule names it counts".into()));
+            }
+            if s.leak.is_zero() {
+                return Err(bad("`leak` must be longer than 0s, e.g. \"10s\"".into()));
+            }
+            if s.kind == BucketKind::Window && !(1..=WINDOW_MAX).contains(&s.capacity) {
+                return Err(bad(format!("a window needs a `capacity` from 1 to {WINDOW_MAX}")));
+            }
+            if s.duration.is_zero() {
+                return Err(bad("`duration` must be longer than 0s, e.g. \"4h\"".into()));
+            }
+            let v6_prefix = s.v6_prefix.unwrap_or(opts.default_v6_prefix);
+            if v6_prefix > 128 {
+                return Err(bad(format!("`v6_prefix` {v6_prefix} is over 128")));
+            }
+            for pat in &s.rules {
+                let mut any = false;
+                for (ri, r) in rules.iter().enumerate() {
+                    let ok = match pat.strip_suffix('*') {
+                        Some(prefix) => r.name.starts_with(prefix),
+                        None => r.name == *pat,
+                    };
+                    if ok {
+                        any = true;
+                        if !by_rule[ri].contains(&(si as u16)) {
+                            by_rule[ri].push(si as u16);
+                        }
+                    }
+                }
+                if !any {
+                    let known = rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+                    return Err(ScenarioError::NoRule {
+                        scenario: s.name.clone(),
+                        pattern: pat.clone(),
+                        known: if known.is_empty() { "(none)".into() } else { known },
+                    });
+                }
+            }
+            scens.push(Scen {
+                name: s.name.clone(),
+                kind: s.kind,
+                capacity: s.capacity,
+                leak_s: s.leak.as_secs_f64(),
+                window_s: s.leak.as_secs().max(1) as i64,
+                distinct: s.distinct.clone(),
+                quiet_s: s.quiet.as_secs() as i64,
+                decision: s.decision,
+                scope: s.scope,
+                duration_s: s.duration.as_secs(),
+                v6_prefix,
+            });
+        }
+        let stats = Stats {
+            rules: rules.iter().map(|r| RuleCount { name: r.name.clone(), hits: 0 }).collect(),
+            scenarios: scens.iter().map(|s| ScenarioCount { name: s.name.clone(), alerts: 0 }).collect(),
+            ..Stats::default()
+        };
+        let opts = EngineOptions { max_keys: opts.max_keys.max(1), ..opts };
+        Ok(Engine {
+            matcher,
+            st: State {
+                scens,
+                by_rule,
+                map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+                slab: Vec::new(),
+                head: NIL,
+                tail: NIL,
+                hasher: foldhash::fast::RandomState::default(),
+                opts,
+                stats,
+                stamps: StampCache::default(),
+            },
+        })
+    }
+
+    /// One line (no newline). `now`: the clock (log time in replay, wall time
+    /// live); used for lines without a stamp and for the year of syslog stamps.
+    /// Returns the line's own time if it had one. Calls `on_alert` for each
+    /// scenario that overflows.
+    pub fn feed(&mut self, line: &str, now: UnixTime, on_alert: &mut dyn FnMut(Alert)) -> Option<UnixTime> {
+        let st = &mut self.st;
+        st.stats.lines += 1;
+        let Some(hit) = self.matcher.match_line(line, now) else {
+            return st.line_time(line, now);
+        };
+        st.stats.matched += 1;
+        if let Some(r) = st.stats.rules.get_mut(hit.rule as usize) {
+            r.hits += 1;
+        }
+        if hit.nofail {
+            st.stats.nofail += 1;
+            return hit.time;
+        }
+        st.on_hit(&hit, line, hit.time.unwrap_or(now), on_alert);
+        hit.time
+    }
+
+    /// What the rules make of `line`; no scenario state or counter is touched.
+    pub fn explain(&mut self, line: &str, now: UnixTime) -> Explain {
+        match self.matcher.match_line(line, now) {
+            Some(h) => {
+                let (rule, host, time) = (h.rule as usize, h.host.to_string(), h.time);
+                let mut fields: BTreeMap<String, String> =
+                    h.fields().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                if h.nofail {
+                    fields.insert("nofail".into(), "true".into());
+                }
+                let rule = self.matcher.rules().get(rule).map(|r| r.name.clone());
+                Explain { matched: true, rule, host: Some(host), time: time.map(to_rfc3339), fields }
+            }
+            None => Explain {
+                matched: false,
+                rule: None,
+                host: None,
+                time: self.st.line_time(line, now).map(to_rfc3339),
+                fields: BTreeMap::new(),
+            },
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.st.stats
+    }
+
+    pub fn rules(&self) -> &[RuleInfo] {
+        self.matcher.rules()
+    }
+}
+
+impl State {
+    fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
+        if let Some((t, _, _)) = self.stamps.parse_line_start(line, now) {
+            return Some(t);
+        }
+        crate::rules::http_clf_time(line)
+    }
+
+    fn on_hit(&mut self, hit: &Hit<'_>, line: &str, t: UnixTime, on_alert: &mut dyn FnMut(Alert)) {
+        let Some(scens) = self.by_rule.get(hit.rule as usize) else { return };
+        let weight = hit
+            .field("repeat")
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(1)
+            .clamp(1, 1000);
+        for i in 0..scens.len() {
+            let si = self.by_rule[hit.rule as usize][i];
+            let s = &self.scens[si as usize];
+            let distinct = match &s.distinct {
+                Some(f) => match hit.field(f) {
+                    Some(v) => Some(self.hasher.hash_one(v)),
+                    // A hit without the field cannot add a new value.
+                    None => continue,
+                },
+                None => None,
+            };
+            let key = make_key(si, hit.host, s.v6_prefix);
+            let slot = self.slot(key);
+            if let Some(alert) = self.event(si as usize, slot, t, weight, distinct, line) {
+                self.stats.scenarios[si as usize].alerts += 1;
+                on_alert(alert);
+            }
+        }
+    }
+
+    /// The bucket for `key`, created (or recycled from the coldest) if needed,
+    /// and moved to the front of the LRU list.
+    fn slot(&mut self, key: Key) -> u32 {
+        if let Some(&i) = self.map.get(&key) {
+            self.unlink(i);
+            self.push_front(i);
+            return i;
+        }
+        let i = if self.slab.len() < self.opts.max_keys {
+            let s = &self.scens[key.scen as usize];
+            let seen_cap = if s.distinct.is_some() { (s.capacity as usize + 1).clamp(4, DISTINCT_MAX) } else { 0 };
+            let times_cap = if s.kind == BucketKind::Window { s.capacity as usize } else { 0 };
+            self.slab.push(Bucket {
+                key,
+                prev: NIL,
+                next: NIL,
+                level: 0.0,
+                last: 0,
+                first_seen: 0,
+                events: 0,
+                quiet_until: i64::MIN,
+                seen: Vec::with_capacity(seen_cap),
+                seen_next: 0,
+                times: Vec::with_capacity(times_cap),
+                times_next: 0,
+                evidence: Vec::with_capacity(self.opts.evidence_lines),
+                ev_next: 0,
+                ev_len: 0,
+            });
+            (self.slab.len() - 1) as u32
+        } else {
+            let victim = self.tail;
+            self.unlink(victim);
+            let old = self.slab[victim as usize].key;
+            self.map.remove(&old);
+            self.stats.keys_evicted += 1;
+            let b = &mut self.slab[victim as usize];
+            b.reset();
+            b.key = key;
+            b.quiet_until = i64::MIN;
+            victim
+        };
+        self.map.insert(key, i);
+        self.push_front(i);
+        self.stats.keys_tracked = self.map.len();
+        i
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (p, n) = (self.slab[i as usize].prev, self.slab[i as usize].next);
+        if p == NIL { self.head = n } else { self.slab[p as usize].next = n }
+        if n == NIL { self.tail = p } else { self.slab[n as usize].prev = p }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let h = self.head;
+        {
+            let b = &mut self.slab[i as usize];
+            b.prev = NIL;
+            b.next = h;
+        }
+        if h != NIL {
+            self.slab[h as usize].prev = i;
+        } else {
+            self.tail = i;
+        }
+        self.head = i;
+    }
+
+    fn event(&mut self, si: usize, slot: u32, t: UnixTime, weight: u32, distinct: Option<u64>, line: &str) -> Option<Alert> {
+        let s = &self.scens[si];
+        let evidence_lines = self.opts.evidence_lines;
+        let b = &mut self.slab[slot as usize];
+        if t < b.quiet_until {
+            return None;
+        }
+        // Age the bucket.
+        match s.kind {
+            BucketKind::Leaky => {
+                if b.events > 0 {
+                    let dt = (t - b.last).max(0) as f64;
+                    b.level = (b.level - dt / s.leak_s).max(0.0);
+                    if b.level <= 0.0 {
+                        b.reset();
+                    }
+                }
+            }
+            BucketKind::Window => {
+                if b.events > 0 && t - b.last > s.window_s {
+                    b.reset();
+                }
+            }
+        }
+        if let Some(h) = distinct {
+            if b.seen.contains(&h) {
+                return None;
+            }
+            let cap = b.seen.capacity().max(1);
+            if b.seen.len() < cap {
+                b.seen.push(h);
+            } else {
+                b.seen[b.seen_next] = h;
+                b.seen_next = (b.seen_next + 1) % cap;
+            }
+        }
+        if b.events == 0 {
+            b.first_seen = t;
+        }
+        b.last = b.last.max(t);
+        b.events = b.events.saturating_add(weight);
+        if evidence_lines > 0 {
+            if b.evidence.len() < evidence_lines {
+                b.evidence.push(String::new());
+            }
+            let at = b.ev_next % b.evidence.len();
+            let e = &mut b.evidence[at];
+            e.clear();
+            e.push_str(truncate(line, EVIDENCE_BYTES));
+            b.ev_next = (b.ev_next + 1) % evidence_lines;
+            b.ev_len = (b.ev_len + 1).min(evidence_lines);
+        }
+        let fire = match s.kind {
+            BucketKind::Leaky => {
+                b.level += weight as f64;
+                b.level > s.capacity as f64
+            }
+            BucketKind::Window => {
+                let cap = s.capacity as usize;
+                for _ in 0..weight.min(s.capacity) {
+                    if b.times.len() < cap {
+                        b.times.push(t);
+                    } else {
+                        b.times[b.times_next] = t;
+                        b.times_next = (b.times_next + 1) % cap;
+                    }
+                }
+                // With a full ring, `times_next` points at the oldest.
+                if b.times.len() >= cap {
+                    let oldest = b.times[b.times_next % cap];
+                    if t - oldest <= s.window_s {
+                        b.first_seen = oldest;
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    false
+                }
+            }
+        };
+        if !fire {
+            return None;
+        }
+        let n = b.evidence.len();
+        let evidence = (0..b.ev_len).map(|k| b.evidence[(b.ev_next + n - b.ev_len + k) % n].clone()).collect();
+        let alert = Alert {
+            scenario: s.name.clone(),
+            target: target(b.key.net(), s.scope),
+            time: t,
+            first_seen: b.first_seen,
+            events: b.events,
+            evidence,
+            kind: s.decision,
+            duration_s: s.duration_s,
+        };
+        b.reset();
+        b.quiet_until = t.saturating_add(s.quiet_s);
+        Some(alert)
+    }
+}
+
+fn make_key(si: u16, ip: IpAddr, v6_prefix: u8) -> Key {
+    match key_for(ip, v6_prefix) {
+        IpNet::V4(n) => Key { scen: si, v6: false, plen: n.prefix_len(), addr: u32::from(n.addr()) as u128 },
+        IpNet::V6(n) => Key { scen: si, v6: true, plen: n.prefix_len(), addr: u128::from(n.addr()) },
+    }
+}
+
+/// The alert target: the key itself, or for `range` scope the key widened to
+/// /24 (IPv4) or /64 (IPv6) (never narrowed).
+fn target(key: IpNet, scope: Scope) -> IpNet {
+    match (scope, key) {
+        (Scope::Ip, k) => k,
+        (Scope::Range, IpNet::V4(n)) => {
+            IpNet::V4(Ipv4Net::new(n.addr(), n.prefix_len().min(24)).expect("<= 32").trunc())
+        }
+        (Scope::Range, IpNet::V6(n)) => {
+            IpNet::V6(Ipv6Net::new(n.addr(), n.prefix_len().min(64)).expect("<= 128").trunc())
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    &s[..i]
+}
+
+fn spec(
+    name: &str,
+    rules: &[&str],
+    kind: BucketKind,
+    capacity: u32,
+    leak: u64,
+    distinct: Option<&str>,
+    quiet: u64,
+    decision: DecisionType,
+    duration: u64,
+) -> ScenarioSpec {
+    ScenarioSpec {
+        name: name.into(),
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        kind,
+        capacity,
+        leak: Duration::from_secs(leak),
+        distinct: distinct.map(str::to_string),
+        quiet: Duration::from_secs(quiet),
+        decision,
+        scope: Scope::Ip,
+        duration: Duration::from_secs(duration),
+        v6_prefix: None,
+    }
+}
+
+const SSHD_FAILURES: &[&str] = &[
+    "sshd-failed-password",
+    "sshd-failed-invalid-user",
+    "sshd-auth-failure",
+    "sshd-user-unknown",
+    "sshd-root-login-refused",
+    "sshd-invalid-user",
+    "sshd-user-not-allowed",
+    "sshd-refused-connect",
+    "sshd-disconnect-auth-fail",
+    "sshd-max-auth-attempts",
+    "sshd-too-many-auth",
+];
+
+/// Sensible default scenarios for the given packs (unknown names are ignored).
+pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
+    use BucketKind::{Leaky, Window};
+    use DecisionType::{Ban, Throttle};
+    const H: u64 = 3600;
+    let mut out = Vec::new();
+    let has = |p: &str| packs.contains(&p);
+    if has("sshd") {
+        // Quick guessing: more than 5 failures with one leaking every 20 s.
+        out.push(spec("sshd-bruteforce", SSHD_FAILURES, Leaky, 5, 20, None, 60, Ban, 4 * H));
+        // Many user names from one address.
+        out.push(spec(
+            "sshd-user-enum",
+            &["sshd-invalid-user", "sshd-failed-invalid-user", "sshd-user-unknown", "sshd-user-not-allowed"],
+            Leaky,
+            5,
+            60,
+            Some("user"),
+            60,
+            Ban,
+            4 * H,
+        ));
+        // Low and slow: 15 failures within an hour.
+        out.push(spec("sshd-slow-bruteforce", SSHD_FAILURES, Window, 15, H, None, 300, Ban, 24 * H));
+        // Scanners that never authenticate (fail2ban's aggressive mode).
+        out.push(spec(
+            "sshd-preauth-scanner",
+            &["sshd-no-ident", "sshd-bad-protocol", "sshd-banner-invalid", "sshd-negotiate", "sshd-preauth-close"],
+            Leaky,
+            10,
+            30,
+            None,
+            60,
+            Ban,
+            H,
+        ));
+    }
+    if has("nginx-access") || has("apache-access") {
+        out.push(spec("http-sensitive-probe", &["http-sensitive-path"], Leaky, 4, 60, Some("path"), 60, Ban, 4 * H));
+        out.push(spec("http-4xx-burst", &["http-4xx", "http-sensitive-path"], Leaky, 20, 5, Some("path"), 60, Ban, H));
+        out.push(spec("http-login-bruteforce", &["http-login-fail"], Leaky, 5, 30, None, 60, Ban, H));
+        out.push(spec("http-bad-user-agent", &["http-bad-user-agent"], Leaky, 1, 60, None, 60, Ban, 24 * H));
+    }
+    if has("nginx-error") {
+        out.push(spec("http-basic-auth-bruteforce", &["nginx-auth-fail"], Leaky, 5, 30, None, 60, Ban, H));
+        out.push(spec("http-rate-limited", &["nginx-limit-req", "nginx-limit-conn"], Leaky, 30, 2, None, 60, Throttle, 600));
+    }
+    if has("postfix") {
+        out.push(spec("postfix-sasl-bruteforce", &["postfix-sasl-fail"], Leaky, 5, 60, None, 60, Ban, 4 * H));
+    }
+    if has("dovecot") {
+        out.push(spec("dovecot-bruteforce", &["dovecot-*"], Leaky, 5, 60, None, 60, Ban, 4 * H));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -462,6 +462,11 @@ impl NativeMatcher {
     }
 }
 
+/// The common-log-format stamp of an access line (for lines no rule took).
+pub(crate) fn http_clf_time(line: &str) -> Option<UnixTime> {
+    http::clf_time(line)
+}
+
 /// `error: `, `fatal: ` and `PAM: ` prefixes sshd puts before some messages.
 fn strip_sshd(msg: &str) -> &str {
     let m = msg.strip_prefix("error: ").or_else(|| msg.strip_prefix("fatal: ")).unwrap_or(msg);

@@ -1,0 +1,267 @@
+//! Scenario and engine tests: every clock is the lines' own stamps.
+
+use super::*;
+use crate::rules::NativeMatcher;
+
+const T0: UnixTime = 1_709_251_200; // 2024-03-01T00:00:00Z
+
+fn fail(t: UnixTime, ip: &str, user: &str) -> String {
+    format!("{} web sshd[7]: Failed password for {user} from {ip} port 22 ssh2", to_rfc3339(t))
+}
+
+fn scen(kind: BucketKind, capacity: u32, leak: u64) -> ScenarioSpec {
+    ScenarioSpec {
+        name: "t".into(),
+        rules: vec!["sshd-failed-*".into()],
+        kind,
+        capacity,
+        leak: Duration::from_secs(leak),
+        distinct: None,
+        quiet: Duration::ZERO,
+        decision: DecisionType::Ban,
+        scope: Scope::Ip,
+        duration: Duration::from_secs(3600),
+        v6_prefix: None,
+    }
+}
+
+fn engine(specs: &[ScenarioSpec], opts: EngineOptions) -> Engine {
+    Engine::new(Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap()), specs, opts).unwrap()
+}
+
+/// Feeds lines, returns the alerts.
+fn run(e: &mut Engine, lines: &[String]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for l in lines {
+        e.feed(l, T0, &mut |a| out.push(a));
+    }
+    out
+}
+
+#[test]
+fn leaky_fires_on_the_event_past_capacity() {
+    let mut e = engine(&[scen(BucketKind::Leaky, 3, 10)], EngineOptions::default());
+    let lines: Vec<_> = (0..4).map(|i| fail(T0 + i, "198.51.100.1", "root")).collect();
+    let a = run(&mut e, &lines[..3]);
+    assert!(a.is_empty(), "capacity 3 holds 3 events");
+    let a = run(&mut e, &lines[3..]);
+    assert_eq!(a.len(), 1);
+    let a = &a[0];
+    assert_eq!(a.target.to_string(), "198.51.100.1/32");
+    assert_eq!((a.time, a.first_seen, a.events), (T0 + 3, T0, 4));
+    assert_eq!(a.duration_s, 3600);
+    assert_eq!(e.stats().scenarios[0].alerts, 1);
+}
+
+#[test]
+fn leaky_leaks_slow_events_away() {
+    let mut e = engine(&[scen(BucketKind::Leaky, 3, 10)], EngineOptions::default());
+    // One event every 10 s leaks as fast as it fills: never more than 1.
+    let lines: Vec<_> = (0..100).map(|i| fail(T0 + i * 10, "198.51.100.2", "root")).collect();
+    assert!(run(&mut e, &lines).is_empty());
+    // Every 4 s: the level climbs by 0.6 per event and overflows eventually.
+    let lines: Vec<_> = (0..100).map(|i| fail(T0 + 2000 + i * 4, "198.51.100.2", "root")).collect();
+    assert!(!run(&mut e, &lines).is_empty());
+}
+
+#[test]
+fn window_counts_events_within_findtime() {
+    let mut e = engine(&[scen(BucketKind::Window, 5, 600)], EngineOptions::default());
+    // 5 events 149 s apart: 596 s from first to fifth -> fires on the fifth.
+    let lines: Vec<_> = (0..5).map(|i| fail(T0 + i * 149, "198.51.100.3", "root")).collect();
+    let a = run(&mut e, &lines);
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].first_seen, a[0].time, a[0].events), (T0, T0 + 596, 5));
+    // 151 s apart: 604 s, never 5 in 600 s.
+    let lines: Vec<_> = (0..50).map(|i| fail(T0 + 10_000 + i * 151, "198.51.100.4", "root")).collect();
+    assert!(run(&mut e, &lines).is_empty());
+}
+
+#[test]
+fn distinct_counts_only_new_values() {
+    let mut s = scen(BucketKind::Leaky, 3, 60);
+    s.distinct = Some("user".into());
+    let mut e = engine(&[s], EngineOptions::default());
+    let same: Vec<_> = (0..20).map(|i| fail(T0 + i, "198.51.100.5", "root")).collect();
+    assert!(run(&mut e, &same).is_empty(), "one user is one value");
+    let users: Vec<_> = (0..4).map(|i| fail(T0 + 30 + i, "198.51.100.5", &format!("u{i}"))).collect();
+    let a = run(&mut e, &users);
+    assert_eq!(a.len(), 1, "root + u0..u2 fill, u3 overflows");
+}
+
+#[test]
+fn quiet_period_ignores_the_key_after_firing() {
+    let mut s = scen(BucketKind::Leaky, 1, 60);
+    s.quiet = Duration::from_secs(100);
+    let mut e = engine(&[s], EngineOptions::default());
+    let burst = |t0: UnixTime| -> Vec<String> { (0..10).map(|i| fail(t0 + i, "198.51.100.6", "root")).collect() };
+    assert_eq!(run(&mut e, &burst(T0)).len(), 1, "fires once, then quiet");
+    assert_eq!(run(&mut e, &burst(T0 + 50)).len(), 0, "still quiet");
+    assert_eq!(run(&mut e, &burst(T0 + 200)).len(), 1, "quiet is over");
+}
+
+#[test]
+fn coldest_key_is_evicted_and_counted() {
+    let opts = EngineOptions { max_keys: 2, ..EngineOptions::default() };
+    let mut e = engine(&[scen(BucketKind::Leaky, 2, 1000)], opts);
+    // a and b fill the table; a is touched again, so b is the coldest when c comes.
+    run(&mut e, &[fail(T0, "192.0.2.1", "x"), fail(T0 + 1, "192.0.2.2", "x"), fail(T0 + 2, "192.0.2.1", "x")]);
+    run(&mut e, &[fail(T0 + 3, "192.0.2.3", "x")]);
+    assert_eq!((e.stats().keys_tracked, e.stats().keys_evicted), (2, 1));
+    // a kept its two events: a third overflows it. b starts over.
+    let a = run(&mut e, &[fail(T0 + 4, "192.0.2.1", "x")]);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].target.to_string(), "192.0.2.1/32");
+    let a = run(&mut e, &[fail(T0 + 5, "192.0.2.2", "x"), fail(T0 + 6, "192.0.2.2", "x")]);
+    assert!(a.is_empty(), "b was evicted and counts from zero");
+    assert_eq!(e.stats().keys_evicted, 2, "b came back by evicting c");
+}
+
+#[test]
+fn v6_grouped_by_prefix_and_range_scope_widens() {
+    let mut s = scen(BucketKind::Leaky, 2, 1000);
+    s.scope = Scope::Range;
+    let mut e = engine(&[s.clone()], EngineOptions::default());
+    let lines: Vec<_> = (0..3).map(|i| fail(T0 + i, &format!("2001:db8:1:2::{i}"), "x")).collect();
+    let a = run(&mut e, &lines);
+    assert_eq!(a.len(), 1, "one /64 is one key");
+    assert_eq!(a[0].target.to_string(), "2001:db8:1:2::/64");
+    let a = run(&mut e, &(0..3).map(|i| fail(T0 + i, "203.0.113.77", "x")).collect::<Vec<_>>());
+    assert_eq!(a[0].target.to_string(), "203.0.113.0/24");
+    // A /128 grouping keeps addresses apart.
+    s.v6_prefix = Some(128);
+    s.scope = Scope::Ip;
+    let mut e = engine(&[s], EngineOptions::default());
+    assert!(run(&mut e, &lines).is_empty());
+}
+
+#[test]
+fn evidence_is_the_last_lines_truncated() {
+    let opts = EngineOptions { evidence_lines: 2, ..EngineOptions::default() };
+    let mut e = engine(&[scen(BucketKind::Leaky, 3, 1000)], opts);
+    let long_user = "é".repeat(300);
+    let lines = vec![
+        fail(T0, "198.51.100.8", "a"),
+        fail(T0 + 1, "198.51.100.8", "b"),
+        fail(T0 + 2, "198.51.100.8", "c"),
+        fail(T0 + 3, "198.51.100.8", &long_user),
+    ];
+    let a = run(&mut e, &lines);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].evidence.len(), 2);
+    assert_eq!(a[0].evidence[0], lines[2]);
+    assert!(a[0].evidence[1].len() <= 256 && lines[3].starts_with(&a[0].evidence[1]));
+}
+
+#[test]
+fn repeated_message_counts_its_events() {
+    let mut e = engine(&[scen(BucketKind::Leaky, 5, 60)], EngineOptions::default());
+    let l = format!(
+        "{} h sshd[1]: message repeated 6 times: [ Failed password for root from 198.51.100.9 port 22 ssh2]",
+        to_rfc3339(T0)
+    );
+    let a = run(&mut e, &[l]);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].events, 6);
+}
+
+#[test]
+fn scenario_errors_name_the_scenario() {
+    let mut s = scen(BucketKind::Leaky, 3, 10);
+    s.rules = vec!["sshd-nope".into()];
+    let m = || Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap());
+    let e = Engine::new(m(), &[s.clone()], EngineOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("scenario `t`") && e.contains("`sshd-nope`") && e.contains("sshd-invalid-user"), "{e}");
+    s.rules = vec!["sshd-*".into()];
+    s.leak = Duration::ZERO;
+    let e = Engine::new(m(), &[s.clone()], EngineOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("`leak`"), "{e}");
+    s.leak = Duration::from_secs(1);
+    s.kind = BucketKind::Window;
+    s.capacity = 0;
+    let e = Engine::new(m(), &[s.clone()], EngineOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("capacity"), "{e}");
+    s.capacity = 2;
+    let e = Engine::new(m(), &[s.clone(), s], EngineOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("twice"), "{e}");
+}
+
+#[test]
+fn defaults_resolve_for_every_pack_alone_and_together() {
+    for p in crate::pack_names() {
+        let m = NativeMatcher::new(&[p], &[]).unwrap();
+        Engine::new(Box::new(m), &default_scenarios(&[p]), EngineOptions::default())
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
+    }
+    let all = default_scenarios(crate::pack_names());
+    Engine::new(Box::new(NativeMatcher::all()), &all, EngineOptions::default()).unwrap();
+}
+
+#[test]
+fn config_round_trip() {
+    let toml_text = r#"
+        name = "ssh-fast"
+        rules = ["sshd-*"]
+        kind = "window"
+        capacity = 5
+        leak = "10m"
+        distinct = "user"
+        quiet = "1m 30s"
+        decision = "captcha"
+        scope = "range"
+        duration = "4h"
+        v6_prefix = 56
+    "#;
+    let s: ScenarioSpec = toml::from_str(toml_text).unwrap();
+    assert_eq!(s.kind, BucketKind::Window);
+    assert_eq!((s.leak.as_secs(), s.quiet.as_secs(), s.duration.as_secs()), (600, 90, 14_400));
+    assert_eq!((s.decision, s.scope, s.v6_prefix), (DecisionType::Captcha, Scope::Range, Some(56)));
+    let back: ScenarioSpec = toml::from_str(&toml::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let min: ScenarioSpec =
+        toml::from_str("name='a'\nrules=['x']\ncapacity=1\nleak='1s'\nduration='1h'").unwrap();
+    assert_eq!((min.kind, min.decision, min.scope, min.quiet), (BucketKind::Leaky, DecisionType::Ban, Scope::Ip, Duration::ZERO));
+    let err = toml::from_str::<ScenarioSpec>("name='a'\nrules=['x']\ncapacity=1\nleak='1s'\nduration='1h'\nfoo=1")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("foo"), "{err}");
+    let r: crate::RuleSpec = toml::from_str("name='a'\nservice='b'\nregex='(?P<host>x)'").unwrap();
+    assert_eq!(r.service, "b");
+    assert!(toml::from_str::<crate::RuleSpec>("name='a'\nservice='b'\nregex='x'\nbar=1").is_err());
+}
+
+#[test]
+fn explain_and_stats() {
+    let mut e = Engine::new(Box::new(NativeMatcher::all()), &default_scenarios(crate::pack_names()), EngineOptions::default())
+        .unwrap();
+    let x = e.explain(&fail(T0, "198.51.100.10", "root"), T0);
+    assert!(x.matched);
+    assert_eq!(x.rule.as_deref(), Some("sshd-failed-password"));
+    assert_eq!(x.host.as_deref(), Some("198.51.100.10"));
+    assert_eq!(x.time.as_deref(), Some("2024-03-01T00:00:00Z"));
+    assert_eq!(x.fields.get("user").map(String::as_str), Some("root"));
+    let j = serde_json::to_value(&x).unwrap();
+    assert_eq!(j["rule"], "sshd-failed-password");
+    let x = e.explain("Mar  1 00:00:09 h CRON[1]: hello", T0);
+    assert!(!x.matched && x.rule.is_none() && x.host.is_none());
+    assert_eq!(x.time.as_deref(), Some("2024-03-01T00:00:09Z"));
+    assert_eq!(e.stats().lines, 0, "explain touches no counter");
+
+    let mut alerts = 0;
+    let t = e.feed("Mar  1 00:00:09 h CRON[1]: hello", T0, &mut |_| alerts += 1);
+    assert_eq!(t, Some(T0 + 9), "an unmatched line still gives its time");
+    assert_eq!(e.feed("no stamp here", T0, &mut |_| alerts += 1), None);
+    e.feed(&fail(T0, "198.51.100.10", "root"), T0, &mut |_| alerts += 1);
+    e.feed(
+        "Mar  1 00:00:09 h sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.10",
+        T0,
+        &mut |_| alerts += 1,
+    );
+    let s = e.stats();
+    assert_eq!((s.lines, s.matched, s.nofail), (4, 2, 1));
+    let hits = |n: &str| s.rules.iter().find(|r| r.name == n).unwrap().hits;
+    assert_eq!((hits("sshd-failed-password"), hits("sshd-pam-auth-failure")), (1, 1));
+    assert_eq!(s.keys_tracked, 2, "bruteforce + slow-bruteforce buckets");
+    assert!(serde_json::to_string(s).unwrap().contains("\"keys_evicted\":0"));
+}
