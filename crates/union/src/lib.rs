@@ -619,7 +619,7 @@ impl UnionHandle {
             .members()
             .map(|m| {
                 let p = peers.iter().find(|p| p.name == m.name);
-                let mut health = p.map(|p| p.health.clone()).unwrap_or(Health::Up);
+                let mut health = p.map(|p| p.health.clone()).unwrap_or(Health::Local);
                 let mut last_error = p.and_then(|p| p.last_error.clone());
                 if let Some(d) = st.mismatched_peers.get(&m.name) {
                     health = Health::TreatyMismatch;

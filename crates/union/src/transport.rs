@@ -40,6 +40,8 @@ pub trait Sink: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
+    /// This member itself.
+    Local,
     /// Not contacted yet.
     Unknown,
     /// Reachable and running the same treaty.

@@ -1,0 +1,466 @@
+//! In-process unions on loopback: several `UnionHandle`s with their own temp
+//! dirs, keys, databases and ports, talking real mTLS HTTP to each other.
+
+use ipnet::IpNet;
+use shield_core::{Decision, DecisionType, Origin, Scope};
+use shield_union::direct::PeerClient;
+use shield_union::{Envelope, Health, Identity, SignalBody, UnionConfig, UnionHandle};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const SCEN: &str = "sshd-bruteforce";
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Spec {
+    name: &'static str,
+    id: Identity,
+    port: u16,
+    /// `max_signals_per_minute` override.
+    cap: Option<u32>,
+}
+
+fn spec(name: &'static str) -> Spec {
+    Spec { name, id: Identity::generate().unwrap(), port: free_port(), cap: None }
+}
+
+/// A treaty over `members`; `top` goes before the tables, `policy` replaces the default policy.
+fn treaty_text(members: &[&Spec], top: &str, policy: &str) -> String {
+    let mut s = format!(
+        "name = \"test-union\"\nallowlist = [\"192.0.2.0/24\"]\n{top}\n[limits]\nmax_signals_per_minute = 10000\n\n[transport]\nsync_interval = \"200ms\"\n"
+    );
+    for m in members {
+        s.push_str(&format!(
+            "\n[[member]]\nname = \"{}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:{}\"\n",
+            m.name,
+            m.id.public_string(),
+            m.port
+        ));
+        if let Some(c) = m.cap {
+            s.push_str(&format!("max_signals_per_minute = {c}\n"));
+        }
+    }
+    if policy.is_empty() {
+        s.push_str(&format!("\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\n"));
+    } else {
+        s.push_str(policy);
+    }
+    s
+}
+
+struct Node {
+    cfg: UnionConfig,
+    handle: Option<UnionHandle>,
+    rx: mpsc::Receiver<Decision>,
+}
+
+impl Node {
+    fn h(&self) -> &UnionHandle {
+        self.handle.as_ref().expect("node is running")
+    }
+    async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+    async fn restart(&mut self) {
+        let (tx, rx) = mpsc::channel(10_000);
+        self.handle = Some(UnionHandle::start(self.cfg.clone(), tx).await.unwrap());
+        self.rx = rx;
+    }
+    fn refused(&self, reason: &str) -> u64 {
+        self.h().status().counters.refused.get(reason).copied().unwrap_or(0)
+    }
+}
+
+/// Write key + treaty for `s` in `dir` and start it.
+async fn start(dir: &Path, s: &Spec, treaty: &str) -> Node {
+    let d = dir.join(s.name);
+    std::fs::create_dir_all(&d).unwrap();
+    let key = d.join("union.key");
+    if !key.exists() {
+        s.id.write(&key, false).unwrap();
+    }
+    let tp = d.join("treaty.toml");
+    std::fs::write(&tp, treaty).unwrap();
+    let cfg = UnionConfig {
+        name: s.name.into(),
+        key_path: key,
+        treaty_path: tp,
+        listen: format!("127.0.0.1:{}", s.port).parse().unwrap(),
+        db_path: d.join("shield.db"),
+    };
+    let (tx, rx) = mpsc::channel(10_000);
+    let handle = UnionHandle::start(cfg.clone(), tx).await.unwrap();
+    Node { cfg, handle: Some(handle), rx }
+}
+
+fn decision(target: &str) -> Decision {
+    let target: IpNet = target.parse().unwrap();
+    let t = now();
+    Decision {
+        id: 0,
+        scope: Scope::of(&target),
+        target,
+        kind: DecisionType::Ban,
+        scenario: SCEN.into(),
+        origin: Origin::Local,
+        created: t,
+        expires: t + 4 * 3600,
+    }
+}
+
+/// Poll `f` every 5 ms until it holds or `ms` pass.
+async fn until(ms: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while !f() {
+        assert!(Instant::now() < end, "timed out after {ms} ms waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Receive exactly `n` decisions within `ms`.
+async fn recv_n(rx: &mut mpsc::Receiver<Decision>, n: usize, ms: u64) -> Vec<Decision> {
+    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(d)) => out.push(d),
+            _ => panic!("got {} of {n} decisions within {ms} ms: {out:?}", out.len()),
+        }
+    }
+    out
+}
+
+fn assert_nothing(rx: &mut mpsc::Receiver<Decision>) {
+    if let Ok(d) = rx.try_recv() {
+        panic!("no decision expected, got {d:?}");
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_publish_reaches_all_with_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (spec("a"), spec("b"), spec("c"));
+    let t = treaty_text(&[&a, &b, &c], "", "");
+    let na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    let mut nc = start(dir.path(), &c, &t).await;
+    until(5000, "peers up", || {
+        na.h().status().members.iter().filter(|m| m.health == Health::Up).count() == 2
+    })
+    .await;
+
+    // A non-binding scenario and an allowlisted target are not published.
+    let mut other = decision("203.0.113.250/32");
+    other.scenario = "nginx-probe".into();
+    assert!(!na.h().publish(&other, &[]).unwrap());
+    assert!(!na.h().publish(&decision("192.0.2.1/32"), &[]).unwrap());
+
+    let n = 200usize;
+    let mut lat = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let target = format!("203.0.{}.{}/32", 113 + i / 250, 1 + i % 250);
+        let t0 = Instant::now();
+        assert!(na.h().publish(&decision(&target), &[format!("Failed password for root from {target}")]).unwrap());
+        for rx in [&mut nb.rx, &mut nc.rx] {
+            let d = recv_n(rx, 1, 5000).await.remove(0);
+            lat.push(t0.elapsed());
+            assert_eq!(d.target.to_string(), target);
+            assert_eq!(d.origin, Origin::Union("a".into()));
+            assert_eq!(d.kind, DecisionType::Ban);
+            assert_eq!(d.duration_s(), 4 * 3600);
+        }
+    }
+    lat.sort();
+    let (p50, p99) = (pct(&lat, 0.50), pct(&lat, 0.99));
+    println!(
+        "publish→arrival over {} deliveries (A→B, A→C): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        lat.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3
+    );
+    assert!(p99 < Duration::from_millis(250), "p99 {p99:?} over the 250 ms goal");
+    let sa = na.h().status();
+    assert_eq!(sa.counters.published, n as u64);
+    until(3000, "A counted deliveries", || na.h().status().counters.sent == 2 * n as u64).await;
+    let sb = nb.h().status();
+    assert_eq!(sb.counters.received, n as u64);
+    let ma = sb.members.iter().find(|m| m.name == "a").unwrap();
+    assert_eq!(ma.signals, n as u64);
+    assert!(ma.last_signal_age_s.unwrap() < 60);
+    // Anti-entropy runs meanwhile: nothing arrives twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_nothing(&mut nb.rx);
+    assert_nothing(&mut nc.rx);
+    assert!(serde_json::to_string(&sb).unwrap().contains("\"received\":200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_member_catches_up_from_relay_when_origin_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (spec("a"), spec("b"), spec("c"));
+    let t = treaty_text(&[&a, &b, &c], "", "");
+    let mut na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    let mut nc = start(dir.path(), &c, &t).await;
+    // One signal while everyone is up.
+    assert!(na.h().publish(&decision("198.51.100.1/32"), &[]).unwrap());
+    recv_n(&mut nc.rx, 1, 5000).await;
+    recv_n(&mut nb.rx, 1, 5000).await;
+
+    nc.stop().await;
+    let targets: Vec<String> = (2..=6).map(|i| format!("198.51.100.{i}/32")).collect();
+    for t in &targets {
+        assert!(na.h().publish(&decision(t), &[]).unwrap());
+    }
+    recv_n(&mut nb.rx, targets.len(), 5000).await;
+    na.stop().await;
+
+    nc.restart().await;
+    let got = recv_n(&mut nc.rx, targets.len(), 5000).await;
+    let mut got: Vec<String> = got.iter().map(|d| d.target.to_string()).collect();
+    got.sort();
+    assert_eq!(got, targets);
+    assert!(nb.h().status().counters.relayed >= targets.len() as u64);
+    let sc = nc.h().status();
+    assert_eq!(sc.members.iter().find(|m| m.name == "a").unwrap().signals, 6);
+    until(5000, "C sees A down", || {
+        nc.h().status().members.iter().any(|m| m.name == "a" && m.health == Health::Down)
+    })
+    .await;
+    // The earlier signal, already held, is not delivered again after restart.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_nothing(&mut nc.rx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_with_different_treaty_is_refused_with_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let t = treaty_text(&[&a, &b], "", "");
+    let other = t.replace("duration = \"4h\"", "duration = \"1h\"");
+    let mut na = start(dir.path(), &a, &t).await;
+    let nb = start(dir.path(), &b, &other).await;
+    until(5000, "A reports B's treaty mismatch", || {
+        na.h().status().members.iter().any(|m| m.name == "b" && m.health == Health::TreatyMismatch)
+    })
+    .await;
+    let sa = na.h().status();
+    let mb = sa.members.iter().find(|m| m.name == "b").unwrap();
+    let msg = mb.last_error.clone().unwrap();
+    assert!(msg.contains("policy for scenario `sshd-bruteforce` differs"), "{msg}");
+    assert!(msg.contains("4h") && msg.contains("1h"), "{msg}");
+    until(5000, "B reports A's treaty mismatch", || {
+        nb.h().status().members.iter().any(|m| {
+            m.name == "a"
+                && m.health == Health::TreatyMismatch
+                && m.last_error.as_deref().is_some_and(|e| e.contains("differs"))
+        })
+    })
+    .await;
+    // B's signals carry B's digest and are refused and counted at A.
+    let before = na.refused("treaty_mismatch");
+    let env = SignalBody {
+        origin: "b".into(),
+        seq: 1,
+        time: now(),
+        scope: Scope::Ip,
+        target: "203.0.113.9/32".parse().unwrap(),
+        kind: DecisionType::Ban,
+        duration_s: 3600,
+        scenario: SCEN.into(),
+        evidence: vec![],
+        treaty: nb.h().treaty().digest(),
+    }
+    .sign(&b.id);
+    let client = PeerClient::new(&b.id, "a", &a.id.public(), &format!("127.0.0.1:{}", a.port)).unwrap();
+    client.push(&[env]).await.unwrap();
+    until(2000, "A counts the refused signal", || na.refused("treaty_mismatch") > before).await;
+    // B publishing through its own handle does not reach A either.
+    assert!(nb.h().publish(&decision("203.0.113.10/32"), &[]).unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_nothing(&mut na.rx);
+    // An extra member is named as such.
+    let x = spec("x");
+    let third = treaty_text(&[&a, &b, &x], "", "");
+    let t3 = shield_union::Treaty::parse(&third, Path::new("x")).unwrap();
+    let t1 = shield_union::Treaty::parse(&t, Path::new("x")).unwrap();
+    let d = shield_union::treaty::Canonical::diff(t1.canonical(), t3.canonical());
+    assert_eq!(d, vec!["your treaty has member `x` that mine does not".to_string()]);
+}
+
+struct Forge {
+    origin: &'static str,
+    seq: u64,
+    digest: [u8; 32],
+}
+
+impl Forge {
+    fn sign(&mut self, id: &Identity, target: &str) -> Envelope {
+        self.seq += 1;
+        let target: IpNet = target.parse().unwrap();
+        SignalBody {
+            origin: self.origin.into(),
+            seq: self.seq,
+            time: now(),
+            scope: Scope::of(&target),
+            target,
+            kind: DecisionType::Ban,
+            duration_s: 3600,
+            scenario: SCEN.into(),
+            evidence: vec!["x".into()],
+            treaty: self.digest,
+        }
+        .sign(id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_signals_are_refused_and_counted_while_honest_traffic_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let mut m = spec("m"); // a member that misbehaves; we hold its key
+    m.cap = Some(20);
+    let r = spec("r"); // a member whose key is revoked
+    let top = format!("revoked = [\"{}\"]", r.id.public_string());
+    let t = treaty_text(&[&a, &b, &m, &r], &top, "");
+    let mut na = start(dir.path(), &a, &t).await;
+    let nb = start(dir.path(), &b, &t).await;
+    let digest = na.h().treaty().digest();
+    let a_ep = format!("127.0.0.1:{}", a.port);
+    let from_m = PeerClient::new(&m.id, "a", &a.id.public(), &a_ep).unwrap();
+    let mut fm = Forge { origin: "m", seq: 0, digest };
+
+    // Forged: claims to come from b, signed with m's key.
+    let mut fb = Forge { origin: "b", seq: 100, digest };
+    from_m.push(&[fb.sign(&m.id, "203.0.113.50/32")]).await.unwrap();
+    until(2000, "bad_signature counted", || na.refused("bad_signature") == 1).await;
+
+    // Honest signal from m, then the same bytes again (replay).
+    let good = fm.sign(&m.id, "203.0.113.51/32");
+    from_m.push(std::slice::from_ref(&good)).await.unwrap();
+    let d = recv_n(&mut na.rx, 1, 2000).await;
+    assert_eq!(d[0].origin, Origin::Union("m".into()));
+    from_m.push(std::slice::from_ref(&good)).await.unwrap();
+    until(2000, "replay counted", || na.refused("duplicate") >= 1).await;
+    // Same sequence number, other content.
+    fm.seq -= 1;
+    from_m.push(&[fm.sign(&m.id, "203.0.113.52/32")]).await.unwrap();
+    until(2000, "conflict counted", || na.refused("conflict") == 1).await;
+
+    // Allowlisted target and a /8.
+    from_m.push(&[fm.sign(&m.id, "192.0.2.7/32")]).await.unwrap();
+    until(2000, "allowlisted counted", || na.refused("allowlisted") == 1).await;
+    from_m.push(&[fm.sign(&m.id, "10.0.0.0/8")]).await.unwrap();
+    until(2000, "too_wide counted", || na.refused("too_wide") == 1).await;
+
+    // A flood: m's cap is 20/min and one was already accepted.
+    let flood: Vec<Envelope> = (0..50).map(|i| fm.sign(&m.id, &format!("198.51.100.{}/32", i + 1))).collect();
+    from_m.push(&flood).await.unwrap();
+    until(2000, "rate_cap counted", || na.refused("rate_cap") == 31).await;
+    let accepted = recv_n(&mut na.rx, 19, 2000).await;
+    assert!(accepted.iter().all(|d| d.origin == Origin::Union("m".into())));
+
+    // Revoked key: refused at the TLS handshake, and its signals refused when relayed.
+    let from_r = PeerClient::new(&r.id, "a", &a.id.public(), &a_ep).unwrap();
+    assert!(from_r.push(&[]).await.is_err());
+    until(2000, "revoked handshake counted", || na.refused("revoked") >= 1).await;
+    let before = na.refused("revoked");
+    let mut fr = Forge { origin: "r", seq: 0, digest };
+    from_m.push(&[fr.sign(&r.id, "203.0.113.60/32")]).await.unwrap();
+    until(2000, "revoked signal counted", || na.refused("revoked") == before + 1).await;
+
+    // A non-member key cannot even connect.
+    let stranger = Identity::generate().unwrap();
+    let from_s = PeerClient::new(&stranger, "a", &a.id.public(), &a_ep).unwrap();
+    assert!(from_s.push(&[]).await.is_err());
+
+    // Honest traffic still flows.
+    let t0 = Instant::now();
+    assert!(nb.h().publish(&decision("203.0.113.70/32"), &[]).unwrap());
+    let d = recv_n(&mut na.rx, 1, 2000).await;
+    assert_eq!(d[0].origin, Origin::Union("b".into()));
+    println!("honest b→a after the attack: {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_nothing(&mut na.rx);
+    let s = na.h().status();
+    println!("refusals at a: {:?}", s.counters.refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_holds_until_enough_members_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (spec("a"), spec("b"), spec("c"));
+    let policy = format!("\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\nquorum = 2\n");
+    let t = treaty_text(&[&a, &b, &c], "", &policy);
+    let na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    let nc = start(dir.path(), &c, &t).await;
+    assert!(na.h().publish(&decision("203.0.113.80/32"), &[]).unwrap());
+    until(3000, "held at b", || nb.h().status().counters.held_for_quorum == 1).await;
+    assert_nothing(&mut nb.rx);
+    assert!(nc.h().publish(&decision("203.0.113.80/32"), &[]).unwrap());
+    let d = recv_n(&mut nb.rx, 1, 3000).await;
+    assert_eq!(d[0].target.to_string(), "203.0.113.80/32");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_nothing(&mut nb.rx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pardon_is_local_and_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let t = treaty_text(&[&a, &b], "", "");
+    let na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    nb.h().pardon("203.0.113.0/24".parse().unwrap()).unwrap();
+    assert!(na.h().publish(&decision("203.0.113.90/32"), &[]).unwrap());
+    until(3000, "pardoned counted", || nb.refused("pardoned") == 1).await;
+    nb.stop().await;
+    nb.restart().await;
+    assert!(na.h().publish(&decision("203.0.113.91/32"), &[]).unwrap());
+    assert!(na.h().publish(&decision("198.51.100.91/32"), &[]).unwrap());
+    let d = recv_n(&mut nb.rx, 1, 3000).await;
+    assert_eq!(d[0].target.to_string(), "198.51.100.91/32");
+    assert_eq!(nb.refused("pardoned"), 1, "after restart the pardon still holds");
+    assert_nothing(&mut nb.rx);
+}
+
+#[test]
+fn start_refuses_wrong_key_and_unknown_member() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = spec("a");
+    let t = treaty_text(&[&a], "", "");
+    let tp = dir.path().join("t.toml");
+    std::fs::write(&tp, &t).unwrap();
+    let other = dir.path().join("other.key");
+    Identity::generate().unwrap().write(&other, false).unwrap();
+    let cfg = |name: &str, key: PathBuf| UnionConfig {
+        name: name.into(),
+        key_path: key,
+        treaty_path: tp.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.path().join("db"),
+    };
+    let (tx, _rx) = mpsc::channel(1);
+    let e = rt.block_on(UnionHandle::start(cfg("a", other.clone()), tx.clone())).err().unwrap();
+    assert!(e.to_string().contains("does not match the key the treaty lists"), "{e}");
+    let e = rt.block_on(UnionHandle::start(cfg("zz", other), tx)).err().unwrap();
+    assert!(e.to_string().contains("member `zz` is not in treaty"), "{e}");
+    let _unused: HashMap<(), ()> = HashMap::new();
+}
