@@ -375,6 +375,12 @@ impl Filter {
         if self.process(line, now) { Some(&self.out) } else { None }
     }
 
+    /// Like [`Filter::match_detail`] for a line whose time is already known
+    /// (a journald entry): no date is searched for or cut out.
+    pub fn match_detail_at(&mut self, line: &str, time: Option<UnixTime>) -> Option<&Detail> {
+        if self.process_parts("", line, time) { Some(&self.out) } else { None }
+    }
+
     fn process(&mut self, line: &str, now: UnixTime) -> bool {
         // 1. the date, cut out of the line
         let mut time = None;
@@ -392,6 +398,10 @@ impl Filter {
         if time.is_some() {
             self.last_time = time;
         }
+        self.process_parts(pre, post, time)
+    }
+
+    fn process_parts(&mut self, pre: &str, post: &str, time: Option<UnixTime>) -> bool {
         // 2. the buffer
         self.buf.clear();
         if self.maxlines > 1 {
