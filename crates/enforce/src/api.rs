@@ -13,14 +13,14 @@
 //! not write decisions: it reads the shared [`DecisionTable`].
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -275,14 +275,23 @@ fn json_body(status: StatusCode, body: String) -> Response {
 }
 
 /// Check `X-Api-Key`; returns the bouncer's name or the error response.
-fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<String, Response> {
-    let deny = |status, msg: &str| {
+/// A refused key: status and message, turned into a response by [`Denied::into_response`].
+struct Denied(StatusCode, &'static str);
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        json_message(self.0, self.1)
+    }
+}
+
+fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<String, Denied> {
+    let deny = |status, msg: &'static str| {
         state
             .inner
             .counters
             .api_denied
             .fetch_add(1, Ordering::Relaxed);
-        Err(json_message(status, msg))
+        Err(Denied(status, msg))
     };
     let Some(key) = headers.get("x-api-key") else {
         return deny(
@@ -481,7 +490,7 @@ async fn decisions(
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(r) = authenticate(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let Ok(Query(pairs)) = query else {
         return bad_request(
@@ -531,10 +540,10 @@ struct StreamBody<'a> {
     new: Option<Vec<CsDecision<'a>>>,
 }
 
-fn stream_key(name: &str, peer: Option<SocketAddr>) -> String {
+fn stream_key(name: &str, peer: Option<IpAddr>) -> String {
     // Per key and client address, as CrowdSec does since 1.6: two hosts sharing a key keep separate state.
     match peer {
-        Some(p) => format!("{name}@{}", p.ip()),
+        Some(p) => format!("{name}@{p}"),
         None => name.to_string(),
     }
 }
@@ -625,16 +634,13 @@ pub(crate) fn parse_stream_query(pairs: &[(String, String)]) -> Result<(bool, Fi
     Ok((startup, filters))
 }
 
-async fn stream(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    peer: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let name = match authenticate(&state, &headers) {
+async fn stream(State(state): State<ApiState>, req: axum::extract::Request) -> Response {
+    let (method, headers) = (req.method(), req.headers());
+    let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri());
+    let peer = crate::gate::peer_of(req.extensions());
+    let name = match authenticate(&state, headers) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Ok(Query(pairs)) = query else {
         return bad_request(
@@ -651,7 +657,7 @@ async fn stream(
         // HEAD checks the key and never moves the cursor.
         return StatusCode::OK.into_response();
     }
-    let key = stream_key(&name, peer.map(|p| p.0.0));
+    let key = stream_key(&name, peer);
     let now = wall_now();
     let body = {
         let table = state.table();
@@ -666,7 +672,7 @@ async fn usage_metrics(
     _body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = authenticate(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     // Accepted and dropped: newer bouncers send these every 15 minutes and log errors on a 404.
     (StatusCode::CREATED, Body::empty()).into_response()

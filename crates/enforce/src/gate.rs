@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -213,10 +213,11 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn peer_of(req: &Request) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
+/// The TCP peer, from `into_make_service_with_connect_info` (or `MockConnectInfo` in tests).
+pub(crate) fn peer_of(ext: &axum::http::Extensions) -> Option<IpAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+        .or_else(|| ext.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 }
 
 fn no_peer() -> Response {
@@ -244,7 +245,7 @@ fn challenge_page(state: &ApiState, ip: IpAddr, now: i64) -> Response {
 }
 
 async fn gate(State(state): State<ApiState>, req: Request) -> Response {
-    let Some(peer) = peer_of(&req) else {
+    let Some(peer) = peer_of(req.extensions()) else {
         return no_peer();
     };
     let inner = &state.inner;
@@ -296,7 +297,7 @@ async fn gate(State(state): State<ApiState>, req: Request) -> Response {
 }
 
 async fn challenge_get(State(state): State<ApiState>, req: Request) -> Response {
-    let Some(peer) = peer_of(&req) else {
+    let Some(peer) = peer_of(req.extensions()) else {
         return no_peer();
     };
     let ip = client_ip(peer, req.headers(), &state.inner.cfg.trusted_proxies);
@@ -317,17 +318,15 @@ fn parse_form(body: &[u8]) -> Option<(String, String)> {
     Some((c?, n?))
 }
 
-async fn challenge_post(
-    State(state): State<ApiState>,
-    peer: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(peer) = peer.map(|p| p.0.0.ip()) else {
+async fn challenge_post(State(state): State<ApiState>, req: Request) -> Response {
+    let Some(peer) = peer_of(req.extensions()) else {
         return no_peer();
     };
     let inner = &state.inner;
-    let ip = client_ip(peer, &headers, &inner.cfg.trusted_proxies);
+    let ip = client_ip(peer, req.headers(), &inner.cfg.trusted_proxies);
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "form too large\n").into_response();
+    };
     let now = wall_now();
     let Some((c, n)) = parse_form(&body) else {
         return (StatusCode::BAD_REQUEST, "expected form fields c and n\n").into_response();

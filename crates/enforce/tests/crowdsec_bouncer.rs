@@ -15,7 +15,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use common::{Netns, ban, now, require};
-use shield_enforce::{ApiConfig, ApiState, Change, DecisionTable, KeyRing, bouncer_router, generate_api_key};
+use shield_enforce::{
+    ApiConfig, ApiState, Change, DecisionTable, KeyRing, bouncer_router, generate_api_key,
+};
 
 const INSIDE: &str = "SHIELD_TEST_INSIDE_NETNS";
 
@@ -32,7 +34,12 @@ fn crowdsec_firewall_bouncer_follows_shield() {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(&exe)
-        .args(["--exact", "crowdsec_firewall_bouncer_follows_shield", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crowdsec_firewall_bouncer_follows_shield",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(INSIDE, "1")
         .output()
         .expect("re-run the test binary inside the namespace");
@@ -46,7 +53,10 @@ fn crowdsec_firewall_bouncer_follows_shield() {
 }
 
 fn ruleset() -> String {
-    let o = Command::new("nft").args(["list", "ruleset"]).output().expect("nft list ruleset");
+    let o = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .expect("nft list ruleset");
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -60,20 +70,28 @@ fn wait_for(what: &str, log: &std::path::Path, cond: impl Fn(&str) -> bool) {
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(log).unwrap_or_else(|e| format!("(no log: {e})"));
-            panic!("timed out after 30 s waiting until {what}\n--- ruleset\n{rs}\n--- bouncer log\n{log}");
+            panic!(
+                "timed out after 30 s waiting until {what}\n--- ruleset\n{rs}\n--- bouncer log\n{log}"
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn inside_namespace() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let key = generate_api_key();
     let mut ring = KeyRing::new();
     ring.insert_key("firewall", &key);
     let table = Arc::new(RwLock::new(DecisionTable::new()));
     let state = ApiState::new(table.clone(), Arc::new(ring), ApiConfig::default());
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     rt.spawn(async move {
         let app = bouncer_router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -136,17 +154,35 @@ prometheus:
     }
     let _guard = Kill(&mut bouncer);
 
-    wait_for("the bouncer created its crowdsec table", &log, |rs| rs.contains("table ip crowdsec"));
-    let t = now();
-    let (v4, v6) = (ban(41, "192.0.2.55", t + 3600), ban(42, "2001:db8::55", t + 3600));
-    table.write().unwrap().apply(&[Change::Add(v4.clone()), Change::Add(v6.clone())]);
-    wait_for("192.0.2.55 and 2001:db8::55 are in the bouncer's sets", &log, |rs| {
-        rs.contains("192.0.2.55") && rs.contains("2001:db8::55")
+    wait_for("the bouncer created its crowdsec table", &log, |rs| {
+        rs.contains("table ip crowdsec")
     });
+    let t = now();
+    let (v4, v6) = (
+        ban(41, "192.0.2.55", t + 3600),
+        ban(42, "2001:db8::55", t + 3600),
+    );
+    table
+        .write()
+        .unwrap()
+        .apply(&[Change::Add(v4.clone()), Change::Add(v6.clone())]);
+    wait_for(
+        "192.0.2.55 and 2001:db8::55 are in the bouncer's sets",
+        &log,
+        |rs| rs.contains("192.0.2.55") && rs.contains("2001:db8::55"),
+    );
     let rs = ruleset();
-    assert!(rs.contains("crowdsec-blacklists"), "the bouncer's own set holds the ban:\n{rs}");
+    assert!(
+        rs.contains("crowdsec-blacklists"),
+        "the bouncer's own set holds the ban:\n{rs}"
+    );
 
     table.write().unwrap().apply(&[Change::Remove(v4)]);
-    wait_for("192.0.2.55 left the bouncer's set", &log, |rs| !rs.contains("192.0.2.55"));
-    assert!(ruleset().contains("2001:db8::55"), "only the unbanned address left");
+    wait_for("192.0.2.55 left the bouncer's set", &log, |rs| {
+        !rs.contains("192.0.2.55")
+    });
+    assert!(
+        ruleset().contains("2001:db8::55"),
+        "only the unbanned address left"
+    );
 }

@@ -17,7 +17,11 @@ use shield_enforce::{Change, Firewall, NftOptions, nftables};
 
 fn fw(ns: &Netns) -> Box<dyn Firewall> {
     require("nft", "nftables");
-    nftables(NftOptions { netns: Some(ns.name.clone()), ..Default::default() }).expect("nftables backend")
+    nftables(NftOptions {
+        netns: Some(ns.name.clone()),
+        ..Default::default()
+    })
+    .expect("nftables backend")
 }
 
 /// `element text → timeout seconds` of one set, read back with `nft -j`.
@@ -26,22 +30,36 @@ fn set_elements(ns: &Netns, set: &str) -> BTreeMap<String, u64> {
     let v: serde_json::Value = serde_json::from_str(&out).expect("nft -j prints JSON");
     let mut m = BTreeMap::new();
     for item in v["nftables"].as_array().unwrap() {
-        let Some(elems) = item["set"]["elem"].as_array() else { continue };
+        let Some(elems) = item["set"]["elem"].as_array() else {
+            continue;
+        };
         for e in elems {
             let e = &e["elem"];
             let val = match &e["val"] {
                 serde_json::Value::String(s) => s.clone(),
-                p => format!("{}/{}", p["prefix"]["addr"].as_str().unwrap(), p["prefix"]["len"]),
+                p => format!(
+                    "{}/{}",
+                    p["prefix"]["addr"].as_str().unwrap(),
+                    p["prefix"]["len"]
+                ),
             };
-            m.insert(val, e["timeout"].as_u64().expect("every element has a timeout"));
+            m.insert(
+                val,
+                e["timeout"].as_u64().expect("every element has a timeout"),
+            );
         }
     }
     m
 }
 
 fn assert_timeout(m: &BTreeMap<String, u64>, key: &str, want: u64) {
-    let got = *m.get(key).unwrap_or_else(|| panic!("{key} missing from {m:?}"));
-    assert!(got.abs_diff(want) <= 2, "{key}: timeout {got}, want about {want}");
+    let got = *m
+        .get(key)
+        .unwrap_or_else(|| panic!("{key} missing from {m:?}"));
+    assert!(
+        got.abs_diff(want) <= 2,
+        "{key}: timeout {got}, want about {want}"
+    );
 }
 
 #[test]
@@ -66,8 +84,14 @@ fn reconcile_apply_and_timeouts_in_namespace() {
     assert_timeout(&set_elements(&ns, "ban4net"), "198.51.100.0/24", 200);
     assert_timeout(&set_elements(&ns, "ban6"), "2001:db8::7", 300);
     let rules = ns.exec_ok(&["nft", "list", "chain", "inet", "shield", "input"]);
-    assert!(rules.contains("priority filter - 10") || rules.contains("priority -10"), "{rules}");
-    assert!(rules.contains("ip saddr @ban4 counter packets 0 bytes 0 drop"), "{rules}");
+    assert!(
+        rules.contains("priority filter - 10") || rules.contains("priority -10"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("ip saddr @ban4 counter packets 0 bytes 0 drop"),
+        "{rules}"
+    );
 
     // One batch: a new ban, a re-ban that extends (timeout refreshed), an unban
     // of a range, an unban of something never banned, and a captcha (ignored).
@@ -88,13 +112,30 @@ fn reconcile_apply_and_timeouts_in_namespace() {
     assert_timeout(&b4, "192.0.2.6", 50);
     assert!(set_elements(&ns, "ban4net").is_empty());
     // Adding the same ban twice and removing it twice never fails a batch.
-    fw.apply(&[Change::Add(ban(6, "192.0.2.6", t + 60)), Change::Add(ban(6, "192.0.2.6", t + 70))], t).unwrap();
-    fw.apply(&[Change::Remove(ban(6, "192.0.2.6", 0)), Change::Remove(ban(6, "192.0.2.6", 0))], t).unwrap();
+    fw.apply(
+        &[
+            Change::Add(ban(6, "192.0.2.6", t + 60)),
+            Change::Add(ban(6, "192.0.2.6", t + 70)),
+        ],
+        t,
+    )
+    .unwrap();
+    fw.apply(
+        &[
+            Change::Remove(ban(6, "192.0.2.6", 0)),
+            Change::Remove(ban(6, "192.0.2.6", 0)),
+        ],
+        t,
+    )
+    .unwrap();
     assert!(!set_elements(&ns, "ban4").contains_key("192.0.2.6"));
 
     // Reconcile makes the kernel match exactly: stale elements go.
     fw.reconcile(&[ban(9, "203.0.113.9", t + 30)], t).unwrap();
-    assert_eq!(set_elements(&ns, "ban4").keys().collect::<Vec<_>>(), ["203.0.113.9"]);
+    assert_eq!(
+        set_elements(&ns, "ban4").keys().collect::<Vec<_>>(),
+        ["203.0.113.9"]
+    );
     assert!(set_elements(&ns, "ban6").is_empty());
     assert_eq!(fw.failures(), 0);
 
@@ -111,17 +152,30 @@ fn nested_ranges_never_conflict() {
     let mut fw = fw(&ns);
     let t = now();
     fw.reconcile(&[], t).unwrap();
-    fw.apply(&[Change::Add(ban(1, "10.1.0.0/16", t + 500))], t).unwrap();
+    fw.apply(&[Change::Add(ban(1, "10.1.0.0/16", t + 500))], t)
+        .unwrap();
     // A covering range replaces the /16 in the kernel (interval sets refuse overlaps)...
-    fw.apply(&[Change::Add(ban(2, "10.0.0.0/8", t + 100)), Change::Add(ban(3, "10.2.3.0/24", t + 100))], t).unwrap();
-    assert_eq!(set_elements(&ns, "ban4net").keys().collect::<Vec<_>>(), ["10.0.0.0/8"]);
+    fw.apply(
+        &[
+            Change::Add(ban(2, "10.0.0.0/8", t + 100)),
+            Change::Add(ban(3, "10.2.3.0/24", t + 100)),
+        ],
+        t,
+    )
+    .unwrap();
+    assert_eq!(
+        set_elements(&ns, "ban4net").keys().collect::<Vec<_>>(),
+        ["10.0.0.0/8"]
+    );
     // ...and when it goes, the /16 it shadowed comes back with its own timeout.
-    fw.apply(&[Change::Remove(ban(2, "10.0.0.0/8", t + 100))], t).unwrap();
+    fw.apply(&[Change::Remove(ban(2, "10.0.0.0/8", t + 100))], t)
+        .unwrap();
     let r = set_elements(&ns, "ban4net");
     assert_eq!(r.keys().collect::<Vec<_>>(), ["10.1.0.0/16", "10.2.3.0/24"]);
     assert_timeout(&r, "10.1.0.0/16", 500);
     // Addresses inside a banned range live in the address set without conflict.
-    fw.apply(&[Change::Add(ban(4, "10.1.2.3", t + 100))], t).unwrap();
+    fw.apply(&[Change::Add(ban(4, "10.1.2.3", t + 100))], t)
+        .unwrap();
     assert!(set_elements(&ns, "ban4").contains_key("10.1.2.3"));
     assert_eq!(fw.failures(), 0);
 }
@@ -132,8 +186,15 @@ fn thousand_elements_in_one_batch() {
     let mut fw = fw(&ns);
     let t = now();
     fw.reconcile(&[], t).unwrap();
-    let batch: Vec<Change> =
-        (0..1000u32).map(|i| Change::Add(ban(i as i64 + 1, &format!("100.64.{}.{}", i / 250, i % 250 + 1), t + 600 + i as i64))).collect();
+    let batch: Vec<Change> = (0..1000u32)
+        .map(|i| {
+            Change::Add(ban(
+                i as i64 + 1,
+                &format!("100.64.{}.{}", i / 250, i % 250 + 1),
+                t + 600 + i as i64,
+            ))
+        })
+        .collect();
     let start = Instant::now();
     fw.apply(&batch, t).unwrap();
     let took = start.elapsed();
@@ -142,7 +203,10 @@ fn thousand_elements_in_one_batch() {
     assert_timeout(&b4, "100.64.0.1", 600);
     assert_timeout(&b4, "100.64.3.250", 1599);
     eprintln!("1000 bans in one apply batch: {took:?}");
-    assert!(took < Duration::from_secs(5), "1000-element batch took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "1000-element batch took {took:?}"
+    );
 }
 
 /// Kills and reaps a child process when dropped.
@@ -155,7 +219,19 @@ impl Drop for Reap {
 }
 
 fn http_code(cli: &Netns, url: &str) -> String {
-    let o = cli.exec(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout", "1", "--max-time", "2", url]);
+    let o = cli.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--connect-timeout",
+        "1",
+        "--max-time",
+        "2",
+        url,
+    ]);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -167,7 +243,10 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
     let cli = Netns::new("cli");
     let pid = std::process::id() % 100_000;
     let (vs, vc) = (format!("shs{pid}"), format!("shc{pid}"));
-    common::run_ok(&["ip", "link", "add", &vs, "netns", &srv.name, "type", "veth", "peer", "name", &vc, "netns", &cli.name]);
+    common::run_ok(&[
+        "ip", "link", "add", &vs, "netns", &srv.name, "type", "veth", "peer", "name", &vc, "netns",
+        &cli.name,
+    ]);
     srv.exec_ok(&["ip", "addr", "add", "10.231.0.1/24", "dev", &vs]);
     srv.exec_ok(&["ip", "link", "set", &vs, "up"]);
     cli.exec_ok(&["ip", "addr", "add", "10.231.0.2/24", "dev", &vc]);
@@ -176,7 +255,17 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
     std::fs::write(dir.path().join("index.html"), "hello\n").unwrap();
     let _server = Reap(
         Command::new("ip")
-            .args(["netns", "exec", &srv.name, "python3", "-m", "http.server", "8080", "--bind", "10.231.0.1"])
+            .args([
+                "netns",
+                "exec",
+                &srv.name,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "10.231.0.1",
+            ])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -186,7 +275,11 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
     let url = "http://10.231.0.1:8080/";
     let deadline = Instant::now() + Duration::from_secs(10);
     while http_code(&cli, url) != "200" {
-        assert!(Instant::now() < deadline, "the test web server in {} never answered", srv.name);
+        assert!(
+            Instant::now() < deadline,
+            "the test web server in {} never answered",
+            srv.name
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -194,19 +287,34 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
     let t = now();
     fw.reconcile(&[], t).unwrap();
     assert_eq!(http_code(&cli, url), "200", "reachable before the ban");
-    fw.apply(&[Change::Add(ban(1, "10.231.0.2", t + 3))], t).unwrap();
+    fw.apply(&[Change::Add(ban(1, "10.231.0.2", t + 3))], t)
+        .unwrap();
     let banned_at = Instant::now();
-    assert_eq!(http_code(&cli, url), "000", "the banned client must time out");
+    assert_eq!(
+        http_code(&cli, url),
+        "000",
+        "the banned client must time out"
+    );
     let counters = srv.exec_ok(&["nft", "list", "chain", "inet", "shield", "input"]);
-    assert!(!counters.contains("ip saddr @ban4 counter packets 0 "), "drop rule counted nothing: {counters}");
+    assert!(
+        !counters.contains("ip saddr @ban4 counter packets 0 "),
+        "drop rule counted nothing: {counters}"
+    );
     // The kernel forgets the element after its timeout, with no unban from us.
     let deadline = banned_at + Duration::from_secs(8);
     loop {
         if http_code(&cli, url) == "200" {
             break;
         }
-        assert!(Instant::now() < deadline, "still blocked 8 s after a 3 s ban");
+        assert!(
+            Instant::now() < deadline,
+            "still blocked 8 s after a 3 s ban"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(banned_at.elapsed() >= Duration::from_secs(2), "unblocked too early: {:?}", banned_at.elapsed());
+    assert!(
+        banned_at.elapsed() >= Duration::from_secs(2),
+        "unblocked too early: {:?}",
+        banned_at.elapsed()
+    );
 }

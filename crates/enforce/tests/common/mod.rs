@@ -9,7 +9,10 @@ use ipnet::IpNet;
 use shield_core::{Decision, DecisionType, Origin, Scope, UnixTime};
 
 pub fn now() -> UnixTime {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Fail (never skip) when a tool is missing, naming the Debian package.
@@ -19,16 +22,26 @@ pub fn require(tool: &str, package: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "`{tool}` is missing: install the Debian package `{package}` (these tests run as root with it)");
+    assert!(
+        found,
+        "`{tool}` is missing: install the Debian package `{package}` (these tests run as root with it)"
+    );
 }
 
 pub fn run(cmd: &[&str]) -> Output {
-    Command::new(cmd[0]).args(&cmd[1..]).output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"))
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"))
 }
 
 pub fn run_ok(cmd: &[&str]) -> String {
     let o = run(cmd);
-    assert!(o.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -57,7 +70,12 @@ impl Netns {
 
     pub fn exec_ok(&self, cmd: &[&str]) -> String {
         let o = self.exec(cmd);
-        assert!(o.status.success(), "{cmd:?} in {} failed: {}", self.name, String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{cmd:?} in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 }
