@@ -463,7 +463,8 @@ impl State {
                 seen_next: 0,
                 times: Vec::with_capacity(times_cap),
                 times_next: 0,
-                evidence: Vec::with_capacity(self.opts.evidence_lines),
+                // Full size up front: a bucket never allocates after creation.
+                evidence: (0..self.opts.evidence_lines).map(|_| String::with_capacity(EVIDENCE_BYTES)).collect(),
                 ev_next: 0,
                 ev_len: 0,
             });
@@ -549,9 +550,6 @@ impl State {
         b.last = b.last.max(t);
         b.events = b.events.saturating_add(weight);
         if evidence_lines > 0 {
-            if b.evidence.len() < evidence_lines {
-                b.evidence.push(String::new());
-            }
             let at = b.ev_next % b.evidence.len();
             let e = &mut b.evidence[at];
             e.clear();
