@@ -363,6 +363,14 @@ impl Tailer {
         };
         let saved: HashMap<String, Checkpoint> = saved.into_iter().collect();
         let mut paths: Vec<PathBuf> = t.scan();
+        // A literal path is followed even while it is missing or unreadable,
+        // so its errors are counted and its appearance is noticed.
+        for g in &t.spec.globs {
+            let p = PathBuf::from(g);
+            if !g.contains(['*', '?', '[']) && !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
         for key in saved.keys() {
             let p = PathBuf::from(key);
             if t.patterns.iter().any(|pat| pat.matches_path(&p)) && !paths.contains(&p) {
@@ -511,7 +519,13 @@ impl Tailer {
     /// A path without a checkpoint found at start-up.
     fn add_initial(&mut self, path: PathBuf) {
         let idx = self.followers.len();
-        self.push_follower(path.clone(), None, !self.spec.from_start);
+        // A file that does not exist yet will be created while Shield runs:
+        // read it from its start when it appears.
+        let exists = match std::fs::metadata(&path) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory),
+        };
+        self.push_follower(path.clone(), None, exists && !self.spec.from_start);
         self.open_at_path(idx, &path);
     }
 

@@ -589,3 +589,32 @@ fn two_rotations_while_stopped_read_the_middle_generation() {
     got.extend(lines(&mut t));
     expect_numbered(&got, 0..40);
 }
+
+#[test]
+fn unreadable_path_is_counted_and_retried_without_stopping_the_others() {
+    // Running as root, permissions cannot make a file unreadable; a path
+    // through a regular file fails stat with ENOTDIR instead, every pass.
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good.log");
+    let blocker = d.path().join("notadir");
+    File::create(&good).unwrap();
+    File::create(&blocker).unwrap();
+    let bad = blocker.join("x.log");
+    let mut t = Tailer::new(spec(&[&bad, &good], false), vec![]).unwrap();
+    append(&good, "still read\n");
+    assert_eq!(lines(&mut t), vec!["still read"]);
+    lines(&mut t);
+    let s = t.stats();
+    assert_eq!(s.files.iter().find(|f| f.path == good).unwrap().errors, 0);
+    let bad_errors = s.files.iter().find(|f| f.path == bad).unwrap().errors;
+    assert!(
+        bad_errors >= 2,
+        "each pass retries and counts: {bad_errors}"
+    );
+    assert_eq!(s.errors, bad_errors);
+    // Once the obstacle is gone the file is picked up from its start.
+    fs::remove_file(&blocker).unwrap();
+    fs::create_dir(&blocker).unwrap();
+    append(&bad, "now readable\n");
+    assert_eq!(lines(&mut t), vec!["now readable"]);
+}
