@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -151,7 +152,7 @@ pub fn journalctl_args(spec: &JournalSpec, after_cursor: Option<&str>) -> Vec<Os
 
 /// A running `journalctl` and the entries it prints.
 pub struct Journal {
-    child: Child,
+    child: Arc<Mutex<Child>>,
     lines: LineReader<BufReader<ChildStdout>>,
     cursor: Option<String>,
     entries: u64,
@@ -190,7 +191,7 @@ impl Journal {
             });
         };
         Ok(Self {
-            child,
+            child: Arc::new(Mutex::new(child)),
             lines: LineReader::new(BufReader::with_capacity(64 * 1024, out), MAX_JSON_LINE),
             cursor: after_cursor.map(str::to_owned),
             entries: 0,
@@ -242,10 +243,38 @@ impl Journal {
     }
 }
 
+/// Stops a [`Journal`] from another thread: kills journalctl, so a
+/// [`Journal::next_entry`] blocked on it returns `None`.
+#[derive(Clone, Debug)]
+pub struct JournalStopper(Arc<Mutex<Child>>);
+
+impl JournalStopper {
+    pub fn stop(&self) {
+        // A poisoned lock only means another thread panicked while killing:
+        // the child is still there to kill.
+        let mut c = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = c.kill();
+    }
+}
+
+impl Journal {
+    /// A handle that stops this journal from another thread.
+    pub fn stopper(&self) -> JournalStopper {
+        JournalStopper(self.child.clone())
+    }
+}
+
 impl Drop for Journal {
     fn drop(&mut self) {
         // journalctl --follow never exits by itself.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut c = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }

@@ -118,3 +118,32 @@ fn missing_journalctl_is_a_clear_error() {
     let e = Journal::spawn(&spec, None).unwrap_err();
     assert!(e.to_string().contains("journalctl"), "{e}");
 }
+
+#[test]
+fn stopper_ends_a_blocked_follow() {
+    // A stand-in that prints one entry and then blocks like `--follow`.
+    let d = tempfile::tempdir().unwrap();
+    let script = d.path().join("journalctl");
+    let first = FIXTURE.lines().next().unwrap();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho '{first}'\nexec sleep 60\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = JournalSpec {
+        journalctl: script,
+        ..JournalSpec::default()
+    };
+    let mut j = Journal::spawn(&spec, None).unwrap();
+    assert!(j.next_entry().unwrap().is_ok());
+    let stopper = j.stopper();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stopper.stop();
+    });
+    let started = std::time::Instant::now();
+    assert!(j.next_entry().is_none());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    t.join().unwrap();
+}
