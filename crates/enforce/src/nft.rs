@@ -310,16 +310,13 @@ impl Nft {
         s
     }
 
-    fn run_ops(&mut self, ops: Vec<Op>) -> Result<(), LayerError> {
+    /// Run `fast` (the whole batch as one transaction); if the kernel refuses
+    /// it, run each op alone so one bad element cannot block the rest.
+    fn run_ops(&mut self, ops: Vec<Op>, fast: &str) -> Result<(), LayerError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut script = String::new();
-        for l in ops.iter().flat_map(|o| &o.lines) {
-            script.push_str(l);
-            script.push('\n');
-        }
-        let Err(batch_err) = self.run_script(&script) else {
+        let Err(batch_err) = self.run_script(fast) else {
             return Ok(());
         };
         if matches!(
@@ -394,6 +391,34 @@ impl Firewall for Nft {
         if ranges_touched || self.installed.values().any(|e| *e <= now) {
             ops.extend(self.range_ops(now));
         }
+        // The fast path: range ops as they are, then host elements grouped per
+        // set into three statements (add 1s / delete / add), not three per element.
+        let mut fast = String::new();
+        for l in ops.iter().flat_map(|o| &o.lines) {
+            fast.push_str(l);
+            fast.push('\n');
+        }
+        for kind in [SetKind::Ban4, SetKind::Ban6] {
+            let keys: Vec<&(SetKind, String)> = order.iter().filter(|k| k.0 == kind).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let set = self.set_ref(kind);
+            let join = |f: &dyn Fn(&str, Option<UnixTime>) -> Option<String>| {
+                keys.iter()
+                    .filter_map(|k| f(&k.1, hosts.get(*k).copied().flatten()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let touch = join(&|t, _| Some(format!("{t} timeout 1s")));
+            let del = join(&|t, _| Some(t.to_string()));
+            let add = join(&|t, e| e.map(|e| format!("{t} timeout {}s", timeout_s(e, now))));
+            let _ = writeln!(fast, "add element {set} {{ {touch} }}");
+            let _ = writeln!(fast, "delete element {set} {{ {del} }}");
+            if !add.is_empty() {
+                let _ = writeln!(fast, "add element {set} {{ {add} }}");
+            }
+        }
         for key in order {
             let (kind, text) = &key;
             let mut lines = Vec::new();
@@ -407,7 +432,7 @@ impl Firewall for Nft {
             }
             ops.push(Op { lines, range: None });
         }
-        self.run_ops(ops)
+        self.run_ops(ops, &fast)
     }
 
     fn reconcile(&mut self, active: &[Decision], now: UnixTime) -> Result<(), LayerError> {

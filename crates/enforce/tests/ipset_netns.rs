@@ -32,17 +32,37 @@ fn ipset_backend_in_namespace() {
     require("ipset", "ipset");
     require("iptables", "iptables");
     let ns = Netns::new("ipset");
-    let mut fw = ipset(IpsetOptions { netns: Some(ns.name.clone()), ..Default::default() }).unwrap();
+    let mut fw = ipset(IpsetOptions {
+        netns: Some(ns.name.clone()),
+        ..Default::default()
+    })
+    .unwrap();
     let t = now();
-    fw.reconcile(&[ban(1, "192.0.2.1", t + 100), ban(2, "198.51.100.0/24", t + 200), ban(3, "192.0.2.3", t - 1)], t)
-        .unwrap();
+    fw.reconcile(
+        &[
+            ban(1, "192.0.2.1", t + 100),
+            ban(2, "198.51.100.0/24", t + 200),
+            ban(3, "192.0.2.3", t - 1),
+        ],
+        t,
+    )
+    .unwrap();
     let m = members(&ns, "shield4");
-    assert_eq!(m.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["192.0.2.1", "198.51.100.0/24"]);
-    assert!(m[0].1.abs_diff(100) <= 2 && m[1].1.abs_diff(200) <= 2, "{m:?}");
+    assert_eq!(
+        m.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["192.0.2.1", "198.51.100.0/24"]
+    );
+    assert!(
+        m[0].1.abs_diff(100) <= 2 && m[1].1.abs_diff(200) <= 2,
+        "{m:?}"
+    );
     let rules = ns.exec_ok(&["iptables", "-S", "INPUT"]);
     assert!(rules.contains("--match-set shield4 src -j DROP"), "{rules}");
     let rules6 = ns.exec_ok(&["ip6tables", "-S", "INPUT"]);
-    assert!(rules6.contains("--match-set shield6 src -j DROP"), "{rules6}");
+    assert!(
+        rules6.contains("--match-set shield6 src -j DROP"),
+        "{rules6}"
+    );
 
     // Re-ban refreshes the timeout, unbanning twice is fine, v6 goes to shield6.
     fw.apply(
@@ -62,12 +82,21 @@ fn ipset_backend_in_namespace() {
 
     // A second reconcile swaps in exactly the new list and does not duplicate rules.
     fw.reconcile(&[ban(5, "203.0.113.5", t + 60)], t).unwrap();
-    assert_eq!(members(&ns, "shield4").iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["203.0.113.5"]);
+    assert_eq!(
+        members(&ns, "shield4")
+            .iter()
+            .map(|x| x.0.as_str())
+            .collect::<Vec<_>>(),
+        ["203.0.113.5"]
+    );
     assert!(members(&ns, "shield6").is_empty());
     let rules = ns.exec_ok(&["iptables", "-S", "INPUT"]);
     assert_eq!(rules.matches("shield4").count(), 1, "{rules}");
 
     fw.teardown().unwrap();
     assert!(!ns.exec_ok(&["iptables", "-S", "INPUT"]).contains("shield4"));
-    assert!(!ns.exec(&["ipset", "list", "shield4"]).status.success(), "set destroyed");
+    assert!(
+        !ns.exec(&["ipset", "list", "shield4"]).status.success(),
+        "set destroyed"
+    );
 }

@@ -318,3 +318,48 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
         banned_at.elapsed()
     );
 }
+
+#[test]
+fn a_refused_element_does_not_block_the_rest_of_its_batch() {
+    let ns = Netns::new("nftf");
+    let mut fw = fw(&ns);
+    let t = now();
+    fw.reconcile(&[], t).unwrap();
+    // Someone else put an overlapping range into our interval set behind our back.
+    ns.exec_ok(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "shield",
+        "ban4net",
+        "{ 10.9.0.0/16 timeout 600s }",
+    ]);
+    let err = fw
+        .apply(
+            &[
+                Change::Add(ban(1, "10.9.1.0/24", t + 60)),
+                Change::Add(ban(2, "192.0.2.10", t + 60)),
+                Change::Add(ban(3, "2001:db8::10", t + 60)),
+            ],
+            t,
+        )
+        .expect_err("the overlapping range must be reported");
+    assert!(err.to_string().contains("1 of 3"), "{err}");
+    assert_eq!(fw.failures(), 1);
+    assert!(
+        set_elements(&ns, "ban4").contains_key("192.0.2.10"),
+        "the rest of the batch still landed"
+    );
+    assert!(set_elements(&ns, "ban6").contains_key("2001:db8::10"));
+    // Reconcile repairs everything in one go.
+    fw.reconcile(
+        &[ban(1, "10.9.1.0/24", t + 60), ban(2, "192.0.2.10", t + 60)],
+        t,
+    )
+    .unwrap();
+    assert_eq!(
+        set_elements(&ns, "ban4net").keys().collect::<Vec<_>>(),
+        ["10.9.1.0/24"]
+    );
+}
