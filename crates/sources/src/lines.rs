@@ -71,7 +71,8 @@ impl<R: Read> LineReader<R> {
             if self.skipping {
                 self.start = 0;
                 self.end = 0;
-            } else if pending.len() > self.max_line {
+            } else if pending.len() > self.max_line + 1 {
+                // (+1: the line may still end in a '\r' that does not count.)
                 self.skipped_long += 1;
                 self.skipping = true;
                 self.start = 0;
@@ -82,6 +83,10 @@ impl<R: Read> LineReader<R> {
                     let s = self.start;
                     self.start = self.end;
                     let e = strip_cr(&self.buf[s..self.end]) + s;
+                    if e - s > self.max_line {
+                        self.skipped_long += 1;
+                        return None;
+                    }
                     break (s, e);
                 }
                 return None;

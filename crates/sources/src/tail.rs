@@ -811,9 +811,14 @@ impl Tailer {
         };
         if !o.partial.is_empty() && !o.skipping {
             let n = strip_cr(&o.partial);
-            on_line(path, &o.partial[..n]);
-            rs.lines += 1;
-            self.stats.files[idx].lines += 1;
+            if n > self.spec.max_line {
+                rs.skipped_long += 1;
+                self.stats.files[idx].skipped_long += 1;
+            } else {
+                on_line(path, &o.partial[..n]);
+                rs.lines += 1;
+                self.stats.files[idx].lines += 1;
+            }
         }
         o.offset = o.read_pos;
         o.partial.clear();
