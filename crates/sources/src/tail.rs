@@ -22,7 +22,7 @@
 //!   order per path and one checkpoint per path is enough. If the path
 //!   rotated more than once before Shield looked (or while it was stopped),
 //!   the generations in between (`x.1` when the finished file is now `x.2`)
-//!   are read next, oldest first by modification time, before the new file.
+//!   are read next, oldest first by their rotated names, before the new file.
 //!
 //! A file is owned by one follower at a time (by device and inode): with a glob
 //! such as `app.log*` that also matches the rotated `app.log.1`, the rotated
@@ -325,6 +325,60 @@ fn glob_base(pattern: &str) -> PathBuf {
         PathBuf::from(".")
     } else {
         base
+    }
+}
+
+/// The place of a rotated file's name in its generation order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GenKey {
+    /// `x.3`: a higher number is older.
+    Numbered(u8, u64),
+    /// `x-20261129`: a lexically greater suffix is newer (same separator).
+    Suffix(u8, Vec<u8>),
+}
+
+impl GenKey {
+    fn of(base: &[u8], name: &[u8]) -> Option<Self> {
+        if name.len() < base.len() + 2 || !name.starts_with(base) {
+            return None;
+        }
+        let sep = name[base.len()];
+        if !matches!(sep, b'.' | b'-' | b'_') {
+            return None;
+        }
+        let suffix = &name[base.len() + 1..];
+        let compressed = [&b".gz"[..], b".bz2", b".xz", b".zst", b".lz4", b".Z"]
+            .iter()
+            .any(|ext| suffix.ends_with(ext))
+            || matches!(suffix, b"gz" | b"bz2" | b"xz" | b"zst" | b"lz4" | b"Z");
+        if compressed {
+            return None;
+        }
+        // `x.1`..`x.99999` count generations; longer digit runs are dates
+        // (`x-20261129`, dateext), which sort lexically.
+        if sep == b'.' && suffix.len() <= 5 && suffix.iter().all(u8::is_ascii_digit) {
+            let n = std::str::from_utf8(suffix).ok()?.parse().ok()?;
+            return Some(GenKey::Numbered(sep, n));
+        }
+        Some(GenKey::Suffix(sep, suffix.to_vec()))
+    }
+
+    /// Whether `self` was rotated after `other` (same naming scheme only).
+    fn newer_than(&self, other: &Self) -> bool {
+        match (self, other) {
+            (GenKey::Numbered(s, a), GenKey::Numbered(t, b)) => s == t && a < b,
+            (GenKey::Suffix(s, a), GenKey::Suffix(t, b)) => s == t && a > b,
+            _ => false,
+        }
+    }
+
+    /// Oldest first.
+    fn age_order(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (GenKey::Numbered(_, a), GenKey::Numbered(_, b)) => b.cmp(a),
+            (GenKey::Suffix(_, a), GenKey::Suffix(_, b)) => a.cmp(b),
+            _ => std::cmp::Ordering::Equal,
+        }
     }
 }
 
@@ -714,16 +768,14 @@ impl Tailer {
             if !(new_has_data || deleted_idle) {
                 return;
             }
-            let mtime = old
-                .as_ref()
-                .map_or((i64::MIN, 0), |m| (m.mtime(), m.mtime_nsec()));
+            let finished = o.id();
             self.retire(idx, &path, on_line, rs);
             if !new_has_data {
                 return;
             }
             self.stats.rotations += 1;
             self.stats.files[idx].rotations += 1;
-            match self.next_generation(&path, mtime, path_id) {
+            match self.next_generation(&path, finished, path_id) {
                 Some(o) => {
                     tracing::info!(path = %path.display(), rotated = %o.opened_as.display(),
                         "reading a rotated generation that was not read yet");
@@ -742,54 +794,50 @@ impl Tailer {
         }
     }
 
-    /// After the old file of `path` was finished, the rotated generation that
-    /// followed it, if one was never read: a sibling named after the path
-    /// (`x.1`, `x-20261129`...), not compressed, last written no earlier than
-    /// the finished file, and neither read nor owned yet. This happens when
-    /// the path rotated twice before Shield looked (or while it was stopped).
+    /// After the old file of `path` (`finished`) was read to its end, the
+    /// rotated generation that came after it, if it was never read: this
+    /// happens when the path rotated more than once before Shield looked, or
+    /// while it was stopped. Order comes from the names logrotate gives, not
+    /// from timestamps (too coarse, and renames change ctime): `x.2` is older
+    /// than `x.1`; `x-20261128` is older than `x-20261129`. A finished file
+    /// that is no longer in the directory, or whose name follows no known
+    /// scheme, has no known successor: the file at the path comes next.
     fn next_generation(
         &self,
         path: &Path,
-        after_mtime: (i64, i64),
+        finished: (u64, u64),
         path_id: Option<(u64, u64)>,
     ) -> Option<OpenFile> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let base = path.file_name()?.as_encoded_bytes();
-        let mut best: Option<((i64, i64), PathBuf)> = None;
+        let base = path.file_name()?.as_encoded_bytes().to_vec();
+        let mut siblings = Vec::new();
+        let mut finished_key = None;
         for e in std::fs::read_dir(dir).ok()?.flatten() {
             let name = e.file_name();
-            let name = name.as_encoded_bytes();
-            let rotated_name = name.len() > base.len()
-                && name.starts_with(base)
-                && matches!(name[base.len()], b'.' | b'-' | b'_');
-            let compressed = [&b".gz"[..], b".bz2", b".xz", b".zst", b".lz4", b".Z"]
-                .iter()
-                .any(|ext| name.ends_with(ext));
-            if !rotated_name || compressed {
-                continue;
-            }
-            let p = e.path();
-            let Ok(m) = std::fs::metadata(&p) else {
+            let Some(key) = GenKey::of(&base, name.as_encoded_bytes()) else {
                 continue;
             };
-            let id = (m.dev(), m.ino());
-            let mt = (m.mtime(), m.mtime_nsec());
-            if !m.is_file()
-                || Some(id) == path_id
-                || mt < after_mtime
-                || self.retired.contains_key(&id)
-                || self.owned(id)
-            {
+            let Ok(m) = std::fs::metadata(e.path()) else {
+                continue;
+            };
+            if !m.is_file() {
                 continue;
             }
-            if best.as_ref().is_none_or(|(b, _)| mt < *b) {
-                best = Some((mt, p));
+            let id = (m.dev(), m.ino());
+            if id == finished {
+                finished_key = Some(key);
+            } else if Some(id) != path_id && !self.retired.contains_key(&id) && !self.owned(id) {
+                siblings.push((key, e.path()));
             }
         }
-        let (_, p) = best?;
+        let finished_key = finished_key?;
+        let (_, p) = siblings
+            .into_iter()
+            .filter(|(k, _)| k.newer_than(&finished_key))
+            .min_by(|(a, _), (b, _)| a.age_order(b))?;
         let file = File::open(&p).ok()?;
         let m = file.metadata().ok()?;
         let mut o = OpenFile::new(file, &p, &m);
@@ -971,6 +1019,31 @@ fn read_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_names_order_oldest_first() {
+        let k = |n: &str| GenKey::of(b"app.log", n.as_bytes());
+        assert!(k("app.log.1").unwrap().newer_than(&k("app.log.2").unwrap()));
+        assert!(
+            !k("app.log.10")
+                .unwrap()
+                .newer_than(&k("app.log.2").unwrap())
+        );
+        assert!(
+            k("app.log-20261129")
+                .unwrap()
+                .newer_than(&k("app.log-20261128").unwrap())
+        );
+        assert!(
+            !k("app.log-20261129")
+                .unwrap()
+                .newer_than(&k("app.log.1").unwrap())
+        );
+        assert_eq!(k("app.log.2.gz"), None);
+        assert_eq!(k("app.log"), None);
+        assert_eq!(k("app.logger"), None);
+        assert_eq!(k("other.log.1"), None);
+    }
 
     #[test]
     fn glob_base_is_the_literal_prefix() {
