@@ -19,6 +19,8 @@ pub(crate) const POSTFIX: &[RegexDef] = &[RegexDef {
         r"\]: SASL (?P<mech>[-A-Z0-9]+) [aA]uthentication failed(?::|$)"
     ),
     nofail: Nofail::Never,
+    fast: None,
+    also: &[],
 }];
 
 pub(crate) const DOVECOT: &[RegexDef] = &[
@@ -31,6 +33,8 @@ pub(crate) const DOVECOT: &[RegexDef] = &[
             r"(?:,|$)"
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "dovecot-passdb-fail",
@@ -41,6 +45,8 @@ pub(crate) const DOVECOT: &[RegexDef] = &[
             r"(?:,[^)]*)?\): (?:unknown user|[Pp]assword mismatch|pam_authenticate\(\) failed|Authentication failure)"
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
 ];
 

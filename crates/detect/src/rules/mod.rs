@@ -87,6 +87,36 @@ pub(crate) struct RegexDef {
     pub starts: &'static [&'static str],
     pub pattern: &'static str,
     pub nofail: Nofail,
+    /// A hand-written parser equivalent to `pattern` for the hottest rules
+    /// (tests check both agree); the regex is the specification.
+    pub fast: Option<FastFn>,
+    /// When not empty, the message must also contain one of these literals.
+    pub also: &'static [&'static str],
+}
+
+/// A hand-written parser: the host and up to 3 named fields, as offsets into the message.
+pub(crate) type FastFn = fn(&str) -> Option<Caps>;
+
+/// What a [`FastFn`] found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Caps {
+    pub host: (usize, usize),
+    pub fields: [(&'static str, usize, usize); 3],
+    pub n: usize,
+}
+
+impl Caps {
+    pub(crate) fn new(host: (usize, usize)) -> Self {
+        Caps { host, fields: [("", 0, 0); 3], n: 0 }
+    }
+
+    pub(crate) fn field(mut self, name: &'static str, s: usize, e: usize) -> Self {
+        if self.n < 3 {
+            self.fields[self.n] = (name, s, e);
+            self.n += 1;
+        }
+        self
+    }
 }
 
 /// A compiled regex rule with its reusable capture buffer.
@@ -98,7 +128,12 @@ struct RxRule {
     host: usize,
     fields: Vec<(u16, usize)>,
     nofail_group: Option<(usize, &'static str)>,
+    nofail_if: Option<(&'static str, &'static str)>,
     always_nofail: bool,
+    fast: Option<FastFn>,
+    /// Field ids of the names a fast parser reports.
+    fast_ids: Vec<(&'static str, u16)>,
+    also: &'static [&'static str],
 }
 
 /// What a rule found, as offsets into the line, so the matcher can try several
@@ -124,6 +159,9 @@ impl Found {
         }
     }
 }
+
+/// Field names fast parsers may report.
+const STATIC_NAMES: &[&str] = &["user", "method"];
 
 /// Interned field names: hits borrow them from the matcher.
 #[derive(Default)]
@@ -268,7 +306,15 @@ impl NativeMatcher {
         for d in defs {
             let re = Regex::new(d.pattern).expect("built-in pattern compiles (covered by tests)");
             let idx = self.push_info(d.name, service);
-            let rule = self.rx_rule(idx, d.starts, re, d.nofail).expect("built-in pattern has a host group");
+            let mut rule = self.rx_rule(idx, d.starts, re, d.nofail).expect("built-in pattern has a host group");
+            rule.fast = d.fast;
+            rule.also = d.also;
+            for n in rule.re.capture_names().flatten() {
+                if let Some(name) = STATIC_NAMES.iter().find(|s| **s == n) {
+                    let id = self.names.id(name);
+                    rule.fast_ids.push((name, id));
+                }
+            }
             out.push(rule);
         }
         out
@@ -300,7 +346,14 @@ impl NativeMatcher {
             host: host?,
             fields,
             nofail_group,
+            nofail_if: match nofail {
+                Nofail::IfGroup(g, v) => Some((g, v)),
+                _ => None,
+            },
             always_nofail: matches!(nofail, Nofail::Always),
+            fast: None,
+            fast_ids: Vec::new(),
+            also: &[],
         })
     }
 
@@ -371,7 +424,7 @@ impl NativeMatcher {
     fn syslog(&mut self, line: &str, rest: &str, has_host: bool) -> Option<Found> {
         let rest = rest.trim_start_matches(' ');
         let head = &rest.as_bytes()[..rest.len().min(96)];
-        let colon = memchr::memmem::find(head, b": ")?;
+        let colon = memchr::memchr_iter(b':', head).find(|&i| head.get(i + 1) == Some(&b' '))?;
         let tag = &rest[..colon];
         let tag = if has_host {
             match tag.rfind(' ') {
@@ -452,6 +505,15 @@ impl NativeMatcher {
         h
     }
 
+    /// The same matcher with every hand-written parser replaced by its regex.
+    #[cfg(test)]
+    pub(crate) fn regex_only(mut self) -> Self {
+        for r in self.sshd.iter_mut().chain(&mut self.postfix).chain(&mut self.dovecot) {
+            r.fast = None;
+        }
+        self
+    }
+
     /// The line's own time, when it carries a stamp this matcher reads.
     /// Used by the engine for lines no rule matched.
     pub fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
@@ -498,6 +560,9 @@ fn match_rules(rules: &mut [RxRule], line: &str, msg: &str) -> Option<Found> {
         if !rule.starts.is_empty() && !rule.starts.iter().any(|s| msg.starts_with(s)) {
             continue;
         }
+        if !rule.also.is_empty() && !rule.also.iter().any(|s| msg.contains(s)) {
+            continue;
+        }
         if let Some(f) = run_rule(rule, line, msg) {
             return Some(f);
         }
@@ -508,8 +573,23 @@ fn match_rules(rules: &mut [RxRule], line: &str, msg: &str) -> Option<Found> {
 /// Runs one rule's regex over `hay` (a subslice of `line`); offsets in the
 /// result are relative to `line`.
 fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
-    rule.re.captures_read(&mut rule.locs, hay)?;
     let base = offset_in(line, hay);
+    if let Some(fast) = rule.fast {
+        let c = fast(hay)?;
+        let host: IpAddr = hay[c.host.0..c.host.1].parse().ok()?;
+        let mut f = Found::new(rule.idx, host);
+        f.nofail = rule.always_nofail;
+        for &(name, s, e) in &c.fields[..c.n] {
+            if let Some((_, id)) = rule.fast_ids.iter().find(|(n, _)| *n == name) {
+                f.push(*id, base + s, base + e);
+            }
+            if rule.nofail_if.is_some_and(|(g, v)| g == name && &hay[s..e] == v) {
+                f.nofail = true;
+            }
+        }
+        return Some(f);
+    }
+    rule.re.captures_read(&mut rule.locs, hay)?;
     let (hs, he) = rule.locs.get(rule.host)?;
     let host: IpAddr = hay[hs..he].parse().ok()?;
     let mut f = Found::new(rule.idx, host);

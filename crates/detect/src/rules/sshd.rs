@@ -11,7 +11,7 @@
 //! Preauth kinds (the `aggressive`/`ddos` modes) are rules of their own, so a
 //! scenario chooses whether to count them.
 
-use super::{Nofail, RegexDef};
+use super::{Caps, Nofail, RegexDef};
 
 macro_rules! addr {
     () => {
@@ -30,6 +30,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
         starts: &["Failed "],
         pattern: concat!(r"^Failed (?P<method>\S+) for invalid user (?P<user>.*) from ", addr!(), tail!()),
         nofail: Nofail::Never,
+        fast: Some(fast_failed_invalid),
+        also: &[],
     },
     RegexDef {
         // `publickey` failures for real accounts are a client trying its keys
@@ -42,6 +44,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r" port \d+(?: ssh\d?)?(?:: [A-Z0-9-]+ \S+)?\s*$"
         ),
         nofail: Nofail::IfGroup("method", "publickey"),
+        fast: Some(fast_failed),
+        also: &[],
     },
     RegexDef {
         name: "sshd-auth-failure",
@@ -53,6 +57,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
             tail!()
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-user-unknown",
@@ -63,18 +69,24 @@ pub(crate) const DEFS: &[RegexDef] = &[
             tail!()
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-root-login-refused",
         starts: &["ROOT LOGIN REFUSED"],
         pattern: concat!(r"^ROOT LOGIN REFUSED FROM ", addr!(), r"(?:\s|$)"),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-invalid-user",
         starts: &["Invalid user ", "invalid user ", "Illegal user ", "illegal user "],
         pattern: concat!(r"^[iI](?:nvalid|llegal) user (?P<user>.*) from ", addr!(), tail!()),
         nofail: Nofail::Never,
+        fast: Some(fast_invalid),
+        also: &[],
     },
     RegexDef {
         name: "sshd-user-not-allowed",
@@ -85,12 +97,16 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r" not allowed because (?P<reason>not listed in AllowUsers|listed in DenyUsers|not in any group|a group is listed in DenyGroups|none of user's groups are listed in AllowGroups)\s*(?:\[preauth\])?\s*$"
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-refused-connect",
         starts: &["refused connect from "],
         pattern: concat!(r"^refused connect from \S+ \(", addr!(), r"\)"),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         // Code 3 `Auth fail` (normal) and 14 `No supported authentication
@@ -103,6 +119,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r"(?: port \d+)?:\s*(?P<code>3|14): (?:.*: Auth fail|No (?:supported )?authentication methods available)"
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[": Auth fail", "authentication methods available"],
     },
     RegexDef {
         name: "sshd-max-auth-attempts",
@@ -113,6 +131,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
             tail!()
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-too-many-auth",
@@ -123,6 +143,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r" port \d+: (?P<reason>Too many authentication failures|Change of username or service not allowed)"
         ),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         // PAM's line duplicates sshd's own `Failed password`: matched, not counted.
@@ -134,6 +156,8 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r"(?:\s+user=(?P<user>\S*))?\s*$"
         ),
         nofail: Nofail::Always,
+        fast: Some(fast_pam),
+        also: &[],
     },
     // Preauth kinds (fail2ban `aggressive`).
     RegexDef {
@@ -141,24 +165,32 @@ pub(crate) const DEFS: &[RegexDef] = &[
         starts: &["Did not receive identification string from "],
         pattern: concat!(r"^Did not receive identification string from ", addr!()),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-bad-protocol",
         starts: &["Bad protocol version identification "],
         pattern: concat!(r"^Bad protocol version identification '.*' from ", addr!(), r"(?: port \d+)?\s*$"),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-banner-invalid",
         starts: &["banner exchange: "],
         pattern: concat!(r"^banner exchange: Connection from ", addr!(), r" port \d+: invalid format"),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-negotiate",
         starts: &["Unable to negotiate with "],
         pattern: concat!(r"^Unable to negotiate with ", addr!(), r" port \d+: no matching (?P<what>[\w ]+?) found"),
         nofail: Nofail::Never,
+        fast: None,
+        also: &[],
     },
     RegexDef {
         name: "sshd-preauth-close",
@@ -169,8 +201,214 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r"(?: port \d+)? \[preauth\]\s*$"
         ),
         nofail: Nofail::Never,
+        fast: Some(fast_preauth_close),
+        also: &[],
     },
 ];
+
+// ---- Hand-written equivalents of the hottest patterns (same grammar; the
+// `fast_matches_regex` test checks they agree with the regexes).
+
+fn is_host_byte(c: u8) -> bool {
+    c.is_ascii_hexdigit() || c == b':' || c == b'.'
+}
+
+/// Length of the address-like run at the start of `s`, if 2..=45 bytes long.
+fn host_len(s: &str) -> Option<usize> {
+    let n = s.bytes().take_while(|&c| is_host_byte(c)).count();
+    (2..=45).contains(&n).then_some(n)
+}
+
+fn digits(s: &str) -> usize {
+    s.bytes().take_while(u8::is_ascii_digit).count()
+}
+
+/// `\s*$` (ASCII whitespace; the regexes' `\s` also takes Unicode spaces,
+/// which sshd never writes).
+fn blank(s: &str) -> bool {
+    s.bytes().all(|c| c.is_ascii_whitespace())
+}
+
+fn skip_ws(s: &str) -> &str {
+    s.trim_start_matches(|c: char| c.is_ascii_whitespace())
+}
+
+/// `(?: ssh\d?)?`
+fn opt_ssh(s: &str) -> &str {
+    match s.strip_prefix(" ssh") {
+        Some(r) => r.strip_prefix(|c: char| c.is_ascii_digit()).unwrap_or(r),
+        None => s,
+    }
+}
+
+/// The `tail!()` grammar: `(?: port \d+)?(?: ssh\d?)?\s*(?:\[preauth\])?\s*$`.
+fn tail(s: &str) -> bool {
+    let mut s = s;
+    if let Some(r) = s.strip_prefix(" port ") {
+        let d = digits(r);
+        if d > 0 {
+            s = &r[d..];
+        }
+    }
+    let s = skip_ws(opt_ssh(s));
+    blank(s.strip_prefix("[preauth]").unwrap_or(s))
+}
+
+/// `failed-password`'s tail: ` port \d+(?: ssh\d?)?(?:: [A-Z0-9-]+ \S+)?\s*$`.
+fn failed_tail(s: &str) -> bool {
+    let Some(r) = s.strip_prefix(" port ") else { return false };
+    let d = digits(r);
+    if d == 0 {
+        return false;
+    }
+    let mut s = opt_ssh(&r[d..]);
+    if let Some(r) = s.strip_prefix(": ") {
+        let k = r.bytes().take_while(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-').count();
+        if k > 0 {
+            if let Some(r2) = r[k..].strip_prefix(' ') {
+                let n = r2.find(char::is_whitespace).unwrap_or(r2.len());
+                if n > 0 {
+                    s = &r2[n..];
+                }
+            }
+        }
+    }
+    blank(s)
+}
+
+/// `USER from HOST<tail>` with a greedy user: the rightmost ` from ` whose
+/// remainder parses wins, as with the regex. `base`: offset of `s` in the message.
+fn user_from_host(s: &str, base: usize, tail_ok: fn(&str) -> bool) -> Option<((usize, usize), (usize, usize))> {
+    let mut end = s.len();
+    while let Some(i) = s[..end].rfind(" from ") {
+        let h = i + 6;
+        if let Some(n) = host_len(&s[h..]) {
+            if tail_ok(&s[h + n..]) {
+                return Some(((base, base + i), (base + h, base + h + n)));
+            }
+        }
+        // Candidates starting before `i` (they may overlap this one by a byte).
+        end = i + 5;
+    }
+    None
+}
+
+/// `^Failed (?P<method>\S+) for invalid user (?P<user>.*) from HOST<tail>`
+fn fast_failed_invalid(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("Failed ")?;
+    let me = r.find(char::is_whitespace).unwrap_or(r.len());
+    if me == 0 {
+        return None;
+    }
+    let after = r[me..].strip_prefix(" for invalid user ")?;
+    let base = m.len() - after.len();
+    let (user, host) = user_from_host(after, base, tail)?;
+    Some(Caps::new(host).field("method", 7, 7 + me).field("user", user.0, user.1))
+}
+
+/// `^Failed (?P<method>\S+) for (?P<user>.*) from HOST<failed_tail>`
+fn fast_failed(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("Failed ")?;
+    let me = r.find(char::is_whitespace).unwrap_or(r.len());
+    if me == 0 {
+        return None;
+    }
+    let after = r[me..].strip_prefix(" for ")?;
+    let base = m.len() - after.len();
+    let (user, host) = user_from_host(after, base, failed_tail)?;
+    Some(Caps::new(host).field("method", 7, 7 + me).field("user", user.0, user.1))
+}
+
+/// `^[iI](?:nvalid|llegal) user (?P<user>.*) from HOST<tail>`
+fn fast_invalid(m: &str) -> Option<Caps> {
+    let b = m.as_bytes();
+    if !matches!(b.first(), Some(b'i' | b'I')) {
+        return None;
+    }
+    let after = m[1..].strip_prefix("nvalid user ").or_else(|| m[1..].strip_prefix("llegal user "))?;
+    let base = m.len() - after.len();
+    let (user, host) = user_from_host(after, base, tail)?;
+    Some(Caps::new(host).field("user", user.0, user.1))
+}
+
+/// `^(?:Connection (?:closed|reset) by|Disconnected from)(?: (?:invalid|authenticating) user (?P<user>\S+))? HOST(?: port \d+)? \[preauth\]\s*$`
+fn fast_preauth_close(m: &str) -> Option<Caps> {
+    let r = m
+        .strip_prefix("Connection closed by")
+        .or_else(|| m.strip_prefix("Connection reset by"))
+        .or_else(|| m.strip_prefix("Disconnected from"))?;
+    let rest_of = |s: &str| -> bool {
+        let mut s = s;
+        if let Some(p) = s.strip_prefix(" port ") {
+            let d = digits(p);
+            if d > 0 {
+                s = &p[d..];
+            }
+        }
+        s.strip_prefix(" [preauth]").is_some_and(blank)
+    };
+    let at = |s: &str| m.len() - s.len();
+    // With the user part.
+    let with_user = r.strip_prefix(" invalid user ").or_else(|| r.strip_prefix(" authenticating user "));
+    if let Some(u) = with_user {
+        let ue = u.find(char::is_whitespace).unwrap_or(u.len());
+        if ue > 0 {
+            if let Some(h) = u[ue..].strip_prefix(' ') {
+                if let Some(n) = host_len(h) {
+                    if rest_of(&h[n..]) {
+                        let us = at(u);
+                        let hs = at(h);
+                        return Some(Caps::new((hs, hs + n)).field("user", us, us + ue));
+                    }
+                }
+            }
+        }
+    }
+    let h = r.strip_prefix(' ')?;
+    let n = host_len(h)?;
+    if !rest_of(&h[n..]) {
+        return None;
+    }
+    let hs = at(h);
+    Some(Caps::new((hs, hs + n)))
+}
+
+/// `^pam_unix\(sshd:auth\): authentication failure;(?:\s+\w+=\S*)*?\s+rhost=HOST(?:\s+user=(?P<user>\S*))?\s*$`
+fn fast_pam(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("pam_unix(sshd:auth): authentication failure;")?;
+    let mut s = r;
+    loop {
+        let w = s.bytes().take_while(u8::is_ascii_whitespace).count();
+        if w == 0 {
+            return None;
+        }
+        s = &s[w..];
+        if let Some(h) = s.strip_prefix("rhost=") {
+            if let Some(n) = host_len(h) {
+                let rest = &h[n..];
+                let hs = m.len() - h.len();
+                if blank(rest) {
+                    return Some(Caps::new((hs, hs + n)));
+                }
+                let w2 = rest.bytes().take_while(u8::is_ascii_whitespace).count();
+                if let Some(u) = rest[w2..].strip_prefix("user=") {
+                    let ue = u.find(char::is_whitespace).unwrap_or(u.len());
+                    if w2 > 0 && blank(&u[ue..]) {
+                        let us = m.len() - u.len();
+                        return Some(Caps::new((hs, hs + n)).field("user", us, us + ue));
+                    }
+                }
+            }
+        }
+        // A `\w+=\S*` token, then look for rhost again.
+        let k = s.bytes().take_while(|&c| c.is_ascii_alphanumeric() || c == b'_').count();
+        if k == 0 || s.as_bytes().get(k) != Some(&b'=') {
+            return None;
+        }
+        let v = s[k + 1..].find(char::is_whitespace).map_or(s.len(), |p| k + 1 + p);
+        s = &s[v..];
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -265,6 +503,49 @@ mod tests {
         // Not sshd at all.
         let got = probe(&mut m(), "Mar  1 10:00:00 h CRON[5]: Invalid user admin from 203.0.113.9");
         assert!(got.is_none());
+    }
+
+    #[test]
+    fn fast_matches_regex() {
+        let mut fast = m();
+        let mut slow = m().regex_only();
+        let (mut lines, _) = crate::r#gen::sshd(40_000, 30, 3);
+        for msg in [
+            "Failed password for invalid user x from 192.0.2.1 port 22 ssh2 from 198.51.100.9 port 5 ssh2",
+            "Failed password for x from 192.0.2.1 port 22 ssh2 from 198.51.100.9 port 5 ssh2",
+            "Failed password for a from from 192.0.2.1 port 22 ssh2",
+            "Failed password for  from 192.0.2.1 port 22",
+            "Failed password for root from 192.0.2.1 port 22 ssh2: RSA SHA256:xyz",
+            "Failed password for root from 192.0.2.1 port 22 ssh2: RSA SHA256:xyz trailing",
+            "Failed password for root from 192.0.2.1 port x ssh2",
+            "Failed publickey for invalid user git from 192.0.2.1 port 22 ssh2 [preauth]",
+            "Failed password for invalid user from 192.0.2.1 port 22 ssh22",
+            "Invalid user from from 192.0.2.1 from 192.0.2.2 port 9",
+            "Invalid user a b c from 192.0.2.1 [preauth]",
+            "Invalid user a from 192.0.2.1 port",
+            "invalid user a from 1234567890123456789012345678901234567890123456 port 2",
+            "Illegal user x from ::1",
+            "Connection closed by invalid user  192.0.2.1 port 1 [preauth]",
+            "Connection closed by authenticating user root 192.0.2.1 [preauth]  ",
+            "Connection closed by 192.0.2.1 port 1 [preauth] x",
+            "Connection reset by abc port 1 [preauth]",
+            "Disconnected from authenticating user root 192.0.2.1 port 1 [preauth]",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1 user=root extra",
+            "pam_unix(sshd:auth): authentication failure; ruser=rhost=192.0.2.9 rhost=192.0.2.1  user=a",
+            "pam_unix(sshd:auth): authentication failure; rhost=host.example user=a",
+        ] {
+            lines.push(format!("Mar  1 00:00:00 h sshd[1]: {msg}"));
+        }
+        let norm = |g: Option<(String, String, Vec<(String, String)>, bool)>| {
+            g.map(|(r, h, mut f, n)| {
+                f.sort();
+                (r, h, f, n)
+            })
+        };
+        for l in &lines {
+            assert_eq!(norm(probe(&mut fast, l)), norm(probe(&mut slow, l)), "{l}");
+        }
     }
 
     #[test]
