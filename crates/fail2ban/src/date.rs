@@ -108,7 +108,11 @@ fn expand_directives(pattern: &str, year_re: &str) -> Result<String, String> {
                 out.push_str(&r);
                 rest = &t[key.len()..];
             }
-            None => return Err(format!("unknown date directive `%{key}` (write `%%` for a literal percent)")),
+            None => {
+                return Err(format!(
+                    "unknown date directive `%{key}` (write `%%` for a literal percent)"
+                ));
+            }
         }
     }
     out.push_str(rest);
@@ -125,6 +129,8 @@ enum Kind {
 /// One compiled date template.
 #[derive(Debug)]
 pub(crate) struct Template {
+    /// The `datepattern` line it came from (for messages and `Debug`).
+    #[allow(dead_code)]
     pub(crate) name: String,
     re: Re,
     kind: Kind,
@@ -145,7 +151,9 @@ fn starts_no_word_bound(r: &str) -> bool {
     let t = if t.starts_with('?') {
         // a flags group like (?iu) was at the front
         match r.find(')') {
-            Some(p) if r[..p].starts_with("(?") && r[2..p].chars().all(|c| c.is_alphanumeric()) => &r[p + 1..],
+            Some(p) if r[..p].starts_with("(?") && r[2..p].chars().all(|c| c.is_alphanumeric()) => {
+                &r[p + 1..]
+            }
             _ => r,
         }
     } else {
@@ -165,7 +173,8 @@ fn ends_no_word_bound(r: &str) -> bool {
 fn has_plain_group(r: &str) -> bool {
     // RE_GROUPED = (?<!(?:\(\?))(?<!\\)\((?!\?)
     let b = r.as_bytes();
-    (0..b.len()).any(|i| b[i] == b'(' && b.get(i + 1) != Some(&b'?') && (i == 0 || b[i - 1] != b'\\'))
+    (0..b.len())
+        .any(|i| b[i] == b'(' && b.get(i + 1) != Some(&b'?') && (i == 0 || b[i - 1] != b'\\'))
 }
 
 /// `(?P<name>X)…(?P=name)` → `(?P<name>X)…(?P<name__same>X)`, checked after the match.
@@ -209,29 +218,59 @@ fn split_backrefs(r: &str) -> (String, Vec<(String, String)>) {
 impl Template {
     /// Builds a template from one `datepattern` line (already `%%`-unescaped by the INI layer).
     pub(crate) fn new(pattern: &str, year_re: &str) -> Result<Template, String> {
-        let key = if pattern.contains('%') { pattern.to_string() } else { pattern.to_uppercase() };
+        let key = if pattern.contains('%') {
+            pattern.to_string()
+        } else {
+            pattern.to_uppercase()
+        };
         let key_s = key.as_str();
         if key.contains("EPOCH") {
             let long = key.contains("LEPOCH");
-            let epoch_re = if long { r"\d{10,11}(?:\d{3}(?:\.\d{1,6}|\d{3})?)?" } else { r"\d{10,11}\b(?:\.\d{3,6})?" };
+            let epoch_re = if long {
+                r"\d{10,11}(?:\d{3}(?:\.\d{1,6}|\d{3})?)?"
+            } else {
+                r"\d{10,11}\b(?:\.\d{3,6})?"
+            };
             if let Some(p) = find_ci(pattern, "{EPOCH}").or_else(|| find_ci(pattern, "{LEPOCH}")) {
                 let tag_len = if long { 8 } else { 7 };
-                let regex = format!("({}({}){})", &pattern[..p], epoch_re, &pattern[p + tag_len..]);
-                return Self::from_regex(pattern, &regex, true, true, Kind::Epoch { long, grp: 2 }, 2);
+                let regex = format!(
+                    "({}({}){})",
+                    &pattern[..p],
+                    epoch_re,
+                    &pattern[p + tag_len..]
+                );
+                return Self::from_regex(
+                    pattern,
+                    &regex,
+                    true,
+                    true,
+                    Kind::Epoch { long, grp: 2 },
+                    2,
+                );
             }
             let begin_only = !(key_s == "EPOCH" || key_s == "LEPOCH");
             let regex = if !begin_only {
-                format!(r"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))%s)(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))")
+                r"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))%s)(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))".to_string()
                     .replace("%s", epoch_re)
             } else {
                 format!(r"((?P<square>(?<=^\[))?{epoch_re})(?(square)(?=\]))")
             };
-            let mut t = Self::build(pattern, &regex, if begin_only { Begin::Start } else { Begin::No }, true, Kind::Epoch { long, grp: 1 })?;
+            let mut t = Self::build(
+                pattern,
+                &regex,
+                if begin_only { Begin::Start } else { Begin::No },
+                true,
+                Kind::Epoch { long, grp: 1 },
+            )?;
             t.line_anchored = true;
             return Ok(t);
         }
         if matches!(key_s, "TAI64N" | "{^LN-BEG}TAI64N" | "^TAI64N") {
-            let b = if key_s == "TAI64N" { Begin::No } else { Begin::Start };
+            let b = if key_s == "TAI64N" {
+                Begin::No
+            } else {
+                Begin::Start
+            };
             return Self::build(pattern, "@[0-9a-f]{24}", b, true, Kind::Tai64n);
         }
         if key_s == "{NONE}" {
@@ -246,45 +285,78 @@ impl Template {
             word_begin = false;
             word_end = false;
         }
-        if word_begin {
-            if let Some(r) = p.strip_prefix("{^LN-BEG}") {
-                p = r;
-                start = true;
-            }
+        if word_begin && let Some(r) = p.strip_prefix("{^LN-BEG}") {
+            p = r;
+            start = true;
         }
         let mut regex = expand_directives(p, year_re)?;
-        let alpha = ["%a", "%A", "%b", "%B", "%p", "%c"].iter().any(|d| p.contains(d));
+        let alpha = ["%a", "%A", "%b", "%B", "%p", "%c"]
+            .iter()
+            .any(|d| p.contains(d));
         if alpha {
             regex = format!("(?iu){regex}");
         }
-        let begin = if !word_begin { Begin::No } else if start { Begin::Start } else { Begin::Word };
+        let begin = if !word_begin {
+            Begin::No
+        } else if start {
+            Begin::Start
+        } else {
+            Begin::Word
+        };
         Self::build(pattern, &regex, begin, word_end, Kind::Pattern)
     }
 
-    fn from_regex(name: &str, regex: &str, wb: bool, we: bool, kind: Kind, grp: usize) -> Result<Template, String> {
-        let mut t = Self::build(name, regex, if wb { Begin::Word } else { Begin::No }, we, kind)?;
+    fn from_regex(
+        name: &str,
+        regex: &str,
+        wb: bool,
+        we: bool,
+        kind: Kind,
+        grp: usize,
+    ) -> Result<Template, String> {
+        let mut t = Self::build(
+            name,
+            regex,
+            if wb { Begin::Word } else { Begin::No },
+            we,
+            kind,
+        )?;
         t.date_grp = grp;
         Ok(t)
     }
 
     /// DateTemplate.setRegex: global flags, boundaries, the date group.
-    fn build(name: &str, regex: &str, begin: Begin, word_end: bool, kind: Kind) -> Result<Template, String> {
+    fn build(
+        name: &str,
+        regex: &str,
+        begin: Begin,
+        word_end: bool,
+        kind: Kind,
+    ) -> Result<Template, String> {
         let mut regex = regex.trim().to_string();
         let mut gflags = String::new();
-        if regex.starts_with("(?") {
-            if let Some(e) = regex.find(')') {
-                if regex[2..e].chars().all(|c| c.is_ascii_lowercase()) && e > 2 {
-                    gflags = regex[..=e].to_string();
-                    regex = regex[e + 1..].to_string();
-                }
-            }
+        if regex.starts_with("(?")
+            && let Some(e) = regex.find(')')
+            && regex[2..e].chars().all(|c| c.is_ascii_lowercase())
+            && e > 2
+        {
+            gflags = regex[..=e].to_string();
+            regex = regex[e + 1..].to_string();
         }
         let bound_begin = begin != Begin::No && !starts_no_word_bound(&regex);
         let bound_end = word_end && !ends_no_word_bound(&regex);
         if !has_plain_group(&regex) {
             // RE_GROUP: ^((?:\(\?\w+\))?\^?(?:\(\?\w+\))?)(.*?)(\$?)$ -> \1(\2)\3
-            let (pre, body) = if let Some(b) = regex.strip_prefix('^') { ("^", b) } else { ("", regex.as_str()) };
-            let (body, post) = if body.ends_with('$') && !body.ends_with("\\$") { (&body[..body.len() - 1], "$") } else { (body, "") };
+            let (pre, body) = if let Some(b) = regex.strip_prefix('^') {
+                ("^", b)
+            } else {
+                ("", regex.as_str())
+            };
+            let (body, post) = if body.ends_with('$') && !body.ends_with("\\$") {
+                (&body[..body.len() - 1], "$")
+            } else {
+                (body, "")
+            };
             regex = format!("{pre}({body}){post}");
         }
         let mut line_anchored = false;
@@ -301,18 +373,22 @@ impl Template {
         }
         regex = regex.replace("**", "");
         let (regex, pairs) = split_backrefs(&format!("{gflags}{regex}"));
-        let (re, _) = Re::compile(&regex, false).map_err(|e| format!("date pattern `{name}` does not compile: {e}"))?;
+        let (re, _) = Re::compile(&regex, false)
+            .map_err(|e| format!("date pattern `{name}` does not compile: {e}"))?;
         let names = re.capture_names();
         let mut fields = Vec::new();
         for (i, n) in names.iter().enumerate() {
-            if let Some(n) = n {
-                if n.len() == 1 {
-                    fields.push((i, n.chars().next().unwrap_or('?')));
-                }
+            if let Some(n) = n
+                && n.len() == 1
+            {
+                fields.push((i, n.chars().next().unwrap_or('?')));
             }
         }
         let idx = |n: &str| names.iter().position(|x| x.as_deref() == Some(n));
-        let same = pairs.iter().filter_map(|(a, b)| Some((idx(a)?, idx(b)?))).collect();
+        let same = pairs
+            .iter()
+            .filter_map(|(a, b)| Some((idx(a)?, idx(b)?)))
+            .collect();
         Ok(Template {
             name: name.to_string(),
             re,
@@ -342,7 +418,13 @@ impl Template {
             let ok_begin = !self.word_begin || boundary_ok(line, ms);
             let ok_end = !self.word_end || boundary_ok(line, me);
             let ok_same = self.same.iter().all(|&(a, b)| {
-                let g = |i: usize| locs.spans.get(i).copied().flatten().map(|(s, e)| &hay[s..e]);
+                let g = |i: usize| {
+                    locs.spans
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|(s, e)| &hay[s..e])
+                };
                 g(a) == g(b)
             });
             if ok_begin && ok_end && ok_same {
@@ -361,7 +443,11 @@ impl Template {
                 }
             }
             // retry one character further
-            let next = line[ms..].chars().next().map(|c| ms + c.len_utf8()).unwrap_or(line.len() + 1);
+            let next = line[ms..]
+                .chars()
+                .next()
+                .map(|c| ms + c.len_utf8())
+                .unwrap_or(line.len() + 1);
             if next <= from {
                 return None;
             }
@@ -374,7 +460,13 @@ impl Template {
 
     /// The time of the matched date (spans in `locs`, line coordinates).
     fn time(&self, line: &str, locs: &Locs, now: UnixTime, tz: &TimeZone) -> Option<UnixTime> {
-        let g = |i: usize| locs.spans.get(i).copied().flatten().map(|(s, e)| &line[s..e]);
+        let g = |i: usize| {
+            locs.spans
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|(s, e)| &line[s..e])
+        };
         match self.kind {
             Kind::Tai64n => {
                 let v = g(self.date_grp)?;
@@ -385,7 +477,11 @@ impl Template {
                 let v = v.trim_start_matches('[');
                 let f: f64 = v.parse().ok()?;
                 let f = if long && v.len() >= 13 {
-                    if v.len() >= 16 && !v.contains('.') { f / 1_000_000.0 } else { f / 1000.0 }
+                    if v.len() >= 16 && !v.contains('.') {
+                        f / 1_000_000.0
+                    } else {
+                        f / 1000.0
+                    }
                 } else {
                     f
                 };
@@ -439,7 +535,9 @@ struct Parsed {
     tz_min: Option<i32>,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 
 impl Parsed {
     fn set(&mut self, c: char, v: &str) {
@@ -450,7 +548,9 @@ impl Parsed {
             'm' => self.month = num().map(|m| m as i8),
             'b' | 'B' => {
                 let l = v.get(..3).map(str::to_ascii_lowercase);
-                self.month = l.and_then(|l| MONTHS.iter().position(|m| *m == l)).map(|i| i as i8 + 1);
+                self.month = l
+                    .and_then(|l| MONTHS.iter().position(|m| *m == l))
+                    .map(|i| i as i8 + 1);
             }
             'd' => self.day = num().map(|d| d as i8),
             'H' => self.hour = num().unwrap_or(0) as i8,
@@ -488,7 +588,8 @@ impl Parsed {
         // local for zone-less dates, UTC after applying an explicit offset.
         let (cmp_dt, now_cmp) = match self.tz_min {
             Some(off) => (
-                dt.checked_sub(jiff::SignedDuration::from_secs(off as i64 * 60)).ok()?,
+                dt.checked_sub(jiff::SignedDuration::from_secs(off as i64 * 60))
+                    .ok()?,
                 TimeZone::UTC.to_datetime(now_ts),
             ),
             None => (dt, now_local),
@@ -496,12 +597,19 @@ impl Parsed {
         if assume_today && cmp_dt > now_cmp {
             dt = dt.checked_sub(jiff::SignedDuration::from_hours(24)).ok()?;
         }
-        if assume_year && cmp_dt > now_cmp.checked_add(jiff::SignedDuration::from_hours(24)).ok()? {
+        if assume_year
+            && cmp_dt
+                > now_cmp
+                    .checked_add(jiff::SignedDuration::from_hours(24))
+                    .ok()?
+        {
             dt = DateTime::new(year - 1, month, day, hour, self.minute, self.second, 0).ok()?;
         }
         let ts = match self.tz_min {
             Some(off) => {
-                let utc = dt.checked_sub(jiff::SignedDuration::from_secs(off as i64 * 60)).ok()?;
+                let utc = dt
+                    .checked_sub(jiff::SignedDuration::from_secs(off as i64 * 60))
+                    .ok()?;
                 TimeZone::UTC.to_timestamp(utc).ok()?
             }
             None => tz.to_timestamp(dt).ok()?,
@@ -519,7 +627,11 @@ fn zone_offset(z: &str) -> Option<i32> {
     }
     let split = z.find(['+', '-']).unwrap_or(z.len());
     let (abbr, off) = z.split_at(split);
-    let base = if abbr.is_empty() { 0 } else { abbr_offset(abbr)? };
+    let base = if abbr.is_empty() {
+        0
+    } else {
+        abbr_offset(abbr)?
+    };
     if off.is_empty() {
         return Some(base);
     }
@@ -544,7 +656,10 @@ fn abbr_offset(a: &str) -> Option<i32> {
         (-6.0, "S CST EAST GALT HAR HNC MDT"),
         (-5.0, "R CDT COT EASST ECT EST ET HAC HNE PET"),
         (-4.0, "Q AST BOT CLT COST EDT FKT GYT HAE HNA PYT"),
-        (-3.0, "P ADT ART BRT CLST FKST GFT HAA PMST PYST SRT UYT WGT"),
+        (
+            -3.0,
+            "P ADT ART BRT CLST FKST GFT HAA PMST PYST SRT UYT WGT",
+        ),
         (-2.0, "O BRST FNT PMDT UYST WGST"),
         (-1.0, "N AZOT CVT EGT"),
         (0.0, "Z EGST GMT UTC WET WT"),
@@ -552,14 +667,23 @@ fn abbr_offset(a: &str) -> Option<i32> {
         (2.0, "B CAT CEDT CEST EET SAST WAST"),
         (3.0, "C EAT EEDT EEST IDT MSK"),
         (4.0, "D AMT AZT GET GST KUYT MSD MUT RET SAMT SCT"),
-        (5.0, "E AMST AQTT AZST HMT MAWT MVT PKT TFT TJT TMT UZT YEKT"),
+        (
+            5.0,
+            "E AMST AQTT AZST HMT MAWT MVT PKT TFT TJT TMT UZT YEKT",
+        ),
         (6.0, "F ALMT BIOT BTT IOT KGT NOVT OMST YEKST"),
         (7.0, "G CXT DAVT HOVT ICT KRAT NOVST OMSST THA WIB"),
-        (8.0, "H ACT AWST BDT BNT CAST HKT IRKT KRAST MYT PHT SGT ULAT WITA WST"),
+        (
+            8.0,
+            "H ACT AWST BDT BNT CAST HKT IRKT KRAST MYT PHT SGT ULAT WITA WST",
+        ),
         (9.0, "I AWDT IRKST JST KST PWT TLT WDT WIT YAKT"),
         (10.0, "K AEST ChST PGT VLAT YAKST YAPT"),
         (11.0, "L AEDT LHDT MAGT NCT PONT SBT VLAST VUT"),
-        (12.0, "M ANAST ANAT FJT GILT MAGST MHT NZST PETST PETT TVT WFT"),
+        (
+            12.0,
+            "M ANAST ANAT FJT GILT MAGST MHT NZST PETST PETT TVT WFT",
+        ),
         (13.0, "FJST NZDT"),
         (11.5, "NFT"),
         (10.5, "ACDT LHST"),
@@ -574,7 +698,9 @@ fn abbr_offset(a: &str) -> Option<i32> {
         (-4.5, "HLV VET"),
         (-9.5, "MART MIT"),
     ];
-    T.iter().find(|(_, names)| names.split(' ').any(|n| n == a)).map(|(h, _)| (h * 60.0) as i32)
+    T.iter()
+        .find(|(_, names)| names.split(' ').any(|n| n == a))
+        .map(|(h, _)| (h * 60.0) as i32)
 }
 
 /// A list of templates tried in order, like fail2ban's `DateDetector`.
@@ -604,7 +730,11 @@ impl Detector {
             None => add_defaults(&mut templates, &yr, None, None)?,
             Some(dp) => {
                 for line in dp.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-                    let key = if line.contains('%') { line.to_string() } else { line.to_uppercase() };
+                    let key = if line.contains('%') {
+                        line.to_string()
+                    } else {
+                        line.to_uppercase()
+                    };
                     if key == "{^LN-BEG}" {
                         add_defaults(&mut templates, &yr, Some(true), None)?;
                     } else if key == "{DEFAULT}" {
@@ -617,7 +747,11 @@ impl Detector {
                 }
             }
         }
-        Ok(Detector { templates, locs: Locs::default(), last: None })
+        Ok(Detector {
+            templates,
+            locs: Locs::default(),
+            last: None,
+        })
     }
 
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
@@ -625,11 +759,15 @@ impl Detector {
         // The last template wins again when it matches at the same kind of place.
         if let Some(i) = self.last {
             let t = &self.templates[i];
-            if t.line_anchored {
-                if let Some((s, e)) = t.find(line, &mut self.locs) {
-                    let time = t.time(line, &self.locs, now, tz);
-                    return Some(Found { start: s, end: e, time });
-                }
+            if t.line_anchored
+                && let Some((s, e)) = t.find(line, &mut self.locs)
+            {
+                let time = t.time(line, &self.locs, now, tz);
+                return Some(Found {
+                    start: s,
+                    end: e,
+                    time,
+                });
             }
         }
         // Otherwise: the first anchored template or the first match at the
@@ -653,13 +791,22 @@ impl Detector {
         t.find(line, &mut self.locs)?;
         let time = t.time(line, &self.locs, now, tz);
         self.last = Some(i);
-        Some(Found { start: s, end: e, time })
+        Some(Found {
+            start: s,
+            end: e,
+            time,
+        })
     }
 }
 
 /// fail2ban's default template set: anchored variants (weight 100) first, then
 /// the defaults. `anchored_only`: `{^LN-BEG}`; `pre`: a `{DATE}` wrapper.
-fn add_defaults(out: &mut Vec<Template>, yr: &str, anchored_only: Option<bool>, pre: Option<&str>) -> Result<(), String> {
+fn add_defaults(
+    out: &mut Vec<Template>,
+    yr: &str,
+    anchored_only: Option<bool>,
+    pre: Option<&str>,
+) -> Result<(), String> {
     if let Some(pre) = pre {
         for d in DEFAULT_TEMPLATES {
             let inner = d.trim_start_matches("{^LN-BEG}");
@@ -674,7 +821,11 @@ fn add_defaults(out: &mut Vec<Template>, yr: &str, anchored_only: Option<bool>, 
     let mut plain = Vec::new();
     for d in DEFAULT_TEMPLATES {
         let t = Template::new(d, yr)?;
-        if !d.starts_with("{^LN-BEG}") && !d.starts_with('^') && !matches!(t.kind, Kind::Epoch { .. }) || d == "EPOCH" {
+        if !d.starts_with("{^LN-BEG}")
+            && !d.starts_with('^')
+            && !matches!(t.kind, Kind::Epoch { .. })
+            || d == "EPOCH"
+        {
             anchored.push(Template::new(&format!("{{^LN-BEG}}{d}"), yr)?);
         }
         plain.push(t);
@@ -708,7 +859,9 @@ mod tests {
     #[test]
     fn syslog_default() {
         let mut d = Detector::new(Some("{^LN-BEG}")).unwrap();
-        let f = d.detect("Aug 14 11:59:59 host sshd[1]: x", NOW, &utc()).unwrap();
+        let f = d
+            .detect("Aug 14 11:59:59 host sshd[1]: x", NOW, &utc())
+            .unwrap();
         assert_eq!((f.start, f.end), (0, 15));
         assert_eq!(f.time, Some(1_124_020_799));
         // a future date (more than a day) means last year
@@ -719,7 +872,9 @@ mod tests {
     #[test]
     fn iso_with_offset_and_separator_check() {
         let mut d = Detector::new(None).unwrap();
-        let f = d.detect("2005-08-14T12:00:00+02:00 x", NOW, &utc()).unwrap();
+        let f = d
+            .detect("2005-08-14T12:00:00+02:00 x", NOW, &utc())
+            .unwrap();
         assert_eq!(f.time, Some(NOW));
         let f = d.detect("x 2005/08/14 10:00:00 y", NOW, &utc()).unwrap();
         assert_eq!(f.time, Some(NOW));
@@ -728,14 +883,20 @@ mod tests {
 
     #[test]
     fn custom_patterns() {
-        let mut d = Detector::new(Some("^%%d/%%b/%%Y:%%H:%%M:%%S".replace("%%", "%").as_str())).unwrap();
+        let mut d =
+            Detector::new(Some("^%%d/%%b/%%Y:%%H:%%M:%%S".replace("%%", "%").as_str())).unwrap();
         let f = d.detect("14/Aug/2005:10:00:00 rest", NOW, &utc()).unwrap();
         assert_eq!(f.time, Some(NOW));
         let mut d = Detector::new(Some("{^LN-BEG}TAI64N")).unwrap();
-        let f = d.detect("@400000004300e9b01e8480a4 x", NOW, &utc()).unwrap();
+        let f = d
+            .detect("@400000004300e9b01e8480a4 x", NOW, &utc())
+            .unwrap();
         assert_eq!(f.time, Some(0x4300e9b0));
         let mut d = Detector::new(Some("EPOCH")).unwrap();
-        assert_eq!(d.detect("1124013600 x", NOW, &utc()).unwrap().time, Some(NOW));
+        assert_eq!(
+            d.detect("1124013600 x", NOW, &utc()).unwrap().time,
+            Some(NOW)
+        );
     }
 
     #[test]

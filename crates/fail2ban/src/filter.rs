@@ -34,7 +34,11 @@ pub struct FilterRef {
 impl FilterRef {
     /// A reference without arguments.
     pub fn named(name: &str) -> FilterRef {
-        FilterRef { name_or_path: name.to_string(), mode: None, args: Vec::new() }
+        FilterRef {
+            name_or_path: name.to_string(),
+            mode: None,
+            args: Vec::new(),
+        }
     }
 }
 
@@ -42,11 +46,16 @@ impl FromStr for FilterRef {
     type Err = LoadError;
     fn from_str(s: &str) -> Result<FilterRef, LoadError> {
         let s = s.trim();
-        let bad = |why: &str| LoadError::Value { what: format!("filter reference {s:?}"), reason: why.to_string() };
+        let bad = |why: &str| LoadError::Value {
+            what: format!("filter reference {s:?}"),
+            reason: why.to_string(),
+        };
         let (name, args) = match s.find('[') {
             None => (s, ""),
             Some(p) => {
-                let inner = s[p + 1..].strip_suffix(']').ok_or_else(|| bad("`[` without a closing `]`"))?;
+                let inner = s[p + 1..]
+                    .strip_suffix(']')
+                    .ok_or_else(|| bad("`[` without a closing `]`"))?;
                 (s[..p].trim(), inner)
             }
         };
@@ -59,7 +68,9 @@ impl FromStr for FilterRef {
             if part.is_empty() {
                 continue;
             }
-            let (k, v) = part.split_once('=').ok_or_else(|| bad("arguments must look like key=value"))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad("arguments must look like key=value"))?;
             let v = v.trim();
             let v = v
                 .strip_prefix('"')
@@ -68,8 +79,15 @@ impl FromStr for FilterRef {
                 .unwrap_or(v);
             out.push((k.trim().to_lowercase(), v.to_string()));
         }
-        let mode = out.iter().find(|(k, _)| k == "mode").map(|(_, v)| v.clone());
-        Ok(FilterRef { name_or_path: name.to_string(), mode, args: out })
+        let mode = out
+            .iter()
+            .find(|(k, _)| k == "mode")
+            .map(|(_, v)| v.clone());
+        Ok(FilterRef {
+            name_or_path: name.to_string(),
+            mode,
+            args: out,
+        })
     }
 }
 
@@ -108,7 +126,11 @@ impl Rx {
         // fail2ban rewrites `((?i)X)` into `(?i:X)`; Rust accepts both forms.
         let (re, _) = Re::compile(&resolved, multiline)?;
         let names = re.capture_names();
-        Ok(Rx { re, names, source: resolved })
+        Ok(Rx {
+            re,
+            names,
+            source: resolved,
+        })
     }
     fn has_group(&self, n: &str) -> bool {
         self.names.iter().any(|x| x.as_deref() == Some(n))
@@ -139,6 +161,8 @@ pub struct Filter {
     ignoreregex: Vec<Rx>,
     /// Prefilter: which fast failregexes can match (indexes into `set_map`).
     set: Option<regex::RegexSet>,
+    /// The same set without Unicode, for ASCII lines.
+    set_ascii: Option<regex::bytes::RegexSet>,
     set_map: Vec<usize>,
     maxlines: usize,
     journalmatch: Option<String>,
@@ -156,7 +180,10 @@ pub struct Filter {
 
 impl std::fmt::Debug for Filter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Filter").field("name", &self.name).field("files", &self.files).finish_non_exhaustive()
+        f.debug_struct("Filter")
+            .field("name", &self.name)
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,7 +196,10 @@ struct FailMap {
 
 impl FailMap {
     fn get(&self, k: &str) -> Option<&str> {
-        self.vals.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.vals
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
     /// Python truthiness: present and non-empty.
     fn truthy(&self, k: &str) -> bool {
@@ -187,16 +217,24 @@ impl FailMap {
         Some(self.vals.remove(i).1)
     }
     fn add_user(&mut self) -> usize {
-        if let Some(u) = self.get("user").map(str::to_string) {
-            if !self.users.contains(&u) {
-                self.users.push(u);
-            }
+        if let Some(u) = self.get("user").map(str::to_string)
+            && !self.users.contains(&u)
+        {
+            self.users.push(u);
         }
         self.users.len()
     }
 }
 
-const OPTS: [&str; 7] = ["usedns", "prefregex", "ignoreregex", "failregex", "maxlines", "datepattern", "journalmatch"];
+const OPTS: [&str; 7] = [
+    "usedns",
+    "prefregex",
+    "ignoreregex",
+    "failregex",
+    "maxlines",
+    "datepattern",
+    "journalmatch",
+];
 
 impl Filter {
     /// Loads a filter by name (from `filter_dir`, usually `/etc/fail2ban/filter.d`)
@@ -205,20 +243,31 @@ impl Filter {
         let as_path = Path::new(&r.name_or_path);
         let (dir, name) = if r.name_or_path.contains('/') || r.name_or_path.ends_with(".conf") {
             let dir = as_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            let stem = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or("filter").to_string();
+            let stem = as_path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("filter")
+                .to_string();
             (dir, stem)
         } else {
             (filter_dir.to_path_buf(), r.name_or_path.clone())
         };
         let main = dir.join(format!("{name}.conf"));
         if !main.is_file() && !dir.join(format!("{name}.local")).is_file() {
-            return Err(LoadError::NotFound { name: name.clone(), dir });
+            return Err(LoadError::NotFound {
+                name: name.clone(),
+                dir,
+            });
         }
         let cfg = Config::read(&layered(&dir, &name))?;
         Self::from_config(&name, &cfg, &r.args)
     }
 
-    fn from_config(name: &str, cfg: &Config, args: &[(String, String)]) -> Result<Filter, LoadError> {
+    fn from_config(
+        name: &str,
+        cfg: &Config,
+        args: &[(String, String)],
+    ) -> Result<Filter, LoadError> {
         let files = cfg.files.clone();
         let p_opts: Vec<(String, String)> = args.to_vec();
         // [Definition] options, interpolated with the jail's arguments as vars.
@@ -254,11 +303,19 @@ impl Filter {
                 }
             }
         };
-        substitute_recursive(&mut combined, &mut extra).map_err(|reason| LoadError::Tags { files: files.clone(), reason })?;
+        substitute_recursive(&mut combined, &mut extra).map_err(|reason| LoadError::Tags {
+            files: files.clone(),
+            reason,
+        })?;
         if let Some(e) = err {
             return Err(e);
         }
-        let get = |k: &str| combined.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            combined
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
         let maxlines = match get("maxlines") {
             None => 1,
             Some(v) => v.trim().parse::<usize>().map_err(|_| LoadError::Value {
@@ -283,15 +340,26 @@ impl Filter {
             None => None,
         };
         let list = |v: Option<&str>| -> Vec<String> {
-            v.map(|v| v.split('\n').filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+            v.map(|v| {
+                v.split('\n')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
         };
         let mut failregex = Vec::new();
         for (i, p) in list(get("failregex")).iter().enumerate() {
             let r = rx("failregex", i, p)?;
             let ids = ["fid", "ip4", "ip6", "dns", "mlfid"];
-            let ok = ids.iter().any(|g| r.has_group(g) || prefregex.as_ref().is_some_and(|p| p.has_group(g)));
+            let ok = ids
+                .iter()
+                .any(|g| r.has_group(g) || prefregex.as_ref().is_some_and(|p| p.has_group(g)));
             if !ok {
-                return Err(LoadError::NoFailureId { files: files.clone(), index: i });
+                return Err(LoadError::NoFailureId {
+                    files: files.clone(),
+                    index: i,
+                });
             }
             failregex.push(r);
         }
@@ -299,23 +367,48 @@ impl Filter {
         for (i, p) in list(get("ignoreregex")).iter().enumerate() {
             ignoreregex.push(rx("ignoreregex", i, p)?);
         }
-        let dates = Detector::new(get("datepattern").filter(|v| !v.trim().is_empty()))
-            .map_err(|reason| LoadError::DatePattern { files: files.clone(), reason })?;
+        let dates = Detector::new(get("datepattern").filter(|v| !v.trim().is_empty())).map_err(
+            |reason| LoadError::DatePattern {
+                files: files.clone(),
+                reason,
+            },
+        )?;
         // Prefilter over the failregexes the automaton can run.
         let mut set_map = Vec::new();
         let mut pats = Vec::new();
         for (i, r) in failregex.iter().enumerate() {
-            if let Re::Fast(re, _) = &r.re {
+            if let Re::Fast(re, _, _) = &r.re {
                 set_map.push(i);
                 pats.push(re.as_str().to_string());
             }
         }
-        let set = if pats.len() > 1 { regex::RegexSet::new(&pats).ok() } else { None };
+        // A large lazy-DFA cache keeps the set on the DFA instead of the PikeVM.
+        let set = if pats.len() > 1 && std::env::var_os("SHIELD_F2B_NOSET").is_none() {
+            regex::RegexSetBuilder::new(&pats)
+                .dfa_size_limit(64 << 20)
+                .size_limit(64 << 20)
+                .build()
+                .ok()
+        } else {
+            None
+        };
         if set.is_none() {
             set_map.clear();
         }
+        let set_ascii = if set.is_some() && pats.iter().all(|p| p.is_ascii()) {
+            regex::bytes::RegexSetBuilder::new(&pats)
+                .unicode(false)
+                .dfa_size_limit(64 << 20)
+                .build()
+                .ok()
+        } else {
+            None
+        };
         let rules = (0..failregex.len())
-            .map(|i| RuleInfo { name: format!("{name}#{i}"), service: name.to_string() })
+            .map(|i| RuleInfo {
+                name: format!("{name}#{i}"),
+                service: name.to_string(),
+            })
             .collect();
         Ok(Filter {
             name: name.to_string(),
@@ -325,9 +418,12 @@ impl Filter {
             failregex,
             ignoreregex,
             set,
+            set_ascii,
             set_map,
             maxlines,
-            journalmatch: get("journalmatch").map(str::to_string).filter(|s| !s.trim().is_empty()),
+            journalmatch: get("journalmatch")
+                .map(str::to_string)
+                .filter(|s| !s.trim().is_empty()),
             dates,
             tz: TimeZone::system(),
             lines: VecDeque::new(),
@@ -336,7 +432,13 @@ impl Filter {
             last_time: None,
             mlfid_cache: HashMap::new(),
             mlfid_order: VecDeque::new(),
-            out: Detail { rule: 0, host: String::new(), time: None, nofail: false, fields: Vec::new() },
+            out: Detail {
+                rule: 0,
+                host: String::new(),
+                time: None,
+                nofail: false,
+                fields: Vec::new(),
+            },
         })
     }
 
@@ -372,13 +474,21 @@ impl Filter {
     /// Matches one line and returns the full result (host as text, all fields).
     /// `now` infers missing years. Multi-line state is kept between calls.
     pub fn match_detail(&mut self, line: &str, now: UnixTime) -> Option<&Detail> {
-        if self.process(line, now) { Some(&self.out) } else { None }
+        if self.process(line, now) {
+            Some(&self.out)
+        } else {
+            None
+        }
     }
 
     /// Like [`Filter::match_detail`] for a line whose time is already known
     /// (a journald entry): no date is searched for or cut out.
     pub fn match_detail_at(&mut self, line: &str, time: Option<UnixTime>) -> Option<&Detail> {
-        if self.process_parts("", line, time) { Some(&self.out) } else { None }
+        if self.process_parts("", line, time) {
+            Some(&self.out)
+        } else {
+            None
+        }
     }
 
     fn process(&mut self, line: &str, now: UnixTime) -> bool {
@@ -432,7 +542,10 @@ impl Filter {
     }
 
     fn find_failure(&mut self, buf: &str, time: Option<UnixTime>) -> bool {
-        if !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len() && self.ignored(buf) {
+        if !self.ignoreregex.is_empty()
+            && self.ignoreregex.len() + 2 < self.failregex.len()
+            && self.ignored(buf)
+        {
             return false;
         }
         let mut pre = FailMap::default();
@@ -464,10 +577,19 @@ impl Filter {
             None => buf,
         };
         // prefilter
-        let mut cand: Option<regex::SetMatches> = None;
+        let mut cand: Option<Vec<bool>> = None;
         if let Some(set) = &self.set {
-            let m = set.matches(hay);
-            if !m.matched_any() && self.set_map.len() == self.failregex.len() {
+            let m: Vec<bool> = match &self.set_ascii {
+                Some(a) if hay.is_ascii() => {
+                    let m = a.matches(hay.as_bytes());
+                    (0..a.len()).map(|i| m.matched(i)).collect()
+                }
+                _ => {
+                    let m = set.matches(hay);
+                    (0..set.len()).map(|i| m.matched(i)).collect()
+                }
+            };
+            if !m.iter().any(|&b| b) && self.set_map.len() == self.failregex.len() {
                 return false;
             }
             cand = Some(m);
@@ -476,7 +598,7 @@ impl Filter {
         for idx in 0..self.failregex.len() {
             let in_set = set_pos < self.set_map.len() && self.set_map[set_pos] == idx;
             if in_set {
-                let hit = cand.as_ref().is_some_and(|m| m.matched(set_pos));
+                let hit = cand.as_ref().is_some_and(|m| m[set_pos]);
                 set_pos += 1;
                 if !hit {
                     continue;
@@ -505,7 +627,9 @@ impl Filter {
                 .iter()
                 .filter_map(|(k, v)| {
                     let base = k.strip_prefix("alt_")?;
-                    let base = base.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('_');
+                    let base = base
+                        .trim_end_matches(|c: char| c.is_ascii_digit())
+                        .trim_end_matches('_');
                     Some((crate::tags::map_tag_to_opt(base), v.clone()))
                 })
                 .collect();
@@ -525,7 +649,11 @@ impl Filter {
                     return false;
                 }
             }
-            let host = fail.get("ip4").or_else(|| fail.get("ip6")).or_else(|| fail.get("dns")).or_else(|| fail.get("fid"));
+            let host = fail
+                .get("ip4")
+                .or_else(|| fail.get("ip6"))
+                .or_else(|| fail.get("dns"))
+                .or_else(|| fail.get("fid"));
             let Some(host) = host.map(str::to_string) else {
                 if let Some(id) = &mlfid {
                     fail.set("mlfpending", "1");
@@ -548,10 +676,15 @@ impl Filter {
 
     /// Removes the buffered lines a multi-line match covered.
     fn drop_matched_lines(&mut self, hay: &str) {
-        let Some(Some((s, e))) = self.locs.spans.first().copied() else { return };
+        let Some(Some((s, e))) = self.locs.spans.first().copied() else {
+            return;
+        };
         let first = hay[..s.min(hay.len())].matches('\n').count();
         let end = if e > 0 { e - 1 } else { 0 };
-        let line_end = hay[end.min(hay.len())..].find('\n').map(|p| end + p + 1).unwrap_or(hay.len());
+        let line_end = hay[end.min(hay.len())..]
+            .find('\n')
+            .map(|p| end + p + 1)
+            .unwrap_or(hay.len());
         let last = hay[..line_end].matches('\n').count();
         let mut i = 0;
         self.lines.retain(|_| {
@@ -585,10 +718,10 @@ impl Filter {
         }
         let users;
         if let Some(mut cached) = self.mlfid_cache.get(mlfid).cloned() {
-            if let Some(u) = fail.get("user") {
-                if !cached.users.iter().any(|x| x == u) {
-                    cached.users.push(u.to_string());
-                }
+            if let Some(u) = fail.get("user")
+                && !cached.users.iter().any(|x| x == u)
+            {
+                cached.users.push(u.to_string());
             }
             users = cached.users.len();
             if cached.pop("nofail").is_some_and(|v| !v.is_empty()) {
@@ -611,10 +744,10 @@ impl Filter {
             }
         } else if nf & 2 == 0 {
             users = fail.add_user();
-            if self.mlfid_cache.len() >= 100 {
-                if let Some(old) = self.mlfid_order.pop_front() {
-                    self.mlfid_cache.remove(&old);
-                }
+            if self.mlfid_cache.len() >= 100
+                && let Some(old) = self.mlfid_order.pop_front()
+            {
+                self.mlfid_cache.remove(&old);
             }
             self.mlfid_order.push_back(mlfid.to_string());
             self.mlfid_cache.insert(mlfid.to_string(), fail.clone());
@@ -653,7 +786,10 @@ impl LineMatcher for Filter {
         let mut hit = Hit::new(d.rule as u32, host, d.time);
         hit.nofail = d.nofail;
         for (k, v) in &d.fields {
-            if matches!(k.as_str(), "ip4" | "ip6" | "dns" | "nofail" | "mlfforget" | "mlfgained" | "mlfpending") {
+            if matches!(
+                k.as_str(),
+                "ip4" | "ip6" | "dns" | "nofail" | "mlfforget" | "mlfgained" | "mlfpending"
+            ) {
                 continue;
             }
             hit.push_field(k, v);
@@ -684,7 +820,11 @@ mod tests {
     fn self_contained_filter_with_prefregex_modes_and_ignore() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        write(&dir, "base.conf", "[DEFAULT]\n_daemon = \\S*\n__prefix = \\s*\\S+ <_daemon>(?:\\[\\d+\\])?:\\s+\n");
+        write(
+            &dir,
+            "base.conf",
+            "[DEFAULT]\n_daemon = \\S*\n__prefix = \\s*\\S+ <_daemon>(?:\\[\\d+\\])?:\\s+\n",
+        );
         write(
             &dir,
             "demo.conf",
@@ -693,21 +833,48 @@ mod tests {
              mdre-normal = ^auth fail from <HOST>$\nmdre-extra = ^auth (?:fail|slow) from <HOST>$\n\
              ignoreregex = from 10\\.9\\.\nmode = normal\n",
         );
-        write(&dir, "demo.local", "[Definition]\nignoreregex = %(known/ignoreregex)s\n              from 10\\.8\\.\n");
+        write(
+            &dir,
+            "demo.local",
+            "[Definition]\nignoreregex = %(known/ignoreregex)s\n              from 10\\.8\\.\n",
+        );
         let mut f = Filter::load(&FilterRef::named("demo"), &dir).unwrap();
         f.set_timezone(TimeZone::UTC);
         let now = 1_124_013_600;
-        let h = f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 192.0.2.1", now).unwrap();
-        assert_eq!((h.rule, h.host.as_str(), h.time), (0, "192.0.2.1", Some(now)));
-        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth slow from 192.0.2.1", now).is_none());
-        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 10.9.0.1", now).is_none());
-        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 10.8.0.1", now).is_none(), ".local overlay");
-        let hit = f.match_line("Aug 14 10:00:00 host app[1]: bad user root from 2001:db8::1", now).unwrap();
+        let h = f
+            .match_detail("Aug 14 10:00:00 host app[1]: auth fail from 192.0.2.1", now)
+            .unwrap();
+        assert_eq!(
+            (h.rule, h.host.as_str(), h.time),
+            (0, "192.0.2.1", Some(now))
+        );
+        assert!(
+            f.match_detail("Aug 14 10:00:00 host app[1]: auth slow from 192.0.2.1", now)
+                .is_none()
+        );
+        assert!(
+            f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 10.9.0.1", now)
+                .is_none()
+        );
+        assert!(
+            f.match_detail("Aug 14 10:00:00 host app[1]: auth fail from 10.8.0.1", now)
+                .is_none(),
+            ".local overlay"
+        );
+        let hit = f
+            .match_line(
+                "Aug 14 10:00:00 host app[1]: bad user root from 2001:db8::1",
+                now,
+            )
+            .unwrap();
         assert_eq!(hit.rule, 1);
         assert_eq!(hit.host, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert_eq!(hit.field("user"), Some("root"));
         let mut f = Filter::load(&"demo[mode=extra]".parse().unwrap(), &dir).unwrap();
-        assert!(f.match_detail("Aug 14 10:00:00 host app[1]: auth slow from 192.0.2.1", now).is_some());
+        assert!(
+            f.match_detail("Aug 14 10:00:00 host app[1]: auth slow from 192.0.2.1", now)
+                .is_some()
+        );
         assert_eq!(f.rules()[1].name, "demo#1");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -19,7 +19,10 @@ pub(crate) struct Section {
 
 impl Section {
     pub(crate) fn get(&self, k: &str) -> Option<&str> {
-        self.opts.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.opts
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
     fn set(&mut self, k: &str, v: String) {
         if let Some(slot) = self.opts.iter_mut().find(|(n, _)| n == k) {
@@ -32,7 +35,7 @@ impl Section {
 
 /// One parsed file: defaults plus sections, before merging.
 #[derive(Debug, Default)]
-struct RawFile {
+pub(crate) struct RawFile {
     defaults: Section,
     sections: Vec<(String, Section)>,
 }
@@ -92,11 +95,11 @@ pub(crate) fn parse_text(path: &Path, text: &str) -> Result<RawFile, LoadError> 
             }
             continue;
         }
-        if let Some((_, opt_indent, lines)) = cur_opt.as_mut() {
-            if indent > *opt_indent {
-                lines.push(stripped.to_string());
-                continue;
-            }
+        if let Some((_, opt_indent, lines)) = cur_opt.as_mut()
+            && indent > *opt_indent
+        {
+            lines.push(stripped.to_string());
+            continue;
         }
         flush(&mut out, cur_section, &mut cur_opt);
         if stripped.starts_with('[') && stripped.ends_with(']') && indent == 0 {
@@ -161,7 +164,11 @@ fn includes(path: &Path, seen: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<(),
         }
         let raw = parse_file(&f)?;
         let dir = f.parent().unwrap_or(Path::new("."));
-        let inc = raw.sections.iter().find(|(n, _)| n == "INCLUDES").map(|(_, s)| s);
+        let inc = raw
+            .sections
+            .iter()
+            .find(|(n, _)| n == "INCLUDES")
+            .map(|(_, s)| s);
         let mut before = Vec::new();
         let mut after = Vec::new();
         if let Some(inc) = inc {
@@ -170,7 +177,11 @@ fn includes(path: &Path, seen: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<(),
                     // %(...)s may appear in includes (rare); resolve against the file's own defaults.
                     for r in v.lines().map(str::trim).filter(|s| !s.is_empty()) {
                         let r = r.replace("%(__name__)s", "");
-                        let rp = if Path::new(&r).is_absolute() { PathBuf::from(&r) } else { dir.join(&r) };
+                        let rp = if Path::new(&r).is_absolute() {
+                            PathBuf::from(&r)
+                        } else {
+                            dir.join(&r)
+                        };
                         if seen.contains(&rp) {
                             continue;
                         }
@@ -225,7 +236,10 @@ impl Config {
     }
 
     pub(crate) fn section(&self, name: &str) -> Option<&Section> {
-        self.sections.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+        self.sections
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
     }
 
     pub(crate) fn has_section(&self, name: &str) -> bool {
@@ -233,7 +247,12 @@ impl Config {
     }
 
     /// Raw (uninterpolated) lookup: `vars`, then the section, then `[DEFAULT]`.
-    fn raw<'s>(&'s self, section: &str, opt: &str, vars: &'s [(String, String)]) -> Option<&'s str> {
+    fn raw<'s>(
+        &'s self,
+        section: &str,
+        opt: &str,
+        vars: &'s [(String, String)],
+    ) -> Option<&'s str> {
         if let Some((_, v)) = vars.iter().find(|(k, _)| k == opt) {
             return Some(v);
         }
@@ -254,11 +273,16 @@ impl Config {
         if let Some((sec, o)) = opt.split_once('/') {
             let secl = sec.to_lowercase();
             let found = if secl == "known" {
-                self.known.get(section).and_then(|s| s.get(o)).map(|v| (section.to_string(), v))
+                self.known
+                    .get(section)
+                    .and_then(|s| s.get(o))
+                    .map(|v| (section.to_string(), v))
             } else if secl == "default" {
                 self.defaults.get(o).map(|v| ("DEFAULT".to_string(), v))
             } else {
-                self.section(sec).and_then(|s| s.get(o)).map(|v| (sec.to_string(), v))
+                self.section(sec)
+                    .and_then(|s| s.get(o))
+                    .map(|v| (sec.to_string(), v))
             };
             if let Some((s, v)) = found {
                 return self.interpolate(&s, o, v, &[], 0).map(Some);
@@ -289,7 +313,11 @@ impl Config {
         depth: usize,
     ) -> Result<String, LoadError> {
         if depth > MAX_DEPTH {
-            return Err(self.interp_err(section, opt, "interpolation is nested more than 10 levels (a self reference?)"));
+            return Err(self.interp_err(
+                section,
+                opt,
+                "interpolation is nested more than 10 levels (a self reference?)",
+            ));
         }
         if !value.contains('%') {
             return Ok(value.to_string());
@@ -299,30 +327,47 @@ impl Config {
         while let Some(p) = rest.find('%') {
             out.push_str(&rest[..p]);
             let tail = &rest[p..];
-            if tail.starts_with("%%") {
+            if let Some(t) = tail.strip_prefix("%%") {
                 out.push('%');
-                rest = &tail[2..];
+                rest = t;
             } else if let Some(body) = tail.strip_prefix("%(") {
                 let Some(end) = body.find(")s") else {
-                    return Err(self.interp_err(section, opt, "`%(` without a closing `)s` (write `%%` for a literal percent)"));
+                    return Err(self.interp_err(
+                        section,
+                        opt,
+                        "`%(` without a closing `)s` (write `%%` for a literal percent)",
+                    ));
                 };
                 let name = body[..end].to_lowercase();
                 rest = &body[end + 2..];
                 // Python interpolates nested references in the map of the
                 // section first asked for, whatever section a value came from.
                 let (_, rval) = self.lookup_ref(section, &name, vars).ok_or_else(|| {
-                    self.interp_err(section, opt, &format!("`%({name})s` refers to an option that is not defined"))
+                    self.interp_err(
+                        section,
+                        opt,
+                        &format!("`%({name})s` refers to an option that is not defined"),
+                    )
                 })?;
                 out.push_str(&self.interpolate(section, opt, &rval, vars, depth + 1)?);
             } else {
-                return Err(self.interp_err(section, opt, "a lone `%` (write `%%` for a literal percent)"));
+                return Err(self.interp_err(
+                    section,
+                    opt,
+                    "a lone `%` (write `%%` for a literal percent)",
+                ));
             }
         }
         out.push_str(rest);
         Ok(out)
     }
 
-    fn lookup_ref(&self, section: &str, name: &str, vars: &[(String, String)]) -> Option<(String, String)> {
+    fn lookup_ref(
+        &self,
+        section: &str,
+        name: &str,
+        vars: &[(String, String)],
+    ) -> Option<(String, String)> {
         if let Some((sec, o)) = name.split_once('/') {
             let secl = sec.to_lowercase();
             let v = if secl == "known" {
@@ -330,22 +375,33 @@ impl Config {
                     .get(section)
                     .and_then(|s| s.get(o))
                     .map(|v| (section.to_string(), v.to_string()))
-                    .or_else(|| self.defaults.get(o).map(|v| ("DEFAULT".into(), v.to_string())))
+                    .or_else(|| {
+                        self.defaults
+                            .get(o)
+                            .map(|v| ("DEFAULT".into(), v.to_string()))
+                    })
             } else if secl == "default" {
-                self.defaults.get(o).map(|v| ("DEFAULT".into(), v.to_string()))
+                self.defaults
+                    .get(o)
+                    .map(|v| ("DEFAULT".into(), v.to_string()))
             } else {
                 self.sections
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(sec))
                     .and_then(|(n, s)| s.get(o).map(|v| (n.clone(), v.to_string())))
-                    .or_else(|| self.defaults.get(o).map(|v| ("DEFAULT".into(), v.to_string())))
+                    .or_else(|| {
+                        self.defaults
+                            .get(o)
+                            .map(|v| ("DEFAULT".into(), v.to_string()))
+                    })
             };
             return v;
         }
         if name == "__name__" {
             return Some((section.to_string(), section.to_string()));
         }
-        self.raw(section, name, vars).map(|v| (section.to_string(), v.to_string()))
+        self.raw(section, name, vars)
+            .map(|v| (section.to_string(), v.to_string()))
     }
 
     fn interp_err(&self, section: &str, opt: &str, why: &str) -> LoadError {
@@ -359,7 +415,9 @@ impl Config {
 
     /// Option names of a section (without `[DEFAULT]`), in order.
     pub(crate) fn options(&self, section: &str) -> Vec<String> {
-        self.section(section).map(|s| s.opts.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default()
+        self.section(section)
+            .map(|s| s.opts.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -408,14 +466,20 @@ mod tests {
 
     #[test]
     fn continuation_and_comments() {
-        let c = cfg("[Definition]\nfailregex = ^a$\n    # comment\n            ^b$ ; inline\n\nx: 1\n");
-        assert_eq!(c.get("Definition", "failregex", &[]).unwrap().unwrap(), "^a$\n^b$");
+        let c =
+            cfg("[Definition]\nfailregex = ^a$\n    # comment\n            ^b$ ; inline\n\nx: 1\n");
+        assert_eq!(
+            c.get("Definition", "failregex", &[]).unwrap().unwrap(),
+            "^a$\n^b$"
+        );
         assert_eq!(c.get("Definition", "x", &[]).unwrap().unwrap(), "1");
     }
 
     #[test]
     fn interpolation_forms() {
-        let c = cfg("[DEFAULT]\nd = D\n[lt]\np = P%(d)s\n[Definition]\na = %(d)s-%(lt/p)s-%%Y\nb = %(default/d)s\n");
+        let c = cfg(
+            "[DEFAULT]\nd = D\n[lt]\np = P%(d)s\n[Definition]\na = %(d)s-%(lt/p)s-%%Y\nb = %(default/d)s\n",
+        );
         assert_eq!(c.get("Definition", "a", &[]).unwrap().unwrap(), "D-PD-%Y");
         assert_eq!(c.get("Definition", "b", &[]).unwrap().unwrap(), "D");
         let vars = vec![("d".to_string(), "V".to_string())];
@@ -425,7 +489,13 @@ mod tests {
     #[test]
     fn known_keeps_previous_value() {
         let mut c = cfg("[Definition]\nf = one\n");
-        c.merge(parse_text(Path::new("t.local"), "[Definition]\nf = %(known/f)s\n    two\n").unwrap());
+        c.merge(
+            parse_text(
+                Path::new("t.local"),
+                "[Definition]\nf = %(known/f)s\n    two\n",
+            )
+            .unwrap(),
+        );
         assert_eq!(c.get("Definition", "f", &[]).unwrap().unwrap(), "one\ntwo");
     }
 

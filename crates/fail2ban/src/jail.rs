@@ -51,13 +51,17 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     let mut any = false;
     while !rest.is_empty() {
         rest = rest.trim_start();
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = rest[num_len..].trim_start();
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let unit = rest[..unit_len].to_ascii_lowercase();
         rest = &rest[unit_len..];
         let mul = match unit.as_str() {
@@ -77,15 +81,43 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 }
 
 fn truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on" | "enabled")
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "true" | "yes" | "1" | "on" | "enabled"
+    )
 }
 
 /// Options Shield carries over; anything else set in a jail is reported.
 const KNOWN: &[&str] = &[
-    "enabled", "filter", "logpath", "maxretry", "findtime", "bantime", "backend", "ignoreip", "port", "protocol",
-    "bantime.increment", "bantime.factor", "bantime.multipliers", "bantime.maxtime", "bantime.rndtime",
-    "bantime.overalljails", "mode", "logencoding", "usedns", "journalmatch", "chain", "banaction", "banaction_allports",
-    "action", "maxmatches", "ignoreself", "logtimezone", "skip_if_nologs", "systemd_if_nologs",
+    "enabled",
+    "filter",
+    "logpath",
+    "maxretry",
+    "findtime",
+    "bantime",
+    "backend",
+    "ignoreip",
+    "port",
+    "protocol",
+    "bantime.increment",
+    "bantime.factor",
+    "bantime.multipliers",
+    "bantime.maxtime",
+    "bantime.rndtime",
+    "bantime.overalljails",
+    "mode",
+    "logencoding",
+    "usedns",
+    "journalmatch",
+    "chain",
+    "banaction",
+    "banaction_allports",
+    "action",
+    "maxmatches",
+    "ignoreself",
+    "logtimezone",
+    "skip_if_nologs",
+    "systemd_if_nologs",
 ];
 
 /// Reads `etc_fail2ban/jail.{conf,local}` and `jail.d/`. Returns the jails
@@ -93,7 +125,10 @@ const KNOWN: &[&str] = &[
 pub fn import_jails(etc_fail2ban: &Path) -> Result<(Vec<JailSpec>, Vec<String>), LoadError> {
     let files = layered(etc_fail2ban, "jail");
     if !files.iter().any(|f| f.is_file()) && !etc_fail2ban.join("jail.local").is_file() {
-        return Err(LoadError::NotFound { name: "jail".into(), dir: etc_fail2ban.to_path_buf() });
+        return Err(LoadError::NotFound {
+            name: "jail".into(),
+            dir: etc_fail2ban.to_path_buf(),
+        });
     }
     let cfg = Config::read(&files)?;
     let mut jails = Vec::new();
@@ -124,28 +159,63 @@ pub fn import_jails(etc_fail2ban: &Path) -> Result<(Vec<JailSpec>, Vec<String>),
         };
         let findtime = dur("findtime", 600)?;
         let bantime = dur("bantime", 600)?;
-        let bantime_s = if bantime < 0 { u64::MAX } else { bantime as u64 };
+        let bantime_s = if bantime < 0 {
+            u64::MAX
+        } else {
+            bantime as u64
+        };
         let increment = if get("bantime.increment")?.is_some_and(|v| truthy(&v)) {
-            let factor = get("bantime.factor")?.and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(1.0);
+            let factor = get("bantime.factor")?
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
             let multipliers = get("bantime.multipliers")?
                 .filter(|v| !v.trim().is_empty())
-                .map(|v| v.split_whitespace().filter_map(|x| parse_duration(x).map(|n| n.max(0) as u64)).collect());
-            let maxtime_s = get("bantime.maxtime")?.and_then(|v| parse_duration(&v)).map(|n| n.max(0) as u64);
-            let rndtime_s = get("bantime.rndtime")?.and_then(|v| parse_duration(&v)).map(|n| n.max(0) as u64);
+                .map(|v| {
+                    v.split_whitespace()
+                        .filter_map(|x| parse_duration(x).map(|n| n.max(0) as u64))
+                        .collect()
+                });
+            let maxtime_s = get("bantime.maxtime")?
+                .and_then(|v| parse_duration(&v))
+                .map(|n| n.max(0) as u64);
+            let rndtime_s = get("bantime.rndtime")?
+                .and_then(|v| parse_duration(&v))
+                .map(|n| n.max(0) as u64);
             let overalljails = get("bantime.overalljails")?.is_some_and(|v| truthy(&v));
             if enabled && get("bantime.formula")?.is_some() && multipliers.is_none() {
                 notes.push(format!("[{name}] bantime.formula: Python formulas are not run; Shield doubles the ban per repeat (factor {factor})"));
             }
-            Some(Increment { factor, multipliers, maxtime_s, rndtime_s, overalljails })
+            Some(Increment {
+                factor,
+                multipliers,
+                maxtime_s,
+                rndtime_s,
+                overalljails,
+            })
         } else {
             None
         };
         let logpath: Vec<String> = get("logpath")?
-            .map(|v| v.split('\n').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split('\n')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
-        let backend = get("backend")?.unwrap_or_else(|| "auto".into()).trim().to_string();
+        let backend = get("backend")?
+            .unwrap_or_else(|| "auto".into())
+            .trim()
+            .to_string();
         let ignoreip: Vec<String> = get("ignoreip")?
-            .map(|v| v.split([' ', ',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split([' ', ',', '\n'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if enabled {
             for ip in &ignoreip {
@@ -154,8 +224,11 @@ pub fn import_jails(etc_fail2ban: &Path) -> Result<(Vec<JailSpec>, Vec<String>),
                 }
             }
             for (k, _) in &sec.opts {
-                if !KNOWN.contains(&k.as_str()) && !k.starts_with("bantime.") && !k.starts_with('_') {
-                    notes.push(format!("[{name}] {k}: not carried over (Shield has no equivalent)"));
+                if !KNOWN.contains(&k.as_str()) && !k.starts_with("bantime.") && !k.starts_with('_')
+                {
+                    notes.push(format!(
+                        "[{name}] {k}: not carried over (Shield has no equivalent)"
+                    ));
                 }
             }
             if let Some(a) = sec.get("action") {
@@ -165,7 +238,9 @@ pub fn import_jails(etc_fail2ban: &Path) -> Result<(Vec<JailSpec>, Vec<String>),
                 ));
             }
             if let Some(c) = get("ignorecommand")?.filter(|c| !c.trim().is_empty()) {
-                notes.push(format!("[{name}] ignorecommand = {c}: commands are not run; use Shield's allowlist"));
+                notes.push(format!(
+                    "[{name}] ignorecommand = {c}: commands are not run; use Shield's allowlist"
+                ));
             }
         }
         jails.push(JailSpec {
@@ -203,7 +278,11 @@ mod tests {
     fn jails_from_a_tree() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-jail-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("jail.d")).unwrap();
-        std::fs::write(dir.join("paths-common.conf"), "[DEFAULT]\nsshd_log = /var/log/auth.log\n").unwrap();
+        std::fs::write(
+            dir.join("paths-common.conf"),
+            "[DEFAULT]\nsshd_log = /var/log/auth.log\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.join("jail.conf"),
             "[INCLUDES]\nbefore = paths-common.conf\n[DEFAULT]\nmaxretry = 5\nfindtime = 10m\nbantime = 10m\n\
@@ -223,9 +302,18 @@ mod tests {
         assert_eq!(ssh.filter.name_or_path, "sshd");
         assert_eq!(ssh.filter.mode.as_deref(), Some("aggressive"));
         assert_eq!(ssh.logpath, vec!["/var/log/auth.log".to_string()]);
-        assert_eq!((ssh.maxretry, ssh.findtime_s, ssh.bantime_s), (5, 600, 3600));
-        assert_eq!(ssh.bantime_increment.as_ref().unwrap().maxtime_s, Some(604_800));
-        assert_eq!(ssh.ignoreip, vec!["127.0.0.1/8".to_string(), "::1".to_string()]);
+        assert_eq!(
+            (ssh.maxretry, ssh.findtime_s, ssh.bantime_s),
+            (5, 600, 3600)
+        );
+        assert_eq!(
+            ssh.bantime_increment.as_ref().unwrap().maxtime_s,
+            Some(604_800)
+        );
+        assert_eq!(
+            ssh.ignoreip,
+            vec!["127.0.0.1/8".to_string(), "::1".to_string()]
+        );
         assert!(notes.iter().any(|n| n.contains("weird")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("action")), "{notes:?}");
         let ng = jails.iter().find(|j| j.name == "nginx-http-auth").unwrap();

@@ -26,24 +26,48 @@ pub use jail::{Increment, JailSpec, import_jails, parse_duration};
 pub enum LoadError {
     /// A file could not be read.
     #[error("cannot read {path}: {source} (check the path and its permissions)")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The filter name does not exist in the filter directory.
-    #[error("no fail2ban filter `{name}` in {dir} (expected {dir}/{name}.conf; install the fail2ban package or give a path)")]
+    #[error(
+        "no fail2ban filter `{name}` in {dir} (expected {dir}/{name}.conf; install the fail2ban package or give a path)"
+    )]
     NotFound { name: String, dir: PathBuf },
     /// An INI line is not `name = value`, `[section]`, a comment or a continuation.
     #[error("{path}:{line}: {reason}")]
-    Syntax { path: PathBuf, line: usize, reason: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// `%(name)s` interpolation failed.
     #[error("in {files:?}, [{section}] {option}: {reason}")]
-    Interpolation { files: Vec<PathBuf>, section: String, option: String, reason: String },
+    Interpolation {
+        files: Vec<PathBuf>,
+        section: String,
+        option: String,
+        reason: String,
+    },
     /// `<tag>` substitution failed (a cycle).
     #[error("in {files:?}: {reason}")]
     Tags { files: Vec<PathBuf>, reason: String },
     /// A regex does not compile after translation.
-    #[error("in {files:?}, {option} #{index}: the regex does not compile: {reason}\n  regex: {regex}")]
-    Regex { files: Vec<PathBuf>, option: String, index: usize, regex: String, reason: String },
+    #[error(
+        "in {files:?}, {option} #{index}: the regex does not compile: {reason}\n  regex: {regex}"
+    )]
+    Regex {
+        files: Vec<PathBuf>,
+        option: String,
+        index: usize,
+        regex: String,
+        reason: String,
+    },
     /// A failregex has no group that names the offender.
-    #[error("in {files:?}, failregex #{index} has no <HOST>, <ADDR>, <IP4>, <IP6>, <F-ID> or <F-MLFID> (add one so Shield knows whom to blame)")]
+    #[error(
+        "in {files:?}, failregex #{index} has no <HOST>, <ADDR>, <IP4>, <IP6>, <F-ID> or <F-MLFID> (add one so Shield knows whom to blame)"
+    )]
     NoFailureId { files: Vec<PathBuf>, index: usize },
     /// A `datepattern` is invalid.
     #[error("in {files:?}, datepattern: {reason}")]

@@ -24,7 +24,11 @@ fn is_quantifier(s: &[u8]) -> Option<(usize, String)> {
         i += 1;
     }
     if i < s.len() && s[i] == b'}' {
-        return if a.is_empty() { None } else { Some((i + 1, format!("{{{a}}}"))) };
+        return if a.is_empty() {
+            None
+        } else {
+            Some((i + 1, format!("{{{a}}}")))
+        };
     }
     if i >= s.len() || s[i] != b',' {
         return None;
@@ -56,7 +60,8 @@ pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
     let mut out = String::with_capacity(py.len() + 16);
     let mut fancy = false;
     let chars: Vec<char> = py.chars().collect();
-    let bytes_at = |i: usize| -> Vec<u8> { chars[i..].iter().take(24).collect::<String>().into_bytes() };
+    let bytes_at =
+        |i: usize| -> Vec<u8> { chars[i..].iter().take(24).collect::<String>().into_bytes() };
     let mut i = 0;
     let n = chars.len();
     while i < n {
@@ -84,9 +89,11 @@ pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
             }
             '(' if i + 1 < n && chars[i + 1] == '?' => {
                 let rest: String = chars[i..].iter().take(5).collect();
-                if rest.starts_with("(?=") || rest.starts_with("(?!") || rest.starts_with("(?<=") || rest.starts_with("(?<!") {
-                    fancy = true;
-                } else if rest.starts_with("(?P=") || rest.starts_with("(?(") {
+                let lookaround = ["(?=", "(?!", "(?<=", "(?<!"]
+                    .iter()
+                    .any(|p| rest.starts_with(p));
+                let backref_or_cond = rest.starts_with("(?P=") || rest.starts_with("(?(");
+                if lookaround || backref_or_cond {
                     fancy = true;
                 } else if rest.starts_with("(?#") {
                     // comment group: drop it
@@ -126,7 +133,10 @@ pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
             }
         }
     }
-    Translated { pattern: out, fancy }
+    Translated {
+        pattern: out,
+        fancy,
+    }
 }
 
 /// Copies a character class starting at `chars[start] == '['`, returns the
@@ -182,10 +192,20 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
 /// A compiled translated pattern.
 #[derive(Debug)]
 pub(crate) enum Re {
-    /// The linear engine, with its own reusable capture slots.
-    Fast(regex::Regex, std::cell::RefCell<regex::CaptureLocations>),
+    /// The linear engine, with its own reusable capture slots, and the same
+    /// pattern compiled without Unicode for ASCII haystacks (identical results
+    /// there, and a far smaller automaton).
+    Fast(
+        regex::Regex,
+        std::cell::RefCell<regex::CaptureLocations>,
+        Option<Ascii>,
+    ),
     Fancy(fancy_regex::Regex),
 }
+
+/// Lazy-DFA cache per pattern: large enough that varied input does not make
+/// the engine give up the DFA for the much slower PikeVM.
+const DFA_CACHE: usize = 16 << 20;
 
 /// Backtracking steps allowed per match before fancy-regex gives up on a line.
 pub(crate) const BACKTRACK_LIMIT: usize = 1_000_000;
@@ -194,10 +214,11 @@ impl Re {
     pub(crate) fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
         let t = translate(py, multiline);
         if !t.fancy {
-            match regex::Regex::new(&t.pattern) {
+            match regex::RegexBuilder::new(&t.pattern).dfa_size_limit(DFA_CACHE).build() {
                 Ok(r) => {
                     let cl = std::cell::RefCell::new(r.capture_locations());
-                    return Ok((Re::Fast(r, cl), t.pattern));
+                    let ascii = ascii_twin(&t.pattern);
+                    return Ok((Re::Fast(r, cl, ascii), t.pattern));
                 }
                 Err(_) => { /* fall back to fancy-regex below (e.g. features regex lacks) */ }
             }
@@ -211,7 +232,7 @@ impl Re {
 
     pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
         match self {
-            Re::Fast(r, _) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
+            Re::Fast(r, _, _) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
             Re::Fancy(r) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
         }
     }
@@ -224,7 +245,18 @@ impl Re {
     /// pattern that exceeds its backtrack limit counts as no match.
     pub(crate) fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
         match self {
-            Re::Fast(r, cl) => {
+            Re::Fast(_, _, Some(a)) if hay.is_ascii() => {
+                let cl = &mut *a.locs.borrow_mut();
+                if a.re.captures_read(cl, hay.as_bytes()).is_none() {
+                    return false;
+                }
+                locs.spans.clear();
+                for g in 0..cl.len() {
+                    locs.spans.push(cl.get(g));
+                }
+                true
+            }
+            Re::Fast(r, cl, _) => {
                 let cl = &mut *cl.borrow_mut();
                 if r.captures_read(cl, hay).is_none() {
                     return false;
@@ -250,10 +282,32 @@ impl Re {
 
     pub(crate) fn is_match(&self, hay: &str) -> bool {
         match self {
-            Re::Fast(r, _) => r.is_match(hay),
+            Re::Fast(_, _, Some(a)) if hay.is_ascii() => a.re.is_match(hay.as_bytes()),
+            Re::Fast(r, _, _) => r.is_match(hay),
             Re::Fancy(r) => r.is_match(hay).unwrap_or(false),
         }
     }
+}
+
+/// An ASCII-only compilation of a pattern, used when the haystack is ASCII.
+#[derive(Debug)]
+pub(crate) struct Ascii {
+    pub(crate) re: regex::bytes::Regex,
+    locs: std::cell::RefCell<regex::bytes::CaptureLocations>,
+}
+
+/// Compiles `pattern` with Unicode off. On ASCII input `\w \d \s \b .`
+/// and case folding then agree with the Unicode pattern.
+pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
+    if !pattern.is_ascii() {
+        return None;
+    }
+    let re = regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .build()
+        .ok()?;
+    let locs = std::cell::RefCell::new(re.capture_locations());
+    Some(Ascii { re, locs })
 }
 
 /// The group spans of the last successful [`Re::captures`].
@@ -295,7 +349,12 @@ mod tests {
 
     #[test]
     fn fancy_features_compile() {
-        for p in [r"(?P<s>[-/])a(?P=s)", r"a(?=b)", r"(?:(?P<x>x)|y)(?(x)a|b)", r"(?<!x)y"] {
+        for p in [
+            r"(?P<s>[-/])a(?P=s)",
+            r"a(?=b)",
+            r"(?:(?P<x>x)|y)(?(x)a|b)",
+            r"(?<!x)y",
+        ] {
             let (r, _) = Re::compile(p, false).unwrap_or_else(|e| panic!("{p}: {e}"));
             assert!(r.is_fancy());
         }

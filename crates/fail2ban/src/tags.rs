@@ -35,7 +35,7 @@ fn find_tag(s: &str, from: usize) -> Option<(usize, usize, &str)> {
 /// Unknown tags (like `<HOST>`) stay for the regex stage. `extra` resolves
 /// names that are not options themselves (`lt_file/__prefix_line`, defaults).
 pub(crate) fn substitute_recursive(
-    tags: &mut Vec<(String, String)>,
+    tags: &mut [(String, String)],
     extra: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<(), String> {
     let mut done: Vec<bool> = vec![false; tags.len()];
@@ -154,7 +154,11 @@ pub(crate) fn resolve_regex_tags(regex: &str, use_dns: bool) -> String {
             "IP6" | "F-IP6/" => Some(r_ip6()),
             "ADDR" | "F-ADDR/" => Some(r_addr()),
             "CIDR" | "F-CIDR/" => Some(r"(?P<cidr>\d+)".into()),
-            "SUBNET" | "F-SUBNET/" => Some(format!(r"\[?(?:{}|{})(?:/(?P<cidr>\d+))?\]?", r_ip4(), r_ip6())),
+            "SUBNET" | "F-SUBNET/" => Some(format!(
+                r"\[?(?:{}|{})(?:/(?P<cidr>\d+))?\]?",
+                r_ip4(),
+                r_ip6()
+            )),
             "DNS" | "F-DNS/" => Some(R_DNS.into()),
             "F-ID/" => Some(r"(?P<fid>\S+)".into()),
             "F-PORT/" => Some(r"(?P<fport>\w+)".into()),
@@ -167,7 +171,12 @@ pub(crate) fn resolve_regex_tags(regex: &str, use_dns: bool) -> String {
                 match rest.strip_prefix("F-") {
                     Some(n)
                         if !n.is_empty()
-                            && n.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_' || c == b'-') =>
+                            && n.bytes().all(|c| {
+                                c.is_ascii_uppercase()
+                                    || c.is_ascii_digit()
+                                    || c == b'_'
+                                    || c == b'-'
+                            }) =>
                     {
                         if close {
                             if open.iter().any(|o| o == n) {
@@ -228,7 +237,10 @@ mod tests {
 
     #[test]
     fn regex_tags() {
-        let r = resolve_regex_tags("user <F-USER>\\S+</F-USER> from <HOST> <F-NOFAIL>x</F-NOFAIL> </F-X>", false);
+        let r = resolve_regex_tags(
+            "user <F-USER>\\S+</F-USER> from <HOST> <F-NOFAIL>x</F-NOFAIL> </F-X>",
+            false,
+        );
         assert!(r.starts_with("user (?P<user>\\S+) from \\[?(?:"), "{r}");
         assert!(r.contains("(?P<nofail>x)"));
         assert!(r.ends_with(" </F-X>"), "unopened closing tag stays: {r}");

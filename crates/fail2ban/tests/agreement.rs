@@ -47,8 +47,15 @@ fn cond_true(expr: &str, name: &str, opts: &serde_json::Map<String, Value>) -> b
     let rhs = rhs.trim().trim_matches(|c| c == '\'' || c == '"');
     let val: Option<String> = if lhs == "name" {
         Some(name.to_string())
-    } else if let Some(k) = lhs.strip_prefix("opts.get('").and_then(|s| s.strip_suffix("')")) {
-        opts.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+    } else if let Some(k) = lhs
+        .strip_prefix("opts.get('")
+        .and_then(|s| s.strip_suffix("')"))
+    {
+        opts.get(k).map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        })
     } else {
         panic!("unsupported condition {expr:?}: extend cond_true");
     };
@@ -58,10 +65,21 @@ fn cond_true(expr: &str, name: &str, opts: &serde_json::Map<String, Value>) -> b
 fn json_time_to_unix(t: &str, tz: &TimeZone) -> i64 {
     // Python's strptime("%Y-%m-%dT%H:%M:%S") accepts one-digit fields.
     let base = t.split('.').next().unwrap_or(t);
-    let n: Vec<i64> = base.split(|c: char| !c.is_ascii_digit()).map(|x| x.parse().unwrap_or(0)).collect();
+    let n: Vec<i64> = base
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
     assert!(n.len() == 6, "bad failJSON time {t:?}");
-    let dt = jiff::civil::DateTime::new(n[0] as i16, n[1] as i8, n[2] as i8, n[3] as i8, n[4] as i8, n[5] as i8, 0)
-        .unwrap_or_else(|e| panic!("bad failJSON time {t:?}: {e}"));
+    let dt = jiff::civil::DateTime::new(
+        n[0] as i16,
+        n[1] as i8,
+        n[2] as i8,
+        n[3] as i8,
+        n[4] as i8,
+        n[5] as i8,
+        0,
+    )
+    .unwrap_or_else(|e| panic!("bad failJSON time {t:?}: {e}"));
     tz.to_timestamp(dt).unwrap().as_second()
 }
 
@@ -71,16 +89,32 @@ struct Variant {
     opts: serde_json::Map<String, Value>,
 }
 
-fn load_variant(name: &str, opts: &serde_json::Map<String, Value>, tz: &TimeZone) -> Result<Filter, String> {
+fn load_variant(
+    name: &str,
+    opts: &serde_json::Map<String, Value>,
+    tz: &TimeZone,
+) -> Result<Filter, String> {
     let mut args = Vec::new();
     for (k, v) in opts {
         if k.starts_with("test.") {
             continue;
         }
-        args.push((k.to_lowercase(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+        args.push((
+            k.to_lowercase(),
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+        ));
     }
-    let mode = args.iter().find(|(k, _)| k == "mode").map(|(_, v)| v.clone());
-    let r = FilterRef { name_or_path: name.to_string(), mode, args };
+    let mode = args
+        .iter()
+        .find(|(k, _)| k == "mode")
+        .map(|(_, v)| v.clone());
+    let r = FilterRef {
+        name_or_path: name.to_string(),
+        mode,
+        args,
+    };
     let mut f = Filter::load(&r, Path::new(FILTER_DIR)).map_err(|e| format!("{e}"))?;
     f.set_timezone(tz.clone());
     Ok(f)
@@ -118,7 +152,8 @@ fn run_filter(name: &str, tz: &TimeZone) -> Score {
                 None
             };
             let test_line = if let Some((kind, body)) = directive {
-                let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{name}: bad JSON {body:?}: {e}"));
+                let v: Value = serde_json::from_str(body.trim())
+                    .unwrap_or_else(|e| panic!("{name}: bad JSON {body:?}: {e}"));
                 match kind {
                     "fileOptions" => {
                         common = v.as_object().cloned().unwrap_or_default();
@@ -142,7 +177,11 @@ fn run_filter(name: &str, tz: &TimeZone) -> Score {
                             if !ignore_block {
                                 let vname = format!("{name}{:?}", opts);
                                 let filter = load_variant(name, &opts, tz);
-                                variants.push(Variant { name: vname, filter, opts });
+                                variants.push(Variant {
+                                    name: vname,
+                                    filter,
+                                    opts,
+                                });
                             }
                         }
                         continue;
@@ -173,35 +212,46 @@ fn run_filter(name: &str, tz: &TimeZone) -> Score {
             }
             if variants.is_empty() {
                 let filter = load_variant(name, &serde_json::Map::new(), tz);
-                variants.push(Variant { name: name.to_string(), filter, opts: serde_json::Map::new() });
+                variants.push(Variant {
+                    name: name.to_string(),
+                    filter,
+                    opts: serde_json::Map::new(),
+                });
             }
             for v in variants.iter_mut() {
-                if let Some(c) = faildata.get("constraint").and_then(Value::as_str) {
-                    if !cond_true(c, name, &v.opts) {
-                        continue;
-                    }
+                if let Some(c) = faildata.get("constraint").and_then(Value::as_str)
+                    && !cond_true(c, name, &v.opts)
+                {
+                    continue;
                 }
                 score.cases += 1;
                 let Ok(f) = v.filter.as_mut() else { continue };
                 let journal = v.opts.get("logtype").and_then(Value::as_str) == Some("journal");
                 let got = if journal {
-                    let prefix = v.opts.get("test.prefix-line").and_then(Value::as_str).unwrap_or("");
+                    let prefix = v
+                        .opts
+                        .get("test.prefix-line")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
                     let l = format!("{prefix}{test_line}");
                     f.match_detail_at(&l, Some(TEST_NOW)).cloned()
                 } else {
                     f.match_detail(test_line, TEST_NOW).cloned()
                 };
                 let got = got.filter(|d| !d.nofail);
-                let want_match = faildata.get("match").and_then(Value::as_bool).unwrap_or(false);
+                let want_match = faildata
+                    .get("match")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let mut ok = got.is_some() == want_match;
                 let mut why = String::new();
                 if ok {
                     if let Some(d) = &got {
-                        if let Some(h) = faildata.get("host").and_then(Value::as_str) {
-                            if d.host != h {
-                                ok = false;
-                                why = format!("host {:?} != {h:?}", d.host);
-                            }
+                        if let Some(h) = faildata.get("host").and_then(Value::as_str)
+                            && d.host != h
+                        {
+                            ok = false;
+                            why = format!("host {:?} != {h:?}", d.host);
                         }
                         if let Some(t) = faildata.get("time").and_then(Value::as_str) {
                             let want = json_time_to_unix(t, tz);
@@ -217,7 +267,9 @@ fn run_filter(name: &str, tz: &TimeZone) -> Score {
                 if ok {
                     score.agreed += 1;
                 } else if score.first_miss.len() < 3 {
-                    score.first_miss.push(format!("{}: {why}: {test_line}", v.name));
+                    score
+                        .first_miss
+                        .push(format!("{}: {why}: {test_line}", v.name));
                 }
             }
         }
@@ -228,7 +280,8 @@ fn run_filter(name: &str, tz: &TimeZone) -> Score {
 #[test]
 fn agreement_with_fail2ban_sample_logs() {
     assert!(
-        Path::new(FILTER_DIR).join("sshd.conf").is_file() && Path::new(LOG_DIR).join("sshd").is_file(),
+        Path::new(FILTER_DIR).join("sshd.conf").is_file()
+            && Path::new(LOG_DIR).join("sshd").is_file(),
         "fail2ban's filters or sample logs are missing: apt-get install fail2ban"
     );
     let tz = TimeZone::posix(TEST_TZ).expect("POSIX TZ");
@@ -258,7 +311,11 @@ fn agreement_with_fail2ban_sample_logs() {
     for (n, s) in &results {
         cases += s.cases;
         agreed += s.agreed;
-        let pct = if s.cases == 0 { 100.0 } else { 100.0 * s.agreed as f64 / s.cases as f64 };
+        let pct = if s.cases == 0 {
+            100.0
+        } else {
+            100.0 * s.agreed as f64 / s.cases as f64
+        };
         println!("{n:<28} {:>6} {:>6} {pct:>6.1}%", s.cases, s.agreed);
         if let Some(e) = &s.load_error {
             load_fail += 1;
@@ -275,6 +332,12 @@ fn agreement_with_fail2ban_sample_logs() {
         "overall: {agreed}/{cases} cases agree ({overall:.2}%), {} filters, {load_fail} fail to load",
         results.len()
     );
-    assert!(cases > 500, "too few cases found ({cases}): is the fail2ban package complete?");
-    assert!(overall >= FLOOR_PERCENT, "agreement {overall:.2}% is below the floor {FLOOR_PERCENT}%");
+    assert!(
+        cases > 500,
+        "too few cases found ({cases}): is the fail2ban package complete?"
+    );
+    assert!(
+        overall >= FLOOR_PERCENT,
+        "agreement {overall:.2}% is below the floor {FLOOR_PERCENT}%"
+    );
 }
