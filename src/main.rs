@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod cmd;
 
 #[derive(Parser, Debug)]
-#[command(name = "shield", version, about = "Shield: a fast, collaborative intrusion-prevention system")]
+#[command(
+    name = "shield",
+    version,
+    about = "Shield: a fast, collaborative intrusion-prevention system"
+)]
 pub struct Cli {
     /// Config file (default /etc/shield/shield.toml; without one, built-in defaults guard sshd).
     #[arg(long, short, global = true, env = "SHIELD_CONFIG")]
@@ -57,6 +61,9 @@ pub enum Cmd {
     /// Manage API keys of CrowdSec-compatible bouncers.
     #[command(subcommand)]
     Bouncers(cmd::manage::BouncersCmd),
+    /// Union membership: keys, treaty, status.
+    #[command(subcommand)]
+    Union(shield_union::cli::UnionCmd),
     /// Generate a synthetic log with known attackers (for tests and benchmarks).
     #[command(hide = true)]
     GenLog(cmd::genlog::Args),
@@ -78,7 +85,9 @@ fn init_logging(format: LogFormat, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_env("SHIELD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),

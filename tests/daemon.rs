@@ -29,7 +29,11 @@ fn sshd_source(dir: &std::path::Path) -> String {
 }
 
 fn append(path: &std::path::Path, lines: &[String]) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
     }
@@ -37,7 +41,9 @@ fn append(path: &std::path::Path, lines: &[String]) {
 }
 
 fn noise(n: usize, from: usize) -> Vec<String> {
-    (from..from + n).map(|i| format!("Mar  1 10:00:00 myhost CRON[{i}]: (root) CMD (line {i})")).collect()
+    (from..from + n)
+        .map(|i| format!("Mar  1 10:00:00 myhost CRON[{i}]: (root) CMD (line {i})"))
+        .collect()
 }
 
 #[test]
@@ -52,28 +58,57 @@ fn live_tail_across_rename_and_copytruncate_loses_no_line() {
         total += 500;
         // rename rotation, then a new file
         std::fs::rename(&log, dir.path().join(format!("auth.log.{round}"))).unwrap();
-        append(&dir.path().join(format!("auth.log.{round}")), &noise(100, total));
+        append(
+            &dir.path().join(format!("auth.log.{round}")),
+            &noise(100, total),
+        );
         total += 100;
         append(&log, &noise(300, total));
         total += 300;
     }
     // copytruncate: wait until read, copy, truncate, continue writing.
-    let seen = wait_for(Duration::from_secs(20), || (d.lines("sshd") == total as u64).then_some(()));
-    assert!(seen.is_some(), "read {} of {total} lines:\n{}", d.lines("sshd"), d.log());
+    let seen = wait_for(Duration::from_secs(20), || {
+        (d.lines("sshd") == total as u64).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "read {} of {total} lines:\n{}",
+        d.lines("sshd"),
+        d.log()
+    );
     std::fs::copy(&log, dir.path().join("auth.log.ct")).unwrap();
-    std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
     // The copy is a new file matching the glob: its lines are read too (a real
     // logrotate names it outside the glob, e.g. auth.log.1 with a non-matching glob).
     let copied = 300u64;
     append(&log, &noise(200, total));
     total += 200;
     let want = total as u64 + copied;
-    let seen = wait_for(Duration::from_secs(20), || (d.lines("sshd") == want).then_some(()));
-    assert!(seen.is_some(), "read {} of {want} lines:\n{}", d.lines("sshd"), d.log());
+    let seen = wait_for(Duration::from_secs(20), || {
+        (d.lines("sshd") == want).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "read {} of {want} lines:\n{}",
+        d.lines("sshd"),
+        d.log()
+    );
     // And an attack after all that is still seen.
-    append(&log, &(0..6).map(|i| ssh_fail("203.0.113.50", i)).collect::<Vec<_>>());
+    append(
+        &log,
+        &(0..6)
+            .map(|i| ssh_fail("203.0.113.50", i))
+            .collect::<Vec<_>>(),
+    );
     let banned = wait_for(Duration::from_secs(10), || {
-        d.active().iter().any(|x| x["target"] == "203.0.113.50/32").then_some(())
+        d.active()
+            .iter()
+            .any(|x| x["target"] == "203.0.113.50/32")
+            .then_some(())
     });
     assert!(banned.is_some(), "{}", d.log());
 }
@@ -84,7 +119,13 @@ fn restart_resumes_from_the_checkpoint() {
     let log = dir.path().join("auth.log");
     append(&log, &noise(1000, 0));
     let mut d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
-    assert!(wait_for(Duration::from_secs(20), || (d.lines("sshd") == 1000).then_some(())).is_some(), "{}", d.log());
+    assert!(
+        wait_for(Duration::from_secs(20), || (d.lines("sshd") == 1000)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        d.log()
+    );
     d.stop();
     // Written while stopped, including a rotation.
     append(&log, &noise(250, 1000));
@@ -93,15 +134,24 @@ fn restart_resumes_from_the_checkpoint() {
     d.restart();
     // Lines counted in the store across both runs: exactly 1500, none twice.
     let want = 1500u64;
-    let counted = wait_for(Duration::from_secs(20), || (stored_lines(&d) == want).then_some(()));
-    assert!(counted.is_some(), "store counted {} lines, want {want}:\n{}", stored_lines(&d), d.log());
+    let counted = wait_for(Duration::from_secs(20), || {
+        (stored_lines(&d) == want).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "store counted {} lines, want {want}:\n{}",
+        stored_lines(&d),
+        d.log()
+    );
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(stored_lines(&d), want, "lines were read twice");
 }
 
 /// Lines of `sshd` counted in the store (committed with the checkpoints, so across runs).
 fn stored_lines(d: &Daemon) -> u64 {
-    d.status()["store_counters"]["lines:sshd"].as_u64().unwrap_or(0)
+    d.status()["store_counters"]["lines:sshd"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -111,23 +161,38 @@ fn allowlisted_address_is_never_banned_and_others_are() {
     std::fs::write(&log, "").unwrap();
     let d = Daemon::start(
         dir.path(),
-        &config(&sshd_source(dir.path()), "allowlist = [\"198.51.100.0/24\"]"),
+        &config(
+            &sshd_source(dir.path()),
+            "allowlist = [\"198.51.100.0/24\"]",
+        ),
     );
     let mut lines: Vec<String> = (0..10).map(|i| ssh_fail("198.51.100.20", i)).collect();
     lines.extend((0..10).map(|i| ssh_fail("203.0.113.9", i)));
     append(&log, &lines);
     let banned = wait_for(Duration::from_secs(10), || {
-        d.active().iter().any(|x| x["target"] == "203.0.113.9/32").then_some(())
+        d.active()
+            .iter()
+            .any(|x| x["target"] == "203.0.113.9/32")
+            .then_some(())
     });
     assert!(banned.is_some(), "{}", d.log());
-    assert!(!d.active().iter().any(|x| x["target"].as_str().unwrap().starts_with("198.51.100.")));
+    assert!(
+        !d.active()
+            .iter()
+            .any(|x| x["target"].as_str().unwrap().starts_with("198.51.100."))
+    );
     // A manual ban of the allowlisted address is refused too.
     let out = d.cli(&["decisions", "add", "198.51.100.20"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("allowlist"));
     // The alert is still recorded, with its evidence.
     let alerts = d.json(&["alerts", "list", "--format", "json"]);
-    let a = alerts.as_array().unwrap().iter().find(|a| a["target"] == "198.51.100.20/32").expect("alert kept");
+    let a = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"] == "198.51.100.20/32")
+        .expect("alert kept");
     assert!(a["decision_id"].is_null());
     assert!(!a["evidence"].as_array().unwrap().is_empty());
 }
@@ -140,20 +205,37 @@ fn repeat_offender_gets_a_longer_ban_remembered_across_restart() {
     let mut d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
     let ban_of = |d: &Daemon| {
         wait_for(Duration::from_secs(10), || {
-            d.active().into_iter().find(|x| x["target"] == "203.0.113.77/32")
+            d.active()
+                .into_iter()
+                .find(|x| x["target"] == "203.0.113.77/32")
         })
     };
-    append(&log, &(0..6).map(|i| ssh_fail("203.0.113.77", i)).collect::<Vec<_>>());
+    append(
+        &log,
+        &(0..6)
+            .map(|i| ssh_fail("203.0.113.77", i))
+            .collect::<Vec<_>>(),
+    );
     let first = ban_of(&d).unwrap_or_else(|| panic!("{}", d.log()));
-    let len = |x: &serde_json::Value| x["expires"].as_i64().unwrap() - x["created"].as_i64().unwrap();
+    let len =
+        |x: &serde_json::Value| x["expires"].as_i64().unwrap() - x["created"].as_i64().unwrap();
     assert_eq!(len(&first), 600);
     // Pardon it, restart (offences live in the store), attack again.
     let out = d.cli(&["decisions", "delete", "203.0.113.77"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(d.active().is_empty());
     d.stop();
     d.restart();
-    append(&log, &(10..16).map(|i| ssh_fail("203.0.113.77", i)).collect::<Vec<_>>());
+    append(
+        &log,
+        &(10..16)
+            .map(|i| ssh_fail("203.0.113.77", i))
+            .collect::<Vec<_>>(),
+    );
     let second = ban_of(&d).unwrap_or_else(|| panic!("{}", d.log()));
     assert_eq!(len(&second), 1200, "second offence should double the ban");
 }
@@ -163,8 +245,20 @@ fn manual_decisions_through_the_running_daemon() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("auth.log"), "").unwrap();
     let d = Daemon::start(dir.path(), &config(&sshd_source(dir.path()), ""));
-    let out = d.cli(&["decisions", "add", "198.18.0.0/15", "--type", "captcha", "--duration", "1h"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = d.cli(&[
+        "decisions",
+        "add",
+        "198.18.0.0/15",
+        "--type",
+        "captcha",
+        "--duration",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = d.active();
     assert_eq!(v.len(), 1);
     assert_eq!(v[0]["scope"], "range");
@@ -175,6 +269,10 @@ fn manual_decisions_through_the_running_daemon() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("neither an IP address nor a CIDR"));
     let st = d.status();
     assert_eq!(st["active_decisions"], 1);
-    assert!(d.cli(&["decisions", "delete", "--id", &v[0]["id"].to_string()]).status.success());
+    assert!(
+        d.cli(&["decisions", "delete", "--id", &v[0]["id"].to_string()])
+            .status
+            .success()
+    );
     assert!(d.active().is_empty());
 }

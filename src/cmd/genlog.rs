@@ -28,8 +28,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let attackers = match a.kind.as_str() {
-        "sshd" => shield_detect::gen::write_sshd(&mut w, a.lines, a.attackers, a.seed)?,
-        "nginx" => shield_detect::gen::write_nginx(&mut w, a.lines, a.attackers, a.seed)?,
+        "sshd" => shield_detect::r#gen::write_sshd(&mut w, a.lines, a.attackers, a.seed)?,
+        "nginx" => shield_detect::r#gen::write_nginx(&mut w, a.lines, a.attackers, a.seed)?,
         k => anyhow::bail!("unknown log kind `{k}`: use sshd or nginx"),
     };
     w.flush()?;

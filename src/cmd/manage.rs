@@ -56,9 +56,13 @@ pub enum AlertsCmd {
 #[derive(Subcommand, Debug)]
 pub enum BouncersCmd {
     /// Register a bouncer and print its API key (shown once; stored hashed).
-    Add { name: String },
+    Add {
+        name: String,
+    },
     List,
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 fn plan(config: Option<PathBuf>) -> anyhow::Result<Plan> {
@@ -67,7 +71,12 @@ fn plan(config: Option<PathBuf>) -> anyhow::Result<Plan> {
 }
 
 /// The daemon's answer, `Ok(None)` when no daemon runs.
-fn daemon(p: &Plan, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Option<Value>> {
+fn daemon(
+    p: &Plan,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Option<Value>> {
     match request(&p.api.socket, method, path, body) {
         Ok(v) => Ok(Some(v)),
         Err(ClientError::NotRunning(_)) => Ok(None),
@@ -81,14 +90,18 @@ fn print_decisions(v: &[Decision], format: Format) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = now();
-    println!("{:>6}  {:<8} {:<40} {:>9}  {:<14} scenario", "id", "type", "target", "left", "origin");
+    println!(
+        "{:>6}  {:<8} {:<40} {:>9}  {:<14} scenario",
+        "id", "type", "target", "left", "origin"
+    );
     for d in v {
         println!(
             "{:>6}  {:<8} {:<40} {:>9}  {:<14} {}",
             d.id,
             d.kind.as_str(),
             d.value(),
-            humantime::format_duration(std::time::Duration::from_secs(d.remaining_s(t))).to_string(),
+            humantime::format_duration(std::time::Duration::from_secs(d.remaining_s(t)))
+                .to_string(),
             d.origin.to_string(),
             d.scenario
         );
@@ -100,19 +113,42 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
     let p = plan(config)?;
     match c {
         DecisionsCmd::List { all, format } => {
-            let path = if all { "/api/decisions?all=true" } else { "/api/decisions" };
+            let path = if all {
+                "/api/decisions?all=true"
+            } else {
+                "/api/decisions"
+            };
             let v: Vec<Decision> = match daemon(&p, "GET", path, None)? {
                 Some(v) => serde_json::from_value(v)?,
                 None => {
                     let s = Store::open(&p.store_path)?;
-                    if all { s.recent_decisions(1000)? } else { s.active_decisions(now())? }
+                    if all {
+                        s.recent_decisions(1000)?
+                    } else {
+                        s.active_decisions(now())?
+                    }
                 }
             };
             print_decisions(&v, format)?;
         }
-        DecisionsCmd::Add { target, kind, duration, reason } => {
-            let req = AddRequest { target, kind, duration, reason };
-            match daemon(&p, "POST", "/api/decisions", Some(&serde_json::to_value(&req)?))? {
+        DecisionsCmd::Add {
+            target,
+            kind,
+            duration,
+            reason,
+        } => {
+            let req = AddRequest {
+                target,
+                kind,
+                duration,
+                reason,
+            };
+            match daemon(
+                &p,
+                "POST",
+                "/api/decisions",
+                Some(&serde_json::to_value(&req)?),
+            )? {
                 Some(v) => println!("{v}"),
                 None => {
                     let d = manual_decision(&req, now()).map_err(anyhow::Error::msg)?;
@@ -120,10 +156,14 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
                     match s.atomically(|s| p.decider.admit(s, d, now()))? {
                         Outcome::New(d) | Outcome::Extended(d) => {
                             println!("{}", serde_json::to_string(&d)?);
-                            eprintln!("note: no daemon is running; the decision is stored and takes effect when shield starts");
+                            eprintln!(
+                                "note: no daemon is running; the decision is stored and takes effect when shield starts"
+                            );
                         }
                         Outcome::Covered(id) => println!("already covered by decision {id}"),
-                        Outcome::Allowlisted(n) => anyhow::bail!("{} is in the allowlist ({n})", req.target),
+                        Outcome::Allowlisted(n) => {
+                            anyhow::bail!("{} is in the allowlist ({n})", req.target)
+                        }
                     }
                 }
             }
@@ -149,7 +189,12 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
                         let ids: Vec<i64> = match (&target, id) {
                             (_, Some(id)) => vec![id],
                             (Some(tg), None) => {
-                                let net = parse_target(tg).map_err(|e| shield_daemon::store::StoreError::Corrupt { path: "-".into(), what: e })?;
+                                let net = parse_target(tg).map_err(|e| {
+                                    shield_daemon::store::StoreError::Corrupt {
+                                        path: "-".into(),
+                                        what: e,
+                                    }
+                                })?;
                                 s.active_for(&net, t)?.iter().map(|d| d.id).collect()
                             }
                             _ => vec![],
@@ -165,7 +210,9 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
                     if n == 0 {
                         anyhow::bail!("no active decision matches");
                     }
-                    println!("deleted {n} decision(s) (no daemon running: the firewall is reconciled when shield starts)");
+                    println!(
+                        "deleted {n} decision(s) (no daemon running: the firewall is reconciled when shield starts)"
+                    );
                 }
             }
         }
@@ -186,8 +233,13 @@ pub fn alerts(config: Option<PathBuf>, c: AlertsCmd) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     for a in &v {
-        let when = jiff::Timestamp::from_second(a.time).map(|t| t.to_string()).unwrap_or_default();
-        println!("#{} {} {} {} ({} events)", a.id, when, a.scenario, a.target, a.events);
+        let when = jiff::Timestamp::from_second(a.time)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        println!(
+            "#{} {} {} {} ({} events)",
+            a.id, when, a.scenario, a.target, a.events
+        );
         for e in &a.evidence {
             println!("    {e}");
         }
@@ -203,8 +255,14 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
                 println!("{v}");
             } else {
                 let s: shield_daemon::api::Status = serde_json::from_value(v)?;
-                println!("shield {} running for {}s, config {}", s.version, s.uptime_s, s.config);
-                println!("firewall: {}, active decisions: {}", s.firewall, s.active_decisions);
+                println!(
+                    "shield {} running for {}s, config {}",
+                    s.version, s.uptime_s, s.config
+                );
+                println!(
+                    "firewall: {}, active decisions: {}",
+                    s.firewall, s.active_decisions
+                );
                 for src in &s.sources {
                     println!(
                         "source {:<16} {:<8} lines {:>10} matched {:>8} alerts {:>6} {}",
@@ -224,9 +282,16 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
             let s = Store::open(&p.store_path)?;
             let n = s.active_decisions(now())?.len();
             if format == Format::Json {
-                println!("{}", json!({"running": false, "active_decisions": n, "store": p.store_path}));
+                println!(
+                    "{}",
+                    json!({"running": false, "active_decisions": n, "store": p.store_path})
+                );
             } else {
-                println!("shield is not running ({} not answering); store {} holds {n} active decision(s)", p.api.socket.display(), p.store_path.display());
+                println!(
+                    "shield is not running ({} not answering); store {} holds {n} active decision(s)",
+                    p.api.socket.display(),
+                    p.store_path.display()
+                );
             }
             Ok(ExitCode::from(3))
         }
@@ -255,18 +320,23 @@ pub fn bouncers(config: Option<PathBuf>, c: BouncersCmd) -> anyhow::Result<ExitC
         BouncersCmd::List => {
             let s = Store::open(&p.store_path)?;
             for b in s.bouncers()? {
-                println!("{:<24} created {} last pull {:?}", b.name, b.created, b.last_pull);
+                println!(
+                    "{:<24} created {} last pull {:?}",
+                    b.name, b.created, b.last_pull
+                );
             }
         }
-        BouncersCmd::Delete { name } => match daemon(&p, "DELETE", &format!("/api/bouncers/{name}"), None)? {
-            Some(_) => println!("deleted"),
-            None => {
-                if !Store::open(&p.store_path)?.delete_bouncer(&name)? {
-                    anyhow::bail!("no bouncer named `{name}`");
+        BouncersCmd::Delete { name } => {
+            match daemon(&p, "DELETE", &format!("/api/bouncers/{name}"), None)? {
+                Some(_) => println!("deleted"),
+                None => {
+                    if !Store::open(&p.store_path)?.delete_bouncer(&name)? {
+                        anyhow::bail!("no bouncer named `{name}`");
+                    }
+                    println!("deleted");
                 }
-                println!("deleted");
             }
-        },
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

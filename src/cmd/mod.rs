@@ -22,7 +22,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}: ok ({} pipeline(s), {} scenario(s), firewall {:?}, store {})",
                 plan.config_file,
                 plan.pipelines.len(),
-                plan.pipelines.iter().map(|p| p.scenarios.len()).sum::<usize>(),
+                plan.pipelines
+                    .iter()
+                    .map(|p| p.scenarios.len())
+                    .sum::<usize>(),
                 plan.firewall.backend,
                 plan.store_path.display()
             );
@@ -34,6 +37,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Alerts(c) => manage::alerts(config, c),
         Cmd::Status { format } => manage::status(config, format),
         Cmd::Bouncers(c) => manage::bouncers(config, c),
+        Cmd::Union(c) => {
+            shield_union::cli::run(c)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::GenLog(a) => genlog::run(a),
     }
 }

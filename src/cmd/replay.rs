@@ -39,7 +39,10 @@ fn engines(config: Option<PathBuf>) -> anyhow::Result<(Vec<Engine>, Decider)> {
             let plan = shield_daemon::plan::plan(&loaded)?;
             let mut v = Vec::new();
             for pipe in &plan.pipelines {
-                v.push(pipe.engine(plan.engine).map_err(|e| anyhow::anyhow!("{}: {e}", pipe.name))?);
+                v.push(
+                    pipe.engine(plan.engine)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", pipe.name))?,
+                );
             }
             Ok((v, plan.decider))
         }
@@ -48,21 +51,35 @@ fn engines(config: Option<PathBuf>) -> anyhow::Result<(Vec<Engine>, Decider)> {
             let e = Engine::new(
                 Box::new(NativeMatcher::all()),
                 &shield_detect::default_scenarios(packs),
-                EngineOptions { max_keys: 100_000, evidence_lines: 3, default_v6_prefix: 64 },
+                EngineOptions {
+                    max_keys: 100_000,
+                    evidence_lines: 3,
+                    default_v6_prefix: 64,
+                },
             )?;
-            Ok((vec![e], Decider::new(Allowlist::default(), Escalation::default())))
+            Ok((
+                vec![e],
+                Decider::new(Allowlist::default(), Escalation::default()),
+            ))
         }
     }
 }
 
 pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
     let (mut engines, decider) = engines(config)?;
-    let total: u64 = a.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let total: u64 = a
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = if std::io::stderr().is_terminal() && total > 0 {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -110,7 +127,11 @@ pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
             }
             writeln!(out, "decisions:")?;
             for d in &rep.decisions {
-                writeln!(out, "  {:<8} {:<40} {:>8}s  {}", d.kind, d.value, d.duration_s, d.scenario)?;
+                writeln!(
+                    out,
+                    "  {:<8} {:<40} {:>8}s  {}",
+                    d.kind, d.value, d.duration_s, d.scenario
+                )?;
             }
         }
     }
@@ -151,7 +172,8 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
             }
             Format::Text => {
                 if x.matched {
-                    let fields: Vec<String> = x.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let fields: Vec<String> =
+                        x.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     writeln!(
                         out,
                         "MATCH {} host={} time={} {}",

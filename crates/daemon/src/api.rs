@@ -58,7 +58,12 @@ pub struct Status {
 pub fn control_router(shared: Shared) -> Router {
     Router::new()
         .route("/api/status", get(status))
-        .route("/api/decisions", get(list_decisions).post(add_decision).delete(delete_decisions))
+        .route(
+            "/api/decisions",
+            get(list_decisions)
+                .post(add_decision)
+                .delete(delete_decisions),
+        )
         .route("/api/alerts", get(list_alerts))
         .route("/api/bouncers", get(list_bouncers).post(add_bouncer))
         .route("/api/bouncers/{name}", delete(delete_bouncer))
@@ -68,8 +73,19 @@ pub fn control_router(shared: Shared) -> Router {
 
 async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
     let t = now();
-    let active = s.table.read().unwrap_or_else(|p| p.into_inner()).active(t).count();
-    let sources = s.sources.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    let active = s
+        .table
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .active(t)
+        .count();
+    let sources = s
+        .sources
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
     let c = &s.counters;
     use std::sync::atomic::Ordering::Relaxed;
     let counters = serde_json::json!({
@@ -120,7 +136,9 @@ async fn list_decisions(
 ) -> Result<Json<Vec<Decision>>, ApiError> {
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
     let mut v = if q.all {
-        store.recent_decisions(q.limit.min(100_000)).map_err(internal)?
+        store
+            .recent_decisions(q.limit.min(100_000))
+            .map_err(internal)?
     } else {
         store.active_decisions(now()).map_err(internal)?
     };
@@ -154,7 +172,10 @@ fn default_reason() -> String {
 /// Turns an add request into a manual decision (shared with the offline CLI path).
 pub fn manual_decision(req: &AddRequest, t: i64) -> Result<Decision, String> {
     let target = parse_target(&req.target)?;
-    let kind: DecisionType = req.kind.parse().map_err(|e: shield_core::ParseError| e.to_string())?;
+    let kind: DecisionType = req
+        .kind
+        .parse()
+        .map_err(|e: shield_core::ParseError| e.to_string())?;
     let d = parse_duration(&req.duration)?;
     if d.as_secs() == 0 {
         return Err("duration must be at least 1s".into());
@@ -180,18 +201,26 @@ async fn add_decision(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let d = manual_decision(&req, now()).map_err(bad)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    s.tx.send(Msg::Admit { decision: d, reply: Some(tx) }).map_err(internal)?;
+    s.tx.send(Msg::Admit {
+        decision: d,
+        reply: Some(tx),
+    })
+    .map_err(internal)?;
     match rx.await.map_err(internal)?.map_err(internal)? {
-        Outcome::New(d) | Outcome::Extended(d) => {
-            Ok((StatusCode::CREATED, Json(serde_json::to_value(d).map_err(internal)?)))
-        }
+        Outcome::New(d) | Outcome::Extended(d) => Ok((
+            StatusCode::CREATED,
+            Json(serde_json::to_value(d).map_err(internal)?),
+        )),
         Outcome::Covered(id) => Ok((
             StatusCode::OK,
             Json(serde_json::json!({"message": "already covered by an active decision", "id": id})),
         )),
         Outcome::Allowlisted(net) => Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{} is in the allowlist ({net}); remove it from [decisions] allowlist first", req.target),
+            format!(
+                "{} is in the allowlist ({net}); remove it from [decisions] allowlist first",
+                req.target
+            ),
         )),
     }
 }
@@ -215,10 +244,18 @@ async fn delete_decisions(
         return Err(bad("give ?id=N or ?target=ADDRESS"));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    s.tx.send(Msg::Delete { id: q.id, target, reply: tx }).map_err(internal)?;
+    s.tx.send(Msg::Delete {
+        id: q.id,
+        target,
+        reply: tx,
+    })
+    .map_err(internal)?;
     let v = rx.await.map_err(internal)?.map_err(internal)?;
     if v.is_empty() {
-        return Err(ApiError(StatusCode::NOT_FOUND, "no active decision matches".into()));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no active decision matches".into(),
+        ));
     }
     Ok(Json(v))
 }
@@ -239,7 +276,9 @@ async fn list_alerts(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Vec<crate::store::StoredAlert>>, ApiError> {
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(Json(store.recent_alerts(q.limit.min(10_000)).map_err(internal)?))
+    Ok(Json(
+        store.recent_alerts(q.limit.min(10_000)).map_err(internal)?,
+    ))
 }
 
 async fn list_bouncers(State(s): State<Shared>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
@@ -260,8 +299,15 @@ struct AddBouncer {
 
 /// Checks a bouncer name: 1–64 of `[A-Za-z0-9._-]`.
 pub fn valid_bouncer_name(n: &str) -> Result<(), String> {
-    if n.is_empty() || n.len() > 64 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(format!("bouncer name `{n}` must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+    if n.is_empty()
+        || n.len() > 64
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "bouncer name `{n}` must be 1-64 characters of A-Z a-z 0-9 . _ -"
+        ));
     }
     Ok(())
 }
@@ -273,11 +319,20 @@ async fn add_bouncer(
     valid_bouncer_name(&req.name).map_err(bad)?;
     let key = shield_enforce::generate_api_key();
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
-    if !store.add_bouncer(&req.name, &shield_enforce::hash_api_key(&key), now()).map_err(internal)? {
-        return Err(ApiError(StatusCode::CONFLICT, format!("bouncer `{}` already exists", req.name)));
+    if !store
+        .add_bouncer(&req.name, &shield_enforce::hash_api_key(&key), now())
+        .map_err(internal)?
+    {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("bouncer `{}` already exists", req.name),
+        ));
     }
     s.auth.load(&store);
-    Ok((StatusCode::CREATED, Json(serde_json::json!({"name": req.name, "api_key": key}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"name": req.name, "api_key": key})),
+    ))
 }
 
 async fn delete_bouncer(
@@ -286,7 +341,10 @@ async fn delete_bouncer(
 ) -> Result<StatusCode, ApiError> {
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
     if !store.delete_bouncer(&name).map_err(internal)? {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no bouncer named `{name}`")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no bouncer named `{name}`"),
+        ));
     }
     s.auth.load(&store);
     Ok(StatusCode::NO_CONTENT)
@@ -302,7 +360,11 @@ async fn require_token(State(token): State<String>, req: Request, next: Next) ->
     if ok {
         next.run(req).await
     } else {
-        ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        )
+        .into_response()
     }
 }
 
@@ -330,7 +392,8 @@ pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::J
                 sock.display()
             );
         }
-        std::fs::remove_file(&sock).with_context(|| format!("removing stale {}", sock.display()))?;
+        std::fs::remove_file(&sock)
+            .with_context(|| format!("removing stale {}", sock.display()))?;
     }
     let ul = tokio::net::UnixListener::bind(&sock)
         .with_context(|| format!("binding the control socket {}", sock.display()))?;
@@ -348,7 +411,8 @@ pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::J
             ..Default::default()
         };
         let state = shield_enforce::ApiState::new(shared.table.clone(), shared.auth.clone(), cfg);
-        let mut app = shield_enforce::gate_router(state.clone()).merge(shield_enforce::bouncer_router(state));
+        let mut app =
+            shield_enforce::gate_router(state.clone()).merge(shield_enforce::bouncer_router(state));
         if let Some(token) = plan.api.token.clone() {
             let mgmt = control_router(shared.clone())
                 .layer(middleware::from_fn_with_state(token, require_token));

@@ -13,7 +13,10 @@ pub enum ClientError {
     #[error("no daemon is listening on {0}")]
     NotRunning(String),
     #[error("talking to the daemon on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the daemon answered {status}: {message}")]
     Status { status: u16, message: String },
     #[error("the daemon's answer is not valid: {0}")]
@@ -29,8 +32,12 @@ pub fn request(
 ) -> Result<serde_json::Value, ClientError> {
     let sp = socket.display().to_string();
     let mut s = UnixStream::connect(socket).map_err(|_| ClientError::NotRunning(sp.clone()))?;
-    let io = |source| ClientError::Io { path: sp.clone(), source };
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    let io = |source| ClientError::Io {
+        path: sp.clone(),
+        source,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: shield\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -48,15 +55,25 @@ pub fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ClientError::Protocol(head.lines().next().unwrap_or("").into()))?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
     let v: serde_json::Value = if body.trim().is_empty() {
         serde_json::Value::Null
     } else {
         serde_json::from_str(&body).map_err(|e| ClientError::Protocol(e.to_string()))?
     };
     if !(200..300).contains(&status) {
-        let message = v.get("message").and_then(|m| m.as_str()).unwrap_or(&body).to_string();
+        let message = v
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or(&body)
+            .to_string();
         return Err(ClientError::Status { status, message });
     }
     Ok(v)

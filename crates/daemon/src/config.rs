@@ -74,7 +74,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_store(), keep: default_keep() }
+        StoreConfig {
+            path: default_store(),
+            keep: default_keep(),
+        }
     }
 }
 
@@ -369,7 +372,13 @@ impl Loaded {
         hint: Option<String>,
     ) -> ConfigError {
         let (line, col) = line_col(&self.text, span.start);
-        ConfigError { file: self.file_name(), line, col, msg: msg.into(), hint }
+        ConfigError {
+            file: self.file_name(),
+            line,
+            col,
+            msg: msg.into(),
+            hint,
+        }
     }
 
     pub fn file_name(&self) -> String {
@@ -390,7 +399,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
         None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
     };
     let Some(p) = chosen else {
-        return Ok(Loaded { config: builtin_default(), path: None, text: String::new() });
+        return Ok(Loaded {
+            config: builtin_default(),
+            path: None,
+            text: String::new(),
+        });
     };
     let text = std::fs::read_to_string(&p).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -411,9 +424,17 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
 /// Parses config text; `path` is used in error messages.
 pub fn parse(text: &str, path: Option<PathBuf>) -> Result<Loaded, ConfigErrors> {
     match toml::from_str::<Config>(text) {
-        Ok(config) => Ok(Loaded { config, path, text: text.to_string() }),
+        Ok(config) => Ok(Loaded {
+            config,
+            path,
+            text: text.to_string(),
+        }),
         Err(e) => {
-            let loaded = Loaded { config: Config::default(), path, text: text.to_string() };
+            let loaded = Loaded {
+                config: Config::default(),
+                path,
+                text: text.to_string(),
+            };
             let span = e.span().unwrap_or(0..0);
             let msg = e.message().trim().to_string();
             let hint = hint_for(&msg);
@@ -447,7 +468,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// The config Shield runs on when there is no config file: guard sshd from
 /// auth.log (or journald where there is no such file), state in /var/lib/shield.
 pub fn builtin_default() -> Config {
-    let file = ["/var/log/auth.log", "/var/log/secure"].into_iter().find(|p| Path::new(p).exists());
+    let file = ["/var/log/auth.log", "/var/log/secure"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
     let source = match file {
         Some(f) => SourceConfig {
             name: "sshd".into(),
@@ -468,7 +491,10 @@ pub fn builtin_default() -> Config {
             journal_match: vec!["_COMM=sshd".into()],
         },
     };
-    Config { sources: vec![Spanned::new(0..0, source)], ..Config::default() }
+    Config {
+        sources: vec![Spanned::new(0..0, source)],
+        ..Config::default()
+    }
 }
 
 #[cfg(test)]
@@ -478,16 +504,24 @@ mod tests {
     #[test]
     fn unknown_key_is_located() {
         let text = "[store]\npath = \"/tmp/x.db\"\n\n[engine]\nmax_keyz = 5\n";
-        let err = parse(text, Some("/etc/shield/shield.toml".into())).err().unwrap();
+        let err = parse(text, Some("/etc/shield/shield.toml".into()))
+            .err()
+            .unwrap();
         let s = err.to_string();
-        assert!(s.starts_with("/etc/shield/shield.toml:5:1: unknown field `max_keyz`"), "{s}");
+        assert!(
+            s.starts_with("/etc/shield/shield.toml:5:1: unknown field `max_keyz`"),
+            "{s}"
+        );
         assert!(s.contains("hint:"), "{s}");
     }
 
     #[test]
     fn bad_duration_is_located() {
         let text = "[store]\nkeep = \"forever\"\n";
-        let err = parse(text, Some("f.toml".into())).err().unwrap().to_string();
+        let err = parse(text, Some("f.toml".into()))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("f.toml:2:"), "{err}");
     }
 

@@ -34,7 +34,10 @@ pub struct Decider {
 
 impl Decider {
     pub fn new(allowlist: Allowlist, escalation: Escalation) -> Self {
-        Decider { allowlist, escalation }
+        Decider {
+            allowlist,
+            escalation,
+        }
     }
 
     /// The ban length for the `n`th offence (n ≥ 1) of a scenario whose base is `base_s`.
@@ -88,7 +91,10 @@ impl Decider {
                 return Ok(Outcome::Covered(old.id));
             }
             store.set_expiry(old.id, d.expires)?;
-            return Ok(Outcome::Extended(Decision { expires: d.expires, ..old }));
+            return Ok(Outcome::Extended(Decision {
+                expires: d.expires,
+                ..old
+            }));
         }
         Ok(Outcome::New(store.insert_decision(&d)?))
     }
@@ -106,7 +112,8 @@ pub fn parse_target(s: &str) -> Result<IpNet, String> {
 
 /// Parses a human duration such as `90s`, `4h` or `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 90s, 10m, 4h, 7d"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 90s, 10m, 4h, 7d"))
 }
 
 /// This host's own addresses (never banned): loopback, plus every local
@@ -166,10 +173,14 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         let d = Decider::new(Allowlist::default(), Escalation::default());
         let a = alert("203.0.113.7/32", 600);
-        let Outcome::New(first) = d.on_alert(&store, &a, 1000).unwrap() else { panic!() };
+        let Outcome::New(first) = d.on_alert(&store, &a, 1000).unwrap() else {
+            panic!()
+        };
         assert_eq!(first.duration_s(), 600);
         // After the first ban ends, the second offence doubles it.
-        let Outcome::New(second) = d.on_alert(&store, &a, 2000).unwrap() else { panic!() };
+        let Outcome::New(second) = d.on_alert(&store, &a, 2000).unwrap() else {
+            panic!()
+        };
         assert_eq!(second.duration_s(), 1200);
         assert_eq!(d.escalated(600, 40), 7 * 86400);
     }
@@ -196,7 +207,10 @@ mod tests {
             created: 0,
             expires: 100,
         };
-        assert!(matches!(d.admit(&store, wide, 0).unwrap(), Outcome::Allowlisted(_)));
+        assert!(matches!(
+            d.admit(&store, wide, 0).unwrap(),
+            Outcome::Allowlisted(_)
+        ));
         assert!(store.active_decisions(0).unwrap().is_empty());
     }
 
@@ -207,11 +221,20 @@ mod tests {
         let mut esc = Escalation::default();
         esc.enabled = false;
         let d = Decider::new(Allowlist::default(), esc);
-        let Outcome::New(a) = d.on_alert(&store, &alert("203.0.113.7/32", 600), 0).unwrap() else {
+        let Outcome::New(a) = d
+            .on_alert(&store, &alert("203.0.113.7/32", 600), 0)
+            .unwrap()
+        else {
             panic!()
         };
-        assert_eq!(d.on_alert(&store, &alert("203.0.113.7/32", 600), 0).unwrap(), Outcome::Covered(a.id));
-        let Outcome::Extended(e) = d.on_alert(&store, &alert("203.0.113.7/32", 600), 300).unwrap()
+        assert_eq!(
+            d.on_alert(&store, &alert("203.0.113.7/32", 600), 0)
+                .unwrap(),
+            Outcome::Covered(a.id)
+        );
+        let Outcome::Extended(e) = d
+            .on_alert(&store, &alert("203.0.113.7/32", 600), 300)
+            .unwrap()
         else {
             panic!()
         };
@@ -220,10 +243,19 @@ mod tests {
 
     #[test]
     fn targets_and_own_addresses() {
-        assert_eq!(parse_target("203.0.113.7").unwrap().to_string(), "203.0.113.7/32");
-        assert_eq!(parse_target("198.51.100.9/24").unwrap().to_string(), "198.51.100.0/24");
+        assert_eq!(
+            parse_target("203.0.113.7").unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            parse_target("198.51.100.9/24").unwrap().to_string(),
+            "198.51.100.0/24"
+        );
         assert!(parse_target("example.com").is_err());
         let own = own_addresses();
-        assert!(own.iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+        assert!(
+            own.iter()
+                .any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()))
+        );
     }
 }

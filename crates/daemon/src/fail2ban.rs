@@ -1,11 +1,16 @@
-//! Adapter from jail config to the fail2ban filter loader.
+//! Adapter from a jail's `filter` setting to the fail2ban filter loader.
 
 use std::path::Path;
 
 use shield_core::LineMatcher;
+use shield_fail2ban::{Filter, FilterRef};
 
 /// Loads a fail2ban filter (`name`, `name[mode=..]` or a path) as a line matcher.
 pub fn load(filter: &str, dir: &Path) -> Result<Box<dyn LineMatcher>, String> {
-    let _ = (filter, dir);
-    Err("fail2ban filters are not supported in this build".into())
+    let r: FilterRef = filter
+        .parse()
+        .map_err(|e| format!("filter `{filter}`: {e}"))?;
+    Filter::load(&r, dir)
+        .map(|f| Box::new(f) as Box<dyn LineMatcher>)
+        .map_err(|e| e.to_string())
 }

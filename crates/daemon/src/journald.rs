@@ -33,7 +33,11 @@ fn field(v: &Value, k: &str) -> Option<String> {
     match v.get(k)? {
         Value::String(s) => Some(s.clone()),
         Value::Array(a) if a.iter().all(Value::is_number) => {
-            let b: Vec<u8> = a.iter().filter_map(|x| x.as_u64()).map(|x| x as u8).collect();
+            let b: Vec<u8> = a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u8)
+                .collect();
             Some(String::from_utf8_lossy(&b).into_owned())
         }
         Value::Array(a) => a.first().and_then(|x| match x {
@@ -52,7 +56,9 @@ pub fn parse_entry(line: &str) -> Option<Entry> {
         cursor: field(&v, "__CURSOR")?,
         realtime_us: field(&v, "__REALTIME_TIMESTAMP")?.parse().ok()?,
         host: field(&v, "_HOSTNAME").unwrap_or_else(|| "localhost".into()),
-        ident: field(&v, "SYSLOG_IDENTIFIER").or_else(|| field(&v, "_COMM")).unwrap_or_default(),
+        ident: field(&v, "SYSLOG_IDENTIFIER")
+            .or_else(|| field(&v, "_COMM"))
+            .unwrap_or_default(),
         pid: field(&v, "_PID").or_else(|| field(&v, "SYSLOG_PID")),
         message: field(&v, "MESSAGE")?,
     })
@@ -69,7 +75,10 @@ impl Entry {
             .unwrap_or_else(|_| "1970-01-01T00:00:00".into());
         let msg = self.message.replace('\n', " ");
         match &self.pid {
-            Some(p) => format!("{ts}.{micros:06}+00:00 {} {}[{p}]: {msg}", self.host, self.ident),
+            Some(p) => format!(
+                "{ts}.{micros:06}+00:00 {} {}[{p}]: {msg}",
+                self.host, self.ident
+            ),
             None => format!("{ts}.{micros:06}+00:00 {} {}: {msg}", self.host, self.ident),
         }
     }

@@ -3,8 +3,12 @@
 use std::os::unix::net::UnixDatagram;
 
 fn send(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
     // Abstract sockets start with '@'; std handles only path sockets, which is what systemd uses by default.
     let _ = sock.send_to(msg.as_bytes(), path);
 }
@@ -12,11 +16,18 @@ fn send(msg: &str) {
 /// Tells systemd the daemon is up, and starts watchdog pings when asked for.
 pub fn ready() {
     send("READY=1\nSTATUS=guarding");
-    if let Some(us) = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(us) = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         let every = std::time::Duration::from_micros(us / 2);
-        let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
-            std::thread::sleep(every);
-            send("WATCHDOG=1");
-        });
+        let _ = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    send("WATCHDOG=1");
+                }
+            });
     }
 }

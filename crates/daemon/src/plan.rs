@@ -19,16 +19,27 @@ use crate::decide::{self, Decider};
 /// Where a pipeline's lines come from.
 #[derive(Clone, Debug)]
 pub enum Input {
-    File { globs: Vec<String>, from_start: bool },
-    Journald { matches: Vec<String> },
+    File {
+        globs: Vec<String>,
+        from_start: bool,
+    },
+    Journald {
+        matches: Vec<String>,
+    },
     Stdin,
 }
 
 /// Which rule engine reads a pipeline's lines.
 #[derive(Clone, Debug)]
 pub enum MatcherPlan {
-    Native { packs: Vec<String>, custom: Vec<RuleSpec> },
-    Fail2ban { filter: String, dir: PathBuf },
+    Native {
+        packs: Vec<String>,
+        custom: Vec<RuleSpec>,
+    },
+    Fail2ban {
+        filter: String,
+        dir: PathBuf,
+    },
 }
 
 /// One input with its rules and scenarios: becomes one reader thread.
@@ -127,7 +138,11 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         v6_prefix: c.engine.v6_prefix,
     };
     if c.engine.v6_prefix == 0 || c.engine.v6_prefix > 128 {
-        errs.push(l.error_at(0..0, "[engine] v6_prefix must be between 1 and 128", Some("64 is usual".into())));
+        errs.push(l.error_at(
+            0..0,
+            "[engine] v6_prefix must be between 1 and 128",
+            Some("64 is usual".into()),
+        ));
     }
     if c.engine.max_keys == 0 {
         errs.push(l.error_at(0..0, "[engine] max_keys must be at least 1", None));
@@ -141,7 +156,11 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         if let Err(e) = regex::Regex::new(r.regex.get_ref()) {
             errs.push(l.error_at(
                 r.regex.span(),
-                format!("rule `{}`: the regex does not compile: {}", r.name, first_line(&e.to_string())),
+                format!(
+                    "rule `{}`: the regex does not compile: {}",
+                    r.name,
+                    first_line(&e.to_string())
+                ),
                 Some("regexes use Rust `regex` syntax; named groups are (?P<name>...)".into()),
             ));
             continue;
@@ -155,10 +174,18 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             continue;
         }
         if custom.iter().any(|(c, _)| c.name == r.name) {
-            errs.push(l.error_at(span.clone(), format!("rule `{}` is defined twice", r.name), None));
+            errs.push(l.error_at(
+                span.clone(),
+                format!("rule `{}` is defined twice", r.name),
+                None,
+            ));
         }
         custom.push((
-            RuleSpec { name: r.name.clone(), service: r.service.clone(), regex: r.regex.get_ref().clone() },
+            RuleSpec {
+                name: r.name.clone(),
+                service: r.service.clone(),
+                regex: r.regex.get_ref().clone(),
+            },
             span,
         ));
     }
@@ -189,7 +216,9 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                     from_start: s.from_start,
                 }
             }
-            SourceKind::Journald => Input::Journald { matches: s.journal_match.clone() },
+            SourceKind::Journald => Input::Journald {
+                matches: s.journal_match.clone(),
+            },
             SourceKind::Stdin => Input::Stdin,
         };
         let mut packs = Vec::new();
@@ -215,7 +244,10 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             if !custom.iter().any(|(r, _)| &r.name == name) {
                 errs.push(l.error_at(
                     span.clone(),
-                    format!("source `{}` names rule `{name}`, which no [[rule]] defines", s.name),
+                    format!(
+                        "source `{}` names rule `{name}`, which no [[rule]] defines",
+                        s.name
+                    ),
                     None,
                 ));
             }
@@ -234,7 +266,10 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         let mut pipe = Pipeline {
             name: s.name.clone(),
             input,
-            matcher: MatcherPlan::Native { packs: packs.clone(), custom: rules },
+            matcher: MatcherPlan::Native {
+                packs: packs.clone(),
+                custom: rules,
+            },
             scenarios: Vec::new(),
         };
         let matcher = match pipe.matcher() {
@@ -253,7 +288,10 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         };
         for (i, user) in c.scenarios.iter().enumerate() {
             let u = user.get_ref();
-            if u.rules.iter().any(|pat| rule_names.iter().any(|r| rule_matches(pat, r))) {
+            if u.rules
+                .iter()
+                .any(|pat| rule_names.iter().any(|r| rule_matches(pat, r)))
+            {
                 used_scenarios[i] = true;
                 scen.retain(|d| d.name != u.name);
                 scen.push(u.clone());
@@ -343,7 +381,11 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     }
     let esc: Escalation = c.decisions.escalation.clone();
     if !(1.0..=100.0).contains(&esc.factor) {
-        errs.push(l.error_at(0..0, "[decisions.escalation] factor must be between 1 and 100", None));
+        errs.push(l.error_at(
+            0..0,
+            "[decisions.escalation] factor must be between 1 and 100",
+            None,
+        ));
     }
 
     let mut proxies = Vec::new();
@@ -370,7 +412,11 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     };
     if let Some(u) = &c.union {
         if !u.treaty.exists() {
-            errs.push(l.error_at(0..0, format!("[union] treaty {} does not exist", u.treaty.display()), Some("create it with `shield union init`".into())));
+            errs.push(l.error_at(
+                0..0,
+                format!("[union] treaty {} does not exist", u.treaty.display()),
+                Some("create it with `shield union init`".into()),
+            ));
         }
     }
 
@@ -402,7 +448,12 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }
 
 /// A literal path must exist; a glob's directory must exist.
@@ -413,10 +464,15 @@ fn check_path(p: &str) -> Option<String> {
         return Some(format!("path `{p}` is relative; write an absolute path"));
     }
     if is_glob {
-        let dir = p[..p.find(['*', '?', '[']).unwrap_or(p.len())].rsplit_once('/').map(|x| x.0).unwrap_or("/");
+        let dir = p[..p.find(['*', '?', '[']).unwrap_or(p.len())]
+            .rsplit_once('/')
+            .map(|x| x.0)
+            .unwrap_or("/");
         let dir = if dir.is_empty() { "/" } else { dir };
         if !Path::new(dir).is_dir() {
-            return Some(format!("the directory `{dir}` of glob `{p}` does not exist"));
+            return Some(format!(
+                "the directory `{dir}` of glob `{p}` does not exist"
+            ));
         }
         None
     } else if !path.exists() {
@@ -430,7 +486,9 @@ fn which(cmd: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
         .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(cmd).is_file())
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(cmd).is_file())
 }
 
 /// `auto` becomes nftables where `nft` exists, else ipset, else dry-run.
@@ -453,7 +511,10 @@ mod tests {
         let text = "[[source]]\nname = \"app\"\ntype = \"stdin\"\n\n[[rule]]\nname = \"r\"\nservice = \"app\"\nregex = '(?P<host>\\S+'\n";
         let l = parse(text, Some("c.toml".into())).unwrap();
         let e = plan(&l).err().unwrap().to_string();
-        assert!(e.starts_with("c.toml:8:9: rule `r`: the regex does not compile"), "{e}");
+        assert!(
+            e.starts_with("c.toml:8:9: rule `r`: the regex does not compile"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -461,8 +522,11 @@ mod tests {
         let text = "[[source]]\nname = \"x\"\npaths = [\"/nonexistent/auth.log\"]\npacks = [\"sshd\", \"ftpd\"]\n";
         let l = parse(text, Some("c.toml".into())).unwrap();
         let e = plan(&l).err().unwrap().to_string();
-        assert!(e.contains("c.toml:3:11: log file `/nonexistent/auth.log` does not exist"), "{e}");
-        assert!(e.contains("c.toml:4:19: unknown rule pack `ftpd`"), "{e}");
+        assert!(
+            e.contains("c.toml:3:10: log file `/nonexistent/auth.log` does not exist"),
+            "{e}"
+        );
+        assert!(e.contains("c.toml:4:18: unknown rule pack `ftpd`"), "{e}");
     }
 
     #[test]
@@ -470,7 +534,10 @@ mod tests {
         let text = "[[source]]\nname = \"s\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n\n[[scenario]]\nname = \"x\"\nrules = [\"nope\"]\ncapacity = 3\nleak = \"10s\"\nduration = \"1h\"\n";
         let l = parse(text, Some("c.toml".into())).unwrap();
         let e = plan(&l).err().unwrap().to_string();
-        assert!(e.contains("c.toml:6:1: scenario `x` names rules that no source uses"), "{e}");
+        assert!(
+            e.contains("c.toml:6:1: scenario `x` names rules that no source uses"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -481,6 +548,11 @@ mod tests {
         let l = parse(&text, Some("ex.toml".into())).unwrap();
         let p = plan(&l).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.pipelines.len(), 2);
-        assert!(p.pipelines[1].scenarios.iter().any(|s| s.name == "myapp-login-bruteforce"));
+        assert!(
+            p.pipelines[1]
+                .scenarios
+                .iter()
+                .any(|s| s.name == "myapp-login-bruteforce")
+        );
     }
 }

@@ -55,8 +55,8 @@ pub fn replay(
     let mut alerts = Vec::new();
     let mut bytes_done = 0u64;
     for f in files {
-        let reader = shield_sources::open(f)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let reader =
+            shield_sources::open(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         // Year inference for syslog stamps: a log was written before its
         // mtime, so stamps are placed in the year that puts them before it.
         let mut now = std::fs::metadata(f)
@@ -118,11 +118,11 @@ pub fn replay(
     for e in engines.iter() {
         let s = e.stats();
         rep.keys_evicted += s.keys_evicted;
-        for (name, n) in s.rule_hits() {
-            *rep.rules.entry(name.to_string()).or_default() += n;
+        for r in &s.rules {
+            *rep.rules.entry(r.name.clone()).or_default() += r.hits;
         }
-        for (name, n) in s.scenario_alerts() {
-            *rep.scenarios.entry(name.to_string()).or_default() += n;
+        for sc in &s.scenarios {
+            *rep.scenarios.entry(sc.name.clone()).or_default() += sc.alerts;
         }
     }
     rep.elapsed_s = started.elapsed().as_secs_f64();

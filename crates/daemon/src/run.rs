@@ -53,9 +53,16 @@ pub enum Msg {
         cursor: Option<(String, String)>,
     },
     /// A decision from an operator or the union.
-    Admit { decision: Decision, reply: Option<tokio::sync::oneshot::Sender<Result<Outcome, String>>> },
+    Admit {
+        decision: Decision,
+        reply: Option<tokio::sync::oneshot::Sender<Result<Outcome, String>>>,
+    },
     /// End decisions now: by id, or every active one on a target.
-    Delete { id: Option<i64>, target: Option<ipnet::IpNet>, reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, String>> },
+    Delete {
+        id: Option<i64>,
+        target: Option<ipnet::IpNet>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, String>>,
+    },
     /// New decision policy after a reload.
     Policy(Decider),
     /// Flush and stop.
@@ -63,7 +70,7 @@ pub enum Msg {
 }
 
 /// Per-source facts for `shield status` and the dashboard.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct SourceStatus {
     pub name: String,
     pub kind: String,
@@ -105,7 +112,11 @@ impl KeyAuth {
 impl shield_enforce::BouncerAuth for KeyAuth {
     fn authenticate(&self, api_key: &str) -> Option<String> {
         let h = shield_enforce::hash_api_key(api_key);
-        self.by_hash.read().unwrap_or_else(|p| p.into_inner()).get(&h).cloned()
+        self.by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h)
+            .cloned()
     }
 }
 
@@ -136,7 +147,9 @@ pub fn build_firewall(plan: &Plan) -> anyhow::Result<Box<dyn Firewall>> {
             priority: f.priority,
             netns: f.netns.clone(),
         })
-        .context("starting the nftables layer (is the `nftables` package installed and are we root?)")?,
+        .context(
+            "starting the nftables layer (is the `nftables` package installed and are we root?)",
+        )?,
         Backend::Ipset => shield_enforce::ipset(shield_enforce::IpsetOptions::default())
             .context("starting the ipset layer")?,
         Backend::DryRun => shield_enforce::dry_run(),
@@ -163,9 +176,14 @@ impl DecisionWorker {
         if changes.is_empty() {
             return;
         }
-        self.table.write().unwrap_or_else(|p| p.into_inner()).apply(changes);
+        self.table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(changes);
         if let Err(e) = self.firewall.apply(changes, now) {
-            self.counters.firewall_errors.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .firewall_errors
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, layer = self.firewall.name(), "firewall batch failed; the store keeps the decisions and the next start reconciles");
         }
     }
@@ -174,10 +192,16 @@ impl DecisionWorker {
     pub fn reconcile(&mut self, now: UnixTime) -> anyhow::Result<usize> {
         let active = self.store.active_decisions(now)?;
         let adds: Vec<Change> = active.iter().cloned().map(Change::Add).collect();
-        self.table.write().unwrap_or_else(|p| p.into_inner()).apply(&adds);
-        self.firewall
-            .reconcile(&active, now)
-            .with_context(|| format!("reconciling the {} layer with the store", self.firewall.name()))?;
+        self.table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&adds);
+        self.firewall.reconcile(&active, now).with_context(|| {
+            format!(
+                "reconciling the {} layer with the store",
+                self.firewall.name()
+            )
+        })?;
         Ok(active.len())
     }
 
@@ -234,16 +258,26 @@ impl DecisionWorker {
             tracing::error!(error = %e, "store commit failed; these lines will be decided again after restart");
             return;
         }
-        self.counters.allowlisted.fetch_add(allowlisted, Ordering::Relaxed);
+        self.counters
+            .allowlisted
+            .fetch_add(allowlisted, Ordering::Relaxed);
         let (mut new, mut ext) = (0, 0);
         for c in &changes {
             if let Change::Add(d) = c {
-                if to_publish.iter().any(|(p, _)| p.id == d.id) { new += 1 } else { ext += 1 }
+                if to_publish.iter().any(|(p, _)| p.id == d.id) {
+                    new += 1
+                } else {
+                    ext += 1
+                }
                 tracing::info!(target = %d.target, r#type = %d.kind, scenario = %d.scenario, duration_s = d.duration_s(), "decision");
             }
         }
-        self.counters.decisions_new.fetch_add(new, Ordering::Relaxed);
-        self.counters.decisions_extended.fetch_add(ext, Ordering::Relaxed);
+        self.counters
+            .decisions_new
+            .fetch_add(new, Ordering::Relaxed);
+        self.counters
+            .decisions_extended
+            .fetch_add(ext, Ordering::Relaxed);
         self.apply(&changes, now);
         if let Some(p) = &self.publish {
             for item in to_publish {
@@ -265,11 +299,18 @@ impl DecisionWorker {
             let msg = rx.recv_timeout(Duration::from_millis(500));
             let t = now();
             match msg {
-                Ok(Msg::Batch { pipeline, alerts, checkpoints, lines, matched, cursor }) => {
-                    self.on_batch(&pipeline, alerts, checkpoints, cursor, lines, matched, t)
-                }
+                Ok(Msg::Batch {
+                    pipeline,
+                    alerts,
+                    checkpoints,
+                    lines,
+                    matched,
+                    cursor,
+                }) => self.on_batch(&pipeline, alerts, checkpoints, cursor, lines, matched, t),
                 Ok(Msg::Admit { decision, reply }) => {
-                    let res = self.store.atomically(|s| self.decider.admit(s, decision, t));
+                    let res = self
+                        .store
+                        .atomically(|s| self.decider.admit(s, decision, t));
                     let res = res.map_err(|e| e.to_string());
                     match &res {
                         Ok(Outcome::New(d)) | Ok(Outcome::Extended(d)) => {
@@ -291,7 +332,9 @@ impl DecisionWorker {
                         let mut out = Vec::new();
                         let ids: Vec<i64> = match (id, target) {
                             (Some(id), _) => vec![id],
-                            (None, Some(net)) => s.active_for(&net, t)?.iter().map(|d| d.id).collect(),
+                            (None, Some(net)) => {
+                                s.active_for(&net, t)?.iter().map(|d| d.id).collect()
+                            }
                             (None, None) => vec![],
                         };
                         for id in ids {
@@ -319,14 +362,20 @@ impl DecisionWorker {
                 if let Ok(ended) = self.store.ended_between(swept, t) {
                     let c: Vec<Change> = ended.into_iter().map(Change::Remove).collect();
                     if !c.is_empty() {
-                        self.table.write().unwrap_or_else(|p| p.into_inner()).apply(&c);
+                        self.table
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .apply(&c);
                     }
                 }
                 swept = t;
             }
             if pruned.elapsed() > Duration::from_secs(3600) {
                 pruned = Instant::now();
-                match self.store.prune(t, self.keep.as_secs(), self.forget.as_secs()) {
+                match self
+                    .store
+                    .prune(t, self.keep.as_secs(), self.forget.as_secs())
+                {
                     Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old rows from the store"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
@@ -363,13 +412,28 @@ pub fn start_reader(
         .collect();
     {
         let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
-        s.insert(name.clone(), SourceStatus { name: name.clone(), kind: kind_name(&pipe.input).into(), ..Default::default() });
+        s.insert(
+            name.clone(),
+            SourceStatus {
+                name: name.clone(),
+                kind: kind_name(&pipe.input).into(),
+                ..Default::default()
+            },
+        );
     }
-    let handle = match pipe.input.clone() {
-        Input::File { globs, from_start } => {
-            let mut tailer = Tailer::new(FileSpec { globs, from_start, max_line: MAX_LINE }, mine)
+    let handle =
+        match pipe.input.clone() {
+            Input::File { globs, from_start } => {
+                let mut tailer = Tailer::new(
+                    FileSpec {
+                        globs,
+                        from_start,
+                        max_line: MAX_LINE,
+                    },
+                    mine,
+                )
                 .with_context(|| format!("source `{name}`"))?;
-            std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
+                std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
                 let mut alerts = Vec::new();
                 while !stop2.load(Ordering::Relaxed) {
                     let t = now();
@@ -416,35 +480,39 @@ pub fn start_reader(
                     tailer.wait(Duration::from_millis(250));
                 }
             })?
-        }
-        Input::Stdin => std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
-            let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
-            let mut alerts = Vec::new();
-            while let Some(Ok(bytes)) = r.next_line() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                let t = now();
-                let l = String::from_utf8_lossy(bytes);
-                engine.feed(&l, t, &mut |a| alerts.push(a));
-                if !alerts.is_empty() {
-                    let _ = tx.send(Msg::Batch {
-                        pipeline: name.clone(),
-                        alerts: std::mem::take(&mut alerts),
-                        checkpoints: vec![],
-                        lines: 1,
-                        matched: 1,
-                        cursor: None,
-                    });
-                }
             }
-        })?,
-        Input::Journald { matches } => {
-            let key = format!("{prefix}journald");
-            let cursor = Store::open(&plan.store_path).ok().and_then(|s| s.meta(&key).ok().flatten());
-            crate::journald::spawn(name, matches, engine, tx, stop2, sources, key, cursor)?
-        }
-    };
+            Input::Stdin => std::thread::Builder::new()
+                .name(format!("src-{name}"))
+                .spawn(move || {
+                    let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
+                    let mut alerts = Vec::new();
+                    while let Some(Ok(bytes)) = r.next_line() {
+                        if stop2.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let t = now();
+                        let l = String::from_utf8_lossy(bytes);
+                        engine.feed(&l, t, &mut |a| alerts.push(a));
+                        if !alerts.is_empty() {
+                            let _ = tx.send(Msg::Batch {
+                                pipeline: name.clone(),
+                                alerts: std::mem::take(&mut alerts),
+                                checkpoints: vec![],
+                                lines: 1,
+                                matched: 1,
+                                cursor: None,
+                            });
+                        }
+                    }
+                })?,
+            Input::Journald { matches } => {
+                let key = format!("{prefix}journald");
+                let cursor = Store::open(&plan.store_path)
+                    .ok()
+                    .and_then(|s| s.meta(&key).ok().flatten());
+                crate::journald::spawn(name, matches, engine, tx, stop2, sources, key, cursor)?
+            }
+        };
     Ok(Reader { stop, handle })
 }
 
@@ -506,7 +574,8 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
 
     // The union, when configured.
     let union_status = Arc::new(Mutex::new(None));
-    let (publish_tx, union_task) = crate::union::start(&plan, tx.clone(), union_status.clone()).await?;
+    let (publish_tx, union_task) =
+        crate::union::start(&plan, tx.clone(), union_status.clone()).await?;
 
     let mut worker = DecisionWorker {
         store,
@@ -598,5 +667,6 @@ fn stop_readers(readers: &mut Vec<Reader>) {
 
 /// Listen address for tests and status.
 pub fn describe_listen(a: Option<SocketAddr>) -> String {
-    a.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into())
+    a.map(|a| a.to_string())
+        .unwrap_or_else(|| "disabled".into())
 }

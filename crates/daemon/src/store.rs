@@ -16,12 +16,23 @@ use shield_core::{Alert, Checkpoint, Decision, DecisionType, Origin, Scope, Unix
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the state directory {dir}: {source} (create it, or set [store] path)")]
-    Dir { dir: PathBuf, source: std::io::Error },
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the store {path}: {source} (check permissions, or set [store] path)")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("store {path}: {source}")]
-    Sql { path: PathBuf, source: rusqlite::Error },
-    #[error("store {path} holds a row Shield cannot read ({what}); it was written by another version?")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store {path} holds a row Shield cannot read ({what}); it was written by another version?"
+    )]
     Corrupt { path: PathBuf, what: String },
 }
 
@@ -113,18 +124,28 @@ impl Store {
     /// Opens (creating if needed) the store at `path`, in WAL mode.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Dir { dir: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
-        let store = Store { conn, path: path.to_path_buf() };
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.init()?;
         Ok(store)
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sql { path: self.path.clone(), source }
+        StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn init(&self) -> Result<(), StoreError> {
@@ -136,7 +157,10 @@ impl Store {
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; \
                  PRAGMA foreign_keys=ON;",
             )
-            .map_err(|e| StoreError::Open { path: self.path.clone(), source: e })?;
+            .map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                source: e,
+            })?;
         let v: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -159,7 +183,9 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.sql(e))?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql(e))?;
         match f(self) {
             Ok(v) => {
                 self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
@@ -199,7 +225,10 @@ impl Store {
     /// Changes when a decision ends (a longer ban replaces a shorter one).
     pub fn set_expiry(&self, id: i64, expires: UnixTime) -> Result<(), StoreError> {
         self.conn
-            .execute("UPDATE decisions SET expires=?2 WHERE id=?1", params![id, expires])
+            .execute(
+                "UPDATE decisions SET expires=?2 WHERE id=?1",
+                params![id, expires],
+            )
             .map_err(|e| self.sql(e))?;
         Ok(())
     }
@@ -220,11 +249,18 @@ impl Store {
 
     pub fn decision(&self, id: i64) -> Result<Option<Decision>, StoreError> {
         self.conn
-            .query_row(&format!("SELECT {DCOLS} FROM decisions WHERE id=?1"), [id], read_decision)
+            .query_row(
+                &format!("SELECT {DCOLS} FROM decisions WHERE id=?1"),
+                [id],
+                read_decision,
+            )
             .optional()
             .map_err(|e| self.sql(e))?
             .transpose()
-            .map_err(|what| StoreError::Corrupt { path: self.path.clone(), what })
+            .map_err(|what| StoreError::Corrupt {
+                path: self.path.clone(),
+                what,
+            })
     }
 
     /// Decisions in force at `now`, oldest first.
@@ -236,9 +272,15 @@ impl Store {
     }
 
     /// Decisions that ended in `(after, upto]` (for sweeping them out of the layers).
-    pub fn ended_between(&self, after: UnixTime, upto: UnixTime) -> Result<Vec<Decision>, StoreError> {
+    pub fn ended_between(
+        &self,
+        after: UnixTime,
+        upto: UnixTime,
+    ) -> Result<Vec<Decision>, StoreError> {
         self.query_decisions(
-            &format!("SELECT {DCOLS} FROM decisions WHERE expires > ?1 AND expires <= ?2 ORDER BY id"),
+            &format!(
+                "SELECT {DCOLS} FROM decisions WHERE expires > ?1 AND expires <= ?2 ORDER BY id"
+            ),
             params![after, upto],
         )
     }
@@ -246,9 +288,7 @@ impl Store {
     /// Active decisions on exactly `target`.
     pub fn active_for(&self, target: &IpNet, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
         self.query_decisions(
-            &format!(
-                "SELECT {DCOLS} FROM decisions WHERE target=?1 AND expires > ?2 ORDER BY id"
-            ),
+            &format!("SELECT {DCOLS} FROM decisions WHERE target=?1 AND expires > ?2 ORDER BY id"),
             params![target.to_string(), now],
         )
     }
@@ -272,7 +312,10 @@ impl Store {
         for r in rows {
             let d = r
                 .map_err(|e| self.sql(e))?
-                .map_err(|what| StoreError::Corrupt { path: self.path.clone(), what })?;
+                .map_err(|what| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what,
+                })?;
             out.push(d);
         }
         Ok(out)
@@ -291,9 +334,11 @@ impl Store {
         let key = target.to_string();
         let prev: Option<(i64, i64)> = self
             .conn
-            .query_row("SELECT count, last FROM offences WHERE target=?1", [&key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT count, last FROM offences WHERE target=?1",
+                [&key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.sql(e))?;
         let count = match prev {
@@ -313,9 +358,11 @@ impl Store {
     pub fn offences(&self, target: &IpNet) -> Result<u32, StoreError> {
         let c: Option<i64> = self
             .conn
-            .query_row("SELECT count FROM offences WHERE target=?1", [target.to_string()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count FROM offences WHERE target=?1",
+                [target.to_string()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.sql(e))?;
         Ok(c.unwrap_or(0) as u32)
@@ -457,14 +504,21 @@ impl Store {
             .prepare_cached("SELECT name, value FROM counters ORDER BY name")
             .map_err(|e| self.sql(e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
 
     // ---- bouncers ----
 
-    pub fn add_bouncer(&self, name: &str, key_hash: &str, now: UnixTime) -> Result<bool, StoreError> {
+    pub fn add_bouncer(
+        &self,
+        name: &str,
+        key_hash: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
         let n = self
             .conn
             .execute(
@@ -518,7 +572,10 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         n += self
             .conn
-            .execute("DELETE FROM offences WHERE last < ?1", [now - forget_s as i64])
+            .execute(
+                "DELETE FROM offences WHERE last < ?1",
+                [now - forget_s as i64],
+            )
             .map_err(|e| self.sql(e))?;
         Ok(n)
     }
@@ -535,7 +592,9 @@ fn read_decision(r: &Row<'_>) -> rusqlite::Result<Result<Decision, String>> {
         Ok(Decision {
             id: r.get(0).map_err(|e| e.to_string())?,
             scope: scope.parse::<Scope>().map_err(|e| e.to_string())?,
-            target: target.parse::<IpNet>().map_err(|e| format!("target {target}: {e}"))?,
+            target: target
+                .parse::<IpNet>()
+                .map_err(|e| format!("target {target}: {e}"))?,
             kind: kind.parse::<DecisionType>().map_err(|e| e.to_string())?,
             scenario: r.get(4).map_err(|e| e.to_string())?,
             origin: origin.parse::<Origin>().map_err(|e| e.to_string())?,
@@ -571,7 +630,8 @@ mod tests {
         let a = s
             .atomically(|s| s.insert_decision(&dec("203.0.113.7/32", 100, 200)))
             .unwrap();
-        s.insert_decision(&dec("198.51.100.0/24", 100, 150)).unwrap();
+        s.insert_decision(&dec("198.51.100.0/24", 100, 150))
+            .unwrap();
         assert_eq!(s.active_decisions(120).unwrap().len(), 2);
         assert_eq!(s.active_decisions(160).unwrap().len(), 1);
         s.delete_decision(a.id, 130).unwrap();
@@ -596,7 +656,10 @@ mod tests {
         let mut s = Store::open(&dir.path().join("s.db")).unwrap();
         let r: Result<(), StoreError> = s.atomically(|s| {
             s.insert_decision(&dec("192.0.2.1/32", 1, 2))?;
-            Err(StoreError::Corrupt { path: "x".into(), what: "test".into() })
+            Err(StoreError::Corrupt {
+                path: "x".into(),
+                what: "test".into(),
+            })
         });
         assert!(r.is_err());
         assert!(s.recent_decisions(10).unwrap().is_empty());

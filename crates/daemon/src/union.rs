@@ -22,7 +22,9 @@ pub async fn start(
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<Option<serde_json::Value>>>,
 ) -> anyhow::Result<(Option<Publish>, Option<JoinHandle<()>>)> {
-    let Some(u) = &plan.union else { return Ok((None, None)) };
+    let Some(u) = &plan.union else {
+        return Ok((None, None));
+    };
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Decision>(4096);
     let cfg = shield_union::UnionConfig {
         name: u.member.clone(),
