@@ -7,6 +7,9 @@
 //! 1. time to load N ban elements into the kernel set with one `reconcile`;
 //! 2. time for an `apply` batch of 1000 and of 1 on top of that;
 //! 3. gate lookups per second on one core against a table of N_TABLE bans + 10k ranges.
+//!
+//! `bench serve PORT N_TABLE` serves the gate on 127.0.0.1:PORT over such a
+//! table (2 worker threads) for `wrk -t2 -c64 -d10s --latency http://127.0.0.1:PORT/gate`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -29,7 +32,49 @@ fn ban(i: u32, now: i64) -> Decision {
     }
 }
 
+fn serve(port: u16, n_table: u32, now: i64) {
+    let mut table = DecisionTable::new();
+    let batch: Vec<Change> = (0..n_table).map(|i| Change::Add(ban(i, now))).collect();
+    table.apply(&batch);
+    let table = std::sync::Arc::new(std::sync::RwLock::new(table));
+    let auth = std::sync::Arc::new(shield_enforce::KeyRing::new());
+    let state = shield_enforce::ApiState::new(table, auth, shield_enforce::ApiConfig::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        println!("gate on http://127.0.0.1:{port}/gate over {n_table} bans");
+        let app = shield_enforce::gate_router(state);
+        axum::serve(
+            l,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        let port = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(18080);
+        let n = std::env::args()
+            .nth(3)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1_000_000);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        return serve(port, n, now);
+    }
     let mut args = std::env::args().skip(1);
     let n_kernel: u32 = args
         .next()

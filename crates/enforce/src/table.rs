@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use foldhash::fast::RandomState;
+use foldhash::quality::RandomState;
 use hashbrown::HashMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
@@ -37,7 +37,7 @@ pub(crate) struct Entry {
 /// Active decisions, by exact address and by range. See the module docs.
 #[derive(Debug)]
 pub struct DecisionTable {
-    /// Attacker-chosen keys: a seeded hasher, never FxHash.
+    /// Attacker-chosen keys: a seeded hasher with full avalanche (foldhash quality), never FxHash.
     exact: HashMap<IpAddr, Vec<Entry>, RandomState>,
     ranges4: PrefixMap<Ipv4Net, Vec<Entry>>,
     ranges6: PrefixMap<Ipv6Net, Vec<Entry>>,
