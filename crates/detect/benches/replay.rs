@@ -6,13 +6,17 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, pack_names, r#gen};
+use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, r#gen, pack_names};
 
 const LINES: usize = 1_000_000;
 
 fn engine() -> Engine {
-    Engine::new(Box::new(NativeMatcher::all()), &default_scenarios(pack_names()), EngineOptions::default())
-        .expect("defaults build")
+    Engine::new(
+        Box::new(NativeMatcher::all()),
+        &default_scenarios(pack_names()),
+        EngineOptions::default(),
+    )
+    .expect("defaults build")
 }
 
 fn replay(e: &mut Engine, lines: &[String]) -> u64 {
@@ -27,9 +31,16 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("replay");
     g.sample_size(10);
     g.throughput(Throughput::Elements(LINES as u64));
-    for (name, (lines, _truth)) in [("sshd_1M", r#gen::sshd(LINES, 200, 7)), ("nginx_1M", r#gen::nginx(LINES, 200, 7))] {
+    for (name, (lines, _truth)) in [
+        ("sshd_1M", r#gen::sshd(LINES, 200, 7)),
+        ("nginx_1M", r#gen::nginx(LINES, 200, 7)),
+    ] {
         g.bench_function(name, |b| {
-            b.iter_batched(engine, |mut e| replay(&mut e, &lines), BatchSize::LargeInput)
+            b.iter_batched(
+                engine,
+                |mut e| replay(&mut e, &lines),
+                BatchSize::LargeInput,
+            )
         });
     }
     g.finish();

@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown format `{other}`: use sshd or nginx").into()),
     };
     if let Some(t) = a.get(5) {
-        std::fs::write(t, truth.iter().map(|ip| format!("{ip}\n")).collect::<String>())?;
+        std::fs::write(
+            t,
+            truth.iter().map(|ip| format!("{ip}\n")).collect::<String>(),
+        )?;
     }
     Ok(())
 }

@@ -18,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64,
     };
     let data = std::fs::read(&path)?;
-    let mut e = Engine::new(Box::new(NativeMatcher::all()), &default_scenarios(pack_names()), EngineOptions::default())?;
+    let mut e = Engine::new(
+        Box::new(NativeMatcher::all()),
+        &default_scenarios(pack_names()),
+        EngineOptions::default(),
+    )?;
     let mut targets = BTreeSet::new();
     let mut alerts = 0u64;
     let mut skipped = 0u64;
@@ -37,8 +41,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let dt = t0.elapsed().as_secs_f64();
     let s = e.stats();
-    println!("lines {} matched {} nofail {} non-utf8 {skipped}", s.lines, s.matched, s.nofail);
-    println!("alerts {alerts} targets {} keys {} evicted {}", targets.len(), s.keys_tracked, s.keys_evicted);
+    println!(
+        "lines {} matched {} nofail {} non-utf8 {skipped}",
+        s.lines, s.matched, s.nofail
+    );
+    println!(
+        "alerts {alerts} targets {} keys {} evicted {}",
+        targets.len(),
+        s.keys_tracked,
+        s.keys_evicted
+    );
     for sc in &s.scenarios {
         println!("  {:<28} {}", sc.name, sc.alerts);
     }

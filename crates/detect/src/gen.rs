@@ -30,7 +30,9 @@ use crate::time::civil_from_days;
 /// Time of the first line: 2026-03-01T00:00:00Z.
 pub const START: UnixTime = 1_772_323_200;
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// SplitMix64: small, fast, good enough for test data.
 struct Rng(u64);
@@ -96,11 +98,25 @@ fn benign_ip(i: usize) -> IpAddr {
 }
 
 fn attackers(lines: usize, n: usize, kinds: &[Kind]) -> Vec<Attacker> {
-    let span = if n == 0 { 0 } else { (2 * lines / n).clamp(lines.min(200), lines) };
+    let span = if n == 0 {
+        0
+    } else {
+        (2 * lines / n).clamp(lines.min(200), lines)
+    };
     (0..n)
         .map(|i| {
-            let start = if n > 1 { i * (lines - span) / (n - 1) } else { 0 };
-            Attacker { ip: attacker_ip(i), kind: kinds[i % kinds.len()], start, end: start + span, queue: VecDeque::new() }
+            let start = if n > 1 {
+                i * (lines - span) / (n - 1)
+            } else {
+                0
+            };
+            Attacker {
+                ip: attacker_ip(i),
+                kind: kinds[i % kinds.len()],
+                start,
+                end: start + span,
+                queue: VecDeque::new(),
+            }
         })
         .collect()
 }
@@ -152,24 +168,67 @@ fn drive(
 fn syslog_stamp(t: UnixTime) -> String {
     let (_, m, d) = civil_from_days(t.div_euclid(86_400));
     let s = t.rem_euclid(86_400);
-    format!("{} {d:>2} {:02}:{:02}:{:02}", MONTHS[m as usize - 1], s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{} {d:>2} {:02}:{:02}:{:02}",
+        MONTHS[m as usize - 1],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 fn clf_stamp(t: UnixTime) -> String {
     let (y, m, d) = civil_from_days(t.div_euclid(86_400));
     let s = t.rem_euclid(86_400);
-    format!("{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000", MONTHS[m as usize - 1], s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[m as usize - 1],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 // ---------------------------------------------------------------- sshd
 
-const REAL_USERS: &[&str] = &["root", "admin", "ubuntu", "git", "postgres", "oracle", "deploy", "pi"];
-const DICT: &[&str] = &[
-    "test", "guest", "user", "ftpuser", "support", "mysql", "hadoop", "jenkins", "tomcat", "nagios",
-    "minecraft", "steam", "teamspeak", "ts3", "vagrant", "docker", "elastic", "kafka", "redis", "sammy",
-    "server", "centos", "debian", "odoo", "wordpress", "web", "www", "backup", "student", "demo",
+const REAL_USERS: &[&str] = &[
+    "root", "admin", "ubuntu", "git", "postgres", "oracle", "deploy", "pi",
 ];
-const STAFF: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"];
+const DICT: &[&str] = &[
+    "test",
+    "guest",
+    "user",
+    "ftpuser",
+    "support",
+    "mysql",
+    "hadoop",
+    "jenkins",
+    "tomcat",
+    "nagios",
+    "minecraft",
+    "steam",
+    "teamspeak",
+    "ts3",
+    "vagrant",
+    "docker",
+    "elastic",
+    "kafka",
+    "redis",
+    "sammy",
+    "server",
+    "centos",
+    "debian",
+    "odoo",
+    "wordpress",
+    "web",
+    "www",
+    "backup",
+    "student",
+    "demo",
+];
+const STAFF: &[&str] = &[
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+];
 
 struct SshBenign {
     scripts: Vec<(u32, VecDeque<String>)>,
@@ -184,7 +243,12 @@ impl SshBenign {
         let host = "{TS} web1 ";
         if t - self.last_monitor >= 60 {
             self.last_monitor = t;
-            return format!("{host}sshd[{}]: Connection closed by {} port {} [preauth]", 20_000 + r.below(9000), self.monitor, r.port());
+            return format!(
+                "{host}sshd[{}]: Connection closed by {} port {} [preauth]",
+                20_000 + r.below(9000),
+                self.monitor,
+                r.port()
+            );
         }
         if self.scripts.len() < 6 || (self.scripts.len() < 12 && r.chance(0.05)) {
             let s = self.script(r, t);
@@ -204,14 +268,18 @@ impl SshBenign {
         match r.below(10) {
             0..=3 => {
                 q.push_back(format!("CRON[{pid}]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)"));
-                q.push_back(format!("CRON[{pid}]: pam_unix(cron:session): session closed for user root"));
+                q.push_back(format!(
+                    "CRON[{pid}]: pam_unix(cron:session): session closed for user root"
+                ));
             }
             4 | 5 => {
                 let u = r.pick(STAFF);
                 let uid = 1000 + STAFF.iter().position(|s| s == u).unwrap_or(0);
                 q.push_back(format!("sudo: {u:>8} : TTY=pts/{} ; PWD=/home/{u} ; USER=root ; COMMAND=/usr/bin/systemctl status nginx", r.below(4)));
                 q.push_back(format!("sudo: pam_unix(sudo:session): session opened for user root(uid=0) by {u}(uid={uid})"));
-                q.push_back("sudo: pam_unix(sudo:session): session closed for user root".to_string());
+                q.push_back(
+                    "sudo: pam_unix(sudo:session): session closed for user root".to_string(),
+                );
             }
             _ => {
                 let k = r.below(STAFF.len());
@@ -223,19 +291,33 @@ impl SshBenign {
                     self.last_typo[k] = t;
                     for _ in 0..1 + r.below(2) {
                         q.push_back(format!("sshd[{pid}]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={ip}  user={u}"));
-                        q.push_back(format!("sshd[{pid}]: Failed password for {u} from {ip} port {port} ssh2"));
+                        q.push_back(format!(
+                            "sshd[{pid}]: Failed password for {u} from {ip} port {port} ssh2"
+                        ));
                     }
-                    q.push_back(format!("sshd[{pid}]: Accepted password for {u} from {ip} port {port} ssh2"));
+                    q.push_back(format!(
+                        "sshd[{pid}]: Accepted password for {u} from {ip} port {port} ssh2"
+                    ));
                 } else {
                     q.push_back(format!("sshd[{pid}]: Accepted publickey for {u} from {ip} port {port} ssh2: ED25519 SHA256:{:016x}", r.next()));
                 }
                 self.session += 1;
                 q.push_back(format!("sshd[{pid}]: pam_unix(sshd:session): session opened for user {u}(uid={}) by (uid=0)", 1000 + k));
-                q.push_back(format!("systemd-logind[412]: New session {} of user {u}.", self.session));
+                q.push_back(format!(
+                    "systemd-logind[412]: New session {} of user {u}.",
+                    self.session
+                ));
                 q.push_back(format!("sshd[{pid}]: Received disconnect from {ip} port {port}:11: disconnected by user"));
-                q.push_back(format!("sshd[{pid}]: Disconnected from user {u} {ip} port {port}"));
-                q.push_back(format!("sshd[{pid}]: pam_unix(sshd:session): session closed for user {u}"));
-                q.push_back(format!("systemd-logind[412]: Session {} logged out. Waiting for processes to exit.", self.session));
+                q.push_back(format!(
+                    "sshd[{pid}]: Disconnected from user {u} {ip} port {port}"
+                ));
+                q.push_back(format!(
+                    "sshd[{pid}]: pam_unix(sshd:session): session closed for user {u}"
+                ));
+                q.push_back(format!(
+                    "systemd-logind[412]: Session {} logged out. Waiting for processes to exit.",
+                    self.session
+                ));
             }
         }
         q
@@ -297,9 +379,24 @@ fn ssh_attack(r: &mut Rng, a: &Attacker) -> Vec<String> {
 }
 
 /// Streams an sshd auth.log of `lines` lines with `attackers` attackers into `w`.
-pub fn write_sshd<W: Write>(mut w: W, lines: usize, attackers: usize, seed: u64) -> io::Result<BTreeSet<IpAddr>> {
-    let atk = self::attackers(lines, attackers, &[Kind::SshBrute, Kind::SshInvalid, Kind::SshScanner]);
-    let mut b = SshBenign { scripts: Vec::new(), last_typo: vec![i64::MIN / 2; 5], session: 0, monitor: benign_ip(200), last_monitor: i64::MIN / 2 };
+pub fn write_sshd<W: Write>(
+    mut w: W,
+    lines: usize,
+    attackers: usize,
+    seed: u64,
+) -> io::Result<BTreeSet<IpAddr>> {
+    let atk = self::attackers(
+        lines,
+        attackers,
+        &[Kind::SshBrute, Kind::SshInvalid, Kind::SshScanner],
+    );
+    let mut b = SshBenign {
+        scripts: Vec::new(),
+        last_typo: vec![i64::MIN / 2; 5],
+        session: 0,
+        monitor: benign_ip(200),
+        last_monitor: i64::MIN / 2,
+    };
     let truth = drive(
         lines,
         atk,
@@ -322,7 +419,10 @@ pub fn sshd(lines: usize, attackers: usize, seed: u64) -> (Vec<String>, BTreeSet
     collect(lines, |w| write_sshd(w, lines, attackers, seed))
 }
 
-fn collect(lines: usize, f: impl FnOnce(&mut Vec<u8>) -> io::Result<BTreeSet<IpAddr>>) -> (Vec<String>, BTreeSet<IpAddr>) {
+fn collect(
+    lines: usize,
+    f: impl FnOnce(&mut Vec<u8>) -> io::Result<BTreeSet<IpAddr>>,
+) -> (Vec<String>, BTreeSet<IpAddr>) {
     let mut buf = Vec::with_capacity(lines * 120);
     let truth = f(&mut buf).expect("writing to memory cannot fail");
     let text = String::from_utf8(buf).expect("the generator writes UTF-8");
@@ -343,21 +443,70 @@ const BOTS: &[&str] = &[
     "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
 ];
 const PAGES: &[&str] = &[
-    "/", "/about", "/pricing", "/blog/", "/blog/2025/12/release-notes", "/blog/2026/01/year-in-review",
-    "/docs/getting-started", "/docs/configuration", "/docs/faq", "/contact", "/careers", "/products/widget",
-    "/search?q=rust+logs", "/feed.xml",
+    "/",
+    "/about",
+    "/pricing",
+    "/blog/",
+    "/blog/2025/12/release-notes",
+    "/blog/2026/01/year-in-review",
+    "/docs/getting-started",
+    "/docs/configuration",
+    "/docs/faq",
+    "/contact",
+    "/careers",
+    "/products/widget",
+    "/search?q=rust+logs",
+    "/feed.xml",
 ];
-const ASSETS: &[&str] = &["/static/css/site.css", "/static/js/app.js", "/static/img/logo.svg", "/static/fonts/inter.woff2"];
-const MISSING: &[&str] = &["/favicon.ico", "/apple-touch-icon.png", "/blog/2019/05/old-post", "/docs/v1/install"];
+const ASSETS: &[&str] = &[
+    "/static/css/site.css",
+    "/static/js/app.js",
+    "/static/img/logo.svg",
+    "/static/fonts/inter.woff2",
+];
+const MISSING: &[&str] = &[
+    "/favicon.ico",
+    "/apple-touch-icon.png",
+    "/blog/2019/05/old-post",
+    "/docs/v1/install",
+];
 const SCAN_PATHS: &[&str] = &[
-    "/wp-login.php", "/wp-admin/setup-config.php", "/phpmyadmin/index.php", "/pma/", "/mysqladmin/", "/cgi-bin/test.cgi",
-    "/.git/config", "/actuator/env", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php", "/server-status",
-    "/admin/config.php", "/backup.zip", "/db.sql", "/shell.php", "/boaform/admin/formLogin", "/.svn/entries",
-    "/solr/admin/info/system", "/manager/html", "/index.php?s=/../../etc/passwd", "/HNAP1/",
+    "/wp-login.php",
+    "/wp-admin/setup-config.php",
+    "/phpmyadmin/index.php",
+    "/pma/",
+    "/mysqladmin/",
+    "/cgi-bin/test.cgi",
+    "/.git/config",
+    "/actuator/env",
+    "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+    "/server-status",
+    "/admin/config.php",
+    "/backup.zip",
+    "/db.sql",
+    "/shell.php",
+    "/boaform/admin/formLogin",
+    "/.svn/entries",
+    "/solr/admin/info/system",
+    "/manager/html",
+    "/index.php?s=/../../etc/passwd",
+    "/HNAP1/",
 ];
 const ENV_PATHS: &[&str] = &[
-    "/.env", "/.env.local", "/.env.production", "/.env.bak", "/api/.env", "/app/.env", "/backend/.env", "/laravel/.env",
-    "/.aws/credentials", "/config/.env", "/.env.example", "/docker/.env", "/.git/HEAD", "/wp-config.php.bak",
+    "/.env",
+    "/.env.local",
+    "/.env.production",
+    "/.env.bak",
+    "/api/.env",
+    "/app/.env",
+    "/backend/.env",
+    "/laravel/.env",
+    "/.aws/credentials",
+    "/config/.env",
+    "/.env.example",
+    "/docker/.env",
+    "/.git/HEAD",
+    "/wp-config.php.bak",
 ];
 const TOOL_UAS: &[&str] = &[
     "sqlmap/1.8.2#stable (https://sqlmap.org)",
@@ -367,7 +516,15 @@ const TOOL_UAS: &[&str] = &[
     "Mozilla/5.0 zgrab/0.x",
 ];
 
-fn web_line(ip: IpAddr, ts: &str, req: &str, status: u16, size: usize, refr: &str, ua: &str) -> String {
+fn web_line(
+    ip: IpAddr,
+    ts: &str,
+    req: &str,
+    status: u16,
+    size: usize,
+    refr: &str,
+    ua: &str,
+) -> String {
     format!("{ip} - - [{ts}] \"{req}\" {status} {size} \"{refr}\" \"{ua}\"")
 }
 
@@ -379,24 +536,58 @@ impl WebBenign {
     fn line(&mut self, r: &mut Rng, t: UnixTime) -> String {
         let k = r.below(200);
         let ip = benign_ip(k + 20);
-        let ua = if k % 17 == 0 { *r.pick(BOTS) } else { BROWSERS[k % BROWSERS.len()] };
+        let ua = if k % 17 == 0 {
+            *r.pick(BOTS)
+        } else {
+            BROWSERS[k % BROWSERS.len()]
+        };
         let x = r.below(100);
         let (req, status, size, refr): (String, u16, usize, &str) = match x {
-            0..=39 => (format!("GET {} HTTP/2.0", r.pick(PAGES)), 200, 4000 + r.below(50_000), "-"),
-            40..=79 => (format!("GET {} HTTP/2.0", r.pick(ASSETS)), 200, 800 + r.below(90_000), "https://example.org/"),
+            0..=39 => (
+                format!("GET {} HTTP/2.0", r.pick(PAGES)),
+                200,
+                4000 + r.below(50_000),
+                "-",
+            ),
+            40..=79 => (
+                format!("GET {} HTTP/2.0", r.pick(ASSETS)),
+                200,
+                800 + r.below(90_000),
+                "https://example.org/",
+            ),
             80..=82 => (format!("GET {} HTTP/2.0", r.pick(MISSING)), 404, 153, "-"),
-            83..=86 => ("GET /login HTTP/2.0".into(), 200, 5120, "https://example.org/"),
+            83..=86 => (
+                "GET /login HTTP/2.0".into(),
+                200,
+                5120,
+                "https://example.org/",
+            ),
             87..=89 => {
                 // A login: rarely mistyped (at most once per 20 minutes per client).
                 let typo = t - self.last_typo[k] >= 1200 && r.chance(0.2);
                 if typo {
                     self.last_typo[k] = t;
-                    ("POST /login HTTP/2.0".into(), 401, 48, "https://example.org/login")
+                    (
+                        "POST /login HTTP/2.0".into(),
+                        401,
+                        48,
+                        "https://example.org/login",
+                    )
                 } else {
-                    ("POST /login HTTP/2.0".into(), 302, 0, "https://example.org/login")
+                    (
+                        "POST /login HTTP/2.0".into(),
+                        302,
+                        0,
+                        "https://example.org/login",
+                    )
                 }
             }
-            90..=93 => ("GET /account HTTP/2.0".into(), 200, 9000 + r.below(9000), "https://example.org/login"),
+            90..=93 => (
+                "GET /account HTTP/2.0".into(),
+                200,
+                9000 + r.below(9000),
+                "https://example.org/login",
+            ),
             94..=96 => ("GET /robots.txt HTTP/1.1".into(), 200, 120, "-"),
             _ => ("HEAD / HTTP/1.1".into(), 301, 0, "-"),
         };
@@ -417,12 +608,34 @@ fn web_attack(r: &mut Rng, a: &Attacker) -> Vec<String> {
             })
             .collect(),
         Kind::WebEnv => (0..4)
-            .map(|_| web_line(ip, "{TS}", &format!("GET {} HTTP/1.1", r.pick(ENV_PATHS)), 404, 162, "-", "Mozilla/5.0 (X11; Linux x86_64)"))
+            .map(|_| {
+                web_line(
+                    ip,
+                    "{TS}",
+                    &format!("GET {} HTTP/1.1", r.pick(ENV_PATHS)),
+                    404,
+                    162,
+                    "-",
+                    "Mozilla/5.0 (X11; Linux x86_64)",
+                )
+            })
             .collect(),
         Kind::WebLogin => (0..4)
             .map(|_| {
-                let path = if r.chance(0.7) { "/login" } else { "/api/auth/login" };
-                web_line(ip, "{TS}", &format!("POST {path} HTTP/1.1"), 401, 48, "https://example.org/login", *r.pick(BROWSERS))
+                let path = if r.chance(0.7) {
+                    "/login"
+                } else {
+                    "/api/auth/login"
+                };
+                web_line(
+                    ip,
+                    "{TS}",
+                    &format!("POST {path} HTTP/1.1"),
+                    401,
+                    48,
+                    "https://example.org/login",
+                    *r.pick(BROWSERS),
+                )
             })
             .collect(),
         _ => {
@@ -430,7 +643,15 @@ fn web_attack(r: &mut Rng, a: &Attacker) -> Vec<String> {
             (0..4)
                 .map(|_| {
                     let id = r.below(1000);
-                    web_line(ip, "{TS}", &format!("GET /products/widget?id={id}%27%20AND%201%3D1--%20 HTTP/1.1"), *r.pick(&[200u16, 500]), 5120, "-", ua)
+                    web_line(
+                        ip,
+                        "{TS}",
+                        &format!("GET /products/widget?id={id}%27%20AND%201%3D1--%20 HTTP/1.1"),
+                        *r.pick(&[200u16, 500]),
+                        5120,
+                        "-",
+                        ua,
+                    )
                 })
                 .collect()
         }
@@ -438,9 +659,25 @@ fn web_attack(r: &mut Rng, a: &Attacker) -> Vec<String> {
 }
 
 /// Streams an nginx combined access log into `w`; returns the attackers.
-pub fn write_nginx<W: Write>(mut w: W, lines: usize, attackers: usize, seed: u64) -> io::Result<BTreeSet<IpAddr>> {
-    let atk = self::attackers(lines, attackers, &[Kind::WebScanner, Kind::WebEnv, Kind::WebLogin, Kind::WebTool]);
-    let mut b = WebBenign { last_typo: vec![i64::MIN / 2; 200] };
+pub fn write_nginx<W: Write>(
+    mut w: W,
+    lines: usize,
+    attackers: usize,
+    seed: u64,
+) -> io::Result<BTreeSet<IpAddr>> {
+    let atk = self::attackers(
+        lines,
+        attackers,
+        &[
+            Kind::WebScanner,
+            Kind::WebEnv,
+            Kind::WebLogin,
+            Kind::WebTool,
+        ],
+    );
+    let mut b = WebBenign {
+        last_typo: vec![i64::MIN / 2; 200],
+    };
     let truth = drive(
         lines,
         atk,

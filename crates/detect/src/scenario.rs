@@ -89,7 +89,11 @@ pub struct ScenarioSpec {
 pub enum ScenarioError {
     /// A rule pattern that names no rule of the matcher.
     #[error("scenario `{scenario}`: no rule is named `{pattern}`; known rules: {known}")]
-    NoRule { scenario: String, pattern: String, known: String },
+    NoRule {
+        scenario: String,
+        pattern: String,
+        known: String,
+    },
     /// A parameter out of range.
     #[error("scenario `{scenario}`: {problem}")]
     BadParam { scenario: String, problem: String },
@@ -111,7 +115,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { max_keys: 100_000, evidence_lines: 3, default_v6_prefix: 64 }
+        EngineOptions {
+            max_keys: 100_000,
+            evidence_lines: 3,
+            default_v6_prefix: 64,
+        }
     }
 }
 
@@ -191,7 +199,9 @@ impl Key {
         if self.v6 {
             IpNet::V6(Ipv6Net::new(self.addr.into(), self.plen).expect("prefix from key_for"))
         } else {
-            IpNet::V4(Ipv4Net::new((self.addr as u32).into(), self.plen).expect("prefix from key_for"))
+            IpNet::V4(
+                Ipv4Net::new((self.addr as u32).into(), self.plen).expect("prefix from key_for"),
+            )
         }
     }
 }
@@ -269,9 +279,14 @@ impl Engine {
             });
         }
         for (si, s) in scenarios.iter().enumerate() {
-            let bad = |problem: String| ScenarioError::BadParam { scenario: s.name.clone(), problem };
+            let bad = |problem: String| ScenarioError::BadParam {
+                scenario: s.name.clone(),
+                problem,
+            };
             if scens.iter().any(|x: &Scen| x.name == s.name) {
-                return Err(ScenarioError::Duplicate { scenario: s.name.clone() });
+                return Err(ScenarioError::Duplicate {
+                    scenario: s.name.clone(),
+                });
             }
             if s.rules.is_empty() {
                 return Err(bad("`rules` is empty; list the rule names it counts".into()));
@@ -280,7 +295,9 @@ impl Engine {
                 return Err(bad("`leak` must be longer than 0s, e.g. \"10s\"".into()));
             }
             if s.kind == BucketKind::Window && !(1..=WINDOW_MAX).contains(&s.capacity) {
-                return Err(bad(format!("a window needs a `capacity` from 1 to {WINDOW_MAX}")));
+                return Err(bad(format!(
+                    "a window needs a `capacity` from 1 to {WINDOW_MAX}"
+                )));
             }
             if s.duration.is_zero() {
                 return Err(bad("`duration` must be longer than 0s, e.g. \"4h\"".into()));
@@ -304,11 +321,19 @@ impl Engine {
                     }
                 }
                 if !any {
-                    let known = rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+                    let known = rules
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     return Err(ScenarioError::NoRule {
                         scenario: s.name.clone(),
                         pattern: pat.clone(),
-                        known: if known.is_empty() { "(none)".into() } else { known },
+                        known: if known.is_empty() {
+                            "(none)".into()
+                        } else {
+                            known
+                        },
                     });
                 }
             }
@@ -327,11 +352,26 @@ impl Engine {
             });
         }
         let stats = Stats {
-            rules: rules.iter().map(|r| RuleCount { name: r.name.clone(), hits: 0 }).collect(),
-            scenarios: scens.iter().map(|s| ScenarioCount { name: s.name.clone(), alerts: 0 }).collect(),
+            rules: rules
+                .iter()
+                .map(|r| RuleCount {
+                    name: r.name.clone(),
+                    hits: 0,
+                })
+                .collect(),
+            scenarios: scens
+                .iter()
+                .map(|s| ScenarioCount {
+                    name: s.name.clone(),
+                    alerts: 0,
+                })
+                .collect(),
             ..Stats::default()
         };
-        let opts = EngineOptions { max_keys: opts.max_keys.max(1), ..opts };
+        let opts = EngineOptions {
+            max_keys: opts.max_keys.max(1),
+            ..opts
+        };
         Ok(Engine {
             matcher,
             st: State {
@@ -353,7 +393,12 @@ impl Engine {
     /// live); used for lines without a stamp and for the year of syslog stamps.
     /// Returns the line's own time if it had one. Calls `on_alert` for each
     /// scenario that overflows.
-    pub fn feed(&mut self, line: &str, now: UnixTime, on_alert: &mut dyn FnMut(Alert)) -> Option<UnixTime> {
+    pub fn feed(
+        &mut self,
+        line: &str,
+        now: UnixTime,
+        on_alert: &mut dyn FnMut(Alert),
+    ) -> Option<UnixTime> {
         let st = &mut self.st;
         st.stats.lines += 1;
         let Some(hit) = self.matcher.match_line(line, now) else {
@@ -376,13 +421,22 @@ impl Engine {
         match self.matcher.match_line(line, now) {
             Some(h) => {
                 let (rule, host, time) = (h.rule as usize, h.host.to_string(), h.time);
-                let mut fields: BTreeMap<String, String> =
-                    h.fields().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let mut fields: BTreeMap<String, String> = h
+                    .fields()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
                 if h.nofail {
                     fields.insert("nofail".into(), "true".into());
                 }
                 let rule = self.matcher.rules().get(rule).map(|r| r.name.clone());
-                Explain { matched: true, rule, host: Some(host), time: time.map(to_rfc3339), fields }
+                Explain {
+                    matched: true,
+                    rule,
+                    host: Some(host),
+                    time: time.map(to_rfc3339),
+                    fields,
+                }
             }
             None => Explain {
                 matched: false,
@@ -412,7 +466,9 @@ impl State {
     }
 
     fn on_hit(&mut self, hit: &Hit<'_>, line: &str, t: UnixTime, on_alert: &mut dyn FnMut(Alert)) {
-        let Some(scens) = self.by_rule.get(hit.rule as usize) else { return };
+        let Some(scens) = self.by_rule.get(hit.rule as usize) else {
+            return;
+        };
         let weight = hit
             .field("repeat")
             .and_then(|r| r.parse::<u32>().ok())
@@ -448,8 +504,16 @@ impl State {
         }
         let i = if self.slab.len() < self.opts.max_keys {
             let s = &self.scens[key.scen as usize];
-            let seen_cap = if s.distinct.is_some() { (s.capacity as usize + 1).clamp(4, DISTINCT_MAX) } else { 0 };
-            let times_cap = if s.kind == BucketKind::Window { s.capacity as usize } else { 0 };
+            let seen_cap = if s.distinct.is_some() {
+                (s.capacity as usize + 1).clamp(4, DISTINCT_MAX)
+            } else {
+                0
+            };
+            let times_cap = if s.kind == BucketKind::Window {
+                s.capacity as usize
+            } else {
+                0
+            };
             self.slab.push(Bucket {
                 key,
                 prev: NIL,
@@ -464,7 +528,9 @@ impl State {
                 times: Vec::with_capacity(times_cap),
                 times_next: 0,
                 // Full size up front: a bucket never allocates after creation.
-                evidence: (0..self.opts.evidence_lines).map(|_| String::with_capacity(EVIDENCE_BYTES)).collect(),
+                evidence: (0..self.opts.evidence_lines)
+                    .map(|_| String::with_capacity(EVIDENCE_BYTES))
+                    .collect(),
                 ev_next: 0,
                 ev_len: 0,
             });
@@ -489,8 +555,16 @@ impl State {
 
     fn unlink(&mut self, i: u32) {
         let (p, n) = (self.slab[i as usize].prev, self.slab[i as usize].next);
-        if p == NIL { self.head = n } else { self.slab[p as usize].next = n }
-        if n == NIL { self.tail = p } else { self.slab[n as usize].prev = p }
+        if p == NIL {
+            self.head = n
+        } else {
+            self.slab[p as usize].next = n
+        }
+        if n == NIL {
+            self.tail = p
+        } else {
+            self.slab[n as usize].prev = p
+        }
     }
 
     fn push_front(&mut self, i: u32) {
@@ -508,7 +582,15 @@ impl State {
         self.head = i;
     }
 
-    fn event(&mut self, si: usize, slot: u32, t: UnixTime, weight: u32, distinct: Option<u64>, line: &str) -> Option<Alert> {
+    fn event(
+        &mut self,
+        si: usize,
+        slot: u32,
+        t: UnixTime,
+        weight: u32,
+        distinct: Option<u64>,
+        line: &str,
+    ) -> Option<Alert> {
         let s = &self.scens[si];
         let evidence_lines = self.opts.evidence_lines;
         let b = &mut self.slab[slot as usize];
@@ -590,7 +672,9 @@ impl State {
             return None;
         }
         let n = b.evidence.len();
-        let evidence = (0..b.ev_len).map(|k| b.evidence[(b.ev_next + n - b.ev_len + k) % n].clone()).collect();
+        let evidence = (0..b.ev_len)
+            .map(|k| b.evidence[(b.ev_next + n - b.ev_len + k) % n].clone())
+            .collect();
         let alert = Alert {
             scenario: s.name.clone(),
             target: target(b.key.net(), s.scope),
@@ -609,8 +693,18 @@ impl State {
 
 fn make_key(si: u16, ip: IpAddr, v6_prefix: u8) -> Key {
     match key_for(ip, v6_prefix) {
-        IpNet::V4(n) => Key { scen: si, v6: false, plen: n.prefix_len(), addr: u32::from(n.addr()) as u128 },
-        IpNet::V6(n) => Key { scen: si, v6: true, plen: n.prefix_len(), addr: u128::from(n.addr()) },
+        IpNet::V4(n) => Key {
+            scen: si,
+            v6: false,
+            plen: n.prefix_len(),
+            addr: u32::from(n.addr()) as u128,
+        },
+        IpNet::V6(n) => Key {
+            scen: si,
+            v6: true,
+            plen: n.prefix_len(),
+            addr: u128::from(n.addr()),
+        },
     }
 }
 
@@ -619,12 +713,16 @@ fn make_key(si: u16, ip: IpAddr, v6_prefix: u8) -> Key {
 fn target(key: IpNet, scope: Scope) -> IpNet {
     match (scope, key) {
         (Scope::Ip, k) => k,
-        (Scope::Range, IpNet::V4(n)) => {
-            IpNet::V4(Ipv4Net::new(n.addr(), n.prefix_len().min(24)).expect("<= 32").trunc())
-        }
-        (Scope::Range, IpNet::V6(n)) => {
-            IpNet::V6(Ipv6Net::new(n.addr(), n.prefix_len().min(64)).expect("<= 128").trunc())
-        }
+        (Scope::Range, IpNet::V4(n)) => IpNet::V4(
+            Ipv4Net::new(n.addr(), n.prefix_len().min(24))
+                .expect("<= 32")
+                .trunc(),
+        ),
+        (Scope::Range, IpNet::V6(n)) => IpNet::V6(
+            Ipv6Net::new(n.addr(), n.prefix_len().min(64))
+                .expect("<= 128")
+                .trunc(),
+        ),
     }
 }
 
@@ -689,11 +787,26 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
     let has = |p: &str| packs.contains(&p);
     if has("sshd") {
         // Quick guessing: more than 5 failures with one leaking every 20 s.
-        out.push(spec("sshd-bruteforce", SSHD_FAILURES, Leaky, 5, 20, None, 60, Ban, 4 * H));
+        out.push(spec(
+            "sshd-bruteforce",
+            SSHD_FAILURES,
+            Leaky,
+            5,
+            20,
+            None,
+            60,
+            Ban,
+            4 * H,
+        ));
         // Many user names from one address.
         out.push(spec(
             "sshd-user-enum",
-            &["sshd-invalid-user", "sshd-failed-invalid-user", "sshd-user-unknown", "sshd-user-not-allowed"],
+            &[
+                "sshd-invalid-user",
+                "sshd-failed-invalid-user",
+                "sshd-user-unknown",
+                "sshd-user-not-allowed",
+            ],
             Leaky,
             5,
             60,
@@ -703,11 +816,27 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
             4 * H,
         ));
         // Low and slow: 15 failures within an hour.
-        out.push(spec("sshd-slow-bruteforce", SSHD_FAILURES, Window, 15, H, None, 300, Ban, 24 * H));
+        out.push(spec(
+            "sshd-slow-bruteforce",
+            SSHD_FAILURES,
+            Window,
+            15,
+            H,
+            None,
+            300,
+            Ban,
+            24 * H,
+        ));
         // Scanners that never authenticate (fail2ban's aggressive mode).
         out.push(spec(
             "sshd-preauth-scanner",
-            &["sshd-no-ident", "sshd-bad-protocol", "sshd-banner-invalid", "sshd-negotiate", "sshd-preauth-close"],
+            &[
+                "sshd-no-ident",
+                "sshd-bad-protocol",
+                "sshd-banner-invalid",
+                "sshd-negotiate",
+                "sshd-preauth-close",
+            ],
             Leaky,
             10,
             30,
@@ -718,20 +847,100 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
         ));
     }
     if has("nginx-access") || has("apache-access") {
-        out.push(spec("http-sensitive-probe", &["http-sensitive-path"], Leaky, 4, 60, Some("path"), 60, Ban, 4 * H));
-        out.push(spec("http-4xx-burst", &["http-4xx", "http-sensitive-path"], Leaky, 20, 5, Some("path"), 60, Ban, H));
-        out.push(spec("http-login-bruteforce", &["http-login-fail"], Leaky, 5, 30, None, 60, Ban, H));
-        out.push(spec("http-bad-user-agent", &["http-bad-user-agent"], Leaky, 1, 60, None, 60, Ban, 24 * H));
+        out.push(spec(
+            "http-sensitive-probe",
+            &["http-sensitive-path"],
+            Leaky,
+            4,
+            60,
+            Some("path"),
+            60,
+            Ban,
+            4 * H,
+        ));
+        out.push(spec(
+            "http-4xx-burst",
+            &["http-4xx", "http-sensitive-path"],
+            Leaky,
+            20,
+            5,
+            Some("path"),
+            60,
+            Ban,
+            H,
+        ));
+        out.push(spec(
+            "http-login-bruteforce",
+            &["http-login-fail"],
+            Leaky,
+            5,
+            30,
+            None,
+            60,
+            Ban,
+            H,
+        ));
+        out.push(spec(
+            "http-bad-user-agent",
+            &["http-bad-user-agent"],
+            Leaky,
+            1,
+            60,
+            None,
+            60,
+            Ban,
+            24 * H,
+        ));
     }
     if has("nginx-error") {
-        out.push(spec("http-basic-auth-bruteforce", &["nginx-auth-fail"], Leaky, 5, 30, None, 60, Ban, H));
-        out.push(spec("http-rate-limited", &["nginx-limit-req", "nginx-limit-conn"], Leaky, 30, 2, None, 60, Throttle, 600));
+        out.push(spec(
+            "http-basic-auth-bruteforce",
+            &["nginx-auth-fail"],
+            Leaky,
+            5,
+            30,
+            None,
+            60,
+            Ban,
+            H,
+        ));
+        out.push(spec(
+            "http-rate-limited",
+            &["nginx-limit-req", "nginx-limit-conn"],
+            Leaky,
+            30,
+            2,
+            None,
+            60,
+            Throttle,
+            600,
+        ));
     }
     if has("postfix") {
-        out.push(spec("postfix-sasl-bruteforce", &["postfix-sasl-fail"], Leaky, 5, 60, None, 60, Ban, 4 * H));
+        out.push(spec(
+            "postfix-sasl-bruteforce",
+            &["postfix-sasl-fail"],
+            Leaky,
+            5,
+            60,
+            None,
+            60,
+            Ban,
+            4 * H,
+        ));
     }
     if has("dovecot") {
-        out.push(spec("dovecot-bruteforce", &["dovecot-*"], Leaky, 5, 60, None, 60, Ban, 4 * H));
+        out.push(spec(
+            "dovecot-bruteforce",
+            &["dovecot-*"],
+            Leaky,
+            5,
+            60,
+            None,
+            60,
+            Ban,
+            4 * H,
+        ));
     }
     out
 }

@@ -55,7 +55,12 @@ pub fn year_of(t: UnixTime) -> i64 {
 pub fn to_rfc3339(t: UnixTime) -> String {
     let (y, m, d) = civil_from_days(t.div_euclid(DAY));
     let s = t.rem_euclid(DAY);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 #[inline]
@@ -158,7 +163,11 @@ pub fn parse_syslog(s: &str, now: UnixTime) -> Option<(UnixTime, usize)> {
 fn syslog_time(now: UnixTime, m: u32, d: u32, secs: i64) -> UnixTime {
     let y = year_of(now);
     let t = days_from_civil(y, m, d) * DAY + secs;
-    if t > now + DAY { days_from_civil(y - 1, m, d) * DAY + secs } else { t }
+    if t > now + DAY {
+        days_from_civil(y - 1, m, d) * DAY + secs
+    } else {
+        t
+    }
 }
 
 /// Parses ISO 8601 / RFC 3339 (`T` or space between date and time, optional
@@ -245,7 +254,11 @@ pub struct StampCache {
 
 impl StampCache {
     /// Parses whichever of syslog, ISO 8601 or nginx-error stamp starts `s`.
-    pub fn parse_line_start(&mut self, s: &str, now: UnixTime) -> Option<(UnixTime, usize, StampKind)> {
+    pub fn parse_line_start(
+        &mut self,
+        s: &str,
+        now: UnixTime,
+    ) -> Option<(UnixTime, usize, StampKind)> {
         let b = s.as_bytes();
         let first = *b.first()?;
         if first.is_ascii_digit() {
@@ -293,7 +306,9 @@ impl StampCache {
                     (b' ', c) if c.is_ascii_digit() => (c - b'0') as u32,
                     _ => d2(b, 4)?,
                 };
-                (1..=31).contains(&d).then(|| days_from_civil(y, m, d) * DAY)
+                (1..=31)
+                    .contains(&d)
+                    .then(|| days_from_civil(y, m, d) * DAY)
             })?;
             let secs = hms(b, 7)?;
             let mut t = day + secs;
@@ -310,7 +325,13 @@ impl StampCache {
     /// The day start for the date bytes `b[..len]` (and `year` salt), from the
     /// cache or computed by `f` and remembered.
     #[inline]
-    fn cached(&mut self, b: &[u8], len: usize, year: i64, f: impl FnOnce() -> Option<i64>) -> Option<i64> {
+    fn cached(
+        &mut self,
+        b: &[u8],
+        len: usize,
+        year: i64,
+        f: impl FnOnce() -> Option<i64>,
+    ) -> Option<i64> {
         let k = b.get(..len)?;
         if self.key_len as usize == len && self.year == year && &self.key[..len] == k {
             return Some(self.day_start);
@@ -350,8 +371,14 @@ mod tests {
     #[test]
     fn syslog_year_from_now_and_rollover() {
         let now = MAR1_2024 + 12 * 3600;
-        assert_eq!(parse_syslog("Mar  1 00:00:05 host x", now), Some((MAR1_2024 + 5, 15)));
-        assert_eq!(parse_syslog("Mar 01 00:00:05", now), Some((MAR1_2024 + 5, 15)));
+        assert_eq!(
+            parse_syslog("Mar  1 00:00:05 host x", now),
+            Some((MAR1_2024 + 5, 15))
+        );
+        assert_eq!(
+            parse_syslog("Mar 01 00:00:05", now),
+            Some((MAR1_2024 + 5, 15))
+        );
         // Dec 31 seen on Jan 1: last year.
         let jan1_2025 = days_from_civil(2025, 1, 1) * DAY + 60;
         let (t, _) = parse_syslog("Dec 31 23:59:59 h", jan1_2025).unwrap();
@@ -368,8 +395,14 @@ mod tests {
     #[test]
     fn iso_with_offsets_and_fractions() {
         assert_eq!(parse_iso8601("2024-03-01T00:00:00Z"), Some((MAR1_2024, 20)));
-        assert_eq!(parse_iso8601("2024-03-01T01:00:00.123456+01:00 h"), Some((MAR1_2024, 32)));
-        assert_eq!(parse_iso8601("2024-02-29T19:00:00-0500"), Some((MAR1_2024, 24)));
+        assert_eq!(
+            parse_iso8601("2024-03-01T01:00:00.123456+01:00 h"),
+            Some((MAR1_2024, 32))
+        );
+        assert_eq!(
+            parse_iso8601("2024-02-29T19:00:00-0500"),
+            Some((MAR1_2024, 24))
+        );
         assert_eq!(parse_iso8601("2024-03-01 00:00:00"), Some((MAR1_2024, 19)));
         assert_eq!(parse_iso8601("2024-13-01T00:00:00"), None);
         assert_eq!(parse_iso8601("2024-03-01X00:00:00"), None);
@@ -378,11 +411,20 @@ mod tests {
 
     #[test]
     fn clf_and_nginx_error() {
-        assert_eq!(parse_clf("10/Oct/2000:13:55:36 -0700]"), Some((971_211_336, 26)));
-        assert_eq!(parse_clf("01/Mar/2024:00:00:00 +0000"), Some((MAR1_2024, 26)));
+        assert_eq!(
+            parse_clf("10/Oct/2000:13:55:36 -0700]"),
+            Some((971_211_336, 26))
+        );
+        assert_eq!(
+            parse_clf("01/Mar/2024:00:00:00 +0000"),
+            Some((MAR1_2024, 26))
+        );
         assert_eq!(parse_clf("01/Mar/2024:00:00:00"), Some((MAR1_2024, 20)));
         assert_eq!(parse_clf("01/Xyz/2024:00:00:00"), None);
-        assert_eq!(parse_nginx_error("2024/03/01 00:00:09 [error]"), Some((MAR1_2024 + 9, 19)));
+        assert_eq!(
+            parse_nginx_error("2024/03/01 00:00:09 [error]"),
+            Some((MAR1_2024 + 9, 19))
+        );
         assert_eq!(parse_nginx_error("2024/03/01T00:00:09"), None);
     }
 
@@ -401,8 +443,9 @@ mod tests {
             "Dec 31 23:00:00 h",
         ] {
             let got = c.parse_line_start(line, now).map(|(t, n, _)| (t, n));
-            let want =
-                parse_syslog(line, now).or_else(|| parse_iso8601(line)).or_else(|| parse_nginx_error(line));
+            let want = parse_syslog(line, now)
+                .or_else(|| parse_iso8601(line))
+                .or_else(|| parse_nginx_error(line));
             assert_eq!(got, want, "{line}");
         }
         assert!(c.parse_line_start("hello world", now).is_none());

@@ -5,11 +5,15 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, pack_names, r#gen};
+use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, r#gen, pack_names};
 
 fn flagged(lines: &[String]) -> (BTreeSet<IpNet>, Vec<(String, u64)>) {
-    let mut e = Engine::new(Box::new(NativeMatcher::all()), &default_scenarios(pack_names()), EngineOptions::default())
-        .expect("defaults build");
+    let mut e = Engine::new(
+        Box::new(NativeMatcher::all()),
+        &default_scenarios(pack_names()),
+        EngineOptions::default(),
+    )
+    .expect("defaults build");
     let mut out = BTreeSet::new();
     for (i, l) in lines.iter().enumerate() {
         let now = r#gen::START + i as i64 / 20;
@@ -17,16 +21,33 @@ fn flagged(lines: &[String]) -> (BTreeSet<IpNet>, Vec<(String, u64)>) {
             out.insert(a.target);
         });
     }
-    let per = e.stats().scenarios.iter().map(|s| (s.name.clone(), s.alerts)).collect();
+    let per = e
+        .stats()
+        .scenarios
+        .iter()
+        .map(|s| (s.name.clone(), s.alerts))
+        .collect();
     (out, per)
 }
 
 fn check(kind: &str, lines: &[String], truth: &BTreeSet<IpAddr>) {
     let (nets, per) = flagged(lines);
-    let missed: Vec<_> = truth.iter().filter(|ip| !nets.iter().any(|n| n.contains(*ip))).collect();
-    let wrong: Vec<_> = nets.iter().filter(|n| !truth.iter().any(|ip| n.contains(ip))).collect();
-    assert!(missed.is_empty(), "{kind}: attackers not flagged: {missed:?}\nper scenario: {per:?}");
-    assert!(wrong.is_empty(), "{kind}: benign addresses flagged: {wrong:?}\nper scenario: {per:?}");
+    let missed: Vec<_> = truth
+        .iter()
+        .filter(|ip| !nets.iter().any(|n| n.contains(*ip)))
+        .collect();
+    let wrong: Vec<_> = nets
+        .iter()
+        .filter(|n| !truth.iter().any(|ip| n.contains(ip)))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{kind}: attackers not flagged: {missed:?}\nper scenario: {per:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{kind}: benign addresses flagged: {wrong:?}\nper scenario: {per:?}"
+    );
 }
 
 #[test]

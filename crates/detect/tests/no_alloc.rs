@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, pack_names, r#gen};
+use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, r#gen, pack_names};
 
 struct Counting;
 
@@ -53,8 +53,12 @@ fn next_day(l: &str) -> String {
 /// same lines a day later (all buckets have leaked empty) while counting
 /// allocations. Returns (allocations, alerts, matched) of the counted day.
 fn counted_second_day(lines: &[String]) -> (u64, u64, u64) {
-    let mut e = Engine::new(Box::new(NativeMatcher::all()), &default_scenarios(pack_names()), EngineOptions::default())
-        .unwrap();
+    let mut e = Engine::new(
+        Box::new(NativeMatcher::all()),
+        &default_scenarios(pack_names()),
+        EngineOptions::default(),
+    )
+    .unwrap();
     let now = |i: usize| r#gen::START + i as i64 / 20;
     for (i, l) in lines.iter().enumerate() {
         e.feed(l, now(i), &mut |_| ());
@@ -75,7 +79,11 @@ fn counted_second_day(lines: &[String]) -> (u64, u64, u64) {
         }
     }
     ON.with(|c| c.set(false));
-    (ALLOCS.load(Ordering::Relaxed), alerts, e.stats().matched - matched0)
+    (
+        ALLOCS.load(Ordering::Relaxed),
+        alerts,
+        e.stats().matched - matched0,
+    )
 }
 
 #[test]
@@ -86,7 +94,10 @@ fn feed_does_not_allocate_per_line() {
     lines.push("x".repeat(65_536));
     lines.extend(r#gen::nginx(100_000, 0, 5).0);
     let (allocs, alerts, matched) = counted_second_day(&lines);
-    assert!(matched > 1_000, "the benign logs must exercise the rules ({matched} matched)");
+    assert!(
+        matched > 1_000,
+        "the benign logs must exercise the rules ({matched} matched)"
+    );
     assert_eq!(alerts, 0);
     // Not one allocation. (`SHOW_ALLOCS=1` prints the lines that allocate.)
     assert_eq!(allocs, 0, "{allocs} allocations over {} lines", lines.len());
@@ -96,5 +107,9 @@ fn feed_does_not_allocate_per_line() {
     lines.extend(r#gen::nginx(100_000, 8, 5).0);
     let (allocs, alerts, _) = counted_second_day(&lines);
     assert!(alerts > 0);
-    assert!(allocs <= alerts * 6, "{allocs} allocations for {alerts} alerts over {} lines", lines.len());
+    assert!(
+        allocs <= alerts * 6,
+        "{allocs} allocations for {alerts} alerts over {} lines",
+        lines.len()
+    );
 }

@@ -20,35 +20,141 @@ use super::{Found, Names};
 use crate::UnixTime;
 use crate::time::parse_clf;
 
-pub(crate) const RULE_NAMES: &[&str] =
-    &["http-bad-user-agent", "http-login-fail", "http-sensitive-path", "http-4xx"];
+pub(crate) const RULE_NAMES: &[&str] = &[
+    "http-bad-user-agent",
+    "http-login-fail",
+    "http-sensitive-path",
+    "http-4xx",
+];
 
 const BAD_AGENTS: &[&str] = &[
-    "sqlmap", "nikto", "gobuster", "dirbuster", "dirb/", "dirb ", "masscan", "zgrab", "nuclei",
-    "wpscan", "feroxbuster", "ffuf", "nmap scripting", "nmap nse", "hydra", "acunetix",
-    "netsparker", "openvas", "w3af", "jaeles", "zmeu", "morfeus", "fimap", "havij", "whatweb",
-    "wfuzz", "commix", "xsstrike", "arachni", "skipfish", "l9explore", "l9tcpid", "interactsh",
-    "fuzz faster u fool", "nessus", "qualys", "paros", "webshag", "grabber",
+    "sqlmap",
+    "nikto",
+    "gobuster",
+    "dirbuster",
+    "dirb/",
+    "dirb ",
+    "masscan",
+    "zgrab",
+    "nuclei",
+    "wpscan",
+    "feroxbuster",
+    "ffuf",
+    "nmap scripting",
+    "nmap nse",
+    "hydra",
+    "acunetix",
+    "netsparker",
+    "openvas",
+    "w3af",
+    "jaeles",
+    "zmeu",
+    "morfeus",
+    "fimap",
+    "havij",
+    "whatweb",
+    "wfuzz",
+    "commix",
+    "xsstrike",
+    "arachni",
+    "skipfish",
+    "l9explore",
+    "l9tcpid",
+    "interactsh",
+    "fuzz faster u fool",
+    "nessus",
+    "qualys",
+    "paros",
+    "webshag",
+    "grabber",
 ];
 
 const SENSITIVE: &[&str] = &[
     // secrets and VCS
-    "/.env", "/.git", "/.svn", "/.hg/", "/.bzr", "/.aws", "/.ssh", "/.htpasswd", "/.htaccess",
-    "/.ds_store", "/.vscode", "/.idea/", "/.docker", "/.npmrc", "/.kube", "/.bash_history",
-    "/id_rsa", "/credentials", "/secrets", "/.s3cfg", "/.pgpass", "/.my.cnf",
+    "/.env",
+    "/.git",
+    "/.svn",
+    "/.hg/",
+    "/.bzr",
+    "/.aws",
+    "/.ssh",
+    "/.htpasswd",
+    "/.htaccess",
+    "/.ds_store",
+    "/.vscode",
+    "/.idea/",
+    "/.docker",
+    "/.npmrc",
+    "/.kube",
+    "/.bash_history",
+    "/id_rsa",
+    "/credentials",
+    "/secrets",
+    "/.s3cfg",
+    "/.pgpass",
+    "/.my.cnf",
     // WordPress and PHP admin tools
-    "/wp-login.php", "/xmlrpc.php", "/wp-config", "/wp-admin/install", "/wp-admin/setup-config",
-    "/phpmyadmin", "/pma/", "/myadmin", "/mysqladmin", "/sqladmin", "/dbadmin", "/adminer",
-    "/phpinfo", "/phpunit", "eval-stdin.php", "/config.php", "/configuration.php",
-    "/setup.php", "/install.php", "/shell.php", "/cmd.php", "/c99.php", "/r57.php",
+    "/wp-login.php",
+    "/xmlrpc.php",
+    "/wp-config",
+    "/wp-admin/install",
+    "/wp-admin/setup-config",
+    "/phpmyadmin",
+    "/pma/",
+    "/myadmin",
+    "/mysqladmin",
+    "/sqladmin",
+    "/dbadmin",
+    "/adminer",
+    "/phpinfo",
+    "/phpunit",
+    "eval-stdin.php",
+    "/config.php",
+    "/configuration.php",
+    "/setup.php",
+    "/install.php",
+    "/shell.php",
+    "/cmd.php",
+    "/c99.php",
+    "/r57.php",
     // servers, frameworks, appliances
-    "/cgi-bin/", "/actuator", "/server-status", "/server-info", "/web.config", "/jmx-console",
-    "/manager/html", "/solr/admin", "/_profiler", "/telescope/", "/boaform", "/hnap1",
-    "/owa/auth", "/autodiscover/", "/vendor/", "/console/login", "/.well-known/../",
+    "/cgi-bin/",
+    "/actuator",
+    "/server-status",
+    "/server-info",
+    "/web.config",
+    "/jmx-console",
+    "/manager/html",
+    "/solr/admin",
+    "/_profiler",
+    "/telescope/",
+    "/boaform",
+    "/hnap1",
+    "/owa/auth",
+    "/autodiscover/",
+    "/vendor/",
+    "/console/login",
+    "/.well-known/../",
     // backups and dumps
-    "/backup", ".bak", ".sql", ".old", ".swp", ".save", ".tar.gz", ".tgz", "/dump", "/db.",
+    "/backup",
+    ".bak",
+    ".sql",
+    ".old",
+    ".swp",
+    ".save",
+    ".tar.gz",
+    ".tgz",
+    "/dump",
+    "/db.",
     // traversal and system files
-    "../", "..%2f", "%2e%2e", "..\\", "..%5c", "/etc/passwd", "/etc/shadow", "win.ini",
+    "../",
+    "..%2f",
+    "%2e%2e",
+    "..\\",
+    "..%5c",
+    "/etc/passwd",
+    "/etc/shadow",
+    "win.ini",
     "/proc/self",
 ];
 
@@ -71,6 +177,7 @@ struct Access {
 pub(crate) struct HttpRules {
     base: u32,
     agents: AhoCorasick,
+    agent_cache: AgentCache,
     sensitive: AhoCorasick,
     login: AhoCorasick,
     f_method: u16,
@@ -93,6 +200,7 @@ impl HttpRules {
         HttpRules {
             base,
             agents: ci(BAD_AGENTS),
+            agent_cache: AgentCache::default(),
             sensitive: ci(SENSITIVE),
             login: ci(LOGIN_PATHS),
             f_method: names.id("method"),
@@ -105,7 +213,7 @@ impl HttpRules {
 
     /// `None`: not a combined-format line. `Some((None, time))`: a line that
     /// no access rule takes.
-    pub(crate) fn find(&self, line: &str) -> Option<(Option<Found>, Option<UnixTime>)> {
+    pub(crate) fn find(&mut self, line: &str) -> Option<(Option<Found>, Option<UnixTime>)> {
         let a = parse(line)?;
         let host = line[a.host.0..a.host.1].parse().ok()?;
         let b = line.as_bytes();
@@ -115,7 +223,11 @@ impl HttpRules {
         let method_s = &line[method.0..method.1];
         let agent = a.agent.map(|(s, e)| &line[s..e]).unwrap_or("");
         let st = a.status;
-        let kind = if !agent.is_empty() && self.agents.is_match(agent) {
+        let bad_agent = !agent.is_empty() && {
+            let agents = &self.agents;
+            self.agent_cache.get_or(agent, || agents.is_match(agent))
+        };
+        let kind = if bad_agent {
             0
         } else if st == 401
             || (st == 403 && self.login.is_match(path_s))
@@ -144,6 +256,47 @@ impl HttpRules {
             }
         }
         Some((Some(f), a.time))
+    }
+}
+
+/// Remembers the verdict for recently seen user agents (a log has few, and
+/// consecutive lines repeat them): a direct-mapped table keyed by a cheap hash
+/// and checked by full comparison, so a collision only costs a rescan.
+struct AgentCache {
+    slots: Vec<([u8; AGENT_CACHE_BYTES], u8, bool)>,
+}
+
+const AGENT_CACHE_SLOTS: usize = 64;
+const AGENT_CACHE_BYTES: usize = 200;
+
+impl Default for AgentCache {
+    fn default() -> Self {
+        AgentCache {
+            slots: vec![([0; AGENT_CACHE_BYTES], 0, false); AGENT_CACHE_SLOTS],
+        }
+    }
+}
+
+impl AgentCache {
+    fn get_or(&mut self, agent: &str, scan: impl FnOnce() -> bool) -> bool {
+        let b = agent.as_bytes();
+        if b.is_empty() || b.len() >= AGENT_CACHE_BYTES {
+            return scan();
+        }
+        let tail = b.len().saturating_sub(8);
+        let mut h = b.len() as u64;
+        for &c in b[..b.len().min(8)].iter().chain(&b[tail..]) {
+            h = h.wrapping_mul(0x100_0000_01B3) ^ c as u64;
+        }
+        let slot = &mut self.slots[(h as usize) % AGENT_CACHE_SLOTS];
+        if slot.1 as usize == b.len() && &slot.0[..b.len()] == b {
+            return slot.2;
+        }
+        let v = scan();
+        slot.0[..b.len()].copy_from_slice(b);
+        slot.1 = b.len() as u8;
+        slot.2 = v;
+        v
     }
 }
 
@@ -208,7 +361,15 @@ fn parse(line: &str) -> Option<Access> {
             }
         }
     }
-    Some(Access { host: (0, he), user, time, request: (rs, re), status, status_at: ss, agent })
+    Some(Access {
+        host: (0, he),
+        user,
+        time,
+        request: (rs, re),
+        status,
+        status_at: ss,
+        agent,
+    })
 }
 
 /// The common-log-format stamp of an access line, if it has one.
@@ -239,38 +400,97 @@ mod tests {
     #[test]
     fn probes_for_sensitive_paths() {
         for p in [
-            "/.env", "/app/.env.production", "/.git/config", "/wp-login.php", "/PhpMyAdmin/index.php",
-            "/cgi-bin/luci", "/backup.sql", "/site.tar.gz", "/actuator/health", "/../../etc/passwd",
-            "/static/..%2f..%2fetc/passwd", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
-            "/.aws/credentials", "/wp-config.php.bak", "/index.php.old",
+            "/.env",
+            "/app/.env.production",
+            "/.git/config",
+            "/wp-login.php",
+            "/PhpMyAdmin/index.php",
+            "/cgi-bin/luci",
+            "/backup.sql",
+            "/site.tar.gz",
+            "/actuator/health",
+            "/../../etc/passwd",
+            "/static/..%2f..%2fetc/passwd",
+            "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+            "/.aws/credentials",
+            "/wp-config.php.bak",
+            "/index.php.old",
         ] {
-            check(&line("198.51.100.20", &format!("GET {p} HTTP/1.1"), 404, BROWSER), Some("http-sensitive-path"));
+            check(
+                &line("198.51.100.20", &format!("GET {p} HTTP/1.1"), 404, BROWSER),
+                Some("http-sensitive-path"),
+            );
         }
         // Answered 200 is still a probe.
-        check(&line("198.51.100.20", "GET /.env HTTP/1.1", 200, BROWSER), Some("http-sensitive-path"));
+        check(
+            &line("198.51.100.20", "GET /.env HTTP/1.1", 200, BROWSER),
+            Some("http-sensitive-path"),
+        );
     }
 
     #[test]
     fn login_failures_and_4xx() {
-        check(&line("198.51.100.21", "POST /login HTTP/1.1", 401, BROWSER), Some("http-login-fail"));
-        check(&line("198.51.100.21", "POST /api/auth/login HTTP/2.0", 403, BROWSER), Some("http-login-fail"));
-        check(&line("198.51.100.21", "GET /admin/ HTTP/1.1", 401, BROWSER), Some("http-login-fail"));
-        check(&line("198.51.100.21", "POST /wp-login.php HTTP/1.1", 200, BROWSER), Some("http-login-fail"));
-        check(&line("198.51.100.21", "POST /xmlrpc.php HTTP/1.1", 200, BROWSER), Some("http-login-fail"));
-        check(&line("198.51.100.21", "GET /images/nope.png HTTP/1.1", 404, BROWSER), Some("http-4xx"));
-        check(&line("198.51.100.21", "GET /static/app.js HTTP/1.1", 403, BROWSER), Some("http-4xx"));
-        check(&line("198.51.100.21", "\\x16\\x03\\x01\\x00", 400, "-"), Some("http-4xx"));
+        check(
+            &line("198.51.100.21", "POST /login HTTP/1.1", 401, BROWSER),
+            Some("http-login-fail"),
+        );
+        check(
+            &line(
+                "198.51.100.21",
+                "POST /api/auth/login HTTP/2.0",
+                403,
+                BROWSER,
+            ),
+            Some("http-login-fail"),
+        );
+        check(
+            &line("198.51.100.21", "GET /admin/ HTTP/1.1", 401, BROWSER),
+            Some("http-login-fail"),
+        );
+        check(
+            &line("198.51.100.21", "POST /wp-login.php HTTP/1.1", 200, BROWSER),
+            Some("http-login-fail"),
+        );
+        check(
+            &line("198.51.100.21", "POST /xmlrpc.php HTTP/1.1", 200, BROWSER),
+            Some("http-login-fail"),
+        );
+        check(
+            &line(
+                "198.51.100.21",
+                "GET /images/nope.png HTTP/1.1",
+                404,
+                BROWSER,
+            ),
+            Some("http-4xx"),
+        );
+        check(
+            &line("198.51.100.21", "GET /static/app.js HTTP/1.1", 403, BROWSER),
+            Some("http-4xx"),
+        );
+        check(
+            &line("198.51.100.21", "\\x16\\x03\\x01\\x00", 400, "-"),
+            Some("http-4xx"),
+        );
     }
 
     #[test]
     fn bad_agents() {
         for ua in [
-            "sqlmap/1.7.2#stable (https://sqlmap.org)", "Mozilla/5.00 (Nikto/2.1.6)", "gobuster/3.6",
-            "Mozilla/5.0 zgrab/0.x", "Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
-            "masscan/1.3 (https://github.com/robertdavidgraham/masscan)", "WPScan v3.8.22",
-            "DirBuster-1.0-RC1", "Fuzz Faster U Fool v2.1.0",
+            "sqlmap/1.7.2#stable (https://sqlmap.org)",
+            "Mozilla/5.00 (Nikto/2.1.6)",
+            "gobuster/3.6",
+            "Mozilla/5.0 zgrab/0.x",
+            "Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
+            "masscan/1.3 (https://github.com/robertdavidgraham/masscan)",
+            "WPScan v3.8.22",
+            "DirBuster-1.0-RC1",
+            "Fuzz Faster U Fool v2.1.0",
         ] {
-            check(&line("198.51.100.22", "GET /?id=1 HTTP/1.1", 200, ua), Some("http-bad-user-agent"));
+            check(
+                &line("198.51.100.22", "GET /?id=1 HTTP/1.1", 200, ua),
+                Some("http-bad-user-agent"),
+            );
         }
     }
 
@@ -278,11 +498,21 @@ mod tests {
     fn benign_and_malformed_lines() {
         for l in [
             line("198.51.100.23", "GET / HTTP/1.1", 200, BROWSER),
-            line("198.51.100.23", "GET /blog/2024/03/hello-world HTTP/2.0", 200, BROWSER),
+            line(
+                "198.51.100.23",
+                "GET /blog/2024/03/hello-world HTTP/2.0",
+                200,
+                BROWSER,
+            ),
             line("198.51.100.23", "POST /login HTTP/1.1", 302, BROWSER),
             line("198.51.100.23", "GET /login HTTP/1.1", 200, BROWSER),
             line("198.51.100.23", "GET /admin/ HTTP/1.1", 200, BROWSER),
-            line("198.51.100.23", "GET /wp-content/uploads/a.png HTTP/1.1", 301, BROWSER),
+            line(
+                "198.51.100.23",
+                "GET /wp-content/uploads/a.png HTTP/1.1",
+                301,
+                BROWSER,
+            ),
         ] {
             check(&l, None);
         }
@@ -302,9 +532,20 @@ mod tests {
         let mut m = NativeMatcher::new(&["nginx-access"], &[]).unwrap();
         let l = r#"2001:db8::24 - alice [10/Oct/2000:13:55:36 -0700] "GET /.git/HEAD HTTP/1.1" 404 0 "-" "curl/8.5""#;
         let (rule, host, fields, _) = probe(&mut m, l).unwrap();
-        assert_eq!((rule.as_str(), host.as_str()), ("http-sensitive-path", "2001:db8::24"));
-        for kv in [("path", "/.git/HEAD"), ("status", "404"), ("method", "GET"), ("user", "alice")] {
-            assert!(fields.contains(&(kv.0.into(), kv.1.into())), "{kv:?} not in {fields:?}");
+        assert_eq!(
+            (rule.as_str(), host.as_str()),
+            ("http-sensitive-path", "2001:db8::24")
+        );
+        for kv in [
+            ("path", "/.git/HEAD"),
+            ("status", "404"),
+            ("method", "GET"),
+            ("user", "alice"),
+        ] {
+            assert!(
+                fields.contains(&(kv.0.into(), kv.1.into())),
+                "{kv:?} not in {fields:?}"
+            );
         }
         let h = shield_core::LineMatcher::match_line(&mut m, l, 0).unwrap();
         assert_eq!(h.time, Some(971_211_336));

@@ -26,7 +26,14 @@ pub(crate) const POSTFIX: &[RegexDef] = &[RegexDef {
 pub(crate) const DOVECOT: &[RegexDef] = &[
     RegexDef {
         name: "dovecot-login-fail",
-        starts: &["imap-login: ", "pop3-login: ", "submission-login: ", "managesieve-login: ", "Disconnected", "Aborted login"],
+        starts: &[
+            "imap-login: ",
+            "pop3-login: ",
+            "submission-login: ",
+            "managesieve-login: ",
+            "Disconnected",
+            "Aborted login",
+        ],
         pattern: concat!(
             r"^(?:(?P<proto>imap|pop3|submission|managesieve)-login: )?(?:Info: )?(?:Disconnected|Aborted login|Login aborted)(?::[^(]*)? \((?:auth failed, \d+ attempts?|tried to use (?:disabled|disallowed) \S+ auth)[^)]*\)[^:]*: user=<(?P<user>[^>]*)>,.*?\brip=",
             addr!(),
@@ -63,7 +70,10 @@ mod tests {
         let mut m = m();
         let l = "Mar  1 10:00:00 mx postfix/smtpd[812]: warning: unknown[203.0.113.40]: SASL LOGIN authentication failed: UGFzc3dvcmQ6";
         let g = probe(&mut m, l).unwrap();
-        assert_eq!((g.0.as_str(), g.1.as_str()), ("postfix-sasl-fail", "203.0.113.40"));
+        assert_eq!(
+            (g.0.as_str(), g.1.as_str()),
+            ("postfix-sasl-fail", "203.0.113.40")
+        );
         assert!(g.2.contains(&("mech".into(), "LOGIN".into())));
         let l = "Mar  1 10:00:00 mx postfix/submission/smtpd[812]: warning: host.example[2001:db8::40]: SASL PLAIN authentication failed: authentication failure";
         assert_eq!(probe(&mut m, l).unwrap().1, "2001:db8::40");
@@ -80,16 +90,45 @@ mod tests {
     fn dovecot_failures() {
         let mut m = m();
         let cases = [
-            ("Mar  1 10:00:00 mx dovecot: imap-login: Disconnected (auth failed, 3 attempts in 12 secs): user=<admin>, method=PLAIN, rip=203.0.113.41, lip=10.0.0.2, session=<abc>", "dovecot-login-fail", "203.0.113.41", "admin"),
-            ("Mar  1 10:00:00 mx dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<info@example.com>, method=LOGIN, rip=203.0.113.42, lip=10.0.0.2, TLS", "dovecot-login-fail", "203.0.113.42", "info@example.com"),
-            ("Mar  1 10:00:00 mx dovecot[99]: imap-login: Disconnected: Connection closed (auth failed, 2 attempts in 4 secs): user=<bob>, method=PLAIN, rip=2001:db8::43, lip=::1", "dovecot-login-fail", "2001:db8::43", "bob"),
-            ("Mar  1 10:00:00 mx dovecot: auth-worker(1234): pam(carol,203.0.113.44,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)", "dovecot-passdb-fail", "203.0.113.44", "carol"),
-            ("Mar  1 10:00:00 mx dovecot: auth: passwd-file(dave,203.0.113.45): unknown user", "dovecot-passdb-fail", "203.0.113.45", "dave"),
+            (
+                "Mar  1 10:00:00 mx dovecot: imap-login: Disconnected (auth failed, 3 attempts in 12 secs): user=<admin>, method=PLAIN, rip=203.0.113.41, lip=10.0.0.2, session=<abc>",
+                "dovecot-login-fail",
+                "203.0.113.41",
+                "admin",
+            ),
+            (
+                "Mar  1 10:00:00 mx dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<info@example.com>, method=LOGIN, rip=203.0.113.42, lip=10.0.0.2, TLS",
+                "dovecot-login-fail",
+                "203.0.113.42",
+                "info@example.com",
+            ),
+            (
+                "Mar  1 10:00:00 mx dovecot[99]: imap-login: Disconnected: Connection closed (auth failed, 2 attempts in 4 secs): user=<bob>, method=PLAIN, rip=2001:db8::43, lip=::1",
+                "dovecot-login-fail",
+                "2001:db8::43",
+                "bob",
+            ),
+            (
+                "Mar  1 10:00:00 mx dovecot: auth-worker(1234): pam(carol,203.0.113.44,<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)",
+                "dovecot-passdb-fail",
+                "203.0.113.44",
+                "carol",
+            ),
+            (
+                "Mar  1 10:00:00 mx dovecot: auth: passwd-file(dave,203.0.113.45): unknown user",
+                "dovecot-passdb-fail",
+                "203.0.113.45",
+                "dave",
+            ),
         ];
         for (l, rule, host, user) in cases {
             let g = probe(&mut m, l).unwrap_or_else(|| panic!("no match: {l}"));
             assert_eq!((g.0.as_str(), g.1.as_str()), (rule, host), "{l}");
-            assert!(g.2.contains(&("user".into(), user.into())), "{l}: {:?}", g.2);
+            assert!(
+                g.2.contains(&("user".into(), user.into())),
+                "{l}: {:?}",
+                g.2
+            );
         }
         for l in [
             "Mar  1 10:00:00 mx dovecot: imap-login: Login: user=<admin>, method=PLAIN, rip=203.0.113.41, lip=10.0.0.2",

@@ -33,7 +33,14 @@ use crate::time::{StampCache, StampKind};
 
 /// Every built-in rule pack, in the order their rules are numbered.
 pub fn pack_names() -> &'static [&'static str] {
-    &["sshd", "nginx-access", "apache-access", "nginx-error", "postfix", "dovecot"]
+    &[
+        "sshd",
+        "nginx-access",
+        "apache-access",
+        "nginx-error",
+        "postfix",
+        "dovecot",
+    ]
 }
 
 /// A user rule from the config: a regex over the whole line with named groups.
@@ -55,14 +62,24 @@ pub enum RuleError {
     #[error("unknown rule pack `{name}`; the built-in packs are: {known}")]
     UnknownPack { name: String, known: String },
     /// A user rule's regex does not compile.
-    #[error("rule `{rule}`: the regex does not compile: {error}; fix the pattern (Rust `regex` syntax: no look-around or back-references)")]
+    #[error(
+        "rule `{rule}`: the regex does not compile: {error}; fix the pattern (Rust `regex` syntax: no look-around or back-references)"
+    )]
     BadRegex { rule: String, error: String },
     /// A user rule without a `(?P<host>...)` group.
-    #[error("rule `{rule}`: the regex has no `host` group; add one, e.g. `from (?P<host>[0-9a-fA-F:.]+)`")]
+    #[error(
+        "rule `{rule}`: the regex has no `host` group; add one, e.g. `from (?P<host>[0-9a-fA-F:.]+)`"
+    )]
     NoHostGroup { rule: String },
     /// A user rule with more named groups than a hit can carry.
-    #[error("rule `{rule}`: {count} named groups besides `host`, at most {max} are kept; remove or unname (`(?:...)`) the extra groups")]
-    TooManyFields { rule: String, count: usize, max: usize },
+    #[error(
+        "rule `{rule}`: {count} named groups besides `host`, at most {max} are kept; remove or unname (`(?:...)`) the extra groups"
+    )]
+    TooManyFields {
+        rule: String,
+        count: usize,
+        max: usize,
+    },
     /// Two rules with one name.
     #[error("rule `{rule}` is defined twice; give each rule a unique name")]
     Duplicate { rule: String },
@@ -107,7 +124,11 @@ pub(crate) struct Caps {
 
 impl Caps {
     pub(crate) fn new(host: (usize, usize)) -> Self {
-        Caps { host, fields: [("", 0, 0); 3], n: 0 }
+        Caps {
+            host,
+            fields: [("", 0, 0); 3],
+            n: 0,
+        }
     }
 
     pub(crate) fn field(mut self, name: &'static str, s: usize, e: usize) -> Self {
@@ -149,7 +170,13 @@ pub(crate) struct Found {
 
 impl Found {
     pub(crate) fn new(rule: u32, host: IpAddr) -> Self {
-        Found { rule, host, nofail: false, fields: [(0, 0, 0); MAX_FIELDS], n: 0 }
+        Found {
+            rule,
+            host,
+            nofail: false,
+            fields: [(0, 0, 0); MAX_FIELDS],
+            n: 0,
+        }
     }
 
     pub(crate) fn push(&mut self, name: u16, start: usize, end: usize) {
@@ -183,14 +210,27 @@ fn offset_in(line: &str, sub: &str) -> usize {
     sub.as_ptr() as usize - line.as_ptr() as usize
 }
 
+/// The regex rules of one program, with their first-byte dispatch table.
+struct Group {
+    rules: Vec<RxRule>,
+    masks: Box<[u64; 256]>,
+}
+
+impl Group {
+    fn new(rules: Vec<RxRule>) -> Self {
+        let masks = first_byte_masks(&rules);
+        Group { rules, masks }
+    }
+}
+
 /// Shield's native rule engine: the built-in packs plus user rules.
 pub struct NativeMatcher {
     infos: Vec<RuleInfo>,
     names: Names,
     stamps: StampCache,
-    sshd: Vec<RxRule>,
-    postfix: Vec<RxRule>,
-    dovecot: Vec<RxRule>,
+    sshd: Group,
+    postfix: Group,
+    dovecot: Group,
     http: Option<http::HttpRules>,
     nginx_err: Option<nginx_error::ErrorRules>,
     custom: Vec<RxRule>,
@@ -216,9 +256,9 @@ impl NativeMatcher {
             infos: Vec::new(),
             names: Names::default(),
             stamps: StampCache::default(),
-            sshd: Vec::new(),
-            postfix: Vec::new(),
-            dovecot: Vec::new(),
+            sshd: Group::new(Vec::new()),
+            postfix: Group::new(Vec::new()),
+            dovecot: Group::new(Vec::new()),
             http: None,
             nginx_err: None,
             custom: Vec::new(),
@@ -229,9 +269,12 @@ impl NativeMatcher {
         m.repeat_name = m.names.id("repeat");
         let has = |p: &str| packs.contains(&p);
         if has("sshd") {
-            m.sshd = m.compile_defs(sshd::DEFS, "sshd");
+            m.sshd = Group::new(m.compile_defs(sshd::DEFS, "sshd"));
         }
-        if let Some(svc) = packs.iter().find(|p| **p == "nginx-access" || **p == "apache-access") {
+        if let Some(svc) = packs
+            .iter()
+            .find(|p| **p == "nginx-access" || **p == "apache-access")
+        {
             let base = m.infos.len() as u32;
             for name in http::RULE_NAMES {
                 m.push_info(name, svc);
@@ -246,10 +289,10 @@ impl NativeMatcher {
             m.nginx_err = Some(nginx_error::ErrorRules::new(base, &mut m.names));
         }
         if has("postfix") {
-            m.postfix = m.compile_defs(mail::POSTFIX, "postfix");
+            m.postfix = Group::new(m.compile_defs(mail::POSTFIX, "postfix"));
         }
         if has("dovecot") {
-            m.dovecot = m.compile_defs(mail::DOVECOT, "dovecot");
+            m.dovecot = Group::new(m.compile_defs(mail::DOVECOT, "dovecot"));
         }
         let mut pats = Vec::new();
         for spec in custom {
@@ -260,12 +303,21 @@ impl NativeMatcher {
                 return Err(RuleError::Empty { what: "service" });
             }
             if m.infos.iter().any(|r| r.name == spec.name) {
-                return Err(RuleError::Duplicate { rule: spec.name.clone() });
+                return Err(RuleError::Duplicate {
+                    rule: spec.name.clone(),
+                });
             }
             let re = RegexBuilder::new(&spec.regex)
                 .build()
-                .map_err(|e| RuleError::BadRegex { rule: spec.name.clone(), error: e.to_string() })?;
-            let extra = re.capture_names().flatten().filter(|n| *n != "host").count();
+                .map_err(|e| RuleError::BadRegex {
+                    rule: spec.name.clone(),
+                    error: e.to_string(),
+                })?;
+            let extra = re
+                .capture_names()
+                .flatten()
+                .filter(|n| *n != "host")
+                .count();
             if extra > MAX_FIELDS - 1 {
                 return Err(RuleError::TooManyFields {
                     rule: spec.name.clone(),
@@ -274,15 +326,21 @@ impl NativeMatcher {
                 });
             }
             let idx = m.push_info(&spec.name, &spec.service);
-            let rule = m
-                .rx_rule(idx, &[], re, Nofail::Never)
-                .ok_or_else(|| RuleError::NoHostGroup { rule: spec.name.clone() })?;
+            let rule =
+                m.rx_rule(idx, &[], re, Nofail::Never)
+                    .ok_or_else(|| RuleError::NoHostGroup {
+                        rule: spec.name.clone(),
+                    })?;
             pats.push(spec.regex.clone());
             m.custom.push(rule);
         }
         if !pats.is_empty() {
             let set = RegexSet::new(&pats).map_err(|e| RuleError::BadRegex {
-                rule: custom.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                rule: custom
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 error: e.to_string(),
             })?;
             m.custom_hits = vec![false; set.len()];
@@ -297,7 +355,10 @@ impl NativeMatcher {
     }
 
     fn push_info(&mut self, name: &str, service: &str) -> u32 {
-        self.infos.push(RuleInfo { name: name.to_string(), service: service.to_string() });
+        self.infos.push(RuleInfo {
+            name: name.to_string(),
+            service: service.to_string(),
+        });
         (self.infos.len() - 1) as u32
     }
 
@@ -306,7 +367,9 @@ impl NativeMatcher {
         for d in defs {
             let re = Regex::new(d.pattern).expect("built-in pattern compiles (covered by tests)");
             let idx = self.push_info(d.name, service);
-            let mut rule = self.rx_rule(idx, d.starts, re, d.nofail).expect("built-in pattern has a host group");
+            let mut rule = self
+                .rx_rule(idx, d.starts, re, d.nofail)
+                .expect("built-in pattern has a host group");
             rule.fast = d.fast;
             rule.also = d.also;
             for n in rule.re.capture_names().flatten() {
@@ -320,7 +383,13 @@ impl NativeMatcher {
         out
     }
 
-    fn rx_rule(&mut self, idx: u32, starts: &'static [&'static str], re: Regex, nofail: Nofail) -> Option<RxRule> {
+    fn rx_rule(
+        &mut self,
+        idx: u32,
+        starts: &'static [&'static str],
+        re: Regex,
+        nofail: Nofail,
+    ) -> Option<RxRule> {
         let mut host = None;
         let mut fields = Vec::new();
         let mut nofail_group = None;
@@ -360,7 +429,9 @@ impl NativeMatcher {
     /// Finds the built-in or user rule for `line`; the line's time separately.
     fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
         let b = line.as_bytes();
-        let Some(&first) = b.first() else { return (None, None) };
+        let Some(&first) = b.first() else {
+            return (None, None);
+        };
         let mut time = None;
         let mut found = None;
         if let Some((t, n, kind)) = self.stamps.parse_line_start(line, now) {
@@ -376,7 +447,7 @@ impl NativeMatcher {
             let (t, f) = self.pri_line(line, now);
             time = t;
             found = f;
-        } else if let Some(h) = &self.http {
+        } else if let Some(h) = &mut self.http {
             if first.is_ascii_hexdigit() || first == b':' {
                 if let Some((f, t)) = h.find(line) {
                     time = t;
@@ -384,7 +455,10 @@ impl NativeMatcher {
                 }
             }
         }
-        if found.is_none() && time.is_none() && !self.sshd.is_empty() | !self.postfix.is_empty() | !self.dovecot.is_empty() {
+        let any_syslog = !(self.sshd.rules.is_empty()
+            && self.postfix.rules.is_empty()
+            && self.dovecot.rules.is_empty());
+        if found.is_none() && time.is_none() && any_syslog {
             // A bare `prog[pid]: message` (journald, or a syslog without stamps).
             found = self.syslog(line, line, false);
         }
@@ -403,12 +477,21 @@ impl NativeMatcher {
         let rest = &line[close + 1..];
         if let Some(r5424) = rest.strip_prefix("1 ") {
             let mut it = r5424.splitn(6, ' ');
-            let (Some(ts), Some(_host), Some(app), Some(_pid), Some(_msgid), Some(sd_msg)) =
-                (it.next(), it.next(), it.next(), it.next(), it.next(), it.next())
-            else {
+            let (Some(ts), Some(_host), Some(app), Some(_pid), Some(_msgid), Some(sd_msg)) = (
+                it.next(),
+                it.next(),
+                it.next(),
+                it.next(),
+                it.next(),
+                it.next(),
+            ) else {
                 return (None, None);
             };
-            let time = if ts == "-" { None } else { self.stamps.parse_line_start(ts, now).map(|x| x.0) };
+            let time = if ts == "-" {
+                None
+            } else {
+                self.stamps.parse_line_start(ts, now).map(|x| x.0)
+            };
             let msg = skip_structured_data(sd_msg);
             let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
             return (time, self.dispatch_program(line, app, msg));
@@ -449,10 +532,12 @@ impl NativeMatcher {
         let (rules, strip) = match prog {
             "sshd" | "sshd-session" | "sshd-auth" => (&mut self.sshd, true),
             p if p.starts_with("postfix") => (&mut self.postfix, false),
-            "dovecot" | "imap-login" | "pop3-login" | "auth" | "auth-worker" => (&mut self.dovecot, false),
+            "dovecot" | "imap-login" | "pop3-login" | "auth" | "auth-worker" => {
+                (&mut self.dovecot, false)
+            }
             _ => return None,
         };
-        if rules.is_empty() {
+        if rules.rules.is_empty() {
             return None;
         }
         // rsyslog's `message repeated N times: [ msg]`.
@@ -461,7 +546,7 @@ impl NativeMatcher {
             let inner = r[digits..].strip_prefix(" times: [")?;
             let inner = inner.trim_start_matches(' ');
             let inner = inner.trim_end_matches([' ', ']']);
-            let mut f = match_rules(rules, line, if strip { strip_sshd(inner) } else { inner })?;
+            let mut f = match_rules(&mut rules.rules, &rules.masks, line, if strip { strip_sshd(inner) } else { inner })?;
             let s = offset_in(line, r);
             // The count goes first so it survives a full field array.
             if digits > 0 {
@@ -475,7 +560,7 @@ impl NativeMatcher {
             }
             return Some(f);
         }
-        match_rules(rules, line, if strip { strip_sshd(msg) } else { msg })
+        match_rules(&mut rules.rules, &rules.masks, line, if strip { strip_sshd(msg) } else { msg })
     }
 
     fn custom(&mut self, line: &str) -> Option<Found> {
@@ -508,7 +593,13 @@ impl NativeMatcher {
     /// The same matcher with every hand-written parser replaced by its regex.
     #[cfg(test)]
     pub(crate) fn regex_only(mut self) -> Self {
-        for r in self.sshd.iter_mut().chain(&mut self.postfix).chain(&mut self.dovecot) {
+        for r in self
+            .sshd
+            .rules
+            .iter_mut()
+            .chain(&mut self.postfix.rules)
+            .chain(&mut self.dovecot.rules)
+        {
             r.fast = None;
         }
         self
@@ -531,7 +622,10 @@ pub(crate) fn http_clf_time(line: &str) -> Option<UnixTime> {
 
 /// `error: `, `fatal: ` and `PAM: ` prefixes sshd puts before some messages.
 fn strip_sshd(msg: &str) -> &str {
-    let m = msg.strip_prefix("error: ").or_else(|| msg.strip_prefix("fatal: ")).unwrap_or(msg);
+    let m = msg
+        .strip_prefix("error: ")
+        .or_else(|| msg.strip_prefix("fatal: "))
+        .unwrap_or(msg);
     m.strip_prefix("PAM: ").unwrap_or(m)
 }
 
@@ -555,8 +649,32 @@ fn skip_structured_data(s: &str) -> &str {
     s.get(i..).map(|r| r.trim_start_matches(' ')).unwrap_or("")
 }
 
-fn match_rules(rules: &mut [RxRule], line: &str, msg: &str) -> Option<Found> {
-    for rule in rules.iter_mut() {
+/// For each first byte of a message, the rules (bits) whose start literal
+/// begins with it (rules without start literals are in every entry).
+fn first_byte_masks(rules: &[RxRule]) -> Box<[u64; 256]> {
+    assert!(rules.len() <= 64, "a rule group holds at most 64 rules");
+    let mut m = Box::new([0u64; 256]);
+    for (i, r) in rules.iter().enumerate() {
+        if r.starts.is_empty() {
+            m.iter_mut().for_each(|x| *x |= 1 << i);
+        }
+        for s in r.starts {
+            if let Some(&c) = s.as_bytes().first() {
+                m[c as usize] |= 1 << i;
+            }
+        }
+    }
+    m
+}
+
+fn match_rules(rules: &mut [RxRule], masks: &[u64; 256], line: &str, msg: &str) -> Option<Found> {
+    let Some(&c) = msg.as_bytes().first() else {
+        return None;
+    };
+    let mut bits = masks[c as usize];
+    while bits != 0 {
+        let rule = &mut rules[bits.trailing_zeros() as usize];
+        bits &= bits - 1;
         if !rule.starts.is_empty() && !rule.starts.iter().any(|s| msg.starts_with(s)) {
             continue;
         }
@@ -583,7 +701,10 @@ fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
             if let Some((_, id)) = rule.fast_ids.iter().find(|(n, _)| *n == name) {
                 f.push(*id, base + s, base + e);
             }
-            if rule.nofail_if.is_some_and(|(g, v)| g == name && &hay[s..e] == v) {
+            if rule
+                .nofail_if
+                .is_some_and(|(g, v)| g == name && &hay[s..e] == v)
+            {
                 f.nofail = true;
             }
         }
@@ -621,10 +742,17 @@ impl LineMatcher for NativeMatcher {
 
 /// Test helper: matches `line` with `m` and returns (rule name, host, fields).
 #[cfg(test)]
-pub(crate) fn probe(m: &mut NativeMatcher, line: &str) -> Option<(String, String, Vec<(String, String)>, bool)> {
+pub(crate) fn probe(
+    m: &mut NativeMatcher,
+    line: &str,
+) -> Option<(String, String, Vec<(String, String)>, bool)> {
     let now = 1_709_251_200 + 86_400;
     let h = m.match_line(line, now)?;
-    let fields = h.fields().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let fields = h
+        .fields()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
     let (rule, host, nofail) = (h.rule, h.host.to_string(), h.nofail);
     Some((m.rules()[rule as usize].name.clone(), host, fields, nofail))
 }
@@ -646,17 +774,42 @@ mod tests {
 
     #[test]
     fn unknown_pack_bad_regex_and_missing_host_are_named() {
-        let e = NativeMatcher::new(&["sshd", "ftp"], &[]).err().unwrap().to_string();
-        assert!(e.contains("`ftp`") && e.contains("nginx-access"), "{e}");
-        let spec = |regex: &str| RuleSpec { name: "mine".into(), service: "app".into(), regex: regex.into() };
-        let e = NativeMatcher::new(&[], &[spec("(?P<host>")]).err().unwrap().to_string();
-        assert!(e.contains("rule `mine`") && e.contains("does not compile"), "{e}");
-        let e = NativeMatcher::new(&[], &[spec("from (?P<ip>\\S+)")]).err().unwrap().to_string();
-        assert!(e.contains("rule `mine`") && e.contains("no `host` group"), "{e}");
-        let e = NativeMatcher::new(&["sshd"], &[RuleSpec { name: "sshd-invalid-user".into(), ..spec("(?P<host>x)") }])
+        let e = NativeMatcher::new(&["sshd", "ftp"], &[])
             .err()
             .unwrap()
             .to_string();
+        assert!(e.contains("`ftp`") && e.contains("nginx-access"), "{e}");
+        let spec = |regex: &str| RuleSpec {
+            name: "mine".into(),
+            service: "app".into(),
+            regex: regex.into(),
+        };
+        let e = NativeMatcher::new(&[], &[spec("(?P<host>")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("rule `mine`") && e.contains("does not compile"),
+            "{e}"
+        );
+        let e = NativeMatcher::new(&[], &[spec("from (?P<ip>\\S+)")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("rule `mine`") && e.contains("no `host` group"),
+            "{e}"
+        );
+        let e = NativeMatcher::new(
+            &["sshd"],
+            &[RuleSpec {
+                name: "sshd-invalid-user".into(),
+                ..spec("(?P<host>x)")
+            }],
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("twice"), "{e}");
     }
 
@@ -668,11 +821,19 @@ mod tests {
             regex: r"login failed for (?P<user>\w+) from (?P<host>[0-9a-f:.]+)".into(),
         };
         let mut m = NativeMatcher::new(&["sshd"], &[spec]).unwrap();
-        let (rule, host, fields, _) =
-            probe(&mut m, "2024-03-01T10:00:00Z web myapp: login failed for bob from 192.0.2.9").unwrap();
+        let (rule, host, fields, _) = probe(
+            &mut m,
+            "2024-03-01T10:00:00Z web myapp: login failed for bob from 192.0.2.9",
+        )
+        .unwrap();
         assert_eq!((rule.as_str(), host.as_str()), ("app-login", "192.0.2.9"));
         assert_eq!(fields, vec![("user".to_string(), "bob".to_string())]);
-        let h = m.match_line("2024-03-01T10:00:00Z web myapp: login failed for bob from 192.0.2.9", 0).unwrap();
+        let h = m
+            .match_line(
+                "2024-03-01T10:00:00Z web myapp: login failed for bob from 192.0.2.9",
+                0,
+            )
+            .unwrap();
         assert_eq!(h.time, Some(1_709_287_200));
         // A host that is not an address is no hit.
         assert!(probe(&mut m, "login failed for bob from ::::::").is_none());
@@ -700,20 +861,35 @@ mod tests {
         let mut m = NativeMatcher::all();
         let l = "Mar  1 00:00:00 h sshd[9]: message repeated 5 times: [ Failed password for root from 203.0.113.5 port 4242 ssh2]";
         let (rule, host, fields, _) = probe(&mut m, l).unwrap();
-        assert_eq!((rule.as_str(), host.as_str()), ("sshd-failed-password", "203.0.113.5"));
+        assert_eq!(
+            (rule.as_str(), host.as_str()),
+            ("sshd-failed-password", "203.0.113.5")
+        );
         assert_eq!(fields[0], ("repeat".into(), "5".into()));
-        assert!(probe(&mut m, "Mar  1 00:00:00 h sshd[9]: message repeated 5 times: [ hello]").is_none());
+        assert!(
+            probe(
+                &mut m,
+                "Mar  1 00:00:00 h sshd[9]: message repeated 5 times: [ hello]"
+            )
+            .is_none()
+        );
     }
 
     #[test]
     fn long_and_hostile_lines_are_fine() {
         let mut m = NativeMatcher::all();
-        let long = format!("Mar  1 00:00:00 h sshd[9]: Failed password for {} from 203.0.113.5 port 1 ssh2", "a".repeat(65_536));
+        let long = format!(
+            "Mar  1 00:00:00 h sshd[9]: Failed password for {} from 203.0.113.5 port 1 ssh2",
+            "a".repeat(65_536)
+        );
         assert_eq!(probe(&mut m, &long).unwrap().1, "203.0.113.5");
         let junk = "\u{0}\u{1}\u{fffd}".repeat(20_000);
         assert!(probe(&mut m, &junk).is_none());
         for n in 0..40 {
-            let s: String = "Mar  1 00:00:00 h sshd[9]: Failed password".chars().take(n).collect();
+            let s: String = "Mar  1 00:00:00 h sshd[9]: Failed password"
+                .chars()
+                .take(n)
+                .collect();
             let _ = probe(&mut m, &s);
         }
     }

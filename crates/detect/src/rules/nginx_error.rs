@@ -14,7 +14,12 @@ use super::{Found, Names};
 
 pub(crate) const RULE_NAMES: &[&str] = &["nginx-auth-fail", "nginx-limit-req", "nginx-limit-conn"];
 
-const NEEDLES: &[&str] = &["password mismatch", "was not found in \"", "limiting requests", "limiting connections"];
+const NEEDLES: &[&str] = &[
+    "password mismatch",
+    "was not found in \"",
+    "limiting requests",
+    "limiting connections",
+];
 
 pub(crate) struct ErrorRules {
     base: u32,
@@ -44,7 +49,10 @@ impl ErrorRules {
         let msg = &line[n..c];
         let m = self.kinds.find(msg)?;
         let hs = c + ", client: ".len();
-        let he = b[hs..].iter().position(|&x| x == b',').map_or(b.len(), |p| hs + p);
+        let he = b[hs..]
+            .iter()
+            .position(|&x| x == b',')
+            .map_or(b.len(), |p| hs + p);
         let host = line[hs..he].trim().parse().ok()?;
         let kind = match m.pattern().as_usize() {
             0 | 1 => 0,
@@ -86,16 +94,25 @@ mod tests {
         let mut m = NativeMatcher::new(&["nginx-error"], &[]).unwrap();
         let l = r#"2024/03/01 10:00:00 [error] 812#812: *1043 user "admin": password mismatch, client: 203.0.113.60, server: example.org, request: "GET /admin/ HTTP/1.1", host: "example.org""#;
         let g = probe(&mut m, l).unwrap();
-        assert_eq!((g.0.as_str(), g.1.as_str()), ("nginx-auth-fail", "203.0.113.60"));
+        assert_eq!(
+            (g.0.as_str(), g.1.as_str()),
+            ("nginx-auth-fail", "203.0.113.60")
+        );
         assert!(g.2.contains(&("user".into(), "admin".into())), "{:?}", g.2);
         assert!(g.2.contains(&("request".into(), "GET /admin/ HTTP/1.1".into())));
         let l = r#"2024/03/01 10:00:00 [error] 812#812: *1044 user "root" was not found in "/etc/nginx/.htpasswd", client: 2001:db8::61, server: example.org, request: "GET /admin/ HTTP/1.1""#;
         let g = probe(&mut m, l).unwrap();
-        assert_eq!((g.0.as_str(), g.1.as_str()), ("nginx-auth-fail", "2001:db8::61"));
+        assert_eq!(
+            (g.0.as_str(), g.1.as_str()),
+            ("nginx-auth-fail", "2001:db8::61")
+        );
         assert!(g.2.contains(&("user".into(), "root".into())), "{:?}", g.2);
         let l = r#"2024/03/01 10:00:00 [error] 812#812: *9 limiting requests, excess: 5.480 by zone "one", client: 203.0.113.62, server: example.org, request: "GET / HTTP/1.1""#;
         let g = probe(&mut m, l).unwrap();
-        assert_eq!((g.0.as_str(), g.1.as_str()), ("nginx-limit-req", "203.0.113.62"));
+        assert_eq!(
+            (g.0.as_str(), g.1.as_str()),
+            ("nginx-limit-req", "203.0.113.62")
+        );
         assert!(g.2.contains(&("zone".into(), "one".into())));
         let l = r#"2024/03/01 10:00:00 [error] 812#812: *9 limiting connections by zone "addr", client: 203.0.113.63, server: x"#;
         assert_eq!(probe(&mut m, l).unwrap().0, "nginx-limit-conn");

@@ -28,7 +28,11 @@ pub(crate) const DEFS: &[RegexDef] = &[
     RegexDef {
         name: "sshd-failed-invalid-user",
         starts: &["Failed "],
-        pattern: concat!(r"^Failed (?P<method>\S+) for invalid user (?P<user>.*) from ", addr!(), tail!()),
+        pattern: concat!(
+            r"^Failed (?P<method>\S+) for invalid user (?P<user>.*) from ",
+            addr!(),
+            tail!()
+        ),
         nofail: Nofail::Never,
         fast: Some(fast_failed_invalid),
         also: &[],
@@ -82,8 +86,17 @@ pub(crate) const DEFS: &[RegexDef] = &[
     },
     RegexDef {
         name: "sshd-invalid-user",
-        starts: &["Invalid user ", "invalid user ", "Illegal user ", "illegal user "],
-        pattern: concat!(r"^[iI](?:nvalid|llegal) user (?P<user>.*) from ", addr!(), tail!()),
+        starts: &[
+            "Invalid user ",
+            "invalid user ",
+            "Illegal user ",
+            "illegal user ",
+        ],
+        pattern: concat!(
+            r"^[iI](?:nvalid|llegal) user (?P<user>.*) from ",
+            addr!(),
+            tail!()
+        ),
         nofail: Nofail::Never,
         fast: Some(fast_invalid),
         also: &[],
@@ -171,7 +184,11 @@ pub(crate) const DEFS: &[RegexDef] = &[
     RegexDef {
         name: "sshd-bad-protocol",
         starts: &["Bad protocol version identification "],
-        pattern: concat!(r"^Bad protocol version identification '.*' from ", addr!(), r"(?: port \d+)?\s*$"),
+        pattern: concat!(
+            r"^Bad protocol version identification '.*' from ",
+            addr!(),
+            r"(?: port \d+)?\s*$"
+        ),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
@@ -179,7 +196,11 @@ pub(crate) const DEFS: &[RegexDef] = &[
     RegexDef {
         name: "sshd-banner-invalid",
         starts: &["banner exchange: "],
-        pattern: concat!(r"^banner exchange: Connection from ", addr!(), r" port \d+: invalid format"),
+        pattern: concat!(
+            r"^banner exchange: Connection from ",
+            addr!(),
+            r" port \d+: invalid format"
+        ),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
@@ -187,14 +208,22 @@ pub(crate) const DEFS: &[RegexDef] = &[
     RegexDef {
         name: "sshd-negotiate",
         starts: &["Unable to negotiate with "],
-        pattern: concat!(r"^Unable to negotiate with ", addr!(), r" port \d+: no matching (?P<what>[\w ]+?) found"),
+        pattern: concat!(
+            r"^Unable to negotiate with ",
+            addr!(),
+            r" port \d+: no matching (?P<what>[\w ]+?) found"
+        ),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
     },
     RegexDef {
         name: "sshd-preauth-close",
-        starts: &["Connection closed by ", "Connection reset by ", "Disconnected from "],
+        starts: &[
+            "Connection closed by ",
+            "Connection reset by ",
+            "Disconnected from ",
+        ],
         pattern: concat!(
             r"^(?:Connection (?:closed|reset) by|Disconnected from)(?: (?:invalid|authenticating) user (?P<user>\S+))? ",
             addr!(),
@@ -256,14 +285,19 @@ fn tail(s: &str) -> bool {
 
 /// `failed-password`'s tail: ` port \d+(?: ssh\d?)?(?:: [A-Z0-9-]+ \S+)?\s*$`.
 fn failed_tail(s: &str) -> bool {
-    let Some(r) = s.strip_prefix(" port ") else { return false };
+    let Some(r) = s.strip_prefix(" port ") else {
+        return false;
+    };
     let d = digits(r);
     if d == 0 {
         return false;
     }
     let mut s = opt_ssh(&r[d..]);
     if let Some(r) = s.strip_prefix(": ") {
-        let k = r.bytes().take_while(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-').count();
+        let k = r
+            .bytes()
+            .take_while(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-')
+            .count();
         if k > 0 {
             if let Some(r2) = r[k..].strip_prefix(' ') {
                 let n = r2.find(char::is_whitespace).unwrap_or(r2.len());
@@ -278,7 +312,11 @@ fn failed_tail(s: &str) -> bool {
 
 /// `USER from HOST<tail>` with a greedy user: the rightmost ` from ` whose
 /// remainder parses wins, as with the regex. `base`: offset of `s` in the message.
-fn user_from_host(s: &str, base: usize, tail_ok: fn(&str) -> bool) -> Option<((usize, usize), (usize, usize))> {
+fn user_from_host(
+    s: &str,
+    base: usize,
+    tail_ok: fn(&str) -> bool,
+) -> Option<((usize, usize), (usize, usize))> {
     let mut end = s.len();
     while let Some(i) = s[..end].rfind(" from ") {
         let h = i + 6;
@@ -303,7 +341,11 @@ fn fast_failed_invalid(m: &str) -> Option<Caps> {
     let after = r[me..].strip_prefix(" for invalid user ")?;
     let base = m.len() - after.len();
     let (user, host) = user_from_host(after, base, tail)?;
-    Some(Caps::new(host).field("method", 7, 7 + me).field("user", user.0, user.1))
+    Some(
+        Caps::new(host)
+            .field("method", 7, 7 + me)
+            .field("user", user.0, user.1),
+    )
 }
 
 /// `^Failed (?P<method>\S+) for (?P<user>.*) from HOST<failed_tail>`
@@ -316,7 +358,11 @@ fn fast_failed(m: &str) -> Option<Caps> {
     let after = r[me..].strip_prefix(" for ")?;
     let base = m.len() - after.len();
     let (user, host) = user_from_host(after, base, failed_tail)?;
-    Some(Caps::new(host).field("method", 7, 7 + me).field("user", user.0, user.1))
+    Some(
+        Caps::new(host)
+            .field("method", 7, 7 + me)
+            .field("user", user.0, user.1),
+    )
 }
 
 /// `^[iI](?:nvalid|llegal) user (?P<user>.*) from HOST<tail>`
@@ -325,7 +371,9 @@ fn fast_invalid(m: &str) -> Option<Caps> {
     if !matches!(b.first(), Some(b'i' | b'I')) {
         return None;
     }
-    let after = m[1..].strip_prefix("nvalid user ").or_else(|| m[1..].strip_prefix("llegal user "))?;
+    let after = m[1..]
+        .strip_prefix("nvalid user ")
+        .or_else(|| m[1..].strip_prefix("llegal user "))?;
     let base = m.len() - after.len();
     let (user, host) = user_from_host(after, base, tail)?;
     Some(Caps::new(host).field("user", user.0, user.1))
@@ -349,7 +397,9 @@ fn fast_preauth_close(m: &str) -> Option<Caps> {
     };
     let at = |s: &str| m.len() - s.len();
     // With the user part.
-    let with_user = r.strip_prefix(" invalid user ").or_else(|| r.strip_prefix(" authenticating user "));
+    let with_user = r
+        .strip_prefix(" invalid user ")
+        .or_else(|| r.strip_prefix(" authenticating user "));
     if let Some(u) = with_user {
         let ue = u.find(char::is_whitespace).unwrap_or(u.len());
         if ue > 0 {
@@ -401,11 +451,16 @@ fn fast_pam(m: &str) -> Option<Caps> {
             }
         }
         // A `\w+=\S*` token, then look for rhost again.
-        let k = s.bytes().take_while(|&c| c.is_ascii_alphanumeric() || c == b'_').count();
+        let k = s
+            .bytes()
+            .take_while(|&c| c.is_ascii_alphanumeric() || c == b'_')
+            .count();
         if k == 0 || s.as_bytes().get(k) != Some(&b'=') {
             return None;
         }
-        let v = s[k + 1..].find(char::is_whitespace).map_or(s.len(), |p| k + 1 + p);
+        let v = s[k + 1..]
+            .find(char::is_whitespace)
+            .map_or(s.len(), |p| k + 1 + p);
         s = &s[v..];
     }
 }
@@ -423,7 +478,11 @@ mod tests {
         let got = probe(&mut m(), &line).unwrap_or_else(|| panic!("no match: {line}"));
         assert_eq!((got.0.as_str(), got.1.as_str()), (rule, host), "{line}");
         for (k, v) in fields {
-            assert!(got.2.iter().any(|(n, x)| n == k && x == v), "{line}: {k}={v} not in {:?}", got.2);
+            assert!(
+                got.2.iter().any(|(n, x)| n == k && x == v),
+                "{line}: {k}={v} not in {:?}",
+                got.2
+            );
         }
     }
 
@@ -435,21 +494,91 @@ mod tests {
 
     #[test]
     fn failed_password_kinds() {
-        check("Failed password for root from 198.51.100.7 port 51122 ssh2", "sshd-failed-password", "198.51.100.7", &[("user", "root"), ("method", "password")]);
-        check("Failed password for invalid user oracle from 2001:db8::5 port 40022 ssh2", "sshd-failed-invalid-user", "2001:db8::5", &[("user", "oracle")]);
-        check("Failed keyboard-interactive/pam for git from 198.51.100.7 port 1 ssh2", "sshd-failed-password", "198.51.100.7", &[("user", "git")]);
-        check("Failed none for invalid user  from 198.51.100.8 port 22 ssh2", "sshd-failed-invalid-user", "198.51.100.8", &[("user", "")]);
+        check(
+            "Failed password for root from 198.51.100.7 port 51122 ssh2",
+            "sshd-failed-password",
+            "198.51.100.7",
+            &[("user", "root"), ("method", "password")],
+        );
+        check(
+            "Failed password for invalid user oracle from 2001:db8::5 port 40022 ssh2",
+            "sshd-failed-invalid-user",
+            "2001:db8::5",
+            &[("user", "oracle")],
+        );
+        check(
+            "Failed keyboard-interactive/pam for git from 198.51.100.7 port 1 ssh2",
+            "sshd-failed-password",
+            "198.51.100.7",
+            &[("user", "git")],
+        );
+        check(
+            "Failed none for invalid user  from 198.51.100.8 port 22 ssh2",
+            "sshd-failed-invalid-user",
+            "198.51.100.8",
+            &[("user", "")],
+        );
         // A username that tries to blame someone else.
-        check("Failed password for invalid user x from 192.0.2.1 port 22 ssh2 from 198.51.100.9 port 5 ssh2", "sshd-failed-invalid-user", "198.51.100.9", &[]);
-        check("error: PAM: Authentication failure for root from 198.51.100.3", "sshd-auth-failure", "198.51.100.3", &[("user", "root")]);
-        check("error: PAM: User not known to the underlying authentication module for bob from 198.51.100.3", "sshd-user-unknown", "198.51.100.3", &[("user", "bob")]);
-        check("ROOT LOGIN REFUSED FROM 198.51.100.4", "sshd-root-login-refused", "198.51.100.4", &[]);
-        check("error: maximum authentication attempts exceeded for root from 198.51.100.5 port 4 ssh2 [preauth]", "sshd-max-auth-attempts", "198.51.100.5", &[("user", "root")]);
-        check("error: maximum authentication attempts exceeded for invalid user admin from 198.51.100.5 port 4 ssh2 [preauth]", "sshd-max-auth-attempts", "198.51.100.5", &[("user", "admin")]);
-        check("Disconnecting authenticating user root 198.51.100.6 port 9: Too many authentication failures [preauth]", "sshd-too-many-auth", "198.51.100.6", &[]);
-        check("Disconnecting invalid user ftp 198.51.100.6 port 9: Change of username or service not allowed: (ftp,ssh-connection) -> (x,ssh-connection) [preauth]", "sshd-too-many-auth", "198.51.100.6", &[]);
-        check("Received disconnect from 198.51.100.2 port 7:3: com.jcraft.jsch.JSchException: Auth fail [preauth]", "sshd-disconnect-auth-fail", "198.51.100.2", &[("code", "3")]);
-        check("Received disconnect from 198.51.100.2 port 7:14: No supported authentication methods available [preauth]", "sshd-disconnect-auth-fail", "198.51.100.2", &[("code", "14")]);
+        check(
+            "Failed password for invalid user x from 192.0.2.1 port 22 ssh2 from 198.51.100.9 port 5 ssh2",
+            "sshd-failed-invalid-user",
+            "198.51.100.9",
+            &[],
+        );
+        check(
+            "error: PAM: Authentication failure for root from 198.51.100.3",
+            "sshd-auth-failure",
+            "198.51.100.3",
+            &[("user", "root")],
+        );
+        check(
+            "error: PAM: User not known to the underlying authentication module for bob from 198.51.100.3",
+            "sshd-user-unknown",
+            "198.51.100.3",
+            &[("user", "bob")],
+        );
+        check(
+            "ROOT LOGIN REFUSED FROM 198.51.100.4",
+            "sshd-root-login-refused",
+            "198.51.100.4",
+            &[],
+        );
+        check(
+            "error: maximum authentication attempts exceeded for root from 198.51.100.5 port 4 ssh2 [preauth]",
+            "sshd-max-auth-attempts",
+            "198.51.100.5",
+            &[("user", "root")],
+        );
+        check(
+            "error: maximum authentication attempts exceeded for invalid user admin from 198.51.100.5 port 4 ssh2 [preauth]",
+            "sshd-max-auth-attempts",
+            "198.51.100.5",
+            &[("user", "admin")],
+        );
+        check(
+            "Disconnecting authenticating user root 198.51.100.6 port 9: Too many authentication failures [preauth]",
+            "sshd-too-many-auth",
+            "198.51.100.6",
+            &[],
+        );
+        check(
+            "Disconnecting invalid user ftp 198.51.100.6 port 9: Change of username or service not allowed: (ftp,ssh-connection) -> (x,ssh-connection) [preauth]",
+            "sshd-too-many-auth",
+            "198.51.100.6",
+            &[],
+        );
+        check(
+            "Received disconnect from 198.51.100.2 port 7:3: com.jcraft.jsch.JSchException: Auth fail [preauth]",
+            "sshd-disconnect-auth-fail",
+            "198.51.100.2",
+            &[("code", "3")],
+        );
+        check(
+            "Received disconnect from 198.51.100.2 port 7:14: No supported authentication methods available [preauth]",
+            "sshd-disconnect-auth-fail",
+            "198.51.100.2",
+            &[("code", "14")],
+        );
     }
 
     #[test]
@@ -458,33 +587,122 @@ mod tests {
         let got = probe(&mut m(), line).unwrap();
         assert_eq!(got.0, "sshd-failed-password");
         assert!(got.3, "publickey must be nofail");
-        let got = probe(&mut m(), "Mar  1 10:00:00 h sshd[1]: Failed password for alice from 198.51.100.7 port 5 ssh2").unwrap();
+        let got = probe(
+            &mut m(),
+            "Mar  1 10:00:00 h sshd[1]: Failed password for alice from 198.51.100.7 port 5 ssh2",
+        )
+        .unwrap();
         assert!(!got.3);
     }
 
     #[test]
     fn user_kinds() {
-        check("Invalid user admin from 203.0.113.9 port 40000", "sshd-invalid-user", "203.0.113.9", &[("user", "admin")]);
-        check("Invalid user  from 203.0.113.9", "sshd-invalid-user", "203.0.113.9", &[]);
-        check("Illegal user test from 203.0.113.9", "sshd-invalid-user", "203.0.113.9", &[("user", "test")]);
-        check("User bob from 203.0.113.10 not allowed because not listed in AllowUsers", "sshd-user-not-allowed", "203.0.113.10", &[("user", "bob")]);
-        check("User bob from 203.0.113.10 not allowed because listed in DenyUsers", "sshd-user-not-allowed", "203.0.113.10", &[]);
-        check("User bob from 203.0.113.10 not allowed because not in any group", "sshd-user-not-allowed", "203.0.113.10", &[]);
-        check("User bob from 203.0.113.10 not allowed because a group is listed in DenyGroups", "sshd-user-not-allowed", "203.0.113.10", &[]);
-        check("User bob from 203.0.113.10 not allowed because none of user's groups are listed in AllowGroups", "sshd-user-not-allowed", "203.0.113.10", &[]);
-        check("refused connect from evil.example (203.0.113.11)", "sshd-refused-connect", "203.0.113.11", &[]);
-        check("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.12  user=root", "sshd-pam-auth-failure", "203.0.113.12", &[("user", "root")]);
+        check(
+            "Invalid user admin from 203.0.113.9 port 40000",
+            "sshd-invalid-user",
+            "203.0.113.9",
+            &[("user", "admin")],
+        );
+        check(
+            "Invalid user  from 203.0.113.9",
+            "sshd-invalid-user",
+            "203.0.113.9",
+            &[],
+        );
+        check(
+            "Illegal user test from 203.0.113.9",
+            "sshd-invalid-user",
+            "203.0.113.9",
+            &[("user", "test")],
+        );
+        check(
+            "User bob from 203.0.113.10 not allowed because not listed in AllowUsers",
+            "sshd-user-not-allowed",
+            "203.0.113.10",
+            &[("user", "bob")],
+        );
+        check(
+            "User bob from 203.0.113.10 not allowed because listed in DenyUsers",
+            "sshd-user-not-allowed",
+            "203.0.113.10",
+            &[],
+        );
+        check(
+            "User bob from 203.0.113.10 not allowed because not in any group",
+            "sshd-user-not-allowed",
+            "203.0.113.10",
+            &[],
+        );
+        check(
+            "User bob from 203.0.113.10 not allowed because a group is listed in DenyGroups",
+            "sshd-user-not-allowed",
+            "203.0.113.10",
+            &[],
+        );
+        check(
+            "User bob from 203.0.113.10 not allowed because none of user's groups are listed in AllowGroups",
+            "sshd-user-not-allowed",
+            "203.0.113.10",
+            &[],
+        );
+        check(
+            "refused connect from evil.example (203.0.113.11)",
+            "sshd-refused-connect",
+            "203.0.113.11",
+            &[],
+        );
+        check(
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.12  user=root",
+            "sshd-pam-auth-failure",
+            "203.0.113.12",
+            &[("user", "root")],
+        );
     }
 
     #[test]
     fn preauth_kinds() {
-        check("Did not receive identification string from 192.0.2.50 port 3333", "sshd-no-ident", "192.0.2.50", &[]);
-        check("Bad protocol version identification 'GET / HTTP/1.1' from 192.0.2.51 port 1", "sshd-bad-protocol", "192.0.2.51", &[]);
-        check("banner exchange: Connection from 192.0.2.52 port 2: invalid format", "sshd-banner-invalid", "192.0.2.52", &[]);
-        check("Unable to negotiate with 192.0.2.53 port 3: no matching host key type found. Their offer: ssh-rsa,ssh-dss [preauth]", "sshd-negotiate", "192.0.2.53", &[("what", "host key type")]);
-        check("Connection closed by 192.0.2.54 port 4 [preauth]", "sshd-preauth-close", "192.0.2.54", &[]);
-        check("Connection reset by authenticating user root 192.0.2.55 port 5 [preauth]", "sshd-preauth-close", "192.0.2.55", &[("user", "root")]);
-        check("Disconnected from invalid user x 192.0.2.56 port 6 [preauth]", "sshd-preauth-close", "192.0.2.56", &[("user", "x")]);
+        check(
+            "Did not receive identification string from 192.0.2.50 port 3333",
+            "sshd-no-ident",
+            "192.0.2.50",
+            &[],
+        );
+        check(
+            "Bad protocol version identification 'GET / HTTP/1.1' from 192.0.2.51 port 1",
+            "sshd-bad-protocol",
+            "192.0.2.51",
+            &[],
+        );
+        check(
+            "banner exchange: Connection from 192.0.2.52 port 2: invalid format",
+            "sshd-banner-invalid",
+            "192.0.2.52",
+            &[],
+        );
+        check(
+            "Unable to negotiate with 192.0.2.53 port 3: no matching host key type found. Their offer: ssh-rsa,ssh-dss [preauth]",
+            "sshd-negotiate",
+            "192.0.2.53",
+            &[("what", "host key type")],
+        );
+        check(
+            "Connection closed by 192.0.2.54 port 4 [preauth]",
+            "sshd-preauth-close",
+            "192.0.2.54",
+            &[],
+        );
+        check(
+            "Connection reset by authenticating user root 192.0.2.55 port 5 [preauth]",
+            "sshd-preauth-close",
+            "192.0.2.55",
+            &[("user", "root")],
+        );
+        check(
+            "Disconnected from invalid user x 192.0.2.56 port 6 [preauth]",
+            "sshd-preauth-close",
+            "192.0.2.56",
+            &[("user", "x")],
+        );
     }
 
     #[test]
@@ -496,12 +714,17 @@ mod tests {
         no("Disconnected from user alice 10.0.0.5 port 5");
         no("Connection closed by 10.0.0.5 port 5");
         no("Server listening on 0.0.0.0 port 22.");
-        no("error: kex_exchange_identification: client sent invalid protocol identifier \"GET / HTTP/1.1\"");
+        no(
+            "error: kex_exchange_identification: client sent invalid protocol identifier \"GET / HTTP/1.1\"",
+        );
         no("Failed password for root from not-an-ip port 22 ssh2");
         no("Invalid user admin from 203.0.113.9 port 40000 extra words");
         no("User bob from 203.0.113.10 not allowed because the moon is full");
         // Not sshd at all.
-        let got = probe(&mut m(), "Mar  1 10:00:00 h CRON[5]: Invalid user admin from 203.0.113.9");
+        let got = probe(
+            &mut m(),
+            "Mar  1 10:00:00 h CRON[5]: Invalid user admin from 203.0.113.9",
+        );
         assert!(got.is_none());
     }
 

@@ -6,7 +6,10 @@ use crate::rules::NativeMatcher;
 const T0: UnixTime = 1_709_251_200; // 2024-03-01T00:00:00Z
 
 fn fail(t: UnixTime, ip: &str, user: &str) -> String {
-    format!("{} web sshd[7]: Failed password for {user} from {ip} port 22 ssh2", to_rfc3339(t))
+    format!(
+        "{} web sshd[7]: Failed password for {user} from {ip} port 22 ssh2",
+        to_rfc3339(t)
+    )
 }
 
 fn scen(kind: BucketKind, capacity: u32, leak: u64) -> ScenarioSpec {
@@ -26,7 +29,12 @@ fn scen(kind: BucketKind, capacity: u32, leak: u64) -> ScenarioSpec {
 }
 
 fn engine(specs: &[ScenarioSpec], opts: EngineOptions) -> Engine {
-    Engine::new(Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap()), specs, opts).unwrap()
+    Engine::new(
+        Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap()),
+        specs,
+        opts,
+    )
+    .unwrap()
 }
 
 /// Feeds lines, returns the alerts.
@@ -41,7 +49,9 @@ fn run(e: &mut Engine, lines: &[String]) -> Vec<Alert> {
 #[test]
 fn leaky_fires_on_the_event_past_capacity() {
     let mut e = engine(&[scen(BucketKind::Leaky, 3, 10)], EngineOptions::default());
-    let lines: Vec<_> = (0..4).map(|i| fail(T0 + i, "198.51.100.1", "root")).collect();
+    let lines: Vec<_> = (0..4)
+        .map(|i| fail(T0 + i, "198.51.100.1", "root"))
+        .collect();
     let a = run(&mut e, &lines[..3]);
     assert!(a.is_empty(), "capacity 3 holds 3 events");
     let a = run(&mut e, &lines[3..]);
@@ -57,23 +67,34 @@ fn leaky_fires_on_the_event_past_capacity() {
 fn leaky_leaks_slow_events_away() {
     let mut e = engine(&[scen(BucketKind::Leaky, 3, 10)], EngineOptions::default());
     // One event every 10 s leaks as fast as it fills: never more than 1.
-    let lines: Vec<_> = (0..100).map(|i| fail(T0 + i * 10, "198.51.100.2", "root")).collect();
+    let lines: Vec<_> = (0..100)
+        .map(|i| fail(T0 + i * 10, "198.51.100.2", "root"))
+        .collect();
     assert!(run(&mut e, &lines).is_empty());
     // Every 4 s: the level climbs by 0.6 per event and overflows eventually.
-    let lines: Vec<_> = (0..100).map(|i| fail(T0 + 2000 + i * 4, "198.51.100.2", "root")).collect();
+    let lines: Vec<_> = (0..100)
+        .map(|i| fail(T0 + 2000 + i * 4, "198.51.100.2", "root"))
+        .collect();
     assert!(!run(&mut e, &lines).is_empty());
 }
 
 #[test]
 fn window_counts_events_within_findtime() {
-    let mut e = engine(&[scen(BucketKind::Window, 5, 600)], EngineOptions::default());
+    let mut e = engine(
+        &[scen(BucketKind::Window, 5, 600)],
+        EngineOptions::default(),
+    );
     // 5 events 149 s apart: 596 s from first to fifth -> fires on the fifth.
-    let lines: Vec<_> = (0..5).map(|i| fail(T0 + i * 149, "198.51.100.3", "root")).collect();
+    let lines: Vec<_> = (0..5)
+        .map(|i| fail(T0 + i * 149, "198.51.100.3", "root"))
+        .collect();
     let a = run(&mut e, &lines);
     assert_eq!(a.len(), 1);
     assert_eq!((a[0].first_seen, a[0].time, a[0].events), (T0, T0 + 596, 5));
     // 151 s apart: 604 s, never 5 in 600 s.
-    let lines: Vec<_> = (0..50).map(|i| fail(T0 + 10_000 + i * 151, "198.51.100.4", "root")).collect();
+    let lines: Vec<_> = (0..50)
+        .map(|i| fail(T0 + 10_000 + i * 151, "198.51.100.4", "root"))
+        .collect();
     assert!(run(&mut e, &lines).is_empty());
 }
 
@@ -82,9 +103,13 @@ fn distinct_counts_only_new_values() {
     let mut s = scen(BucketKind::Leaky, 3, 60);
     s.distinct = Some("user".into());
     let mut e = engine(&[s], EngineOptions::default());
-    let same: Vec<_> = (0..20).map(|i| fail(T0 + i, "198.51.100.5", "root")).collect();
+    let same: Vec<_> = (0..20)
+        .map(|i| fail(T0 + i, "198.51.100.5", "root"))
+        .collect();
     assert!(run(&mut e, &same).is_empty(), "one user is one value");
-    let users: Vec<_> = (0..4).map(|i| fail(T0 + 30 + i, "198.51.100.5", &format!("u{i}"))).collect();
+    let users: Vec<_> = (0..4)
+        .map(|i| fail(T0 + 30 + i, "198.51.100.5", &format!("u{i}")))
+        .collect();
     let a = run(&mut e, &users);
     assert_eq!(a.len(), 1, "root + u0..u2 fill, u3 overflows");
 }
@@ -94,7 +119,11 @@ fn quiet_period_ignores_the_key_after_firing() {
     let mut s = scen(BucketKind::Leaky, 1, 60);
     s.quiet = Duration::from_secs(100);
     let mut e = engine(&[s], EngineOptions::default());
-    let burst = |t0: UnixTime| -> Vec<String> { (0..10).map(|i| fail(t0 + i, "198.51.100.6", "root")).collect() };
+    let burst = |t0: UnixTime| -> Vec<String> {
+        (0..10)
+            .map(|i| fail(t0 + i, "198.51.100.6", "root"))
+            .collect()
+    };
     assert_eq!(run(&mut e, &burst(T0)).len(), 1, "fires once, then quiet");
     assert_eq!(run(&mut e, &burst(T0 + 50)).len(), 0, "still quiet");
     assert_eq!(run(&mut e, &burst(T0 + 200)).len(), 1, "quiet is over");
@@ -102,17 +131,33 @@ fn quiet_period_ignores_the_key_after_firing() {
 
 #[test]
 fn coldest_key_is_evicted_and_counted() {
-    let opts = EngineOptions { max_keys: 2, ..EngineOptions::default() };
+    let opts = EngineOptions {
+        max_keys: 2,
+        ..EngineOptions::default()
+    };
     let mut e = engine(&[scen(BucketKind::Leaky, 2, 1000)], opts);
     // a and b fill the table; a is touched again, so b is the coldest when c comes.
-    run(&mut e, &[fail(T0, "192.0.2.1", "x"), fail(T0 + 1, "192.0.2.2", "x"), fail(T0 + 2, "192.0.2.1", "x")]);
+    run(
+        &mut e,
+        &[
+            fail(T0, "192.0.2.1", "x"),
+            fail(T0 + 1, "192.0.2.2", "x"),
+            fail(T0 + 2, "192.0.2.1", "x"),
+        ],
+    );
     run(&mut e, &[fail(T0 + 3, "192.0.2.3", "x")]);
     assert_eq!((e.stats().keys_tracked, e.stats().keys_evicted), (2, 1));
     // a kept its two events: a third overflows it. b starts over.
     let a = run(&mut e, &[fail(T0 + 4, "192.0.2.1", "x")]);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].target.to_string(), "192.0.2.1/32");
-    let a = run(&mut e, &[fail(T0 + 5, "192.0.2.2", "x"), fail(T0 + 6, "192.0.2.2", "x")]);
+    let a = run(
+        &mut e,
+        &[
+            fail(T0 + 5, "192.0.2.2", "x"),
+            fail(T0 + 6, "192.0.2.2", "x"),
+        ],
+    );
     assert!(a.is_empty(), "b was evicted and counts from zero");
     assert_eq!(e.stats().keys_evicted, 2, "b came back by evicting c");
 }
@@ -122,11 +167,18 @@ fn v6_grouped_by_prefix_and_range_scope_widens() {
     let mut s = scen(BucketKind::Leaky, 2, 1000);
     s.scope = Scope::Range;
     let mut e = engine(&[s.clone()], EngineOptions::default());
-    let lines: Vec<_> = (0..3).map(|i| fail(T0 + i, &format!("2001:db8:1:2::{i}"), "x")).collect();
+    let lines: Vec<_> = (0..3)
+        .map(|i| fail(T0 + i, &format!("2001:db8:1:2::{i}"), "x"))
+        .collect();
     let a = run(&mut e, &lines);
     assert_eq!(a.len(), 1, "one /64 is one key");
     assert_eq!(a[0].target.to_string(), "2001:db8:1:2::/64");
-    let a = run(&mut e, &(0..3).map(|i| fail(T0 + i, "203.0.113.77", "x")).collect::<Vec<_>>());
+    let a = run(
+        &mut e,
+        &(0..3)
+            .map(|i| fail(T0 + i, "203.0.113.77", "x"))
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(a[0].target.to_string(), "203.0.113.0/24");
     // A /128 grouping keeps addresses apart.
     s.v6_prefix = Some(128);
@@ -137,7 +189,10 @@ fn v6_grouped_by_prefix_and_range_scope_widens() {
 
 #[test]
 fn evidence_is_the_last_lines_truncated() {
-    let opts = EngineOptions { evidence_lines: 2, ..EngineOptions::default() };
+    let opts = EngineOptions {
+        evidence_lines: 2,
+        ..EngineOptions::default()
+    };
     let mut e = engine(&[scen(BucketKind::Leaky, 3, 1000)], opts);
     let long_user = "é".repeat(300);
     let lines = vec![
@@ -170,19 +225,34 @@ fn scenario_errors_name_the_scenario() {
     let mut s = scen(BucketKind::Leaky, 3, 10);
     s.rules = vec!["sshd-nope".into()];
     let m = || Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap());
-    let e = Engine::new(m(), &[s.clone()], EngineOptions::default()).err().unwrap().to_string();
-    assert!(e.contains("scenario `t`") && e.contains("`sshd-nope`") && e.contains("sshd-invalid-user"), "{e}");
+    let e = Engine::new(m(), &[s.clone()], EngineOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("scenario `t`") && e.contains("`sshd-nope`") && e.contains("sshd-invalid-user"),
+        "{e}"
+    );
     s.rules = vec!["sshd-*".into()];
     s.leak = Duration::ZERO;
-    let e = Engine::new(m(), &[s.clone()], EngineOptions::default()).err().unwrap().to_string();
+    let e = Engine::new(m(), &[s.clone()], EngineOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("`leak`"), "{e}");
     s.leak = Duration::from_secs(1);
     s.kind = BucketKind::Window;
     s.capacity = 0;
-    let e = Engine::new(m(), &[s.clone()], EngineOptions::default()).err().unwrap().to_string();
+    let e = Engine::new(m(), &[s.clone()], EngineOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("capacity"), "{e}");
     s.capacity = 2;
-    let e = Engine::new(m(), &[s.clone(), s], EngineOptions::default()).err().unwrap().to_string();
+    let e = Engine::new(m(), &[s.clone(), s], EngineOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("twice"), "{e}");
 }
 
@@ -190,11 +260,20 @@ fn scenario_errors_name_the_scenario() {
 fn defaults_resolve_for_every_pack_alone_and_together() {
     for p in crate::pack_names() {
         let m = NativeMatcher::new(&[p], &[]).unwrap();
-        Engine::new(Box::new(m), &default_scenarios(&[p]), EngineOptions::default())
-            .unwrap_or_else(|e| panic!("{p}: {e}"));
+        Engine::new(
+            Box::new(m),
+            &default_scenarios(&[p]),
+            EngineOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{p}: {e}"));
     }
     let all = default_scenarios(crate::pack_names());
-    Engine::new(Box::new(NativeMatcher::all()), &all, EngineOptions::default()).unwrap();
+    Engine::new(
+        Box::new(NativeMatcher::all()),
+        &all,
+        EngineOptions::default(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -214,17 +293,33 @@ fn config_round_trip() {
     "#;
     let s: ScenarioSpec = toml::from_str(toml_text).unwrap();
     assert_eq!(s.kind, BucketKind::Window);
-    assert_eq!((s.leak.as_secs(), s.quiet.as_secs(), s.duration.as_secs()), (600, 90, 14_400));
-    assert_eq!((s.decision, s.scope, s.v6_prefix), (DecisionType::Captcha, Scope::Range, Some(56)));
+    assert_eq!(
+        (s.leak.as_secs(), s.quiet.as_secs(), s.duration.as_secs()),
+        (600, 90, 14_400)
+    );
+    assert_eq!(
+        (s.decision, s.scope, s.v6_prefix),
+        (DecisionType::Captcha, Scope::Range, Some(56))
+    );
     let back: ScenarioSpec = toml::from_str(&toml::to_string(&s).unwrap()).unwrap();
     assert_eq!(back, s);
     let min: ScenarioSpec =
         toml::from_str("name='a'\nrules=['x']\ncapacity=1\nleak='1s'\nduration='1h'").unwrap();
-    assert_eq!((min.kind, min.decision, min.scope, min.quiet), (BucketKind::Leaky, DecisionType::Ban, Scope::Ip, Duration::ZERO));
-    let err = toml::from_str::<ScenarioSpec>("name='a'\nrules=['x']\ncapacity=1\nleak='1s'\nduration='1h'\nfoo=1")
-        .err()
-        .unwrap()
-        .to_string();
+    assert_eq!(
+        (min.kind, min.decision, min.scope, min.quiet),
+        (
+            BucketKind::Leaky,
+            DecisionType::Ban,
+            Scope::Ip,
+            Duration::ZERO
+        )
+    );
+    let err = toml::from_str::<ScenarioSpec>(
+        "name='a'\nrules=['x']\ncapacity=1\nleak='1s'\nduration='1h'\nfoo=1",
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("foo"), "{err}");
     let r: crate::RuleSpec = toml::from_str("name='a'\nservice='b'\nregex='(?P<host>x)'").unwrap();
     assert_eq!(r.service, "b");
@@ -233,8 +328,12 @@ fn config_round_trip() {
 
 #[test]
 fn explain_and_stats() {
-    let mut e = Engine::new(Box::new(NativeMatcher::all()), &default_scenarios(crate::pack_names()), EngineOptions::default())
-        .unwrap();
+    let mut e = Engine::new(
+        Box::new(NativeMatcher::all()),
+        &default_scenarios(crate::pack_names()),
+        EngineOptions::default(),
+    )
+    .unwrap();
     let x = e.explain(&fail(T0, "198.51.100.10", "root"), T0);
     assert!(x.matched);
     assert_eq!(x.rule.as_deref(), Some("sshd-failed-password"));
@@ -261,7 +360,14 @@ fn explain_and_stats() {
     let s = e.stats();
     assert_eq!((s.lines, s.matched, s.nofail), (4, 2, 1));
     let hits = |n: &str| s.rules.iter().find(|r| r.name == n).unwrap().hits;
-    assert_eq!((hits("sshd-failed-password"), hits("sshd-pam-auth-failure")), (1, 1));
+    assert_eq!(
+        (hits("sshd-failed-password"), hits("sshd-pam-auth-failure")),
+        (1, 1)
+    );
     assert_eq!(s.keys_tracked, 2, "bruteforce + slow-bruteforce buckets");
-    assert!(serde_json::to_string(s).unwrap().contains("\"keys_evicted\":0"));
+    assert!(
+        serde_json::to_string(s)
+            .unwrap()
+            .contains("\"keys_evicted\":0")
+    );
 }
