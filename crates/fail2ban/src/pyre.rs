@@ -214,7 +214,10 @@ impl Re {
     pub(crate) fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
         let t = translate(py, multiline);
         if !t.fancy {
-            match regex::RegexBuilder::new(&t.pattern).dfa_size_limit(DFA_CACHE).build() {
+            match regex::RegexBuilder::new(&t.pattern)
+                .dfa_size_limit(DFA_CACHE)
+                .build()
+            {
                 Ok(r) => {
                     let cl = std::cell::RefCell::new(r.capture_locations());
                     let ascii = ascii_twin(&t.pattern);
