@@ -19,6 +19,25 @@ pub struct Args {
     pub files: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    #[command(flatten)]
+    pub f2b: F2bArgs,
+}
+
+/// Use one fail2ban filter instead of the config or the built-in packs.
+#[derive(clap::Args, Debug)]
+pub struct F2bArgs {
+    /// A fail2ban filter: a name under --filter-dir or a path, with optional [mode=...], e.g. "sshd[mode=aggressive]".
+    #[arg(long)]
+    pub fail2ban_filter: Option<String>,
+    #[arg(long, default_value = "/etc/fail2ban/filter.d")]
+    pub filter_dir: PathBuf,
+    /// Jail settings applied to the filter's matches (fail2ban's defaults).
+    #[arg(long, default_value_t = 5)]
+    pub maxretry: u32,
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub findtime: std::time::Duration,
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub bantime: std::time::Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -28,11 +47,37 @@ pub struct ExplainArgs {
     /// List the rules and scenarios instead of reading lines.
     #[arg(long)]
     pub list: bool,
+    #[command(flatten)]
+    pub f2b: F2bArgs,
 }
 
 /// The engines and policy replay uses: the config's when `--config` is given,
 /// otherwise every built-in pack with its default scenarios.
-fn engines(config: Option<PathBuf>) -> anyhow::Result<(Vec<Engine>, Decider)> {
+fn engines(config: Option<PathBuf>, f2b: &F2bArgs) -> anyhow::Result<(Vec<Engine>, Decider)> {
+    if let Some(filter) = &f2b.fail2ban_filter {
+        if config.is_some() {
+            anyhow::bail!("give either --config or --fail2ban-filter, not both");
+        }
+        let pipe = shield_daemon::plan::fail2ban_pipeline(
+            filter,
+            &f2b.filter_dir,
+            f2b.maxretry,
+            f2b.findtime,
+            f2b.bantime,
+        );
+        let settings = shield_daemon::plan::EngineSettings {
+            max_keys: 100_000,
+            evidence_lines: 3,
+            v6_prefix: 64,
+        };
+        let e = pipe
+            .engine(settings)
+            .map_err(|e| anyhow::anyhow!("fail2ban filter `{filter}`: {e}"))?;
+        return Ok((
+            vec![e],
+            Decider::new(Allowlist::default(), Escalation::default()),
+        ));
+    }
     match config {
         Some(p) => {
             let loaded = shield_daemon::config::load(Some(&p))?;
@@ -66,7 +111,7 @@ fn engines(config: Option<PathBuf>) -> anyhow::Result<(Vec<Engine>, Decider)> {
 }
 
 pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
-    let (mut engines, decider) = engines(config)?;
+    let (mut engines, decider) = engines(config, &a.f2b)?;
     let total: u64 = a
         .files
         .iter()
@@ -139,7 +184,7 @@ pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let (mut engines, _) = engines(config)?;
+    let (mut engines, _) = engines(config, &a.f2b)?;
     if a.list {
         for e in &engines {
             for r in e.rules() {

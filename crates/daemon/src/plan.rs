@@ -120,6 +120,62 @@ impl Pipeline {
     }
 }
 
+/// fail2ban's jail semantics as a scenario: `maxretry` failures within
+/// `findtime` ban the address (not its /64) for `bantime`.
+pub fn jail_scenario(
+    name: &str,
+    maxretry: u32,
+    findtime: Duration,
+    bantime: Duration,
+) -> ScenarioSpec {
+    ScenarioSpec {
+        name: name.to_string(),
+        rules: vec!["*".into()],
+        kind: BucketKind::Window,
+        capacity: maxretry.max(1),
+        leak: findtime,
+        distinct: None,
+        quiet: Duration::ZERO,
+        decision: DecisionType::Ban,
+        scope: Scope::Ip,
+        duration: bantime,
+        v6_prefix: Some(128),
+    }
+}
+
+/// A pipeline that reads lines with one fail2ban filter under jail defaults
+/// (what `shield replay --fail2ban-filter` runs).
+pub fn fail2ban_pipeline(
+    filter: &str,
+    dir: &Path,
+    maxretry: u32,
+    findtime: Duration,
+    bantime: Duration,
+) -> Pipeline {
+    let name = filter
+        .split('[')
+        .next()
+        .unwrap_or(filter)
+        .rsplit('/')
+        .next()
+        .unwrap_or(filter);
+    let name = name.trim_end_matches(".conf").to_string();
+    Pipeline {
+        name: name.clone(),
+        input: Input::Stdin,
+        matcher: MatcherPlan::Fail2ban {
+            filter: filter.to_string(),
+            dir: dir.to_path_buf(),
+        },
+        scenarios: vec![jail_scenario(
+            &format!("f2b-{name}"),
+            maxretry,
+            findtime,
+            bantime,
+        )],
+    }
+}
+
 /// True if the rule-name pattern `pat` (exact, or a prefix ending in `*`) names `rule`.
 pub fn rule_matches(pat: &str, rule: &str) -> bool {
     match pat.strip_suffix('*') {
@@ -332,19 +388,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                 errs.push(l.error_at(p.span(), e, None));
             }
         }
-        let scenario = ScenarioSpec {
-            name: j.name.clone(),
-            rules: vec!["*".into()],
-            kind: BucketKind::Window,
-            capacity: j.maxretry.max(1),
-            leak: j.findtime,
-            distinct: None,
-            quiet: Duration::ZERO,
-            decision: DecisionType::Ban,
-            scope: Scope::Ip,
-            duration: j.bantime,
-            v6_prefix: Some(128),
-        };
+        let scenario = jail_scenario(&j.name, j.maxretry, j.findtime, j.bantime);
         let pipe = Pipeline {
             name: j.name.clone(),
             input: Input::File {
