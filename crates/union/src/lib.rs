@@ -262,13 +262,11 @@ impl Engine {
                     .min(policy.map(|p| p.max_duration.as_secs()).unwrap_or(0))
                     as i64
                 <= now;
-            let verdict = verdict.and_then(|()| {
-                if expired {
-                    Err(Refusal::Expired)
-                } else {
-                    Ok(())
-                }
-            });
+            let verdict = if expired {
+                verdict.and(Err(Refusal::Expired))
+            } else {
+                verdict
+            };
             let label = match (&verdict, own) {
                 (_, true) => "own",
                 (Ok(()), _) if quorum > 1 => "quorum_pending",

@@ -5,7 +5,6 @@ use ipnet::IpNet;
 use shield_core::{Decision, DecisionType, Origin, Scope};
 use shield_union::direct::PeerClient;
 use shield_union::{Envelope, Health, Identity, SignalBody, UnionConfig, UnionHandle};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -13,11 +12,18 @@ use tokio::sync::mpsc;
 const SCEN: &str = "sshd-bruteforce";
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Spec {
@@ -29,7 +35,12 @@ struct Spec {
 }
 
 fn spec(name: &'static str) -> Spec {
-    Spec { name, id: Identity::generate().unwrap(), port: free_port(), cap: None }
+    Spec {
+        name,
+        id: Identity::generate().unwrap(),
+        port: free_port(),
+        cap: None,
+    }
 }
 
 /// A treaty over `members`; `top` goes before the tables, `policy` replaces the default policy.
@@ -49,7 +60,9 @@ fn treaty_text(members: &[&Spec], top: &str, policy: &str) -> String {
         }
     }
     if policy.is_empty() {
-        s.push_str(&format!("\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\n"));
+        s.push_str(&format!(
+            "\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\n"
+        ));
     } else {
         s.push_str(policy);
     }
@@ -77,7 +90,13 @@ impl Node {
         self.rx = rx;
     }
     fn refused(&self, reason: &str) -> u64 {
-        self.h().status().counters.refused.get(reason).copied().unwrap_or(0)
+        self.h()
+            .status()
+            .counters
+            .refused
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -100,7 +119,11 @@ async fn start(dir: &Path, s: &Spec, treaty: &str) -> Node {
     };
     let (tx, rx) = mpsc::channel(10_000);
     let handle = UnionHandle::start(cfg.clone(), tx).await.unwrap();
-    Node { cfg, handle: Some(handle), rx }
+    Node {
+        cfg,
+        handle: Some(handle),
+        rx,
+    }
 }
 
 fn decision(target: &str) -> Decision {
@@ -122,7 +145,10 @@ fn decision(target: &str) -> Decision {
 async fn until(ms: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_millis(ms);
     while !f() {
-        assert!(Instant::now() < end, "timed out after {ms} ms waiting for: {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {ms} ms waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -159,7 +185,13 @@ async fn three_members_publish_reaches_all_with_latency() {
     let mut nb = start(dir.path(), &b, &t).await;
     let mut nc = start(dir.path(), &c, &t).await;
     until(5000, "peers up", || {
-        na.h().status().members.iter().filter(|m| m.health == Health::Up).count() == 2
+        na.h()
+            .status()
+            .members
+            .iter()
+            .filter(|m| m.health == Health::Up)
+            .count()
+            == 2
     })
     .await;
 
@@ -174,7 +206,14 @@ async fn three_members_publish_reaches_all_with_latency() {
     for i in 0..n {
         let target = format!("203.0.{}.{}/32", 113 + i / 250, 1 + i % 250);
         let t0 = Instant::now();
-        assert!(na.h().publish(&decision(&target), &[format!("Failed password for root from {target}")]).unwrap());
+        assert!(
+            na.h()
+                .publish(
+                    &decision(&target),
+                    &[format!("Failed password for root from {target}")]
+                )
+                .unwrap()
+        );
         for rx in [&mut nb.rx, &mut nc.rx] {
             let d = recv_n(rx, 1, 5000).await.remove(0);
             lat.push(t0.elapsed());
@@ -193,10 +232,16 @@ async fn three_members_publish_reaches_all_with_latency() {
         p99.as_secs_f64() * 1e3,
         lat[lat.len() - 1].as_secs_f64() * 1e3
     );
-    assert!(p99 < Duration::from_millis(250), "p99 {p99:?} over the 250 ms goal");
+    assert!(
+        p99 < Duration::from_millis(250),
+        "p99 {p99:?} over the 250 ms goal"
+    );
     let sa = na.h().status();
     assert_eq!(sa.counters.published, n as u64);
-    until(3000, "A counted deliveries", || na.h().status().counters.sent == 2 * n as u64).await;
+    until(3000, "A counted deliveries", || {
+        na.h().status().counters.sent == 2 * n as u64
+    })
+    .await;
     let sb = nb.h().status();
     assert_eq!(sb.counters.received, n as u64);
     let ma = sb.members.iter().find(|m| m.name == "a").unwrap();
@@ -206,7 +251,11 @@ async fn three_members_publish_reaches_all_with_latency() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_nothing(&mut nb.rx);
     assert_nothing(&mut nc.rx);
-    assert!(serde_json::to_string(&sb).unwrap().contains("\"received\":200"));
+    assert!(
+        serde_json::to_string(&sb)
+            .unwrap()
+            .contains("\"received\":200")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,9 +286,16 @@ async fn stopped_member_catches_up_from_relay_when_origin_is_down() {
     assert_eq!(got, targets);
     assert!(nb.h().status().counters.relayed >= targets.len() as u64);
     let sc = nc.h().status();
-    assert_eq!(sc.members.iter().find(|m| m.name == "a").unwrap().signals, 6);
+    assert_eq!(
+        sc.members.iter().find(|m| m.name == "a").unwrap().signals,
+        6
+    );
     until(5000, "C sees A down", || {
-        nc.h().status().members.iter().any(|m| m.name == "a" && m.health == Health::Down)
+        nc.h()
+            .status()
+            .members
+            .iter()
+            .any(|m| m.name == "a" && m.health == Health::Down)
     })
     .await;
     // The earlier signal, already held, is not delivered again after restart.
@@ -256,19 +312,28 @@ async fn member_with_different_treaty_is_refused_with_clear_message() {
     let mut na = start(dir.path(), &a, &t).await;
     let nb = start(dir.path(), &b, &other).await;
     until(5000, "A reports B's treaty mismatch", || {
-        na.h().status().members.iter().any(|m| m.name == "b" && m.health == Health::TreatyMismatch)
+        na.h()
+            .status()
+            .members
+            .iter()
+            .any(|m| m.name == "b" && m.health == Health::TreatyMismatch)
     })
     .await;
     let sa = na.h().status();
     let mb = sa.members.iter().find(|m| m.name == "b").unwrap();
     let msg = mb.last_error.clone().unwrap();
-    assert!(msg.contains("policy for scenario `sshd-bruteforce` differs"), "{msg}");
+    assert!(
+        msg.contains("policy for scenario `sshd-bruteforce` differs"),
+        "{msg}"
+    );
     assert!(msg.contains("4h") && msg.contains("1h"), "{msg}");
     until(5000, "B reports A's treaty mismatch", || {
         nb.h().status().members.iter().any(|m| {
             m.name == "a"
                 && m.health == Health::TreatyMismatch
-                && m.last_error.as_deref().is_some_and(|e| e.contains("differs"))
+                && m.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("differs"))
         })
     })
     .await;
@@ -287,9 +352,13 @@ async fn member_with_different_treaty_is_refused_with_clear_message() {
         treaty: nb.h().treaty().digest(),
     }
     .sign(&b.id);
-    let client = PeerClient::new(&b.id, "a", &a.id.public(), &format!("127.0.0.1:{}", a.port)).unwrap();
+    let client =
+        PeerClient::new(&b.id, "a", &a.id.public(), &format!("127.0.0.1:{}", a.port)).unwrap();
     client.push(&[env]).await.unwrap();
-    until(2000, "A counts the refused signal", || na.refused("treaty_mismatch") > before).await;
+    until(2000, "A counts the refused signal", || {
+        na.refused("treaty_mismatch") > before
+    })
+    .await;
     // B publishing through its own handle does not reach A either.
     assert!(nb.h().publish(&decision("203.0.113.10/32"), &[]).unwrap());
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -300,7 +369,10 @@ async fn member_with_different_treaty_is_refused_with_clear_message() {
     let t3 = shield_union::Treaty::parse(&third, Path::new("x")).unwrap();
     let t1 = shield_union::Treaty::parse(&t, Path::new("x")).unwrap();
     let d = shield_union::treaty::Canonical::diff(t1.canonical(), t3.canonical());
-    assert_eq!(d, vec!["your treaty has member `x` that mine does not".to_string()]);
+    assert_eq!(
+        d,
+        vec!["your treaty has member `x` that mine does not".to_string()]
+    );
 }
 
 struct Forge {
@@ -343,12 +415,26 @@ async fn hostile_signals_are_refused_and_counted_while_honest_traffic_flows() {
     let digest = na.h().treaty().digest();
     let a_ep = format!("127.0.0.1:{}", a.port);
     let from_m = PeerClient::new(&m.id, "a", &a.id.public(), &a_ep).unwrap();
-    let mut fm = Forge { origin: "m", seq: 0, digest };
+    let mut fm = Forge {
+        origin: "m",
+        seq: 0,
+        digest,
+    };
 
     // Forged: claims to come from b, signed with m's key.
-    let mut fb = Forge { origin: "b", seq: 100, digest };
-    from_m.push(&[fb.sign(&m.id, "203.0.113.50/32")]).await.unwrap();
-    until(2000, "bad_signature counted", || na.refused("bad_signature") == 1).await;
+    let mut fb = Forge {
+        origin: "b",
+        seq: 100,
+        digest,
+    };
+    from_m
+        .push(&[fb.sign(&m.id, "203.0.113.50/32")])
+        .await
+        .unwrap();
+    until(2000, "bad_signature counted", || {
+        na.refused("bad_signature") == 1
+    })
+    .await;
 
     // Honest signal from m, then the same bytes again (replay).
     let good = fm.sign(&m.id, "203.0.113.51/32");
@@ -359,30 +445,58 @@ async fn hostile_signals_are_refused_and_counted_while_honest_traffic_flows() {
     until(2000, "replay counted", || na.refused("duplicate") >= 1).await;
     // Same sequence number, other content.
     fm.seq -= 1;
-    from_m.push(&[fm.sign(&m.id, "203.0.113.52/32")]).await.unwrap();
+    from_m
+        .push(&[fm.sign(&m.id, "203.0.113.52/32")])
+        .await
+        .unwrap();
     until(2000, "conflict counted", || na.refused("conflict") == 1).await;
 
     // Allowlisted target and a /8.
-    from_m.push(&[fm.sign(&m.id, "192.0.2.7/32")]).await.unwrap();
-    until(2000, "allowlisted counted", || na.refused("allowlisted") == 1).await;
+    from_m
+        .push(&[fm.sign(&m.id, "192.0.2.7/32")])
+        .await
+        .unwrap();
+    until(2000, "allowlisted counted", || {
+        na.refused("allowlisted") == 1
+    })
+    .await;
     from_m.push(&[fm.sign(&m.id, "10.0.0.0/8")]).await.unwrap();
     until(2000, "too_wide counted", || na.refused("too_wide") == 1).await;
 
     // A flood: m's cap is 20/min and one was already accepted.
-    let flood: Vec<Envelope> = (0..50).map(|i| fm.sign(&m.id, &format!("198.51.100.{}/32", i + 1))).collect();
+    let flood: Vec<Envelope> = (0..50)
+        .map(|i| fm.sign(&m.id, &format!("198.51.100.{}/32", i + 1)))
+        .collect();
     from_m.push(&flood).await.unwrap();
     until(2000, "rate_cap counted", || na.refused("rate_cap") == 31).await;
     let accepted = recv_n(&mut na.rx, 19, 2000).await;
-    assert!(accepted.iter().all(|d| d.origin == Origin::Union("m".into())));
+    assert!(
+        accepted
+            .iter()
+            .all(|d| d.origin == Origin::Union("m".into()))
+    );
 
     // Revoked key: refused at the TLS handshake, and its signals refused when relayed.
     let from_r = PeerClient::new(&r.id, "a", &a.id.public(), &a_ep).unwrap();
     assert!(from_r.push(&[]).await.is_err());
-    until(2000, "revoked handshake counted", || na.refused("revoked") >= 1).await;
+    until(2000, "revoked handshake counted", || {
+        na.refused("revoked") >= 1
+    })
+    .await;
     let before = na.refused("revoked");
-    let mut fr = Forge { origin: "r", seq: 0, digest };
-    from_m.push(&[fr.sign(&r.id, "203.0.113.60/32")]).await.unwrap();
-    until(2000, "revoked signal counted", || na.refused("revoked") == before + 1).await;
+    let mut fr = Forge {
+        origin: "r",
+        seq: 0,
+        digest,
+    };
+    from_m
+        .push(&[fr.sign(&r.id, "203.0.113.60/32")])
+        .await
+        .unwrap();
+    until(2000, "revoked signal counted", || {
+        na.refused("revoked") == before + 1
+    })
+    .await;
 
     // A non-member key cannot even connect.
     let stranger = Identity::generate().unwrap();
@@ -405,13 +519,18 @@ async fn hostile_signals_are_refused_and_counted_while_honest_traffic_flows() {
 async fn quorum_holds_until_enough_members_report() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (spec("a"), spec("b"), spec("c"));
-    let policy = format!("\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\nquorum = 2\n");
+    let policy = format!(
+        "\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\nquorum = 2\n"
+    );
     let t = treaty_text(&[&a, &b, &c], "", &policy);
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     let nc = start(dir.path(), &c, &t).await;
     assert!(na.h().publish(&decision("203.0.113.80/32"), &[]).unwrap());
-    until(3000, "held at b", || nb.h().status().counters.held_for_quorum == 1).await;
+    until(3000, "held at b", || {
+        nb.h().status().counters.held_for_quorum == 1
+    })
+    .await;
     assert_nothing(&mut nb.rx);
     assert!(nc.h().publish(&decision("203.0.113.80/32"), &[]).unwrap());
     let d = recv_n(&mut nb.rx, 1, 3000).await;
@@ -436,7 +555,11 @@ async fn pardon_is_local_and_persisted() {
     assert!(na.h().publish(&decision("198.51.100.91/32"), &[]).unwrap());
     let d = recv_n(&mut nb.rx, 1, 3000).await;
     assert_eq!(d[0].target.to_string(), "198.51.100.91/32");
-    assert_eq!(nb.refused("pardoned"), 1, "after restart the pardon still holds");
+    assert_eq!(
+        nb.refused("pardoned"),
+        1,
+        "after restart the pardon still holds"
+    );
     assert_nothing(&mut nb.rx);
 }
 
@@ -458,9 +581,21 @@ fn start_refuses_wrong_key_and_unknown_member() {
         db_path: dir.path().join("db"),
     };
     let (tx, _rx) = mpsc::channel(1);
-    let e = rt.block_on(UnionHandle::start(cfg("a", other.clone()), tx.clone())).err().unwrap();
-    assert!(e.to_string().contains("does not match the key the treaty lists"), "{e}");
-    let e = rt.block_on(UnionHandle::start(cfg("zz", other), tx)).err().unwrap();
-    assert!(e.to_string().contains("member `zz` is not in treaty"), "{e}");
-    let _unused: HashMap<(), ()> = HashMap::new();
+    let e = rt
+        .block_on(UnionHandle::start(cfg("a", other.clone()), tx.clone()))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("does not match the key the treaty lists"),
+        "{e}"
+    );
+    let e = rt
+        .block_on(UnionHandle::start(cfg("zz", other), tx))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("member `zz` is not in treaty"),
+        "{e}"
+    );
 }
