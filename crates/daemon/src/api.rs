@@ -67,7 +67,8 @@ pub fn control_router(shared: Shared) -> Router {
         .route("/api/alerts", get(list_alerts))
         .route("/api/bouncers", get(list_bouncers).post(add_bouncer))
         .route("/api/bouncers/{name}", delete(delete_bouncer))
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(crate::web::api_router(shared))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
@@ -94,6 +95,10 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
         "allowlisted": c.allowlisted.load(Relaxed),
         "firewall_errors": c.firewall_errors.load(Relaxed),
         "store_errors": c.store_errors.load(Relaxed),
+        "api_refused": EDGE.refused.load(Relaxed),
+        "api_timeouts": EDGE.timeouts.load(Relaxed),
+        "api_conn_errors": EDGE.conn_errors.load(Relaxed),
+        "api_conn_rejected": EDGE.conn_rejected.load(Relaxed),
     });
     let store_counters = s
         .reader
@@ -182,6 +187,9 @@ pub fn manual_decision(req: &AddRequest, t: i64) -> Result<Decision, String> {
     }
     if req.reason.len() > 256 {
         return Err("reason is longer than 256 bytes".into());
+    }
+    if req.reason.chars().any(char::is_control) {
+        return Err("reason contains control characters; use printable text".into());
     }
     Ok(Decision {
         id: 0,
@@ -368,6 +376,103 @@ async fn require_token(State(token): State<String>, req: Request, next: Next) ->
     }
 }
 
+/// Limits of the TCP listener, which faces the network (the Unix socket is root-only).
+/// At most this many connections are served at once; more are closed at accept.
+pub const MAX_TCP_CONNECTIONS: usize = 1024;
+/// A client must send a complete request head within this time (slowloris); it
+/// also bounds how long an idle keep-alive connection is held.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A whole request (body included) must be answered within this time.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What the TCP edge refused: shown in `shield status` counters.
+#[derive(Default)]
+pub struct EdgeCounters {
+    /// Requests answered with a 4xx status (bad input, wrong key, too large, unknown path).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Requests cut off by [`REQUEST_TIMEOUT`] (slow body).
+    pub timeouts: std::sync::atomic::AtomicU64,
+    /// Connections closed with an error: header timeout, malformed HTTP, reset.
+    pub conn_errors: std::sync::atomic::AtomicU64,
+    /// Connections closed at accept because [`MAX_TCP_CONNECTIONS`] were open.
+    pub conn_rejected: std::sync::atomic::AtomicU64,
+}
+
+/// One daemon per process, so the edge counters are process-wide.
+pub static EDGE: EdgeCounters = EdgeCounters {
+    refused: std::sync::atomic::AtomicU64::new(0),
+    timeouts: std::sync::atomic::AtomicU64::new(0),
+    conn_errors: std::sync::atomic::AtomicU64::new(0),
+    conn_rejected: std::sync::atomic::AtomicU64::new(0),
+};
+
+/// Bounds every TCP request in time and counts what is refused.
+async fn edge_guard(req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => {
+            if r.status().is_client_error() {
+                EDGE.refused.fetch_add(1, Relaxed);
+            }
+            r
+        }
+        Err(_) => {
+            EDGE.timeouts.fetch_add(1, Relaxed);
+            EDGE.refused.fetch_add(1, Relaxed);
+            ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request was not complete within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Serves `app` on `tl` with the limits above. `axum::serve` sets no header
+/// timeout, so a client trickling bytes would hold its connection forever.
+async fn serve_tcp(tl: tokio::net::TcpListener, app: Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::sync::atomic::Ordering::Relaxed;
+    use tower::ServiceExt;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let (stream, peer) = match tl.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors, for example: back off instead of spinning.
+                tracing::warn!(error = %e, "API listener accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            EDGE.conn_rejected.fetch_add(1, Relaxed);
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        tokio::spawn(async move {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024);
+            if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
+                EDGE.conn_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %e, "API connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -411,8 +516,10 @@ pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::J
             ..Default::default()
         };
         let state = shield_enforce::ApiState::new(shared.table.clone(), shared.auth.clone(), cfg);
-        let mut app =
-            shield_enforce::gate_router(state.clone()).merge(shield_enforce::bouncer_router(state));
+        let mut app = shield_enforce::gate_router(state.clone())
+            .merge(shield_enforce::bouncer_router(state))
+            .merge(crate::metrics::router(shared.clone()))
+            .merge(crate::web::ui_router(plan.api.token.is_some()));
         if let Some(token) = plan.api.token.clone() {
             let mgmt = control_router(shared.clone())
                 .layer(middleware::from_fn_with_state(token, require_token));
@@ -422,12 +529,8 @@ pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::J
             .await
             .with_context(|| format!("binding the API listener {addr} ([api] listen)"))?;
         tracing::info!(%addr, "gate and bouncer API listening");
-        set.spawn(async move {
-            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(tl, svc).await {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        });
+        let app = app.layer(middleware::from_fn(edge_guard));
+        set.spawn(serve_tcp(tl, app));
     }
     Ok(tokio::spawn(async move {
         while set.join_next().await.is_some() {}

@@ -60,6 +60,30 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub union: Option<UnionConfig>,
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// `[webhook]`: a JSON POST on every new decision, rate-limited.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host[:port]/path` (https: put a local relay in front).
+    pub url: String,
+    /// One notification per this interval once the burst is spent.
+    #[serde(default = "default_webhook_interval", with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Notifications sent at once before the interval applies.
+    #[serde(default = "default_webhook_burst")]
+    pub burst: u32,
+}
+
+fn default_webhook_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_webhook_burst() -> u32 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +140,7 @@ pub enum SourceKind {
     File,
     Journald,
     Stdin,
+    Syslog,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +165,12 @@ pub struct SourceConfig {
     /// journald matches, e.g. `["_SYSTEMD_UNIT=ssh.service"]` (type = "journald").
     #[serde(default)]
     pub journal_match: Vec<String>,
+    /// Address the syslog listener binds (type = "syslog"), e.g. `127.0.0.1:5514`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Transports of the syslog listener: `udp`, `tcp` (default both).
+    #[serde(default)]
+    pub protocols: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,6 +511,8 @@ pub fn builtin_default() -> Config {
             rules: Vec::new(),
             from_start: false,
             journal_match: Vec::new(),
+            listen: None,
+            protocols: Vec::new(),
         },
         None => SourceConfig {
             name: "sshd".into(),
@@ -489,6 +522,8 @@ pub fn builtin_default() -> Config {
             rules: Vec::new(),
             from_start: false,
             journal_match: vec!["_COMM=sshd".into()],
+            listen: None,
+            protocols: Vec::new(),
         },
     };
     Config {

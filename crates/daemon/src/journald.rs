@@ -100,7 +100,8 @@ pub fn spawn(
         let mut cursor = cursor;
         while !stop.load(Ordering::Relaxed) {
             let mut cmd = Command::new("journalctl");
-            cmd.args(["-o", "json", "-f", "--no-pager"]);
+            // --all: without it journalctl sends long fields as null.
+            cmd.args(["-o", "json", "-f", "--all", "--no-pager"]);
             match &cursor {
                 Some(c) => cmd.arg(format!("--after-cursor={c}")),
                 None => cmd.args(["-n", "0"]),

@@ -27,6 +27,11 @@ pub enum Input {
         matches: Vec<String>,
     },
     Stdin,
+    /// A syslog listener (UDP and/or TCP).
+    Syslog {
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+    },
 }
 
 /// Which rule engine reads a pipeline's lines.
@@ -81,6 +86,7 @@ pub struct Plan {
     pub firewall: FirewallPlan,
     pub api: ApiPlan,
     pub union: Option<UnionConfig>,
+    pub webhook: Option<crate::webhook::WebhookPlan>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -276,6 +282,36 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                 matches: s.journal_match.clone(),
             },
             SourceKind::Stdin => Input::Stdin,
+            SourceKind::Syslog => {
+                let addr = s.listen.as_deref().unwrap_or("127.0.0.1:5514");
+                let addr: Option<SocketAddr> = match addr.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        errs.push(l.error_at(
+                            span.clone(),
+                            format!("source `{}`: listen `{addr}` is not an address:port", s.name),
+                            Some("e.g. listen = \"127.0.0.1:5514\"".into()),
+                        ));
+                        None
+                    }
+                };
+                let (mut udp, mut tcp) = (s.protocols.is_empty(), s.protocols.is_empty());
+                for p in &s.protocols {
+                    match p.as_str() {
+                        "udp" => udp = true,
+                        "tcp" => tcp = true,
+                        other => errs.push(l.error_at(
+                            span.clone(),
+                            format!("source `{}`: unknown syslog protocol `{other}`", s.name),
+                            Some("use protocols = [\"udp\", \"tcp\"] or one of them".into()),
+                        )),
+                    }
+                }
+                Input::Syslog {
+                    udp: addr.filter(|_| udp),
+                    tcp: addr.filter(|_| tcp),
+                }
+            }
         };
         let mut packs = Vec::new();
         for p in &s.packs {
@@ -464,6 +500,17 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         }
     }
 
+    let webhook = match &c.webhook {
+        None => None,
+        Some(w) => match crate::webhook::WebhookPlan::parse(&w.url, w.min_interval, w.burst) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errs.push(l.error_at(0..0, e.to_string(), None));
+                None
+            }
+        },
+    };
+
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -488,6 +535,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             token: c.api.token.clone(),
         },
         union: c.union.clone(),
+        webhook,
     })
 }
 

@@ -91,6 +91,10 @@ pub struct Counters {
     pub allowlisted: AtomicU64,
     pub firewall_errors: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Prometheus counters and latency histograms (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
+    /// Webhook notifications on decisions (a no-op without `[webhook]`).
+    pub webhook: crate::webhook::Notifier,
 }
 
 /// Bouncer API keys, hashed, mirrored in memory from the store.
@@ -180,7 +184,13 @@ impl DecisionWorker {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .apply(changes);
-        if let Err(e) = self.firewall.apply(changes, now) {
+        let started = Instant::now();
+        let res = self.firewall.apply(changes, now);
+        self.counters
+            .metrics
+            .firewall_apply
+            .observe(crate::metrics::secs(started.elapsed()));
+        if let Err(e) = res {
             self.counters
                 .firewall_errors
                 .fetch_add(1, Ordering::Relaxed);
@@ -219,6 +229,7 @@ impl DecisionWorker {
         let mut changes = Vec::new();
         let mut to_publish = Vec::new();
         let mut allowlisted = 0u64;
+        let started = Instant::now();
         let res = self.store.atomically(|s| {
             for a in &alerts {
                 let out = decider.on_alert(s, a, now)?;
@@ -258,14 +269,22 @@ impl DecisionWorker {
             tracing::error!(error = %e, "store commit failed; these lines will be decided again after restart");
             return;
         }
+        let m = &self.counters.metrics;
+        m.batch_commit
+            .observe(crate::metrics::secs(started.elapsed()));
+        for a in &alerts {
+            m.alert(&a.scenario);
+        }
         self.counters
             .allowlisted
             .fetch_add(allowlisted, Ordering::Relaxed);
         let (mut new, mut ext) = (0, 0);
         for c in &changes {
             if let Change::Add(d) = c {
+                m.decision(d);
                 if to_publish.iter().any(|(p, _)| p.id == d.id) {
-                    new += 1
+                    new += 1;
+                    self.counters.webhook.notify(d, m);
                 } else {
                     ext += 1
                 }
@@ -315,6 +334,8 @@ impl DecisionWorker {
                     match &res {
                         Ok(Outcome::New(d)) | Ok(Outcome::Extended(d)) => {
                             self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
+                            self.counters.metrics.decision(d);
+                            self.counters.webhook.notify(d, &self.counters.metrics);
                             let c = [Change::Add(d.clone())];
                             self.apply(&c, t);
                         }
@@ -433,7 +454,21 @@ pub fn start_reader(
                     mine,
                 )
                 .with_context(|| format!("source `{name}`"))?;
-                std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
+                // Record where every followed file starts right away: a file rotated
+            // before its first line, followed by a crash, is then still known.
+            let first: Vec<(String, Checkpoint)> =
+                tailer.checkpoints().into_iter().map(|(k, c)| (format!("{prefix}{k}"), c)).collect();
+            if !first.is_empty() {
+                let _ = tx.send(Msg::Batch {
+                    pipeline: name.clone(),
+                    alerts: Vec::new(),
+                    checkpoints: first,
+                    lines: 0,
+                    matched: 0,
+                    cursor: None,
+                });
+            }
+            std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
                 let mut alerts = Vec::new();
                 while !stop2.load(Ordering::Relaxed) {
                     let t = now();
@@ -477,7 +512,10 @@ pub fn start_reader(
                             break;
                         }
                     }
-                    tailer.wait(Duration::from_millis(250));
+                    // A backlog larger than one pass is read on at once.
+                    if !res.as_ref().is_ok_and(|r| r.more) {
+                        tailer.wait(Duration::from_millis(250));
+                    }
                 }
             })?
             }
@@ -512,6 +550,9 @@ pub fn start_reader(
                     .and_then(|s| s.meta(&key).ok().flatten());
                 crate::journald::spawn(name, matches, engine, tx, stop2, sources, key, cursor)?
             }
+            Input::Syslog { udp, tcp } => {
+                crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
+            }
         };
     Ok(Reader { stop, handle })
 }
@@ -521,6 +562,7 @@ fn kind_name(i: &Input) -> &'static str {
         Input::File { .. } => "file",
         Input::Journald { .. } => "journald",
         Input::Stdin => "stdin",
+        Input::Syslog { .. } => "syslog",
     }
 }
 
@@ -607,6 +649,9 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
         union: union_status,
     };
     let servers = crate::api::serve(&plan, shared.clone()).await?;
+    let webhook_task = plan.webhook.clone().and_then(|w| {
+        crate::webhook::start(w, &shared.counters.webhook, shared.counters.metrics.clone())
+    });
 
     let mut readers = Vec::new();
     for p in plan.pipelines.clone() {
@@ -649,6 +694,9 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = tx.send(Msg::Stop);
     let _ = tokio::task::spawn_blocking(move || decision_thread.join()).await;
     servers.abort();
+    if let Some(t) = webhook_task {
+        t.abort();
+    }
     if let Some(t) = union_task {
         t.abort();
     }

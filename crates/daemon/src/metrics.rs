@@ -1,0 +1,355 @@
+//! Prometheus metrics: the event counters and latency histograms the decision
+//! thread updates ([`Metrics`], held in [`crate::run::Counters`]), and the
+//! text exposition served at `GET /metrics` on the `[api] listen` address
+//! ([`render`]), which also snapshots the per-source status, the in-memory
+//! decision table and the union status at scrape time.
+//!
+//! It does not own any state a user relies on: everything here restarts from
+//! zero with the daemon (the store keeps the durable counters).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::run::{Shared, now};
+
+/// Label pairs (a `Vec` keeps the label set open and allocation only happens
+/// on the decision thread, once per alert or decision, never per line).
+pub type Labels = Vec<(String, String)>;
+
+/// Metrics updated as things happen. Cheap to clone: every metric is an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Alerts raised, by scenario.
+    pub alerts: Family<Labels, Counter>,
+    /// Decisions taken (new or extended), by scenario, origin and type.
+    pub decisions: Family<Labels, Counter>,
+    /// Time to commit one reader batch (alerts, decisions, checkpoint) to the store.
+    pub batch_commit: Histogram,
+    /// Time one firewall batch takes to apply.
+    pub firewall_apply: Histogram,
+    /// Webhook notifications by outcome (`sent`, `dropped`, `failed`).
+    pub webhook: Family<Labels, Counter>,
+}
+
+fn latency_buckets() -> Histogram {
+    // 50 µs … ~3.3 s in ×4 steps.
+    Histogram::new(exponential_buckets(0.000_05, 4.0, 9))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            alerts: Family::default(),
+            decisions: Family::default(),
+            batch_commit: latency_buckets(),
+            firewall_apply: latency_buckets(),
+            webhook: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one alert.
+    pub fn alert(&self, scenario: &str) {
+        self.alerts
+            .get_or_create(&vec![("scenario".into(), scenario.into())])
+            .inc();
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, d: &shield_core::Decision) {
+        self.decisions
+            .get_or_create(&vec![
+                ("scenario".into(), d.scenario.clone()),
+                ("origin".into(), origin_label(&d.origin)),
+                ("type".into(), d.kind.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Counts one webhook outcome.
+    pub fn webhook(&self, outcome: &'static str) {
+        self.webhook
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+}
+
+/// `union:<member>` keeps its member; `list:<name>` keeps its list: both are
+/// bounded by configuration, not by attackers.
+fn origin_label(o: &shield_core::Origin) -> String {
+    o.to_string()
+}
+
+/// Seconds as an `f64`, for histogram observations.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Renders every metric in the Prometheus text format (OpenMetrics 1.0 text).
+pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix("shield");
+    let m = &shared.counters.metrics;
+    reg.register("alerts", "Alerts raised, by scenario", m.alerts.clone());
+    reg.register(
+        "decisions",
+        "Decisions taken (new or extended), by scenario, origin and type",
+        m.decisions.clone(),
+    );
+    reg.register(
+        "batch_commit_seconds",
+        "Time to commit one reader batch to the store",
+        m.batch_commit.clone(),
+    );
+    reg.register(
+        "firewall_apply_seconds",
+        "Time to apply one batch to the firewall layer",
+        m.firewall_apply.clone(),
+    );
+    reg.register(
+        "webhook_notifications",
+        "Webhook notifications by outcome (sent, dropped by the rate limit, failed)",
+        m.webhook.clone(),
+    );
+
+    // Per-source snapshot.
+    let lines = Family::<Labels, Counter>::default();
+    let matched = Family::<Labels, Counter>::default();
+    let src_alerts = Family::<Labels, Counter>::default();
+    let bad = Family::<Labels, Counter>::default();
+    let last = Family::<Labels, Gauge>::default();
+    {
+        // Lock held only to copy a few integers per source.
+        let sources = shared.sources.lock().unwrap_or_else(|p| p.into_inner());
+        for s in sources.values() {
+            let l = vec![
+                ("source".to_string(), s.name.clone()),
+                ("kind".to_string(), s.kind.clone()),
+            ];
+            lines.get_or_create(&l).inc_by(s.lines);
+            matched.get_or_create(&l).inc_by(s.matched);
+            src_alerts.get_or_create(&l).inc_by(s.alerts);
+            bad.get_or_create(&l).inc_by(s.invalid_utf8);
+            if let Some(t) = s.last_line_at {
+                last.get_or_create(&l).set(t);
+            }
+        }
+    }
+    reg.register("source_lines", "Lines read, by source", lines);
+    reg.register(
+        "source_matched",
+        "Lines a rule matched, by source",
+        matched,
+    );
+    reg.register("source_alerts", "Alerts raised, by source", src_alerts);
+    reg.register(
+        "source_invalid_utf8",
+        "Lines that were not valid UTF-8, by source",
+        bad,
+    );
+    reg.register(
+        "source_last_line_timestamp_seconds",
+        "Unix time of the last line read, by source",
+        last,
+    );
+
+    // Active decisions per layer and type.
+    let active = Family::<Labels, Gauge>::default();
+    {
+        let t = now();
+        // Read lock: the decision thread writes only per batch.
+        let table = shared.table.read().unwrap_or_else(|p| p.into_inner());
+        for d in table.active(t) {
+            active
+                .get_or_create(&vec![
+                    ("layer".into(), shared.firewall.clone()),
+                    ("type".into(), d.kind.to_string()),
+                ])
+                .inc();
+        }
+    }
+    reg.register(
+        "active_decisions",
+        "Decisions in effect, by layer and type",
+        active,
+    );
+
+    // Daemon counters.
+    let c = &shared.counters;
+    let daemon = Family::<Labels, Counter>::default();
+    for (k, v) in [
+        ("decisions_new", c.decisions_new.load(Relaxed)),
+        ("decisions_extended", c.decisions_extended.load(Relaxed)),
+        ("allowlisted", c.allowlisted.load(Relaxed)),
+        ("firewall_errors", c.firewall_errors.load(Relaxed)),
+        ("store_errors", c.store_errors.load(Relaxed)),
+    ] {
+        daemon
+            .get_or_create(&vec![("event".into(), k.into())])
+            .inc_by(v);
+    }
+    reg.register(
+        "daemon_events",
+        "Daemon events: decisions_new, decisions_extended, allowlisted, firewall_errors, store_errors",
+        daemon,
+    );
+    let up = Gauge::<i64>::default();
+    up.set(now() - shared.started);
+    reg.register("uptime_seconds", "Seconds since the daemon started", up);
+
+    // Union: every numeric counter of the union status, and member health.
+    let union = shared
+        .union
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(u) = union {
+        let signals = Family::<Labels, Counter>::default();
+        if let Some(obj) = u.get("counters").and_then(|c| c.as_object()) {
+            flatten_counters("", obj, &mut |name, v| {
+                signals
+                    .get_or_create(&vec![("counter".into(), name)])
+                    .inc_by(v);
+            });
+        }
+        reg.register(
+            "union_signals",
+            "Union signal counters (sent, received, refused by reason), as the union reports them",
+            signals,
+        );
+        let health = Family::<Labels, Gauge>::default();
+        let age = Family::<Labels, Gauge>::default();
+        for m in u
+            .get("members")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let name = m.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+            let h = m
+                .get("health")
+                .map(|h| match h {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default();
+            health
+                .get_or_create(&vec![
+                    ("member".into(), name.into()),
+                    ("health".into(), h.to_lowercase()),
+                ])
+                .set(1);
+            if let Some(a) = m.get("last_signal_age_s").and_then(|a| a.as_i64()) {
+                age.get_or_create(&vec![("member".into(), name.into())])
+                    .set(a);
+            }
+        }
+        reg.register(
+            "union_member_health",
+            "1 for each member's current health",
+            health,
+        );
+        reg.register(
+            "union_member_last_signal_age_seconds",
+            "Age of the newest signal held from each member",
+            age,
+        );
+    }
+
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// Walks a JSON object of counters (possibly nested one level, e.g.
+/// `refused: {rate: 1, digest: 2}`) and yields `name` / `parent_name` with
+/// each non-negative integer.
+fn flatten_counters(
+    prefix: &str,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    f: &mut dyn FnMut(String, u64),
+) {
+    for (k, v) in obj {
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}_{k}")
+        };
+        match v {
+            serde_json::Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    f(name, u)
+                }
+            }
+            serde_json::Value::Object(o) if prefix.is_empty() => flatten_counters(&name, o, f),
+            _ => {}
+        }
+    }
+}
+
+/// The `/metrics` route (no token: bind `[api] listen` to loopback or a
+/// scrape network; the exposition carries counts, never addresses).
+pub fn router(shared: Shared) -> axum::Router {
+    use axum::extract::State;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    async fn metrics(State(s): State<Shared>) -> axum::response::Response {
+        match render(&s) {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response(),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed").into_response(),
+        }
+    }
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_nested_union_counters() {
+        let v = serde_json::json!({"sent": 3, "refused": {"rate": 2, "digest": 1}, "name": "x"});
+        let mut got = Vec::new();
+        flatten_counters("", v.as_object().unwrap(), &mut |n, c| got.push((n, c)));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("refused_digest".to_string(), 1),
+                ("refused_rate".to_string(), 2),
+                ("sent".to_string(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn histogram_and_families_encode() {
+        let m = Metrics::default();
+        m.alert("ssh-bf");
+        m.alert("ssh-bf");
+        m.batch_commit.observe(0.001);
+        let mut reg = Registry::with_prefix("shield");
+        reg.register("alerts", "a", m.alerts.clone());
+        reg.register("batch_commit_seconds", "b", m.batch_commit.clone());
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        assert!(out.contains("shield_alerts_total{scenario=\"ssh-bf\"} 2"), "{out}");
+        assert!(out.contains("shield_batch_commit_seconds_count 1"), "{out}");
+    }
+}
