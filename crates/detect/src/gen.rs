@@ -98,11 +98,9 @@ fn benign_ip(i: usize) -> IpAddr {
 }
 
 fn attackers(lines: usize, n: usize, kinds: &[Kind]) -> Vec<Attacker> {
-    let span = if n == 0 {
-        0
-    } else {
-        (2 * lines / n).clamp(lines.min(200), lines)
-    };
+    let span = (2 * lines)
+        .checked_div(n)
+        .map_or(0, |s| s.clamp(lines.min(200), lines));
     (0..n)
         .map(|i| {
             let start = if n > 1 {
@@ -133,7 +131,7 @@ fn drive(
     stamp: impl Fn(UnixTime) -> String,
     attack_line: impl Fn(&str, &Attacker, &str) -> String,
 ) -> io::Result<BTreeSet<IpAddr>> {
-    let mut rng = Rng(seed ^ 0x5EED_0F_5D1E1D);
+    let mut rng = Rng(seed ^ 0x5EED_0F5D_1E1D);
     let truth = atk.iter().map(|a| a.ip).collect();
     let mut active: Vec<usize> = Vec::new();
     let mut next_start = 0;
@@ -536,7 +534,7 @@ impl WebBenign {
     fn line(&mut self, r: &mut Rng, t: UnixTime) -> String {
         let k = r.below(200);
         let ip = benign_ip(k + 20);
-        let ua = if k % 17 == 0 {
+        let ua = if k.is_multiple_of(17) {
             *r.pick(BOTS)
         } else {
             BROWSERS[k % BROWSERS.len()]
@@ -634,7 +632,7 @@ fn web_attack(r: &mut Rng, a: &Attacker) -> Vec<String> {
                     401,
                     48,
                     "https://example.org/login",
-                    *r.pick(BROWSERS),
+                    r.pick::<&str>(BROWSERS),
                 )
             })
             .collect(),

@@ -114,7 +114,7 @@ pub fn month_abbr(b: &[u8]) -> Option<u32> {
 }
 
 fn valid_date(y: i64, m: u32, d: u32) -> bool {
-    (1..=12).contains(&m) && d >= 1 && d <= 31 && (1..=9999).contains(&y)
+    (1..=12).contains(&m) && (1..=31).contains(&d) && (1..=9999).contains(&y)
 }
 
 /// A zone offset at `i`: `Z`, `+hh:mm`, `+hhmm`, `+hh`; returns (seconds east, length).

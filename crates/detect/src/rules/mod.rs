@@ -546,7 +546,12 @@ impl NativeMatcher {
             let inner = r[digits..].strip_prefix(" times: [")?;
             let inner = inner.trim_start_matches(' ');
             let inner = inner.trim_end_matches([' ', ']']);
-            let mut f = match_rules(&mut rules.rules, &rules.masks, line, if strip { strip_sshd(inner) } else { inner })?;
+            let mut f = match_rules(
+                &mut rules.rules,
+                &rules.masks,
+                line,
+                if strip { strip_sshd(inner) } else { inner },
+            )?;
             let s = offset_in(line, r);
             // The count goes first so it survives a full field array.
             if digits > 0 {
@@ -560,7 +565,12 @@ impl NativeMatcher {
             }
             return Some(f);
         }
-        match_rules(&mut rules.rules, &rules.masks, line, if strip { strip_sshd(msg) } else { msg })
+        match_rules(
+            &mut rules.rules,
+            &rules.masks,
+            line,
+            if strip { strip_sshd(msg) } else { msg },
+        )
     }
 
     fn custom(&mut self, line: &str) -> Option<Found> {
@@ -668,9 +678,7 @@ fn first_byte_masks(rules: &[RxRule]) -> Box<[u64; 256]> {
 }
 
 fn match_rules(rules: &mut [RxRule], masks: &[u64; 256], line: &str, msg: &str) -> Option<Found> {
-    let Some(&c) = msg.as_bytes().first() else {
-        return None;
-    };
+    let &c = msg.as_bytes().first()?;
     let mut bits = masks[c as usize];
     while bits != 0 {
         let rule = &mut rules[bits.trailing_zeros() as usize];
@@ -740,12 +748,12 @@ impl LineMatcher for NativeMatcher {
     }
 }
 
-/// Test helper: matches `line` with `m` and returns (rule name, host, fields).
 #[cfg(test)]
-pub(crate) fn probe(
-    m: &mut NativeMatcher,
-    line: &str,
-) -> Option<(String, String, Vec<(String, String)>, bool)> {
+pub(crate) type Probed = (String, String, Vec<(String, String)>, bool);
+
+/// Test helper: matches `line` with `m` and returns (rule name, host, fields, nofail).
+#[cfg(test)]
+pub(crate) fn probe(m: &mut NativeMatcher, line: &str) -> Option<Probed> {
     let now = 1_709_251_200 + 86_400;
     let h = m.match_line(line, now)?;
     let fields = h

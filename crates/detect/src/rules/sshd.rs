@@ -760,7 +760,7 @@ mod tests {
         ] {
             lines.push(format!("Mar  1 00:00:00 h sshd[1]: {msg}"));
         }
-        let norm = |g: Option<(String, String, Vec<(String, String)>, bool)>| {
+        let norm = |g: Option<crate::rules::Probed>| {
             g.map(|(r, h, mut f, n)| {
                 f.sort();
                 (r, h, f, n)
