@@ -118,18 +118,21 @@ struct Rx {
     names: Vec<Option<String>>,
     /// Python-flavoured source after tag resolution (for messages).
     source: String,
+    /// The Rust pattern it was translated to.
+    translated: String,
 }
 
 impl Rx {
     fn compile(py: &str, multiline: bool, use_dns: bool) -> Result<Rx, String> {
         let resolved = resolve_regex_tags(py, use_dns);
         // fail2ban rewrites `((?i)X)` into `(?i:X)`; Rust accepts both forms.
-        let (re, _) = Re::compile(&resolved, multiline)?;
+        let (re, translated) = Re::compile(&resolved, multiline)?;
         let names = re.capture_names();
         Ok(Rx {
             re,
             names,
             source: resolved,
+            translated,
         })
     }
     fn has_group(&self, n: &str) -> bool {
@@ -159,11 +162,10 @@ pub struct Filter {
     prefregex: Option<Rx>,
     failregex: Vec<Rx>,
     ignoreregex: Vec<Rx>,
-    /// Prefilter: which fast failregexes can match (indexes into `set_map`).
-    set: Option<regex::RegexSet>,
-    /// The same set without Unicode, for ASCII lines.
-    set_ascii: Option<regex::bytes::RegexSet>,
-    set_map: Vec<usize>,
+    /// One-pass prefilter: which failregexes can match at all.
+    prefilter: Option<Prefilter>,
+    /// Reused result slots of the prefilter, one per failregex.
+    hits: Vec<bool>,
     maxlines: usize,
     journalmatch: Option<String>,
     dates: Detector,
@@ -373,37 +375,8 @@ impl Filter {
                 reason,
             },
         )?;
-        // Prefilter over the failregexes the automaton can run.
-        let mut set_map = Vec::new();
-        let mut pats = Vec::new();
-        for (i, r) in failregex.iter().enumerate() {
-            if let Re::Fast(re, _, _) = &r.re {
-                set_map.push(i);
-                pats.push(re.as_str().to_string());
-            }
-        }
-        // A large lazy-DFA cache keeps the set on the DFA instead of the PikeVM.
-        let set = if pats.len() > 1 && std::env::var_os("SHIELD_F2B_NOSET").is_none() {
-            regex::RegexSetBuilder::new(&pats)
-                .dfa_size_limit(64 << 20)
-                .size_limit(64 << 20)
-                .build()
-                .ok()
-        } else {
-            None
-        };
-        if set.is_none() {
-            set_map.clear();
-        }
-        let set_ascii = if set.is_some() && pats.iter().all(|p| p.is_ascii()) {
-            regex::bytes::RegexSetBuilder::new(&pats)
-                .unicode(false)
-                .dfa_size_limit(64 << 20)
-                .build()
-                .ok()
-        } else {
-            None
-        };
+        let prefilter = Prefilter::build(prefregex.as_ref(), &failregex, multiline);
+        let n_fail = failregex.len();
         let rules = (0..failregex.len())
             .map(|i| RuleInfo {
                 name: format!("{name}#{i}"),
@@ -417,9 +390,8 @@ impl Filter {
             prefregex,
             failregex,
             ignoreregex,
-            set,
-            set_ascii,
-            set_map,
+            hits: vec![false; n_fail],
+            prefilter,
             maxlines,
             journalmatch: get("journalmatch")
                 .map(str::to_string)
@@ -548,6 +520,12 @@ impl Filter {
         {
             return false;
         }
+        // One pass over the whole line first: most lines stop here.
+        if let Some(pf) = self.prefilter.as_ref().filter(|p| p.on_buffer) {
+            if !pf.run(buf, &mut self.hits) {
+                return false;
+            }
+        }
         let mut pre = FailMap::default();
         let mut content: Option<String> = None;
         if let Some(p) = &self.prefregex {
@@ -576,33 +554,14 @@ impl Filter {
             }
             None => buf,
         };
-        // prefilter
-        let mut cand: Option<Vec<bool>> = None;
-        if let Some(set) = &self.set {
-            let m: Vec<bool> = match &self.set_ascii {
-                Some(a) if hay.is_ascii() => {
-                    let m = a.matches(hay.as_bytes());
-                    (0..a.len()).map(|i| m.matched(i)).collect()
-                }
-                _ => {
-                    let m = set.matches(hay);
-                    (0..set.len()).map(|i| m.matched(i)).collect()
-                }
-            };
-            if !m.iter().any(|&b| b) && self.set_map.len() == self.failregex.len() {
+        if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer) {
+            if !pf.run(hay, &mut self.hits) {
                 return false;
             }
-            cand = Some(m);
         }
-        let mut set_pos = 0;
         for idx in 0..self.failregex.len() {
-            let in_set = set_pos < self.set_map.len() && self.set_map[set_pos] == idx;
-            if in_set {
-                let hit = cand.as_ref().is_some_and(|m| m[set_pos]);
-                set_pos += 1;
-                if !hit {
-                    continue;
-                }
+            if self.prefilter.is_some() && !self.hits[idx] {
+                continue;
             }
             if !self.failregex[idx].re.captures(hay, &mut self.locs) {
                 continue;
@@ -759,6 +718,67 @@ impl Filter {
             fail.pop("mlfgained");
         }
         fail
+    }
+}
+
+/// A `RegexSet` with one linear pattern per failregex (a relaxed superset
+/// for backtracking ones). When the prefregex has `<F-CONTENT>`, each pattern
+/// is the prefregex's head joined to the failregex, so the set runs once on
+/// the whole line before any capture is taken.
+struct Prefilter {
+    set: regex::RegexSet,
+    ascii: Option<regex::bytes::RegexSet>,
+    /// True: run on the buffer before the prefregex; false: on the content.
+    on_buffer: bool,
+}
+
+impl Prefilter {
+    fn build(pref: Option<&Rx>, fails: &[Rx], multiline: bool) -> Option<Prefilter> {
+        use crate::pyre::relax;
+        if fails.is_empty() {
+            return None;
+        }
+        let head = match pref {
+            Some(p) if !multiline => match p.translated.find("(?P<content>") {
+                Some(i) => Some(relax(&p.translated[..i])?),
+                None => None,
+            },
+            _ => None,
+        };
+        let on_buffer = head.is_some() || pref.is_none();
+        let pats: Vec<String> = fails
+            .iter()
+            .map(|f| {
+                let Some(body) = relax(&f.translated) else { return String::new() };
+                match &head {
+                    None => body,
+                    Some(h) => match body.strip_prefix('^') {
+                        Some(b) => format!("{h}(?:{b})"),
+                        None => format!("{h}.*?(?:{body})"),
+                    },
+                }
+            })
+            .collect();
+        let set = regex::RegexSetBuilder::new(&pats).dfa_size_limit(64 << 20).size_limit(64 << 20).build().ok()?;
+        let ascii = if pats.iter().all(|p| p.is_ascii()) {
+            regex::bytes::RegexSetBuilder::new(&pats)
+                .unicode(false)
+                .dfa_size_limit(64 << 20)
+                .size_limit(64 << 20)
+                .build()
+                .ok()
+        } else {
+            None
+        };
+        Some(Prefilter { set, ascii, on_buffer })
+    }
+
+    fn run(&self, hay: &str, hits: &mut [bool]) -> bool {
+        hits.iter_mut().for_each(|h| *h = false);
+        match &self.ascii {
+            Some(a) if hay.is_ascii() => a.matches_read_at(hits, hay.as_bytes(), 0),
+            _ => self.set.matches_read_at(hits, hay, 0),
+        }
     }
 }
 

@@ -363,3 +363,125 @@ mod tests {
         }
     }
 }
+
+/// Index just past the `)` closing the group that opens at `p[start] == '('`
+/// (escapes and classes skipped), or None.
+fn group_end(p: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < p.len() {
+        match p[i] {
+            b'\\' => i += 1,
+            b'[' => {
+                // skip a class: `[`, optional `^`, a leading `]` is literal
+                i += 1;
+                if i < p.len() && p[i] == b'^' {
+                    i += 1;
+                }
+                if i < p.len() && p[i] == b']' {
+                    i += 1;
+                }
+                while i < p.len() && p[i] != b']' {
+                    if p[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A superset of a translated pattern that the linear engine can run, for
+/// prefiltering: lookarounds dropped, back-references widened to `.*?`,
+/// conditionals turned into alternations, group names removed. `None` when
+/// the pattern cannot be relaxed.
+pub(crate) fn relax(p: &str) -> Option<String> {
+    let b = p.as_bytes();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    let mut in_class = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' {
+            let end = (i + 2).min(b.len());
+            let esc = &p[i..end];
+            if !in_class && esc.len() == 2 && (b'1'..=b'9').contains(&b[i + 1]) {
+                out.push_str("(?s:.*?)");
+            } else {
+                out.push_str(esc);
+            }
+            i = end;
+            continue;
+        }
+        if in_class {
+            if c == b']' {
+                in_class = false;
+            }
+            out.push(c as char);
+            i += 1;
+            continue;
+        }
+        if c == b'[' {
+            in_class = true;
+            out.push('[');
+            i += 1;
+            if i < b.len() && b[i] == b'^' {
+                out.push('^');
+                i += 1;
+            }
+            if i < b.len() && b[i] == b']' {
+                out.push(']');
+                i += 1;
+            }
+            continue;
+        }
+        let rest = &p[i..];
+        if ["(?=", "(?!", "(?<=", "(?<!"].iter().any(|x| rest.starts_with(x)) {
+            i = group_end(b, i)?;
+            continue;
+        }
+        if rest.starts_with("(?P=") {
+            i += rest.find(')')? + 1;
+            out.push_str("(?s:.*?)");
+            continue;
+        }
+        if rest.starts_with("(?(") {
+            i += rest.find(')')? + 1;
+            out.push_str("(?:");
+            continue;
+        }
+        if let Some(r) = rest.strip_prefix("(?P<") {
+            i += 4 + r.find('>')? + 1;
+            out.push_str("(?:");
+            continue;
+        }
+        // multi-byte chars are copied whole
+        let ch = rest.chars().next()?;
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod relax_tests {
+    use super::*;
+
+    #[test]
+    fn relaxed_is_linear_and_wider() {
+        let r = relax(r"(?P<u>a)(?!b)[(]c(?P=u)(?(u)x|y)").unwrap();
+        assert_eq!(r, r"(?:a)[(]c(?s:.*?)(?:x|y)");
+        assert!(regex::Regex::new(&r).is_ok());
+    }
+}
