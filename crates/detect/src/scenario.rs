@@ -830,16 +830,23 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
         // Scanners that never authenticate (fail2ban's aggressive mode).
         out.push(spec(
             "sshd-preauth-scanner",
-            &[
-                "sshd-no-ident",
-                "sshd-bad-protocol",
-                "sshd-banner-invalid",
-                "sshd-negotiate",
-                "sshd-preauth-close",
-            ],
+            &["sshd-no-ident", "sshd-bad-protocol", "sshd-banner-invalid", "sshd-negotiate"],
             Leaky,
-            10,
+            5,
+            60,
+            None,
+            60,
+            Ban,
+            H,
+        ));
+        // Bare `Connection closed by ADDR [preauth]` is what a TCP health check
+        // leaves too: only a sustained flood (over ~1 per 2 s) counts.
+        out.push(spec(
+            "sshd-preauth-flood",
+            &["sshd-preauth-close"],
+            Leaky,
             30,
+            2,
             None,
             60,
             Ban,
