@@ -174,6 +174,9 @@ fn default_reason() -> String {
     "manual".into()
 }
 
+/// The longest manual decision (10 years).
+pub const MAX_MANUAL_DURATION_S: u64 = 10 * 365 * 86400;
+
 /// Turns an add request into a manual decision (shared with the offline CLI path).
 pub fn manual_decision(req: &AddRequest, t: i64) -> Result<Decision, String> {
     let target = parse_target(&req.target)?;
@@ -184,6 +187,10 @@ pub fn manual_decision(req: &AddRequest, t: i64) -> Result<Decision, String> {
     let d = parse_duration(&req.duration)?;
     if d.as_secs() == 0 {
         return Err("duration must be at least 1s".into());
+    }
+    // Bounded so `created + duration` cannot overflow whatever the input.
+    if d.as_secs() > MAX_MANUAL_DURATION_S {
+        return Err("duration is longer than 10 years; give a shorter one".into());
     }
     if req.reason.len() > 256 {
         return Err("reason is longer than 256 bytes".into());

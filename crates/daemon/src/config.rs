@@ -212,6 +212,10 @@ pub struct DecisionsConfig {
     /// Also never ban this host's own addresses (default true).
     #[serde(default = "yes")]
     pub allow_own_addresses: bool,
+    /// Never ban the peer of an established SSH session to this host (the
+    /// operator's own connection; default true). Set false to allow it.
+    #[serde(default = "yes")]
+    pub allow_ssh_sessions: bool,
     #[serde(default)]
     pub escalation: Escalation,
 }
@@ -221,6 +225,7 @@ impl Default for DecisionsConfig {
         DecisionsConfig {
             allowlist: Vec::new(),
             allow_own_addresses: true,
+            allow_ssh_sessions: true,
             escalation: Escalation::default(),
         }
     }

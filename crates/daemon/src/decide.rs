@@ -1,7 +1,9 @@
 //! The decision stage: turns alerts (and manual or union decisions) into
 //! decisions in force. The allowlist is checked here, once, for every origin;
 //! repeat offenders get longer bans here; a target already covered by a
-//! decision at least as long is not decided twice.
+//! decision at least as long is not decided twice. The peers of established
+//! SSH sessions to this host (the operator's own connection) are protected
+//! here too, from a view of the kernel's socket table refreshed as it ages.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -25,11 +27,13 @@ pub enum Outcome {
     Allowlisted(IpNet),
 }
 
-/// Decision policy: allowlist and escalation.
+/// Decision policy: allowlist, SSH-session protection and escalation.
 #[derive(Clone, Debug)]
 pub struct Decider {
     pub allowlist: Allowlist,
     pub escalation: Escalation,
+    /// When set, peers of established SSH sessions are never decided on.
+    pub ssh_sessions: Option<SshSessions>,
 }
 
 impl Decider {
@@ -37,7 +41,22 @@ impl Decider {
         Decider {
             allowlist,
             escalation,
+            ssh_sessions: None,
         }
+    }
+
+    /// Also protect the peers of established SSH sessions (`[decisions] allow_ssh_sessions`).
+    pub fn with_ssh_sessions(mut self, s: SshSessions) -> Self {
+        self.ssh_sessions = Some(s);
+        self
+    }
+
+    /// The allowlist entry or SSH session that `target` touches, if any.
+    fn protected(&self, target: &IpNet) -> Option<IpNet> {
+        if let Some(net) = self.allowlist.overlaps(target) {
+            return Some(net);
+        }
+        self.ssh_sessions.as_ref()?.protecting(target)
     }
 
     /// The ban length for the `n`th offence (n ≥ 1) of a scenario whose base is `base_s`.
@@ -59,7 +78,7 @@ impl Decider {
         alert: &Alert,
         now: UnixTime,
     ) -> Result<Outcome, StoreError> {
-        if let Some(net) = self.allowlist.overlaps(&alert.target) {
+        if let Some(net) = self.protected(&alert.target) {
             return Ok(Outcome::Allowlisted(net));
         }
         let n = store.bump_offence(&alert.target, now, self.escalation.forget.as_secs())?;
@@ -80,7 +99,7 @@ impl Decider {
     /// Admits a decision from any origin: refused if it touches the
     /// allowlist; merged with an active decision of the same type on the same target.
     pub fn admit(&self, store: &Store, d: Decision, now: UnixTime) -> Result<Outcome, StoreError> {
-        if let Some(net) = self.allowlist.overlaps(&d.target) {
+        if let Some(net) = self.protected(&d.target) {
             return Ok(Outcome::Allowlisted(net));
         }
         for old in store.active_for(&d.target, now)? {
@@ -147,6 +166,121 @@ pub fn own_addresses() -> Vec<IpNet> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The peers of the operator's SSH sessions: every remote address with an
+/// ESTABLISHED TCP connection to a local sshd port (from `/proc/net/tcp` and
+/// `/proc/net/tcp6` of the daemon's network namespace), plus the client of
+/// `$SSH_CONNECTION` when the daemon was started from an SSH session. The
+/// socket table is re-read when the last view is older than [`SSH_REFRESH`],
+/// and only when a decision is being made, so idle hosts do no work.
+#[derive(Clone, Debug)]
+pub struct SshSessions {
+    ports: Vec<u16>,
+    from_env: Option<IpAddr>,
+    // Locked only to swap a small vector; never held across I/O of another lock.
+    cache: std::sync::Arc<std::sync::Mutex<(Option<std::time::Instant>, Vec<IpAddr>)>>,
+}
+
+/// How old the view of the SSH sessions may be before it is read again.
+pub const SSH_REFRESH: Duration = Duration::from_secs(2);
+
+impl SshSessions {
+    /// Sessions to the local sshd on `ports`.
+    pub fn new(ports: Vec<u16>) -> Self {
+        let from_env = std::env::var("SSH_CONNECTION")
+            .ok()
+            .and_then(|v| v.split_whitespace().next()?.parse().ok());
+        SshSessions {
+            ports,
+            from_env,
+            cache: Default::default(),
+        }
+    }
+
+    /// The current session peers (refreshed if the view is older than [`SSH_REFRESH`]).
+    pub fn current(&self) -> Vec<IpAddr> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.0.is_none_or(|t| t.elapsed() >= SSH_REFRESH) {
+            let mut peers = Vec::new();
+            for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                if let Ok(t) = std::fs::read_to_string(f) {
+                    peers.extend(ssh_peers(&t, &self.ports));
+                }
+            }
+            peers.extend(self.from_env);
+            peers.sort();
+            peers.dedup();
+            *c = (Some(std::time::Instant::now()), peers);
+        }
+        c.1.clone()
+    }
+
+    /// The session peer (as a host network) that `target` contains, if any.
+    pub fn protecting(&self, target: &IpNet) -> Option<IpNet> {
+        self.current()
+            .into_iter()
+            .find(|ip| target.contains(ip))
+            .map(shield_core::host_net)
+    }
+}
+
+/// The ports the local sshd listens on: `Port` lines of `/etc/ssh/sshd_config`, or 22.
+pub fn sshd_ports() -> Vec<u16> {
+    let mut ports: Vec<u16> = std::fs::read_to_string("/etc/ssh/sshd_config")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.next()
+                .filter(|k| k.eq_ignore_ascii_case("port"))
+                .and_then(|_| w.next()?.parse().ok())
+        })
+        .collect();
+    if !ports.contains(&22) {
+        ports.push(22);
+    }
+    ports
+}
+
+/// Remote addresses of ESTABLISHED sockets whose local port is in `ports`,
+/// from the text of `/proc/net/tcp` or `/proc/net/tcp6`. Lines that do not
+/// parse are skipped.
+pub fn ssh_peers(table: &str, ports: &[u16]) -> Vec<IpAddr> {
+    fn addr(s: &str) -> Option<(IpAddr, u16)> {
+        let (ip, port) = s.split_once(':')?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        // The kernel prints each 32-bit word of the address as a native-endian integer.
+        let mut bytes = Vec::with_capacity(16);
+        for i in (0..ip.len()).step_by(8) {
+            let w = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+            bytes.extend_from_slice(&w.to_ne_bytes());
+        }
+        let ip = match bytes.len() {
+            4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+            16 => {
+                let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+                v6.to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(v6))
+            }
+            _ => return None,
+        };
+        Some((ip, port))
+    }
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().take(4).collect();
+            if f.len() < 4 || f[3] != "01" {
+                return None;
+            }
+            let (_, lport) = addr(f[1])?;
+            let (rip, _) = addr(f[2])?;
+            ports.contains(&lport).then_some(rip)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -239,6 +373,52 @@ mod tests {
             panic!()
         };
         assert_eq!((e.id, e.expires), (a.id, 900));
+    }
+
+    #[test]
+    fn ssh_peers_from_the_socket_table() {
+        // Captured from a little-endian host: 10.0.0.5:22 <- 198.51.100.7:51000
+        // ESTABLISHED, a LISTEN socket on 22, and an ESTABLISHED one on port 80.
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 0500000A:0016 076433C6:C738 01 00000000:00000000 02:00000000 00000000     0        0 2 1
+   2: 0500000A:0050 086433C6:C739 01 00000000:00000000 02:00000000 00000000     0        0 3 1
+   3: garbage
+";
+        if cfg!(target_endian = "little") {
+            let got = ssh_peers(v4, &[22]);
+            assert_eq!(got, vec!["198.51.100.7".parse::<IpAddr>().unwrap()]);
+            // ::ffff:203.0.113.9 on tcp6 is reported as the IPv4 address.
+            let v6 = "hdr
+   0: 00000000000000000000000001000000:0016 0000000000000000FFFF0000097100CB:D431 01 0 0 0 0 0 0 0
+";
+            assert_eq!(
+                ssh_peers(v6, &[22]),
+                vec!["203.0.113.9".parse::<IpAddr>().unwrap()]
+            );
+            assert!(ssh_peers(v4, &[2222]).is_empty());
+        }
+    }
+
+    #[test]
+    fn ssh_session_peer_is_protected_like_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = SshSessions::new(vec![22]);
+        *s.cache.lock().unwrap() = (
+            Some(std::time::Instant::now()),
+            vec!["198.51.100.7".parse().unwrap()],
+        );
+        let d = Decider::new(Allowlist::default(), Escalation::default()).with_ssh_sessions(s);
+        assert_eq!(
+            d.on_alert(&store, &alert("198.51.100.0/24", 60), 0)
+                .unwrap(),
+            Outcome::Allowlisted("198.51.100.7/32".parse().unwrap())
+        );
+        assert!(matches!(
+            d.on_alert(&store, &alert("203.0.113.1/32", 60), 0).unwrap(),
+            Outcome::New(_)
+        ));
     }
 
     #[test]

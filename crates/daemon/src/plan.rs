@@ -520,7 +520,14 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         keep: c.store.keep,
         engine: settings,
         pipelines,
-        decider: Decider::new(Allowlist::new(allow), esc),
+        decider: {
+            let d = Decider::new(Allowlist::new(allow), esc);
+            if c.decisions.allow_ssh_sessions {
+                d.with_ssh_sessions(decide::SshSessions::new(decide::sshd_ports()))
+            } else {
+                d
+            }
+        },
         firewall: FirewallPlan {
             backend: resolve_backend(c.firewall.backend),
             table: c.firewall.table.clone(),
