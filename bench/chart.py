@@ -35,7 +35,10 @@ def draw(res, path):
                 a.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=7, rotation=90, padding=2)
         a.set_xticks(range(len(inputs)))
         crowd = rm.get("nginx/crowdsec")
-        a.set_xticklabels(["sshd (1M lines)", "nginx access" + (f" (CrowdSec: {crowd['lines']:,})" if crowd else "")])
+        n = res["params"]["lines"]
+        cs_ssh = rm.get("sshd/crowdsec")
+        a.set_xticklabels([f"sshd ({n:,} lines" + (f"; CrowdSec {cs_ssh['lines']:,}" if cs_ssh and cs_ssh["lines"] != n else "") + ")",
+                           f"nginx access ({n:,}" + (f"; CrowdSec {crowd['lines']:,}" if crowd else "") + ")"], fontsize=8)
         if log:
             a.set_yscale("log")
         a.set_title(title, fontsize=10)

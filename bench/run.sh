@@ -61,4 +61,5 @@ if [ -z "${SHIELD_BIN:-}" ]; then
   SHIELD_BIN="$CARGO_TARGET_DIR/release/shield"
 fi
 export SHIELD_BIN
-exec python3 bench/sidebyside.py "$@"
+# Debian's python3 (where python3-matplotlib lives), not whatever python3 is first on PATH.
+exec /usr/bin/python3 bench/sidebyside.py "$@"

@@ -12,6 +12,10 @@ Standard library only (the chart, in bench/chart.py, uses matplotlib).
 Nothing here sends traffic anywhere but 127.0.0.1.
 """
 
+import sys
+
+sys.dont_write_bytecode = True  # keep bench/ clean when chart.py is imported
+
 import ipaddress
 import json
 import os
@@ -22,7 +26,6 @@ import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -635,9 +638,11 @@ def main():
         inp, tool = key.split("/")
         base = "nginx" if inp.startswith("nginx") else "sshd"
         t = truth[base]
-        if inp == "nginx30k" or (key == "sshd/crowdsec" and CS_SSHD_LINES < LINES):
-            t = in_prefix["nginx30k" if base == "nginx" else "sshdcs"]
+        # CrowdSec read prefixes: score it, and the others on the same prefix, on the attackers in them.
+        prefixed = {"nginx": CS_NGINX_LINES < LINES, "sshd": CS_SSHD_LINES < LINES}
+        if inp in ("nginx30k", "sshdcs") or (tool == "crowdsec" and prefixed[base]):
             inp = "nginx30k" if base == "nginx" else "sshdcs"
+            t = in_prefix[inp]
         det[f"{inp}/{tool}"] = score(rs[0]["flagged"], t, kinds[base])
     for rs in runs.values():
         for r in rs:
@@ -662,7 +667,8 @@ def main():
         import chart
         chart.draw(res, out_dir / "sidebyside.png")
     except ImportError as e:
-        log(f"no chart: {e} (install python3-matplotlib)")
+        raise BenchError(f"no chart: {e}; install python3-matplotlib and run with /usr/bin/python3 "
+                         f"(the figures are in {out_dir}/latest.json)") from e
     log(f"done in {res['duration_s']:.0f}s: {out_dir}/latest.json, {out_dir}/sidebyside.png"
         + ("" if NO_WRITE else ", BENCHMARKS.md"))
     print(md)
@@ -726,6 +732,8 @@ TOOLS = {
     "crowdsec": "`crowdsec -dsn file://LOG -no-capi`",
 }
 FILTER = {"sshd": "sshd", "nginx": "nginx-botsearch", "nginx30k": "nginx-botsearch", "sshdcs": "sshd"}
+INPUTS = {"sshd": "sshd", "nginx": "nginx", "nginx30k": f"nginx, first {CS_NGINX_LINES:,} lines",
+          "sshdcs": f"sshd, first {CS_SSHD_LINES:,} lines"}
 
 
 def fmt(n):
@@ -768,7 +776,7 @@ def markdown(res):
     for key, v in rm.items():
         inp, tool = key.split("/")
         walls = " / ".join(f"{w:.2f}" for w in v["walls"])
-        L.append(f"| {inp} | {TOOLS[tool].replace(' F', ' ' + FILTER[inp])} | {fmt(v['lines'])} | "
+        L.append(f"| {INPUTS[inp]} | {TOOLS[tool].replace(' F', ' ' + FILTER[inp])} | {fmt(v['lines'])} | "
                  f"{v['wall_s']:.2f} s ({walls}) | {fmt(v['lines_per_s'])} | {v['cpu_s']:.2f} | {v['rss_mb']} |")
     L.append("")
     L.append("### Detection against the ground truth")
@@ -776,7 +784,8 @@ def markdown(res):
     L.append(f"Shield: its decisions. fail2ban: jail defaults (maxretry {MAXRETRY} within {FINDTIME} s) over "
              "`fail2ban-regex -o \"<ip> <time>\"`. CrowdSec: the decisions in its database. "
              "A false positive is a flagged address or range that holds no attacker. "
-             "`nginx30k`/`sshdcs` are the prefixes CrowdSec read; their truth is the attackers present in them.")
+             "Where CrowdSec read only the first lines of a log, it and the others are also scored on that prefix, "
+             "against the attackers present in it.")
     L.append("")
     L.append("| input | tool | attackers flagged | by scenario (caught/total) | false positives |")
     L.append("|---|---|---:|---|---:|")
@@ -785,7 +794,7 @@ def markdown(res):
         d = res["detection"][key]
         inp, tool = key.split("/")
         by = ", ".join(f"{k} {c}/{t}" for k, (c, t) in sorted(d["by_scenario"].items()))
-        L.append(f"| {inp} | {TOOLS[tool].replace(' F', ' ' + FILTER[inp])} | {d['caught']} / {d['attackers']} | "
+        L.append(f"| {INPUTS[inp]} | {TOOLS[tool].replace(' F', ' ' + FILTER[inp])} | {d['caught']} / {d['attackers']} | "
                  f"{by} | {d['false_positives']} |")
     L.append("")
     L.append("### Decision lookups under load")
