@@ -39,8 +39,11 @@ use crate::signal::Envelope;
 use crate::transport::{BoxFuture, Have, Health, PeerStatus, Sink, Transport};
 use crate::treaty::{Canonical, Treaty};
 
-/// Most envelopes in one push or pull answer.
-pub const BATCH: usize = 500;
+/// Most envelopes in one push or pull answer (200 × the 4 KiB payload cap in
+/// base64 stays under axum's 2 MiB JSON body limit).
+pub const BATCH: usize = 200;
+/// Largest answer body read from a peer.
+const MAX_ANSWER: usize = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SERVER_NAME: &str = "shield-union";
@@ -318,8 +321,10 @@ impl PeerClient {
                 send.ready().await?;
                 let r = send.send_request(req).await?;
                 let status = r.status().as_u16();
-                let b = r.into_body().collect().await?.to_bytes();
-                Ok::<_, hyper::Error>((status, b))
+                let b = http_body_util::Limited::new(r.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, b.to_bytes()))
             })
             .await;
             match res {
