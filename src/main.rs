@@ -61,6 +61,8 @@ pub enum Cmd {
     /// Manage API keys of CrowdSec-compatible bouncers.
     #[command(subcommand)]
     Bouncers(cmd::manage::BouncersCmd),
+    /// Turn an existing fail2ban configuration into a Shield config.
+    ImportFail2ban(cmd::import::Args),
     /// Union membership: keys, treaty, status.
     #[command(subcommand)]
     Union(shield_union::cli::UnionCmd),

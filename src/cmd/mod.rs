@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::{Cli, Cmd};
 
 pub mod genlog;
+pub mod import;
 pub mod manage;
 pub mod replay;
 
@@ -37,6 +38,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Alerts(c) => manage::alerts(config, c),
         Cmd::Status { format } => manage::status(config, format),
         Cmd::Bouncers(c) => manage::bouncers(config, c),
+        Cmd::ImportFail2ban(a) => import::run(a),
         Cmd::Union(c) => {
             shield_union::cli::run(c)?;
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,122 @@
+//! fail2ban users' paths into Shield, through the real binary: a stock filter
+//! on its own (`replay --fail2ban-filter`, like fail2ban-regex) and a whole
+//! fail2ban setup turned into a Shield config (`import-fail2ban`).
+//! Reads fail2ban's files from Debian's package at test time (never copied).
+
+mod common;
+
+use common::{ok, require, shield};
+
+#[test]
+fn replay_with_the_stock_sshd_filter_bans_the_brute_forcer() {
+    require("fail2ban-regex", "fail2ban");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let mut text = String::new();
+    for i in 0..6 {
+        text += &format!(
+            "Mar  1 10:00:0{i} web1 sshd[{}]: Failed password for root from 203.0.113.44 port 4{i}000 ssh2\n",
+            100 + i
+        );
+    }
+    text += "Mar  1 10:00:09 web1 sshd[200]: Accepted publickey for admin from 192.0.2.10 port 50000 ssh2: ED25519 SHA256:abc\n";
+    std::fs::write(&log, text).unwrap();
+    let out = ok(&[
+        "replay",
+        "--fail2ban-filter",
+        "sshd",
+        "--format",
+        "json",
+        log.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["lines"], 7);
+    assert!(v["matched"].as_u64().unwrap() >= 6, "{v}");
+    let d = v["decisions"].as_array().unwrap();
+    assert_eq!(d.len(), 1, "{v}");
+    assert_eq!(d[0]["value"], "203.0.113.44");
+    assert_eq!(d[0]["duration_s"], 600);
+
+    // explain with the same filter, and a clear error for a filter that does not exist.
+    let mut c = shield()
+        .args([
+            "explain",
+            "--format",
+            "json",
+            "--fail2ban-filter",
+            "sshd[mode=aggressive]",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(b"Mar  1 10:00:00 web1 sshd[1]: Connection closed by 198.51.100.3 port 5000 [preauth]\n").unwrap();
+    let o = c.wait_with_output().unwrap();
+    let x: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(x["matched"], true, "{x}");
+    assert_eq!(x["host"], "198.51.100.3");
+    let bad = shield()
+        .args([
+            "replay",
+            "--fail2ban-filter",
+            "no-such-filter",
+            log.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no-such-filter"));
+}
+
+#[test]
+fn import_fail2ban_setup_gives_a_valid_config() {
+    require("fail2ban-regex", "fail2ban");
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("fail2ban");
+    std::fs::create_dir_all(etc.join("jail.d")).unwrap();
+    for f in ["jail.conf", "paths-common.conf", "paths-debian.conf"] {
+        std::fs::copy(format!("/etc/fail2ban/{f}"), etc.join(f)).unwrap();
+    }
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::write(
+        etc.join("jail.local"),
+        format!(
+            "[DEFAULT]\nignoreip = 127.0.0.1/8 ::1 10.9.0.0/16\nbantime.increment = true\nbantime.maxtime = 2d\n\n[sshd]\nenabled = true\nbackend = auto\nlogpath = {}\nmaxretry = 3\nfindtime = 5m\nbantime = 1h\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let out = ok(&[
+        "import-fail2ban",
+        etc.to_str().unwrap(),
+        "--out",
+        cfg.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains("[[jail]]") && text.contains("name = \"sshd\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("maxretry = 3")
+            && text.contains("findtime = \"300s\"")
+            && text.contains("bantime = \"3600s\""),
+        "{text}"
+    );
+    assert!(text.contains("10.9.0.0/16"), "{text}");
+    assert!(text.contains("max = \"172800s\""), "{text}");
+    let _ = out;
+    // The result validates, with fail2ban's real sshd filter loaded from /etc/fail2ban/filter.d.
+    let mut full = format!("[store]\npath = \"{}/s.db\"\n\n", dir.path().display());
+    full += &text;
+    std::fs::write(&cfg, full).unwrap();
+    let chk = ok(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(
+        String::from_utf8_lossy(&chk.stdout).contains("1 pipeline(s)"),
+        "{}",
+        String::from_utf8_lossy(&chk.stdout)
+    );
+}
