@@ -143,11 +143,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         }
     }
     reg.register("source_lines", "Lines read, by source", lines);
-    reg.register(
-        "source_matched",
-        "Lines a rule matched, by source",
-        matched,
-    );
+    reg.register("source_matched", "Lines a rule matched, by source", matched);
     reg.register("source_alerts", "Alerts raised, by source", src_alerts);
     reg.register(
         "source_invalid_utf8",
@@ -310,7 +306,9 @@ pub fn router(shared: Shared) -> axum::Router {
                 body,
             )
                 .into_response(),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed").into_response(),
+            Err(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed").into_response()
+            }
         }
     }
     axum::Router::new()
@@ -349,7 +347,10 @@ mod tests {
         reg.register("batch_commit_seconds", "b", m.batch_commit.clone());
         let mut out = String::new();
         encode(&mut out, &reg).unwrap();
-        assert!(out.contains("shield_alerts_total{scenario=\"ssh-bf\"} 2"), "{out}");
+        assert!(
+            out.contains("shield_alerts_total{scenario=\"ssh-bf\"} 2"),
+            "{out}"
+        );
         assert!(out.contains("shield_batch_commit_seconds_count 1"), "{out}");
     }
 }

@@ -289,7 +289,10 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                     Err(_) => {
                         errs.push(l.error_at(
                             span.clone(),
-                            format!("source `{}`: listen `{addr}` is not an address:port", s.name),
+                            format!(
+                                "source `{}`: listen `{addr}` is not an address:port",
+                                s.name
+                            ),
                             Some("e.g. listen = \"127.0.0.1:5514\"".into()),
                         ));
                         None

@@ -62,10 +62,13 @@ pub fn spawn(
     {
         let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(st) = s.get_mut(&name) {
-            st.files = [listener.udp_addr().map(|a| format!("udp://{a}")), listener.tcp_addr().map(|a| format!("tcp://{a}"))]
-                .into_iter()
-                .flatten()
-                .collect();
+            st.files = [
+                listener.udp_addr().map(|a| format!("udp://{a}")),
+                listener.tcp_addr().map(|a| format!("tcp://{a}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
         }
     }
     tracing::info!(source = %name, udp = ?listener.udp_addr(), tcp = ?listener.tcp_addr(), "syslog listener started");
@@ -83,7 +86,9 @@ pub fn spawn(
                     lines += 1;
                     let before = engine.stats().matched;
                     match std::str::from_utf8(&bytes) {
-                        Ok(l) => engine.feed(l, t, &mut |a| alerts.push(a)),
+                        Ok(l) => {
+                            engine.feed(l, t, &mut |a| alerts.push(a));
+                        }
                         Err(_) => {
                             bad += 1;
                             let l = String::from_utf8_lossy(&bytes);
@@ -93,7 +98,8 @@ pub fn spawn(
                     matched += engine.stats().matched - before;
                 }
                 let d = dropped.load(Ordering::Relaxed);
-                if (lines > 0 && (!alerts.is_empty() || last_send.elapsed() > Duration::from_millis(250)))
+                if (lines > 0
+                    && (!alerts.is_empty() || last_send.elapsed() > Duration::from_millis(250)))
                     || d != reported_drops
                 {
                     if let Ok(mut s) = sources.lock() {
@@ -105,7 +111,9 @@ pub fn spawn(
                                 st.last_line_at = Some(t);
                             }
                             if d > 0 {
-                                st.error = Some(format!("{d} messages dropped: the engine fell behind the sender"));
+                                st.error = Some(format!(
+                                    "{d} messages dropped: the engine fell behind the sender"
+                                ));
                             }
                         }
                     }

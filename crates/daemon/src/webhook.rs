@@ -11,7 +11,7 @@
 //! counted and logged (rate-limited by the bucket itself).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -58,7 +58,9 @@ impl WebhookPlan {
         {
             return Err(bad());
         }
-        let authority = if auth.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let authority = if auth
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
             && !auth.ends_with(']')
         {
             auth.to_string()
@@ -100,8 +102,8 @@ impl TokenBucket {
         if self.per_token.is_zero() {
             self.tokens = self.capacity;
         } else {
-            self.tokens = (self.tokens + dt.as_secs_f64() / self.per_token.as_secs_f64())
-                .min(self.capacity);
+            self.tokens =
+                (self.tokens + dt.as_secs_f64() / self.per_token.as_secs_f64()).min(self.capacity);
         }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -233,13 +235,22 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let p = WebhookPlan::parse("http://127.0.0.1:9000/hook", Duration::from_secs(10), 3)
-            .unwrap();
+        let p =
+            WebhookPlan::parse("http://127.0.0.1:9000/hook", Duration::from_secs(10), 3).unwrap();
         assert_eq!(p.authority, "127.0.0.1:9000");
         assert_eq!(p.path, "/hook");
         let p = WebhookPlan::parse("http://example.org", Duration::ZERO, 0).unwrap();
-        assert_eq!((p.authority.as_str(), p.path.as_str(), p.burst), ("example.org:80", "/", 1));
-        for bad in ["https://x/", "ftp://x", "http://", "http://u@x/", "http://x/a b"] {
+        assert_eq!(
+            (p.authority.as_str(), p.path.as_str(), p.burst),
+            ("example.org:80", "/", 1)
+        );
+        for bad in [
+            "https://x/",
+            "ftp://x",
+            "http://",
+            "http://u@x/",
+            "http://x/a b",
+        ] {
             assert!(WebhookPlan::parse(bad, Duration::ZERO, 1).is_err(), "{bad}");
         }
     }
@@ -284,16 +295,14 @@ mod tests {
                         }
                     }
                 }
-                s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+                s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    .await
+                    .unwrap();
                 let _ = got_tx.send(String::from_utf8_lossy(&req).to_string());
             }
         });
-        let plan = WebhookPlan::parse(
-            &format!("http://{addr}/hook"),
-            Duration::from_secs(3600),
-            2,
-        )
-        .unwrap();
+        let plan = WebhookPlan::parse(&format!("http://{addr}/hook"), Duration::from_secs(3600), 2)
+            .unwrap();
         let n = Notifier::default();
         let m = Metrics::default();
         let task = start(plan, &n, m.clone()).unwrap();
@@ -317,17 +326,25 @@ mod tests {
         let _second = got_rx.recv().await.unwrap();
         // Wait until the other three were dropped by the bucket.
         for _ in 0..100 {
-            if m.webhook.get_or_create(&vec![("outcome".into(), "dropped".into())]).get() == 3 {
+            if m.webhook
+                .get_or_create(&vec![("outcome".into(), "dropped".into())])
+                .get()
+                == 3
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(
-            m.webhook.get_or_create(&vec![("outcome".into(), "dropped".into())]).get(),
+            m.webhook
+                .get_or_create(&vec![("outcome".into(), "dropped".into())])
+                .get(),
             3
         );
         assert_eq!(
-            m.webhook.get_or_create(&vec![("outcome".into(), "sent".into())]).get(),
+            m.webhook
+                .get_or_create(&vec![("outcome".into(), "sent".into())])
+                .get(),
             2
         );
         task.abort();

@@ -248,7 +248,12 @@ mod tests {
         let (from, w, n) = window(1, 7_200 + 30);
         assert_eq!((w, n), (60, 60));
         assert_eq!(from, 7_260 - 3_600);
-        let b = bucket([from, from + 59, from + 60, from - 1, from + 3_600].into_iter(), from, w, n);
+        let b = bucket(
+            [from, from + 59, from + 60, from - 1, from + 3_600].into_iter(),
+            from,
+            w,
+            n,
+        );
         assert_eq!(b[0], 2);
         assert_eq!(b[1], 1);
         assert_eq!(b.iter().sum::<u64>(), 3);
@@ -259,13 +264,26 @@ mod tests {
 
     #[test]
     fn ranges_and_tops() {
-        assert_eq!(range_of("203.0.113.9/32").as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(
+            range_of("203.0.113.9/32").as_deref(),
+            Some("203.0.113.0/24")
+        );
         assert_eq!(range_of("203.0.113.9").as_deref(), Some("203.0.113.0/24"));
         assert_eq!(range_of("10.0.0.0/8").as_deref(), Some("10.0.0.0/8"));
-        assert_eq!(range_of("2001:db8::1/128").as_deref(), Some("2001:db8::/64"));
+        assert_eq!(
+            range_of("2001:db8::1/128").as_deref(),
+            Some("2001:db8::/64")
+        );
         assert_eq!(range_of("not an address"), None);
-        let m = HashMap::from([("b".to_string(), 2), ("a".to_string(), 2), ("c".to_string(), 5)]);
+        let m = HashMap::from([
+            ("b".to_string(), 2),
+            ("a".to_string(), 2),
+            ("c".to_string(), 5),
+        ]);
         let t = top(m, 2);
-        assert_eq!(t.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["c", "a"]);
+        assert_eq!(
+            t.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+            ["c", "a"]
+        );
     }
 }
