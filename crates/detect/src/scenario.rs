@@ -830,7 +830,12 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
         // Scanners that never authenticate (fail2ban's aggressive mode).
         out.push(spec(
             "sshd-preauth-scanner",
-            &["sshd-no-ident", "sshd-bad-protocol", "sshd-banner-invalid", "sshd-negotiate"],
+            &[
+                "sshd-no-ident",
+                "sshd-bad-protocol",
+                "sshd-banner-invalid",
+                "sshd-negotiate",
+            ],
             Leaky,
             5,
             60,

@@ -335,7 +335,11 @@ fn parse(line: &str) -> Option<Access> {
     // ident, then the user (which may hold spaces), then `[stamp]`.
     let lb = memchr::memchr(b'[', &b[he..])? + he;
     let ident_end = memchr::memchr(b' ', &b[he + 1..lb])? + he + 1;
-    let user = (ident_end + 1, lb.checked_sub(1)?.max(ident_end + 1));
+    // `ident user [`: the byte before `[` must be the separating space.
+    if lb < ident_end + 2 || b[lb - 1] != b' ' {
+        return None;
+    }
+    let user = (ident_end + 1, lb - 1);
     let rb = memchr::memchr(b']', &b[lb..])? + lb;
     let time = parse_clf(&line[lb + 1..rb]).map(|x| x.0);
     if b.get(rb + 1) != Some(&b' ') || b.get(rb + 2) != Some(&b'"') {
