@@ -371,3 +371,10 @@ fn explain_and_stats() {
             .contains("\"keys_evicted\":0")
     );
 }
+
+#[test]
+fn engine_can_move_to_a_worker_thread() {
+    fn send<T: Send>() {}
+    send::<Engine>();
+    send::<NativeMatcher>();
+}
