@@ -154,12 +154,25 @@ fn replay_flood_of_distinct_addresses_stays_bounded_and_catches_attackers() {
         .unwrap()
         .iter()
         .map(|d| d["value"].as_str().unwrap().to_string())
-        .map(|v| if v.contains('/') { v } else { format!("{v}/32") })
+        .map(|v| {
+            if v.contains('/') {
+                v
+            } else {
+                format!("{v}/32")
+            }
+        })
         .collect();
     for a in &attackers {
-        assert!(decided.contains(a), "attacker {a} missed in the flood: {decided:?}");
+        assert!(
+            decided.contains(a),
+            "attacker {a} missed in the flood: {decided:?}"
+        );
     }
-    assert_eq!(decided.len(), attackers.len(), "flood addresses banned: {decided:?}");
+    assert_eq!(
+        decided.len(),
+        attackers.len(),
+        "flood addresses banned: {decided:?}"
+    );
     // Bounded state: 1M tracked keys would need far more than this.
     assert!(
         peak < 160 * 1024,
@@ -186,7 +199,9 @@ fn live_tail_flood_stays_bounded_and_catches_attackers() {
     );
     let d = Daemon::start(dir.path(), &config(&src, ""));
     let pid = d.child.as_ref().unwrap().id();
-    let stamp = jiff::Timestamp::now().strftime("%b %e %H:%M:%S").to_string();
+    let stamp = jiff::Timestamp::now()
+        .strftime("%b %e %H:%M:%S")
+        .to_string();
     let tmp = dir.path().join("gen.log");
     let attackers = generate(&tmp, n, &stamp);
     let t = Instant::now();
@@ -215,8 +230,13 @@ fn live_tail_flood_stays_bounded_and_catches_attackers() {
             .collect();
         attackers.iter().all(|a| got.contains(a)).then_some(got)
     });
-    let got = banned.unwrap_or_else(|| panic!("attackers missed in the live flood:\n{:?}", d.active()));
-    assert_eq!(got.len(), attackers.len(), "flood addresses banned: {got:?}");
+    let got =
+        banned.unwrap_or_else(|| panic!("attackers missed in the live flood:\n{:?}", d.active()));
+    assert_eq!(
+        got.len(),
+        attackers.len(),
+        "flood addresses banned: {got:?}"
+    );
     let peak = vm_hwm(pid);
     assert!(peak > 0, "could not read VmHWM of the daemon");
     assert!(

@@ -42,7 +42,11 @@ packs = ["sshd"]
     );
     let d = Daemon::start(dir.path(), &cfg);
     let out = d.cli(&["bouncers", "add", "fw"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(key.len(), 64);
     (dir, d, port, key)
@@ -109,45 +113,204 @@ fn bad_requests_are_refused_with_4xx_and_counted() {
     let big = vec![b'a'; 2 * 1024 * 1024];
     let mut cases: Vec<(&str, (u16, String))> = vec![
         // Oversized bodies.
-        ("big control body", send(port, "POST", "/api/decisions", &bearer(), &big)),
-        ("big usage-metrics body", send(port, "POST", "/v1/usage-metrics", &apikey, &big)),
+        (
+            "big control body",
+            send(port, "POST", "/api/decisions", &bearer(), &big),
+        ),
+        (
+            "big usage-metrics body",
+            send(port, "POST", "/v1/usage-metrics", &apikey, &big),
+        ),
         // Malformed JSON and wrong shapes.
-        ("truncated json", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"#)),
-        ("not json", send(port, "POST", "/api/decisions", &bearer(), b"\x00\xff\xfe")),
-        ("unknown field", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"1.2.3.4","x":1}"#)),
-        ("wrong type", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":5}"#)),
-        ("deep nesting", send(port, "POST", "/api/decisions", &bearer(), "[".repeat(100_000).as_bytes())),
-        ("path as target", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"../../etc/passwd"}"#)),
-        ("control char reason", send(port, "POST", "/api/decisions", &bearer(), b"{\"target\":\"203.0.113.9\",\"reason\":\"a\\u001b[2Jb\"}")),
-        ("huge duration", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"203.0.113.9","duration":"99999999999999999999y"}"#)),
-        ("overflowing duration", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"203.0.113.9","duration":"300000000000y"}"#)),
-        ("bad type", send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"203.0.113.9","type":"nuke"}"#)),
-        ("bad bouncer name", send(port, "POST", "/api/bouncers", &bearer(), br#"{"name":"../../root"}"#)),
+        (
+            "truncated json",
+            send(port, "POST", "/api/decisions", &bearer(), br#"{"target":"#),
+        ),
+        (
+            "not json",
+            send(port, "POST", "/api/decisions", &bearer(), b"\x00\xff\xfe"),
+        ),
+        (
+            "unknown field",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                br#"{"target":"1.2.3.4","x":1}"#,
+            ),
+        ),
+        (
+            "wrong type",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                br#"{"target":5}"#,
+            ),
+        ),
+        (
+            "deep nesting",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                "[".repeat(100_000).as_bytes(),
+            ),
+        ),
+        (
+            "path as target",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                br#"{"target":"../../etc/passwd"}"#,
+            ),
+        ),
+        (
+            "control char reason",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                b"{\"target\":\"203.0.113.9\",\"reason\":\"a\\u001b[2Jb\"}",
+            ),
+        ),
+        (
+            "huge duration",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                br#"{"target":"203.0.113.9","duration":"99999999999999999999y"}"#,
+            ),
+        ),
+        (
+            "overflowing duration",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                br#"{"target":"203.0.113.9","duration":"300000000000y"}"#,
+            ),
+        ),
+        (
+            "bad type",
+            send(
+                port,
+                "POST",
+                "/api/decisions",
+                &bearer(),
+                br#"{"target":"203.0.113.9","type":"nuke"}"#,
+            ),
+        ),
+        (
+            "bad bouncer name",
+            send(
+                port,
+                "POST",
+                "/api/bouncers",
+                &bearer(),
+                br#"{"name":"../../root"}"#,
+            ),
+        ),
         // Wrong credentials.
         ("no token", get(port, "/api/decisions", "")),
-        ("wrong token", get(port, "/api/decisions", "Authorization: Bearer t0ken-for-the-hostile-test-0123456780\r\n")),
-        ("short token", get(port, "/api/decisions", "Authorization: Bearer t\r\n")),
-        ("basic auth", get(port, "/api/decisions", "Authorization: Basic dDp0\r\n")),
+        (
+            "wrong token",
+            get(
+                port,
+                "/api/decisions",
+                "Authorization: Bearer t0ken-for-the-hostile-test-0123456780\r\n",
+            ),
+        ),
+        (
+            "short token",
+            get(port, "/api/decisions", "Authorization: Bearer t\r\n"),
+        ),
+        (
+            "basic auth",
+            get(port, "/api/decisions", "Authorization: Basic dDp0\r\n"),
+        ),
         ("no api key", get(port, "/v1/decisions", "")),
-        ("wrong api key", get(port, "/v1/decisions", &format!("X-Api-Key: {}\r\n", "0".repeat(64)))),
-        ("long api key", get(port, "/v1/decisions", &format!("X-Api-Key: {}\r\n", "k".repeat(8000)))),
+        (
+            "wrong api key",
+            get(
+                port,
+                "/v1/decisions",
+                &format!("X-Api-Key: {}\r\n", "0".repeat(64)),
+            ),
+        ),
+        (
+            "long api key",
+            get(
+                port,
+                "/v1/decisions",
+                &format!("X-Api-Key: {}\r\n", "k".repeat(8000)),
+            ),
+        ),
         // Paths and odd bytes in every parameter.
-        ("ip traversal", get(port, "/v1/decisions?ip=../../etc/passwd", &apikey)),
+        (
+            "ip traversal",
+            get(port, "/v1/decisions?ip=../../etc/passwd", &apikey),
+        ),
         ("ip nul", get(port, "/v1/decisions?ip=%00", &apikey)),
-        ("range garbage", get(port, "/v1/decisions?range=1.2.3.4/99", &apikey)),
-        ("scope bytes", get(port, "/v1/decisions?scope=%ff%fe", &apikey)),
+        (
+            "range garbage",
+            get(port, "/v1/decisions?range=1.2.3.4/99", &apikey),
+        ),
+        (
+            "header injection",
+            get(port, "/v1/decisions?ip=1.2.3.4%0d%0aX-Evil:%201", &apikey),
+        ),
         ("bad percent", get(port, "/v1/decisions?ip=%zz", &apikey)),
-        ("stream startup", get(port, "/v1/decisions/stream?startup=maybe", &apikey)),
-        ("delete target path", get(port, "/api/decisions?limit=-1", &bearer())),
-        ("alerts limit", get(port, "/api/alerts?limit=1e9", &bearer())),
-        ("unknown query", get(port, "/api/decisions?file=/etc/shadow", &bearer())),
+        (
+            "stream startup",
+            get(port, "/v1/decisions/stream?startup=maybe", &apikey),
+        ),
+        (
+            "delete target path",
+            get(port, "/api/decisions?limit=-1", &bearer()),
+        ),
+        (
+            "alerts limit",
+            get(port, "/api/alerts?limit=1e9", &bearer()),
+        ),
+        (
+            "unknown query",
+            get(port, "/api/decisions?file=/etc/shadow", &bearer()),
+        ),
         ("dotdot path", get(port, "/../../etc/passwd", "")),
-        ("encoded dotdot", get(port, "/v1/%2e%2e/%2e%2e/etc/passwd", &apikey)),
-        ("bouncer path param", send(port, "DELETE", "/api/bouncers/..%2F..%2Fetc%2Fpasswd", &bearer(), b"")),
+        (
+            "encoded dotdot",
+            get(port, "/v1/%2e%2e/%2e%2e/etc/passwd", &apikey),
+        ),
+        (
+            "bouncer path param",
+            send(
+                port,
+                "DELETE",
+                "/api/bouncers/..%2F..%2Fetc%2Fpasswd",
+                &bearer(),
+                b"",
+            ),
+        ),
     ];
     cases.push((
         "delete target traversal",
-        send(port, "DELETE", "/api/decisions?target=../../x", &bearer(), b""),
+        send(
+            port,
+            "DELETE",
+            "/api/decisions?target=../../x",
+            &bearer(),
+            b"",
+        ),
     ));
     let mut n4xx = 0;
     for (what, (st, body)) in &cases {
@@ -172,7 +335,11 @@ fn bad_requests_are_refused_with_4xx_and_counted() {
     assert_eq!(st, 200);
     assert!(body.contains("203.0.113.5"), "{body}");
     assert_eq!(d.active().len(), 1, "{:?}", d.active());
-    assert!(d.log().lines().all(|l| !l.contains("panicked")), "{}", d.log());
+    assert!(
+        d.log().lines().all(|l| !l.contains("panicked")),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]
@@ -182,7 +349,8 @@ fn slow_clients_are_timed_out_and_others_are_served() {
     let mut slow: Vec<TcpStream> = (0..40)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            s.write_all(b"GET /v1/decisions HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"GET /v1/decisions HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -198,7 +366,11 @@ fn slow_clients_are_timed_out_and_others_are_served() {
         let t = Instant::now();
         let (st, _) = get(port, "/v1/decisions", &format!("X-Api-Key: {key}\r\n"));
         assert_eq!(st, 200);
-        assert!(t.elapsed() < Duration::from_secs(2), "a normal client waited {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a normal client waited {:?}",
+            t.elapsed()
+        );
         served += 1;
         // Trickle one more header line on each slow connection; the server must close them.
         let mut open = 0;
@@ -214,7 +386,10 @@ fn slow_clients_are_timed_out_and_others_are_served() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let closed_at = closed_at.unwrap_or_else(|| panic!("slow clients still connected after 20s"));
-    assert!(closed_at >= Duration::from_secs(3), "closed too early: {closed_at:?}");
+    assert!(
+        closed_at >= Duration::from_secs(3),
+        "closed too early: {closed_at:?}"
+    );
     // The silent ones are closed too: a read sees EOF or a reset.
     for mut s in idle {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -229,10 +229,9 @@ fn ssh_connection_env_of_the_daemon_is_protected() {
         .unwrap();
     let sock = dir.path().join("shield.sock");
     assert!(
-        wait_for(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(
-            &sock
-        )
-        .ok())
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
         .is_some()
     );
     let out = common::shield()
