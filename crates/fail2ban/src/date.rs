@@ -500,6 +500,49 @@ impl Template {
     }
 }
 
+/// The name fail2ban gives the anchored syslog default template.
+const SYSLOG_ANCHORED: &str = r"{^LN-BEG}(?:%a )?%b %d %k:%M:%S(?:\.%f)?(?: %ExY)?";
+
+/// Native parse of the commonest syslog date, `Mon dd HH:MM:SS` at the very
+/// start of the line, exactly where the anchored default template would
+/// match it. Anything less plain (a day name, fractions, a year, odd
+/// spacing) returns None and goes through the regex templates.
+fn syslog_prefix(b: &[u8]) -> Option<(usize, i8, i8, i8, i8, i8)> {
+    if b.len() < 15 || !b[0].is_ascii_alphabetic() || b[3] != b' ' {
+        return None;
+    }
+    let mon = [b[0].to_ascii_lowercase(), b[1].to_ascii_lowercase(), b[2].to_ascii_lowercase()];
+    let month = MONTHS.iter().position(|m| m.as_bytes() == mon)? as i8 + 1;
+    let d = |c: u8| c.is_ascii_digit().then_some((c - b'0') as i8);
+    let day = match (b[4], b[5]) {
+        (b' ', c) => d(c).filter(|&x| x >= 1)?,
+        (a, c) => {
+            let v = d(a)? * 10 + d(c)?;
+            if !(1..=31).contains(&v) {
+                return None;
+            }
+            v
+        }
+    };
+    if b[6] != b' ' || b[9] != b':' || b[12] != b':' {
+        return None;
+    }
+    let two = |i: usize| Some(d(b[i])? * 10 + d(b[i + 1])?);
+    let (h, m, s) = (two(7)?, two(10)?, two(13)?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let end = 15;
+    match b.get(end) {
+        None => {}
+        Some(b'.') => return None,
+        Some(b' ') if b.len() >= end + 5 && b[end + 1..end + 5].iter().all(u8::is_ascii_digit) => return None,
+        Some(&c) if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 => return None,
+        Some(_) => {}
+    }
+    Some((end, month, day, h, m, s))
+}
+
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
     hay.to_ascii_uppercase().find(needle)
 }
@@ -710,6 +753,12 @@ pub(crate) struct Detector {
     locs: Locs,
     /// Index of the template that matched last (tried first next time).
     last: Option<usize>,
+    /// Index of the anchored syslog template (`{^LN-BEG}(?:%a )?%b %d
+    /// %k:%M:%S...`) when the list is fail2ban's defaults, so plain syslog
+    /// dates are parsed natively instead of by regex.
+    syslog_fast: Option<usize>,
+    /// Last syslog date text, the minute of `now` it was computed for, its time.
+    cache: (String, i64, Option<UnixTime>),
 }
 
 /// The date found in a line.
@@ -747,15 +796,51 @@ impl Detector {
                 }
             }
         }
+        let only_defaults = match datepattern {
+            None => true,
+            Some(dp) => {
+                let k = dp.trim().to_uppercase();
+                k == "{^LN-BEG}" || k == "{DEFAULT}"
+            }
+        };
+        let syslog_fast = if only_defaults {
+            templates.iter().position(|t| t.name == SYSLOG_ANCHORED)
+        } else {
+            None
+        };
         Ok(Detector {
             templates,
             locs: Locs::default(),
             last: None,
+            syslog_fast,
+            cache: (String::new(), i64::MIN, None),
         })
     }
 
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
     pub(crate) fn detect(&mut self, line: &str, now: UnixTime, tz: &TimeZone) -> Option<Found> {
+        if let Some(i) = self.syslog_fast {
+            if let Some((end, month, day, h, m, sec)) = syslog_prefix(line.as_bytes()) {
+                self.last = Some(i);
+                let text = &line[..end];
+                let minute = now.div_euclid(60);
+                if self.cache.1 != minute || self.cache.0 != text {
+                    let p = Parsed {
+                        month: Some(month),
+                        day: Some(day),
+                        hour: h,
+                        minute: m,
+                        second: sec,
+                        ..Parsed::default()
+                    };
+                    self.cache.0.clear();
+                    self.cache.0.push_str(text);
+                    self.cache.1 = minute;
+                    self.cache.2 = p.to_unix(now, tz);
+                }
+                return Some(Found { start: 0, end, time: self.cache.2 });
+            }
+        }
         // The last template wins again when it matches at the same kind of place.
         if let Some(i) = self.last {
             let t = &self.templates[i];

@@ -173,6 +173,8 @@ pub struct Filter {
     // per-line state, reused
     lines: VecDeque<String>,
     buf: String,
+    /// The prefregex's `<F-CONTENT>` of the current line, reused.
+    content: String,
     locs: Locs,
     last_time: Option<UnixTime>,
     mlfid_cache: HashMap<String, FailMap>,
@@ -400,6 +402,7 @@ impl Filter {
             tz: TimeZone::system(),
             lines: VecDeque::new(),
             buf: String::new(),
+            content: String::new(),
             locs: Locs::default(),
             last_time: None,
             mlfid_cache: HashMap::new(),
@@ -527,7 +530,9 @@ impl Filter {
             }
         }
         let mut pre = FailMap::default();
-        let mut content: Option<String> = None;
+        let mut content = std::mem::take(&mut self.content);
+        content.clear();
+        let mut has_content = false;
         if let Some(p) = &self.prefregex {
             if !p.re.captures(buf, &mut self.locs) {
                 return false;
@@ -535,25 +540,29 @@ impl Filter {
             for (i, n) in p.names.iter().enumerate() {
                 if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
                     if n == "content" {
-                        content = Some(buf[*s..*e].to_string());
+                        content.push_str(&buf[*s..*e]);
+                        has_content = !content.is_empty();
                     } else {
                         pre.set(n, &buf[*s..*e]);
                     }
                 }
             }
         }
-        let owned;
-        let hay: &str = match content.filter(|c| !c.is_empty()) {
-            Some(c) => {
-                if self.maxlines > 1 {
-                    self.lines.clear();
-                    self.lines.push_back(c.clone());
-                }
-                owned = format!("{c}\n");
-                &owned
+        if has_content {
+            if self.maxlines > 1 {
+                self.lines.clear();
+                self.lines.push_back(content.clone());
             }
-            None => buf,
-        };
+            content.push('\n');
+        }
+        let hay: &str = if has_content { &content } else { buf };
+        let r = self.find_in(hay, pre, time);
+        self.content = content;
+        r
+    }
+
+    /// The failregex loop over `hay` (the content, or the whole buffer).
+    fn find_in(&mut self, hay: &str, pre: FailMap, time: Option<UnixTime>) -> bool {
         if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer) {
             if !pf.run(hay, &mut self.hits) {
                 return false;
