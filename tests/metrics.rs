@@ -102,10 +102,23 @@ from_start = true
         sum(
             &body,
             "shield_decisions_total",
-            &["origin=\"local\"", "type=\"ban\""]
+            &["origin=\"local\"", "type=\"ban\"", "outcome=\"new\""]
         ),
-        5.0,
+        sum(
+            &body,
+            "shield_daemon_events_total",
+            &["event=\"decisions_new\""]
+        ),
         "{body}"
+    );
+    assert!(sum(&body, "shield_decisions_total", &["outcome=\"new\""]) >= 5.0);
+    assert_eq!(
+        sum(&body, "shield_decisions_total", &["outcome=\"extended\""]),
+        sum(
+            &body,
+            "shield_daemon_events_total",
+            &["event=\"decisions_extended\""]
+        ),
     );
     let alerts = sum(&body, "shield_alerts_total", &[]);
     assert!(alerts >= 5.0, "{body}");
@@ -118,14 +131,6 @@ from_start = true
         ),
         5.0,
         "{body}"
-    );
-    assert_eq!(
-        sum(
-            &body,
-            "shield_daemon_events_total",
-            &["event=\"decisions_new\""]
-        ),
-        5.0
     );
     assert!(
         sum(&body, "shield_batch_commit_seconds_count", &[]) >= 1.0,

@@ -28,7 +28,7 @@ pub type Labels = Vec<(String, String)>;
 pub struct Metrics {
     /// Alerts raised, by scenario.
     pub alerts: Family<Labels, Counter>,
-    /// Decisions taken (new or extended), by scenario, origin and type.
+    /// Decisions taken, by scenario, origin, type and outcome (`new`, `extended`).
     pub decisions: Family<Labels, Counter>,
     /// Time to commit one reader batch (alerts, decisions, checkpoint) to the store.
     pub batch_commit: Histogram,
@@ -63,13 +63,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one decision.
-    pub fn decision(&self, d: &shield_core::Decision) {
+    /// Counts one decision; `outcome` is `new` or `extended`.
+    pub fn decision(&self, d: &shield_core::Decision, outcome: &'static str) {
         self.decisions
             .get_or_create(&vec![
                 ("scenario".into(), d.scenario.clone()),
                 ("origin".into(), origin_label(&d.origin)),
                 ("type".into(), d.kind.to_string()),
+                ("outcome".into(), outcome.into()),
             ])
             .inc();
     }
@@ -100,7 +101,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     reg.register("alerts", "Alerts raised, by scenario", m.alerts.clone());
     reg.register(
         "decisions",
-        "Decisions taken (new or extended), by scenario, origin and type",
+        "Decisions taken, by scenario, origin, type and outcome (new, extended)",
         m.decisions.clone(),
     );
     reg.register(

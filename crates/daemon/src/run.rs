@@ -281,11 +281,12 @@ impl DecisionWorker {
         let (mut new, mut ext) = (0, 0);
         for c in &changes {
             if let Change::Add(d) = c {
-                m.decision(d);
                 if to_publish.iter().any(|(p, _)| p.id == d.id) {
+                    m.decision(d, "new");
                     new += 1;
                     self.counters.webhook.notify(d, m);
                 } else {
+                    m.decision(d, "extended");
                     ext += 1
                 }
                 tracing::info!(target = %d.target, r#type = %d.kind, scenario = %d.scenario, duration_s = d.duration_s(), "decision");
@@ -334,7 +335,12 @@ impl DecisionWorker {
                     match &res {
                         Ok(Outcome::New(d)) | Ok(Outcome::Extended(d)) => {
                             self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
-                            self.counters.metrics.decision(d);
+                            let how = if matches!(res, Ok(Outcome::New(_))) {
+                                "new"
+                            } else {
+                                "extended"
+                            };
+                            self.counters.metrics.decision(d, how);
                             self.counters.webhook.notify(d, &self.counters.metrics);
                             let c = [Change::Add(d.clone())];
                             self.apply(&c, t);
