@@ -66,6 +66,13 @@ pub enum Cmd {
     /// Union membership: keys, treaty, status.
     #[command(subcommand)]
     Union(shield_union::cli::UnionCmd),
+    /// Print shell completions (bash, zsh or fish), generated from this CLI.
+    Completions {
+        #[arg(value_enum)]
+        shell: cmd::docs::Shell,
+    },
+    /// Print the man page (roff), generated from this CLI: `shield man | man -l -`.
+    Man,
     /// Generate a synthetic log with known attackers (for tests and benchmarks).
     #[command(hide = true)]
     GenLog(cmd::genlog::Args),

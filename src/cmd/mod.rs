@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::{Cli, Cmd};
 
+pub mod docs;
 pub mod genlog;
 pub mod import;
 pub mod manage;
@@ -44,5 +45,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::GenLog(a) => genlog::run(a),
+        Cmd::Completions { shell } => docs::completions(shell),
+        Cmd::Man => docs::man_page(),
     }
 }
