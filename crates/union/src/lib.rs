@@ -507,6 +507,36 @@ impl Sink for SinkImpl {
     }
 }
 
+/// Every 10 minutes (and at start), forget signals older than the treaty's
+/// max_age: they would be refused as stale anyway.
+async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        {
+            let mut st = engine.lock();
+            let contig: BTreeMap<String, u64> =
+                st.seqs.iter().map(|(o, s)| (o.clone(), s.contig)).collect();
+            let cutoff = wall_now() - engine.treaty.max_age.as_secs() as i64;
+            match st.store.prune(cutoff, &contig) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "pruned old union signals"),
+                Err(e) => {
+                    if let Some(s) = st.log.allow("prune") {
+                        tracing::warn!(suppressed = s, "cannot prune union signals: {e}");
+                    }
+                }
+            }
+            // Quorum bookkeeping only matters within a policy's lifetime.
+            if st.quorum_done.len() > 100_000 {
+                st.quorum_done.clear();
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+        }
+    }
+}
+
 /// A running union member.
 pub struct UnionHandle {
     engine: Arc<Engine>,
@@ -542,6 +572,9 @@ impl UnionHandle {
         }
         let store = Store::open(&cfg.db_path)?;
         let mut seqs: BTreeMap<String, SeqTracker> = BTreeMap::new();
+        for (o, floor) in store.floors()? {
+            seqs.insert(o, SeqTracker::from_floor(floor));
+        }
         for (o, list) in store.all_seqs()? {
             let t = seqs.entry(o).or_default();
             list.into_iter().for_each(|s| t.insert(s));
@@ -568,7 +601,13 @@ impl UnionHandle {
         });
         let (tx, rx) = watch::channel(false);
         let sink: Arc<dyn Sink> = Arc::new(SinkImpl(engine.clone()));
-        let task = tokio::spawn(transport.clone().run(sink, rx));
+        let task = tokio::spawn({
+            let run = transport.clone().run(sink, rx.clone());
+            let pruner = prune_loop(engine.clone(), rx);
+            async move {
+                tokio::join!(run, pruner);
+            }
+        });
         tracing::info!(member = %cfg.name, union = %engine.treaty.name, digest = %engine.treaty.digest_hex(), ?listen, "union started");
         Ok(UnionHandle {
             engine,

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS union_signals (
     PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS union_signals_target ON union_signals (target, scenario, time);
+CREATE TABLE IF NOT EXISTS union_floor (
+    origin TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS union_pardons (
     target  TEXT PRIMARY KEY,
     created INTEGER NOT NULL
@@ -156,6 +160,59 @@ impl Store {
             out.entry(o).or_default().push(s as u64);
         }
         Ok(out)
+    }
+
+    /// Per origin, the sequence up to which signals were pruned (all held before).
+    pub fn floors(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT origin, seq FROM union_floor")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Forget signals older than `cutoff`, but only a contiguous prefix per origin
+    /// up to `contig[origin]`, and remember that prefix as the origin's floor so
+    /// anti-entropy never asks for it again. Returns the rows deleted.
+    pub fn prune(&self, cutoff: i64, contig: &BTreeMap<String, u64>) -> Result<usize, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let mut n = 0;
+        for (origin, &c) in contig {
+            // The first seq (≤ contig) that is still young bounds the prefix.
+            let first_young: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(seq) FROM union_signals WHERE origin = ?1 AND seq <= ?2 AND time >= ?3",
+                    params![origin, c as i64, cutoff],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            let upto = match first_young {
+                Some(s) => s - 1,
+                None => c as i64,
+            };
+            if upto <= 0 {
+                continue;
+            }
+            n += tx
+                .execute(
+                    "DELETE FROM union_signals WHERE origin = ?1 AND seq <= ?2",
+                    params![origin, upto],
+                )
+                .map_err(|e| self.err(e))?;
+            tx.execute(
+                "INSERT INTO union_floor (origin, seq) VALUES (?1, ?2)
+                 ON CONFLICT(origin) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                params![origin, upto],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(n)
     }
 
     /// Latest signal time per origin.
@@ -298,6 +355,11 @@ mod tests {
         assert_eq!(s.since(&BTreeMap::new(), 1).unwrap().len(), 1);
         assert_eq!(s.reporters(&t, "x", 0).unwrap(), 2);
         assert_eq!(s.reporters(&t, "x", 12).unwrap(), 1);
+        // Prune what is older than 12 (a, 1..=2 at 10 and 11), only below contig.
+        let contig = BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)]);
+        assert_eq!(s.prune(12, &contig).unwrap(), 2);
+        assert_eq!(s.floors().unwrap(), BTreeMap::from([("a".to_string(), 2)]));
+        assert_eq!(s.since(&BTreeMap::new(), 10).unwrap().len(), 1);
         s.add_pardon(&t, 5).unwrap();
         assert_eq!(s.pardons().unwrap(), vec![t]);
     }

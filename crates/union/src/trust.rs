@@ -140,6 +140,14 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
+    /// A tracker that holds everything up to `floor` (pruned prefix).
+    pub fn from_floor(floor: u64) -> SeqTracker {
+        SeqTracker {
+            contig: floor,
+            above: BTreeSet::new(),
+            max: floor,
+        }
+    }
     pub fn contains(&self, seq: u64) -> bool {
         seq <= self.contig || self.above.contains(&seq)
     }
