@@ -342,8 +342,10 @@ fn default_store() -> PathBuf {
 fn default_keep() -> Duration {
     Duration::from_secs(7 * 86400)
 }
+/// Each tracked key costs about 1 KB (bucket + evidence buffers): 50k keys
+/// keep the engine's worst case near 50 MB.
 fn default_max_keys() -> usize {
-    100_000
+    50_000
 }
 fn default_evidence() -> usize {
     3

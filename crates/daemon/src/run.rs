@@ -388,12 +388,11 @@ impl DecisionWorker {
             if t > swept {
                 if let Ok(ended) = self.store.ended_between(swept, t) {
                     let c: Vec<Change> = ended.into_iter().map(Change::Remove).collect();
+                    let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
                     if !c.is_empty() {
-                        self.table
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .apply(&c);
+                        table.apply(&c);
                     }
+                    table.purge_expired(t);
                 }
                 swept = t;
             }
