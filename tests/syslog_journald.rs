@@ -134,7 +134,7 @@ fn syslog_over_udp_and_tcp_bans() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f == &format!("udp://127.0.0.1:{port}").as_str()),
+            .any(|f| f == format!("udp://127.0.0.1:{port}").as_str()),
         "{src}"
     );
 }

@@ -70,14 +70,14 @@ fn bash(root: &Command) -> String {
     for (_, c) in &all {
         for a in visible_args(c) {
             let v = values(a);
-            if let (Some(l), false) = (a.get_long(), v.is_empty()) {
-                if seen.insert(l.to_string()) {
-                    let _ = writeln!(
-                        s,
-                        "        --{l}) COMPREPLY=($(compgen -W \"{}\" -- \"$cur\")); return ;;",
-                        v.join(" ")
-                    );
-                }
+            if let (Some(l), false) = (a.get_long(), v.is_empty())
+                && seen.insert(l.to_string())
+            {
+                let _ = writeln!(
+                    s,
+                    "        --{l}) COMPREPLY=($(compgen -W \"{}\" -- \"$cur\")); return ;;",
+                    v.join(" ")
+                );
             }
         }
     }

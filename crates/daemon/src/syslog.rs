@@ -102,19 +102,19 @@ pub fn spawn(
                     && (!alerts.is_empty() || last_send.elapsed() > Duration::from_millis(250)))
                     || d != reported_drops
                 {
-                    if let Ok(mut s) = sources.lock() {
-                        if let Some(st) = s.get_mut(&name) {
-                            st.lines += lines;
-                            st.matched += matched;
-                            st.invalid_utf8 += bad;
-                            if lines > 0 {
-                                st.last_line_at = Some(t);
-                            }
-                            if d > 0 {
-                                st.error = Some(format!(
-                                    "{d} messages dropped: the engine fell behind the sender"
-                                ));
-                            }
+                    if let Ok(mut s) = sources.lock()
+                        && let Some(st) = s.get_mut(&name)
+                    {
+                        st.lines += lines;
+                        st.matched += matched;
+                        st.invalid_utf8 += bad;
+                        if lines > 0 {
+                            st.last_line_at = Some(t);
+                        }
+                        if d > 0 {
+                            st.error = Some(format!(
+                                "{d} messages dropped: the engine fell behind the sender"
+                            ));
                         }
                     }
                     reported_drops = d;
