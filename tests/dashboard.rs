@@ -245,7 +245,13 @@ type = "stdin"
 packs = ["sshd"]
 "#
     );
-    let _d = Daemon::start(dir.path(), &cfg);
+    let d = Daemon::start(dir.path(), &cfg);
+    let out = d.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dashboard: disabled (no [api] token"),
+        "shield status should say why the dashboard is off: {text}"
+    );
     let (st, body) = get(port, "/ui/", &[]);
     assert_eq!(st, 503);
     assert!(body.contains("token"), "{body}");

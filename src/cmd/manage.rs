@@ -263,6 +263,10 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
                     "firewall: {}, active decisions: {}",
                     s.firewall, s.active_decisions
                 );
+                println!(
+                    "{}",
+                    shield_daemon::web::describe(p.api.listen, p.api.token.is_some())
+                );
                 for src in &s.sources {
                     println!(
                         "source {:<16} {:<8} lines {:>10} matched {:>8} alerts {:>6} {}",

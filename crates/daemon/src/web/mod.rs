@@ -80,6 +80,15 @@ pub fn ui_router(enabled: bool) -> Router {
     }
 }
 
+/// One line for `shield status`: where the dashboard is, or why it is off.
+pub fn describe(listen: Option<std::net::SocketAddr>, token: bool) -> String {
+    match (listen, token) {
+        (None, _) => "dashboard: disabled ([api] listen is empty; set it, e.g. \"127.0.0.1:8081\", and an [api] token)".into(),
+        (Some(_), false) => "dashboard: disabled (no [api] token; set one to enable the dashboard at /ui/)".into(),
+        (Some(a), true) => format!("dashboard: http://{a}/ui/ (sign in with the [api] token)"),
+    }
+}
+
 /// The dashboard's data routes (put behind the token by the caller).
 pub fn api_router(shared: Shared) -> Router {
     Router::new()
