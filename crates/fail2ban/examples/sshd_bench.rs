@@ -92,7 +92,10 @@ fn generate(path: &Path, n: usize) -> std::io::Result<()> {
 fn cpu_times() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
-    let f: Vec<f64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
     let tick = 100.0; // USER_HZ on Linux
     let g = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
     (g(11) + g(12), g(13) + g(14))
@@ -145,10 +148,16 @@ fn main() {
     let f2b_wall = t.elapsed().as_secs_f64();
     let f2b_s = cpu_times().1 - child0;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = stdout.lines().find(|l| l.starts_with("Lines:")).unwrap_or("(no summary)");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("Lines:"))
+        .unwrap_or("(no summary)");
     println!(
         "fail2ban-regex: {n} lines in {f2b_s:.2} s CPU ({f2b_wall:.2} s wall, incl. start-up) = {:.0} lines/s; {summary}",
         n as f64 / f2b_s
     );
-    println!("ratio (CPU time): shield is {:.1}x fail2ban-regex", f2b_s / shield_s);
+    println!(
+        "ratio (CPU time): shield is {:.1}x fail2ban-regex",
+        f2b_s / shield_s
+    );
 }

@@ -511,7 +511,11 @@ fn syslog_prefix(b: &[u8]) -> Option<(usize, i8, i8, i8, i8, i8)> {
     if b.len() < 15 || !b[0].is_ascii_alphabetic() || b[3] != b' ' {
         return None;
     }
-    let mon = [b[0].to_ascii_lowercase(), b[1].to_ascii_lowercase(), b[2].to_ascii_lowercase()];
+    let mon = [
+        b[0].to_ascii_lowercase(),
+        b[1].to_ascii_lowercase(),
+        b[2].to_ascii_lowercase(),
+    ];
     let month = MONTHS.iter().position(|m| m.as_bytes() == mon)? as i8 + 1;
     let d = |c: u8| c.is_ascii_digit().then_some((c - b'0') as i8);
     let day = match (b[4], b[5]) {
@@ -536,7 +540,9 @@ fn syslog_prefix(b: &[u8]) -> Option<(usize, i8, i8, i8, i8, i8)> {
     match b.get(end) {
         None => {}
         Some(b'.') => return None,
-        Some(b' ') if b.len() >= end + 5 && b[end + 1..end + 5].iter().all(u8::is_ascii_digit) => return None,
+        Some(b' ') if b.len() >= end + 5 && b[end + 1..end + 5].iter().all(u8::is_ascii_digit) => {
+            return None;
+        }
         Some(&c) if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 => return None,
         Some(_) => {}
     }
@@ -838,7 +844,11 @@ impl Detector {
                     self.cache.1 = minute;
                     self.cache.2 = p.to_unix(now, tz);
                 }
-                return Some(Found { start: 0, end, time: self.cache.2 });
+                return Some(Found {
+                    start: 0,
+                    end,
+                    time: self.cache.2,
+                });
             }
         }
         // The last template wins again when it matches at the same kind of place.

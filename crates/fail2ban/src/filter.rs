@@ -758,7 +758,9 @@ impl Prefilter {
         let pats: Vec<String> = fails
             .iter()
             .map(|f| {
-                let Some(body) = relax(&f.translated) else { return String::new() };
+                let Some(body) = relax(&f.translated) else {
+                    return String::new();
+                };
                 match &head {
                     None => body,
                     Some(h) => match body.strip_prefix('^') {
@@ -768,7 +770,11 @@ impl Prefilter {
                 }
             })
             .collect();
-        let set = regex::RegexSetBuilder::new(&pats).dfa_size_limit(64 << 20).size_limit(64 << 20).build().ok()?;
+        let set = regex::RegexSetBuilder::new(&pats)
+            .dfa_size_limit(64 << 20)
+            .size_limit(64 << 20)
+            .build()
+            .ok()?;
         let ascii = if pats.iter().all(|p| p.is_ascii()) {
             regex::bytes::RegexSetBuilder::new(&pats)
                 .unicode(false)
@@ -779,7 +785,11 @@ impl Prefilter {
         } else {
             None
         };
-        Some(Prefilter { set, ascii, on_buffer })
+        Some(Prefilter {
+            set,
+            ascii,
+            on_buffer,
+        })
     }
 
     fn run(&self, hay: &str, hits: &mut [bool]) -> bool {

@@ -93,6 +93,27 @@ pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
                     .iter()
                     .any(|p| rest.starts_with(p));
                 let backref_or_cond = rest.starts_with("(?P=") || rest.starts_with("(?(");
+                if rest.starts_with("(?(") {
+                    // Python's `(?(name)yes|no)` tests whether group `name`
+                    // matched; fancy-regex reads a bare name there as a
+                    // pattern, so spell it `(?(<name>)`.
+                    let name: String = chars[i + 3..]
+                        .iter()
+                        .take_while(|c| c.is_alphanumeric() || **c == '_')
+                        .collect();
+                    let close = i + 3 + name.chars().count();
+                    if !name.is_empty()
+                        && !name.chars().all(|c| c.is_ascii_digit())
+                        && chars.get(close) == Some(&')')
+                    {
+                        fancy = true;
+                        out.push_str("(?(<");
+                        out.push_str(&name);
+                        out.push_str(">)");
+                        i = close + 1;
+                        continue;
+                    }
+                }
                 if lookaround || backref_or_cond {
                     fancy = true;
                 } else if rest.starts_with("(?#") {
@@ -351,6 +372,14 @@ mod tests {
     }
 
     #[test]
+    fn conditional_tests_the_group() {
+        let (r, p) = Re::compile(r"^(?P<a>x)?y(?(a)1|2)$", false).unwrap();
+        assert!(p.contains("(?(<a>)"), "{p}");
+        assert!(r.is_match("xy1") && r.is_match("y2"));
+        assert!(!r.is_match("xy2") && !r.is_match("y1"));
+    }
+
+    #[test]
     fn fancy_features_compile() {
         for p in [
             r"(?P<s>[-/])a(?P=s)",
@@ -447,7 +476,10 @@ pub(crate) fn relax(p: &str) -> Option<String> {
             continue;
         }
         let rest = &p[i..];
-        if ["(?=", "(?!", "(?<=", "(?<!"].iter().any(|x| rest.starts_with(x)) {
+        if ["(?=", "(?!", "(?<=", "(?<!"]
+            .iter()
+            .any(|x| rest.starts_with(x))
+        {
             i = group_end(b, i)?;
             continue;
         }
