@@ -825,31 +825,31 @@ impl Detector {
 
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
     pub(crate) fn detect(&mut self, line: &str, now: UnixTime, tz: &TimeZone) -> Option<Found> {
-        if let Some(i) = self.syslog_fast {
-            if let Some((end, month, day, h, m, sec)) = syslog_prefix(line.as_bytes()) {
-                self.last = Some(i);
-                let text = &line[..end];
-                let minute = now.div_euclid(60);
-                if self.cache.1 != minute || self.cache.0 != text {
-                    let p = Parsed {
-                        month: Some(month),
-                        day: Some(day),
-                        hour: h,
-                        minute: m,
-                        second: sec,
-                        ..Parsed::default()
-                    };
-                    self.cache.0.clear();
-                    self.cache.0.push_str(text);
-                    self.cache.1 = minute;
-                    self.cache.2 = p.to_unix(now, tz);
-                }
-                return Some(Found {
-                    start: 0,
-                    end,
-                    time: self.cache.2,
-                });
+        if let Some(i) = self.syslog_fast
+            && let Some((end, month, day, h, m, sec)) = syslog_prefix(line.as_bytes())
+        {
+            self.last = Some(i);
+            let text = &line[..end];
+            let minute = now.div_euclid(60);
+            if self.cache.1 != minute || self.cache.0 != text {
+                let p = Parsed {
+                    month: Some(month),
+                    day: Some(day),
+                    hour: h,
+                    minute: m,
+                    second: sec,
+                    ..Parsed::default()
+                };
+                self.cache.0.clear();
+                self.cache.0.push_str(text);
+                self.cache.1 = minute;
+                self.cache.2 = p.to_unix(now, tz);
             }
+            return Some(Found {
+                start: 0,
+                end,
+                time: self.cache.2,
+            });
         }
         // The last template wins again when it matches at the same kind of place.
         if let Some(i) = self.last {

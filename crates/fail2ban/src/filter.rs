@@ -524,10 +524,10 @@ impl Filter {
             return false;
         }
         // One pass over the whole line first: most lines stop here.
-        if let Some(pf) = self.prefilter.as_ref().filter(|p| p.on_buffer) {
-            if !pf.run(buf, &mut self.hits) {
-                return false;
-            }
+        if let Some(pf) = self.prefilter.as_ref().filter(|p| p.on_buffer)
+            && !pf.run(buf, &mut self.hits)
+        {
+            return false;
         }
         let mut pre = FailMap::default();
         let mut content = std::mem::take(&mut self.content);
@@ -563,10 +563,10 @@ impl Filter {
 
     /// The failregex loop over `hay` (the content, or the whole buffer).
     fn find_in(&mut self, hay: &str, pre: FailMap, time: Option<UnixTime>) -> bool {
-        if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer) {
-            if !pf.run(hay, &mut self.hits) {
-                return false;
-            }
+        if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer)
+            && !pf.run(hay, &mut self.hits)
+        {
+            return false;
         }
         for idx in 0..self.failregex.len() {
             if self.prefilter.is_some() && !self.hits[idx] {
