@@ -160,18 +160,37 @@ impl Engine {
     fn judge(&self, envs: Vec<Envelope>, via: &str, now: UnixTime) -> Vec<Decision> {
         let mut out = Vec::new();
         let mut st = self.lock();
+        // One transaction per batch; without it each insert commits on its own.
+        let batched = envs.len() > 1 && st.store.begin().is_ok();
+        out.extend(self.judge_locked(&mut st, envs, via, now));
+        if batched && let Err(e) = st.store.commit() {
+            // The rows are lost; they are not marked seen for long: anti-entropy
+            // refetches after restart. Log it, the operator must look at the disk.
+            tracing::error!("cannot commit union signals: {e}");
+        }
+        out
+    }
+
+    fn judge_locked(
+        &self,
+        st: &mut State,
+        envs: Vec<Envelope>,
+        via: &str,
+        now: UnixTime,
+    ) -> Vec<Decision> {
+        let mut out = Vec::new();
         for env in envs {
             let d = match env.decode() {
                 Ok(d) => d,
                 Err(e) => {
-                    self.refuse(&mut st, Refusal::Malformed, via, &e.to_string());
+                    self.refuse(st, Refusal::Malformed, via, &e.to_string());
                     continue;
                 }
             };
             let b = &d.body;
             let Some(m) = self.treaty.member(&b.origin) else {
                 self.refuse(
-                    &mut st,
+                    st,
                     Refusal::NotMember,
                     via,
                     &format!("origin `{}` is not in the treaty", b.origin),
@@ -180,7 +199,7 @@ impl Engine {
             };
             if self.treaty.is_revoked(&m.key) {
                 self.refuse(
-                    &mut st,
+                    st,
                     Refusal::Revoked,
                     via,
                     &format!("origin `{}` has a revoked key", b.origin),
@@ -189,7 +208,7 @@ impl Engine {
             }
             if !d.verify(&m.key) {
                 self.refuse(
-                    &mut st,
+                    st,
                     Refusal::BadSignature,
                     via,
                     &format!(
@@ -200,13 +219,13 @@ impl Engine {
                 continue;
             }
             if b.treaty != self.treaty.digest() {
-                self.refuse(&mut st, Refusal::TreatyMismatch, via, &format!(
+                self.refuse(st, Refusal::TreatyMismatch, via, &format!(
                     "signal {}#{} was made under treaty {}, ours is {}; the treaties must be made identical",
                     b.origin, b.seq, treaty::hex(&b.treaty[..6]), treaty::hex(&self.treaty.digest()[..6])));
                 continue;
             }
             if b.seq == 0 {
-                self.refuse(&mut st, Refusal::Malformed, via, "sequence 0");
+                self.refuse(st, Refusal::Malformed, via, "sequence 0");
                 continue;
             }
             if st.seqs.get(&b.origin).is_some_and(|s| s.contains(b.seq)) {
@@ -221,7 +240,7 @@ impl Engine {
                     now,
                 ) {
                     Ok(Inserted::Conflict) => self.refuse(
-                        &mut st,
+                        st,
                         Refusal::Conflict,
                         via,
                         &format!(
@@ -229,7 +248,7 @@ impl Engine {
                             b.origin, b.seq
                         ),
                     ),
-                    _ => self.refuse(&mut st, Refusal::Duplicate, via, ""),
+                    _ => self.refuse(st, Refusal::Duplicate, via, ""),
                 }
                 continue;
             }
@@ -289,7 +308,7 @@ impl Engine {
             ) {
                 Ok(Inserted::New) => {}
                 Ok(_) => {
-                    self.refuse(&mut st, Refusal::Duplicate, via, "");
+                    self.refuse(st, Refusal::Duplicate, via, "");
                     continue;
                 }
                 Err(e) => {
@@ -308,7 +327,7 @@ impl Engine {
             }
             if let Err(r) = verdict {
                 self.refuse(
-                    &mut st,
+                    st,
                     r,
                     via,
                     &format!(

@@ -93,6 +93,17 @@ impl Store {
         }
     }
 
+    /// Start a batch: the inserts of one push or pull commit together.
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn commit(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
