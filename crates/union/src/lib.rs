@@ -7,6 +7,17 @@
 //! HTTPS; NATS later behind the same [`transport::Transport`] trait). It does
 //! not enforce anything: trusted decisions leave on the `inbound` channel the
 //! daemon passes to [`UnionHandle::start`], with `Origin::Union(member)`.
+//!
+//! Known limits (see issue #5):
+//! - Only the origin pushes; relays serve pulls, so a member cut off from the
+//!   origin but not from a relay learns a signal within one `sync_interval`.
+//! - Authentic signals refused by policy (rate cap, allowlist, ...) are stored
+//!   so anti-entropy converges; a member with a valid key can therefore grow the
+//!   others' `union_signals` until `max_age` pruning. A large sequence jump
+//!   stalls that origin's contiguity mark (more duplicate traffic, no loss).
+//! - A member that lost its database restarts its sequence at 1 until it pulls
+//!   its own history back from a peer (first sync at start); signals it signs
+//!   before that are refused by peers as `conflict`.
 
 pub mod cli;
 pub mod direct;
