@@ -517,7 +517,7 @@ fn syslog_prefix(b: &[u8]) -> Option<(usize, i8, i8, i8, i8, i8)> {
         b[2].to_ascii_lowercase(),
     ];
     let month = MONTHS.iter().position(|m| m.as_bytes() == mon)? as i8 + 1;
-    let d = |c: u8| c.is_ascii_digit().then_some((c - b'0') as i8);
+    let d = |c: u8| c.is_ascii_digit().then(|| (c - b'0') as i8);
     let day = match (b[4], b[5]) {
         (b' ', c) => d(c).filter(|&x| x >= 1)?,
         (a, c) => {
@@ -652,7 +652,16 @@ impl Parsed {
                     .checked_add(jiff::SignedDuration::from_hours(24))
                     .ok()?
         {
-            dt = DateTime::new(year - 1, month, day, hour, self.minute, self.second, 0).ok()?;
+            dt = DateTime::new(
+                year.checked_sub(1)?,
+                month,
+                day,
+                hour,
+                self.minute,
+                self.second,
+                0,
+            )
+            .ok()?;
         }
         let ts = match self.tz_min {
             Some(off) => {
@@ -991,6 +1000,23 @@ mod tests {
         assert_eq!(
             d.detect("1124013600 x", NOW, &utc()).unwrap().time,
             Some(NOW)
+        );
+    }
+
+    #[test]
+    fn syslog_fast_path_rejects_garbage() {
+        for l in [
+            "Nov 29 0!:00:00 x",
+            "Nov 2\u{1}x04:00:00 x",
+            "Nov 29 04:00:00.123 x",
+            "Xyz 29 04:00:00 x",
+            "Nov 29 24:00:00",
+        ] {
+            assert!(syslog_prefix(l.as_bytes()).is_none(), "{l}");
+        }
+        assert_eq!(
+            syslog_prefix(b"Nov  5 04:05:06 x"),
+            Some((15, 11, 5, 4, 5, 6))
         );
     }
 

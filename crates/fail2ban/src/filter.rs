@@ -647,13 +647,14 @@ impl Filter {
         let Some(Some((s, e))) = self.locs.spans.first().copied() else {
             return;
         };
-        let first = hay[..s.min(hay.len())].matches('\n').count();
-        let end = if e > 0 { e - 1 } else { 0 };
-        let line_end = hay[end.min(hay.len())..]
-            .find('\n')
+        // bytes, not str slices: `e - 1` may fall inside a multi-byte char
+        let b = hay.as_bytes();
+        let first = memchr::memchr_iter(b'\n', &b[..s.min(b.len())]).count();
+        let end = e.saturating_sub(1).min(b.len());
+        let line_end = memchr::memchr(b'\n', &b[end..])
             .map(|p| end + p + 1)
-            .unwrap_or(hay.len());
-        let last = hay[..line_end].matches('\n').count();
+            .unwrap_or(b.len());
+        let last = memchr::memchr_iter(b'\n', &b[..line_end]).count();
         let mut i = 0;
         self.lines.retain(|_| {
             let keep = i < first || i >= last;
