@@ -146,10 +146,8 @@ fn kernel_set(ns: &Netns) -> BTreeSet<String> {
         }
     }
     for item in v["nftables"].as_array().unwrap() {
-        if let Some(s) = item.get("set") {
-            if let Some(e) = s.get("elem") {
-                walk(e, &mut found);
-            }
+        if let Some(e) = item.get("set").and_then(|s| s.get("elem")) {
+            walk(e, &mut found);
         }
     }
     found

@@ -78,15 +78,7 @@ duration = "1h"
 fn peak_rss_kb(child: &mut std::process::Child) -> u64 {
     let mut peak = 0;
     loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
-            if let Some(v) = s
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            {
-                peak = peak.max(v);
-            }
-        }
+        peak = peak.max(vm_hwm(child.id()));
         if child.try_wait().unwrap().is_some() {
             return peak;
         }
