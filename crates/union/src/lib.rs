@@ -4,7 +4,8 @@
 //!
 //! Owns the treaty, member identities, signals, trust on receipt, the
 //! `union_` tables of the daemon's SQLite file, and the transports (direct
-//! HTTPS; NATS later behind the same [`transport::Transport`] trait). It does
+//! HTTPS, or NATS JetStream (`nats`) when the treaty's `[transport] kind =
+//! "nats"`, both behind [`transport::Transport`]). It does
 //! not enforce anything: trusted decisions leave on the `inbound` channel the
 //! daemon passes to [`UnionHandle::start`], with `Origin::Union(member)`.
 //!
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod direct;
 pub mod drill;
 pub mod identity;
+pub mod nats;
 pub mod signal;
 pub mod store;
 pub mod transport;
@@ -75,6 +77,8 @@ pub enum UnionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transport(#[from] direct::DirectError),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
     /// The configured name is not in the treaty.
     #[error(
         "member `{name}` is not in treaty {treaty}; add a [[member]] for it (see `shield union join`) or fix `name`"
@@ -570,7 +574,9 @@ async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 /// A running union member.
 pub struct UnionHandle {
     engine: Arc<Engine>,
-    transport: Arc<direct::Direct>,
+    transport: Arc<dyn Transport>,
+    /// The direct transport, when the treaty uses it (listener, TLS refusal counters).
+    direct: Option<Arc<direct::Direct>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     listen: Option<SocketAddr>,
@@ -620,8 +626,13 @@ impl UnionHandle {
             quorum_done: HashSet::new(),
             mismatched_peers: BTreeMap::new(),
         };
-        let transport = Arc::new(direct::Direct::bind(&cfg.name, &id, &treaty, cfg.listen).await?);
-        let listen = transport.local_addr();
+        let (transport, direct): (Arc<dyn Transport>, _) = if treaty.transport == "nats" {
+            (Arc::new(nats::Nats::new(&cfg.name, &treaty)?), None)
+        } else {
+            let d = Arc::new(direct::Direct::bind(&cfg.name, &id, &treaty, cfg.listen).await?);
+            (d.clone(), Some(d))
+        };
+        let listen = direct.as_ref().and_then(|d| d.local_addr());
         let engine = Arc::new(Engine {
             me: cfg.name.clone(),
             id,
@@ -642,6 +653,7 @@ impl UnionHandle {
         Ok(UnionHandle {
             engine,
             transport,
+            direct,
             shutdown: tx,
             task,
             listen,
@@ -683,8 +695,12 @@ impl UnionHandle {
         let peers = self.transport.peers();
         let st = self.engine.lock();
         let mut counters = st.counters.clone();
-        let rev = self.transport.refused_revoked.load(Ordering::Relaxed);
-        let unk = self.transport.refused_unknown.load(Ordering::Relaxed);
+        let (rev, unk) = self.direct.as_ref().map_or((0, 0), |d| {
+            (
+                d.refused_revoked.load(Ordering::Relaxed),
+                d.refused_unknown.load(Ordering::Relaxed),
+            )
+        });
         if rev > 0 {
             *counters
                 .refused
@@ -702,7 +718,12 @@ impl UnionHandle {
             .treaty
             .members()
             .map(|m| {
-                let p = peers.iter().find(|p| p.name == m.name);
+                let p = peers.iter().find(|p| p.name == m.name).or_else(|| {
+                    // On NATS every other member is reached through the server.
+                    (m.name != self.engine.me)
+                        .then(|| peers.iter().find(|p| p.name == "nats"))
+                        .flatten()
+                });
                 let mut health = p.map(|p| p.health.clone()).unwrap_or(Health::Local);
                 let mut last_error = p.and_then(|p| p.last_error.clone());
                 if let Some(d) = st.mismatched_peers.get(&m.name) {

@@ -122,10 +122,23 @@ impl Default for LimitsFile {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportFile {
-    /// `direct` (HTTPS between members) or `nats` (not in this build).
+    /// `direct` (HTTPS between members, the default) or `nats` (JetStream).
     pub kind: String,
     /// Anti-entropy period, e.g. `2s`.
     pub sync_interval: String,
+    /// `nats` only: server URL(s), comma-separated, e.g. `nats://10.0.0.5:4222`
+    /// (`tls://` to require TLS).
+    pub url: Option<String>,
+    /// `nats` only: token auth. `token_env` names an environment variable
+    /// holding it instead, so the shared treaty need not carry the secret.
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+    /// `nats` only: user/password auth (`password_env` as for `token_env`).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    /// `nats` only: PEM file of the CA that signed the NATS servers' certificates.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for TransportFile {
@@ -133,6 +146,13 @@ impl Default for TransportFile {
         TransportFile {
             kind: "direct".into(),
             sync_interval: "2s".into(),
+            url: None,
+            token: None,
+            token_env: None,
+            user: None,
+            password: None,
+            password_env: None,
+            ca_file: None,
         }
     }
 }
@@ -168,6 +188,8 @@ pub struct Treaty {
     pub max_age: Duration,
     pub sync_interval: Duration,
     pub transport: String,
+    /// `[transport]` as written, for the NATS settings (url, credentials, TLS).
+    pub transport_file: TransportFile,
     canonical: Canonical,
     digest: [u8; 32],
 }
@@ -301,12 +323,20 @@ impl Treaty {
         match f.transport.kind.as_str() {
             "direct" => {}
             "nats" => {
-                return Err(bad(
-                    "transport `nats` is not available in this build yet; use `direct`".into(),
-                ));
+                if f.transport
+                    .url
+                    .as_deref()
+                    .is_none_or(|u| u.trim().is_empty())
+                {
+                    return Err(bad(
+                        "transport `nats` needs `url`, e.g. url = \"nats://127.0.0.1:4222\"".into(),
+                    ));
+                }
             }
             other => {
-                return Err(bad(format!("transport `{other}` is unknown; use `direct`")));
+                return Err(bad(format!(
+                    "transport `{other}` is unknown; use `direct` or `nats`"
+                )));
             }
         }
         let sync_interval = dur(path, "transport.sync_interval", &f.transport.sync_interval)?;
@@ -361,7 +391,8 @@ impl Treaty {
             min_prefix_v6: f.limits.min_prefix_v6,
             max_age,
             sync_interval,
-            transport: f.transport.kind,
+            transport: f.transport.kind.clone(),
+            transport_file: f.transport,
             canonical,
             digest,
         })
@@ -427,8 +458,15 @@ impl Canonical {
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"shield-treaty-v1\0");
+        // The carrier is not policy: signals signed under `direct` must stay
+        // valid after the union moves to NATS (and back), so the digest is
+        // always computed as for `direct`. `diff` still reports the kind.
+        let mut c = std::borrow::Cow::Borrowed(self);
+        if self.transport != "direct" {
+            c.to_mut().transport = "direct".into();
+        }
         // postcard of plain strings/ints/tuples is deterministic.
-        h.update(postcard::to_stdvec(self).unwrap_or_default());
+        h.update(postcard::to_stdvec(&*c).unwrap_or_default());
         h.finalize().into()
     }
 

@@ -1,0 +1,499 @@
+//! The NATS JetStream transport: the union's carrier for fleets too large for
+//! direct connections (issue #6).
+//!
+//! Owns the connection to NATS, the union's stream (`SHIELD_<union>`, subjects
+//! `shield.<union>.sig.<origin>`), this member's durable pull consumer
+//! (`shield_<member>`), publishing with `Nats-Msg-Id = <origin>/<seq>/<sig>` so the
+//! server de-duplicates within its `duplicate_window`, and the one-time
+//! republication of every stored signal at start (which makes moving a union
+//! from `direct` to `nats` lossless, and is idempotent).
+//!
+//! It does not decide trust: NATS is a carrier, not a trusted party. Every
+//! message, from whatever subject, goes to the [`Sink`] — signature, treaty
+//! digest, membership, revocation and every limit are checked there, exactly
+//! as for the direct transport. A payload that is not an envelope is handed on
+//! as an empty envelope so it is refused and counted as `malformed`.
+//!
+//! Limits: a message is acked once the sink has judged it; if the local store
+//! failed to write it, NATS will not redeliver it (the direct transport's
+//! anti-entropy would). Republication covers all origins this member holds,
+//! not only its own, so any single member that switches first brings the
+//! whole history it knows into the stream.
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::{FutureExt as _, StreamExt as _};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use crate::signal::Envelope;
+use crate::transport::{BoxFuture, Have, Health, PeerStatus, Sink, Transport};
+use crate::treaty::Treaty;
+
+/// Messages handed to the sink in one batch (one SQLite transaction).
+const BATCH: usize = 256;
+/// How long the server remembers a `Nats-Msg-Id` for de-duplication.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Why the NATS transport cannot be set up from the treaty.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The treaty's `[transport]` has no `url`.
+    #[error("transport `nats` needs `url` in the treaty's [transport] table")]
+    NoUrl,
+    /// `token_env` / `password_env` names a variable that is not set.
+    #[error(
+        "environment variable `{0}` (named by the treaty's [transport]) is not set; export it in the daemon's environment"
+    )]
+    MissingEnv(String),
+    /// `ca_file` does not exist.
+    #[error("NATS CA file {0} does not exist; fix `ca_file` in the treaty's [transport]")]
+    MissingCa(PathBuf),
+    /// Both token and user/password were given.
+    #[error("give either `token` or `user`+`password` for NATS, not both")]
+    TwoAuths,
+    /// Connecting or setting up the stream/consumer failed (retried by `run`).
+    #[error("NATS at {url}: {msg} (is nats-server running with JetStream, `-js`?)")]
+    Server { url: String, msg: String },
+}
+
+/// A subject token from a free-form name: NATS tokens may not hold `.`, `*`,
+/// `>` or whitespace. Collisions only affect routing, never trust.
+pub fn token(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The union's stream name.
+pub fn stream_name(union: &str) -> String {
+    format!("SHIELD_{}", token(union))
+}
+
+/// The subject an origin's signals are published on.
+pub fn subject(union: &str, origin: &str) -> String {
+    format!("shield.{}.sig.{}", token(union), token(origin))
+}
+
+/// The de-duplication id of a signal: origin, sequence and the start of the
+/// signature. Ed25519 signatures are deterministic, so a republished signal
+/// gets the same id; the signature part stops anyone who can publish to the
+/// stream from taking a genuine signal's id first with a forgery.
+pub fn msg_id(origin: &str, seq: u64, env: &Envelope) -> String {
+    let sig: String = env.sig.chars().take(16).collect();
+    format!("{origin}/{seq}/{sig}")
+}
+
+/// Parse a message payload; anything else becomes an envelope the sink refuses as malformed.
+pub fn parse_envelope(payload: &[u8]) -> Envelope {
+    serde_json::from_slice(payload).unwrap_or(Envelope {
+        payload: String::new(),
+        sig: String::new(),
+    })
+}
+
+/// Connection settings resolved from the treaty (secrets read from the environment here).
+#[derive(Clone)]
+pub struct Settings {
+    pub url: String,
+    token: Option<String>,
+    user_pass: Option<(String, String)>,
+    ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("user", &self.user_pass.as_ref().map(|u| &u.0))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl Settings {
+    pub fn from_treaty(t: &Treaty) -> Result<Settings, NatsError> {
+        let f = &t.transport_file;
+        let url = f
+            .url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or(NatsError::NoUrl)?;
+        let env =
+            |name: &String| std::env::var(name).map_err(|_| NatsError::MissingEnv(name.clone()));
+        let token = match (&f.token, &f.token_env) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(e)) => Some(env(e)?),
+            _ => None,
+        };
+        let password = match (&f.password, &f.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(e)) => Some(env(e)?),
+            _ => None,
+        };
+        let user_pass = match (&f.user, password) {
+            (Some(u), Some(p)) => Some((u.clone(), p)),
+            (Some(u), None) => Some((u.clone(), String::new())),
+            _ => None,
+        };
+        if token.is_some() && user_pass.is_some() {
+            return Err(NatsError::TwoAuths);
+        }
+        if let Some(ca) = &f.ca_file
+            && !ca.exists()
+        {
+            return Err(NatsError::MissingCa(ca.clone()));
+        }
+        Ok(Settings {
+            url,
+            token,
+            user_pass,
+            ca_file: f.ca_file.clone(),
+        })
+    }
+
+    /// Connect with these settings (token or user/password, TLS roots).
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, NatsError> {
+        let mut o = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(t) = &self.token {
+            o = o.token(t.clone());
+        }
+        if let Some((u, p)) = &self.user_pass {
+            o = o.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(ca) = &self.ca_file {
+            o = o.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        o.connect(self.url.as_str())
+            .await
+            .map_err(|e| self.err(format!("cannot connect: {e}")))
+    }
+
+    fn err(&self, msg: String) -> NatsError {
+        NatsError::Server {
+            url: self.url.clone(),
+            msg,
+        }
+    }
+}
+
+/// Create (or open) the union's stream. An existing stream is used as it is,
+/// so operators may pre-create it with replicas (see docs/nats.md).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    union: &str,
+    max_age: Duration,
+) -> Result<stream::Stream, String> {
+    js.get_or_create_stream(stream::Config {
+        name: stream_name(union),
+        subjects: vec![format!("shield.{}.sig.>", token(union))],
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot create or open stream {}: {e}", stream_name(union)))
+}
+
+/// Publish one envelope with its de-duplication id; `Ok(true)` if the server
+/// stored it, `Ok(false)` if it was a duplicate.
+pub async fn publish_env(
+    js: &jetstream::Context,
+    union: &str,
+    origin: &str,
+    seq: u64,
+    env: &Envelope,
+) -> Result<bool, String> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        msg_id(origin, seq, env).as_str(),
+    );
+    let body = serde_json::to_vec(env).map_err(|e| e.to_string())?;
+    let ack = js
+        .publish_with_headers(subject(union, origin), h, Bytes::from(body))
+        .await
+        .map_err(|e| format!("publish: {e}"))?
+        .await
+        .map_err(|e| format!("publish ack: {e}"))?;
+    Ok(!ack.duplicate)
+}
+
+struct Status {
+    health: Health,
+    last_error: Option<String>,
+    last_ok: Option<i64>,
+}
+
+/// The NATS JetStream transport of one member.
+pub struct Nats {
+    me: String,
+    union: String,
+    max_age: Duration,
+    retry: Duration,
+    settings: Settings,
+    tx: mpsc::UnboundedSender<Envelope>,
+    /// Taken by `run` (once). Behind a std Mutex: touched only at start.
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Envelope>>>,
+    /// Short, never held across an await.
+    status: Mutex<Status>,
+}
+
+impl Nats {
+    /// Resolve settings from the treaty; nothing connects until [`Transport::run`].
+    pub fn new(me: &str, treaty: &Treaty) -> Result<Nats, NatsError> {
+        let settings = Settings::from_treaty(treaty)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Nats {
+            me: me.to_string(),
+            union: treaty.name.clone(),
+            max_age: treaty.max_age,
+            retry: treaty.sync_interval.max(Duration::from_millis(500)),
+            settings,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            status: Mutex::new(Status {
+                health: Health::Unknown,
+                last_error: None,
+                last_ok: None,
+            }),
+        })
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, r: Result<(), String>) {
+        let mut s = self.status();
+        match r {
+            Ok(()) => {
+                s.health = Health::Up;
+                s.last_ok = Some(crate::wall_now());
+            }
+            Err(e) => {
+                if s.health != Health::Down || s.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(url = %self.settings.url, "union NATS transport: {e}");
+                }
+                s.health = Health::Down;
+                s.last_error = Some(e);
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<(jetstream::Context, consumer::PullConsumer), String> {
+        let client = self
+            .settings
+            .connect(&format!("shield-{}", self.me))
+            .await
+            .map_err(|e| e.to_string())?;
+        let js = jetstream::new(client);
+        let st = ensure_stream(&js, &self.union, self.max_age).await?;
+        let durable = format!("shield_{}", token(&self.me));
+        let c = st
+            .get_or_create_consumer(
+                &durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: format!("shield.{}.sig.>", token(&self.union)),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("cannot create or open consumer {durable}: {e}"))?;
+        Ok((js, c))
+    }
+
+    /// Publish every signal the store holds (all origins), page by page.
+    async fn republish(&self, js: &jetstream::Context, sink: &dyn Sink) -> Result<u64, String> {
+        let mut have = Have::new();
+        let mut new = 0;
+        loop {
+            let page = sink.serve(&have, 512, "nats");
+            if page.is_empty() {
+                return Ok(new);
+            }
+            for env in page {
+                let Ok(d) = env.decode() else { continue };
+                let (o, s) = (d.body.origin, d.body.seq);
+                if publish_env(js, &self.union, &o, s, &env).await? {
+                    new += 1;
+                }
+                let h = have.entry(o).or_default();
+                *h = (*h).max(s);
+            }
+        }
+    }
+
+    async fn publish_loop(
+        &self,
+        js: &jetstream::Context,
+        rx: &mut mpsc::UnboundedReceiver<Envelope>,
+        pending: &mut Option<Envelope>,
+    ) -> Result<(), String> {
+        loop {
+            let env = match pending.take() {
+                Some(e) => e,
+                None => match rx.recv().await {
+                    Some(e) => e,
+                    None => return std::future::pending().await,
+                },
+            };
+            let Ok(d) = env.decode() else { continue };
+            if let Err(e) = publish_env(js, &self.union, &d.body.origin, d.body.seq, &env).await {
+                // Keep it: it is sent again after the reconnect.
+                *pending = Some(env);
+                return Err(e);
+            }
+        }
+    }
+
+    async fn consume(&self, c: &consumer::PullConsumer, sink: &dyn Sink) -> Result<(), String> {
+        let mut msgs = c
+            .messages()
+            .await
+            .map_err(|e| format!("cannot pull from consumer: {e}"))?;
+        let mut errors = 0u32;
+        loop {
+            let Some(first) = msgs.next().await else {
+                return Err("consumer stream ended".into());
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match msgs.next().now_or_never() {
+                    Some(Some(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+            let mut envs = Vec::with_capacity(batch.len());
+            let mut acks = Vec::with_capacity(batch.len());
+            for m in batch {
+                match m {
+                    Ok(m) => {
+                        envs.push(parse_envelope(&m.payload));
+                        acks.push(m);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors > 10 {
+                            return Err(format!("pulling messages: {e}"));
+                        }
+                        tracing::debug!("union NATS pull: {e}");
+                    }
+                }
+            }
+            if acks.is_empty() {
+                continue;
+            }
+            errors = 0;
+            sink.receive(envs, "nats").await;
+            for m in acks {
+                if let Err(e) = m.ack().await {
+                    // Redelivered later and refused as a duplicate: no harm.
+                    tracing::debug!("union NATS ack: {e}");
+                }
+            }
+            self.set(Ok(()));
+        }
+    }
+
+    async fn run_inner(self: Arc<Self>, sink: Arc<dyn Sink>, mut shutdown: watch::Receiver<bool>) {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut rx) = rx else {
+            tracing::error!("union NATS transport started twice; the second run does nothing");
+            return;
+        };
+        let mut pending = None;
+        let mut republished = false;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let r = async {
+                let (js, c) = self.open().await?;
+                self.set(Ok(()));
+                if !republished {
+                    let n = self.republish(&js, sink.as_ref()).await?;
+                    republished = true;
+                    tracing::info!(new = n, "union: stored signals published to NATS");
+                }
+                tokio::select! {
+                    r = self.consume(&c, sink.as_ref()) => r,
+                    r = self.publish_loop(&js, &mut rx, &mut pending) => r,
+                }
+            };
+            tokio::select! {
+                r = r => if let Err(e) = r { self.set(Err(e)) },
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.retry) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl Transport for Nats {
+    fn run(
+        self: Arc<Self>,
+        sink: Arc<dyn Sink>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.run_inner(sink, shutdown))
+    }
+
+    fn push(&self, env: Envelope) {
+        // Unbounded: the union's own rate cap bounds what is published.
+        let _ = self.tx.send(env);
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        let s = self.status();
+        vec![PeerStatus {
+            name: "nats".into(),
+            endpoint: self.settings.url.clone(),
+            health: s.health.clone(),
+            last_error: s.last_error.clone(),
+            last_ok: s.last_ok,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_subject_tokens() {
+        assert_eq!(subject("my union", "web.1"), "shield.my_union.sig.web_1");
+        assert_eq!(stream_name("a.b*>"), "SHIELD_a_b__");
+        let env = Envelope {
+            payload: String::new(),
+            sig: "ABCDEFGHIJKLMNOPQRSTUVWXYZ".into(),
+        };
+        assert_eq!(msg_id("web-1", 7, &env), "web-1/7/ABCDEFGHIJKLMNOP");
+    }
+
+    #[test]
+    fn garbage_payload_becomes_a_refusable_envelope() {
+        let e = parse_envelope(b"\xff not json");
+        assert!(e.decode().is_err());
+    }
+}
