@@ -37,8 +37,8 @@ def draw(res, path):
         crowd = rm.get("nginx/crowdsec")
         n = res["params"]["lines"]
         cs_ssh = rm.get("sshd/crowdsec")
-        a.set_xticklabels([f"sshd ({n:,} lines" + (f"; CrowdSec {cs_ssh['lines']:,}" if cs_ssh and cs_ssh["lines"] != n else "") + ")",
-                           f"nginx access ({n:,}" + (f"; CrowdSec {crowd['lines']:,}" if crowd else "") + ")"], fontsize=8)
+        a.set_xticklabels([f"sshd ({n:,} lines" + (f";\nCrowdSec {cs_ssh['lines']:,}" if cs_ssh and cs_ssh["lines"] != n else "") + ")",
+                           f"nginx access ({n:,}" + (f";\nCrowdSec {crowd['lines']:,}" if crowd else "") + ")"], fontsize=8)
         if log:
             a.set_yscale("log")
         a.set_title(title, fontsize=10)

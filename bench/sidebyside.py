@@ -43,6 +43,9 @@ CS_REPS = int(os.environ.get("CS_REPS", "1"))
 GATE_SECS = int(os.environ.get("GATE_SECS", "10"))
 GATE_DECISIONS = int(os.environ.get("GATE_DECISIONS", "10000"))
 NO_WRITE = os.environ.get("NO_WRITE") == "1"
+# RESUME=1 reuses the measurements already recorded in $BENCH_WORK/runs (*.meas.json) with the
+# same inputs, e.g. after a later step failed, and runs only what is missing.
+RESUME = os.environ.get("RESUME") == "1"
 F2B_FILTERS = Path("/etc/fail2ban/filter.d")
 MAXRETRY, FINDTIME = 5, 600  # fail2ban's jail defaults
 
@@ -107,6 +110,11 @@ def parse_time_v(path):
 
 def timed(tag, argv, lines, stdout_path, stderr_path=None, ok_codes=(0,)):
     """Runs argv under /usr/bin/time -v; returns the measurement (wall by monotonic clock)."""
+    meas = WORK / "runs" / f"{tag}.meas.json"
+    if RESUME and meas.exists():
+        r = json.loads(meas.read_text())
+        log(f"  {tag}: reused from {meas}")
+        return r
     tfile = WORK / "runs" / f"{tag}.time"
     tfile.parent.mkdir(parents=True, exist_ok=True)
     la = loadavg()
@@ -119,6 +127,7 @@ def timed(tag, argv, lines, stdout_path, stderr_path=None, ok_codes=(0,)):
         raise BenchError(f"{tag}: `{' '.join(argv)}` exited {p.returncode}\n{tail}")
     r = parse_time_v(tfile)
     r.update(wall_s=round(wall, 3), lines=lines, lines_per_s=round(lines / wall, 1), load1=la)
+    meas.write_text(json.dumps(r))
     log(f"  {tag}: {wall:.2f}s wall, {r['user_s'] + r['sys_s']:.2f}s CPU, "
         f"{lines / wall:,.0f} lines/s, {r['rss_mb']} MB, load {la}")
     return r
@@ -311,7 +320,9 @@ def cs_decisions(cfg):
 
 
 def crowdsec_replay(tag, path, lines, typ):
-    cfg, _ = cs_config(tag)
+    cfg = WORK / "crowdsec" / tag / "config.yaml"
+    if not (RESUME and (WORK / "runs" / f"{tag}.meas.json").exists() and cfg.exists()):
+        cfg, _ = cs_config(tag)
     r = timed(tag, ["crowdsec", "-c", str(cfg), "-dsn", f"file://{Path(path).resolve()}", "-type", typ,
                     "-no-capi"], lines, WORK / "runs" / f"{tag}.out", WORK / "runs" / f"{tag}.err")
     err = (WORK / "runs" / f"{tag}.err").read_text(errors="replace")
@@ -421,21 +432,20 @@ from_start = true
     proc = subprocess.Popen([SHIELD, "--config", str(cfg), "run"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(d / "daemon.log", "wb"))
     wait_port(port, proc, "shield run")
+    key = subprocess.run([SHIELD, "--config", str(cfg), "bouncers", "add", "bench"], capture_output=True,
+                         text=True, check=True).stdout.split()[-1].strip()
+    # Count what a bouncer would receive at startup (the management list is capped at 1000 rows).
     end = time.time() + 120
     n = 0
     while time.time() < end:
-        st, body = http_get(port, f"/v1/decisions?ip={banned[-1]}", {"X-Api-Key": "probe"})
-        out = subprocess.run([SHIELD, "--config", str(cfg), "decisions", "list", "--format", "json"],
-                             capture_output=True, text=True)
-        if out.returncode == 0:
-            n = len(json.loads(out.stdout or "[]"))
+        st, body = http_get(port, "/v1/decisions/stream?startup=true", {"X-Api-Key": key})
+        if st == 200:
+            n = len(json.loads(body).get("new") or [])
             if n >= GATE_DECISIONS:
                 break
         time.sleep(1)
     if n < GATE_DECISIONS:
         raise BenchError(f"shield daemon holds {n} decisions, wanted {GATE_DECISIONS}; see {d}/daemon.log")
-    key = subprocess.run([SHIELD, "--config", str(cfg), "bouncers", "add", "bench"], capture_output=True,
-                         text=True, check=True).stdout.split()[-1].strip()
     return proc, port, key, n
 
 
@@ -585,9 +595,9 @@ def main():
         if not (F2B_FILTERS / f"{f}.conf").exists():
             raise BenchError(f"fail2ban filter {F2B_FILTERS}/{f}.conf is missing: reinstall the `fail2ban` package")
     WORK.mkdir(parents=True, exist_ok=True)
-    if (WORK / "runs").exists():
+    if (WORK / "runs").exists() and not RESUME:
         shutil.rmtree(WORK / "runs")
-    (WORK / "runs").mkdir()
+    (WORK / "runs").mkdir(exist_ok=True)
     files = gen_inputs()
     res = {
         "issue": 8, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
