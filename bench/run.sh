@@ -10,7 +10,7 @@
 #
 # Knobs (environment): REPS (3), LINES (1000000), ATTACKERS (200), SEED (42),
 # CS_SSHD_LINES (1000000), CS_NGINX_LINES (30000), CS_REPS (1), GATE_SECS (10),
-# GATE_DECISIONS (10000), BENCH_WORK (/var/tmp/shield-bench), SHIELD_BIN (build it),
+# GATE_DECISIONS (10000), BENCH_WORK (/var/tmp/shield-bench), SHIELD_BIN (build it), RESUME=1,
 # NO_WRITE=1 (measure, but leave BENCHMARKS.md and bench/results untouched).
 # Nothing leaves the machine: CrowdSec runs with its central API disabled
 # (-no-capi, no online_client) and its local API on 127.0.0.1 only.
