@@ -431,7 +431,11 @@ from_start = true
 """)
     proc = subprocess.Popen([SHIELD, "--config", str(cfg), "run"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(d / "daemon.log", "wb"))
-    wait_port(port, proc, "shield run")
+    try:
+        wait_port(port, proc, "shield run")
+    except BenchError:
+        stop(proc)
+        raise
     key = subprocess.run([SHIELD, "--config", str(cfg), "bouncers", "add", "bench"], capture_output=True,
                          text=True, check=True).stdout.split()[-1].strip()
     # Count what a bouncer would receive at startup (the management list is capped at 1000 rows).
@@ -445,6 +449,7 @@ from_start = true
                 break
         time.sleep(1)
     if n < GATE_DECISIONS:
+        stop(proc)
         raise BenchError(f"shield daemon holds {n} decisions, wanted {GATE_DECISIONS}; see {d}/daemon.log")
     return proc, port, key, n
 
@@ -466,6 +471,7 @@ def start_crowdsec_lapi():
     n = con.execute("select count(*) from decisions").fetchone()[0]
     con.close()
     if n < GATE_DECISIONS:
+        stop(proc)
         raise BenchError(f"crowdsec LAPI holds {n} decisions, wanted {GATE_DECISIONS}; see {d}/import.log")
     return proc, port, key, n
 
