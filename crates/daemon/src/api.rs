@@ -127,12 +127,9 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
 struct ListQuery {
     #[serde(default)]
     all: bool,
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-
-fn default_limit() -> usize {
-    1000
+    /// Most rows; by default every active decision, or the 1000 most recent with `all`.
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 async fn list_decisions(
@@ -142,12 +139,14 @@ async fn list_decisions(
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
     let mut v = if q.all {
         store
-            .recent_decisions(q.limit.min(100_000))
+            .recent_decisions(q.limit.unwrap_or(1000).min(100_000))
             .map_err(internal)?
     } else {
         store.active_decisions(now()).map_err(internal)?
     };
-    v.truncate(q.limit);
+    if let Some(l) = q.limit {
+        v.truncate(l);
+    }
     Ok(Json(v))
 }
 
