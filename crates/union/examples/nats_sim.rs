@@ -8,7 +8,7 @@
 //! origin is in the treaty, verifies the ed25519 signature with the origin's
 //! key and checks the treaty digest before it counts the signal. Simplified:
 //! members share `--conns` NATS connections (members are spread round-robin)
-//! and do not write SQLite (the per-batch store cost is measured by the union
+//! (origins publish on one more connection) and do not write SQLite (the per-batch store cost is measured by the union
 //! crate's own tests/drill, not here).
 //!
 //! ```text
@@ -139,6 +139,15 @@ async fn main() {
             .expect("connect to nats");
         clients.push(jetstream::new(c));
     }
+    // Origins publish on their own connection, as real members' daemons do
+    // (their acks must not queue behind 1000 members' deliveries).
+    let publisher = jetstream::new(
+        async_nats::ConnectOptions::new()
+            .name("sim-publisher")
+            .connect(url.as_str())
+            .await
+            .expect("connect to nats"),
+    );
     let js = &clients[0];
     let stream = nats::ensure_stream(js, &union, Duration::from_secs(3600))
         .await
@@ -238,7 +247,7 @@ async fn main() {
         if let Ok(mut s) = sent.lock() {
             s.insert((body.origin.clone(), body.seq), Instant::now());
         }
-        nats::publish_env(&clients[o % a.conns], &union, &body.origin, body.seq, &env)
+        nats::publish_env(&publisher, &union, &body.origin, body.seq, &env)
             .await
             .expect("publish");
         let next = start + gap * (k as u32 + 1);
