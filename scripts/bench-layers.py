@@ -136,7 +136,7 @@ socket = "{d}/shield.sock"
             res[name] = {"rps": rps, "p99_ms": p99ms}
         return res
     finally:
-        daemon.send_signal(signal.SIGTERM); daemon.wait(10)
+        daemon.stdin.close(); daemon.send_signal(signal.SIGTERM); daemon.wait(10)
         shutil.rmtree(d, ignore_errors=True)
 
 def main():
