@@ -589,18 +589,22 @@ impl Filter {
                     fail.set(n, &hay[*s..*e]);
                 }
             }
-            // F-ALT_X fill X when empty
-            let alts: Vec<(String, String)> = fail
-                .vals
-                .iter()
-                .filter_map(|(k, v)| {
-                    let base = k.strip_prefix("alt_")?;
-                    let base = base
-                        .trim_end_matches(|c: char| c.is_ascii_digit())
-                        .trim_end_matches('_');
-                    Some((crate::tags::map_tag_to_opt(base), v.clone()))
-                })
-                .collect();
+            // F-ALT_X fill X when empty (collected only when such a group is set)
+            let has_alt = fail.vals.iter().any(|(k, _)| k.starts_with("alt_"));
+            let alts: Vec<(String, String)> = if !has_alt {
+                Vec::new()
+            } else {
+                fail.vals
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let base = k.strip_prefix("alt_")?;
+                        let base = base
+                            .trim_end_matches(|c: char| c.is_ascii_digit())
+                            .trim_end_matches('_');
+                        Some((crate::tags::map_tag_to_opt(base), v.clone()))
+                    })
+                    .collect()
+            };
             for (k, v) in alts {
                 if !fail.truthy(&k) && !v.is_empty() {
                     fail.set(&k, &v);
@@ -617,12 +621,11 @@ impl Filter {
                     return false;
                 }
             }
-            let host = fail
-                .get("ip4")
-                .or_else(|| fail.get("ip6"))
-                .or_else(|| fail.get("dns"))
-                .or_else(|| fail.get("fid"));
-            let Some(host) = host.map(str::to_string) else {
+            // ip4, else ip6, else dns, else fid (kept as a key: no copy yet)
+            let host_key = ["ip4", "ip6", "dns", "fid"]
+                .into_iter()
+                .find(|k| fail.get(k).is_some());
+            let Some(host_key) = host_key else {
                 if let Some(id) = &mlfid {
                     fail.set("mlfpending", "1");
                     self.store_mlfid(id, &fail);
@@ -633,7 +636,8 @@ impl Filter {
                 self.store_mlfid(id, &fail);
             }
             self.out.rule = idx;
-            self.out.host = host;
+            self.out.host.clear();
+            self.out.host.push_str(fail.get(host_key).unwrap_or(""));
             self.out.time = time;
             self.out.nofail = fail.truthy("nofail");
             self.out.fields = fail.vals;
@@ -665,7 +669,9 @@ impl Filter {
 
     fn store_mlfid(&mut self, id: &str, fail: &FailMap) {
         if let Some(e) = self.mlfid_cache.get_mut(id) {
-            *e = fail.clone();
+            // clone_from reuses the entry's buffers: no allocation per line
+            e.vals.clone_from(&fail.vals);
+            e.users.clone_from(&fail.users);
         }
     }
 
@@ -713,13 +719,24 @@ impl Filter {
             }
         } else if nf & 2 == 0 {
             users = fail.add_user();
+            // Evicting the oldest id hands its buffers to the new one, so a
+            // full cache takes a new id without allocating.
+            let mut recycled: Option<(String, String, FailMap)> = None;
             if self.mlfid_cache.len() >= 100
                 && let Some(old) = self.mlfid_order.pop_front()
+                && let Some((k, v)) = self.mlfid_cache.remove_entry(&old)
             {
-                self.mlfid_cache.remove(&old);
+                recycled = Some((old, k, v));
             }
-            self.mlfid_order.push_back(mlfid.to_string());
-            self.mlfid_cache.insert(mlfid.to_string(), fail.clone());
+            let (mut order_key, mut key, mut val) = recycled.unwrap_or_default();
+            order_key.clear();
+            order_key.push_str(mlfid);
+            key.clear();
+            key.push_str(mlfid);
+            val.vals.clone_from(&fail.vals);
+            val.users.clone_from(&fail.users);
+            self.mlfid_order.push_back(order_key);
+            self.mlfid_cache.insert(key, val);
         } else {
             users = 0;
         }
