@@ -55,6 +55,37 @@ fn metrics_after_a_known_replay() {
         log.to_str().unwrap(),
     ]);
     let port = free_port();
+    // A webhook receiver: counts POSTs and keeps their bodies.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let (hook_tx, hook_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in hook.incoming() {
+            let Ok(mut c) = conn else { break };
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let t = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = t.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = hook_tx.send(String::from_utf8_lossy(&req).to_string());
+        }
+    });
     let cfg = format!(
         r#"
 [store]
@@ -71,6 +102,10 @@ name = "sshd"
 paths = ["{}"]
 packs = ["sshd"]
 from_start = true
+[webhook]
+url = "http://127.0.0.1:{hook_port}/hook"
+min_interval = "1h"
+burst = 2
 "#,
         log.display()
     );
@@ -142,6 +177,38 @@ from_start = true
     );
     assert!(body.contains("# TYPE shield_batch_commit_seconds histogram"));
     assert!(body.contains("shield_source_last_line_timestamp_seconds{"));
+
+    // Webhook: the first two new decisions are POSTed as JSON, the rest are
+    // dropped by the token bucket (burst 2, then one per hour) and counted.
+    let first = hook_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(first.starts_with("POST /hook HTTP/1.1"), "{first}");
+    assert!(first.contains("\"event\":\"decision\""), "{first}");
+    let _second = hook_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(hook_rx.recv_timeout(Duration::from_millis(500)).is_err());
+    let (_, body) = scrape(port);
+    let new = sum(
+        &body,
+        "shield_daemon_events_total",
+        &["event=\"decisions_new\""],
+    );
+    assert_eq!(
+        sum(
+            &body,
+            "shield_webhook_notifications_total",
+            &["outcome=\"sent\""]
+        ),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        sum(
+            &body,
+            "shield_webhook_notifications_total",
+            &["outcome=\"dropped\""]
+        ),
+        new - 2.0,
+        "{body}"
+    );
 
     // A manual ban shows up under its own origin.
     let out = d.cli(&["decisions", "add", "198.51.100.7", "--duration", "1h"]);
