@@ -63,6 +63,8 @@ pub enum Cmd {
     Bouncers(cmd::manage::BouncersCmd),
     /// Turn an existing fail2ban configuration into a Shield config.
     ImportFail2ban(cmd::import::Args),
+    /// Exercise the union: N members in network namespaces, an attack on one, when each enforced it (root).
+    Drill(cmd::drill::Args),
     /// Union membership: keys, treaty, status.
     #[command(subcommand)]
     Union(shield_union::cli::UnionCmd),

@@ -86,7 +86,7 @@ fn writer(dir: PathBuf, w: Arc<Written>, stop: Arc<AtomicBool>) {
         // A new attacker every third batch: 4 failures (capacity 3 overflows on
         // the 4th). Fewer than 1,000 in all: `decisions list` shows at most 1,000.
         batches += 1;
-        let ip = (batches % 3 == 0).then(|| {
+        let ip = batches.is_multiple_of(3).then(|| {
             attacker += 1;
             format!("100.64.{}.{}", attacker / 250, attacker % 250 + 1)
         });
@@ -127,10 +127,8 @@ fn kernel_set(ns: &Netns) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     fn walk(v: &serde_json::Value, found: &mut BTreeSet<String>) {
         match v {
-            serde_json::Value::String(s) => {
-                if s.parse::<std::net::IpAddr>().is_ok() {
-                    found.insert(format!("{s}/32"));
-                }
+            serde_json::Value::String(s) if s.parse::<std::net::IpAddr>().is_ok() => {
+                found.insert(format!("{s}/32"));
             }
             serde_json::Value::Object(m) => {
                 if let (Some(a), Some(l)) = (m.get("addr"), m.get("len")) {

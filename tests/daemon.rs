@@ -276,3 +276,62 @@ fn manual_decisions_through_the_running_daemon() {
     );
     assert!(d.active().is_empty());
 }
+
+#[test]
+fn sigterm_stops_the_daemon_even_while_stdin_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    std::fs::write(
+        &cfg,
+        config(src, "").replace("@DIR@", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let mut child = common::shield()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("shield.sock");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
+        .is_some()
+    );
+    // Lines on stdin are decided too.
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..10 {
+        writeln!(stdin, "{}", ssh_fail("203.0.113.99", i)).unwrap();
+    }
+    stdin.flush().unwrap();
+    let out = || {
+        common::shield()
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "decisions",
+                "list",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let banned = wait_for(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&out().stdout)
+            .contains("203.0.113.99")
+            .then_some(())
+    });
+    assert!(banned.is_some());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    drop(stdin);
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "daemon did not exit cleanly on SIGTERM with stdin open"
+    );
+}

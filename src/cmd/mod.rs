@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::{Cli, Cmd};
 
 pub mod docs;
+pub mod drill;
 pub mod genlog;
 pub mod import;
 pub mod manage;
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { format } => manage::status(config, format),
         Cmd::Bouncers(c) => manage::bouncers(config, c),
         Cmd::ImportFail2ban(a) => import::run(a),
+        Cmd::Drill(a) => drill::run(a),
         Cmd::Union(c) => {
             shield_union::cli::run(c)?;
             Ok(ExitCode::SUCCESS)

@@ -48,7 +48,10 @@ mod tests {
 
     #[test]
     fn overlap_both_ways() {
-        let a = Allowlist::new(vec!["10.1.2.3/32".parse().unwrap(), "192.168.0.0/16".parse().unwrap()]);
+        let a = Allowlist::new(vec![
+            "10.1.2.3/32".parse().unwrap(),
+            "192.168.0.0/16".parse().unwrap(),
+        ]);
         assert!(a.overlaps(&"10.0.0.0/8".parse().unwrap()).is_some());
         assert!(a.overlaps(&"192.168.5.5/32".parse().unwrap()).is_some());
         assert!(a.overlaps(&"203.0.113.7/32".parse().unwrap()).is_none());

@@ -34,7 +34,11 @@ impl Scope {
 
     /// The scope a network implies: a single host is `ip`, anything wider `range`.
     pub fn of(net: &IpNet) -> Scope {
-        if net.prefix_len() == net.max_prefix_len() { Scope::Ip } else { Scope::Range }
+        if net.prefix_len() == net.max_prefix_len() {
+            Scope::Ip
+        } else {
+            Scope::Range
+        }
     }
 }
 
@@ -44,7 +48,11 @@ impl FromStr for Scope {
         match s.to_ascii_lowercase().as_str() {
             "ip" => Ok(Scope::Ip),
             "range" => Ok(Scope::Range),
-            _ => Err(ParseError { what: "scope", got: s.into(), expected: "`ip` or `range`" }),
+            _ => Err(ParseError {
+                what: "scope",
+                got: s.into(),
+                expected: "`ip` or `range`",
+            }),
         }
     }
 }

@@ -38,7 +38,14 @@ pub struct Hit<'a> {
 
 impl<'a> Hit<'a> {
     pub fn new(rule: u32, host: IpAddr, time: Option<UnixTime>) -> Self {
-        Hit { rule, host, time, nofail: false, fields: [("", ""); MAX_FIELDS], n_fields: 0 }
+        Hit {
+            rule,
+            host,
+            time,
+            nofail: false,
+            fields: [("", ""); MAX_FIELDS],
+            n_fields: 0,
+        }
     }
 
     /// Adds a named field; fields past [`MAX_FIELDS`] are dropped.
@@ -50,7 +57,10 @@ impl<'a> Hit<'a> {
     }
 
     pub fn field(&self, name: &str) -> Option<&'a str> {
-        self.fields().iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.fields()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     pub fn fields(&self) -> &[(&'a str, &'a str)] {

@@ -3,7 +3,6 @@
 //! CrowdSec-compatible bouncer API and — only when a token is configured —
 //! the same control API behind `Authorization: Bearer <token>`.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::Context;

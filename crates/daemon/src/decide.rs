@@ -146,20 +146,20 @@ pub fn own_addresses() -> Vec<IpNet> {
             let l = line.trim_start_matches([' ', '|', '+', '-', '`']);
             if let Ok(ip) = l.trim().parse::<IpAddr>() {
                 last = Some(ip);
-            } else if l.contains("host LOCAL") {
-                if let Some(ip) = last {
-                    out.push(shield_core::host_net(ip));
-                }
+            } else if l.contains("host LOCAL")
+                && let Some(ip) = last
+            {
+                out.push(shield_core::host_net(ip));
             }
         }
     }
     if let Ok(t) = std::fs::read_to_string("/proc/net/if_inet6") {
         for line in t.lines() {
             let hex = line.split_whitespace().next().unwrap_or("");
-            if hex.len() == 32 {
-                if let Ok(v) = u128::from_str_radix(hex, 16) {
-                    out.push(shield_core::host_net(IpAddr::V6(v.into())));
-                }
+            if hex.len() == 32
+                && let Ok(v) = u128::from_str_radix(hex, 16)
+            {
+                out.push(shield_core::host_net(IpAddr::V6(v.into())));
             }
         }
     }
@@ -352,8 +352,10 @@ mod tests {
     fn covered_and_extended() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let mut esc = Escalation::default();
-        esc.enabled = false;
+        let esc = Escalation {
+            enabled: false,
+            ..Escalation::default()
+        };
         let d = Decider::new(Allowlist::default(), esc);
         let Outcome::New(a) = d
             .on_alert(&store, &alert("203.0.113.7/32", 600), 0)

@@ -145,13 +145,12 @@ pub fn spawn(
                 matched += engine.stats().matched - before;
                 cursor = Some(e.cursor);
                 if !alerts.is_empty() || lines >= 1000 || last_send.elapsed() > Duration::from_secs(1) {
-                    if let Ok(mut s) = sources.lock() {
-                        if let Some(st) = s.get_mut(&name) {
+                    if let Ok(mut s) = sources.lock()
+                        && let Some(st) = s.get_mut(&name) {
                             st.lines += lines;
                             st.matched += matched;
                             st.last_line_at = Some(t);
                         }
-                    }
                     let _ = tx.send(Msg::Batch {
                         pipeline: name.clone(),
                         alerts: std::mem::take(&mut alerts),
@@ -176,10 +175,10 @@ pub fn spawn(
 }
 
 fn set_error(sources: &Mutex<BTreeMap<String, SourceStatus>>, name: &str, e: String) {
-    if let Ok(mut s) = sources.lock() {
-        if let Some(st) = s.get_mut(name) {
-            st.error = Some(e);
-        }
+    if let Ok(mut s) = sources.lock()
+        && let Some(st) = s.get_mut(name)
+    {
+        st.error = Some(e);
     }
 }
 

@@ -493,14 +493,14 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             }
         }
     };
-    if let Some(u) = &c.union {
-        if !u.treaty.exists() {
-            errs.push(l.error_at(
-                0..0,
-                format!("[union] treaty {} does not exist", u.treaty.display()),
-                Some("create it with `shield union init`".into()),
-            ));
-        }
+    if let Some(u) = &c.union
+        && !u.treaty.exists()
+    {
+        errs.push(l.error_at(
+            0..0,
+            format!("[union] treaty {} does not exist", u.treaty.display()),
+            Some("create it with `shield union init`".into()),
+        ));
     }
 
     let webhook = match &c.webhook {
@@ -551,8 +551,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_string()

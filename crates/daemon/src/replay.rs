@@ -83,15 +83,15 @@ pub fn replay(
             let mut hit = false;
             for e in engines.iter_mut() {
                 let before = e.stats().matched;
-                if let Some(t) = e.feed(text, now, &mut |a| alerts.push(a)) {
-                    if t > now {
-                        now = t;
-                    }
+                if let Some(t) = e.feed(text, now, &mut |a| alerts.push(a))
+                    && t > now
+                {
+                    now = t;
                 }
                 hit |= e.stats().matched != before;
             }
             rep.matched += hit as u64;
-            if n % 65536 == 0 {
+            if n.is_multiple_of(65536) {
                 progress(bytes_done + lr.bytes_read());
             }
             if !alerts.is_empty() {

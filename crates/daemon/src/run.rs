@@ -304,10 +304,10 @@ impl DecisionWorker {
                 let _ = p.send(item);
             }
         }
-        if let Ok(mut s) = self.sources.lock() {
-            if let Some(st) = s.get_mut(pipeline) {
-                st.alerts += alerts.len() as u64;
-            }
+        if let Ok(mut s) = self.sources.lock()
+            && let Some(st) = s.get_mut(pipeline)
+        {
+            st.alerts += alerts.len() as u64;
         }
     }
 
@@ -365,10 +365,10 @@ impl DecisionWorker {
                             (None, None) => vec![],
                         };
                         for id in ids {
-                            if let Some(d) = s.delete_decision(id, t)? {
-                                if d.is_active(t) {
-                                    out.push(d);
-                                }
+                            if let Some(d) = s.delete_decision(id, t)?
+                                && d.is_active(t)
+                            {
+                                out.push(d);
                             }
                         }
                         Ok(out)
@@ -414,7 +414,9 @@ impl DecisionWorker {
 /// A running reader thread.
 pub struct Reader {
     pub stop: Arc<AtomicBool>,
-    pub handle: JoinHandle<()>,
+    /// `None` for readers that block in a read nobody can interrupt (stdin):
+    /// they are left to end with the process instead of being joined.
+    pub handle: Option<JoinHandle<()>>,
 }
 
 /// Starts the reader thread of one pipeline.
@@ -460,20 +462,23 @@ pub fn start_reader(
                 )
                 .with_context(|| format!("source `{name}`"))?;
                 // Record where every followed file starts right away: a file rotated
-            // before its first line, followed by a crash, is then still known.
-            let first: Vec<(String, Checkpoint)> =
-                tailer.checkpoints().into_iter().map(|(k, c)| (format!("{prefix}{k}"), c)).collect();
-            if !first.is_empty() {
-                let _ = tx.send(Msg::Batch {
-                    pipeline: name.clone(),
-                    alerts: Vec::new(),
-                    checkpoints: first,
-                    lines: 0,
-                    matched: 0,
-                    cursor: None,
-                });
-            }
-            std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
+                // before its first line, followed by a crash, is then still known.
+                let first: Vec<(String, Checkpoint)> = tailer
+                    .checkpoints()
+                    .into_iter()
+                    .map(|(k, c)| (format!("{prefix}{k}"), c))
+                    .collect();
+                if !first.is_empty() {
+                    let _ = tx.send(Msg::Batch {
+                        pipeline: name.clone(),
+                        alerts: Vec::new(),
+                        checkpoints: first,
+                        lines: 0,
+                        matched: 0,
+                        cursor: None,
+                    });
+                }
+                std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
                 let mut alerts = Vec::new();
                 while !stop2.load(Ordering::Relaxed) {
                     let t = now();
@@ -559,6 +564,7 @@ pub fn start_reader(
                 crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
             }
         };
+    let handle = (!matches!(pipe.input, Input::Stdin)).then_some(handle);
     Ok(Reader { stop, handle })
 }
 
@@ -580,14 +586,14 @@ fn update_status(
     t: UnixTime,
     tailer: &Tailer,
 ) {
-    if let Ok(mut s) = sources.lock() {
-        if let Some(st) = s.get_mut(name) {
-            st.lines += lines;
-            st.matched += matched;
-            st.invalid_utf8 += bad;
-            st.last_line_at = Some(t);
-            st.files = tailer.checkpoints().into_iter().map(|(k, _)| k).collect();
-        }
+    if let Ok(mut s) = sources.lock()
+        && let Some(st) = s.get_mut(name)
+    {
+        st.lines += lines;
+        st.matched += matched;
+        st.invalid_utf8 += bad;
+        st.last_line_at = Some(t);
+        st.files = tailer.checkpoints().into_iter().map(|(k, _)| k).collect();
     }
 }
 
@@ -714,7 +720,9 @@ fn stop_readers(readers: &mut Vec<Reader>) {
         r.stop.store(true, Ordering::Relaxed);
     }
     for r in readers.drain(..) {
-        let _ = r.handle.join();
+        if let Some(h) = r.handle {
+            let _ = h.join();
+        }
     }
 }
 
