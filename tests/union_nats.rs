@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, free_port, shield, ssh_fail, wait_for};
 
-struct Nats(Child, tempfile::TempDir);
+/// The server and its store directory (kept until the server is gone).
+struct Nats(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Nats {
     fn drop(&mut self) {
