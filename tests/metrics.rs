@@ -133,6 +133,21 @@ burst = 2
         matched > 0.0 && matched < 5000.0,
         "matched {matched}\n{body}"
     );
+    // Per-rule hits add up to the lines matched, and the main sshd rule is among them.
+    assert_eq!(
+        sum(&body, "shield_rule_hits_total", &["source=\"sshd\""]),
+        matched,
+        "{body}"
+    );
+    assert!(
+        sum(
+            &body,
+            "shield_rule_hits_total",
+            &["rule=\"sshd-failed-password\""]
+        ) > 0.0,
+        "{body}"
+    );
+    assert_eq!(sum(&body, "shield_keys_evicted_total", &src), 0.0, "{body}");
     assert_eq!(
         sum(
             &body,

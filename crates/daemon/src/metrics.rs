@@ -126,6 +126,8 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let src_alerts = Family::<Labels, Counter>::default();
     let bad = Family::<Labels, Counter>::default();
     let last = Family::<Labels, Gauge>::default();
+    let rule_hits = Family::<Labels, Counter>::default();
+    let evicted = Family::<Labels, Counter>::default();
     {
         // Lock held only to copy a few integers per source.
         let sources = shared.sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,9 +143,27 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
             if let Some(t) = s.last_line_at {
                 last.get_or_create(&l).set(t);
             }
+            evicted.get_or_create(&l).inc_by(s.keys_evicted);
+            for (rule, n) in &s.rules {
+                let rl = vec![
+                    ("source".to_string(), s.name.clone()),
+                    ("rule".to_string(), rule.clone()),
+                ];
+                rule_hits.get_or_create(&rl).inc_by(*n);
+            }
         }
     }
     reg.register("source_lines", "Lines read, by source", lines);
+    reg.register(
+        "rule_hits",
+        "Lines each rule matched, by source and rule",
+        rule_hits,
+    );
+    reg.register(
+        "keys_evicted",
+        "Tracked keys evicted at the [engine] max_keys cap, by source",
+        evicted,
+    );
     reg.register("source_matched", "Lines a rule matched, by source", matched);
     reg.register("source_alerts", "Alerts raised, by source", src_alerts);
     reg.register(

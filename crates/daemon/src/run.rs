@@ -79,6 +79,12 @@ pub struct SourceStatus {
     pub alerts: u64,
     pub invalid_utf8: u64,
     pub last_line_at: Option<UnixTime>,
+    /// Hits per rule of this source's engine (rules with at least one hit).
+    #[serde(default)]
+    pub rules: BTreeMap<String, u64>,
+    /// Tracked keys evicted because `[engine] max_keys` was reached.
+    #[serde(default)]
+    pub keys_evicted: u64,
     pub files: Vec<String>,
     pub error: Option<String>,
 }
@@ -449,121 +455,131 @@ pub fn start_reader(
             },
         );
     }
-    let handle =
-        match pipe.input.clone() {
-            Input::File { globs, from_start } => {
-                let mut tailer = Tailer::new(
-                    FileSpec {
-                        globs,
-                        from_start,
-                        max_line: MAX_LINE,
-                    },
-                    mine,
-                )
-                .with_context(|| format!("source `{name}`"))?;
-                // Record where every followed file starts right away: a file rotated
-                // before its first line, followed by a crash, is then still known.
-                let first: Vec<(String, Checkpoint)> = tailer
-                    .checkpoints()
-                    .into_iter()
-                    .map(|(k, c)| (format!("{prefix}{k}"), c))
-                    .collect();
-                if !first.is_empty() {
-                    let _ = tx.send(Msg::Batch {
-                        pipeline: name.clone(),
-                        alerts: Vec::new(),
-                        checkpoints: first,
-                        lines: 0,
-                        matched: 0,
-                        cursor: None,
-                    });
-                }
-                std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
-                let mut alerts = Vec::new();
-                while !stop2.load(Ordering::Relaxed) {
-                    let t = now();
-                    let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
-                    let res = tailer.read_available(&mut |_path, bytes| {
-                        lines += 1;
-                        let before = engine.stats().matched;
-                        match std::str::from_utf8(bytes) {
-                            Ok(l) => {
-                                engine.feed(l, t, &mut |a| alerts.push(a));
-                            }
-                            Err(_) => {
-                                bad += 1;
-                                let l = String::from_utf8_lossy(bytes);
-                                engine.feed(&l, t, &mut |a| alerts.push(a));
-                            }
-                        }
-                        matched += engine.stats().matched - before;
-                    });
-                    if let Err(e) = &res {
-                        tracing::warn!(source = %name, error = %e, "reading failed; retrying");
-                    }
-                    if lines > 0 {
-                        let cps: Vec<(String, Checkpoint)> = tailer
-                            .checkpoints()
-                            .into_iter()
-                            .map(|(k, c)| (format!("{prefix}{k}"), c))
-                            .collect();
-                        update_status(&sources, &name, lines, matched, bad, t, &tailer);
-                        if tx
-                            .send(Msg::Batch {
-                                pipeline: name.clone(),
-                                alerts: std::mem::take(&mut alerts),
-                                checkpoints: cps,
-                                lines,
-                                matched,
-                                cursor: None,
-                            })
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    // A backlog larger than one pass is read on at once.
-                    if !res.as_ref().is_ok_and(|r| r.more) {
-                        tailer.wait(Duration::from_millis(250));
-                    }
-                }
-            })?
+    let handle = match pipe.input.clone() {
+        Input::File { globs, from_start } => {
+            let mut tailer = Tailer::new(
+                FileSpec {
+                    globs,
+                    from_start,
+                    max_line: MAX_LINE,
+                },
+                mine,
+            )
+            .with_context(|| format!("source `{name}`"))?;
+            // Record where every followed file starts right away: a file rotated
+            // before its first line, followed by a crash, is then still known.
+            let first: Vec<(String, Checkpoint)> = tailer
+                .checkpoints()
+                .into_iter()
+                .map(|(k, c)| (format!("{prefix}{k}"), c))
+                .collect();
+            if !first.is_empty() {
+                let _ = tx.send(Msg::Batch {
+                    pipeline: name.clone(),
+                    alerts: Vec::new(),
+                    checkpoints: first,
+                    lines: 0,
+                    matched: 0,
+                    cursor: None,
+                });
             }
-            Input::Stdin => std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("src-{name}"))
                 .spawn(move || {
-                    let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
                     let mut alerts = Vec::new();
-                    while let Some(Ok(bytes)) = r.next_line() {
-                        if stop2.load(Ordering::Relaxed) {
-                            break;
-                        }
+                    while !stop2.load(Ordering::Relaxed) {
                         let t = now();
-                        let l = String::from_utf8_lossy(bytes);
-                        engine.feed(&l, t, &mut |a| alerts.push(a));
-                        if !alerts.is_empty() {
-                            let _ = tx.send(Msg::Batch {
-                                pipeline: name.clone(),
-                                alerts: std::mem::take(&mut alerts),
-                                checkpoints: vec![],
-                                lines: 1,
-                                matched: 1,
-                                cursor: None,
-                            });
+                        let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
+                        let res = tailer.read_available(&mut |_path, bytes| {
+                            lines += 1;
+                            let before = engine.stats().matched;
+                            match std::str::from_utf8(bytes) {
+                                Ok(l) => {
+                                    engine.feed(l, t, &mut |a| alerts.push(a));
+                                }
+                                Err(_) => {
+                                    bad += 1;
+                                    let l = String::from_utf8_lossy(bytes);
+                                    engine.feed(&l, t, &mut |a| alerts.push(a));
+                                }
+                            }
+                            matched += engine.stats().matched - before;
+                        });
+                        if let Err(e) = &res {
+                            tracing::warn!(source = %name, error = %e, "reading failed; retrying");
+                        }
+                        if lines > 0 {
+                            let cps: Vec<(String, Checkpoint)> = tailer
+                                .checkpoints()
+                                .into_iter()
+                                .map(|(k, c)| (format!("{prefix}{k}"), c))
+                                .collect();
+                            update_status(
+                                &sources,
+                                &name,
+                                lines,
+                                matched,
+                                bad,
+                                t,
+                                &tailer,
+                                engine.stats(),
+                            );
+                            if tx
+                                .send(Msg::Batch {
+                                    pipeline: name.clone(),
+                                    alerts: std::mem::take(&mut alerts),
+                                    checkpoints: cps,
+                                    lines,
+                                    matched,
+                                    cursor: None,
+                                })
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        // A backlog larger than one pass is read on at once.
+                        if !res.as_ref().is_ok_and(|r| r.more) {
+                            tailer.wait(Duration::from_millis(250));
                         }
                     }
-                })?,
-            Input::Journald { matches } => {
-                let key = format!("{prefix}journald");
-                let cursor = Store::open(&plan.store_path)
-                    .ok()
-                    .and_then(|s| s.meta(&key).ok().flatten());
-                crate::journald::spawn(name, matches, engine, tx, stop2, sources, key, cursor)?
-            }
-            Input::Syslog { udp, tcp } => {
-                crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
-            }
-        };
+                })?
+        }
+        Input::Stdin => std::thread::Builder::new()
+            .name(format!("src-{name}"))
+            .spawn(move || {
+                let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
+                let mut alerts = Vec::new();
+                while let Some(Ok(bytes)) = r.next_line() {
+                    if stop2.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let t = now();
+                    let l = String::from_utf8_lossy(bytes);
+                    engine.feed(&l, t, &mut |a| alerts.push(a));
+                    if !alerts.is_empty() {
+                        let _ = tx.send(Msg::Batch {
+                            pipeline: name.clone(),
+                            alerts: std::mem::take(&mut alerts),
+                            checkpoints: vec![],
+                            lines: 1,
+                            matched: 1,
+                            cursor: None,
+                        });
+                    }
+                }
+            })?,
+        Input::Journald { matches } => {
+            let key = format!("{prefix}journald");
+            let cursor = Store::open(&plan.store_path)
+                .ok()
+                .and_then(|s| s.meta(&key).ok().flatten());
+            crate::journald::spawn(name, matches, engine, tx, stop2, sources, key, cursor)?
+        }
+        Input::Syslog { udp, tcp } => {
+            crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
+        }
+    };
     let handle = (!matches!(pipe.input, Input::Stdin)).then_some(handle);
     Ok(Reader { stop, handle })
 }
@@ -585,6 +601,7 @@ fn update_status(
     bad: u64,
     t: UnixTime,
     tailer: &Tailer,
+    stats: &shield_detect::Stats,
 ) {
     if let Ok(mut s) = sources.lock()
         && let Some(st) = s.get_mut(name)
@@ -594,6 +611,10 @@ fn update_status(
         st.invalid_utf8 += bad;
         st.last_line_at = Some(t);
         st.files = tailer.checkpoints().into_iter().map(|(k, _)| k).collect();
+        st.keys_evicted = stats.keys_evicted;
+        for r in stats.rules.iter().filter(|r| r.hits > 0) {
+            st.rules.insert(r.name.clone(), r.hits);
+        }
     }
 }
 
