@@ -14,7 +14,9 @@ fn send(msg: &str) {
 }
 
 /// Tells systemd the daemon is up, and starts watchdog pings when asked for.
-pub fn ready() {
+/// A ping is sent only while `alive()` says the daemon's work still moves (the
+/// decision thread's heartbeat is recent), so a stuck daemon is restarted.
+pub fn ready(alive: impl Fn() -> bool + Send + 'static) {
     send("READY=1\nSTATUS=guarding");
     if let Some(us) = std::env::var("WATCHDOG_USEC")
         .ok()
@@ -26,7 +28,11 @@ pub fn ready() {
             .spawn(move || {
                 loop {
                     std::thread::sleep(every);
-                    send("WATCHDOG=1");
+                    if alive() {
+                        send("WATCHDOG=1");
+                    } else {
+                        tracing::error!("the decision thread has not run for 30 s: withholding the watchdog ping");
+                    }
                 }
             });
     }

@@ -92,6 +92,8 @@ pub struct SourceStatus {
 /// Counters shared by every part of the daemon.
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// Wall time of the decision thread's last loop (it loops at least every 0.5 s).
+    pub heartbeat: std::sync::atomic::AtomicI64,
     pub decisions_new: AtomicU64,
     pub decisions_extended: AtomicU64,
     pub allowlisted: AtomicU64,
@@ -324,6 +326,7 @@ impl DecisionWorker {
         loop {
             let msg = rx.recv_timeout(Duration::from_millis(500));
             let t = now();
+            self.counters.heartbeat.store(t, Ordering::Relaxed);
             match msg {
                 Ok(Msg::Batch {
                     pipeline,
@@ -641,6 +644,7 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
     auth.load(&store);
     let table = Arc::new(RwLock::new(DecisionTable::new()));
     let counters = Arc::new(Counters::default());
+    counters.heartbeat.store(now(), Ordering::Relaxed);
     let sources = Arc::new(Mutex::new(BTreeMap::new()));
     let firewall = build_firewall(&plan)?;
     let fw_name = firewall.name().to_string();
@@ -690,7 +694,8 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
         readers.push(start_reader(p, &plan, &saved, tx.clone(), sources.clone())?);
     }
     tracing::info!(pipelines = readers.len(), config = %plan.config_file, "shield is running");
-    crate::notify::ready();
+    let beat = shared.counters.clone();
+    crate::notify::ready(move || now() - beat.heartbeat.load(Ordering::Relaxed) < 30);
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
