@@ -7,14 +7,15 @@ use shield_union::{Envelope, Identity};
 
 fuzz_target!(|data: &[u8]| {
     let key = Identity::from_seed([7; 32]).public();
-    if let Ok(envs) = serde_json::from_slice::<Vec<Envelope>>(data) {
-        for e in envs {
-            let _ = e.verify(&key);
-            let _ = e.decode();
+    let check = |e: &Envelope| {
+        if let Ok(d) = e.decode() {
+            let _ = d.verify(&key);
         }
+    };
+    if let Ok(envs) = serde_json::from_slice::<Vec<Envelope>>(data) {
+        envs.iter().for_each(check);
     }
     if let Ok(e) = serde_json::from_slice::<Envelope>(data) {
-        let _ = e.verify(&key);
-        let _ = e.decode();
+        check(&e);
     }
 });
