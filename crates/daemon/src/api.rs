@@ -73,19 +73,8 @@ pub fn control_router(shared: Shared) -> Router {
 
 async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
     let t = now();
-    let active = s
-        .table
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .active(t)
-        .count();
-    let sources = s
-        .sources
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let active = s.active_count(t);
+    let sources = s.source_snapshot();
     let c = &s.counters;
     use std::sync::atomic::Ordering::Relaxed;
     let counters = serde_json::json!({

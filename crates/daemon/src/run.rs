@@ -149,6 +149,27 @@ pub struct Shared {
     pub union: Arc<Mutex<Option<serde_json::Value>>>,
 }
 
+impl Shared {
+    /// Decisions in force at `t`, from the in-memory table.
+    pub fn active_count(&self, t: UnixTime) -> usize {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .active(t)
+            .count()
+    }
+
+    /// A copy of every source's status (the lock is held only to clone them).
+    pub fn source_snapshot(&self) -> Vec<SourceStatus> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
 /// Builds the firewall layer the plan chose.
 pub fn build_firewall(plan: &Plan) -> anyhow::Result<Box<dyn Firewall>> {
     let f = &plan.firewall;

@@ -223,19 +223,8 @@ async fn overview(State(s): State<Shared>) -> Result<Json<Overview>, ApiError> {
         }
         *scen.entry(a.scenario.clone()).or_insert(0u64) += 1;
     }
-    let active = s
-        .table
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .active(t)
-        .count();
-    let sources = s
-        .sources
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let active = s.active_count(t);
+    let sources = s.source_snapshot();
     Ok(Json(Overview {
         now: t,
         firewall: s.firewall.clone(),
