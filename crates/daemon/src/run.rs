@@ -10,7 +10,6 @@
 //! it resumes after them. No line is lost or decided twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -771,10 +770,4 @@ fn stop_readers(readers: &mut Vec<Reader>) {
             let _ = h.join();
         }
     }
-}
-
-/// Listen address for tests and status.
-pub fn describe_listen(a: Option<SocketAddr>) -> String {
-    a.map(|a| a.to_string())
-        .unwrap_or_else(|| "disabled".into())
 }
