@@ -284,6 +284,10 @@ pub struct FirewallConfig {
     /// Tests only: run nft inside this network namespace.
     #[serde(default)]
     pub netns: Option<String>,
+    /// nftables: send element changes over netlink (default) rather than one
+    /// `nft -f -` process per batch.
+    #[serde(default = "default_true")]
+    pub netlink: bool,
 }
 
 impl Default for FirewallConfig {
@@ -294,6 +298,7 @@ impl Default for FirewallConfig {
             forward: false,
             priority: default_priority(),
             netns: None,
+            netlink: true,
         }
     }
 }
@@ -385,6 +390,9 @@ fn default_table() -> String {
 }
 fn default_priority() -> i32 {
     -10
+}
+fn default_true() -> bool {
+    true
 }
 fn default_api() -> String {
     DEFAULT_API.into()

@@ -64,6 +64,7 @@ pub struct FirewallPlan {
     pub forward: bool,
     pub priority: i32,
     pub netns: Option<String>,
+    pub netlink: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -537,6 +538,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             forward: c.firewall.forward,
             priority: c.firewall.priority,
             netns: c.firewall.netns.clone(),
+            netlink: c.firewall.netlink,
         },
         api: ApiPlan {
             listen,

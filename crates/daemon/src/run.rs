@@ -178,6 +178,7 @@ pub fn build_firewall(plan: &Plan) -> anyhow::Result<Box<dyn Firewall>> {
             forward: f.forward,
             priority: f.priority,
             netns: f.netns.clone(),
+            netlink: f.netlink,
         })
         .context(
             "starting the nftables layer (is the `nftables` package installed and are we root?)",

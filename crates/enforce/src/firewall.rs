@@ -52,6 +52,15 @@ pub enum LayerError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel refused a netlink transaction (none of it was applied).
+    #[error(
+        "the kernel refused {what}: {source}; check that shield runs as root or with CAP_NET_ADMIN and that the nf_tables module is available"
+    )]
+    Kernel {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Some changes of a batch could not be applied even one by one.
     #[error(
         "{failed} of {total} firewall changes failed (first: {first}); the decisions stay in the store and are retried at the next reconcile"

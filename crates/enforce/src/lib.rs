@@ -1,8 +1,9 @@
 //! shield-enforce: the layers where a decision takes effect.
 //!
 //! It owns three things and nothing else:
-//! - **firewall backends** ([`Firewall`]): nftables (`nft -f -` batches into
-//!   the `inet shield` table), iptables + ipset, and a dry-run backend;
+//! - **firewall backends** ([`Firewall`]): nftables (netlink transactions into
+//!   the `inet shield` table, `nft -f -` as fallback), iptables + ipset, and a
+//!   dry-run backend;
 //! - the **in-memory decision table** ([`DecisionTable`]) that the HTTP layers
 //!   read, never the database;
 //! - the **HTTP layers**: the forward-auth gate ([`gate_router`]) for nginx
@@ -18,6 +19,7 @@ mod auth;
 mod firewall;
 mod gate;
 mod ipset;
+mod netlink;
 mod nft;
 mod table;
 

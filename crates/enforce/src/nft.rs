@@ -1,5 +1,5 @@
 //! The nftables backend: Shield's own `inet` table, kept in step with the ban
-//! decisions through one `nft -f -` transaction per batch.
+//! decisions through one netlink transaction per batch.
 //!
 //! Layout (table name configurable, `shield` by default):
 //! - `ban4` / `ban6`: `ipv4_addr` / `ipv6_addr` sets with `flags timeout`
@@ -12,12 +12,14 @@
 //! Every element carries a kernel timeout equal to the decision's remaining
 //! time, so an unban is never needed for expiry.
 //!
-//! Why the CLI and not netlink: `nft -f -` gives one atomic transaction per
-//! batch (one process per batch, never per ban) and was quick to make robust
-//! against nft 1.0.6's lack of `destroy element`; a netlink backend (nlink)
-//! can replace `Runner` later without changing the trait.
+//! Transport: element changes go over a netlink socket kept open for the
+//! daemon's life (`netlink.rs`: one `sendmsg` per batch, no process, no text);
+//! the table, sets and chains are created by `nft -f -` once at start. With
+//! `netlink: false` (or when the socket cannot be opened) every batch is one
+//! `nft -f -` process instead. At start the sets' contents are replaced in one
+//! transaction (flush + every active element), so no ban lapses meanwhile.
 //!
-//! Idempotence without `destroy`: refreshing or removing an element is written
+//! Idempotence without `destroy` (nft 1.0.6 and kernels before 6.3 lack it): refreshing or removing an element is written
 //! as `add {e timeout 1s}; delete {e}; [add {e timeout N}]` inside the same
 //! transaction. The first add makes the delete safe whether or not the kernel
 //! still holds `e` (it may have timed out a millisecond ago).
@@ -36,6 +38,7 @@ use ipnet::IpNet;
 use shield_core::{Decision, UnixTime};
 
 use crate::firewall::{Change, Firewall, LayerError, Runner, for_kernel};
+use crate::netlink::{Batch, Elem, NfSock};
 
 /// Options of the nftables backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +49,12 @@ pub struct NftOptions {
     pub forward: bool,
     /// Base chain priority; -10 by default (before most filter rules).
     pub priority: i32,
-    /// Only for tests: run every `nft` inside `ip netns exec NAME`.
+    /// Only for tests: run every `nft` inside `ip netns exec NAME` (and open
+    /// the netlink socket in that namespace).
     pub netns: Option<String>,
+    /// Send element changes over netlink (one transaction per batch on a
+    /// socket kept open); `false`: one `nft -f -` process per batch.
+    pub netlink: bool,
 }
 
 impl Default for NftOptions {
@@ -57,6 +64,7 @@ impl Default for NftOptions {
             forward: false,
             priority: -10,
             netns: None,
+            netlink: true,
         }
     }
 }
@@ -102,9 +110,9 @@ impl SetKind {
     }
 }
 
-/// The element text nft expects: a bare address for hosts, CIDR for ranges.
-/// IPv4-mapped IPv6 targets go to the IPv4 sets.
-fn element(net: &IpNet) -> (SetKind, IpNet, String) {
+/// The set and normalised network of a target. IPv4-mapped IPv6 targets go
+/// to the IPv4 sets.
+fn element(net: &IpNet) -> (SetKind, IpNet) {
     let net = match net {
         IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
             Some(v4) if n.prefix_len() >= 96 => {
@@ -114,29 +122,70 @@ fn element(net: &IpNet) -> (SetKind, IpNet, String) {
         },
         IpNet::V4(n) => IpNet::V4(n.trunc()),
     };
-    let kind = SetKind::of(&net);
-    let text = match kind {
-        SetKind::Ban4 | SetKind::Ban6 => net.addr().to_string(),
-        _ => net.to_string(),
-    };
-    (kind, net, text)
+    (SetKind::of(&net), net)
 }
 
 fn timeout_s(expires: UnixTime, now: UnixTime) -> u64 {
     ((expires - now).max(1) as u64).min(MAX_TIMEOUT_S)
 }
 
-/// One element's worth of script lines: retried alone if its batch fails.
+/// One element command of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cmd {
+    delete: bool,
+    kind: SetKind,
+    net: IpNet,
+    timeout_s: Option<u64>,
+}
+
+impl Cmd {
+    fn add(kind: SetKind, net: IpNet, timeout_s: u64) -> Cmd {
+        Cmd {
+            delete: false,
+            kind,
+            net,
+            timeout_s: Some(timeout_s),
+        }
+    }
+
+    fn delete(kind: SetKind, net: IpNet) -> Cmd {
+        Cmd {
+            delete: true,
+            kind,
+            net,
+            timeout_s: None,
+        }
+    }
+
+    /// The element as nft writes it: a bare address for hosts, CIDR for ranges.
+    fn text(&self) -> String {
+        match self.kind {
+            SetKind::Ban4 | SetKind::Ban6 => self.net.addr().to_string(),
+            _ => self.net.to_string(),
+        }
+    }
+}
+
+/// One element's worth of commands: retried alone if its batch fails.
 #[derive(Debug)]
 struct Op {
-    lines: Vec<String>,
+    cmds: Vec<Cmd>,
     /// For ranges: the model update to undo if this op fails on its own.
     range: Option<(IpNet, Option<UnixTime>)>,
+}
+
+/// How element changes reach the kernel.
+enum Wire {
+    /// One netlink transaction per batch on our own socket (the default).
+    Netlink(NfSock),
+    /// One `nft -f -` process per batch (fallback).
+    Cli,
 }
 
 pub(crate) struct Nft {
     opts: NftOptions,
     runner: Runner,
+    wire: Wire,
     /// Ranges wanted by active decisions: net → expiry (the latest one).
     wanted: BTreeMap<IpNet, UnixTime>,
     /// Ranges installed in the kernel: net → expiry (the kernel forgets them by itself).
@@ -150,6 +199,12 @@ fn valid_name(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// Groups consecutive commands of the same kind (delete/add, set): one
+/// statement or one run of netlink messages each.
+fn runs(cmds: &[Cmd]) -> impl Iterator<Item = &[Cmd]> {
+    cmds.chunk_by(|a, b| a.delete == b.delete && a.kind == b.kind)
 }
 
 impl Nft {
@@ -170,10 +225,23 @@ impl Nft {
         let runner = Runner {
             netns: opts.netns.clone(),
         };
+        // nft creates the table, sets and chains (once, at start).
         runner.run("nft", "nftables", &["--version"], None)?;
+        let wire = if opts.netlink {
+            match NfSock::open(opts.netns.as_deref()) {
+                Ok(sock) => Wire::Netlink(sock),
+                Err(e) => {
+                    tracing::warn!(target: "shield::enforce", layer = "nftables", error = %e, "cannot open a netlink socket to nf_tables; falling back to one `nft -f -` per batch");
+                    Wire::Cli
+                }
+            }
+        } else {
+            Wire::Cli
+        };
         Ok(Nft {
             opts,
             runner,
+            wire,
             wanted: BTreeMap::new(),
             installed: HashMap::new(),
             failures: 0,
@@ -190,11 +258,70 @@ impl Nft {
             .map(|_| ())
     }
 
+    /// The commands as nft statements, appended to `out`.
+    fn render_text(&self, cmds: &[Cmd], out: &mut String) {
+        for run in runs(cmds) {
+            let verb = if run[0].delete { "delete" } else { "add" };
+            let _ = write!(out, "{verb} element {} {{ ", self.set_ref(run[0].kind));
+            for (i, c) in run.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&c.text());
+                if let Some(t) = c.timeout_s {
+                    let _ = write!(out, " timeout {t}s");
+                }
+            }
+            out.push_str(" }\n");
+        }
+    }
+
+    /// The commands as netlink messages, appended to `batch`.
+    fn render_netlink(&self, cmds: &[Cmd], batch: &mut Batch) {
+        let mut elems = Vec::new();
+        for run in runs(cmds) {
+            let interval = matches!(run[0].kind, SetKind::Ban4Net | SetKind::Ban6Net);
+            elems.clear();
+            for c in run {
+                let ms = c.timeout_s.map(|s| s * 1000);
+                elems.extend(Elem::for_net(&c.net, interval, ms).into_iter().flatten());
+            }
+            batch.elements(run[0].delete, &self.opts.table, run[0].kind.name(), &elems);
+        }
+    }
+
+    /// Apply `cmds` in one transaction (after `flush` of the named sets, if any).
+    fn send(&mut self, flush: &[SetKind], cmds: &[Cmd]) -> Result<(), LayerError> {
+        if let Wire::Netlink(sock) = &self.wire {
+            let _ = sock;
+            let mut batch = Batch::new();
+            for kind in flush {
+                batch.flush_set(&self.opts.table, kind.name());
+            }
+            self.render_netlink(cmds, &mut batch);
+            let Wire::Netlink(sock) = &mut self.wire else {
+                unreachable!()
+            };
+            return sock.commit(batch).map_err(|r| LayerError::Kernel {
+                what: r.what,
+                source: r.error,
+            });
+        }
+        let mut script = String::new();
+        for kind in flush {
+            let _ = writeln!(script, "flush set {}", self.set_ref(*kind));
+        }
+        self.render_text(cmds, &mut script);
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.run_script(&script)
+    }
+
     /// `add {e 1s}; delete {e}`: removes `e` whether or not the kernel still has it.
-    fn remove_lines(&self, kind: SetKind, text: &str, out: &mut Vec<String>) {
-        let set = self.set_ref(kind);
-        out.push(format!("add element {set} {{ {text} timeout 1s }}"));
-        out.push(format!("delete element {set} {{ {text} }}"));
+    fn remove_cmds(kind: SetKind, net: IpNet, out: &mut Vec<Cmd>) {
+        out.push(Cmd::add(kind, net, 1));
+        out.push(Cmd::delete(kind, net));
     }
 
     /// Ranges to install: wanted, active, and not inside another wanted active range.
@@ -215,7 +342,7 @@ impl Nft {
         out
     }
 
-    /// Script lines that bring the installed ranges to the desired ones.
+    /// Commands that bring the installed ranges to the desired ones.
     fn range_ops(&mut self, now: UnixTime) -> Vec<Op> {
         // What the kernel timed out by itself needs no op.
         self.installed.retain(|_, exp| *exp > now);
@@ -231,12 +358,12 @@ impl Nft {
             .collect();
         gone.sort();
         for net in gone {
-            let (kind, _, text) = element(&net);
-            let mut lines = Vec::new();
-            self.remove_lines(kind, &text, &mut lines);
+            let (kind, net) = element(&net);
+            let mut cmds = Vec::new();
+            Self::remove_cmds(kind, net, &mut cmds);
             let prev = self.installed.remove(&net);
             ops.push(Op {
-                lines,
+                cmds,
                 range: Some((net, prev)),
             });
         }
@@ -247,32 +374,33 @@ impl Nft {
             .collect();
         changed.sort();
         for (net, exp) in changed {
-            let (kind, _, text) = element(&net);
-            let mut lines = Vec::new();
+            let (kind, net) = element(&net);
+            let mut cmds = Vec::new();
             if self.installed.contains_key(&net) {
-                self.remove_lines(kind, &text, &mut lines);
+                Self::remove_cmds(kind, net, &mut cmds);
             }
-            lines.push(format!(
-                "add element {} {{ {text} timeout {}s }}",
-                self.set_ref(kind),
-                timeout_s(exp, now)
-            ));
+            cmds.push(Cmd::add(kind, net, timeout_s(exp, now)));
             let prev = self.installed.insert(net, exp);
             ops.push(Op {
-                lines,
+                cmds,
                 range: Some((net, prev)),
             });
         }
         ops
     }
 
-    fn table_script(&self) -> String {
+    /// Sets, chain and rules. `fresh`: delete and recreate the whole table
+    /// (elements too); otherwise create what is missing and rewrite only the
+    /// rules, leaving the sets' elements in place.
+    fn table_script(&self, fresh: bool) -> String {
         let t = &self.opts.table;
         let p = self.opts.priority;
         let mut s = String::new();
         let _ = writeln!(s, "add table inet {t}");
-        let _ = writeln!(s, "delete table inet {t}");
-        let _ = writeln!(s, "add table inet {t}");
+        if fresh {
+            let _ = writeln!(s, "delete table inet {t}");
+            let _ = writeln!(s, "add table inet {t}");
+        }
         let _ = writeln!(
             s,
             "add set inet {t} ban4 {{ type ipv4_addr; flags timeout; }}"
@@ -289,15 +417,18 @@ impl Nft {
             s,
             "add set inet {t} ban6net {{ type ipv6_addr; flags interval, timeout; }}"
         );
-        let mut hooks = vec!["input"];
-        if self.opts.forward {
-            hooks.push("forward");
-        }
-        for h in hooks {
+        for h in ["input", "forward"] {
             let _ = writeln!(
                 s,
                 "add chain inet {t} {h} {{ type filter hook {h} priority {p}; policy accept; }}"
             );
+            if h == "forward" && !self.opts.forward {
+                let _ = writeln!(s, "delete chain inet {t} {h}");
+                continue;
+            }
+            if !fresh {
+                let _ = writeln!(s, "flush chain inet {t} {h}");
+            }
             for (fam, set) in [
                 ("ip", "ban4"),
                 ("ip", "ban4net"),
@@ -312,11 +443,11 @@ impl Nft {
 
     /// Run `fast` (the whole batch as one transaction); if the kernel refuses
     /// it, run each op alone so one bad element cannot block the rest.
-    fn run_ops(&mut self, ops: Vec<Op>, fast: &str) -> Result<(), LayerError> {
+    fn run_ops(&mut self, ops: Vec<Op>, fast: &[Cmd]) -> Result<(), LayerError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let Err(batch_err) = self.run_script(fast) else {
+        let Err(batch_err) = self.send(&[], fast) else {
             return Ok(());
         };
         if matches!(
@@ -330,8 +461,7 @@ impl Nft {
         let mut failed = 0;
         let mut first = None;
         for op in ops {
-            let one = op.lines.join("\n") + "\n";
-            if let Err(e) = self.run_script(&one) {
+            if let Err(e) = self.send(&[], &op.cmds) {
                 failed += 1;
                 if let Some((net, prev)) = op.range {
                     // Undo the model update: the kernel did not take it.
@@ -362,18 +492,18 @@ impl Firewall for Nft {
 
     fn apply(&mut self, batch: &[Change], now: UnixTime) -> Result<(), LayerError> {
         // Last change per host element wins within a batch: Some(expiry) = add, None = remove.
-        let mut hosts: HashMap<(SetKind, String), Option<UnixTime>> = HashMap::new();
-        let mut order: Vec<(SetKind, String)> = Vec::new();
+        let mut hosts: HashMap<(SetKind, IpNet), Option<UnixTime>> = HashMap::new();
+        let mut order: Vec<(SetKind, IpNet)> = Vec::new();
         let mut ranges_touched = false;
         for c in batch.iter().filter(|c| for_kernel(c.decision())) {
             let d = c.decision();
-            let (kind, net, text) = element(&d.target);
+            let (kind, net) = element(&d.target);
             let add = matches!(c, Change::Add(_)) && d.is_active(now);
             match kind {
                 SetKind::Ban4 | SetKind::Ban6 => {
-                    let key = (kind, text);
+                    let key = (kind, net);
                     if !hosts.contains_key(&key) {
-                        order.push(key.clone());
+                        order.push(key);
                     }
                     hosts.insert(key, add.then_some(d.expires));
                 }
@@ -392,62 +522,46 @@ impl Firewall for Nft {
             ops.extend(self.range_ops(now));
         }
         // The fast path: range ops as they are, then host elements grouped per
-        // set into three statements (add 1s / delete / add), not three per element.
-        let mut fast = String::new();
-        for l in ops.iter().flat_map(|o| &o.lines) {
-            fast.push_str(l);
-            fast.push('\n');
-        }
+        // set into three runs (add 1s / delete / add), not three per element.
+        let mut fast: Vec<Cmd> = ops.iter().flat_map(|o| o.cmds.iter().cloned()).collect();
         for kind in [SetKind::Ban4, SetKind::Ban6] {
-            let keys: Vec<&(SetKind, String)> = order.iter().filter(|k| k.0 == kind).collect();
+            let keys: Vec<&(SetKind, IpNet)> = order.iter().filter(|k| k.0 == kind).collect();
             if keys.is_empty() {
                 continue;
             }
-            let set = self.set_ref(kind);
-            let join = |f: &dyn Fn(&str, Option<UnixTime>) -> Option<String>| {
-                keys.iter()
-                    .filter_map(|k| f(&k.1, hosts.get(*k).copied().flatten()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let touch = join(&|t, _| Some(format!("{t} timeout 1s")));
-            let del = join(&|t, _| Some(t.to_string()));
-            let add = join(&|t, e| e.map(|e| format!("{t} timeout {}s", timeout_s(e, now))));
-            let _ = writeln!(fast, "add element {set} {{ {touch} }}");
-            let _ = writeln!(fast, "delete element {set} {{ {del} }}");
-            if !add.is_empty() {
-                let _ = writeln!(fast, "add element {set} {{ {add} }}");
-            }
+            fast.extend(keys.iter().map(|k| Cmd::add(kind, k.1, 1)));
+            fast.extend(keys.iter().map(|k| Cmd::delete(kind, k.1)));
+            fast.extend(keys.iter().filter_map(|k| {
+                hosts
+                    .get(*k)
+                    .copied()
+                    .flatten()
+                    .map(|e| Cmd::add(kind, k.1, timeout_s(e, now)))
+            }));
         }
         for key in order {
-            let (kind, text) = &key;
-            let mut lines = Vec::new();
-            self.remove_lines(*kind, text, &mut lines);
+            let mut cmds = Vec::new();
+            Self::remove_cmds(key.0, key.1, &mut cmds);
             if let Some(Some(exp)) = hosts.get(&key) {
-                lines.push(format!(
-                    "add element {} {{ {text} timeout {}s }}",
-                    self.set_ref(*kind),
-                    timeout_s(*exp, now)
-                ));
+                cmds.push(Cmd::add(key.0, key.1, timeout_s(*exp, now)));
             }
-            ops.push(Op { lines, range: None });
+            ops.push(Op { cmds, range: None });
         }
         self.run_ops(ops, &fast)
     }
 
     fn reconcile(&mut self, active: &[Decision], now: UnixTime) -> Result<(), LayerError> {
-        let mut script = self.table_script();
         self.wanted.clear();
         self.installed.clear();
-        let mut hosts: BTreeMap<SetKind, HashMap<String, UnixTime>> = BTreeMap::new();
+        let mut hosts: BTreeMap<SetKind, HashMap<IpNet, UnixTime>> = BTreeMap::new();
         for d in active.iter().filter(|d| for_kernel(d) && d.is_active(now)) {
-            let (kind, net, text) = element(&d.target);
+            let (kind, net) = element(&d.target);
             match kind {
                 SetKind::Ban4 | SetKind::Ban6 => {
                     let e = hosts
                         .entry(kind)
                         .or_default()
-                        .entry(text)
+                        .entry(net)
                         .or_insert(d.expires);
                     *e = (*e).max(d.expires);
                 }
@@ -458,27 +572,49 @@ impl Firewall for Nft {
             }
         }
         let ranges = self.desired_ranges(now);
-        let mut by_set: BTreeMap<SetKind, Vec<(String, UnixTime)>> = BTreeMap::new();
+        let mut cmds = Vec::new();
         for (kind, m) in hosts {
-            by_set.entry(kind).or_default().extend(m);
+            cmds.extend(
+                m.into_iter()
+                    .map(|(n, e)| Cmd::add(kind, n, timeout_s(e, now))),
+            );
         }
-        for (net, exp) in &ranges {
-            let (kind, _, text) = element(net);
-            by_set.entry(kind).or_default().push((text, *exp));
+        let mut sorted: Vec<(&IpNet, &UnixTime)> = ranges.iter().collect();
+        sorted.sort();
+        for (net, exp) in sorted {
+            let (kind, net) = element(net);
+            cmds.push(Cmd::add(kind, net, timeout_s(*exp, now)));
         }
-        for (kind, elems) in by_set {
-            for chunk in elems.chunks(CHUNK) {
-                let _ = write!(script, "add element {} {{ ", self.set_ref(kind));
-                for (i, (text, exp)) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        script.push_str(", ");
+        // Keep runs per set together (one statement / message run each).
+        cmds.sort_by_key(|c| c.kind);
+        match self.wire {
+            Wire::Netlink(_) => {
+                // Table, sets and rules by nft without touching elements (or fresh
+                // if their shape changed), then every set's content replaced in one
+                // netlink transaction: flush + all active elements.
+                if let Err(e) = self.run_script(&self.table_script(false)) {
+                    if matches!(e, LayerError::ToolMissing { .. } | LayerError::Io { .. }) {
+                        return Err(e);
                     }
-                    let _ = write!(script, "{text} timeout {}s", timeout_s(*exp, now));
+                    tracing::info!(target: "shield::enforce", layer = "nftables", error = %e, "recreating the table");
+                    self.run_script(&self.table_script(true))?;
                 }
-                script.push_str(" }\n");
+                let all = [
+                    SetKind::Ban4,
+                    SetKind::Ban6,
+                    SetKind::Ban4Net,
+                    SetKind::Ban6Net,
+                ];
+                self.send(&all, &cmds)?;
+            }
+            Wire::Cli => {
+                let mut script = self.table_script(true);
+                for chunk in cmds.chunks(CHUNK) {
+                    self.render_text(chunk, &mut script);
+                }
+                self.run_script(&script)?;
             }
         }
-        self.run_script(&script)?;
         self.installed = ranges;
         Ok(())
     }
@@ -503,8 +639,8 @@ mod tests {
     #[test]
     fn elements_by_family_and_scope() {
         let e = |s: &str| {
-            let (k, _, t) = element(&s.parse().unwrap());
-            (k, t)
+            let (k, net) = element(&s.parse().unwrap());
+            (k, Cmd::add(k, net, 1).text())
         };
         assert_eq!(e("192.0.2.1/32"), (SetKind::Ban4, "192.0.2.1".into()));
         assert_eq!(e("192.0.2.9/24"), (SetKind::Ban4Net, "192.0.2.0/24".into()));
@@ -524,6 +660,7 @@ mod tests {
         let mut n = Nft {
             opts: NftOptions::default(),
             runner: Runner { netns: None },
+            wire: Wire::Cli,
             wanted: BTreeMap::new(),
             installed: HashMap::new(),
             failures: 0,
@@ -545,12 +682,13 @@ mod tests {
         assert_eq!(ops.len(), 2);
         let ops = n.range_ops(150);
         assert_eq!(ops.len(), 1);
-        assert!(
-            ops[0]
-                .lines
-                .last()
-                .unwrap()
-                .contains("10.1.0.0/16 timeout 350s"),
+        assert_eq!(
+            ops[0].cmds.last(),
+            Some(&Cmd::add(
+                SetKind::Ban4Net,
+                "10.1.0.0/16".parse().unwrap(),
+                350
+            )),
             "{ops:?}"
         );
     }

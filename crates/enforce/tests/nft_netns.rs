@@ -16,9 +16,16 @@ use shield_core::DecisionType;
 use shield_enforce::{Change, Firewall, NftOptions, nftables};
 
 fn fw(ns: &Netns) -> Box<dyn Firewall> {
+    fw_over(ns, true)
+}
+
+/// `netlink`: element changes over the netlink socket (the default) or one
+/// `nft -f -` per batch (the fallback); both must leave the same kernel state.
+fn fw_over(ns: &Netns, netlink: bool) -> Box<dyn Firewall> {
     require("nft", "nftables");
     nftables(NftOptions {
         netns: Some(ns.name.clone()),
+        netlink,
         ..Default::default()
     })
     .expect("nftables backend")
@@ -64,8 +71,17 @@ fn assert_timeout(m: &BTreeMap<String, u64>, key: &str, want: u64) {
 
 #[test]
 fn reconcile_apply_and_timeouts_in_namespace() {
-    let ns = Netns::new("nft");
-    let mut fw = fw(&ns);
+    reconcile_apply_and_timeouts(true);
+}
+
+#[test]
+fn reconcile_apply_and_timeouts_over_the_nft_cli() {
+    reconcile_apply_and_timeouts(false);
+}
+
+fn reconcile_apply_and_timeouts(netlink: bool) {
+    let ns = Netns::new(if netlink { "nft" } else { "nftc" });
+    let mut fw = fw_over(&ns, netlink);
     let t = now();
     fw.reconcile(
         &[
