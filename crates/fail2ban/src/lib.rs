@@ -13,6 +13,7 @@ mod filter;
 mod ini;
 mod jail;
 mod pyre;
+mod rewrite;
 mod tags;
 
 use std::path::PathBuf;

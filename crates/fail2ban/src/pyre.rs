@@ -1,12 +1,15 @@
 //! Python `re` patterns (as fail2ban writes them) translated for Rust: the
 //! `regex` crate (linear time) whenever the pattern allows, `fancy-regex`
 //! (backtracking, with a limit) only for lookaround, backreferences and
-//! conditionals.
+//! conditionals, and for those only when `rewrite.rs` cannot turn them into
+//! linear patterns with checks.
 //!
 //! Python semantics kept: `$` also matches before a final `\n` (fail2ban's
 //! buffers end with one), an unescaped `[` inside a class is a literal, `{,n}`
 //! means `{0,n}`, a `{` that is not a quantifier is a literal, `\Z` is `\z`,
 //! `(?P=name)` back-references, escaped non-letters are literals.
+
+use crate::rewrite;
 
 /// A translated pattern and whether it needs the backtracking engine.
 #[derive(Debug, Clone)]
@@ -213,15 +216,177 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
 /// A compiled translated pattern.
 #[derive(Debug)]
 pub(crate) enum Re {
-    /// The linear engine, with its own reusable capture slots, and the same
-    /// pattern compiled without Unicode for ASCII haystacks (identical results
-    /// there, and a far smaller automaton).
-    Fast(
-        regex::Regex,
-        std::cell::RefCell<regex::CaptureLocations>,
-        Option<Ascii>,
-    ),
+    /// The linear engine.
+    Fast(Lin),
+    /// A pattern rewritten for the linear engine (conditionals expanded,
+    /// lookaheads checked after the match), with the backtracking engine
+    /// for the lines where a check fails. See `rewrite.rs`.
+    Checked(Box<Checked>),
     Fancy(fancy_regex::Regex),
+}
+
+/// The linear engine, with its own reusable capture slots, and the same
+/// pattern compiled without Unicode for ASCII haystacks (identical results
+/// there, and a far smaller automaton).
+#[derive(Debug)]
+pub(crate) struct Lin {
+    re: regex::Regex,
+    locs: std::cell::RefCell<regex::CaptureLocations>,
+    ascii: Option<Ascii>,
+}
+
+impl Lin {
+    fn new(pattern: &str) -> Option<Lin> {
+        let re = regex::RegexBuilder::new(pattern)
+            .dfa_size_limit(DFA_CACHE)
+            .build()
+            .ok()?;
+        let locs = std::cell::RefCell::new(re.capture_locations());
+        let ascii = ascii_twin(pattern);
+        Some(Lin { re, locs, ascii })
+    }
+
+    fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        match &self.ascii {
+            Some(a) if hay.is_ascii() => {
+                let cl = &mut *a.locs.borrow_mut();
+                if a.re.captures_read(cl, hay.as_bytes()).is_none() {
+                    return false;
+                }
+                locs.spans.clear();
+                locs.spans.extend((0..cl.len()).map(|g| cl.get(g)));
+                true
+            }
+            _ => {
+                let cl = &mut *self.locs.borrow_mut();
+                if self.re.captures_read(cl, hay).is_none() {
+                    return false;
+                }
+                locs.spans.clear();
+                locs.spans.extend((0..cl.len()).map(|g| cl.get(g)));
+                true
+            }
+        }
+    }
+
+    fn is_match(&self, hay: &str) -> bool {
+        match &self.ascii {
+            Some(a) if hay.is_ascii() => a.re.is_match(hay.as_bytes()),
+            _ => self.re.is_match(hay),
+        }
+    }
+}
+
+/// A rewritten pattern: see [`Re::Checked`].
+#[derive(Debug)]
+pub(crate) struct Checked {
+    lin: Lin,
+    checks: Vec<rewrite::Check>,
+    /// (group index, check index) of the groups that record lookaheads.
+    check_groups: Vec<(usize, usize)>,
+    /// The original pattern, for lines where a check fails.
+    fallback: fancy_regex::Regex,
+    /// For each group of `fallback`, the group of `lin` with its name.
+    fallback_map: Vec<Option<usize>>,
+    scratch: std::cell::RefCell<Locs>,
+}
+
+impl Checked {
+    fn new(rw: rewrite::Rewritten, fallback: fancy_regex::Regex) -> Option<Checked> {
+        let lin = Lin::new(&rw.pattern)?;
+        let names: Vec<Option<&str>> = lin.re.capture_names().collect();
+        let check_groups = names
+            .iter()
+            .enumerate()
+            .filter_map(|(g, n)| Some((g, rewrite::check_index((*n)?)?)))
+            .collect();
+        let fallback_map = fallback
+            .capture_names()
+            .enumerate()
+            .map(|(i, n)| match n {
+                None if i == 0 => Some(0),
+                None => None,
+                Some(n) => names
+                    .iter()
+                    .position(|x| x.and_then(rewrite::original_name) == Some(n)),
+            })
+            .collect();
+        Some(Checked {
+            lin,
+            checks: rw.checks,
+            check_groups,
+            fallback,
+            fallback_map,
+            scratch: Default::default(),
+        })
+    }
+
+    fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        // The rewritten pattern matches a superset of the original's lines.
+        if !self.lin.captures(hay, locs) {
+            return false;
+        }
+        let holds = self.check_groups.iter().all(|&(g, k)| match locs.spans[g] {
+            Some((s, e)) => self.checks[k].holds(hay, s, e),
+            None => true,
+        });
+        if !holds {
+            return self.fancy_captures(hay, locs).unwrap_or(false);
+        }
+        #[cfg(debug_assertions)]
+        self.cross_check(hay, locs);
+        true
+    }
+
+    /// The original pattern's result in the rewritten pattern's group
+    /// layout; None when fancy-regex gave up (backtrack limit).
+    fn fancy_captures(&self, hay: &str, locs: &mut Locs) -> Option<bool> {
+        let Some(c) = self.fallback.captures(hay).ok()? else {
+            return Some(false);
+        };
+        locs.spans.clear();
+        locs.spans.resize(self.lin.re.captures_len(), None);
+        for (i, j) in self.fallback_map.iter().enumerate() {
+            if let (Some(j), Some(m)) = (j, c.get(i)) {
+                locs.spans[*j] = Some((m.start(), m.end()));
+            }
+        }
+        Some(true)
+    }
+
+    /// Debug builds prove every rewritten match against fancy-regex.
+    #[cfg(debug_assertions)]
+    fn cross_check(&self, hay: &str, locs: &Locs) {
+        let mut want = Locs::default();
+        if self.fancy_captures(hay, &mut want) != Some(true) {
+            // fancy-regex gave up, or (a bug) did not match
+            assert!(
+                self.fallback.captures(hay).is_err(),
+                "rewritten {:?} matched {hay:?}, the original did not",
+                self.lin.re.as_str()
+            );
+            return;
+        }
+        // named groups that took part (whichever copy), and the match
+        let by_name = |l: &Locs| {
+            let mut v = vec![(None, l.spans.first().copied().flatten())];
+            for (g, n) in self.lin.re.capture_names().enumerate() {
+                if let Some(n) = n.and_then(rewrite::original_name)
+                    && let Some(sp) = l.spans.get(g).copied().flatten()
+                {
+                    v.push((Some(n), Some(sp)));
+                }
+            }
+            v.sort();
+            v
+        };
+        assert_eq!(
+            by_name(locs),
+            by_name(&want),
+            "rewritten {:?} and the original differ on {hay:?}",
+            self.lin.re.as_str()
+        );
+    }
 }
 
 /// Lazy-DFA cache per pattern: large enough that varied input does not make
@@ -234,33 +399,43 @@ pub(crate) const BACKTRACK_LIMIT: usize = 1_000_000;
 impl Re {
     pub(crate) fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
         let t = translate(py, multiline);
-        if !t.fancy {
-            match regex::RegexBuilder::new(&t.pattern)
-                .dfa_size_limit(DFA_CACHE)
-                .build()
-            {
-                Ok(r) => {
-                    let cl = std::cell::RefCell::new(r.capture_locations());
-                    let ascii = ascii_twin(&t.pattern);
-                    return Ok((Re::Fast(r, cl, ascii), t.pattern));
-                }
-                Err(_) => { /* fall back to fancy-regex below (e.g. features regex lacks) */ }
-            }
+        if !t.fancy
+            && let Some(lin) = Lin::new(&t.pattern)
+        {
+            return Ok((Re::Fast(lin), t.pattern));
         }
+        // otherwise fancy-regex (also for features `regex` lacks)
         let f = fancy_regex::RegexBuilder::new(&t.pattern)
             .backtrack_limit(BACKTRACK_LIMIT)
             .build()
             .map_err(|e| format!("{e}"))?;
+        if t.fancy
+            && let Some(rw) = rewrite::rewrite(&t.pattern)
+            && let Some(c) = Checked::new(rw, f.clone())
+        {
+            return Ok((Re::Checked(Box::new(c)), t.pattern));
+        }
         Ok((Re::Fancy(f), t.pattern))
     }
 
     pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
         match self {
-            Re::Fast(r, _, _) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
+            Re::Fast(l) => {
+                l.re.capture_names()
+                    .map(|n| n.map(str::to_string))
+                    .collect()
+            }
+            Re::Checked(c) => c
+                .lin
+                .re
+                .capture_names()
+                .map(|n| n.and_then(rewrite::original_name).map(str::to_string))
+                .collect(),
             Re::Fancy(r) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
         }
     }
 
+    /// True when every line runs on the backtracking engine.
     pub(crate) fn is_fancy(&self) -> bool {
         matches!(self, Re::Fancy(_))
     }
@@ -269,28 +444,8 @@ impl Re {
     /// pattern that exceeds its backtrack limit counts as no match.
     pub(crate) fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
         match self {
-            Re::Fast(_, _, Some(a)) if hay.is_ascii() => {
-                let cl = &mut *a.locs.borrow_mut();
-                if a.re.captures_read(cl, hay.as_bytes()).is_none() {
-                    return false;
-                }
-                locs.spans.clear();
-                for g in 0..cl.len() {
-                    locs.spans.push(cl.get(g));
-                }
-                true
-            }
-            Re::Fast(r, cl, _) => {
-                let cl = &mut *cl.borrow_mut();
-                if r.captures_read(cl, hay).is_none() {
-                    return false;
-                }
-                locs.spans.clear();
-                for g in 0..cl.len() {
-                    locs.spans.push(cl.get(g));
-                }
-                true
-            }
+            Re::Fast(l) => l.captures(hay, locs),
+            Re::Checked(c) => c.captures(hay, locs),
             Re::Fancy(r) => match r.captures(hay) {
                 Ok(Some(c)) => {
                     locs.spans.clear();
@@ -306,8 +461,11 @@ impl Re {
 
     pub(crate) fn is_match(&self, hay: &str) -> bool {
         match self {
-            Re::Fast(_, _, Some(a)) if hay.is_ascii() => a.re.is_match(hay.as_bytes()),
-            Re::Fast(r, _, _) => r.is_match(hay),
+            Re::Fast(l) => l.is_match(hay),
+            Re::Checked(c) => {
+                let mut scratch = c.scratch.borrow_mut();
+                c.captures(hay, &mut scratch)
+            }
             Re::Fancy(r) => r.is_match(hay).unwrap_or(false),
         }
     }
@@ -388,7 +546,7 @@ mod tests {
             r"(?<!x)y",
         ] {
             let (r, _) = Re::compile(p, false).unwrap_or_else(|e| panic!("{p}: {e}"));
-            assert!(r.is_fancy());
+            assert!(!matches!(r, Re::Fast(_)), "{p}");
         }
     }
 }
