@@ -217,7 +217,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
 #[derive(Debug)]
 pub(crate) enum Re {
     /// The linear engine.
-    Fast(Lin),
+    Fast(Box<Lin>),
     /// A pattern rewritten for the linear engine (conditionals expanded,
     /// lookaheads checked after the match), with the backtracking engine
     /// for the lines where a check fails. See `rewrite.rs`.
@@ -225,25 +225,34 @@ pub(crate) enum Re {
     Fancy(fancy_regex::Regex),
 }
 
-/// The linear engine, with its own reusable capture slots, and the same
+/// The linear engine, and the same pattern without its trailing `.*$` for
+/// single-line haystacks (see `rewrite::trim_tail`): the backtracker that
+/// finds the groups then stops where the tail starts.
+#[derive(Debug)]
+pub(crate) struct Lin {
+    full: Engine,
+    tail: Option<(Engine, Vec<usize>)>,
+}
+
+/// One compiled pattern with its own reusable capture slots, and the same
 /// pattern compiled without Unicode for ASCII haystacks (identical results
 /// there, and a far smaller automaton).
 #[derive(Debug)]
-pub(crate) struct Lin {
+struct Engine {
     re: regex::Regex,
     locs: std::cell::RefCell<regex::CaptureLocations>,
     ascii: Option<Ascii>,
 }
 
-impl Lin {
-    fn new(pattern: &str) -> Option<Lin> {
+impl Engine {
+    fn new(pattern: &str) -> Option<Engine> {
         let re = regex::RegexBuilder::new(pattern)
             .dfa_size_limit(DFA_CACHE)
             .build()
             .ok()?;
         let locs = std::cell::RefCell::new(re.capture_locations());
         let ascii = ascii_twin(pattern);
-        Some(Lin { re, locs, ascii })
+        Some(Engine { re, locs, ascii })
     }
 
     fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
@@ -277,6 +286,69 @@ impl Lin {
     }
 }
 
+impl Lin {
+    fn new(pattern: &str) -> Option<Lin> {
+        let full = Engine::new(pattern)?;
+        let tail = rewrite::trim_tail(pattern).and_then(|t| {
+            let e = Engine::new(&t.pattern)?;
+            // same groups, same order
+            let same = e.re.capture_names().eq(full.re.capture_names());
+            same.then_some((e, t.groups))
+        });
+        Some(Lin { full, tail })
+    }
+
+    fn re(&self) -> &regex::Regex {
+        &self.full.re
+    }
+
+    /// The end of `hay`'s text when its only `\n` is the last byte.
+    fn single_line(hay: &str) -> Option<usize> {
+        let b = hay.as_bytes();
+        let end = b.len() - usize::from(b.last() == Some(&b'\n'));
+        memchr::memchr(b'\n', &b[..end]).is_none().then_some(end)
+    }
+
+    fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        if let Some((t, groups)) = &self.tail
+            && let Some(end) = Self::single_line(hay)
+        {
+            if !t.captures(hay, locs) {
+                debug_assert!(!self.full.is_match(hay), "trimmed missed {hay:?}");
+                return false;
+            }
+            if let Some(Some(m)) = locs.spans.first_mut() {
+                m.1 = hay.len();
+            }
+            for &g in groups {
+                if let Some(Some(sp)) = locs.spans.get_mut(g) {
+                    sp.1 = sp.0.max(end);
+                }
+            }
+            #[cfg(debug_assertions)]
+            {
+                let mut want = Locs::default();
+                assert!(self.full.captures(hay, &mut want), "{hay:?}");
+                assert_eq!(
+                    locs.spans,
+                    want.spans,
+                    "trimmed {:?} on {hay:?}",
+                    t.re.as_str()
+                );
+            }
+            return true;
+        }
+        self.full.captures(hay, locs)
+    }
+
+    fn is_match(&self, hay: &str) -> bool {
+        match &self.tail {
+            Some((t, _)) if Self::single_line(hay).is_some() => t.is_match(hay),
+            _ => self.full.is_match(hay),
+        }
+    }
+}
+
 /// A rewritten pattern: see [`Re::Checked`].
 #[derive(Debug)]
 pub(crate) struct Checked {
@@ -288,13 +360,18 @@ pub(crate) struct Checked {
     fallback: fancy_regex::Regex,
     /// For each group of `fallback`, the group of `lin` with its name.
     fallback_map: Vec<Option<usize>>,
+    /// The anchored alternatives of `lin` compiled alone, each with the
+    /// group of `lin` for each of its groups (see `Rewritten::ways`).
+    ways: Vec<(Lin, Vec<Option<usize>>)>,
+    /// Reused spans: of a way, and of `is_match`.
+    way_locs: std::cell::RefCell<Locs>,
     scratch: std::cell::RefCell<Locs>,
 }
 
 impl Checked {
     fn new(rw: rewrite::Rewritten, fallback: fancy_regex::Regex) -> Option<Checked> {
         let lin = Lin::new(&rw.pattern)?;
-        let names: Vec<Option<&str>> = lin.re.capture_names().collect();
+        let names: Vec<Option<&str>> = lin.re().capture_names().collect();
         let check_groups = names
             .iter()
             .enumerate()
@@ -311,19 +388,39 @@ impl Checked {
                     .position(|x| x.and_then(rewrite::original_name) == Some(n)),
             })
             .collect();
+        let mut ways = Vec::new();
+        for w in &rw.ways {
+            let Some(wl) = Lin::new(w) else {
+                ways.clear();
+                break;
+            };
+            let map = wl
+                .re()
+                .capture_names()
+                .enumerate()
+                .map(|(i, n)| match n {
+                    None if i == 0 => Some(0),
+                    None => None,
+                    Some(n) => names.iter().position(|x| *x == Some(n)),
+                })
+                .collect();
+            ways.push((wl, map));
+        }
         Some(Checked {
             lin,
             checks: rw.checks,
             check_groups,
             fallback,
             fallback_map,
+            ways,
+            way_locs: Default::default(),
             scratch: Default::default(),
         })
     }
 
     fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
         // The rewritten pattern matches a superset of the original's lines.
-        if !self.lin.captures(hay, locs) {
+        if !self.lin_captures(hay, locs) {
             return false;
         }
         let holds = self.check_groups.iter().all(|&(g, k)| match locs.spans[g] {
@@ -338,6 +435,28 @@ impl Checked {
         true
     }
 
+    /// `lin`'s captures, from the first anchored way that matches when the
+    /// pattern was split.
+    fn lin_captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        if self.ways.is_empty() {
+            return self.lin.captures(hay, locs);
+        }
+        let mut one = self.way_locs.borrow_mut();
+        for (w, map) in &self.ways {
+            if w.captures(hay, &mut one) {
+                locs.spans.clear();
+                locs.spans.resize(self.lin.re().captures_len(), None);
+                for (g, span) in one.spans.iter().enumerate() {
+                    if let (Some(Some(j)), Some(_)) = (map.get(g), span) {
+                        locs.spans[*j] = *span;
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+
     /// The original pattern's result in the rewritten pattern's group
     /// layout; None when fancy-regex gave up (backtrack limit).
     fn fancy_captures(&self, hay: &str, locs: &mut Locs) -> Option<bool> {
@@ -345,7 +464,7 @@ impl Checked {
             return Some(false);
         };
         locs.spans.clear();
-        locs.spans.resize(self.lin.re.captures_len(), None);
+        locs.spans.resize(self.lin.re().captures_len(), None);
         for (i, j) in self.fallback_map.iter().enumerate() {
             if let (Some(j), Some(m)) = (j, c.get(i)) {
                 locs.spans[*j] = Some((m.start(), m.end()));
@@ -363,14 +482,14 @@ impl Checked {
             assert!(
                 self.fallback.captures(hay).is_err(),
                 "rewritten {:?} matched {hay:?}, the original did not",
-                self.lin.re.as_str()
+                self.lin.re().as_str()
             );
             return;
         }
         // named groups that took part (whichever copy), and the match
         let by_name = |l: &Locs| {
             let mut v = vec![(None, l.spans.first().copied().flatten())];
-            for (g, n) in self.lin.re.capture_names().enumerate() {
+            for (g, n) in self.lin.re().capture_names().enumerate() {
                 if let Some(n) = n.and_then(rewrite::original_name)
                     && let Some(sp) = l.spans.get(g).copied().flatten()
                 {
@@ -384,7 +503,7 @@ impl Checked {
             by_name(locs),
             by_name(&want),
             "rewritten {:?} and the original differ on {hay:?}",
-            self.lin.re.as_str()
+            self.lin.re().as_str()
         );
     }
 }
@@ -402,7 +521,7 @@ impl Re {
         if !t.fancy
             && let Some(lin) = Lin::new(&t.pattern)
         {
-            return Ok((Re::Fast(lin), t.pattern));
+            return Ok((Re::Fast(Box::new(lin)), t.pattern));
         }
         // otherwise fancy-regex (also for features `regex` lacks)
         let f = fancy_regex::RegexBuilder::new(&t.pattern)
@@ -420,14 +539,14 @@ impl Re {
 
     pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
         match self {
-            Re::Fast(l) => {
-                l.re.capture_names()
-                    .map(|n| n.map(str::to_string))
-                    .collect()
-            }
+            Re::Fast(l) => l
+                .re()
+                .capture_names()
+                .map(|n| n.map(str::to_string))
+                .collect(),
             Re::Checked(c) => c
                 .lin
-                .re
+                .re()
                 .capture_names()
                 .map(|n| n.and_then(rewrite::original_name).map(str::to_string))
                 .collect(),

@@ -686,6 +686,11 @@ pub(crate) fn check_index(n: &str) -> Option<usize> {
 pub(crate) struct Rewritten {
     pub(crate) pattern: String,
     pub(crate) checks: Vec<Check>,
+    /// The top-level alternatives of `pattern` when there are several and
+    /// each starts with `^`: all matches then start at 0, so the first
+    /// alternative that matches is the pattern's match, and each can run
+    /// alone on a much smaller automaton.
+    pub(crate) ways: Vec<String>,
 }
 
 /// Rewrites a translated fancy pattern, or None when it cannot.
@@ -710,10 +715,154 @@ pub(crate) fn rewrite(p: &str) -> Option<Rewritten> {
     if pattern.len() > MAX_LEN {
         return None;
     }
+    let mut ways = split_top(&pattern);
+    if ways.len() < 2 || !lead.is_empty() || !ways.iter().all(|w| w.starts_with('^')) {
+        ways.clear();
+    }
     Some(Rewritten {
         pattern,
         checks: looks.checks,
+        ways,
     })
+}
+
+/// The top-level alternatives of `p`.
+fn split_top(p: &str) -> Vec<String> {
+    let b = p.as_bytes();
+    let (mut depth, mut in_class, mut start) = (0usize, false, 0);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b']' if in_class => in_class = false,
+            _ if in_class => {}
+            b'[' => {
+                in_class = true;
+                if b.get(i + 1) == Some(&b'^') {
+                    i += 1;
+                }
+                if b.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b'|' if depth == 0 => {
+                out.push(p[start..i].to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(p[start..].to_string());
+    out
+}
+
+/// A pattern without its trailing `.*$` / `.+$`, for single-line haystacks.
+#[derive(Debug)]
+pub(crate) struct Trimmed {
+    pub(crate) pattern: String,
+    /// The capture groups around the removed tail: they end where the
+    /// haystack's text ends (before its final `\n`).
+    pub(crate) groups: Vec<usize>,
+}
+
+/// When `p` (without `(?s)`) ends with `.*` / `.+` (lazy or not, maybe in
+/// groups) followed by `$` (`(?:\n?\z)`): the same pattern with the tail
+/// left empty (`.+` keeps a one-character `[^\n]` test after the groups).
+/// On a haystack whose only `\n` is the last byte, such a tail matches from
+/// every place (`.+`: every place but the end), so the original's first
+/// path is the trimmed pattern's first path followed by the tail: the
+/// match ends at the haystack's end and the tail groups at its text's end.
+pub(crate) fn trim_tail(p: &str) -> Option<Trimmed> {
+    if p.contains("(?s") || !p.ends_with(r"(?:\n?\z)") {
+        return None;
+    }
+    let (lead, body) = leading_flags(p);
+    if lead.contains('s') {
+        return None;
+    }
+    let mut alts = parse(body)?;
+    let [seq] = alts.as_mut_slice() else {
+        return None;
+    };
+    let dollar = seq.pop()?;
+    let mut d = String::new();
+    render(&dollar, &mut d);
+    if d != r"(?:\n?\z)" {
+        return None;
+    }
+    let mut tail = seq.pop()?;
+    let mut groups = Vec::new();
+    let mut next = 1 + seq.iter().map(count_groups).sum::<usize>();
+    // unwrap single-child groups down to the repeat
+    let mut opens = Vec::new();
+    loop {
+        match tail {
+            Node::Group { open, mut alts } if alts.len() == 1 && alts[0].len() == 1 => {
+                if !matches!(open, Open::NonCap(ref o) if o != "(?:") {
+                    if !matches!(open, Open::NonCap(_)) {
+                        groups.push(next);
+                        next += 1;
+                    }
+                    opens.push(open);
+                    tail = alts[0].pop()?;
+                    continue;
+                }
+                return None; // flags around the tail
+            }
+            _ => break,
+        }
+    }
+    let Node::Repeat { inner, quant } = &tail else {
+        return None;
+    };
+    if !matches!(inner.as_ref(), Node::Text(t) if t == ".") {
+        return None;
+    }
+    let plus = match quant.as_str() {
+        "*" | "*?" => false,
+        "+" | "+?" => true,
+        _ => return None,
+    };
+    let mut out = String::from(lead);
+    render_seq(seq, &mut out);
+    for o in &opens {
+        match o {
+            Open::NonCap(o) => out.push_str(o),
+            Open::Named(n) => {
+                out.push_str("(?P<");
+                out.push_str(n);
+                out.push('>');
+            }
+            Open::Unnamed => out.push('('),
+        }
+    }
+    for _ in &opens {
+        out.push(')');
+    }
+    if plus {
+        out.push_str(r"[^\n]");
+    }
+    Some(Trimmed {
+        pattern: out,
+        groups,
+    })
+}
+
+fn count_groups(n: &Node) -> usize {
+    match n {
+        Node::Text(_) => 0,
+        Node::Group { open, alts } => {
+            usize::from(!matches!(open, Open::NonCap(_)))
+                + alts.iter().flatten().map(count_groups).sum::<usize>()
+        }
+        Node::Cond { yes, no, .. } => yes.iter().chain(no).map(count_groups).sum(),
+        Node::Look { alts, .. } => alts.iter().flatten().map(count_groups).sum(),
+        Node::Repeat { inner, .. } => count_groups(inner),
+    }
 }
 
 /// Splits `(?i)` / `(?ms)` at the start of `p` from the rest.
@@ -761,6 +910,25 @@ mod tests {
         assert!(!r.checks[0].holds(hay, 2, 8));
         assert!(r.checks[0].holds(hay, 2, 3));
         assert!(r.checks[1].holds("bd", 1, 1) && !r.checks[1].holds("bc", 1, 1));
+    }
+
+    #[test]
+    fn anchored_ways_split() {
+        let r = rewrite(r"^(?P<a>x)?y(?(<a>)[|]|\|)$").unwrap();
+        assert_eq!(r.ways, [r"^(?P<a>x)y[|]$", r"^y\|$"]);
+        assert!(rewrite(r"(?P<a>x)?y(?(<a>)1|2)").unwrap().ways.is_empty());
+    }
+
+    #[test]
+    fn tails_trim() {
+        let t = trim_tail(r"^(a)(?P<b>x|y)? (?P<content>.+)(?:\n?\z)").unwrap();
+        assert_eq!(t.pattern, r"^(a)(?P<b>x|y)? (?P<content>)[^\n]");
+        assert_eq!(t.groups, [3]);
+        let t = trim_tail(r"^a(?:(?P<l>.*))(?:\n?\z)").unwrap();
+        assert_eq!((t.pattern.as_str(), t.groups), (r"^a(?:(?P<l>))", vec![1]));
+        assert!(trim_tail(r"^a.*(?:\n?\z)|b").is_none());
+        assert!(trim_tail(r"(?s)^a.*(?:\n?\z)").is_none());
+        assert!(trim_tail(r"^a\S*(?:\n?\z)").is_none());
     }
 
     #[test]
