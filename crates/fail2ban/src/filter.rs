@@ -179,6 +179,10 @@ pub struct Filter {
     last_time: Option<UnixTime>,
     mlfid_cache: HashMap<String, FailMap>,
     mlfid_order: VecDeque<String>,
+    /// Reused per line: the prefregex's groups, the failure, its mlfid.
+    pre: FailMap,
+    fail: FailMap,
+    mlfid: String,
     out: Detail,
 }
 
@@ -191,16 +195,27 @@ impl std::fmt::Debug for Filter {
     }
 }
 
-/// fail2ban's per-failure dict: group values that are not None.
-#[derive(Debug, Clone, Default)]
+/// fail2ban's per-failure dict: group values that are not None, in
+/// insertion order. Entries past `len` are dead but keep their buffers, so
+/// refilling the map for the next line allocates nothing.
+#[derive(Debug, Default)]
 struct FailMap {
     vals: Vec<(String, String)>,
+    len: usize,
     users: Vec<String>,
+    n_users: usize,
 }
 
 impl FailMap {
+    fn live(&self) -> &[(String, String)] {
+        &self.vals[..self.len]
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+        self.n_users = 0;
+    }
     fn get(&self, k: &str) -> Option<&str> {
-        self.vals
+        self.live()
             .iter()
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.as_str())
@@ -210,23 +225,76 @@ impl FailMap {
         self.get(k).is_some_and(|v| !v.is_empty())
     }
     fn set(&mut self, k: &str, v: &str) {
-        if let Some(s) = self.vals.iter_mut().find(|(n, _)| n == k) {
-            s.1 = v.to_string();
+        if let Some(s) = self.vals[..self.len].iter_mut().find(|(n, _)| n == k) {
+            s.1.clear();
+            s.1.push_str(v);
+        } else {
+            self.push(k, v);
+        }
+    }
+    /// Appends an entry whose key is not live.
+    fn push(&mut self, k: &str, v: &str) {
+        if let Some(e) = self.vals.get_mut(self.len) {
+            e.0.clear();
+            e.0.push_str(k);
+            e.1.clear();
+            e.1.push_str(v);
         } else {
             self.vals.push((k.to_string(), v.to_string()));
         }
+        self.len += 1;
     }
-    fn pop(&mut self, k: &str) -> Option<String> {
-        let i = self.vals.iter().position(|(n, _)| n == k)?;
-        Some(self.vals.remove(i).1)
+    /// Sets `dst` to the value of `src` (which must be live).
+    fn set_from(&mut self, dst: &str, src: &str) {
+        let Some(i) = self.live().iter().position(|(n, _)| n == src) else {
+            return;
+        };
+        let v = std::mem::take(&mut self.vals[i].1);
+        self.set(dst, &v);
+        self.vals[i].1 = v;
     }
-    fn add_user(&mut self) -> usize {
-        if let Some(u) = self.get("user").map(str::to_string)
-            && !self.users.contains(&u)
-        {
-            self.users.push(u);
+    /// Removes `k` (order kept); whether its value was truthy.
+    fn take(&mut self, k: &str) -> bool {
+        let Some(i) = self.live().iter().position(|(n, _)| n == k) else {
+            return false;
+        };
+        let truthy = !self.vals[i].1.is_empty();
+        self.vals[i..self.len].rotate_left(1);
+        self.len -= 1;
+        truthy
+    }
+    fn users(&self) -> &[String] {
+        &self.users[..self.n_users]
+    }
+    fn push_user(&mut self, u: &str) {
+        if let Some(x) = self.users.get_mut(self.n_users) {
+            x.clear();
+            x.push_str(u);
+        } else {
+            self.users.push(u.to_string());
         }
-        self.users.len()
+        self.n_users += 1;
+    }
+    /// Becomes a copy of `o`, reusing its own buffers.
+    fn copy_from(&mut self, o: &FailMap) {
+        self.clear();
+        for (k, v) in o.live() {
+            self.push(k, v);
+        }
+        for u in o.users() {
+            self.push_user(u);
+        }
+    }
+    /// Records the `user` value; the number of distinct users seen.
+    fn add_user(&mut self) -> usize {
+        if let Some(i) = self.live().iter().position(|(n, _)| n == "user") {
+            let u = std::mem::take(&mut self.vals[i].1);
+            if !self.users().contains(&u) {
+                self.push_user(&u);
+            }
+            self.vals[i].1 = u;
+        }
+        self.n_users
     }
 }
 
@@ -407,6 +475,9 @@ impl Filter {
             last_time: None,
             mlfid_cache: HashMap::new(),
             mlfid_order: VecDeque::new(),
+            pre: FailMap::default(),
+            fail: FailMap::default(),
+            mlfid: String::new(),
             out: Detail {
                 rule: 0,
                 host: String::new(),
@@ -529,12 +600,15 @@ impl Filter {
         {
             return false;
         }
-        let mut pre = FailMap::default();
+        let mut pre = std::mem::take(&mut self.pre);
+        pre.clear();
         let mut content = std::mem::take(&mut self.content);
         content.clear();
         let mut has_content = false;
         if let Some(p) = &self.prefregex {
             if !p.re.captures(buf, &mut self.locs) {
+                self.pre = pre;
+                self.content = content;
                 return false;
             }
             for (i, n) in p.names.iter().enumerate() {
@@ -556,13 +630,23 @@ impl Filter {
             content.push('\n');
         }
         let hay: &str = if has_content { &content } else { buf };
-        let r = self.find_in(hay, pre, time);
+        let mut fail = std::mem::take(&mut self.fail);
+        let r = self.find_in(hay, &pre, &mut fail, time);
+        self.fail = fail;
+        self.pre = pre;
         self.content = content;
         r
     }
 
-    /// The failregex loop over `hay` (the content, or the whole buffer).
-    fn find_in(&mut self, hay: &str, pre: FailMap, time: Option<UnixTime>) -> bool {
+    /// The failregex loop over `hay` (the content, or the whole buffer);
+    /// `fail` is scratch space for the failure's dict.
+    fn find_in(
+        &mut self,
+        hay: &str,
+        pre: &FailMap,
+        fail: &mut FailMap,
+        time: Option<UnixTime>,
+    ) -> bool {
         if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer)
             && !pf.run(hay, &mut self.hits)
         {
@@ -582,7 +666,7 @@ impl Filter {
                 }
                 return false;
             }
-            let mut fail = pre.clone();
+            fail.copy_from(pre);
             let names = &self.failregex[idx].names;
             for (i, n) in names.iter().enumerate() {
                 if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
@@ -590,11 +674,10 @@ impl Filter {
                 }
             }
             // F-ALT_X fill X when empty (collected only when such a group is set)
-            let has_alt = fail.vals.iter().any(|(k, _)| k.starts_with("alt_"));
-            let alts: Vec<(String, String)> = if !has_alt {
-                Vec::new()
-            } else {
-                fail.vals
+            let has_alt = fail.live().iter().any(|(k, _)| k.starts_with("alt_"));
+            if has_alt {
+                let alts: Vec<(String, String)> = fail
+                    .live()
                     .iter()
                     .filter_map(|(k, v)| {
                         let base = k.strip_prefix("alt_")?;
@@ -603,47 +686,79 @@ impl Filter {
                             .trim_end_matches('_');
                         Some((crate::tags::map_tag_to_opt(base), v.clone()))
                     })
-                    .collect()
-            };
-            for (k, v) in alts {
-                if !fail.truthy(&k) && !v.is_empty() {
-                    fail.set(&k, &v);
+                    .collect();
+                for (k, v) in alts {
+                    if !fail.truthy(&k) && !v.is_empty() {
+                        fail.set(&k, &v);
+                    }
                 }
             }
             if self.maxlines > 1 {
                 self.drop_matched_lines(hay);
             }
-            let mlfid = fail.get("mlfid").map(str::to_string);
-            if let Some(id) = &mlfid {
-                fail = self.merge_failure(id, fail);
-                if fail.truthy("nofail") {
-                    self.store_mlfid(id, &fail);
-                    return false;
+            let mut mlfid = std::mem::take(&mut self.mlfid);
+            mlfid.clear();
+            let has_mlfid = match fail.get("mlfid") {
+                Some(id) => {
+                    mlfid.push_str(id);
+                    true
                 }
-            }
-            // ip4, else ip6, else dns, else fid (kept as a key: no copy yet)
-            let host_key = ["ip4", "ip6", "dns", "fid"]
-                .into_iter()
-                .find(|k| fail.get(k).is_some());
-            let Some(host_key) = host_key else {
-                if let Some(id) = &mlfid {
-                    fail.set("mlfpending", "1");
-                    self.store_mlfid(id, &fail);
-                }
-                return false;
+                None => false,
             };
-            if let Some(id) = &mlfid {
-                self.store_mlfid(id, &fail);
-            }
-            self.out.rule = idx;
-            self.out.host.clear();
-            self.out.host.push_str(fail.get(host_key).unwrap_or(""));
-            self.out.time = time;
-            self.out.nofail = fail.truthy("nofail");
-            self.out.fields = fail.vals;
-            return true;
+            let r = self.finish(idx, has_mlfid.then_some(mlfid.as_str()), fail, time);
+            self.mlfid = mlfid;
+            return r;
         }
         false
+    }
+
+    /// After a failregex matched: multi-line merging, then the result.
+    fn finish(
+        &mut self,
+        idx: usize,
+        mlfid: Option<&str>,
+        fail: &mut FailMap,
+        time: Option<UnixTime>,
+    ) -> bool {
+        if let Some(id) = mlfid {
+            self.merge_failure(id, fail);
+            if fail.truthy("nofail") {
+                self.store_mlfid(id, fail);
+                return false;
+            }
+        }
+        // ip4, else ip6, else dns, else fid (kept as a key: no copy yet)
+        let host_key = ["ip4", "ip6", "dns", "fid"]
+            .into_iter()
+            .find(|k| fail.get(k).is_some());
+        let Some(host_key) = host_key else {
+            if let Some(id) = mlfid {
+                fail.set("mlfpending", "1");
+                self.store_mlfid(id, fail);
+            }
+            return false;
+        };
+        if let Some(id) = mlfid {
+            self.store_mlfid(id, fail);
+        }
+        self.out.rule = idx;
+        self.out.host.clear();
+        self.out.host.push_str(fail.get(host_key).unwrap_or(""));
+        self.out.time = time;
+        self.out.nofail = fail.truthy("nofail");
+        // refill the fields in place: no allocation once they have grown
+        let live = fail.live();
+        self.out.fields.truncate(live.len());
+        for (i, (k, v)) in live.iter().enumerate() {
+            match self.out.fields.get_mut(i) {
+                Some(f) => {
+                    f.0.clone_from(k);
+                    f.1.clone_from(v);
+                }
+                None => self.out.fields.push((k.clone(), v.clone())),
+            }
+        }
+        true
     }
 
     /// Removes the buffered lines a multi-line match covered.
@@ -669,53 +784,49 @@ impl Filter {
 
     fn store_mlfid(&mut self, id: &str, fail: &FailMap) {
         if let Some(e) = self.mlfid_cache.get_mut(id) {
-            // clone_from reuses the entry's buffers: no allocation per line
-            e.vals.clone_from(&fail.vals);
-            e.users.clone_from(&fail.users);
+            e.copy_from(fail);
         }
     }
 
-    /// filter.py's `_mergeFailure`, with the cache entry written back after
-    /// the caller's changes (Python shares one dict between both).
-    fn merge_failure(&mut self, mlfid: &str, mut fail: FailMap) -> FailMap {
+    /// filter.py's `_mergeFailure`, in place: `fail` becomes the merged
+    /// dict, and the cache entry is written back after the caller's changes
+    /// (Python shares one dict between both).
+    fn merge_failure(&mut self, mlfid: &str, fail: &mut FailMap) {
         let mut nf = 0u8;
         if fail.truthy("mlfgained") {
             nf |= 8 | 1;
             if !fail.truthy("nofail") {
-                let g = fail.get("mlfgained").unwrap_or("").to_string();
-                fail.set("nofail", &g);
+                fail.set_from("nofail", "mlfgained");
             }
         } else if fail.truthy("nofail") {
             nf |= 1;
         }
-        if fail.pop("mlfforget").is_some_and(|v| !v.is_empty()) {
+        if fail.take("mlfforget") {
             nf |= 2;
         }
         let users;
-        if let Some(mut cached) = self.mlfid_cache.get(mlfid).cloned() {
+        if let Some(cached) = self.mlfid_cache.get_mut(mlfid) {
             if let Some(u) = fail.get("user")
-                && !cached.users.iter().any(|x| x == u)
+                && !cached.users().iter().any(|x| x == u)
             {
-                cached.users.push(u.to_string());
+                cached.push_user(u);
             }
-            users = cached.users.len();
-            if cached.pop("nofail").is_some_and(|v| !v.is_empty()) {
+            users = cached.n_users;
+            if cached.take("nofail") {
                 nf |= 4;
             }
-            if cached.pop("mlfgained").is_some_and(|v| !v.is_empty()) {
+            if cached.take("mlfgained") {
                 nf |= 4;
             }
             if nf & 8 != 0 {
-                cached.pop("mlfpending");
+                cached.take("mlfpending");
             }
-            for (k, v) in fail.vals {
-                cached.set(&k, &v);
+            for (k, v) in fail.live() {
+                cached.set(k, v);
             }
-            fail = cached;
+            fail.copy_from(cached);
             if nf & 2 != 0 {
                 self.mlfid_cache.remove(mlfid);
-            } else {
-                self.mlfid_cache.insert(mlfid.to_string(), fail.clone());
             }
         } else if nf & 2 == 0 {
             users = fail.add_user();
@@ -733,18 +844,16 @@ impl Filter {
             order_key.push_str(mlfid);
             key.clear();
             key.push_str(mlfid);
-            val.vals.clone_from(&fail.vals);
-            val.users.clone_from(&fail.users);
+            val.copy_from(fail);
             self.mlfid_order.push_back(order_key);
             self.mlfid_cache.insert(key, val);
         } else {
             users = 0;
         }
-        if fail.pop("mlfpending").is_some_and(|v| !v.is_empty()) || users > 1 {
-            fail.pop("nofail");
-            fail.pop("mlfgained");
+        if fail.take("mlfpending") || users > 1 {
+            fail.take("nofail");
+            fail.take("mlfgained");
         }
-        fail
     }
 }
 
