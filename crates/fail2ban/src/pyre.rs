@@ -656,6 +656,60 @@ mod tests {
         assert!(!r.is_match("xy2") && !r.is_match("y1"));
     }
 
+    /// The rewritten engine against fancy-regex on the original pattern,
+    /// group by group, including lines where a lookahead check fails and the
+    /// line falls back to fancy-regex.
+    #[test]
+    fn rewritten_patterns_agree_with_backtracking() {
+        let pats = [
+            // a conditional on an optional group, lookaheads in and after a group
+            r"^Bad (?:(?P<soft>key)|\S+) by (?P<inv>bogus )?(?P<user>(?P<plain>\S+)|(?(inv)(?:(?! at ).)*?|[^:]+)) at (?P<ip4>\d+\.\d+\.\d+\.\d+)(?: port \d+)?(?(plain): |(?:(?:(?! at ).)*)$)",
+            // a point lookahead, an unanchored pattern
+            r"user (?!`)(?P<user>\S+) from (?P<ip4>[\d.]+)(?=\s|$)",
+            r"(?P<a>x)?y(?(a)(?P<b>1)|2)z?",
+        ];
+        let lines = [
+            "Bad pass by root at 1.2.3.4 port 22 ssh2",
+            "Bad pass by bogus root at 1.2.3.4 port 22: extra",
+            "Bad pass by bogus a b at c at 1.2.3.4 port 22 x",
+            "Bad key by bogus x at at 1.2.3.4",
+            "Bad key by a at 1.2.3.4 tail at 5.6.7.8",
+            "Bad pass by root: at 1.2.3.4",
+            "Bad pass by r at 1.2.3.4 at 9.9.9.9 port 2",
+            "user `x from 1.2.3.4",
+            "user bob from 1.2.3.4 ",
+            "user bob from 1.2.3.4x user al from 5.6.7.8",
+            "xy1z",
+            "y2",
+            "xy2 y2",
+            "",
+        ];
+        for p in pats {
+            let (re, tr) = Re::compile(p, false).unwrap();
+            assert!(matches!(re, Re::Checked(_)), "{p}");
+            let fancy = fancy_regex::Regex::new(&tr).unwrap();
+            let names = re.capture_names();
+            for l in lines {
+                let hay = format!("{l}\n");
+                let mut locs = Locs::default();
+                let got = re.captures(&hay, &mut locs);
+                let want = fancy.captures(&hay).unwrap();
+                assert_eq!(got, want.is_some(), "{p} on {l:?}");
+                let Some(want) = want else { continue };
+                assert_eq!(locs.spans[0], want.get(0).map(|m| (m.start(), m.end())));
+                for n in fancy.capture_names().flatten() {
+                    let w = want.name(n).map(|m| (m.start(), m.end()));
+                    let g = names
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, x)| x.as_deref() == Some(n))
+                        .find_map(|(i, _)| locs.spans[i]);
+                    assert_eq!(g, w, "group {n} of {p} on {l:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn fancy_features_compile() {
         for p in [
