@@ -726,8 +726,17 @@ async fn h_push(
         )
             .into_response();
     }
-    sink.receive(envs, &peer).await;
-    StatusCode::NO_CONTENT.into_response()
+    if sink.receive(envs, &peer).await {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        // The sender keeps nothing queued for us; our anti-entropy pull fetches the
+        // signals again once the store writes. Say so rather than pretend success.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the receiving member could not store the signals; it will fetch them again",
+        )
+            .into_response()
+    }
 }
 
 async fn h_pull(

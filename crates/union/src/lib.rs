@@ -171,19 +171,36 @@ impl Engine {
         }
     }
 
-    /// Verify, store and judge signals; returns the decisions to enforce.
-    fn judge(&self, envs: Vec<Envelope>, via: &str, now: UnixTime) -> Vec<Decision> {
-        let mut out = Vec::new();
+    /// Verify, store and judge signals; returns the decisions to enforce and
+    /// whether every signal that should be stored was (false: the carrier must
+    /// deliver them again).
+    fn judge(&self, envs: Vec<Envelope>, via: &str, now: UnixTime) -> (Vec<Decision>, bool) {
         let mut st = self.lock();
         // One transaction per batch; without it each insert commits on its own.
-        let batched = envs.len() > 1 && st.store.begin().is_ok();
-        out.extend(self.judge_locked(&mut st, envs, via, now));
-        if batched && let Err(e) = st.store.commit() {
-            // The rows are lost; they are not marked seen for long: anti-entropy
-            // refetches after restart. Log it, the operator must look at the disk.
-            tracing::error!("cannot commit union signals: {e}");
+        let batched = envs.len() > 1;
+        if batched && let Err(e) = st.store.begin() {
+            // The database is locked or broken: judging each signal would wait out
+            // the busy timeout once per signal. Take nothing; it comes again.
+            if let Some(s) = st.log.allow("store") {
+                tracing::error!(
+                    suppressed = s,
+                    "cannot store union signals (they will be fetched again): {e}"
+                );
+            }
+            return (Vec::new(), false);
         }
-        out
+        // If the commit fails, the batch's rows are gone: forget that we saw them,
+        // so a redelivery (NATS) or anti-entropy (direct) brings them again.
+        let seen_before = batched.then(|| st.seqs.clone());
+        let (out, mut stored) = self.judge_locked(&mut st, envs, via, now);
+        if batched && let Err(e) = st.store.commit() {
+            tracing::error!("cannot commit union signals (they will be fetched again): {e}");
+            if let Some(seen) = seen_before {
+                st.seqs = seen;
+            }
+            stored = false;
+        }
+        (out, stored)
     }
 
     fn judge_locked(
@@ -192,8 +209,9 @@ impl Engine {
         envs: Vec<Envelope>,
         via: &str,
         now: UnixTime,
-    ) -> Vec<Decision> {
+    ) -> (Vec<Decision>, bool) {
         let mut out = Vec::new();
+        let mut stored = true;
         for env in envs {
             let d = match env.decode() {
                 Ok(d) => d,
@@ -331,6 +349,7 @@ impl Engine {
                     if let Some(s) = st.log.allow("store") {
                         tracing::error!(suppressed = s, "cannot store union signal: {e}");
                     }
+                    stored = false;
                     continue;
                 }
             }
@@ -385,7 +404,7 @@ impl Engine {
             st.counters.received += 1;
             out.push(dec);
         }
-        out
+        (out, stored)
     }
 
     fn publish(
@@ -472,14 +491,15 @@ impl Engine {
 struct SinkImpl(Arc<Engine>);
 
 impl Sink for SinkImpl {
-    fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, ()> {
-        let decisions = self.0.judge(envs, via, wall_now());
+    fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, bool> {
+        let (decisions, stored) = self.0.judge(envs, via, wall_now());
         Box::pin(async move {
             for d in decisions {
                 if self.0.inbound.send(d).await.is_err() {
                     tracing::debug!("union inbound channel closed; decision dropped");
                 }
             }
+            stored
         })
     }
 

@@ -14,9 +14,9 @@
 //! as for the direct transport. A payload that is not an envelope is handed on
 //! as an empty envelope so it is refused and counted as `malformed`.
 //!
-//! Limits: a message is acked once the sink has judged it; if the local store
-//! failed to write it, NATS will not redeliver it (the direct transport's
-//! anti-entropy would). Republication covers all origins this member holds,
+//! A message is acked once the sink has judged and stored it; if the local
+//! store failed to write it, it is nak'ed with a delay and NATS delivers it
+//! again (the direct transport relies on anti-entropy instead). Republication covers all origins this member holds,
 //! not only its own, so any single member that switches first brings the
 //! whole history it knows into the stream.
 
@@ -34,6 +34,8 @@ use crate::treaty::Treaty;
 
 /// Messages handed to the sink in one batch (one SQLite transaction).
 const BATCH: usize = 256;
+/// How long NATS waits before delivering again what the local store could not keep.
+const NAK_DELAY: Duration = Duration::from_secs(5);
 /// How long the server remembers a `Nats-Msg-Id` for de-duplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -402,9 +404,17 @@ impl Nats {
                 continue;
             }
             errors = 0;
-            sink.receive(envs, "nats").await;
+            let stored = sink.receive(envs, "nats").await;
             for m in acks {
-                if let Err(e) = m.ack().await {
+                // Not stored (disk full, database locked…): ask NATS to deliver the
+                // batch again later rather than lose it; what was stored comes back
+                // as a duplicate and is refused as such.
+                let r = if stored {
+                    m.ack().await
+                } else {
+                    m.ack_with(jetstream::AckKind::Nak(Some(NAK_DELAY))).await
+                };
+                if let Err(e) = r {
                     // Redelivered later and refused as a duplicate: no harm.
                     tracing::debug!("union NATS ack: {e}");
                 }

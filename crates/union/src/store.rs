@@ -100,8 +100,12 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Commit the open transaction; if that fails, roll it back (nothing of it is kept).
     pub fn commit(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+        self.conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.err(e)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

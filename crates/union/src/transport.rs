@@ -23,9 +23,10 @@ pub type Have = BTreeMap<String, u64>;
 
 /// What the union engine offers a transport.
 pub trait Sink: Send + Sync + 'static {
-    /// Signals from `via` (a peer, or `nats`): verify, store, enforce. Never fails:
-    /// refusals are counted and logged inside.
-    fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, ()>;
+    /// Signals from `via` (a peer, or `nats`): verify, store, enforce. Refusals
+    /// are counted and logged inside. Returns false when the local store could
+    /// not keep a signal it should have: the carrier should deliver it again.
+    fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, bool>;
     /// What this member holds, to ask peers for the rest.
     fn have(&self) -> Have;
     /// Signals above `have` this member can serve to a peer (relay), at most `limit`.

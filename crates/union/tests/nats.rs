@@ -269,6 +269,55 @@ async fn nats_ban_propagates_and_a_member_that_was_away_gets_every_signal() {
     assert_eq!(a_row.health, shield_union::Health::Up);
 }
 
+/// A member whose database cannot take a signal (locked by someone else) does
+/// not ack it: NATS delivers it again, and once the store writes it is kept
+/// and enforced. Nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_redelivers_what_a_member_could_not_store() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let t = treaty_text(&[&a, &b], &nats_transport(&srv.url));
+    let na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    // Both consumers are up and flowing.
+    assert!(na.h().publish(&decision("203.0.113.1/32"), &[]).unwrap());
+    recv_n(&mut nb.rx, 1, 5000).await;
+
+    // Someone holds b's database: its insert waits out the 5 s busy timeout and fails.
+    let db = dir.path().join("b").join("shield.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(6500));
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let t0 = Instant::now();
+    assert!(na.h().publish(&decision("203.0.113.2/32"), &[]).unwrap());
+    // Not stored, so not enforced while the lock is held.
+    tokio::time::sleep(Duration::from_millis(5800)).await;
+    assert!(
+        nb.rx.try_recv().is_err(),
+        "b enforced a signal it could not store"
+    );
+    holder.join().unwrap();
+    // Redelivered after the nak delay, stored and enforced.
+    let got = recv_n(&mut nb.rx, 1, 15_000).await;
+    assert_eq!(targets(&got), ["203.0.113.2/32"]);
+    eprintln!("redelivered and stored after {:?}", t0.elapsed());
+    let a_row = nb
+        .h()
+        .status()
+        .members
+        .into_iter()
+        .find(|m| m.name == "a")
+        .unwrap();
+    assert_eq!(a_row.signals, 2, "b holds both of a's signals");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_forged_signals_injected_into_the_stream_are_refused_and_counted() {
     let srv = Server::start();
