@@ -36,7 +36,7 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS decisions (
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_expires ON decisions(expires);
 CREATE INDEX IF NOT EXISTS decisions_target ON decisions(target);
+CREATE INDEX IF NOT EXISTS decisions_created ON decisions(created);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY,
     scenario TEXT NOT NULL,
@@ -390,6 +391,64 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Alerts (by alert time) and decisions (by creation) per bucket of `width`
+    /// seconds in `[from, from + width * n)`: two indexed GROUP BY queries.
+    pub fn timeline(
+        &self,
+        from: i64,
+        width: i64,
+        n: usize,
+    ) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+        let end = from + width * n as i64;
+        let mut out = [vec![0u64; n], vec![0u64; n]];
+        for (i, sql) in [
+            "SELECT (time - ?1) / ?2, COUNT(*) FROM alerts WHERE time >= ?1 AND time < ?3 GROUP BY 1",
+            "SELECT (created - ?1) / ?2, COUNT(*) FROM decisions WHERE created >= ?1 AND created < ?3 GROUP BY 1",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+            let rows = st
+                .query_map([from, width.max(1), end], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(|e| self.sql(e))?;
+            for row in rows {
+                let (b, c) = row.map_err(|e| self.sql(e))?;
+                if let Some(slot) = usize::try_from(b).ok().and_then(|b| out[i].get_mut(b)) {
+                    *slot = c as u64;
+                }
+            }
+        }
+        let [a, d] = out;
+        Ok((a, d))
+    }
+
+    /// Alert counts per target and per scenario over every alert kept.
+    pub fn alert_counts(&self) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), StoreError> {
+        let mut res = [Vec::new(), Vec::new()];
+        for (i, sql) in [
+            "SELECT target, COUNT(*) FROM alerts GROUP BY target",
+            "SELECT scenario, COUNT(*) FROM alerts GROUP BY scenario",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(|e| self.sql(e))?;
+            res[i] = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.sql(e))?;
+        }
+        let [t, s] = res;
+        Ok((t, s))
+    }
+
     pub fn recent_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
         let mut st = self
             .conn
@@ -638,6 +697,43 @@ mod tests {
         assert_eq!(s.active_decisions(131).unwrap().len(), 1);
         assert_eq!(s.decision(a.id).unwrap().unwrap().expires, 130);
         assert_eq!(s.prune(10_000, 100, 100).unwrap(), 2);
+    }
+
+    #[test]
+    fn timeline_buckets_and_alert_counts_in_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let alert = |target: &str, scenario: &str, time: i64| Alert {
+            scenario: scenario.into(),
+            target: target.parse().unwrap(),
+            time,
+            first_seen: time,
+            events: 5,
+            evidence: vec![],
+            kind: DecisionType::Ban,
+            duration_s: 60,
+        };
+        // Buckets of 60 s from 1000: [1000, 1060) [1060, 1120) …, 3 of them.
+        for (t, at) in [
+            ("192.0.2.1/32", 1000),
+            ("192.0.2.1/32", 1059),
+            ("192.0.2.2/32", 1060),
+            ("192.0.2.3/32", 999),
+            ("198.51.100.1/32", 1180),
+        ] {
+            s.insert_alert(&alert(t, if at < 1060 { "a" } else { "b" }, at), None)
+                .unwrap();
+        }
+        s.insert_decision(&dec("192.0.2.1/32", 1130, 2000)).unwrap();
+        let (a, d) = s.timeline(1000, 60, 3).unwrap();
+        assert_eq!(a, [2, 1, 0]);
+        assert_eq!(d, [0, 0, 1]);
+        let (mut targets, mut scen) = s.alert_counts().unwrap();
+        targets.sort();
+        scen.sort();
+        assert_eq!(targets[0], ("192.0.2.1/32".to_string(), 2));
+        assert_eq!(targets.len(), 4);
+        assert_eq!(scen, [("a".to_string(), 3), ("b".to_string(), 2)]);
     }
 
     #[test]

@@ -27,9 +27,6 @@ const APP_JS: &str = include_str!("app.js");
 const STYLE: &str = include_str!("style.css");
 const DISABLED: &str = include_str!("disabled.html");
 
-/// Rows read from the store for the timeline and the top lists, at most.
-const SCAN: usize = 50_000;
-
 fn asset(ctype: &'static str, body: &'static str) -> Response {
     let mut r = (
         [
@@ -119,20 +116,6 @@ pub struct Timeline {
     pub decisions: Vec<u64>,
 }
 
-/// Buckets `times` into `n` buckets of `width` from `from`; others are ignored.
-pub fn bucket(times: impl Iterator<Item = i64>, from: i64, width: i64, n: usize) -> Vec<u64> {
-    let mut v = vec![0u64; n];
-    for t in times {
-        if t >= from {
-            let i = ((t - from) / width) as usize;
-            if let Some(c) = v.get_mut(i) {
-                *c += 1;
-            }
-        }
-    }
-    v
-}
-
 /// The timeline window ending at `now`: (from, bucket width, bucket count).
 pub fn window(hours: u32, now: i64) -> (i64, i64, usize) {
     let hours = hours.clamp(1, 24 * 30) as i64;
@@ -149,14 +132,13 @@ async fn timeline(
     let (from, width, n) = window(q.hours, now());
     // Reader connection: one short query each, never blocks the writer (WAL).
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
-    let alerts = store.recent_alerts(SCAN).map_err(internal)?;
-    let decisions = store.recent_decisions(SCAN).map_err(internal)?;
+    let (alerts, decisions) = store.timeline(from, width, n).map_err(internal)?;
     drop(store);
     Ok(Json(Timeline {
         from,
         bucket_s: width,
-        alerts: bucket(alerts.iter().map(|a| a.time), from, width, n),
-        decisions: bucket(decisions.iter().map(|d| d.created), from, width, n),
+        alerts,
+        decisions,
     }))
 }
 
@@ -211,18 +193,20 @@ pub fn top(counts: HashMap<String, u64>, n: usize) -> Vec<Top> {
 
 async fn overview(State(s): State<Shared>) -> Result<Json<Overview>, ApiError> {
     let t = now();
-    let alerts = {
+    // Counted in SQL over every alert the store keeps (one row per distinct
+    // target / scenario comes back), ranges folded from the per-target counts.
+    let (targets, scenarios) = {
         let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
-        store.recent_alerts(SCAN).map_err(internal)?
+        store.alert_counts().map_err(internal)?
     };
-    let (mut addr, mut range, mut scen) = (HashMap::new(), HashMap::new(), HashMap::new());
-    for a in &alerts {
-        *addr.entry(a.target.clone()).or_insert(0u64) += 1;
-        if let Some(r) = range_of(&a.target) {
-            *range.entry(r).or_insert(0u64) += 1;
+    let mut range = HashMap::new();
+    for (t, c) in &targets {
+        if let Some(r) = range_of(t) {
+            *range.entry(r).or_insert(0u64) += c;
         }
-        *scen.entry(a.scenario.clone()).or_insert(0u64) += 1;
     }
+    let addr: HashMap<String, u64> = targets.into_iter().collect();
+    let scen: HashMap<String, u64> = scenarios.into_iter().collect();
     let active = s.active_count(t);
     let sources = s.source_snapshot();
     Ok(Json(Overview {
@@ -242,19 +226,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn window_and_buckets() {
+    fn timeline_window() {
         let (from, w, n) = window(1, 7_200 + 30);
         assert_eq!((w, n), (60, 60));
         assert_eq!(from, 7_260 - 3_600);
-        let b = bucket(
-            [from, from + 59, from + 60, from - 1, from + 3_600].into_iter(),
-            from,
-            w,
-            n,
-        );
-        assert_eq!(b[0], 2);
-        assert_eq!(b[1], 1);
-        assert_eq!(b.iter().sum::<u64>(), 3);
         let (_, w, n) = window(24, 0);
         assert_eq!((w, n), (3600, 24));
         assert_eq!(window(0, 0).2, 60, "hours is clamped to at least 1");
