@@ -827,6 +827,12 @@ impl Filter {
             fail.copy_from(cached);
             if nf & 2 != 0 {
                 self.mlfid_cache.remove(mlfid);
+                // fail2ban's cache is an OrderedDict: a removed id leaves
+                // the eviction order too (a stale id there would make the
+                // next eviction skip, or evict a newer entry of that id)
+                if let Some(i) = self.mlfid_order.iter().position(|k| k == mlfid) {
+                    self.mlfid_order.remove(i);
+                }
             }
         } else if nf & 2 == 0 {
             users = fail.add_user();
@@ -980,6 +986,35 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    /// fail2ban's mlfid cache is an OrderedDict with FIFO eviction: an id
+    /// forgotten (`<F-MLFFORGET>`) leaves the order too, so the next
+    /// eviction still removes the oldest live id.
+    #[test]
+    fn mlfid_forget_keeps_eviction_order() {
+        let dir = std::env::temp_dir().join(format!("shield-f2b-mlf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            "mlf.conf",
+            "[Definition]\nprefregex = ^<F-MLFID>c\\d+</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
+             failregex = ^fail <F-USER>\\S+</F-USER> from <HOST>$\n\
+             \x20           ^<F-MLFFORGET><F-MLFGAINED>ok</F-MLFGAINED></F-MLFFORGET> <F-USER>\\S+</F-USER> from <HOST>$\n",
+        );
+        let mut f = Filter::load(&FilterRef::named("mlf"), &dir).unwrap();
+        let now = 1_124_013_600;
+        for i in 0..100 {
+            let l = format!("c{i} fail u{i} from 192.0.2.1");
+            assert!(f.match_detail(&l, now).is_some(), "{l}");
+        }
+        // a second user on c0: a failure; c0 is forgotten (99 ids left)
+        assert!(f.match_detail("c0 ok v from 192.0.2.1", now).is_some());
+        f.match_detail("c100 fail u from 192.0.2.1", now).unwrap(); // 100 ids
+        f.match_detail("c101 fail u from 192.0.2.1", now).unwrap(); // evicts c1
+        // c1 is gone: its login is a plain success, not a second user
+        assert!(f.match_detail("c1 ok w from 192.0.2.1", now).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
