@@ -292,20 +292,18 @@ impl Nft {
 
     /// Apply `cmds` in one transaction (after `flush` of the named sets, if any).
     fn send(&mut self, flush: &[SetKind], cmds: &[Cmd]) -> Result<(), LayerError> {
-        if let Wire::Netlink(sock) = &self.wire {
-            let _ = sock;
+        if matches!(self.wire, Wire::Netlink(_)) {
             let mut batch = Batch::new();
             for kind in flush {
                 batch.flush_set(&self.opts.table, kind.name());
             }
             self.render_netlink(cmds, &mut batch);
-            let Wire::Netlink(sock) = &mut self.wire else {
-                unreachable!()
-            };
-            return sock.commit(batch).map_err(|r| LayerError::Kernel {
-                what: r.what,
-                source: r.error,
-            });
+            if let Wire::Netlink(sock) = &mut self.wire {
+                return sock.commit(batch).map_err(|r| LayerError::Kernel {
+                    what: r.what,
+                    source: r.error,
+                });
+            }
         }
         let mut script = String::new();
         for kind in flush {
