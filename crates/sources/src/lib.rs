@@ -48,6 +48,6 @@ mod watch;
 
 pub use error::SourceError;
 pub use fingerprint::{FINGERPRINT_MAX, fingerprint_of};
-pub use lines::LineReader;
+pub use lines::{LineReader, terminated_lines};
 pub use replay::open;
 pub use tail::{DEFAULT_MAX_LINE, FileSpec, FileStats, ReadStats, TailStats, Tailer};
