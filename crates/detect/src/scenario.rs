@@ -462,7 +462,7 @@ impl State {
         if let Some((t, _, _)) = self.stamps.parse_line_start(line, now) {
             return Some(t);
         }
-        crate::rules::http_clf_time(line)
+        crate::rules::http_clf_time(line, &mut self.stamps)
     }
 
     fn on_hit(&mut self, hit: &Hit<'_>, line: &str, t: UnixTime, on_alert: &mut dyn FnMut(Alert)) {

@@ -322,6 +322,29 @@ impl StampCache {
         None
     }
 
+    /// [`parse_clf`] through the date cache: the same result, but a line with
+    /// the previous line's date costs a comparison and the time-of-day digits.
+    pub fn parse_clf(&mut self, s: &str) -> Option<(UnixTime, usize)> {
+        let b = s.as_bytes();
+        if b.get(2) != Some(&b'/') || b.get(6) != Some(&b'/') || b.get(11) != Some(&b':') {
+            return None;
+        }
+        // Length 11 is the only cached key of that length, so no salt is needed.
+        let day = self.cached(b, 11, 0, || {
+            let (d, m, y) = (d2(b, 0)?, month_abbr(&b[3..])?, d4(b, 7)?);
+            valid_date(y, m, d).then(|| days_from_civil(y, m, d) * DAY)
+        })?;
+        let mut t = day + hms(b, 12)?;
+        let mut i = 20;
+        if b.get(i) == Some(&b' ') {
+            if let Some((off, len)) = zone(b, i + 1) {
+                t -= off;
+                i += 1 + len;
+            }
+        }
+        Some((t, i))
+    }
+
     /// The day start for the date bytes `b[..len]` (and `year` salt), from the
     /// cache or computed by `f` and remembered.
     #[inline]
@@ -421,6 +444,21 @@ mod tests {
         );
         assert_eq!(parse_clf("01/Mar/2024:00:00:00"), Some((MAR1_2024, 20)));
         assert_eq!(parse_clf("01/Xyz/2024:00:00:00"), None);
+        let mut c = StampCache::default();
+        for x in [
+            "10/Oct/2000:13:55:36 -0700]",
+            "10/Oct/2000:13:55:37 +0100",
+            "10/Oct/2000:13:55:37",
+            "11/Oct/2000:00:00:00 Z",
+            "11/Oct/2000:24:00:00 Z",
+            "32/Oct/2000:00:00:00",
+            "11/Xyz/2000:00:00:00",
+            "11/Oct/2000 00:00:00",
+            "11/Oct/20",
+        ] {
+            assert_eq!(c.parse_clf(x), parse_clf(x), "{x}");
+            assert_eq!(c.parse_clf(x), parse_clf(x), "{x} (cached)");
+        }
         assert_eq!(
             parse_nginx_error("2024/03/01 00:00:09 [error]"),
             Some((MAR1_2024 + 9, 19))

@@ -14,11 +14,11 @@
 //! Apache's `\"` escape (nginx writes `\x22`), so a request or agent cannot end
 //! its field early and shift the others.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use super::{Found, Names};
 use crate::UnixTime;
-use crate::time::parse_clf;
+use crate::time::StampCache;
 
 pub(crate) const RULE_NAMES: &[&str] = &[
     "http-bad-user-agent",
@@ -178,6 +178,7 @@ pub(crate) struct HttpRules {
     base: u32,
     agents: AhoCorasick,
     agent_cache: AgentCache,
+    stamps: StampCache,
     sensitive: AhoCorasick,
     login: AhoCorasick,
     f_method: u16,
@@ -191,6 +192,9 @@ fn ci(needles: &[&str]) -> AhoCorasick {
     AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
+        // A full DFA: these sets are small (a few KB) and every access line
+        // runs the path set, so take the fastest search.
+        .kind(Some(AhoCorasickKind::DFA))
         .build(needles)
         .expect("literal needles build")
 }
@@ -201,6 +205,7 @@ impl HttpRules {
             base,
             agents: ci(BAD_AGENTS),
             agent_cache: AgentCache::default(),
+            stamps: StampCache::default(),
             sensitive: ci(SENSITIVE),
             login: ci(LOGIN_PATHS),
             f_method: names.id("method"),
@@ -214,8 +219,8 @@ impl HttpRules {
     /// `None`: not a combined-format line. `Some((None, time))`: a line that
     /// no access rule takes.
     pub(crate) fn find(&mut self, line: &str) -> Option<(Option<Found>, Option<UnixTime>)> {
-        let a = parse(line)?;
-        let host = line[a.host.0..a.host.1].parse().ok()?;
+        let a = parse(line, &mut self.stamps)?;
+        let host = super::parse_ip(&line[a.host.0..a.host.1])?;
         let b = line.as_bytes();
         let req = &line[a.request.0..a.request.1];
         let (method, path) = split_request(a.request.0, req);
@@ -301,17 +306,20 @@ impl AgentCache {
 }
 
 fn is_wp_login(path: &str) -> bool {
-    let p = path.split('?').next().unwrap_or(path);
+    let p = match memchr::memchr(b'?', path.as_bytes()) {
+        Some(i) => &path[..i],
+        None => path,
+    };
     p.ends_with("/wp-login.php") || p.ends_with("/xmlrpc.php")
 }
 
 /// `METHOD TARGET PROTO` → offsets of method and target; a request that is not
 /// three words (garbage, TLS bytes) is all target.
 fn split_request(base: usize, req: &str) -> ((usize, usize), (usize, usize)) {
-    match req.find(' ') {
+    match memchr::memchr(b' ', req.as_bytes()) {
         Some(i) => {
             let rest = &req[i + 1..];
-            let end = rest.find(' ').unwrap_or(rest.len());
+            let end = memchr::memchr(b' ', rest.as_bytes()).unwrap_or(rest.len());
             ((base, base + i), (base + i + 1, base + i + 1 + end))
         }
         None => ((base, base), (base, base + req.len())),
@@ -329,7 +337,7 @@ fn quoted_end(b: &[u8], mut s: usize) -> Option<usize> {
     }
 }
 
-fn parse(line: &str) -> Option<Access> {
+fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
     let b = line.as_bytes();
     let he = memchr::memchr(b' ', &b[..b.len().min(64)])?;
     // ident, then the user (which may hold spaces), then `[stamp]`.
@@ -341,7 +349,7 @@ fn parse(line: &str) -> Option<Access> {
     }
     let user = (ident_end + 1, lb - 1);
     let rb = memchr::memchr(b']', &b[lb..])? + lb;
-    let time = parse_clf(&line[lb + 1..rb]).map(|x| x.0);
+    let time = stamps.parse_clf(&line[lb + 1..rb]).map(|x| x.0);
     if b.get(rb + 1) != Some(&b' ') || b.get(rb + 2) != Some(&b'"') {
         return None;
     }
@@ -377,10 +385,10 @@ fn parse(line: &str) -> Option<Access> {
 }
 
 /// The common-log-format stamp of an access line, if it has one.
-pub(crate) fn clf_time(line: &str) -> Option<UnixTime> {
+pub(crate) fn clf_time(line: &str, stamps: &mut StampCache) -> Option<UnixTime> {
     let b = line.as_bytes();
     let lb = memchr::memchr(b'[', &b[..b.len().min(128)])?;
-    parse_clf(&line[lb + 1..]).map(|x| x.0)
+    stamps.parse_clf(&line[lb + 1..]).map(|x| x.0)
 }
 
 #[cfg(test)]
