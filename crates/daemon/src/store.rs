@@ -391,6 +391,21 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// `(key, count)` rows of a GROUP BY query.
+    fn counts<K: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(K, u64)>, StoreError> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map(params, |r| {
+                Ok((r.get::<_, K>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
     /// Alerts (by alert time) and decisions (by creation) per bucket of `width`
     /// seconds in `[from, from + width * n)`: two indexed GROUP BY queries.
     pub fn timeline(
@@ -399,54 +414,36 @@ impl Store {
         width: i64,
         n: usize,
     ) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
-        let end = from + width * n as i64;
-        let mut out = [vec![0u64; n], vec![0u64; n]];
-        for (i, sql) in [
-            "SELECT (time - ?1) / ?2, COUNT(*) FROM alerts WHERE time >= ?1 AND time < ?3 GROUP BY 1",
-            "SELECT (created - ?1) / ?2, COUNT(*) FROM decisions WHERE created >= ?1 AND created < ?3 GROUP BY 1",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
-            let rows = st
-                .query_map([from, width.max(1), end], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                })
-                .map_err(|e| self.sql(e))?;
-            for row in rows {
-                let (b, c) = row.map_err(|e| self.sql(e))?;
-                if let Some(slot) = usize::try_from(b).ok().and_then(|b| out[i].get_mut(b)) {
-                    *slot = c as u64;
+        let params = [from, width.max(1), from + width * n as i64];
+        let buckets = |sql: &str| -> Result<Vec<u64>, StoreError> {
+            let mut v = vec![0u64; n];
+            for (b, c) in self.counts::<i64>(sql, params)? {
+                if let Some(slot) = usize::try_from(b).ok().and_then(|b| v.get_mut(b)) {
+                    *slot = c;
                 }
             }
-        }
-        let [a, d] = out;
-        Ok((a, d))
+            Ok(v)
+        };
+        Ok((
+            buckets(
+                "SELECT (time - ?1) / ?2, COUNT(*) FROM alerts WHERE time >= ?1 AND time < ?3 GROUP BY 1",
+            )?,
+            buckets(
+                "SELECT (created - ?1) / ?2, COUNT(*) FROM decisions WHERE created >= ?1 AND created < ?3 GROUP BY 1",
+            )?,
+        ))
     }
 
     /// Alert counts per target and per scenario over every alert kept.
+    #[allow(clippy::type_complexity)]
     pub fn alert_counts(&self) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), StoreError> {
-        let mut res = [Vec::new(), Vec::new()];
-        for (i, sql) in [
-            "SELECT target, COUNT(*) FROM alerts GROUP BY target",
-            "SELECT scenario, COUNT(*) FROM alerts GROUP BY scenario",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })
-                .map_err(|e| self.sql(e))?;
-            res[i] = rows
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.sql(e))?;
-        }
-        let [t, s] = res;
-        Ok((t, s))
+        Ok((
+            self.counts("SELECT target, COUNT(*) FROM alerts GROUP BY target", [])?,
+            self.counts(
+                "SELECT scenario, COUNT(*) FROM alerts GROUP BY scenario",
+                [],
+            )?,
+        ))
     }
 
     pub fn recent_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
