@@ -232,6 +232,9 @@ pub(crate) enum Re {
 pub(crate) struct Lin {
     full: Engine,
     tail: Option<(Engine, Vec<usize>)>,
+    /// For `^(?P<g>M)E(?P<content>.+)$` (a prefregex): `(?:E)\z`, and
+    /// whether the tail was `.+` (see `rewrite::Trimmed::head_split`).
+    split: Option<(Engine, bool)>,
 }
 
 /// One compiled pattern with its own reusable capture slots, and the same
@@ -284,18 +287,60 @@ impl Engine {
             _ => self.re.is_match(hay),
         }
     }
+
+    /// The span of the leftmost-first match (found by the DFA alone).
+    fn find(&self, hay: &str) -> Option<(usize, usize)> {
+        match &self.ascii {
+            Some(a) if hay.is_ascii() => a.re.find(hay.as_bytes()).map(|m| (m.start(), m.end())),
+            _ => self.re.find(hay).map(|m| (m.start(), m.end())),
+        }
+    }
 }
 
 impl Lin {
     fn new(pattern: &str) -> Option<Lin> {
         let full = Engine::new(pattern)?;
+        let mut split = None;
         let tail = rewrite::trim_tail(pattern).and_then(|t| {
             let e = Engine::new(&t.pattern)?;
             // same groups, same order
             let same = e.re.capture_names().eq(full.re.capture_names());
+            split = t
+                .head_split
+                .as_deref()
+                .and_then(Engine::new)
+                .map(|s| (s, t.plus));
             same.then_some((e, t.groups))
         });
-        Some(Lin { full, tail })
+        if tail.is_none() {
+            split = None;
+        }
+        Some(Lin { full, tail, split })
+    }
+
+    /// The groups of `^(?P<g>M)E(?P<content>.+)$` on a single-line `hay`
+    /// without the backtracker, when the DFA's match end decides them;
+    /// None when it does not (`E` could match text there).
+    fn split_captures(&self, t: &Engine, hay: &str, end: usize, locs: &mut Locs) -> Option<bool> {
+        let (e, plus) = self.split.as_ref()?;
+        let Some((_, m_end)) = t.find(hay) else {
+            return Some(false);
+        };
+        // where the tail starts: before the one character `[^\n]` took
+        let y = if *plus {
+            m_end - hay[..m_end].chars().next_back().map_or(0, char::len_utf8)
+        } else {
+            m_end
+        };
+        // E matched hay[g_end..y] on the first path; if only empty E ends
+        // at y, then g ends at y
+        if e.find(&hay[..y])?.0 != y {
+            return None;
+        }
+        locs.spans.clear();
+        locs.spans
+            .extend([Some((0, hay.len())), Some((0, y)), Some((y, y.max(end)))]);
+        Some(true)
     }
 
     fn re(&self) -> &regex::Regex {
@@ -313,7 +358,12 @@ impl Lin {
         if let Some((t, groups)) = &self.tail
             && let Some(end) = Self::single_line(hay)
         {
-            if !t.captures(hay, locs) {
+            let split = self.split_captures(t, hay, end, locs);
+            if split == Some(false) {
+                debug_assert!(!self.full.is_match(hay), "split missed {hay:?}");
+                return false;
+            }
+            if split.is_none() && !t.captures(hay, locs) {
                 debug_assert!(!self.full.is_match(hay), "trimmed missed {hay:?}");
                 return false;
             }
@@ -708,6 +758,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A prefregex shape: the head group and the content found from the
+    /// DFA's match end, or by the backtracker when `E` could match there.
+    #[test]
+    fn head_and_content_split() {
+        let (r, _) =
+            Re::compile(r"^(?P<m>\S+ (?:\w+: )?)(?:error: )?(?P<content>.+)$", false).unwrap();
+        let Re::Fast(l) = &r else { panic!() };
+        assert!(l.split.is_some());
+        let spans = |hay: &str| {
+            let mut locs = Locs::default();
+            r.captures(hay, &mut locs).then(|| locs.spans.clone())
+        };
+        let s = |a, b| Some((a, b));
+        assert_eq!(spans("h x y\n"), Some(vec![s(0, 6), s(0, 2), s(2, 5)]));
+        // `error: ` may belong to the head or to E: the first path decides
+        assert_eq!(
+            spans("h error: x\n"),
+            Some(vec![s(0, 11), s(0, 9), s(9, 10)])
+        );
+        assert_eq!(spans("h é\n"), Some(vec![s(0, 5), s(0, 2), s(2, 4)]));
+        assert_eq!(spans("h \n"), None);
+        assert_eq!(spans("h\n"), None);
     }
 
     #[test]

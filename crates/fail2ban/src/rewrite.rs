@@ -767,6 +767,13 @@ pub(crate) struct Trimmed {
     /// The capture groups around the removed tail: they end where the
     /// haystack's text ends (before its final `\n`).
     pub(crate) groups: Vec<usize>,
+    /// The tail was `.+` (the trimmed pattern ends with one `[^\n]`).
+    pub(crate) plus: bool,
+    /// For `^(?P<g>M)E` + tail with no other groups: `(?:E)\z`. The tail
+    /// starts where the match ends (minus the `[^\n]`), and when `E` only
+    /// matches empty there, `g` spans from 0 to that point: no group
+    /// search is needed.
+    pub(crate) head_split: Option<String>,
 }
 
 /// When `p` (without `(?s)`) ends with `.*` / `.+` (lazy or not, maybe in
@@ -846,10 +853,46 @@ pub(crate) fn trim_tail(p: &str) -> Option<Trimmed> {
     if plus {
         out.push_str(r"[^\n]");
     }
+    let head_split = head_split(seq, &groups);
     Some(Trimmed {
         pattern: out,
         groups,
+        plus,
+        head_split,
     })
+}
+
+/// See [`Trimmed::head_split`]: `seq` is the pattern before the tail.
+fn head_split(seq: &[Node], tail_groups: &[usize]) -> Option<String> {
+    let [
+        Node::Text(caret),
+        Node::Group {
+            open: Open::Named(_),
+            alts,
+        },
+        rest @ ..,
+    ] = seq
+    else {
+        return None;
+    };
+    if caret != "^"
+        || tail_groups != [2]
+        || alts.iter().flatten().map(count_groups).sum::<usize>() != 0
+        || rest.iter().map(count_groups).sum::<usize>() != 0
+    {
+        return None;
+    }
+    let mut e = String::new();
+    render_seq(rest, &mut e);
+    // the test runs on the text cut at the tail: nothing in E may look
+    // right of it or be a lookaround
+    if ["\\b", "\\B", "$", "\\z", "\\A", "^", "(?=", "(?!", "(?<"]
+        .iter()
+        .any(|x| e.contains(x))
+    {
+        return None;
+    }
+    Some(format!("(?:{e})\\z"))
 }
 
 fn count_groups(n: &Node) -> usize {
@@ -924,6 +967,14 @@ mod tests {
         let t = trim_tail(r"^(a)(?P<b>x|y)? (?P<content>.+)(?:\n?\z)").unwrap();
         assert_eq!(t.pattern, r"^(a)(?P<b>x|y)? (?P<content>)[^\n]");
         assert_eq!(t.groups, [3]);
+        let t = trim_tail(r"^(?P<m>\S+ )(?:error: )?(?P<content>.+)(?:\n?\z)").unwrap();
+        assert_eq!(t.head_split.as_deref(), Some(r"(?:(?:error: )?)\z"));
+        assert!(
+            trim_tail(r"^(a)(?P<content>.+)(?:\n?\z)")
+                .unwrap()
+                .head_split
+                .is_none()
+        );
         let t = trim_tail(r"^a(?:(?P<l>.*))(?:\n?\z)").unwrap();
         assert_eq!((t.pattern.as_str(), t.groups), (r"^a(?:(?P<l>))", vec![1]));
         assert!(trim_tail(r"^a.*(?:\n?\z)|b").is_none());
