@@ -774,9 +774,10 @@ def markdown(res):
              f"fail2ban {res['versions']['fail2ban']}, crowdsec {res['versions']['crowdsec']} (Debian).")
     L.append("")
     lo, hi = res["load1_range"]
-    L.append(f"**Noise:** the machine ({res['machine']['cpus']} CPUs) was shared with other builds; the 1-minute "
-             f"load average was **{lo} to {hi}** during the runs (per run in `latest.json`). Absolute "
-             "figures are pessimistic and noisy; the ratios come from the same run, interleaved "
+    L.append(f"**Noise:** {res['machine']['cpus']} CPUs; the 1-minute load average was **{lo} to {hi}** "
+             "during the runs (per run in `latest.json`; the tools under test, their helper threads and wrk "
+             "count toward it, as does anything else the machine runs). Absolute figures move with the "
+             "machine; the ratios come from the same run, interleaved "
              f"(every repetition runs every tool in turn; {p['reps']} repetitions, CrowdSec {p['crowdsec_reps']}).")
     L.append("")
     L.append("### Headline ratios (same run)")
