@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use shield_core::{Hit, LineMatcher, RuleInfo, UnixTime};
@@ -177,8 +178,13 @@ pub struct Filter {
     content: String,
     locs: Locs,
     last_time: Option<UnixTime>,
-    mlfid_cache: HashMap<String, FailMap>,
+    /// fail2ban's `Utils.Cache(maxCount=100, maxTime=5*60)`: id → (failure,
+    /// expiry). The expiry is set when an id is first cached, on the process
+    /// clock as fail2ban does (`time.time()`), not on log time.
+    mlfid_cache: HashMap<String, (FailMap, Instant)>,
     mlfid_order: VecDeque<String>,
+    /// Added to the process clock; only tests move it.
+    clock_skew: Duration,
     /// Reused per line: the prefregex's groups, the failure, its mlfid.
     pre: FailMap,
     fail: FailMap,
@@ -297,6 +303,11 @@ impl FailMap {
         self.n_users
     }
 }
+
+/// fail2ban's mlfid cache: at most this many connection ids…
+const MLFID_MAX: usize = 100;
+/// …each kept this long after it was first cached (`maxTime=5*60`).
+const MLFID_TTL: Duration = Duration::from_secs(5 * 60);
 
 const OPTS: [&str; 7] = [
     "usedns",
@@ -475,6 +486,7 @@ impl Filter {
             last_time: None,
             mlfid_cache: HashMap::new(),
             mlfid_order: VecDeque::new(),
+            clock_skew: Duration::ZERO,
             pre: FailMap::default(),
             fail: FailMap::default(),
             mlfid: String::new(),
@@ -783,9 +795,24 @@ impl Filter {
     }
 
     fn store_mlfid(&mut self, id: &str, fail: &FailMap) {
-        if let Some(e) = self.mlfid_cache.get_mut(id) {
+        if let Some((e, _)) = self.mlfid_cache.get_mut(id) {
             e.copy_from(fail);
         }
+    }
+
+    /// Drop `mlfid` from the cache and from the eviction order (fail2ban's
+    /// cache is an OrderedDict: a removed id leaves the order too; a stale id
+    /// there would make a later eviction skip, or evict a newer entry).
+    fn forget_mlfid(&mut self, mlfid: &str) {
+        self.mlfid_cache.remove(mlfid);
+        if let Some(i) = self.mlfid_order.iter().position(|k| k == mlfid) {
+            self.mlfid_order.remove(i);
+        }
+    }
+
+    #[cfg(test)]
+    fn advance_clock(&mut self, d: Duration) {
+        self.clock_skew += d;
     }
 
     /// filter.py's `_mergeFailure`, in place: `fail` becomes the merged
@@ -805,7 +832,16 @@ impl Filter {
             nf |= 2;
         }
         let users;
-        if let Some(cached) = self.mlfid_cache.get_mut(mlfid) {
+        let now = Instant::now() + self.clock_skew;
+        // Cache.get: an expired entry is removed and reads as absent.
+        if self
+            .mlfid_cache
+            .get(mlfid)
+            .is_some_and(|(_, expires)| *expires <= now)
+        {
+            self.forget_mlfid(mlfid);
+        }
+        if let Some((cached, _)) = self.mlfid_cache.get_mut(mlfid) {
             if let Some(u) = fail.get("user")
                 && !cached.users().iter().any(|x| x == u)
             {
@@ -826,24 +862,25 @@ impl Filter {
             }
             fail.copy_from(cached);
             if nf & 2 != 0 {
-                self.mlfid_cache.remove(mlfid);
-                // fail2ban's cache is an OrderedDict: a removed id leaves
-                // the eviction order too (a stale id there would make the
-                // next eviction skip, or evict a newer entry of that id)
-                if let Some(i) = self.mlfid_order.iter().position(|k| k == mlfid) {
-                    self.mlfid_order.remove(i);
-                }
+                self.forget_mlfid(mlfid);
             }
         } else if nf & 2 == 0 {
             users = fail.add_user();
             // Evicting the oldest id hands its buffers to the new one, so a
             // full cache takes a new id without allocating.
+            // Cache.set when full: drop from the front, expired entries and
+            // then the first live one.
             let mut recycled: Option<(String, String, FailMap)> = None;
-            if self.mlfid_cache.len() >= 100
-                && let Some(old) = self.mlfid_order.pop_front()
-                && let Some((k, v)) = self.mlfid_cache.remove_entry(&old)
-            {
-                recycled = Some((old, k, v));
+            if self.mlfid_cache.len() >= MLFID_MAX {
+                while let Some(old) = self.mlfid_order.pop_front() {
+                    let Some((k, (v, expires))) = self.mlfid_cache.remove_entry(&old) else {
+                        continue;
+                    };
+                    recycled = Some((old, k, v));
+                    if expires > now {
+                        break;
+                    }
+                }
             }
             let (mut order_key, mut key, mut val) = recycled.unwrap_or_default();
             order_key.clear();
@@ -852,7 +889,7 @@ impl Filter {
             key.push_str(mlfid);
             val.copy_from(fail);
             self.mlfid_order.push_back(order_key);
-            self.mlfid_cache.insert(key, val);
+            self.mlfid_cache.insert(key, (val, now + MLFID_TTL));
         } else {
             users = 0;
         }
@@ -1014,6 +1051,14 @@ mod tests {
         f.match_detail("c101 fail u from 192.0.2.1", now).unwrap(); // evicts c1
         // c1 is gone: its login is a plain success, not a second user
         assert!(f.match_detail("c1 ok w from 192.0.2.1", now).is_none());
+        // Entries live 5 minutes of process time (fail2ban's maxTime): c2's
+        // second user is a failure now, not after the entry expired.
+        assert!(f.match_detail("c2 ok x from 192.0.2.1", now).is_some());
+        f.advance_clock(Duration::from_secs(301));
+        assert!(f.match_detail("c3 ok y from 192.0.2.1", now).is_none());
+        // A new id after that gets its own 5 minutes.
+        f.match_detail("c200 fail u from 192.0.2.1", now).unwrap();
+        assert!(f.match_detail("c200 ok z from 192.0.2.1", now).is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
