@@ -2,30 +2,15 @@
 //! `nats-server`) that each test starts on a free loopback port with its own
 //! store dir and kills at the end. Members are in-process `UnionHandle`s.
 
+mod common;
+
+use common::{SCEN, decision, free_port, now, recv_n, spec, start, treaty_text, until};
 use ipnet::IpNet;
 use shield_core::{Decision, DecisionType, Origin, Scope};
-use shield_union::{Identity, SignalBody, Treaty, UnionConfig, UnionHandle, nats};
+use shield_union::{Identity, SignalBody, Treaty, nats};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-
-const SCEN: &str = "sshd-bruteforce";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A nats-server with JetStream on loopback; killed on drop.
 struct Server {
@@ -73,136 +58,8 @@ impl Drop for Server {
     }
 }
 
-struct Spec {
-    name: &'static str,
-    id: Identity,
-    port: u16,
-}
-
-fn spec(name: &'static str) -> Spec {
-    Spec {
-        name,
-        id: Identity::generate().unwrap(),
-        port: free_port(),
-    }
-}
-
-/// `transport` is the body of the `[transport]` table.
-fn treaty_text(members: &[&Spec], transport: &str) -> String {
-    let mut s = format!(
-        "name = \"test-union\"\nallowlist = [\"192.0.2.0/24\"]\n[limits]\nmax_signals_per_minute = 10000\n\n[transport]\nsync_interval = \"200ms\"\n{transport}\n"
-    );
-    for m in members {
-        s.push_str(&format!(
-            "\n[[member]]\nname = \"{}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:{}\"\n",
-            m.name,
-            m.id.public_string(),
-            m.port
-        ));
-    }
-    s.push_str(&format!(
-        "\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\n"
-    ));
-    s
-}
-
 fn nats_transport(url: &str) -> String {
     format!("kind = \"nats\"\nurl = \"{url}\"\n")
-}
-
-struct Node {
-    cfg: UnionConfig,
-    handle: Option<UnionHandle>,
-    rx: mpsc::Receiver<Decision>,
-}
-
-impl Node {
-    fn h(&self) -> &UnionHandle {
-        self.handle.as_ref().expect("node is running")
-    }
-    async fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown().await;
-        }
-    }
-    async fn restart(&mut self) {
-        let (tx, rx) = mpsc::channel(10_000);
-        self.handle = Some(UnionHandle::start(self.cfg.clone(), tx).await.unwrap());
-        self.rx = rx;
-    }
-    fn refused(&self, reason: &str) -> u64 {
-        self.h()
-            .status()
-            .counters
-            .refused
-            .get(reason)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// Write key + treaty for `s` in `dir` and start it.
-async fn start(dir: &Path, s: &Spec, treaty: &str) -> Node {
-    let d = dir.join(s.name);
-    std::fs::create_dir_all(&d).unwrap();
-    let key = d.join("union.key");
-    if !key.exists() {
-        s.id.write(&key, false).unwrap();
-    }
-    let tp = d.join("treaty.toml");
-    std::fs::write(&tp, treaty).unwrap();
-    let cfg = UnionConfig {
-        name: s.name.into(),
-        key_path: key,
-        treaty_path: tp,
-        listen: format!("127.0.0.1:{}", s.port).parse().unwrap(),
-        db_path: d.join("shield.db"),
-    };
-    let (tx, rx) = mpsc::channel(10_000);
-    let handle = UnionHandle::start(cfg.clone(), tx).await.unwrap();
-    Node {
-        cfg,
-        handle: Some(handle),
-        rx,
-    }
-}
-
-fn decision(target: &str) -> Decision {
-    let target: IpNet = target.parse().unwrap();
-    let t = now();
-    Decision {
-        id: 0,
-        scope: Scope::of(&target),
-        target,
-        kind: DecisionType::Ban,
-        scenario: SCEN.into(),
-        origin: Origin::Local,
-        created: t,
-        expires: t + 4 * 3600,
-    }
-}
-
-async fn recv_n(rx: &mut mpsc::Receiver<Decision>, n: usize, ms: u64) -> Vec<Decision> {
-    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
-    let mut out = Vec::new();
-    while out.len() < n {
-        match tokio::time::timeout_at(end, rx.recv()).await {
-            Ok(Some(d)) => out.push(d),
-            _ => panic!("got {} of {n} decisions within {ms} ms: {out:?}", out.len()),
-        }
-    }
-    out
-}
-
-async fn until(ms: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_millis(ms);
-    while !f() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {ms} ms waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn targets(ds: &[Decision]) -> Vec<String> {
@@ -216,7 +73,7 @@ async fn nats_ban_propagates_and_a_member_that_was_away_gets_every_signal() {
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (spec("a"), spec("b"), spec("c"));
-    let t = treaty_text(&[&a, &b, &c], &nats_transport(&srv.url));
+    let t = treaty_text(&[&a, &b, &c], "", &nats_transport(&srv.url), "");
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     let mut nc = start(dir.path(), &c, &t).await;
@@ -277,7 +134,7 @@ async fn nats_redelivers_what_a_member_could_not_store() {
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (spec("a"), spec("b"));
-    let t = treaty_text(&[&a, &b], &nats_transport(&srv.url));
+    let t = treaty_text(&[&a, &b], "", &nats_transport(&srv.url), "");
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     // Both consumers are up and flowing.
@@ -323,7 +180,7 @@ async fn nats_forged_signals_injected_into_the_stream_are_refused_and_counted() 
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (spec("a"), spec("b"));
-    let t = treaty_text(&[&a, &b], &nats_transport(&srv.url));
+    let t = treaty_text(&[&a, &b], "", &nats_transport(&srv.url), "");
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     // The stream exists once a member is up; wait for b to be connected.
@@ -399,8 +256,8 @@ async fn switching_a_union_from_direct_to_nats_loses_no_signal() {
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (spec("a"), spec("b"), spec("c"));
-    let direct = treaty_text(&[&a, &b, &c], "");
-    let on_nats = treaty_text(&[&a, &b, &c], &nats_transport(&srv.url));
+    let direct = treaty_text(&[&a, &b, &c], "", "", "");
+    let on_nats = treaty_text(&[&a, &b, &c], "", &nats_transport(&srv.url), "");
     // The carrier is not policy: signals keep verifying across the switch.
     let d1 = Treaty::parse_str_for_test(&direct);
     let d2 = Treaty::parse_str_for_test(&on_nats);

@@ -1,6 +1,9 @@
 //! In-process unions on loopback: several `UnionHandle`s with their own temp
 //! dirs, keys, databases and ports, talking real mTLS HTTP to each other.
 
+mod common;
+
+use common::{SCEN, decision, now, recv_n, spec, start, treaty_text, until};
 use ipnet::IpNet;
 use shield_core::{Decision, DecisionType, Origin, Scope};
 use shield_union::direct::PeerClient;
@@ -8,163 +11,6 @@ use shield_union::{Envelope, Health, Identity, SignalBody, UnionConfig, UnionHan
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-const SCEN: &str = "sshd-bruteforce";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Spec {
-    name: &'static str,
-    id: Identity,
-    port: u16,
-    /// `max_signals_per_minute` override.
-    cap: Option<u32>,
-}
-
-fn spec(name: &'static str) -> Spec {
-    Spec {
-        name,
-        id: Identity::generate().unwrap(),
-        port: free_port(),
-        cap: None,
-    }
-}
-
-/// A treaty over `members`; `top` goes before the tables, `policy` replaces the default policy.
-fn treaty_text(members: &[&Spec], top: &str, policy: &str) -> String {
-    let mut s = format!(
-        "name = \"test-union\"\nallowlist = [\"192.0.2.0/24\"]\n{top}\n[limits]\nmax_signals_per_minute = 10000\n\n[transport]\nsync_interval = \"200ms\"\n"
-    );
-    for m in members {
-        s.push_str(&format!(
-            "\n[[member]]\nname = \"{}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:{}\"\n",
-            m.name,
-            m.id.public_string(),
-            m.port
-        ));
-        if let Some(c) = m.cap {
-            s.push_str(&format!("max_signals_per_minute = {c}\n"));
-        }
-    }
-    if policy.is_empty() {
-        s.push_str(&format!(
-            "\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\n"
-        ));
-    } else {
-        s.push_str(policy);
-    }
-    s
-}
-
-struct Node {
-    cfg: UnionConfig,
-    handle: Option<UnionHandle>,
-    rx: mpsc::Receiver<Decision>,
-}
-
-impl Node {
-    fn h(&self) -> &UnionHandle {
-        self.handle.as_ref().expect("node is running")
-    }
-    async fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown().await;
-        }
-    }
-    async fn restart(&mut self) {
-        let (tx, rx) = mpsc::channel(10_000);
-        self.handle = Some(UnionHandle::start(self.cfg.clone(), tx).await.unwrap());
-        self.rx = rx;
-    }
-    fn refused(&self, reason: &str) -> u64 {
-        self.h()
-            .status()
-            .counters
-            .refused
-            .get(reason)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// Write key + treaty for `s` in `dir` and start it.
-async fn start(dir: &Path, s: &Spec, treaty: &str) -> Node {
-    let d = dir.join(s.name);
-    std::fs::create_dir_all(&d).unwrap();
-    let key = d.join("union.key");
-    if !key.exists() {
-        s.id.write(&key, false).unwrap();
-    }
-    let tp = d.join("treaty.toml");
-    std::fs::write(&tp, treaty).unwrap();
-    let cfg = UnionConfig {
-        name: s.name.into(),
-        key_path: key,
-        treaty_path: tp,
-        listen: format!("127.0.0.1:{}", s.port).parse().unwrap(),
-        db_path: d.join("shield.db"),
-    };
-    let (tx, rx) = mpsc::channel(10_000);
-    let handle = UnionHandle::start(cfg.clone(), tx).await.unwrap();
-    Node {
-        cfg,
-        handle: Some(handle),
-        rx,
-    }
-}
-
-fn decision(target: &str) -> Decision {
-    let target: IpNet = target.parse().unwrap();
-    let t = now();
-    Decision {
-        id: 0,
-        scope: Scope::of(&target),
-        target,
-        kind: DecisionType::Ban,
-        scenario: SCEN.into(),
-        origin: Origin::Local,
-        created: t,
-        expires: t + 4 * 3600,
-    }
-}
-
-/// Poll `f` every 5 ms until it holds or `ms` pass.
-async fn until(ms: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_millis(ms);
-    while !f() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {ms} ms waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Receive exactly `n` decisions within `ms`.
-async fn recv_n(rx: &mut mpsc::Receiver<Decision>, n: usize, ms: u64) -> Vec<Decision> {
-    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
-    let mut out = Vec::new();
-    while out.len() < n {
-        match tokio::time::timeout_at(end, rx.recv()).await {
-            Ok(Some(d)) => out.push(d),
-            _ => panic!("got {} of {n} decisions within {ms} ms: {out:?}", out.len()),
-        }
-    }
-    out
-}
 
 fn assert_nothing(rx: &mut mpsc::Receiver<Decision>) {
     if let Ok(d) = rx.try_recv() {
@@ -180,7 +26,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 async fn three_members_publish_reaches_all_with_latency() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (spec("a"), spec("b"), spec("c"));
-    let t = treaty_text(&[&a, &b, &c], "", "");
+    let t = treaty_text(&[&a, &b, &c], "", "", "");
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     let mut nc = start(dir.path(), &c, &t).await;
@@ -268,7 +114,7 @@ async fn three_members_publish_reaches_all_with_latency() {
 async fn stopped_member_catches_up_from_relay_when_origin_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (spec("a"), spec("b"), spec("c"));
-    let t = treaty_text(&[&a, &b, &c], "", "");
+    let t = treaty_text(&[&a, &b, &c], "", "", "");
     let mut na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     let mut nc = start(dir.path(), &c, &t).await;
@@ -313,7 +159,7 @@ async fn stopped_member_catches_up_from_relay_when_origin_is_down() {
 async fn member_with_different_treaty_is_refused_with_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (spec("a"), spec("b"));
-    let t = treaty_text(&[&a, &b], "", "");
+    let t = treaty_text(&[&a, &b], "", "", "");
     let other = t.replace("duration = \"4h\"", "duration = \"1h\"");
     let mut na = start(dir.path(), &a, &t).await;
     let nb = start(dir.path(), &b, &other).await;
@@ -371,7 +217,7 @@ async fn member_with_different_treaty_is_refused_with_clear_message() {
     assert_nothing(&mut na.rx);
     // An extra member is named as such.
     let x = spec("x");
-    let third = treaty_text(&[&a, &b, &x], "", "");
+    let third = treaty_text(&[&a, &b, &x], "", "", "");
     let t3 = shield_union::Treaty::parse(&third, Path::new("x")).unwrap();
     let t1 = shield_union::Treaty::parse(&t, Path::new("x")).unwrap();
     let d = shield_union::treaty::Canonical::diff(t1.canonical(), t3.canonical());
@@ -415,7 +261,7 @@ async fn hostile_signals_are_refused_and_counted_while_honest_traffic_flows() {
     m.cap = Some(20);
     let r = spec("r"); // a member whose key is revoked
     let top = format!("revoked = [\"{}\"]", r.id.public_string());
-    let t = treaty_text(&[&a, &b, &m, &r], &top, "");
+    let t = treaty_text(&[&a, &b, &m, &r], &top, "", "");
     let mut na = start(dir.path(), &a, &t).await;
     let nb = start(dir.path(), &b, &t).await;
     let digest = na.h().treaty().digest();
@@ -528,7 +374,7 @@ async fn quorum_holds_until_enough_members_report() {
     let policy = format!(
         "\n[[policy]]\nscenario = \"{SCEN}\"\ntype = \"ban\"\nduration = \"4h\"\nquorum = 2\n"
     );
-    let t = treaty_text(&[&a, &b, &c], "", &policy);
+    let t = treaty_text(&[&a, &b, &c], "", "", &policy);
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     let nc = start(dir.path(), &c, &t).await;
@@ -549,7 +395,7 @@ async fn quorum_holds_until_enough_members_report() {
 async fn pardon_is_local_and_persisted() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (spec("a"), spec("b"));
-    let t = treaty_text(&[&a, &b], "", "");
+    let t = treaty_text(&[&a, &b], "", "", "");
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
     nb.h().pardon("203.0.113.0/24".parse().unwrap()).unwrap();
@@ -582,7 +428,7 @@ fn start_refuses_wrong_key_and_unknown_member() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let a = spec("a");
-    let t = treaty_text(&[&a], "", "");
+    let t = treaty_text(&[&a], "", "", "");
     let tp = dir.path().join("t.toml");
     std::fs::write(&tp, &t).unwrap();
     let other = dir.path().join("other.key");
