@@ -141,6 +141,9 @@ struct State {
     log: RateLog,
     quorum_done: HashSet<(IpNet, String)>,
     mismatched_peers: BTreeMap<String, Vec<String>>,
+    /// While a batch transaction is open: each origin's tracker as it was
+    /// before the batch touched it, to restore if the commit fails.
+    batch_undo: Option<BTreeMap<String, Option<SeqTracker>>>,
 }
 
 struct Engine {
@@ -191,12 +194,16 @@ impl Engine {
         }
         // If the commit fails, the batch's rows are gone: forget that we saw them,
         // so a redelivery (NATS) or anti-entropy (direct) brings them again.
-        let seen_before = batched.then(|| st.seqs.clone());
+        st.batch_undo = batched.then(BTreeMap::new);
         let (out, mut stored) = self.judge_locked(&mut st, envs, via, now);
+        let undo = st.batch_undo.take();
         if batched && let Err(e) = st.store.commit() {
             tracing::error!("cannot commit union signals (they will be fetched again): {e}");
-            if let Some(seen) = seen_before {
-                st.seqs = seen;
+            for (origin, before) in undo.into_iter().flatten() {
+                match before {
+                    Some(t) => st.seqs.insert(origin, t),
+                    None => st.seqs.remove(&origin),
+                };
             }
             stored = false;
         }
@@ -352,6 +359,11 @@ impl Engine {
                     stored = false;
                     continue;
                 }
+            }
+            if let Some(undo) = &mut st.batch_undo
+                && !undo.contains_key(&b.origin)
+            {
+                undo.insert(b.origin.clone(), st.seqs.get(&b.origin).cloned());
             }
             st.seqs.entry(b.origin.clone()).or_default().insert(b.seq);
             let lt = st.last_time.entry(b.origin.clone()).or_insert(b.time);
@@ -645,6 +657,7 @@ impl UnionHandle {
             log: RateLog::default(),
             quorum_done: HashSet::new(),
             mismatched_peers: BTreeMap::new(),
+            batch_undo: None,
         };
         let (transport, direct): (Arc<dyn Transport>, _) = if treaty.transport == "nats" {
             (Arc::new(nats::Nats::new(&cfg.name, &treaty)?), None)
