@@ -52,7 +52,7 @@ impl Decider {
     }
 
     /// The allowlist entry or SSH session that `target` touches, if any.
-    fn protected(&self, target: &IpNet) -> Option<IpNet> {
+    pub(crate) fn protected(&self, target: &IpNet) -> Option<IpNet> {
         if let Some(net) = self.allowlist.overlaps(target) {
             return Some(net);
         }

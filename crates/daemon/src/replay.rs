@@ -77,12 +77,7 @@ struct Ledger {
 
 impl Ledger {
     fn on_alert(&mut self, decider: &Decider, alert: &Alert, now: UnixTime) -> Verdict {
-        let protected = decider.allowlist.overlaps(&alert.target).is_some()
-            || decider
-                .ssh_sessions
-                .as_ref()
-                .is_some_and(|s| s.protecting(&alert.target).is_some());
-        if protected {
+        if decider.protected(&alert.target).is_some() {
             return Verdict::Allowlisted;
         }
         let forget = decider.escalation.forget.as_secs() as i64;
