@@ -201,14 +201,26 @@ pub fn parse_iso8601(s: &str) -> Option<(UnixTime, usize)> {
 /// the brackets) at the start of `s`. A missing zone means UTC.
 pub fn parse_clf(s: &str) -> Option<(UnixTime, usize)> {
     let b = s.as_bytes();
-    if b.get(2) != Some(&b'/') || b.get(6) != Some(&b'/') || b.get(11) != Some(&b':') {
+    if !clf_shape(b) {
         return None;
     }
+    clf_time(b, clf_day(b)?)
+}
+
+/// The separators of a CLF stamp are where they belong.
+fn clf_shape(b: &[u8]) -> bool {
+    b.get(2) == Some(&b'/') && b.get(6) == Some(&b'/') && b.get(11) == Some(&b':')
+}
+
+/// The start of the day of a CLF stamp (`10/Oct/2000`).
+fn clf_day(b: &[u8]) -> Option<i64> {
     let (d, m, y) = (d2(b, 0)?, month_abbr(&b[3..])?, d4(b, 7)?);
-    if !valid_date(y, m, d) {
-        return None;
-    }
-    let mut t = days_from_civil(y, m, d) * DAY + hms(b, 12)?;
+    valid_date(y, m, d).then(|| days_from_civil(y, m, d) * DAY)
+}
+
+/// The time of a CLF stamp on `day`: time of day and optional zone.
+fn clf_time(b: &[u8], day: i64) -> Option<(UnixTime, usize)> {
+    let mut t = day + hms(b, 12)?;
     let mut i = 20;
     if b.get(i) == Some(&b' ') {
         if let Some((off, len)) = zone(b, i + 1) {
@@ -326,23 +338,12 @@ impl StampCache {
     /// the previous line's date costs a comparison and the time-of-day digits.
     pub fn parse_clf(&mut self, s: &str) -> Option<(UnixTime, usize)> {
         let b = s.as_bytes();
-        if b.get(2) != Some(&b'/') || b.get(6) != Some(&b'/') || b.get(11) != Some(&b':') {
+        if !clf_shape(b) {
             return None;
         }
         // Length 11 is the only cached key of that length, so no salt is needed.
-        let day = self.cached(b, 11, 0, || {
-            let (d, m, y) = (d2(b, 0)?, month_abbr(&b[3..])?, d4(b, 7)?);
-            valid_date(y, m, d).then(|| days_from_civil(y, m, d) * DAY)
-        })?;
-        let mut t = day + hms(b, 12)?;
-        let mut i = 20;
-        if b.get(i) == Some(&b' ') {
-            if let Some((off, len)) = zone(b, i + 1) {
-                t -= off;
-                i += 1 + len;
-            }
-        }
-        Some((t, i))
+        let day = self.cached(b, 11, 0, || clf_day(b))?;
+        clf_time(b, day)
     }
 
     /// The day start for the date bytes `b[..len]` (and `year` salt), from the
