@@ -79,4 +79,12 @@ pub trait LineMatcher: Send {
     /// Match one line (without its newline). `now` is the reference time for
     /// timestamps that omit the year (syslog): the year is inferred from it.
     fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>>;
+
+    /// An independent copy for another thread, if what a line matches depends
+    /// only on the line and `now` (no state carried from one line to the next,
+    /// caches aside). Replay then matches blocks of a file on several threads.
+    /// `None`, the default, for matchers with multi-line state.
+    fn fork(&self) -> Option<Box<dyn LineMatcher>> {
+        None
+    }
 }

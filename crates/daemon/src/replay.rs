@@ -1,24 +1,39 @@
 //! Backtesting: run files through the same engines the daemon runs, on log
 //! time, and report what would have been decided.
 //!
-//! Two threads per file: a reader thread reads, splits and checks UTF-8
-//! ([`LineReader`]) and hands whole lines over in large blocks; the calling
-//! thread runs the engines over them in log order, so the detections are the
-//! same as with one thread. Decisions are taken with the daemon's policy
-//! ([`Decider`]) on an in-memory ledger ([`Ledger`]) instead of an SQLite store:
-//! replay keeps nothing, and the store's statements cost more than the rules
-//! on alert-heavy logs. This module does not tail, enforce or persist.
+//! A pipeline of large blocks of whole lines, per file: a reader thread reads,
+//! splits and checks UTF-8 ([`LineReader`]); matcher threads run the rules of
+//! every engine ([`Matcher`]) over blocks and attach the hits; the calling
+//! thread puts the blocks back in log order, runs the scenarios
+//! ([`Scenarios`]) over the hits and decides. The detections are exactly those
+//! of [`Engine::feed`] on one thread:
+//!
+//! - When every engine's rules read one line at a time ([`Matcher::fork`]),
+//!   each matcher thread has its own copy and blocks are matched in parallel,
+//!   each from the file's clock (its mtime, see [`file_clock`]). A line's time
+//!   depends on the clock only through the year of a syslog stamp, and the
+//!   clock only moves when a line is stamped later than the file's mtime, so
+//!   the guess is right for logs written before they were last modified. The
+//!   calling thread checks it for every block and matches a block again, in
+//!   order, with the true clock when it was wrong.
+//! - Otherwise (fail2ban filters keep multi-line state) one matcher thread
+//!   takes the blocks in order and carries the clock, as one thread would.
+//!
+//! Decisions are taken with the daemon's policy ([`Decider`]) on an in-memory
+//! ledger ([`Ledger`]) instead of an SQLite store: replay keeps nothing, and
+//! the store's statements cost more than the rules on alert-heavy logs. This
+//! module does not tail, enforce or persist.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use ipnet::IpNet;
 use serde::Serialize;
 use shield_core::{Alert, DecisionType, Scope, UnixTime};
-use shield_detect::Engine;
+use shield_detect::{Engine, Matched, Matcher, Scenarios};
 use shield_sources::LineReader;
 
 use crate::decide::Decider;
@@ -113,19 +128,45 @@ impl Ledger {
     }
 }
 
-/// Whole lines, each ending in `\n`, handed from the reader thread.
+/// Whole lines, each ending in `\n`, handed from the reader thread through a
+/// matcher thread to the calling thread, then back to the reader for reuse.
+#[derive(Default)]
 struct Block {
+    /// Position in the file, from 0: blocks may come back out of order.
+    seq: u64,
     text: String,
     /// Lines in `text` that were not UTF-8 (replaced lossily).
     invalid_utf8: u64,
     /// Bytes read from the file so far.
     bytes_read: u64,
+    /// Filled by a matcher thread: what the rules matched, by line then
+    /// engine.
+    found: Vec<Found>,
+    /// Filled by a matcher thread: lines in `text`, and lines some engine
+    /// matched.
+    lines: u64,
+    matched: u64,
+    /// The clock the block was matched from, and the clock after its last
+    /// line.
+    clock_in: UnixTime,
+    clock_out: UnixTime,
+}
+
+/// A line some rule of one engine matched.
+struct Found {
+    engine: u32,
+    /// The line (without `\n`) in [`Block::text`].
+    start: u32,
+    end: u32,
+    m: Matched,
 }
 
 enum Msg {
     Lines(Block),
-    /// End of the file: lines skipped as over-long, bytes read in all.
+    /// End of the file (after block `seq - 1`): lines skipped as over-long,
+    /// bytes read in all.
     End {
+        seq: u64,
         skipped_long: u64,
         bytes_read: u64,
     },
@@ -133,77 +174,141 @@ enum Msg {
 }
 
 /// How much text a block carries: large enough that handing it over is
-/// rare, small enough that both threads stay busy and memory stays flat.
+/// rare, small enough that every thread stays busy and memory stays flat.
 const BLOCK: usize = 256 * 1024;
-/// Blocks in flight (sent and not yet returned for reuse).
-const IN_FLIGHT: usize = 4;
+/// Matcher threads when the rules can be copied (more than the cores a
+/// replay usually gets buys nothing).
+const MAX_MATCHERS: usize = 4;
 
-/// The reader thread: splits `reader` into lines and sends them in blocks,
-/// reusing the buffers the consumer sends back.
+/// The reader thread: splits `reader` into lines and sends them in numbered
+/// blocks, reusing the blocks the calling thread sends back; at most `pool`
+/// blocks exist at once.
 fn read_blocks(
     reader: Box<dyn Read + Send>,
     tx: mpsc::SyncSender<Msg>,
-    recycle: mpsc::Receiver<String>,
+    recycle: mpsc::Receiver<Block>,
+    pool: usize,
 ) {
     let mut lr = LineReader::new(reader, MAX_LINE);
-    let mut spare = 0;
-    let fresh = |spare: &mut usize| -> String {
-        if let Ok(s) = recycle.try_recv() {
-            return s;
-        }
-        if *spare < IN_FLIGHT + 1 {
-            *spare += 1;
-            return String::with_capacity(BLOCK + MAX_LINE + 1);
-        }
-        recycle
-            .recv()
-            .unwrap_or_else(|_| String::with_capacity(BLOCK))
-    };
-    let mut text = fresh(&mut spare);
-    let mut invalid = 0u64;
+    let mut made = 0;
+    let mut seq = 0;
     loop {
-        match lr.next_line() {
-            Some(Ok(bytes)) => {
-                match std::str::from_utf8(bytes) {
-                    Ok(s) => text.push_str(s),
-                    Err(_) => {
-                        invalid += 1;
-                        text.push_str(&String::from_utf8_lossy(bytes));
-                    }
-                }
-                text.push('\n');
-                if text.len() >= BLOCK {
-                    let b = Block {
-                        text: std::mem::replace(&mut text, fresh(&mut spare)),
-                        invalid_utf8: std::mem::take(&mut invalid),
-                        bytes_read: lr.bytes_read(),
-                    };
-                    if tx.send(Msg::Lines(b)).is_err() {
-                        return;
-                    }
+        let mut b = match recycle.try_recv() {
+            Ok(b) => b,
+            Err(_) if made < pool => {
+                made += 1;
+                Block {
+                    text: String::with_capacity(BLOCK + MAX_LINE + 1),
+                    ..Block::default()
                 }
             }
-            Some(Err(e)) => {
+            // Waits for the calling thread; if it has gone, the send fails.
+            Err(_) => recycle.recv().unwrap_or_default(),
+        };
+        b.text.clear();
+        b.found.clear();
+        let (invalid, end) = match lr.next_block(&mut b.text, BLOCK) {
+            Ok(r) => r,
+            Err(e) => {
                 let _ = tx.send(Msg::Err(e));
                 return;
             }
-            None => break,
-        }
-    }
-    if !text.is_empty() {
-        let b = Block {
-            text,
-            invalid_utf8: invalid,
-            bytes_read: lr.bytes_read(),
         };
-        if tx.send(Msg::Lines(b)).is_err() {
+        if !b.text.is_empty() {
+            b.seq = seq;
+            seq += 1;
+            b.invalid_utf8 = invalid;
+            b.bytes_read = lr.bytes_read();
+            if tx.send(Msg::Lines(b)).is_err() {
+                return;
+            }
+        }
+        if end {
+            let _ = tx.send(Msg::End {
+                seq,
+                skipped_long: lr.skipped_long(),
+                bytes_read: lr.bytes_read(),
+            });
             return;
         }
     }
-    let _ = tx.send(Msg::End {
-        skipped_long: lr.skipped_long(),
-        bytes_read: lr.bytes_read(),
-    });
+}
+
+/// One matcher thread: takes blocks from the shared queue, runs every
+/// engine's rules over each line and passes the block on with its hits. With
+/// `carry` it is the only matcher thread, sees the blocks in order and carries
+/// the clock from block to block; otherwise it matches each block from
+/// `clock`.
+fn match_blocks(
+    rx: &Mutex<mpsc::Receiver<Msg>>,
+    tx: mpsc::Sender<Msg>,
+    mut matchers: Vec<&mut Matcher>,
+    mut clock: UnixTime,
+    carry: bool,
+) {
+    let start = clock;
+    loop {
+        // A poisoned lock means another matcher thread panicked; stop too.
+        let Ok(msg) = rx.lock().map(|rx| rx.recv()) else {
+            return;
+        };
+        let Ok(msg) = msg else { return };
+        let msg = match msg {
+            Msg::Lines(mut b) => {
+                if !carry {
+                    clock = start;
+                }
+                b.clock_in = clock;
+                let (lines, matched) =
+                    match_block(&mut matchers, &b.text, &mut clock, &mut b.found);
+                b.lines = lines;
+                b.matched = matched;
+                b.clock_out = clock;
+                Msg::Lines(b)
+            }
+            other => other,
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Matches the lines of `text` with every engine's rules, in order, moving
+/// `clock` to the latest line time as [`replay`] on one thread does; pushes
+/// the hits to `found`. Returns (lines, lines some engine matched).
+fn match_block(
+    matchers: &mut [&mut Matcher],
+    text: &str,
+    clock: &mut UnixTime,
+    found: &mut Vec<Found>,
+) -> (u64, u64) {
+    let base = text.as_ptr() as usize;
+    let (mut lines, mut matched) = (0, 0);
+    for line in shield_sources::terminated_lines(text) {
+        lines += 1;
+        let start = line.as_ptr() as usize - base;
+        let mut hit = false;
+        for (i, m) in matchers.iter_mut().enumerate() {
+            let r = m.match_line(line, *clock);
+            if let Some(t) = r.time
+                && t > *clock
+            {
+                *clock = t;
+            }
+            if r.rule.is_some() {
+                hit = true;
+                found.push(Found {
+                    engine: i as u32,
+                    start: start as u32,
+                    end: (start + line.len()) as u32,
+                    m: r,
+                });
+            }
+        }
+        matched += hit as u64;
+    }
+    (lines, matched)
 }
 
 /// Year inference for syslog stamps: a log was written before its mtime, so
@@ -217,6 +322,46 @@ fn file_clock(f: &Path) -> UnixTime {
         .unwrap_or_else(crate::run::now)
 }
 
+/// The calling thread's part: scenarios, decisions and counts.
+struct Sink<'d> {
+    decider: &'d Decider,
+    ledger: Ledger,
+    rep: ReplayReport,
+    alerts: Vec<Alert>,
+    /// Per engine: hits in the current block.
+    hits_of: Vec<u64>,
+}
+
+impl Sink<'_> {
+    /// Runs the scenarios over a matched block's hits, in order.
+    fn apply(&mut self, scenarios: &mut [&mut Scenarios], b: &Block) {
+        self.rep.lines += b.lines;
+        self.rep.matched += b.matched;
+        self.hits_of.fill(0);
+        for h in &b.found {
+            let line = &b.text[h.start as usize..h.end as usize];
+            self.hits_of[h.engine as usize] += 1;
+            let alerts = &mut self.alerts;
+            scenarios[h.engine as usize].apply(&h.m, line, &mut |a| alerts.push(a));
+            self.decide();
+        }
+        for (sc, n) in scenarios.iter_mut().zip(&self.hits_of) {
+            sc.unmatched(b.lines - n);
+        }
+    }
+
+    fn decide(&mut self) {
+        for a in self.alerts.drain(..) {
+            self.rep.alerts += 1;
+            match self.ledger.on_alert(self.decider, &a, a.time) {
+                Verdict::New(d) => self.rep.decisions.push(d),
+                Verdict::Allowlisted => self.rep.allowlisted += 1,
+                Verdict::Merged => {}
+            }
+        }
+    }
+}
+
 /// Replays `files` ("-" is stdin; `.gz` is read transparently) through `engines`.
 /// `progress` is called with the bytes read so far, now and then.
 pub fn replay(
@@ -225,71 +370,151 @@ pub fn replay(
     files: &[PathBuf],
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<ReplayReport> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_MATCHERS);
+    replay_on(engines, decider, files, threads, progress)
+}
+
+/// [`replay`] with up to `threads` matcher threads.
+fn replay_on(
+    engines: &mut [Engine],
+    decider: &Decider,
+    files: &[PathBuf],
+    threads: usize,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<ReplayReport> {
     let started = Instant::now();
-    let mut ledger = Ledger::default();
-    let mut rep = ReplayReport::default();
-    let mut alerts = Vec::new();
+    let mut sink = Sink {
+        decider,
+        ledger: Ledger::default(),
+        rep: ReplayReport::default(),
+        alerts: Vec::new(),
+        hits_of: vec![0; engines.len()],
+    };
     let mut bytes_done = 0u64;
     for f in files {
         let reader =
             shield_sources::open(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        let mut now = file_clock(f);
-        let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
+        let file_clock = file_clock(f);
+        let (matchers, mut scenarios): (Vec<&mut Matcher>, Vec<&mut Scenarios>) =
+            engines.iter_mut().map(Engine::stages).unzip();
+        // Copies of the rules for parallel matching, if every engine has them.
+        let mut copies: Vec<Vec<Matcher>> = Vec::new();
+        if threads > 1 {
+            for _ in 0..threads {
+                match matchers
+                    .iter()
+                    .map(|m| m.fork())
+                    .collect::<Option<Vec<_>>>()
+                {
+                    Some(c) => copies.push(c),
+                    None => {
+                        copies.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let parallel = !copies.is_empty();
+        let pool = 2 * copies.len().max(1) + 2;
+        let (tx, rx) = mpsc::sync_channel(pool);
+        // Shared by the matcher threads only: when they have all stopped, the
+        // reader's next send fails and it stops too.
+        let rx = Arc::new(Mutex::new(rx));
+        let (mtx, mrx) = mpsc::channel();
         let (back, recycle) = mpsc::channel();
+        // The calling thread keeps the engines' own rules to match a block
+        // again when a parallel guess was wrong; without copies, the one
+        // matcher thread runs them.
+        let mut own: Option<Vec<&mut Matcher>> = None;
+        let mut clock = file_clock;
         let res: anyhow::Result<()> = std::thread::scope(|s| {
             // Owned here so that leaving early also unblocks a reader waiting
-            // for a buffer back.
+            // for a block back.
             let back = back;
             std::thread::Builder::new()
                 .name("replay-read".into())
-                .spawn_scoped(s, move || read_blocks(reader, tx, recycle))?;
-            // Returning early drops `rx`, which ends the reader at its next send.
-            for msg in rx {
-                let b = match msg {
-                    Msg::Lines(b) => b,
-                    Msg::End {
-                        skipped_long,
-                        bytes_read,
-                    } => {
-                        rep.skipped_long += skipped_long;
-                        bytes_done += bytes_read;
-                        progress(bytes_done);
-                        break;
-                    }
-                    Msg::Err(e) => anyhow::bail!("{}: {e}", f.display()),
+                .spawn_scoped(s, move || read_blocks(reader, tx, recycle, pool))?;
+            if parallel {
+                for c in copies.iter_mut().map(|c| c.iter_mut().collect::<Vec<_>>()) {
+                    let (rx, mtx) = (rx.clone(), mtx.clone());
+                    std::thread::Builder::new()
+                        .name("replay-match".into())
+                        .spawn_scoped(s, move || match_blocks(&rx, mtx, c, file_clock, false))?;
+                }
+                own = Some(matchers);
+            } else {
+                let (rx, mtx) = (rx.clone(), mtx.clone());
+                std::thread::Builder::new()
+                    .name("replay-match".into())
+                    .spawn_scoped(s, move || {
+                        match_blocks(&rx, mtx, matchers, file_clock, true)
+                    })?;
+            }
+            drop((rx, mtx));
+            // Blocks that came early, by position.
+            let mut early: BTreeMap<u64, Block> = BTreeMap::new();
+            let mut next = 0u64;
+            let mut end: Option<(u64, u64, u64)> = None;
+            // Returning early drops `mrx`, which ends the matchers at their
+            // next send, and so the reader at its own.
+            while end.is_none_or(|(seq, _, _)| next < seq) {
+                let b = match early.remove(&next) {
+                    Some(b) => b,
+                    None => match mrx.recv() {
+                        Ok(Msg::Lines(b)) if b.seq == next => b,
+                        Ok(Msg::Lines(b)) => {
+                            early.insert(b.seq, b);
+                            continue;
+                        }
+                        Ok(Msg::End {
+                            seq,
+                            skipped_long,
+                            bytes_read,
+                        }) => {
+                            end = Some((seq, skipped_long, bytes_read));
+                            continue;
+                        }
+                        Ok(Msg::Err(e)) => anyhow::bail!("{}: {e}", f.display()),
+                        Err(_) => anyhow::bail!("{}: a replay thread stopped early", f.display()),
+                    },
                 };
-                rep.invalid_utf8 += b.invalid_utf8;
-                for text in shield_sources::terminated_lines(&b.text) {
-                    rep.lines += 1;
-                    let mut hit = false;
-                    for e in engines.iter_mut() {
-                        let before = e.stats().matched;
-                        if let Some(t) = e.feed(text, now, &mut |a| alerts.push(a))
-                            && t > now
-                        {
-                            now = t;
-                        }
-                        hit |= e.stats().matched != before;
-                    }
-                    rep.matched += hit as u64;
-                    for a in alerts.drain(..) {
-                        rep.alerts += 1;
-                        match ledger.on_alert(decider, &a, a.time) {
-                            Verdict::New(d) => rep.decisions.push(d),
-                            Verdict::Allowlisted => rep.allowlisted += 1,
-                            Verdict::Merged => {}
-                        }
-                    }
+                next += 1;
+                sink.rep.invalid_utf8 += b.invalid_utf8;
+                if b.clock_in == clock {
+                    sink.apply(&mut scenarios, &b);
+                    clock = b.clock_out;
+                } else {
+                    // Matched from a clock the file's earlier lines moved:
+                    // match it again from the true one.
+                    let Some(own) = own.as_mut() else {
+                        anyhow::bail!("{}: replay clock out of step", f.display());
+                    };
+                    let mut again = Block {
+                        text: b.text,
+                        ..Block::default()
+                    };
+                    (again.lines, again.matched) =
+                        match_block(own, &again.text, &mut clock, &mut again.found);
+                    sink.apply(&mut scenarios, &again);
+                    let _ = back.send(again);
+                    progress(bytes_done + b.bytes_read);
+                    continue;
                 }
                 progress(bytes_done + b.bytes_read);
-                let mut text = b.text;
-                text.clear();
-                let _ = back.send(text);
+                let _ = back.send(b);
+            }
+            if let Some((_, skipped_long, bytes_read)) = end {
+                sink.rep.skipped_long += skipped_long;
+                bytes_done += bytes_read;
+                progress(bytes_done);
             }
             Ok(())
         });
         res?;
     }
+    let mut rep = sink.rep;
     for e in engines.iter() {
         let s = e.stats();
         rep.keys_evicted += s.keys_evicted;
@@ -383,5 +608,84 @@ mod tests {
             assert_eq!(got, want, "{a:?}");
         }
         assert!(new > 100 && merged > 100, "new {new}, merged {merged}");
+    }
+
+    fn all_packs() -> Engine {
+        let packs = shield_detect::pack_names();
+        let opts = shield_detect::EngineOptions {
+            max_keys: 100_000,
+            evidence_lines: 3,
+            default_v6_prefix: 64,
+        };
+        let e = Engine::new(
+            Box::new(shield_detect::NativeMatcher::all()),
+            &shield_detect::default_scenarios(packs),
+            opts,
+        );
+        e.unwrap()
+    }
+
+    /// Blocks matched on several threads give the report one thread gives,
+    /// line for line: when the file's clock is right for every block, and
+    /// when the log runs past it day by day (a syslog stamp's year then
+    /// depends on the clock the lines before it moved, so every block from
+    /// the second day on is matched again from the true clock).
+    #[test]
+    fn parallel_blocks_decide_as_one_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        // The generator's logs start on 1 March 2026 at midnight (UTC): the
+        // same log on three days running.
+        let days = |lines: Vec<String>, from: &str, to: [&str; 3]| -> String {
+            let mut s = String::new();
+            for day in to {
+                for l in &lines {
+                    s.push_str(&l.replacen(from, day, 1));
+                    s.push('\n');
+                }
+            }
+            s
+        };
+        let sshd = days(
+            shield_detect::r#gen::sshd(15_000, 20, 7).0,
+            "Mar  1 ",
+            ["Mar  1 ", "Mar  2 ", "Mar  3 "],
+        );
+        let nginx = days(
+            shield_detect::r#gen::nginx(9_000, 20, 7).0,
+            "[01/Mar/2026:",
+            ["[01/Mar/2026:", "[02/Mar/2026:", "[03/Mar/2026:"],
+        );
+        let mar1 = 1_772_323_200;
+        let decider = Decider::new(Allowlist::default(), Escalation::default());
+        for (name, text) in [("sshd.log", &sshd), ("nginx.log", &nginx)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            assert!(text.len() > 12 * BLOCK, "{}", text.len());
+            // After the log; at its start; a month before it.
+            for mtime in [mar1 + 10 * 86_400, mar1 + 600, mar1 - 30 * 86_400] {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+                let run = |threads| {
+                    let mut e = [all_packs()];
+                    let files = [path.clone()];
+                    replay_on(&mut e, &decider, &files, threads, &mut |_| {}).unwrap()
+                };
+                let (one, three) = (run(1), run(3));
+                assert!(one.decisions.len() >= 10, "{name}: {:?}", one.decisions);
+                let key = |r: &ReplayReport| {
+                    (
+                        (r.lines, r.matched, r.alerts, r.allowlisted),
+                        (r.skipped_long, r.invalid_utf8, r.keys_evicted),
+                        (r.decisions.clone(), r.rules.clone(), r.scenarios.clone()),
+                    )
+                };
+                assert_eq!(key(&one), key(&three), "{name}, mtime {mtime}");
+            }
+        }
     }
 }

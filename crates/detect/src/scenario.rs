@@ -28,7 +28,9 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
-use shield_core::{Alert, DecisionType, Hit, LineMatcher, RuleInfo, Scope, UnixTime, key_for};
+use shield_core::{
+    Alert, DecisionType, Hit, LineMatcher, MAX_FIELDS, RuleInfo, Scope, UnixTime, key_for,
+};
 
 use crate::time::{StampCache, to_rfc3339};
 
@@ -178,7 +180,8 @@ struct Scen {
     capacity: u32,
     leak_s: f64,
     window_s: i64,
-    distinct: Option<String>,
+    /// Index of the counted field in [`Matcher::distinct`].
+    distinct: Option<u16>,
     quiet_s: i64,
     decision: DecisionType,
     scope: Scope,
@@ -240,25 +243,74 @@ impl Bucket {
     }
 }
 
-/// Everything but the matcher, so a hit borrowed from the matcher can be
-/// applied to it.
-struct State {
+/// What scenarios read of one failure hit, owned and `Send`: the rules stage
+/// ([`Matcher`]) can run on another thread than the scenarios ([`Scenarios`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    rule: u32,
+    host: IpAddr,
+    /// The hit's time, or the clock for a line without one.
+    time: UnixTime,
+    /// The `repeat` field, 1 to 1000.
+    weight: u32,
+    /// (index in [`Matcher::distinct`], hash of the value) of each counted
+    /// field the hit carries: at most one per field of the hit.
+    distinct: [(u16, u64); MAX_FIELDS],
+    n_distinct: u8,
+}
+
+impl Event {
+    fn distinct(&self, field: u16) -> Option<u64> {
+        self.distinct[..self.n_distinct as usize]
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, h)| *h)
+    }
+}
+
+/// What the rules made of one line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Matched {
+    /// The line's own time, if it has one.
+    pub time: Option<UnixTime>,
+    /// The rule that matched, if one did.
+    pub rule: Option<u32>,
+    /// The match is not a failure (fail2ban's NOFAIL).
+    pub nofail: bool,
+    /// What the scenarios take, for a failure hit.
+    pub event: Option<Event>,
+}
+
+/// The rules stage of an [`Engine`]: a line in, a [`Matched`] out. It keeps
+/// no counters and touches no scenario, so it can run ahead of the
+/// [`Scenarios`] on its own thread; the results are the same as long as the
+/// lines and clocks it is given are.
+pub struct Matcher {
+    matcher: Box<dyn LineMatcher>,
+    stamps: StampCache,
+    hasher: foldhash::fast::RandomState,
+    /// Field names some scenario counts distinct values of.
+    distinct: Vec<String>,
+    /// Per rule: indexes in `distinct` its scenarios count.
+    need: Vec<Vec<u16>>,
+}
+
+/// The scenarios stage of an [`Engine`] and its counters.
+pub struct Scenarios {
     scens: Vec<Scen>,
     by_rule: Vec<Vec<u16>>,
     map: HashMap<Key, u32, foldhash::fast::RandomState>,
     slab: Vec<Bucket>,
     head: u32,
     tail: u32,
-    hasher: foldhash::fast::RandomState,
     opts: EngineOptions,
     stats: Stats,
-    stamps: StampCache,
 }
 
 /// Rules plus scenarios: feed it lines, get alerts.
 pub struct Engine {
-    matcher: Box<dyn LineMatcher>,
-    st: State,
+    m: Matcher,
+    st: Scenarios,
 }
 
 impl Engine {
@@ -272,6 +324,7 @@ impl Engine {
         let rules = matcher.rules();
         let mut by_rule = vec![Vec::new(); rules.len()];
         let mut scens = Vec::with_capacity(scenarios.len());
+        let mut distinct: Vec<String> = Vec::new();
         if scenarios.len() >= u16::MAX as usize {
             return Err(ScenarioError::BadParam {
                 scenario: scenarios[0].name.clone(),
@@ -343,7 +396,16 @@ impl Engine {
                 capacity: s.capacity,
                 leak_s: s.leak.as_secs_f64(),
                 window_s: s.leak.as_secs().max(1) as i64,
-                distinct: s.distinct.clone(),
+                distinct: s
+                    .distinct
+                    .as_ref()
+                    .map(|f| match distinct.iter().position(|d| d == f) {
+                        Some(i) => i as u16,
+                        None => {
+                            distinct.push(f.clone());
+                            (distinct.len() - 1) as u16
+                        }
+                    }),
                 quiet_s: s.quiet.as_secs() as i64,
                 decision: s.decision,
                 scope: s.scope,
@@ -372,21 +434,46 @@ impl Engine {
             max_keys: opts.max_keys.max(1),
             ..opts
         };
+        let need = by_rule
+            .iter()
+            .map(|ss| {
+                let mut n: Vec<u16> = Vec::new();
+                for &si in ss {
+                    if let Some(f) = scens[si as usize].distinct {
+                        if !n.contains(&f) {
+                            n.push(f);
+                        }
+                    }
+                }
+                n
+            })
+            .collect();
         Ok(Engine {
-            matcher,
-            st: State {
+            m: Matcher {
+                matcher,
+                stamps: StampCache::default(),
+                hasher: foldhash::fast::RandomState::default(),
+                distinct,
+                need,
+            },
+            st: Scenarios {
                 scens,
                 by_rule,
                 map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 slab: Vec::new(),
                 head: NIL,
                 tail: NIL,
-                hasher: foldhash::fast::RandomState::default(),
                 opts,
                 stats,
-                stamps: StampCache::default(),
             },
         })
+    }
+
+    /// The two stages, to run on two threads: each line goes through
+    /// [`Matcher::match_line`], then in the same order through
+    /// [`Scenarios::apply`] (what [`Engine::feed`] does on one thread).
+    pub fn stages(&mut self) -> (&mut Matcher, &mut Scenarios) {
+        (&mut self.m, &mut self.st)
     }
 
     /// One line (no newline). `now`: the clock (log time in replay, wall time
@@ -399,26 +486,14 @@ impl Engine {
         now: UnixTime,
         on_alert: &mut dyn FnMut(Alert),
     ) -> Option<UnixTime> {
-        let st = &mut self.st;
-        st.stats.lines += 1;
-        let Some(hit) = self.matcher.match_line(line, now) else {
-            return st.line_time(line, now);
-        };
-        st.stats.matched += 1;
-        if let Some(r) = st.stats.rules.get_mut(hit.rule as usize) {
-            r.hits += 1;
-        }
-        if hit.nofail {
-            st.stats.nofail += 1;
-            return hit.time;
-        }
-        st.on_hit(&hit, line, hit.time.unwrap_or(now), on_alert);
-        hit.time
+        let m = self.m.match_line(line, now);
+        self.st.apply(&m, line, on_alert);
+        m.time
     }
 
     /// What the rules make of `line`; no scenario state or counter is touched.
     pub fn explain(&mut self, line: &str, now: UnixTime) -> Explain {
-        match self.matcher.match_line(line, now) {
+        match self.m.matcher.match_line(line, now) {
             Some(h) => {
                 let (rule, host, time) = (h.rule as usize, h.host.to_string(), h.time);
                 let mut fields: BTreeMap<String, String> = h
@@ -429,7 +504,7 @@ impl Engine {
                 if h.nofail {
                     fields.insert("nofail".into(), "true".into());
                 }
-                let rule = self.matcher.rules().get(rule).map(|r| r.name.clone());
+                let rule = self.m.matcher.rules().get(rule).map(|r| r.name.clone());
                 Explain {
                     matched: true,
                     rule,
@@ -442,7 +517,7 @@ impl Engine {
                 matched: false,
                 rule: None,
                 host: None,
-                time: self.st.line_time(line, now).map(to_rfc3339),
+                time: self.m.line_time(line, now).map(to_rfc3339),
                 fields: BTreeMap::new(),
             },
         }
@@ -453,41 +528,131 @@ impl Engine {
     }
 
     pub fn rules(&self) -> &[RuleInfo] {
-        self.matcher.rules()
+        self.m.matcher.rules()
     }
 }
 
-impl State {
-    fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
-        if let Some((t, _, _)) = self.stamps.parse_line_start(line, now) {
-            return Some(t);
-        }
-        crate::rules::http_clf_time(line, &mut self.stamps)
+impl Matcher {
+    /// An independent copy for another thread (see [`LineMatcher::fork`]),
+    /// with the same hash keys, so distinct values count alike whichever copy
+    /// matched them.
+    pub fn fork(&self) -> Option<Matcher> {
+        Some(Matcher {
+            matcher: self.matcher.fork()?,
+            stamps: StampCache::default(),
+            hasher: self.hasher.clone(),
+            distinct: self.distinct.clone(),
+            need: self.need.clone(),
+        })
     }
 
-    fn on_hit(&mut self, hit: &Hit<'_>, line: &str, t: UnixTime, on_alert: &mut dyn FnMut(Alert)) {
-        let Some(scens) = self.by_rule.get(hit.rule as usize) else {
+    /// One line (no newline) through the rules; `now` as for [`Engine::feed`].
+    pub fn match_line(&mut self, line: &str, now: UnixTime) -> Matched {
+        let Some(hit) = self.matcher.match_line(line, now) else {
+            return Matched {
+                time: line_time(&mut self.stamps, line, now),
+                ..Matched::default()
+            };
+        };
+        let event =
+            (!hit.nofail).then(|| event(&hit, &self.hasher, &self.distinct, &self.need, now));
+        Matched {
+            time: hit.time,
+            rule: Some(hit.rule),
+            nofail: hit.nofail,
+            event,
+        }
+    }
+
+    fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
+        line_time(&mut self.stamps, line, now)
+    }
+}
+
+fn line_time(stamps: &mut StampCache, line: &str, now: UnixTime) -> Option<UnixTime> {
+    if let Some((t, _, _)) = stamps.parse_line_start(line, now) {
+        return Some(t);
+    }
+    crate::rules::http_clf_time(line, stamps)
+}
+
+fn event(
+    hit: &Hit<'_>,
+    hasher: &foldhash::fast::RandomState,
+    distinct: &[String],
+    need: &[Vec<u16>],
+    now: UnixTime,
+) -> Event {
+    let weight = hit
+        .field("repeat")
+        .and_then(|r| r.parse::<u32>().ok())
+        .unwrap_or(1)
+        .clamp(1, 1000);
+    let mut ev = Event {
+        rule: hit.rule,
+        host: hit.host,
+        time: hit.time.unwrap_or(now),
+        weight,
+        distinct: [(0, 0); MAX_FIELDS],
+        n_distinct: 0,
+    };
+    for &f in need.get(hit.rule as usize).map_or(&[][..], |n| &n[..]) {
+        // Distinct names find distinct fields, so this never overflows.
+        if let Some(v) = hit.field(&distinct[f as usize]) {
+            if (ev.n_distinct as usize) < MAX_FIELDS {
+                ev.distinct[ev.n_distinct as usize] = (f, hasher.hash_one(v));
+                ev.n_distinct += 1;
+            }
+        }
+    }
+    ev
+}
+
+impl Scenarios {
+    /// Counts what the rules made of `line` and runs the scenarios over it;
+    /// lines must come in the order they were matched in.
+    pub fn apply(&mut self, m: &Matched, line: &str, on_alert: &mut dyn FnMut(Alert)) {
+        self.stats.lines += 1;
+        self.count(m);
+        if let Some(ev) = &m.event {
+            self.on_event(ev, line, on_alert);
+        }
+    }
+
+    /// Counts `n` lines no rule matched, in one step.
+    pub fn unmatched(&mut self, n: u64) {
+        self.stats.lines += n;
+    }
+
+    fn count(&mut self, m: &Matched) {
+        let Some(rule) = m.rule else { return };
+        self.stats.matched += 1;
+        if let Some(r) = self.stats.rules.get_mut(rule as usize) {
+            r.hits += 1;
+        }
+        if m.nofail {
+            self.stats.nofail += 1;
+        }
+    }
+
+    fn on_event(&mut self, ev: &Event, line: &str, on_alert: &mut dyn FnMut(Alert)) {
+        let Some(scens) = self.by_rule.get(ev.rule as usize) else {
             return;
         };
-        let weight = hit
-            .field("repeat")
-            .and_then(|r| r.parse::<u32>().ok())
-            .unwrap_or(1)
-            .clamp(1, 1000);
         for i in 0..scens.len() {
-            let si = self.by_rule[hit.rule as usize][i];
+            let si = self.by_rule[ev.rule as usize][i];
             let s = &self.scens[si as usize];
-            let distinct = match &s.distinct {
-                Some(f) => match hit.field(f) {
-                    Some(v) => Some(self.hasher.hash_one(v)),
+            let distinct = match s.distinct {
+                Some(f) => match ev.distinct(f) {
+                    Some(h) => Some(h),
                     // A hit without the field cannot add a new value.
                     None => continue,
                 },
                 None => None,
             };
-            let key = make_key(si, hit.host, s.v6_prefix);
+            let key = make_key(si, ev.host, s.v6_prefix);
             let slot = self.slot(key);
-            if let Some(alert) = self.event(si as usize, slot, t, weight, distinct, line) {
+            if let Some(alert) = self.event(si as usize, slot, ev.time, ev.weight, distinct, line) {
                 self.stats.scenarios[si as usize].alerts += 1;
                 on_alert(alert);
             }

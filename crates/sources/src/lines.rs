@@ -109,6 +109,52 @@ impl<R: Read> LineReader<R> {
         Some(Ok(&self.buf[s..e]))
     }
 
+    /// Appends whole lines to `out`, each ending in `\n`, until `out` holds at
+    /// least `want` bytes or the input ends: the lines [`next_line`] gives, as
+    /// text (a line that is not UTF-8 is replaced lossily and counted). Returns
+    /// (lines replaced, whether the input ended).
+    ///
+    /// Buffered text without `\r`, invalid UTF-8 or over-long lines (the usual
+    /// case) is checked and copied in one piece instead of line by line.
+    ///
+    /// [`next_line`]: LineReader::next_line
+    pub fn next_block(&mut self, out: &mut String, want: usize) -> std::io::Result<(u64, bool)> {
+        let mut invalid = 0;
+        // Set once a piece fails the check: the rest of the call goes line by
+        // line, so a CRLF file costs one failed check per call, not per line.
+        let mut slow = false;
+        while out.len() < want {
+            if !slow && !self.skipping {
+                let pending = &self.buf[self.start..self.end];
+                if let Some(last) = memchr::memrchr(b'\n', pending) {
+                    match plain_lines(&pending[..=last], self.max_line) {
+                        Some(s) => {
+                            out.push_str(s);
+                            self.start += last + 1;
+                            continue;
+                        }
+                        None => slow = true,
+                    }
+                }
+            }
+            match self.next_line() {
+                Some(Ok(bytes)) => {
+                    match std::str::from_utf8(bytes) {
+                        Ok(s) => out.push_str(s),
+                        Err(_) => {
+                            invalid += 1;
+                            out.push_str(&String::from_utf8_lossy(bytes));
+                        }
+                    }
+                    out.push('\n');
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok((invalid, true)),
+            }
+        }
+        Ok((invalid, false))
+    }
+
     /// How many lines longer than `max_line` were skipped so far.
     pub fn skipped_long(&self) -> u64 {
         self.skipped_long
@@ -132,6 +178,21 @@ pub fn terminated_lines(text: &str) -> impl Iterator<Item = &str> {
         at += i + 1;
         Some(line)
     })
+}
+
+/// `text` (whole lines, ending in `\n`) as it is, if [`LineReader::next_line`]
+/// would give its lines unchanged: UTF-8, no `\r`, no line over `max_line`.
+fn plain_lines(text: &[u8], max_line: usize) -> Option<&str> {
+    if memchr::memchr(b'\r', text).is_some() {
+        return None;
+    }
+    // Every line's `\n` must be within `max_line` bytes of its start: jump
+    // from the last `\n` within reach to the next.
+    let mut p = 0;
+    while text.len() - p > max_line + 1 {
+        p += memchr::memrchr(b'\n', &text[p..p + max_line + 1])? + 1;
+    }
+    std::str::from_utf8(text).ok()
 }
 
 /// Length of `line` without one trailing `\r`.
@@ -218,6 +279,75 @@ mod tests {
             buf[0] = self.0[0];
             self.0 = &self.0[1..];
             Ok(1)
+        }
+    }
+
+    /// `next_block` gives the lines `next_line` gives, on every mix of plain
+    /// lines, CRLF, invalid UTF-8, over-long lines and a last line without
+    /// `\n`, whatever the block size.
+    #[test]
+    fn blocks_hold_the_same_lines() {
+        let pieces: [&[u8]; 8] = [
+            b"plain line\n",
+            b"crlf\r\n",
+            b"\xff\xfebad\n",
+            b"0123456789abcdef\n",
+            b"\n",
+            b"\xc3\xa9t\xc3\xa9\n",
+            b"0123456789abcdefghijklmnopqrstuvwxyz\n",
+            b"tail",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for case in 0..400 {
+            let mut input = Vec::new();
+            for _ in 0..(case % 60) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly plain lines, as in real logs.
+                let i = if x.is_multiple_of(3) {
+                    (x >> 8) as usize % 8
+                } else {
+                    0
+                };
+                input.extend_from_slice(pieces[i]);
+            }
+            let max = 16 + case % 8;
+            let want_n = 1 + (x >> 20) as usize % 90;
+            let mut want = String::new();
+            let mut want_invalid = 0;
+            let mut r = LineReader::new(&input[..], max);
+            while let Some(l) = r.next_line() {
+                let l = l.unwrap();
+                want_invalid += std::str::from_utf8(l).is_err() as u64;
+                want.push_str(&String::from_utf8_lossy(l));
+                want.push('\n');
+            }
+            let (got, invalid, skipped) = blocks(LineReader::new(&input[..], max), want_n);
+            assert_eq!(got, want, "case {case}");
+            assert_eq!((invalid, skipped), (want_invalid, r.skipped_long()));
+            let (got, invalid, _) = blocks(LineReader::new(Trickle(&input), max), want_n);
+            assert_eq!(
+                (got, invalid),
+                (want, want_invalid),
+                "case {case}, byte at a time"
+            );
+        }
+    }
+
+    /// All of `r` through `next_block`: (text, lines replaced, lines skipped).
+    fn blocks<R: Read>(mut r: LineReader<R>, want: usize) -> (String, u64, u64) {
+        let (mut got, mut invalid) = (String::new(), 0);
+        loop {
+            let mut b = String::new();
+            let (n, end) = r.next_block(&mut b, want).unwrap();
+            assert!(end || b.len() >= want);
+            assert!(b.is_empty() || b.ends_with('\n'));
+            got.push_str(&b);
+            invalid += n;
+            if end {
+                return (got, invalid, r.skipped_long());
+            }
         }
     }
 

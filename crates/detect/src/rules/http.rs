@@ -164,6 +164,7 @@ const LOGIN_PATHS: &[&str] = &[
 ];
 
 /// Field offsets of one combined-format line.
+#[derive(Clone)]
 struct Access {
     host: (usize, usize),
     user: (usize, usize),
@@ -174,6 +175,7 @@ struct Access {
     agent: Option<(usize, usize)>,
 }
 
+#[derive(Clone)]
 pub(crate) struct HttpRules {
     base: u32,
     agents: AhoCorasick,
@@ -267,6 +269,7 @@ impl HttpRules {
 /// Remembers the verdict for recently seen user agents (a log has few, and
 /// consecutive lines repeat them): a direct-mapped table keyed by a cheap hash
 /// and checked by full comparison, so a collision only costs a rescan.
+#[derive(Clone)]
 struct AgentCache {
     slots: Vec<([u8; AGENT_CACHE_BYTES], u8, bool)>,
 }

@@ -141,6 +141,7 @@ impl Caps {
 }
 
 /// A compiled regex rule with its reusable capture buffer.
+#[derive(Clone)]
 struct RxRule {
     idx: u32,
     starts: &'static [&'static str],
@@ -191,7 +192,7 @@ impl Found {
 const STATIC_NAMES: &[&str] = &["user", "method"];
 
 /// Interned field names: hits borrow them from the matcher.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Names(Vec<Box<str>>);
 
 impl Names {
@@ -211,6 +212,7 @@ fn offset_in(line: &str, sub: &str) -> usize {
 }
 
 /// The regex rules of one program, with their first-byte dispatch table.
+#[derive(Clone)]
 struct Group {
     rules: Vec<RxRule>,
     masks: Box<[u64; 256]>,
@@ -224,6 +226,7 @@ impl Group {
 }
 
 /// Shield's native rule engine: the built-in packs plus user rules.
+#[derive(Clone)]
 pub struct NativeMatcher {
     infos: Vec<RuleInfo>,
     names: Names,
@@ -779,6 +782,11 @@ impl LineMatcher for NativeMatcher {
         let (found, time) = self.find(line, now);
         let f = found?;
         Some(self.hit(line, &f, time))
+    }
+
+    /// Every rule reads one line; the matcher's state is caches and scratch.
+    fn fork(&self) -> Option<Box<dyn LineMatcher>> {
+        Some(Box::new(self.clone()))
     }
 }
 

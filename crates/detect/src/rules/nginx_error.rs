@@ -21,6 +21,7 @@ const NEEDLES: &[&str] = &[
     "limiting connections",
 ];
 
+#[derive(Clone)]
 pub(crate) struct ErrorRules {
     base: u32,
     kinds: AhoCorasick,
