@@ -80,6 +80,14 @@ pub trait LineMatcher: Send {
     /// timestamps that omit the year (syslog): the year is inferred from it.
     fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>>;
 
+    /// After [`LineMatcher::match_line`] returned `None`: the time of the
+    /// stamp the matcher read at the start of that line, if it read one, so
+    /// the caller need not read it again. `None` (the default) sends the
+    /// caller to read the line's time itself.
+    fn unmatched_stamp(&self) -> Option<UnixTime> {
+        None
+    }
+
     /// An independent copy for another thread, if what a line matches depends
     /// only on the line and `now` (no state carried from one line to the next,
     /// caches aside). Replay then matches blocks of a file on several threads.

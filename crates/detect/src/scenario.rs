@@ -550,7 +550,10 @@ impl Matcher {
     pub fn match_line(&mut self, line: &str, now: UnixTime) -> Matched {
         let Some(hit) = self.matcher.match_line(line, now) else {
             return Matched {
-                time: line_time(&mut self.stamps, line, now),
+                time: match self.matcher.unmatched_stamp() {
+                    Some(t) => Some(t),
+                    None => line_time(&mut self.stamps, line, now),
+                },
                 ..Matched::default()
             };
         };

@@ -262,6 +262,12 @@ pub struct StampCache {
     key_len: u8,
     year: i64,
     day_start: i64,
+    /// The last whole syslog stamp (`Mar  1 00:00:00`), the year it was read
+    /// in and its (day start, second of the day) before the rollover check:
+    /// consecutive lines often share the second.
+    stamp: [u8; 15],
+    stamp_year: i64,
+    stamp_time: (i64, i64),
 }
 
 impl StampCache {
@@ -311,18 +317,17 @@ impl StampCache {
             return None;
         }
         if first.is_ascii_alphabetic() && b.get(3) == Some(&b' ') && b.get(6) == Some(&b' ') {
-            let y = year_of_cached(self, now);
-            let day = self.cached(b, 6, y, || {
-                let m = month_abbr(b)?;
-                let d = match (b.get(4)?, b.get(5)?) {
-                    (b' ', c) if c.is_ascii_digit() => (c - b'0') as u32,
-                    _ => d2(b, 4)?,
-                };
-                (1..=31)
-                    .contains(&d)
-                    .then(|| days_from_civil(y, m, d) * DAY)
-            })?;
-            let secs = hms(b, 7)?;
+            let y = year_of(now);
+            let (day, secs) = match b.get(..15) {
+                Some(k) if self.stamp_year == y && same(k, &self.stamp) => self.stamp_time,
+                _ => {
+                    let dt = (self.syslog_day(b, y)?, hms(b, 7)?);
+                    self.stamp.copy_from_slice(&b[..15]);
+                    self.stamp_year = y;
+                    self.stamp_time = dt;
+                    dt
+                }
+            };
             let mut t = day + secs;
             if t > now + DAY {
                 // Rollover: recompute for the previous year (rare: not cached).
@@ -332,6 +337,20 @@ impl StampCache {
             return Some((t, 15, StampKind::Syslog));
         }
         None
+    }
+
+    /// The day start of a syslog stamp's date (`Mar  1`) in year `y`.
+    fn syslog_day(&mut self, b: &[u8], y: i64) -> Option<i64> {
+        self.cached(b, 6, y, || {
+            let m = month_abbr(b)?;
+            let d = match (b.get(4)?, b.get(5)?) {
+                (b' ', c) if c.is_ascii_digit() => (c - b'0') as u32,
+                _ => d2(b, 4)?,
+            };
+            (1..=31)
+                .contains(&d)
+                .then(|| days_from_civil(y, m, d) * DAY)
+        })
     }
 
     /// [`parse_clf`] through the date cache: the same result, but a line with
@@ -357,7 +376,7 @@ impl StampCache {
         f: impl FnOnce() -> Option<i64>,
     ) -> Option<i64> {
         let k = b.get(..len)?;
-        if self.key_len as usize == len && self.year == year && &self.key[..len] == k {
+        if self.key_len as usize == len && self.year == year && same(k, &self.key[..len]) {
             return Some(self.day_start);
         }
         let v = f()?;
@@ -369,9 +388,19 @@ impl StampCache {
     }
 }
 
-fn year_of_cached(_c: &StampCache, now: UnixTime) -> i64 {
-    // `year_of` is a few multiplications; cheap enough not to cache separately.
-    year_of(now)
+/// `a == b` for the short keys of [`StampCache`], without a call to `memcmp`:
+/// two overlapping 8-byte words when there are 8 bytes or more.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if !(8..=16).contains(&n) {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let w = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8)
 }
 
 #[cfg(test)]
@@ -490,5 +519,36 @@ mod tests {
         assert!(c.parse_line_start("hello world", now).is_none());
         assert!(c.parse_line_start("", now).is_none());
         assert!(c.parse_line_start("1.2.3.4 - - [", now).is_none());
+    }
+
+    /// The whole-stamp cache: the same stamp under another clock (another
+    /// year, or past the rollover day), a leap second, stamps that differ
+    /// only in their last byte, and broken stamps after a cached one.
+    #[test]
+    fn stamp_cache_follows_the_clock() {
+        let mut c = StampCache::default();
+        let stamps = [
+            "Mar  1 00:00:05 h",
+            "Mar  1 00:00:06 h",
+            "Mar  1 00:00:06",
+            "Mar  1 00:00:0",
+            "Mar  1 00:00:0x h",
+            "Dec 31 23:59:60 h",
+            "Mar  2 10:00:00 h",
+            "Mar 02 10:00:00 h",
+        ];
+        let clocks = [
+            MAR1_2024 + 100,
+            MAR1_2024 - 86_400,
+            MAR1_2024 + 366 * 86_400,
+            MAR1_2024 + 2 * 86_400,
+        ];
+        // Each stamp under every clock in turn, then every stamp in turn.
+        let pairs = stamps.iter().flat_map(|s| clocks.map(|n| (*s, n)));
+        let pairs = pairs.chain(clocks.iter().flat_map(|n| stamps.map(|s| (s, *n))));
+        for (s, now) in pairs {
+            let got = c.parse_line_start(s, now).map(|(t, n, _)| (t, n));
+            assert_eq!(got, parse_syslog(s, now), "{s} at {now}");
+        }
     }
 }

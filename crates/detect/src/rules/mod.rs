@@ -231,6 +231,9 @@ pub struct NativeMatcher {
     infos: Vec<RuleInfo>,
     names: Names,
     stamps: StampCache,
+    /// The time [`StampCache::parse_line_start`] read at the start of the
+    /// last line (see [`LineMatcher::unmatched_stamp`]).
+    stamp: Option<UnixTime>,
     sshd: Group,
     postfix: Group,
     dovecot: Group,
@@ -259,6 +262,7 @@ impl NativeMatcher {
             infos: Vec::new(),
             names: Names::default(),
             stamps: StampCache::default(),
+            stamp: None,
             sshd: Group::new(Vec::new()),
             postfix: Group::new(Vec::new()),
             dovecot: Group::new(Vec::new()),
@@ -432,6 +436,7 @@ impl NativeMatcher {
     /// Finds the built-in or user rule for `line`; the line's time separately.
     fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
         let b = line.as_bytes();
+        self.stamp = None;
         let Some(&first) = b.first() else {
             return (None, None);
         };
@@ -439,6 +444,7 @@ impl NativeMatcher {
         let mut found = None;
         if let Some((t, n, kind)) = self.stamps.parse_line_start(line, now) {
             time = Some(t);
+            self.stamp = time;
             found = match kind {
                 StampKind::NginxError => match &self.nginx_err {
                     Some(r) => r.find(line, n),
@@ -782,6 +788,10 @@ impl LineMatcher for NativeMatcher {
         let (found, time) = self.find(line, now);
         let f = found?;
         Some(self.hit(line, &f, time))
+    }
+
+    fn unmatched_stamp(&self) -> Option<UnixTime> {
+        self.stamp
     }
 
     /// Every rule reads one line; the matcher's state is caches and scratch.
