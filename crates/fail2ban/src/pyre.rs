@@ -245,6 +245,77 @@ struct Engine {
     re: regex::Regex,
     locs: std::cell::RefCell<regex::CaptureLocations>,
     ascii: Option<Ascii>,
+    /// Built on the first group search: see [`Split`].
+    split: std::cell::OnceCell<Option<Box<Split>>>,
+}
+
+/// A pattern `^A L B` cut at a literal `L` of its top-level sequence
+/// (`rewrite::lit_split`). Every match holds `L` right after `A`; when `L`
+/// occurs once in the haystack, at `p`, every match's `A` ends at `p`. The
+/// backtracking engine's first path is then its first path of `A` ending
+/// at `p` (`^(?:A)\z` on the text before `p`: `A` has no assertions that
+/// could see the cut), followed by its first path of `L B` from `p` (no
+/// back-references or conditionals tie the two). Two short group searches
+/// instead of one that backtracks over the whole line.
+#[derive(Debug)]
+struct Split {
+    head: Engine,
+    lit: memchr::memmem::Finder<'static>,
+    rest: Engine,
+    scratch: std::cell::RefCell<(Locs, Locs)>,
+}
+
+impl Split {
+    fn new(full: &regex::Regex) -> Option<Box<Split>> {
+        let ls = rewrite::lit_split(full.as_str())?;
+        let head = Engine::new(&ls.head)?;
+        // `^L B` on the text from `p`: `L` is a literal, so nothing in `B`
+        // looks left of `p`
+        let rest = Engine::new(&format!("^{}", ls.rest))?;
+        // the same groups in the same order
+        let names = head
+            .re
+            .capture_names()
+            .skip(1)
+            .chain(rest.re.capture_names().skip(1));
+        if !names.eq(full.capture_names().skip(1)) {
+            return None;
+        }
+        Some(Box::new(Split {
+            head,
+            lit: memchr::memmem::Finder::new(ls.lit.as_bytes()).into_owned(),
+            rest,
+            scratch: Default::default(),
+        }))
+    }
+
+    /// The groups, or None when `L` occurs more than once.
+    fn captures(&self, hay: &str, locs: &mut Locs) -> Option<bool> {
+        let b = hay.as_bytes();
+        let Some(p) = self.lit.find(b) else {
+            return Some(false);
+        };
+        if self.lit.find(&b[p + 1..]).is_some() {
+            return None;
+        }
+        // the head's automaton, then the rest's groups, then the head's: a
+        // line that fails mostly fails in an automaton
+        let (head, rest) = (&hay[..p], &hay[p..]);
+        let (a, r) = &mut *self.scratch.borrow_mut();
+        if !self.head.is_match(head) || !self.rest.captures(rest, r) || !self.head.captures(head, a)
+        {
+            return Some(false);
+        }
+        let Some(Some((_, end))) = r.spans.first().copied() else {
+            return Some(false);
+        };
+        locs.spans.clear();
+        locs.spans.push(Some((0, p + end)));
+        locs.spans.extend_from_slice(&a.spans[1..]);
+        let shift = |s: &Option<(usize, usize)>| s.map(|(x, y)| (p + x, p + y));
+        locs.spans.extend(r.spans[1..].iter().map(shift));
+        Some(true)
+    }
 }
 
 impl Engine {
@@ -255,14 +326,43 @@ impl Engine {
             .ok()?;
         let locs = std::cell::RefCell::new(re.capture_locations());
         let ascii = ascii_twin(pattern);
-        Some(Engine { re, locs, ascii })
+        Some(Engine {
+            re,
+            locs,
+            ascii,
+            split: Default::default(),
+        })
     }
 
     fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        if let Some(sp) = self.split.get_or_init(|| Split::new(&self.re))
+            && let Some(m) = sp.captures(hay, locs)
+        {
+            #[cfg(debug_assertions)]
+            {
+                let mut want = Locs::default();
+                let full = self.captures_at(hay, 0, &mut want);
+                assert_eq!(m, full, "split {:?} on {hay:?}", self.re.as_str());
+                if m {
+                    assert_eq!(
+                        locs.spans,
+                        want.spans,
+                        "split {:?} on {hay:?}",
+                        self.re.as_str()
+                    );
+                }
+            }
+            return m;
+        }
+        self.captures_at(hay, 0, locs)
+    }
+
+    /// The groups of the leftmost-first match starting at `start` or later.
+    fn captures_at(&self, hay: &str, start: usize, locs: &mut Locs) -> bool {
         match &self.ascii {
             Some(a) if hay.is_ascii() => {
                 let cl = &mut *a.locs.borrow_mut();
-                if a.re.captures_read(cl, hay.as_bytes()).is_none() {
+                if a.re.captures_read_at(cl, hay.as_bytes(), start).is_none() {
                     return false;
                 }
                 locs.spans.clear();
@@ -271,7 +371,7 @@ impl Engine {
             }
             _ => {
                 let cl = &mut *self.locs.borrow_mut();
-                if self.re.captures_read(cl, hay).is_none() {
+                if self.re.captures_read_at(cl, hay, start).is_none() {
                     return false;
                 }
                 locs.spans.clear();
@@ -782,6 +882,53 @@ mod tests {
         assert_eq!(spans("h é\n"), Some(vec![s(0, 5), s(0, 2), s(2, 4)]));
         assert_eq!(spans("h \n"), None);
         assert_eq!(spans("h\n"), None);
+    }
+
+    /// A pattern cut at a literal: the same groups as the whole pattern
+    /// (debug builds also compare every split search with the whole one),
+    /// the whole pattern when the literal occurs twice.
+    #[test]
+    fn literal_split_agrees() {
+        let p = r"^Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+|\w+)(?: port \d+)?";
+        let e = Engine::new(p).unwrap();
+        let whole = regex::Regex::new(p).unwrap();
+        for hay in [
+            "Failed password for root from 1.2.3.4 port 22 ssh2\n",
+            "Failed publickey for a b c from 1.2.3.4\n",
+            "Failed publickey for x from y from 1.2.3.4\n",
+            "Failed password for root: from 1.2.3.4\n",
+            "Failed password for é from 1.2.3.4\n",
+            "Failed password for root from \n",
+            "Failed password for root\n",
+            "xFailed password for root from 1.2.3.4\n",
+            "",
+        ] {
+            let mut locs = Locs::default();
+            let got = e.captures(hay, &mut locs);
+            let want = whole.captures(hay);
+            assert_eq!(got, want.is_some(), "{hay:?}");
+            if let Some(w) = want {
+                let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
+                assert_eq!(locs.spans, w, "{hay:?}");
+            }
+        }
+        let sp = e.split.get().unwrap().as_ref().unwrap();
+        assert_eq!(
+            sp.head.re.as_str(),
+            r"^(?:Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+))\z"
+        );
+        let mut locs = Locs::default();
+        assert_eq!(
+            sp.captures("Failed x for a from b from 1.2.3.4", &mut locs),
+            None
+        );
+        // a lazy group, or one that cannot run over the literal: no cut
+        for p in [
+            r"^a (?P<u>.*?) from (?P<h>\S+)",
+            r"^a (?P<u>\S+) from (?P<h>\S+)",
+        ] {
+            assert!(rewrite::lit_split(p).is_none(), "{p}");
+        }
     }
 
     #[test]

@@ -862,6 +862,124 @@ pub(crate) fn trim_tail(p: &str) -> Option<Trimmed> {
     })
 }
 
+/// `^A L B` cut at a literal `L` of the top-level sequence: when `L`
+/// occurs once in the match, `A` ends where it starts (see `pyre::Split`).
+#[derive(Debug)]
+pub(crate) struct LitSplit {
+    /// `^(?:A)\z`, run on the text before `L`.
+    pub(crate) head: String,
+    pub(crate) lit: String,
+    /// `L B`, run from where `L` starts.
+    pub(crate) rest: String,
+}
+
+/// The ASCII character a top-level atom matches literally, if it is one.
+fn literal_char(n: &Node) -> Option<char> {
+    let Node::Text(t) = n else { return None };
+    let mut cs = t.chars();
+    let c = match (cs.next()?, cs.next(), cs.next()) {
+        ('\\', Some(e), None) if e.is_ascii_punctuation() => e,
+        (c, None, _) if c.is_ascii() && !c.is_ascii_control() && !".^$|()[]{}*+?\\".contains(c) => {
+            c
+        }
+        _ => return None,
+    };
+    Some(c)
+}
+
+/// True when `n` has an assertion (`^ $ \b \B \A \z`, a lookaround), which
+/// could see past the end of the text it is run on.
+fn has_look(n: &Node) -> bool {
+    match n {
+        Node::Text(t) => {
+            matches!(
+                t.as_str(),
+                "^" | "$" | "\\b" | "\\B" | "\\A" | "\\z" | "\\Z" | "\\<" | "\\>"
+            )
+        }
+        Node::Group { alts, .. } => alts.iter().flatten().any(has_look),
+        Node::Cond { .. } | Node::Look { .. } => true,
+        Node::Repeat { inner, .. } => has_look(inner),
+    }
+}
+
+/// True when `n` ends with a greedy unbounded repeat of `.` or of a negated
+/// class that can match `c`: the backtracking engine then runs to the end
+/// of the line and comes back one character at a time, trying what follows
+/// at each. (A cost estimate only: any split gives the same groups.)
+fn ends_greedy_wide(n: &Node, c: char) -> bool {
+    match n {
+        Node::Group { alts, .. } => alts
+            .iter()
+            .any(|a| a.last().is_some_and(|l| ends_greedy_wide(l, c))),
+        Node::Repeat { inner, quant } => {
+            let greedy =
+                quant == "*" || quant == "+" || (quant.ends_with(",}") && quant.starts_with('{'));
+            let wide = match inner.as_ref() {
+                Node::Text(t) if t == "." => c != '\n',
+                Node::Text(t) => {
+                    t.starts_with("[^")
+                        && !t[2..].contains(c)
+                        && !(c.is_whitespace() && t.contains("\\s"))
+                }
+                _ => false,
+            };
+            greedy && wide
+        }
+        _ => false,
+    }
+}
+
+/// See [`LitSplit`]: `p` (no flags) is `^` and one sequence; `A` has no
+/// assertions and ends with a greedy repeat that can run over `L`; the
+/// longest such top-level literal run (the last of equals) of at least 3
+/// characters.
+pub(crate) fn lit_split(p: &str) -> Option<LitSplit> {
+    let alts = parse(p)?;
+    let [seq] = alts.as_slice() else { return None };
+    if !matches!(seq.first(), Some(Node::Text(t)) if t == "^") {
+        return None;
+    }
+    let mut best: Option<(usize, usize)> = None; // (start, len)
+    let mut i = 1;
+    let mut seen_other = false;
+    while i < seq.len() {
+        if has_look(&seq[i]) {
+            break; // `A` would hold it
+        }
+        if literal_char(&seq[i]).is_none() {
+            seen_other = true;
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < seq.len() && literal_char(&seq[i]).is_some() {
+            i += 1;
+        }
+        let len = i - start;
+        let first = literal_char(&seq[start]).unwrap_or('\n');
+        if seen_other
+            && len >= 3
+            && ends_greedy_wide(&seq[start - 1], first)
+            && best.is_none_or(|(_, l)| len >= l)
+        {
+            best = Some((start, len));
+        }
+        seen_other = true;
+    }
+    let (start, len) = best?;
+    let lit: String = seq[start..start + len]
+        .iter()
+        .filter_map(literal_char)
+        .collect();
+    let mut head = String::from("^(?:");
+    render_seq(&seq[1..start], &mut head);
+    head.push_str(")\\z");
+    let mut rest = String::new();
+    render_seq(&seq[start..], &mut rest);
+    Some(LitSplit { head, lit, rest })
+}
+
 /// See [`Trimmed::head_split`]: `seq` is the pattern before the tail.
 fn head_split(seq: &[Node], tail_groups: &[usize]) -> Option<String> {
     let [
