@@ -551,7 +551,10 @@ impl Matcher {
         let Some(hit) = self.matcher.match_line(line, now) else {
             return Matched {
                 time: match self.matcher.unmatched_stamp() {
-                    Some(t) => Some(t),
+                    Some(t) => {
+                        debug_assert_eq!(Some(t), line_time(&mut self.stamps, line, now), "{line}");
+                        Some(t)
+                    }
                     None => line_time(&mut self.stamps, line, now),
                 },
                 ..Matched::default()

@@ -207,6 +207,10 @@ pub fn parse_clf(s: &str) -> Option<(UnixTime, usize)> {
     clf_time(b, clf_day(b)?)
 }
 
+/// Bytes of a CLF stamp [`parse_clf`] can look at: date, time of day and a
+/// `+hh:mm` zone (`10/Oct/2000:13:55:36 -07:00`).
+const CLF_KEY: usize = 27;
+
 /// The separators of a CLF stamp are where they belong.
 fn clf_shape(b: &[u8]) -> bool {
     b.get(2) == Some(&b'/') && b.get(6) == Some(&b'/') && b.get(11) == Some(&b':')
@@ -260,7 +264,7 @@ pub enum StampKind {
 pub struct StampCache {
     key: [u8; 12],
     key_len: u8,
-    year: i64,
+    key_year: i64,
     day_start: i64,
     /// The last whole syslog stamp (`Mar  1 00:00:00`), the year it was read
     /// in and its (day start, second of the day) before the rollover check:
@@ -268,6 +272,14 @@ pub struct StampCache {
     stamp: [u8; 15],
     stamp_year: i64,
     stamp_time: (i64, i64),
+    /// The last CLF stamp read (its first [`CLF_KEY`] bytes, fewer if the
+    /// text was shorter) and what it read as.
+    clf: [u8; CLF_KEY],
+    clf_len: u8,
+    clf_out: (UnixTime, usize),
+    /// The year of the clock, valid for clocks in `years.0..years.1`.
+    years: (i64, i64),
+    year: i64,
 }
 
 impl StampCache {
@@ -317,7 +329,7 @@ impl StampCache {
             return None;
         }
         if first.is_ascii_alphabetic() && b.get(3) == Some(&b' ') && b.get(6) == Some(&b' ') {
-            let y = year_of(now);
+            let y = self.year_of(now);
             let (day, secs) = match b.get(..15) {
                 Some(k) if self.stamp_year == y && same(k, &self.stamp) => self.stamp_time,
                 _ => {
@@ -339,6 +351,21 @@ impl StampCache {
         None
     }
 
+    /// [`year_of`], remembering the span of the last year asked for.
+    #[inline]
+    fn year_of(&mut self, now: UnixTime) -> i64 {
+        if (self.years.0..self.years.1).contains(&now) {
+            return self.year;
+        }
+        let y = year_of(now);
+        self.years = (
+            days_from_civil(y, 1, 1) * DAY,
+            days_from_civil(y + 1, 1, 1) * DAY,
+        );
+        self.year = y;
+        y
+    }
+
     /// The day start of a syslog stamp's date (`Mar  1`) in year `y`.
     fn syslog_day(&mut self, b: &[u8], y: i64) -> Option<i64> {
         self.cached(b, 6, y, || {
@@ -357,12 +384,21 @@ impl StampCache {
     /// the previous line's date costs a comparison and the time-of-day digits.
     pub fn parse_clf(&mut self, s: &str) -> Option<(UnixTime, usize)> {
         let b = s.as_bytes();
+        // What [`parse_clf`] reads depends on the first CLF_KEY bytes only.
+        let k = &b[..b.len().min(CLF_KEY)];
+        if self.clf_len as usize == k.len() && same(k, &self.clf[..k.len()]) {
+            return Some(self.clf_out);
+        }
         if !clf_shape(b) {
             return None;
         }
         // Length 11 is the only cached key of that length, so no salt is needed.
         let day = self.cached(b, 11, 0, || clf_day(b))?;
-        clf_time(b, day)
+        let out = clf_time(b, day)?;
+        self.clf[..k.len()].copy_from_slice(k);
+        self.clf_len = k.len() as u8;
+        self.clf_out = out;
+        Some(out)
     }
 
     /// The day start for the date bytes `b[..len]` (and `year` salt), from the
@@ -376,31 +412,31 @@ impl StampCache {
         f: impl FnOnce() -> Option<i64>,
     ) -> Option<i64> {
         let k = b.get(..len)?;
-        if self.key_len as usize == len && self.year == year && same(k, &self.key[..len]) {
+        if self.key_len as usize == len && self.key_year == year && same(k, &self.key[..len]) {
             return Some(self.day_start);
         }
         let v = f()?;
         self.key[..len].copy_from_slice(k);
         self.key_len = len as u8;
-        self.year = year;
+        self.key_year = year;
         self.day_start = v;
         Some(v)
     }
 }
 
 /// `a == b` for the short keys of [`StampCache`], without a call to `memcmp`:
-/// two overlapping 8-byte words when there are 8 bytes or more.
+/// 8-byte words (the last one overlapping) when there are 8 bytes or more.
 #[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
     }
-    if !(8..=16).contains(&n) {
+    if n < 8 {
         return a.iter().zip(b).all(|(x, y)| x == y);
     }
     let w = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
-    w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8)
+    (0..n - 8).step_by(8).all(|i| w(a, i) == w(b, i)) && w(a, n - 8) == w(b, n - 8)
 }
 
 #[cfg(test)]
@@ -485,6 +521,14 @@ mod tests {
             "11/Xyz/2000:00:00:00",
             "11/Oct/2000 00:00:00",
             "11/Oct/20",
+            // The whole-stamp cache: texts sharing all but the last byte it
+            // reads, or shorter than its key.
+            "10/Oct/2000:13:55:37 +01:05]",
+            "10/Oct/2000:13:55:37 +01:07]",
+            "10/Oct/2000:13:55:37 +01:07",
+            "10/Oct/2000:13:55:37 +01:0",
+            "10/Oct/2000:13:55:37 +01",
+            "10/Oct/2000:13:55:37 +01]",
         ] {
             assert_eq!(c.parse_clf(x), parse_clf(x), "{x}");
             assert_eq!(c.parse_clf(x), parse_clf(x), "{x} (cached)");
@@ -536,12 +580,17 @@ mod tests {
             "Dec 31 23:59:60 h",
             "Mar  2 10:00:00 h",
             "Mar 02 10:00:00 h",
+            "Jan  1 00:00:00 h",
+            "Dec 31 23:59:59 h",
         ];
         let clocks = [
             MAR1_2024 + 100,
             MAR1_2024 - 86_400,
             MAR1_2024 + 366 * 86_400,
             MAR1_2024 + 2 * 86_400,
+            days_from_civil(2025, 1, 1) * DAY - 1,
+            days_from_civil(2025, 1, 1) * DAY,
+            days_from_civil(2024, 1, 1) * DAY - 1,
         ];
         // Each stamp under every clock in turn, then every stamp in turn.
         let pairs = stamps.iter().flat_map(|s| clocks.map(|n| (*s, n)));

@@ -169,6 +169,9 @@ struct Access {
     host: (usize, usize),
     user: (usize, usize),
     time: Option<UnixTime>,
+    /// The stamp is the line's first `[` and within its first 128 bytes, so
+    /// `time` is also what [`clf_time`] reads.
+    first_stamp: bool,
     request: (usize, usize),
     status: u16,
     status_at: usize,
@@ -220,7 +223,9 @@ impl HttpRules {
 
     /// `None`: not a combined-format line. `Some((None, time))`: a line that
     /// no access rule takes.
-    pub(crate) fn find(&mut self, line: &str) -> Option<(Option<Found>, Option<UnixTime>)> {
+    /// What the access rules make of `line`, and its stamp's time; the
+    /// `bool` says the time is also what [`clf_time`] reads.
+    pub(crate) fn find(&mut self, line: &str) -> Option<(Option<Found>, Option<UnixTime>, bool)> {
         let a = parse(line, &mut self.stamps)?;
         let host = super::parse_ip(&line[a.host.0..a.host.1])?;
         let b = line.as_bytes();
@@ -246,7 +251,7 @@ impl HttpRules {
         } else if (400..500).contains(&st) {
             3
         } else {
-            return Some((None, a.time));
+            return Some((None, a.time, a.first_stamp));
         };
         let mut f = Found::new(self.base + kind, host);
         f.push(self.f_path, path.0, path.1);
@@ -262,7 +267,7 @@ impl HttpRules {
                 f.push(self.f_agent, s, e);
             }
         }
-        Some((Some(f), a.time))
+        Some((Some(f), a.time, a.first_stamp))
     }
 }
 
@@ -380,6 +385,7 @@ fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
         host: (0, he),
         user,
         time,
+        first_stamp: lb < 128 && memchr::memchr(b'[', &b[..he]).is_none(),
         request: (rs, re),
         status,
         status_at: ss,

@@ -144,7 +144,7 @@ impl Caps {
 #[derive(Clone)]
 struct RxRule {
     idx: u32,
-    starts: &'static [&'static str],
+    starts: Vec<Prefix>,
     re: Regex,
     locs: CaptureLocations,
     host: usize,
@@ -231,8 +231,9 @@ pub struct NativeMatcher {
     infos: Vec<RuleInfo>,
     names: Names,
     stamps: StampCache,
-    /// The time [`StampCache::parse_line_start`] read at the start of the
-    /// last line (see [`LineMatcher::unmatched_stamp`]).
+    /// The time of the last line's stamp, when it was read exactly as
+    /// [`NativeMatcher::line_time`] reads it (see
+    /// [`LineMatcher::unmatched_stamp`]).
     stamp: Option<UnixTime>,
     sshd: Group,
     postfix: Group,
@@ -416,7 +417,7 @@ impl NativeMatcher {
         let locs = re.capture_locations();
         Some(RxRule {
             idx,
-            starts,
+            starts: starts.iter().map(|s| Prefix::new(s)).collect(),
             re,
             locs,
             host: host?,
@@ -458,9 +459,12 @@ impl NativeMatcher {
             found = f;
         } else if let Some(h) = &mut self.http {
             if first.is_ascii_hexdigit() || first == b':' {
-                if let Some((f, t)) = h.find(line) {
+                if let Some((f, t, first)) = h.find(line) {
                     time = t;
                     found = f;
+                    if first {
+                        self.stamp = t;
+                    }
                 }
             }
         }
@@ -711,8 +715,8 @@ fn first_byte_masks(rules: &[RxRule]) -> Box<[u64; 256]> {
         if r.starts.is_empty() {
             m.iter_mut().for_each(|x| *x |= 1 << i);
         }
-        for s in r.starts {
-            if let Some(&c) = s.as_bytes().first() {
+        for p in &r.starts {
+            if let Some(&c) = p.s.as_bytes().first() {
                 m[c as usize] |= 1 << i;
             }
         }
@@ -720,13 +724,53 @@ fn first_byte_masks(rules: &[RxRule]) -> Box<[u64; 256]> {
     m
 }
 
+/// A literal a message must start with, and its first 8 bytes as a word, so
+/// that most mismatches cost one comparison instead of a `memcmp` call.
+#[derive(Clone, Copy)]
+struct Prefix {
+    word: u64,
+    mask: u64,
+    s: &'static str,
+}
+
+impl Prefix {
+    fn new(s: &'static str) -> Self {
+        // A NUL would let the zero padding of a short message match.
+        assert!(!s.contains('\0'), "rule prefix with NUL: {s:?}");
+        let n = s.len().min(8);
+        Prefix {
+            word: head(&s.as_bytes()[..n]),
+            mask: if n == 8 { !0 } else { (1u64 << (8 * n)) - 1 },
+            s,
+        }
+    }
+
+    /// Whether `msg` starts with the literal; `head` is [`head`] of `msg`.
+    #[inline]
+    fn test(&self, head: u64, msg: &str) -> bool {
+        head & self.mask == self.word && (self.s.len() <= 8 || msg.starts_with(self.s))
+    }
+}
+
+/// The first 8 bytes of `b` as a little-endian word, zero-padded.
+#[inline]
+fn head(b: &[u8]) -> u64 {
+    if let Some(w) = b.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    b.iter()
+        .enumerate()
+        .fold(0, |w, (i, &c)| w | (c as u64) << (8 * i))
+}
+
 fn match_rules(rules: &mut [RxRule], masks: &[u64; 256], line: &str, msg: &str) -> Option<Found> {
     let &c = msg.as_bytes().first()?;
     let mut bits = masks[c as usize];
+    let h = head(msg.as_bytes());
     while bits != 0 {
         let rule = &mut rules[bits.trailing_zeros() as usize];
         bits &= bits - 1;
-        if !rule.starts.is_empty() && !rule.starts.iter().any(|s| msg.starts_with(s)) {
+        if !rule.starts.is_empty() && !rule.starts.iter().any(|p| p.test(h, msg)) {
             continue;
         }
         if !rule.also.is_empty() && !rule.also.iter().any(|s| msg.contains(s)) {
@@ -820,6 +864,36 @@ pub(crate) fn probe(m: &mut NativeMatcher, line: &str) -> Option<Probed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Prefix::test` is `str::starts_with` for short and long literals,
+    /// short messages and messages that differ after the first word.
+    #[test]
+    fn prefix_test_is_starts_with() {
+        let lits = ["", "a", "Failed ", "Failed p", "Failed password for ", "é"];
+        let msgs = [
+            "",
+            "a",
+            "b",
+            "Failed",
+            "Failed ",
+            "Failed pass",
+            "Failed password for root",
+            "Failed password fox",
+            "Failed publickey",
+            "éa",
+            "\0\0",
+        ];
+        for l in lits {
+            let p = Prefix::new(l);
+            for m in msgs {
+                assert_eq!(
+                    p.test(head(m.as_bytes()), m),
+                    m.starts_with(l),
+                    "{l:?} {m:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_pack_compiles_and_names_are_unique() {
