@@ -189,7 +189,7 @@ impl Found {
 }
 
 /// Field names fast parsers may report.
-const STATIC_NAMES: &[&str] = &["user", "method"];
+const STATIC_NAMES: &[&str] = &["user", "method", "what"];
 
 /// Interned field names: hits borrow them from the matcher.
 #[derive(Clone, Default)]

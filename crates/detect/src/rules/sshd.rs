@@ -144,7 +144,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
             tail!()
         ),
         nofail: Nofail::Never,
-        fast: None,
+        fast: Some(fast_max_auth),
         also: &[],
     },
     RegexDef {
@@ -178,7 +178,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         starts: &["Did not receive identification string from "],
         pattern: concat!(r"^Did not receive identification string from ", addr!()),
         nofail: Nofail::Never,
-        fast: None,
+        fast: Some(fast_no_ident),
         also: &[],
     },
     RegexDef {
@@ -202,7 +202,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r" port \d+: invalid format"
         ),
         nofail: Nofail::Never,
-        fast: None,
+        fast: Some(fast_banner_invalid),
         also: &[],
     },
     RegexDef {
@@ -211,10 +211,11 @@ pub(crate) const DEFS: &[RegexDef] = &[
         pattern: concat!(
             r"^Unable to negotiate with ",
             addr!(),
-            r" port \d+: no matching (?P<what>[\w ]+?) found"
+            // sshd names an algorithm kind here, in ASCII.
+            r" port \d+: no matching (?P<what>[0-9A-Za-z_ ]+?) found"
         ),
         nofail: Nofail::Never,
-        fast: None,
+        fast: Some(fast_negotiate),
         also: &[],
     },
     RegexDef {
@@ -377,6 +378,64 @@ fn fast_invalid(m: &str) -> Option<Caps> {
     let base = m.len() - after.len();
     let (user, host) = user_from_host(after, base, tail)?;
     Some(Caps::new(host).field("user", user.0, user.1))
+}
+
+/// `^Did not receive identification string from HOST` (no end anchor: the
+/// greedy HOST takes at most 45 bytes of a longer run).
+fn fast_no_ident(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("Did not receive identification string from ")?;
+    let n = r.bytes().take(45).take_while(|&c| is_host_byte(c)).count();
+    let h = m.len() - r.len();
+    (n >= 2).then(|| Caps::new((h, h + n)))
+}
+
+/// `^Unable to negotiate with HOST port \d+: no matching (?P<what>[0-9A-Za-z_ ]+?) found`
+fn fast_negotiate(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("Unable to negotiate with ")?;
+    let n = host_len(r)?;
+    let p = r[n..].strip_prefix(" port ")?;
+    let d = digits(p);
+    if d == 0 {
+        return None;
+    }
+    let q = p[d..].strip_prefix(": no matching ")?;
+    let w = m.len() - q.len();
+    let h = m.len() - r.len();
+    // The lazy group: the first length at which ` found` follows.
+    for (i, c) in q.bytes().enumerate() {
+        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b' ') {
+            return None;
+        }
+        if q[i + 1..].starts_with(" found") {
+            return Some(Caps::new((h, h + n)).field("what", w, w + i + 1));
+        }
+    }
+    None
+}
+
+/// `^maximum authentication attempts exceeded for (?:invalid user )?(?P<user>.*) from HOST<tail>`
+fn fast_max_auth(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("maximum authentication attempts exceeded for ")?;
+    // The optional prefix is tried first, then the user takes it.
+    let (user, host) = r
+        .strip_prefix("invalid user ")
+        .and_then(|a| user_from_host(a, m.len() - a.len(), tail))
+        .or_else(|| user_from_host(r, m.len() - r.len(), tail))?;
+    Some(Caps::new(host).field("user", user.0, user.1))
+}
+
+/// `^banner exchange: Connection from HOST port \d+: invalid format` (HOST
+/// must be the whole run: a space follows it).
+fn fast_banner_invalid(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("banner exchange: Connection from ")?;
+    let n = host_len(r)?;
+    let p = r[n..].strip_prefix(" port ")?;
+    let d = digits(p);
+    if d == 0 || !p[d..].starts_with(": invalid format") {
+        return None;
+    }
+    let h = m.len() - r.len();
+    Some(Caps::new((h, h + n)))
 }
 
 /// `^(?:Connection (?:closed|reset) by|Disconnected from)(?: (?:invalid|authenticating) user (?P<user>\S+))? HOST(?: port \d+)? \[preauth\]\s*$`
@@ -757,6 +816,32 @@ mod tests {
             "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1 user=root extra",
             "pam_unix(sshd:auth): authentication failure; ruser=rhost=192.0.2.9 rhost=192.0.2.1  user=a",
             "pam_unix(sshd:auth): authentication failure; rhost=host.example user=a",
+            "Did not receive identification string from 192.0.2.1 port 22",
+            "Did not receive identification string from 2001:db8::1",
+            "Did not receive identification string from 1",
+            "Did not receive identification string from ",
+            "Did not receive identification string from ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.2551",
+            "Did not receive identification string from ::ffff:1.2.3.4x",
+            "banner exchange: Connection from 192.0.2.1 port 22: invalid format",
+            "banner exchange: Connection from 192.0.2.1 port 22: invalid format and more",
+            "banner exchange: Connection from 192.0.2.1 port : invalid format",
+            "banner exchange: Connection from 192.0.2.1port 22: invalid format",
+            "banner exchange: Connection from 192.0.2.1x port 22: invalid format",
+            "banner exchange: Connection from ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.2551 port 2: invalid format",
+            "banner exchange: Connection from ::1 port 22: invalid form",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching host key type found. Their offer: x",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching  found found",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching x found",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching found",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching cipher-x found",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching ciphér found",
+            "Unable to negotiate with 192.0.2.1 port 22: no matching MAC foun",
+            "Unable to negotiate with 192.0.2.1 port : no matching MAC found",
+            "maximum authentication attempts exceeded for root from 192.0.2.1 port 22 ssh2 [preauth]",
+            "maximum authentication attempts exceeded for invalid user bob from 192.0.2.1 port 22 ssh2 [preauth]",
+            "maximum authentication attempts exceeded for invalid user from 192.0.2.1 port 22 ssh2",
+            "maximum authentication attempts exceeded for invalid user a from b from 192.0.2.1",
+            "maximum authentication attempts exceeded for  from 192.0.2.1 x",
         ] {
             lines.push(format!("Mar  1 00:00:00 h sshd[1]: {msg}"));
         }
