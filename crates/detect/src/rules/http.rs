@@ -182,7 +182,9 @@ struct Access {
 pub(crate) struct HttpRules {
     base: u32,
     agents: AhoCorasick,
-    agent_cache: AgentCache,
+    agent_cache: VerdictCache,
+    /// `sensitive.is_match` of recent paths.
+    path_cache: VerdictCache,
     stamps: StampCache,
     sensitive: AhoCorasick,
     login: AhoCorasick,
@@ -209,7 +211,8 @@ impl HttpRules {
         HttpRules {
             base,
             agents: ci(BAD_AGENTS),
-            agent_cache: AgentCache::default(),
+            agent_cache: VerdictCache::new(64, 200),
+            path_cache: VerdictCache::new(256, 128),
             stamps: StampCache::default(),
             sensitive: ci(SENSITIVE),
             login: ci(LOGIN_PATHS),
@@ -239,6 +242,8 @@ impl HttpRules {
             let agents = &self.agents;
             self.agent_cache.get_or(agent, || agents.is_match(agent))
         };
+        let (sensitive, path_cache) = (&self.sensitive, &mut self.path_cache);
+        let mut sensitive_path = || path_cache.get_or(path_s, || sensitive.is_match(path_s));
         let kind = if bad_agent {
             0
         } else if st == 401
@@ -246,7 +251,7 @@ impl HttpRules {
             || (st == 200 && method_s == "POST" && is_wp_login(path_s))
         {
             1
-        } else if self.sensitive.is_match(path_s) {
+        } else if sensitive_path() {
             2
         } else if (400..500).contains(&st) {
             3
@@ -271,29 +276,32 @@ impl HttpRules {
     }
 }
 
-/// Remembers the verdict for recently seen user agents (a log has few, and
-/// consecutive lines repeat them): a direct-mapped table keyed by a cheap hash
-/// and checked by full comparison, so a collision only costs a rescan.
+/// Remembers the verdict of a literal set for recently seen strings (user
+/// agents, paths: a log has few, and lines repeat them): a direct-mapped table
+/// keyed by a cheap hash and checked by full comparison, so a collision only
+/// costs a rescan. Strings of `width` bytes or more are always scanned.
 #[derive(Clone)]
-struct AgentCache {
-    slots: Vec<([u8; AGENT_CACHE_BYTES], u8, bool)>,
+struct VerdictCache {
+    /// `slots` keys of `width` bytes each.
+    keys: Vec<u8>,
+    /// Per slot: key length (0: empty) and verdict.
+    meta: Vec<(u8, bool)>,
+    width: usize,
 }
 
-const AGENT_CACHE_SLOTS: usize = 64;
-const AGENT_CACHE_BYTES: usize = 200;
-
-impl Default for AgentCache {
-    fn default() -> Self {
-        AgentCache {
-            slots: vec![([0; AGENT_CACHE_BYTES], 0, false); AGENT_CACHE_SLOTS],
+impl VerdictCache {
+    fn new(slots: usize, width: usize) -> Self {
+        assert!(width <= 256, "key lengths are kept in a byte");
+        VerdictCache {
+            keys: vec![0; slots * width],
+            meta: vec![(0, false); slots],
+            width,
         }
     }
-}
 
-impl AgentCache {
-    fn get_or(&mut self, agent: &str, scan: impl FnOnce() -> bool) -> bool {
-        let b = agent.as_bytes();
-        if b.is_empty() || b.len() >= AGENT_CACHE_BYTES {
+    fn get_or(&mut self, key: &str, scan: impl FnOnce() -> bool) -> bool {
+        let b = key.as_bytes();
+        if b.is_empty() || b.len() >= self.width {
             return scan();
         }
         let tail = b.len().saturating_sub(8);
@@ -301,14 +309,14 @@ impl AgentCache {
         for &c in b[..b.len().min(8)].iter().chain(&b[tail..]) {
             h = h.wrapping_mul(0x100_0000_01B3) ^ c as u64;
         }
-        let slot = &mut self.slots[(h as usize) % AGENT_CACHE_SLOTS];
-        if slot.1 as usize == b.len() && &slot.0[..b.len()] == b {
-            return slot.2;
+        let i = (h as usize) % self.meta.len();
+        let slot = &mut self.keys[i * self.width..][..b.len()];
+        if self.meta[i].0 as usize == b.len() && slot == b {
+            return self.meta[i].1;
         }
         let v = scan();
-        slot.0[..b.len()].copy_from_slice(b);
-        slot.1 = b.len() as u8;
-        slot.2 = v;
+        slot.copy_from_slice(b);
+        self.meta[i] = (b.len() as u8, v);
         v
     }
 }
@@ -403,6 +411,25 @@ pub(crate) fn clf_time(line: &str, stamps: &mut StampCache) -> Option<UnixTime> 
 #[cfg(test)]
 mod tests {
     use crate::rules::{NativeMatcher, probe};
+
+    /// The cache gives what the scan gives, through collisions, evictions,
+    /// keys that differ in one middle byte, empty and over-long keys.
+    #[test]
+    fn verdict_cache_gives_the_scan_verdict() {
+        let mut c = super::VerdictCache::new(4, 16);
+        // Many keys of one length (they share slots), a few of others.
+        let keys: Vec<String> = (0..200)
+            .map(|i| format!("/p{i:03}x"))
+            .chain((0..9).map(|i| format!("/{}", "ab".repeat(i))))
+            .chain(["".into(), "a".repeat(16), "a".repeat(15)])
+            .collect();
+        let verdict = |k: &str| k.bytes().map(|c| c as usize).sum::<usize>() % 3 == 0;
+        for _ in 0..3 {
+            for k in &keys {
+                assert_eq!(c.get_or(k, || verdict(k)), verdict(k), "{k}");
+            }
+        }
+    }
 
     fn line(ip: &str, req: &str, status: u16, ua: &str) -> String {
         format!(r#"{ip} - - [01/Mar/2024:10:00:00 +0000] "{req}" {status} 153 "-" "{ua}""#)
