@@ -292,6 +292,7 @@ struct VerdictCache {
 impl VerdictCache {
     fn new(slots: usize, width: usize) -> Self {
         assert!(width <= 256, "key lengths are kept in a byte");
+        assert!(slots.is_power_of_two(), "slots are picked by a mask");
         VerdictCache {
             keys: vec![0; slots * width],
             meta: vec![(0, false); slots],
@@ -304,12 +305,15 @@ impl VerdictCache {
         if b.is_empty() || b.len() >= self.width {
             return scan();
         }
-        let tail = b.len().saturating_sub(8);
-        let mut h = b.len() as u64;
-        for &c in b[..b.len().min(8)].iter().chain(&b[tail..]) {
-            h = h.wrapping_mul(0x100_0000_01B3) ^ c as u64;
-        }
-        let i = (h as usize) % self.meta.len();
+        // First and last 8 bytes and the length, mixed by one multiplication
+        // (a byte-at-a-time hash was a chain of 16 dependent ones).
+        let word = |s: &[u8]| s.iter().rev().fold(0u64, |w, &c| w << 8 | c as u64);
+        let (first, last) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+            (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
+            _ => (word(b), 0),
+        };
+        let h = (first ^ last.rotate_left(29) ^ b.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let i = (h >> 40) as usize & (self.meta.len() - 1);
         let slot = &mut self.keys[i * self.width..][..b.len()];
         if self.meta[i].0 as usize == b.len() && slot == b {
             return self.meta[i].1;
