@@ -10,12 +10,13 @@
 //!
 //! - When every engine's rules read one line at a time ([`Matcher::fork`]),
 //!   each matcher thread has its own copy and blocks are matched in parallel,
-//!   each from the file's clock (its mtime, see [`file_clock`]). A line's time
-//!   depends on the clock only through the year of a syslog stamp, and the
-//!   clock only moves when a line is stamped later than the file's mtime, so
-//!   the guess is right for logs written before they were last modified. The
-//!   calling thread checks it for every block and matches a block again, in
-//!   order, with the true clock when it was wrong.
+//!   each from the file's clock (its mtime, see [`file_clock`]). What the
+//!   clock decides (the year of a syslog stamp, the time of a line without
+//!   one) would differ only if it moved, and it only moves past a line stamped
+//!   later than the file's mtime, so the guess is right for logs written
+//!   before they were last modified. The calling thread checks it for every
+//!   block and matches a block again, in order, from the true clock when it
+//!   was wrong.
 //! - Otherwise (fail2ban filters keep multi-line state) one matcher thread
 //!   takes the blocks in order and carries the clock, as one thread would.
 //!

@@ -653,8 +653,8 @@ pub(crate) fn http_clf_time(line: &str, stamps: &mut StampCache) -> Option<UnixT
 #[inline]
 pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     let b = s.as_bytes();
-    if !b.is_empty() && b.len() <= 15 && b.iter().all(|&c| c == b'.' || c.is_ascii_digit()) {
-        // Only digits and dots: IPv6 needs a `:`, so this is IPv4 or nothing.
+    if !b.is_empty() && b.len() <= 15 && !b.contains(&b':') {
+        // No `:`: IPv6 needs one, so this is IPv4 or nothing.
         return parse_ipv4(b).map(IpAddr::V4);
     }
     if let Some(a) = parse_ipv6_plain(b) {
@@ -712,17 +712,31 @@ fn parse_ipv6_plain(b: &[u8]) -> Option<std::net::Ipv6Addr> {
 /// standard library's rules).
 #[inline]
 fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    // One pass: digits into the current octet, a dot closes it.
     let mut oct = [0u8; 4];
-    let mut n = 0;
-    for part in b.split(|&c| c == b'.') {
-        if n == 4 || part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
+    let (mut n, mut v, mut len, mut lead0) = (0, 0u32, 0, false);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => {
+                if len == 3 || lead0 {
+                    return None;
+                }
+                lead0 = len == 0 && c == b'0';
+                v = v * 10 + (c - b'0') as u32;
+                len += 1;
+            }
+            b'.' if len > 0 && n < 3 => {
+                oct[n] = u8::try_from(v).ok()?;
+                (n, v, len, lead0) = (n + 1, 0, 0, false);
+            }
+            _ => return None,
         }
-        let v = part.iter().fold(0u32, |a, &d| a * 10 + (d - b'0') as u32);
-        oct[n] = u8::try_from(v).ok()?;
-        n += 1;
     }
-    (n == 4).then(|| std::net::Ipv4Addr::from(oct))
+    if n != 3 || len == 0 {
+        return None;
+    }
+    oct[3] = u8::try_from(v).ok()?;
+    Some(std::net::Ipv4Addr::from(oct))
 }
 
 /// `error: `, `fatal: ` and `PAM: ` prefixes sshd puts before some messages.
@@ -1099,6 +1113,17 @@ mod tests {
         }
         for c in &cases {
             assert_eq!(parse_ip(c), c.parse::<IpAddr>().ok(), "{c:?}");
+        }
+        // Random digits and dots (and a stray letter now and then).
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s: String = (0..(x % 17) as usize)
+                .map(|i| b"0123456789...12x"[((x >> (4 * (i % 15))) & 15) as usize] as char)
+                .collect();
+            assert_eq!(parse_ip(&s), s.parse::<IpAddr>().ok(), "{s:?}");
         }
     }
 

@@ -319,7 +319,7 @@ fn user_from_host(
     tail_ok: fn(&str) -> bool,
 ) -> Option<((usize, usize), (usize, usize))> {
     let mut end = s.len();
-    while let Some(i) = s[..end].rfind(" from ") {
+    while let Some(i) = memchr::memmem::rfind(&s.as_bytes()[..end], b" from ") {
         let h = i + 6;
         if let Some(n) = host_len(&s[h..]) {
             if tail_ok(&s[h + n..]) {
