@@ -32,6 +32,7 @@ use shield_core::{
     Alert, DecisionType, Hit, LineMatcher, MAX_FIELDS, RuleInfo, Scope, UnixTime, key_for,
 };
 
+use crate::rules::line_time;
 use crate::time::{StampCache, to_rfc3339};
 
 /// How a scenario counts.
@@ -573,13 +574,6 @@ impl Matcher {
     fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
         line_time(&mut self.stamps, line, now)
     }
-}
-
-fn line_time(stamps: &mut StampCache, line: &str, now: UnixTime) -> Option<UnixTime> {
-    if let Some((t, _, _)) = stamps.parse_line_start(line, now) {
-        return Some(t);
-    }
-    crate::rules::http_clf_time(line, stamps)
 }
 
 fn event(

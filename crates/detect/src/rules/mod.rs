@@ -232,8 +232,7 @@ pub struct NativeMatcher {
     names: Names,
     stamps: StampCache,
     /// The time of the last line's stamp, when it was read exactly as
-    /// [`NativeMatcher::line_time`] reads it (see
-    /// [`LineMatcher::unmatched_stamp`]).
+    /// [`line_time`] reads it (see [`LineMatcher::unmatched_stamp`]).
     stamp: Option<UnixTime>,
     sshd: Group,
     postfix: Group,
@@ -633,17 +632,18 @@ impl NativeMatcher {
     }
 
     /// The line's own time, when it carries a stamp this matcher reads.
-    /// Used by the engine for lines no rule matched.
     pub fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
-        if let Some((t, _, _)) = self.stamps.parse_line_start(line, now) {
-            return Some(t);
-        }
-        http::clf_time(line, &mut self.stamps)
+        line_time(&mut self.stamps, line, now)
     }
 }
 
-/// The common-log-format stamp of an access line (for lines no rule took).
-pub(crate) fn http_clf_time(line: &str, stamps: &mut StampCache) -> Option<UnixTime> {
+/// The time of a line's stamp as the engine reads it for lines no rule took:
+/// a syslog, ISO 8601 or nginx-error stamp at the start, else the first
+/// common-log-format stamp.
+pub(crate) fn line_time(stamps: &mut StampCache, line: &str, now: UnixTime) -> Option<UnixTime> {
+    if let Some((t, _, _)) = stamps.parse_line_start(line, now) {
+        return Some(t);
+    }
     http::clf_time(line, stamps)
 }
 
