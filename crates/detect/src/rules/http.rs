@@ -164,7 +164,6 @@ const LOGIN_PATHS: &[&str] = &[
 ];
 
 /// Field offsets of one combined-format line.
-#[derive(Clone)]
 struct Access {
     host: (usize, usize),
     user: (usize, usize),
@@ -224,10 +223,9 @@ impl HttpRules {
         }
     }
 
-    /// `None`: not a combined-format line. `Some((None, time))`: a line that
-    /// no access rule takes.
     /// What the access rules make of `line`, and its stamp's time; the
-    /// `bool` says the time is also what [`clf_time`] reads.
+    /// `bool` says the time is also what [`clf_time`] reads. `None`: not a
+    /// combined-format line; `Some((None, ..))`: a line no access rule takes.
     pub(crate) fn find(&mut self, line: &str) -> Option<(Option<Found>, Option<UnixTime>, bool)> {
         let a = parse(line, &mut self.stamps)?;
         let host = super::parse_ip(&line[a.host.0..a.host.1])?;
@@ -307,11 +305,8 @@ impl VerdictCache {
         }
         // First and last 8 bytes and the length, mixed by one multiplication
         // (a byte-at-a-time hash was a chain of 16 dependent ones).
-        let word = |s: &[u8]| s.iter().rev().fold(0u64, |w, &c| w << 8 | c as u64);
-        let (first, last) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
-            (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
-            _ => (word(b), 0),
-        };
+        let first = super::head(b);
+        let last = b.last_chunk::<8>().map_or(0, |l| u64::from_le_bytes(*l));
         let h = (first ^ last.rotate_left(29) ^ b.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let i = (h >> 40) as usize & (self.meta.len() - 1);
         let slot = &mut self.keys[i * self.width..][..b.len()];
