@@ -386,7 +386,8 @@ impl StampCache {
         let b = s.as_bytes();
         // What [`parse_clf`] reads depends on the first CLF_KEY bytes only.
         let k = &b[..b.len().min(CLF_KEY)];
-        if self.clf_len as usize == k.len() && same(k, &self.clf[..k.len()]) {
+        // (An empty cache has length 0: empty text must not hit it.)
+        if !k.is_empty() && self.clf_len as usize == k.len() && same(k, &self.clf[..k.len()]) {
             return Some(self.clf_out);
         }
         if !clf_shape(b) {
@@ -512,6 +513,8 @@ mod tests {
         assert_eq!(parse_clf("01/Xyz/2024:00:00:00"), None);
         let mut c = StampCache::default();
         for x in [
+            // Empty text first, on a fresh cache.
+            "",
             "10/Oct/2000:13:55:36 -0700]",
             "10/Oct/2000:13:55:37 +0100",
             "10/Oct/2000:13:55:37",
