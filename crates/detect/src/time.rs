@@ -256,30 +256,69 @@ pub enum StampKind {
     NginxError,
 }
 
-/// Remembers the last stamp's date part so the next line with the same date
-/// costs a 10-byte comparison and the time-of-day digits.
+/// Remembers the last stamps read, so the next line with the same date, or
+/// the same whole stamp, costs a comparison.
 ///
 /// Owned by one matcher; it never allocates.
 #[derive(Clone, Debug, Default)]
 pub struct StampCache {
-    key: [u8; 12],
-    key_len: u8,
-    key_year: i64,
-    day_start: i64,
-    /// The last whole syslog stamp (`Mar  1 00:00:00`), the year it was read
-    /// in and its (day start, second of the day) before the rollover check:
-    /// consecutive lines often share the second.
-    stamp: [u8; 15],
-    stamp_year: i64,
-    stamp_time: (i64, i64),
-    /// The last CLF stamp read (its first [`CLF_KEY`] bytes, fewer if the
-    /// text was shorter) and what it read as.
-    clf: [u8; CLF_KEY],
-    clf_len: u8,
-    clf_out: (UnixTime, usize),
+    /// Date part (`Mar  1`, `2024-03-01`, `01/Mar/2024`) → day start, salted
+    /// with the year a syslog date was read in.
+    day: Memo<12, i64>,
+    /// Whole syslog stamp (`Mar  1 00:00:00`) → (day start, second of the
+    /// day) before the rollover check, salted with the year: consecutive
+    /// lines often share the second.
+    syslog: Memo<15, (i64, i64)>,
+    /// The first [`CLF_KEY`] bytes of a CLF stamp (fewer if the text was
+    /// shorter) → what [`parse_clf`] reads.
+    clf: Memo<CLF_KEY, (UnixTime, usize)>,
     /// The year of the clock, valid for clocks in `years.0..years.1`.
     years: (i64, i64),
     year: i64,
+}
+
+/// The last key and what it read as. Keys are 1 to `N` bytes; `salt` tells
+/// the same bytes read under different clocks apart.
+#[derive(Clone, Debug)]
+struct Memo<const N: usize, V> {
+    key: [u8; N],
+    /// 0: nothing remembered yet.
+    len: u8,
+    salt: i64,
+    val: V,
+}
+
+impl<const N: usize, V: Default> Default for Memo<N, V> {
+    fn default() -> Self {
+        Memo {
+            key: [0; N],
+            len: 0,
+            salt: 0,
+            val: V::default(),
+        }
+    }
+}
+
+impl<const N: usize, V: Copy> Memo<N, V> {
+    /// The value for `k` (at most `N` bytes) and `salt`, remembered or
+    /// computed by `f` (a `None` is not remembered). Always inlined: it is
+    /// on every line's path, and a call costs more than the comparison.
+    #[inline(always)]
+    fn get_or(&mut self, k: &[u8], salt: i64, f: impl FnOnce() -> Option<V>) -> Option<V> {
+        if !k.is_empty()
+            && self.len as usize == k.len()
+            && self.salt == salt
+            && same(k, &self.key[..k.len()])
+        {
+            return Some(self.val);
+        }
+        let v = f()?;
+        self.key[..k.len()].copy_from_slice(k);
+        self.len = k.len() as u8;
+        self.salt = salt;
+        self.val = v;
+        Some(v)
+    }
 }
 
 impl StampCache {
@@ -293,10 +332,7 @@ impl StampCache {
         let first = *b.first()?;
         if first.is_ascii_digit() {
             if b.get(4) == Some(&b'/') {
-                let day = self.cached(b, 10, 0, || {
-                    let (y, m, d) = (d4(b, 0)?, d2(b, 5)?, d2(b, 8)?);
-                    valid_date(y, m, d).then(|| days_from_civil(y, m, d) * DAY)
-                });
+                let day = self.day.get_or(b.get(..10)?, 0, || ymd_day(b));
                 if day.is_some() && b.get(10) == Some(&b' ') {
                     return Some((day? + hms(b, 11)?, 19, StampKind::NginxError));
                 }
@@ -305,10 +341,7 @@ impl StampCache {
             // ISO: the cache covers stamps with the same date and no odd zone;
             // the zone varies rarely, so parse it fully after the cached date.
             if b.get(4) == Some(&b'-') && b.get(7) == Some(&b'-') {
-                let day = self.cached(b, 10, 0, || {
-                    let (y, m, d) = (d4(b, 0)?, d2(b, 5)?, d2(b, 8)?);
-                    valid_date(y, m, d).then(|| days_from_civil(y, m, d) * DAY)
-                })?;
+                let day = self.day.get_or(b.get(..10)?, 0, || ymd_day(b))?;
                 if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
                     return None;
                 }
@@ -330,16 +363,10 @@ impl StampCache {
         }
         if first.is_ascii_alphabetic() && b.get(3) == Some(&b' ') && b.get(6) == Some(&b' ') {
             let y = self.year_of(now);
-            let (day, secs) = match b.get(..15) {
-                Some(k) if self.stamp_year == y && same(k, &self.stamp) => self.stamp_time,
-                _ => {
-                    let dt = (self.syslog_day(b, y)?, hms(b, 7)?);
-                    self.stamp.copy_from_slice(&b[..15]);
-                    self.stamp_year = y;
-                    self.stamp_time = dt;
-                    dt
-                }
-            };
+            let day = &mut self.day;
+            let (day, secs) = self.syslog.get_or(b.get(..15)?, y, || {
+                Some((syslog_day(day, b, y)?, hms(b, 7)?))
+            })?;
             let mut t = day + secs;
             if t > now + DAY {
                 // Rollover: recompute for the previous year (rare: not cached).
@@ -366,63 +393,41 @@ impl StampCache {
         y
     }
 
-    /// The day start of a syslog stamp's date (`Mar  1`) in year `y`.
-    fn syslog_day(&mut self, b: &[u8], y: i64) -> Option<i64> {
-        self.cached(b, 6, y, || {
-            let m = month_abbr(b)?;
-            let d = match (b.get(4)?, b.get(5)?) {
-                (b' ', c) if c.is_ascii_digit() => (c - b'0') as u32,
-                _ => d2(b, 4)?,
-            };
-            (1..=31)
-                .contains(&d)
-                .then(|| days_from_civil(y, m, d) * DAY)
-        })
-    }
-
-    /// [`parse_clf`] through the date cache: the same result, but a line with
-    /// the previous line's date costs a comparison and the time-of-day digits.
+    /// [`parse_clf`] through the caches: the same result, but a line with the
+    /// previous line's stamp costs a comparison, and one with its date the
+    /// time-of-day digits.
     pub fn parse_clf(&mut self, s: &str) -> Option<(UnixTime, usize)> {
         let b = s.as_bytes();
         // What [`parse_clf`] reads depends on the first CLF_KEY bytes only.
-        let k = &b[..b.len().min(CLF_KEY)];
-        // (An empty cache has length 0: empty text must not hit it.)
-        if !k.is_empty() && self.clf_len as usize == k.len() && same(k, &self.clf[..k.len()]) {
-            return Some(self.clf_out);
-        }
-        if !clf_shape(b) {
-            return None;
-        }
-        // Length 11 is the only cached key of that length, so no salt is needed.
-        let day = self.cached(b, 11, 0, || clf_day(b))?;
-        let out = clf_time(b, day)?;
-        self.clf[..k.len()].copy_from_slice(k);
-        self.clf_len = k.len() as u8;
-        self.clf_out = out;
-        Some(out)
+        let day = &mut self.day;
+        self.clf.get_or(&b[..b.len().min(CLF_KEY)], 0, || {
+            if !clf_shape(b) {
+                return None;
+            }
+            // Length 11 is the only date key of that length: no salt needed.
+            clf_time(b, day.get_or(&b[..11], 0, || clf_day(b))?)
+        })
     }
+}
 
-    /// The day start for the date bytes `b[..len]` (and `year` salt), from the
-    /// cache or computed by `f` and remembered.
-    #[inline]
-    fn cached(
-        &mut self,
-        b: &[u8],
-        len: usize,
-        year: i64,
-        f: impl FnOnce() -> Option<i64>,
-    ) -> Option<i64> {
-        let k = b.get(..len)?;
-        if self.key_len as usize == len && self.key_year == year && same(k, &self.key[..len]) {
-            return Some(self.day_start);
-        }
-        let v = f()?;
-        self.key[..len].copy_from_slice(k);
-        self.key_len = len as u8;
-        self.key_year = year;
-        self.day_start = v;
-        Some(v)
-    }
+/// The day start of a syslog stamp's date (`Mar  1`) in year `y`.
+fn syslog_day(memo: &mut Memo<12, i64>, b: &[u8], y: i64) -> Option<i64> {
+    memo.get_or(&b[..6], y, || {
+        let m = month_abbr(b)?;
+        let d = match (b.get(4)?, b.get(5)?) {
+            (b' ', c) if c.is_ascii_digit() => (c - b'0') as u32,
+            _ => d2(b, 4)?,
+        };
+        (1..=31)
+            .contains(&d)
+            .then(|| days_from_civil(y, m, d) * DAY)
+    })
+}
+
+/// The day start of a `2024-03-01` / `2024/03/01` date.
+fn ymd_day(b: &[u8]) -> Option<i64> {
+    let (y, m, d) = (d4(b, 0)?, d2(b, 5)?, d2(b, 8)?);
+    valid_date(y, m, d).then(|| days_from_civil(y, m, d) * DAY)
 }
 
 /// `a == b` for the short keys of [`StampCache`], without a call to `memcmp`:
