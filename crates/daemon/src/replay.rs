@@ -239,15 +239,15 @@ fn read_blocks(
 /// engine's rules over each line and passes the block on with its hits. With
 /// `carry` it is the only matcher thread, sees the blocks in order and carries
 /// the clock from block to block; otherwise it matches each block from
-/// `clock`.
+/// `start`.
 fn match_blocks(
     rx: &Mutex<mpsc::Receiver<Msg>>,
     tx: mpsc::Sender<Msg>,
     mut matchers: Vec<&mut Matcher>,
-    mut clock: UnixTime,
+    start: UnixTime,
     carry: bool,
 ) {
-    let start = clock;
+    let mut clock = start;
     loop {
         // A poisoned lock means another matcher thread panicked; stop too.
         let Ok(msg) = rx.lock().map(|rx| rx.recv()) else {
@@ -401,22 +401,14 @@ fn replay_on(
         let (matchers, mut scenarios): (Vec<&mut Matcher>, Vec<&mut Scenarios>) =
             engines.iter_mut().map(Engine::stages).unzip();
         // Copies of the rules for parallel matching, if every engine has them.
-        let mut copies: Vec<Vec<Matcher>> = Vec::new();
-        if threads > 1 {
-            for _ in 0..threads {
-                match matchers
-                    .iter()
-                    .map(|m| m.fork())
-                    .collect::<Option<Vec<_>>>()
-                {
-                    Some(c) => copies.push(c),
-                    None => {
-                        copies.clear();
-                        break;
-                    }
-                }
-            }
-        }
+        let mut copies: Vec<Vec<Matcher>> = if threads > 1 {
+            (0..threads)
+                .map(|_| matchers.iter().map(|m| m.fork()).collect())
+                .collect::<Option<_>>()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let parallel = !copies.is_empty();
         let pool = 2 * copies.len().max(1) + 2;
         let (tx, rx) = mpsc::sync_channel(pool);
@@ -461,7 +453,7 @@ fn replay_on(
             // Returning early drops `mrx`, which ends the matchers at their
             // next send, and so the reader at its own.
             while end.is_none_or(|(seq, _, _)| next < seq) {
-                let b = match early.remove(&next) {
+                let mut b = match early.remove(&next) {
                     Some(b) => b,
                     None => match mrx.recv() {
                         Ok(Msg::Lines(b)) if b.seq == next => b,
@@ -482,9 +474,7 @@ fn replay_on(
                     },
                 };
                 next += 1;
-                sink.rep.invalid_utf8 += b.invalid_utf8;
                 if b.clock_in == clock {
-                    sink.apply(&mut scenarios, &b);
                     clock = b.clock_out;
                 } else {
                     // Matched from a clock the file's earlier lines moved:
@@ -492,17 +482,11 @@ fn replay_on(
                     let Some(own) = own.as_mut() else {
                         anyhow::bail!("{}: replay clock out of step", f.display());
                     };
-                    let mut again = Block {
-                        text: b.text,
-                        ..Block::default()
-                    };
-                    (again.lines, again.matched) =
-                        match_block(own, &again.text, &mut clock, &mut again.found);
-                    sink.apply(&mut scenarios, &again);
-                    let _ = back.send(again);
-                    progress(bytes_done + b.bytes_read);
-                    continue;
+                    b.found.clear();
+                    (b.lines, b.matched) = match_block(own, &b.text, &mut clock, &mut b.found);
                 }
+                sink.rep.invalid_utf8 += b.invalid_utf8;
+                sink.apply(&mut scenarios, &b);
                 progress(bytes_done + b.bytes_read);
                 let _ = back.send(b);
             }
