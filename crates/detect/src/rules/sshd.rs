@@ -271,29 +271,26 @@ fn opt_ssh(s: &str) -> &str {
     }
 }
 
+/// ` port \d+` at the start of `s`: the text after it.
+fn port(s: &str) -> Option<&str> {
+    let r = s.strip_prefix(" port ")?;
+    let d = digits(r);
+    (d > 0).then(|| &r[d..])
+}
+
 /// The `tail!()` grammar: `(?: port \d+)?(?: ssh\d?)?\s*(?:\[preauth\])?\s*$`.
 fn tail(s: &str) -> bool {
-    let mut s = s;
-    if let Some(r) = s.strip_prefix(" port ") {
-        let d = digits(r);
-        if d > 0 {
-            s = &r[d..];
-        }
-    }
+    let s = port(s).unwrap_or(s);
     let s = skip_ws(opt_ssh(s));
     blank(s.strip_prefix("[preauth]").unwrap_or(s))
 }
 
 /// `failed-password`'s tail: ` port \d+(?: ssh\d?)?(?:: [A-Z0-9-]+ \S+)?\s*$`.
 fn failed_tail(s: &str) -> bool {
-    let Some(r) = s.strip_prefix(" port ") else {
+    let Some(r) = port(s) else {
         return false;
     };
-    let d = digits(r);
-    if d == 0 {
-        return false;
-    }
-    let mut s = opt_ssh(&r[d..]);
+    let mut s = opt_ssh(r);
     if let Some(r) = s.strip_prefix(": ") {
         let k = r
             .bytes()
@@ -393,12 +390,7 @@ fn fast_no_ident(m: &str) -> Option<Caps> {
 fn fast_negotiate(m: &str) -> Option<Caps> {
     let r = m.strip_prefix("Unable to negotiate with ")?;
     let n = host_len(r)?;
-    let p = r[n..].strip_prefix(" port ")?;
-    let d = digits(p);
-    if d == 0 {
-        return None;
-    }
-    let q = p[d..].strip_prefix(": no matching ")?;
+    let q = port(&r[n..])?.strip_prefix(": no matching ")?;
     let w = m.len() - q.len();
     let h = m.len() - r.len();
     // The lazy group: the first length at which ` found` follows.
@@ -429,9 +421,7 @@ fn fast_max_auth(m: &str) -> Option<Caps> {
 fn fast_banner_invalid(m: &str) -> Option<Caps> {
     let r = m.strip_prefix("banner exchange: Connection from ")?;
     let n = host_len(r)?;
-    let p = r[n..].strip_prefix(" port ")?;
-    let d = digits(p);
-    if d == 0 || !p[d..].starts_with(": invalid format") {
+    if !port(&r[n..])?.starts_with(": invalid format") {
         return None;
     }
     let h = m.len() - r.len();
@@ -445,13 +435,7 @@ fn fast_preauth_close(m: &str) -> Option<Caps> {
         .or_else(|| m.strip_prefix("Connection reset by"))
         .or_else(|| m.strip_prefix("Disconnected from"))?;
     let rest_of = |s: &str| -> bool {
-        let mut s = s;
-        if let Some(p) = s.strip_prefix(" port ") {
-            let d = digits(p);
-            if d > 0 {
-                s = &p[d..];
-            }
-        }
+        let s = port(s).unwrap_or(s);
         s.strip_prefix(" [preauth]").is_some_and(blank)
     };
     let at = |s: &str| m.len() - s.len();
