@@ -24,6 +24,10 @@ pub struct LineReader<R: Read> {
     /// Inside a line that is too long: discard until the next `\n`.
     skipping: bool,
     eof: bool,
+    /// [`LineReader::next_block`] may read straight into the caller's
+    /// buffer; cleared for good the first time a block needs the line-by-line
+    /// path (CR, invalid UTF-8, an over-long line).
+    direct: bool,
     skipped_long: u64,
     bytes_read: u64,
 }
@@ -43,6 +47,7 @@ impl<R: Read> LineReader<R> {
             max_line,
             skipping: false,
             eof: false,
+            direct: true,
             skipped_long: 0,
             bytes_read: 0,
         }
@@ -114,11 +119,22 @@ impl<R: Read> LineReader<R> {
     /// text (a line that is not UTF-8 is replaced lossily and counted). Returns
     /// (lines replaced, whether the input ended).
     ///
-    /// Buffered text without `\r`, invalid UTF-8 or over-long lines (the usual
-    /// case) is checked and copied in one piece instead of line by line.
+    /// Text without `\r`, invalid UTF-8 or over-long lines (the usual case) is
+    /// read straight into `out`'s buffer and checked in one piece, with no
+    /// copy; after the first text that is not, the rest goes through the
+    /// reader's own buffer, line by line where it has to.
     ///
     /// [`next_line`]: LineReader::next_line
     pub fn next_block(&mut self, out: &mut String, want: usize) -> std::io::Result<(u64, bool)> {
+        if self.direct
+            && want > 0
+            && out.is_empty()
+            && !self.skipping
+            && !self.eof
+            && let Some(end) = self.direct_block(out, want)?
+        {
+            return Ok((0, end));
+        }
         let mut invalid = 0;
         // Set once a piece fails the check: the rest of the call goes line by
         // line, so a CRLF file costs one failed check per call, not per line.
@@ -155,6 +171,83 @@ impl<R: Read> LineReader<R> {
         Ok((invalid, false))
     }
 
+    /// [`LineReader::next_block`] without a copy: reads into `out`'s own
+    /// buffer (empty on entry), hands it back as the block if its lines are
+    /// plain (see [`plain_lines`]) and keeps the partial last line. `None`:
+    /// the text is not plain; it is back in `self.buf`, `direct` is off and
+    /// `out` is a fresh empty buffer.
+    fn direct_block(&mut self, out: &mut String, want: usize) -> std::io::Result<Option<bool>> {
+        let mut v = std::mem::take(out).into_bytes();
+        v.extend_from_slice(&self.buf[self.start..self.end]);
+        (self.start, self.end) = (0, 0);
+        // `cut`: the end of the last whole line; `seen`: bytes searched for it.
+        let (mut cut, mut seen) = (0, 0);
+        loop {
+            // A little past `want`, so that the last whole line usually
+            // still reaches it.
+            let ask = (want + 4096).saturating_sub(v.len()).max(CHUNK);
+            let before = v.len();
+            let r = (&mut self.r).take(ask as u64).read_to_end(&mut v);
+            let got = v.len() - before;
+            self.bytes_read += got as u64;
+            if let Err(e) = r {
+                self.undo_direct(v, out, want);
+                return Err(e);
+            }
+            self.eof = got < ask;
+            if let Some(i) = memchr::memrchr(b'\n', &v[seen..]) {
+                cut = seen + i + 1;
+            }
+            seen = v.len();
+            // (+1: a line may end in a `\r` that does not count.)
+            if v.len() - cut > self.max_line + 1 {
+                self.undo_direct(v, out, want);
+                return Ok(None);
+            }
+            if self.eof || cut >= want {
+                break;
+            }
+        }
+        if self.eof && cut < v.len() {
+            // The last line has no `\n`: it ends the block all the same.
+            v.push(b'\n');
+            cut = v.len();
+        }
+        if !plain_shape(&v[..cut], self.max_line) {
+            self.undo_direct(v, out, want);
+            return Ok(None);
+        }
+        // The partial last line waits for the next block.
+        let tail = v.len() - cut;
+        self.buf[..tail].copy_from_slice(&v[cut..]);
+        v.truncate(cut);
+        match String::from_utf8(v) {
+            Ok(s) => {
+                self.end = tail;
+                *out = s;
+                Ok(Some(self.eof))
+            }
+            Err(e) => {
+                let mut v = e.into_bytes();
+                v.extend_from_slice(&self.buf[..tail]);
+                self.undo_direct(v, out, want);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Puts the text `direct_block` read (`v`; nothing else is pending) in
+    /// front of the line-by-line path, for good. A `\n` it added after the
+    /// last line at the end of input makes no difference there.
+    fn undo_direct(&mut self, mut v: Vec<u8>, out: &mut String, want: usize) {
+        let len = v.len();
+        v.resize(len + self.max_line.saturating_add(CHUNK), 0);
+        self.buf = v;
+        (self.start, self.end) = (0, len);
+        self.direct = false;
+        *out = String::with_capacity(want);
+    }
+
     /// How many lines longer than `max_line` were skipped so far.
     pub fn skipped_long(&self) -> u64 {
         self.skipped_long
@@ -181,18 +274,29 @@ pub fn terminated_lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `text` (whole lines, ending in `\n`) as it is, if [`LineReader::next_line`]
-/// would give its lines unchanged: UTF-8, no `\r`, no line over `max_line`.
+/// would give its lines unchanged: UTF-8 and [`plain_shape`].
 fn plain_lines(text: &[u8], max_line: usize) -> Option<&str> {
-    if memchr::memchr(b'\r', text).is_some() {
+    if !plain_shape(text, max_line) {
         return None;
+    }
+    std::str::from_utf8(text).ok()
+}
+
+/// No `\r` in `text` (whole lines, ending in `\n`) and no line over `max_line`.
+fn plain_shape(text: &[u8], max_line: usize) -> bool {
+    if memchr::memchr(b'\r', text).is_some() {
+        return false;
     }
     // Every line's `\n` must be within `max_line` bytes of its start: jump
     // from the last `\n` within reach to the next.
     let mut p = 0;
     while text.len() - p > max_line + 1 {
-        p += memchr::memrchr(b'\n', &text[p..p + max_line + 1])? + 1;
+        match memchr::memrchr(b'\n', &text[p..p + max_line + 1]) {
+            Some(i) => p += i + 1,
+            None => return false,
+        }
     }
-    std::str::from_utf8(text).ok()
+    true
 }
 
 /// Length of `line` without one trailing `\r`.
@@ -300,12 +404,15 @@ mod tests {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for case in 0..400 {
             let mut input = Vec::new();
-            for _ in 0..(case % 60) {
+            let n = case % 60;
+            for k in 0..n {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                // Mostly plain lines, as in real logs.
-                let i = if x.is_multiple_of(3) {
+                // Mostly plain lines, as in real logs; in every other case
+                // only plain lines in the first half, so that blocks are
+                // read directly before the line-by-line path takes over.
+                let i = if x.is_multiple_of(3) && (case % 2 == 1 || k >= n / 2) {
                     (x >> 8) as usize % 8
                 } else {
                     0
@@ -332,6 +439,43 @@ mod tests {
                 (want, want_invalid),
                 "case {case}, byte at a time"
             );
+        }
+    }
+
+    /// Inputs many times larger than a read: blocks read directly end
+    /// mid-line and carry the rest to the next block, then a late CRLF line,
+    /// invalid UTF-8 or over-long line moves the reader to the line-by-line
+    /// path for the rest.
+    #[test]
+    fn large_inputs_in_blocks_hold_the_same_lines() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for late in [&b""[..], b"crlf\r\n", b"\xff\n", &[b'z'; 300][..]] {
+            let mut input = Vec::new();
+            while input.len() < 5 * CHUNK {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let len = (x % 200) as usize;
+                input.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                input.push(b'\n');
+                if input.len() > 4 * CHUNK && !late.is_empty() {
+                    input.extend_from_slice(late);
+                    input.push(b'\n');
+                    break;
+                }
+            }
+            input.extend_from_slice(b"last line");
+            let mut want = String::new();
+            let mut r = LineReader::new(&input[..], 256);
+            while let Some(l) = r.next_line() {
+                want.push_str(&String::from_utf8_lossy(l.unwrap()));
+                want.push('\n');
+            }
+            for block in [1, 1000, CHUNK - 7, 3 * CHUNK] {
+                let (got, _, skipped) = blocks(LineReader::new(&input[..], 256), block);
+                assert_eq!(got, want, "block {block}, late {late:?}");
+                assert_eq!(skipped, r.skipped_long());
+            }
         }
     }
 
