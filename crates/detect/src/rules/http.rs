@@ -352,19 +352,54 @@ fn quoted_end(b: &[u8], mut s: usize) -> Option<usize> {
     }
 }
 
+/// The quote that opens the referer when ` digits "` follows `s` (the
+/// bytes field, as nginx writes it): the first `"` from `s`, as a search
+/// would find it.
+#[inline]
+fn digits_then_quote(b: &[u8], s: usize) -> Option<usize> {
+    if b.get(s) != Some(&b' ') {
+        return None;
+    }
+    let mut p = s + 1;
+    while b.get(p).is_some_and(u8::is_ascii_digit) {
+        p += 1;
+    }
+    (b.get(p) == Some(&b' ') && b.get(p + 1) == Some(&b'"')).then_some(p + 1)
+}
+
 fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
     let b = line.as_bytes();
     let he = memchr::memchr(b' ', &b[..b.len().min(64)])?;
-    // ident, then the user (which may hold spaces), then `[stamp]`.
-    let lb = memchr::memchr(b'[', &b[he..])? + he;
-    let ident_end = memchr::memchr(b' ', &b[he + 1..lb])? + he + 1;
+    // ident, then the user (which may hold spaces), then `[stamp]`; most
+    // lines have neither (`- - [`), which the searches would find too.
+    let (lb, ident_end) = if b.get(he + 1..he + 6) == Some(b"- - [") {
+        (he + 5, he + 2)
+    } else {
+        let lb = memchr::memchr(b'[', &b[he..])? + he;
+        (lb, memchr::memchr(b' ', &b[he + 1..lb])? + he + 1)
+    };
     // `ident user [`: the byte before `[` must be the separating space.
     if lb < ident_end + 2 || b[lb - 1] != b' ' {
         return None;
     }
     let user = (ident_end + 1, lb - 1);
-    let rb = memchr::memchr(b']', &b[lb..])? + lb;
-    let time = stamps.parse_clf(&line[lb + 1..rb]).map(|x| x.0);
+    // A stamp of 26 bytes then `]`, usually: the stamp parser checks every
+    // byte it takes, so none is a `]` and this is the first one.
+    let fixed = match b.get(lb + 27) {
+        Some(b']') => match stamps.parse_clf(&line[lb + 1..lb + 27]) {
+            Some((t, 26)) => Some((lb + 27, Some(t))),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (rb, time) = match fixed {
+        Some(f) => f,
+        None => {
+            let rb = memchr::memchr(b']', &b[lb..])? + lb;
+            (rb, stamps.parse_clf(&line[lb + 1..rb]).map(|x| x.0))
+        }
+    };
+    debug_assert_eq!(memchr::memchr(b']', &b[lb..]).map(|i| i + lb), Some(rb));
     if b.get(rb + 1) != Some(&b' ') || b.get(rb + 2) != Some(&b'"') {
         return None;
     }
@@ -378,8 +413,18 @@ fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
     let status = sd.iter().fold(0u16, |a, &d| a * 10 + (d - b'0') as u16);
     // bytes, then optional "referer" "agent".
     let mut agent = None;
-    if let Some(q1) = memchr::memchr(b'"', &b[ss + 3..]).map(|q| q + ss + 3) {
-        if let Some(r_end) = quoted_end(b, q1 + 1) {
+    let q1 = digits_then_quote(b, ss + 3)
+        .or_else(|| memchr::memchr(b'"', &b[ss + 3..]).map(|q| q + ss + 3));
+    debug_assert_eq!(q1, memchr::memchr(b'"', &b[ss + 3..]).map(|q| q + ss + 3));
+    if let Some(q1) = q1 {
+        // The referer is mostly `"-"`.
+        let r_end = if b.get(q1 + 1..q1 + 3) == Some(b"-\"") {
+            Some(q1 + 2)
+        } else {
+            quoted_end(b, q1 + 1)
+        };
+        debug_assert_eq!(r_end, quoted_end(b, q1 + 1));
+        if let Some(r_end) = r_end {
             if b.get(r_end + 1) == Some(&b' ') && b.get(r_end + 2) == Some(&b'"') {
                 let us = r_end + 3;
                 if let Some(ue) = quoted_end(b, us) {
