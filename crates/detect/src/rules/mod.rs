@@ -671,39 +671,63 @@ fn parse_ipv6_plain(b: &[u8]) -> Option<std::net::Ipv6Addr> {
     if !(2..=39).contains(&b.len()) {
         return None;
     }
-    // Groups of one side of the `::` (or of the whole text), into `out`.
-    fn groups(part: &[u8], out: &mut [u16; 8]) -> Option<usize> {
-        if part.is_empty() {
-            return Some(0);
+    // One pass: groups in order into `g`; `gap` is where the `::` stands.
+    let mut g = [0u16; 8];
+    let (mut n, mut gap, mut i) = (0, None, 0);
+    if b[0] == b':' {
+        if b[1] != b':' {
+            return None;
         }
-        let mut n = 0;
-        for g in part.split(|&c| c == b':') {
-            if n == 8 || g.is_empty() || g.len() > 4 {
-                return None;
-            }
-            let mut v = 0u16;
-            for &c in g {
-                v = v << 4 | (c as char).to_digit(16)? as u16;
-            }
-            out[n] = v;
-            n += 1;
+        if b.len() == 2 {
+            return Some(std::net::Ipv6Addr::UNSPECIFIED);
         }
-        Some(n)
+        (gap, i) = (Some(0), 2);
     }
-    let mut head = [0u16; 8];
-    let split = memchr::memmem::find(b, b"::");
-    let h = groups(&b[..split.unwrap_or(b.len())], &mut head)?;
-    match split {
-        None if h == 8 => Some(head.into()),
-        None => None,
-        Some(i) => {
-            let mut tail = [0u16; 8];
-            let t = groups(&b[i + 2..], &mut tail)?;
-            if h + t > 7 {
+    loop {
+        let (start, mut v) = (i, 0u16);
+        while i < b.len() && i - start < 5 {
+            let d = match b[i] {
+                c @ b'0'..=b'9' => c - b'0',
+                c @ b'a'..=b'f' => c - b'a' + 10,
+                c @ b'A'..=b'F' => c - b'A' + 10,
+                _ => break,
+            };
+            v = v << 4 | d as u16;
+            i += 1;
+        }
+        if i == start || i - start > 4 || n == 8 {
+            return None;
+        }
+        g[n] = v;
+        n += 1;
+        if i == b.len() {
+            break;
+        }
+        if b[i] != b':' || i + 1 == b.len() {
+            return None;
+        }
+        i += 1;
+        if b[i] == b':' {
+            if gap.is_some() {
                 return None;
             }
-            head[8 - t..].copy_from_slice(&tail[..t]);
-            Some(head.into())
+            gap = Some(n);
+            i += 1;
+            if i == b.len() {
+                break;
+            }
+        }
+    }
+    match gap {
+        None if n == 8 => Some(g.into()),
+        None => None,
+        // `::` stands for at least one group.
+        Some(_) if n > 7 => None,
+        Some(at) => {
+            let mut out = [0u16; 8];
+            out[..at].copy_from_slice(&g[..at]);
+            out[8 - (n - at)..].copy_from_slice(&g[at..n]);
+            Some(out.into())
         }
     }
 }
@@ -712,31 +736,37 @@ fn parse_ipv6_plain(b: &[u8]) -> Option<std::net::Ipv6Addr> {
 /// standard library's rules).
 #[inline]
 fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
-    // One pass: digits into the current octet, a dot closes it.
+    let digit = |i: usize| {
+        b.get(i)
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| (c - b'0') as u32)
+    };
     let mut oct = [0u8; 4];
-    let (mut n, mut v, mut len, mut lead0) = (0, 0u32, 0, false);
-    for &c in b {
-        match c {
-            b'0'..=b'9' => {
-                if len == 3 || lead0 {
-                    return None;
-                }
-                lead0 = len == 0 && c == b'0';
-                v = v * 10 + (c - b'0') as u32;
-                len += 1;
+    let mut i = 0;
+    for (k, o) in oct.iter_mut().enumerate() {
+        let mut v = digit(i)?;
+        i += 1;
+        if let Some(d) = digit(i) {
+            // No leading zero.
+            if v == 0 {
+                return None;
             }
-            b'.' if len > 0 && n < 3 => {
-                oct[n] = u8::try_from(v).ok()?;
-                (n, v, len, lead0) = (n + 1, 0, 0, false);
+            v = v * 10 + d;
+            i += 1;
+            if let Some(d) = digit(i) {
+                v = v * 10 + d;
+                i += 1;
             }
-            _ => return None,
+        }
+        *o = u8::try_from(v).ok()?;
+        if k < 3 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
         }
     }
-    if n != 3 || len == 0 {
-        return None;
-    }
-    oct[3] = u8::try_from(v).ok()?;
-    Some(std::net::Ipv4Addr::from(oct))
+    (i == b.len()).then(|| oct.into())
 }
 
 /// `error: `, `fatal: ` and `PAM: ` prefixes sshd puts before some messages.
