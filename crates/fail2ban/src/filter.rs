@@ -165,8 +165,10 @@ pub struct Filter {
     ignoreregex: Vec<Rx>,
     /// One-pass prefilter: which failregexes can match at all.
     prefilter: Option<Prefilter>,
-    /// Reused result slots of the prefilter, one per failregex.
+    /// Reused result slots of the prefilter, one per failregex, and one
+    /// per pattern of its set.
     hits: Vec<bool>,
+    raw_hits: Vec<bool>,
     maxlines: usize,
     journalmatch: Option<String>,
     dates: Detector,
@@ -472,6 +474,7 @@ impl Filter {
             failregex,
             ignoreregex,
             hits: vec![false; n_fail],
+            raw_hits: Vec::new(),
             prefilter,
             maxlines,
             journalmatch: get("journalmatch")
@@ -608,7 +611,7 @@ impl Filter {
         }
         // One pass over the whole line first: most lines stop here.
         if let Some(pf) = self.prefilter.as_ref().filter(|p| p.on_buffer)
-            && !pf.run(buf, &mut self.hits)
+            && !pf.run(buf, &mut self.raw_hits, &mut self.hits)
         {
             return false;
         }
@@ -660,7 +663,7 @@ impl Filter {
         time: Option<UnixTime>,
     ) -> bool {
         if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer)
-            && !pf.run(hay, &mut self.hits)
+            && !pf.run(hay, &mut self.raw_hits, &mut self.hits)
         {
             return false;
         }
@@ -668,7 +671,14 @@ impl Filter {
             if self.prefilter.is_some() && !self.hits[idx] {
                 continue;
             }
-            if !self.failregex[idx].re.captures(hay, &mut self.locs) {
+            let ways = self
+                .prefilter
+                .as_ref()
+                .and_then(|p| p.ways(idx, &self.raw_hits));
+            if !self.failregex[idx]
+                .re
+                .captures_hinted(hay, &mut self.locs, ways)
+            {
                 continue;
             }
             // the failregex matched; ignoreregex wins
@@ -901,14 +911,21 @@ impl Filter {
 }
 
 /// A `RegexSet` with one linear pattern per failregex (a relaxed superset
-/// for backtracking ones). When the prefregex has `<F-CONTENT>`, each pattern
-/// is the prefregex's head joined to the failregex, so the set runs once on
-/// the whole line before any capture is taken.
+/// for backtracking ones), or one per anchored way of a rewritten failregex
+/// (see `Rewritten::ways`), so one pass also says which ways can match and
+/// the others are never searched. When the prefregex has `<F-CONTENT>`, each
+/// pattern is the prefregex's head joined to the failregex, so the set runs
+/// once on the whole line before any capture is taken.
 struct Prefilter {
     set: regex::RegexSet,
     ascii: Option<regex::bytes::RegexSet>,
     /// True: run on the buffer before the prefregex; false: on the content.
     on_buffer: bool,
+    /// For each failregex, its patterns in the set (`first..end`); more
+    /// than one when they are its ways, in order.
+    spans: Vec<(usize, usize)>,
+    /// Whether the failregex's patterns are its ways.
+    by_way: Vec<bool>,
 }
 
 impl Prefilter {
@@ -925,21 +942,35 @@ impl Prefilter {
             _ => None,
         };
         let on_buffer = head.is_some() || pref.is_none();
-        let pats: Vec<String> = fails
-            .iter()
-            .map(|f| {
-                let Some(body) = relax(&f.translated) else {
-                    return String::new();
-                };
-                match &head {
-                    None => body,
-                    Some(h) => match body.strip_prefix('^') {
-                        Some(b) => format!("{h}(?:{b})"),
-                        None => format!("{h}.*?(?:{body})"),
-                    },
-                }
-            })
-            .collect();
+        let join = |p: &str| -> String {
+            let Some(body) = relax(p) else {
+                return String::new();
+            };
+            match &head {
+                None => body,
+                Some(h) => match body.strip_prefix('^') {
+                    Some(b) => format!("{h}(?:{b})"),
+                    None => format!("{h}.*?(?:{body})"),
+                },
+            }
+        };
+        let mut pats = Vec::new();
+        let mut spans = Vec::new();
+        let mut by_way = Vec::new();
+        for f in fails {
+            let first = pats.len();
+            let ways = f.re.ways();
+            // a way that cannot be relaxed would match everything: then
+            // the whole pattern stands for its ways
+            let use_ways = !ways.is_empty() && ways.iter().all(|w| relax(w).is_some());
+            if use_ways {
+                pats.extend(ways.iter().map(|w| join(w)));
+            } else {
+                pats.push(join(&f.translated));
+            }
+            spans.push((first, pats.len()));
+            by_way.push(use_ways);
+        }
         let set = regex::RegexSetBuilder::new(&pats)
             .dfa_size_limit(64 << 20)
             .size_limit(64 << 20)
@@ -959,15 +990,30 @@ impl Prefilter {
             set,
             ascii,
             on_buffer,
+            spans,
+            by_way,
         })
     }
 
-    fn run(&self, hay: &str, hits: &mut [bool]) -> bool {
-        hits.iter_mut().for_each(|h| *h = false);
-        match &self.ascii {
-            Some(a) if hay.is_ascii() => a.matches_read_at(hits, hay.as_bytes(), 0),
-            _ => self.set.matches_read_at(hits, hay, 0),
+    /// Runs the set: `raw` gets one slot per pattern, `hits` one per
+    /// failregex (any of its patterns matched).
+    fn run(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
+        raw.clear();
+        raw.resize(self.set.len(), false);
+        let any = match &self.ascii {
+            Some(a) if hay.is_ascii() => a.matches_read_at(raw, hay.as_bytes(), 0),
+            _ => self.set.matches_read_at(raw, hay, 0),
+        };
+        for (h, &(a, b)) in hits.iter_mut().zip(&self.spans) {
+            *h = any && raw[a..b].iter().any(|x| *x);
         }
+        any
+    }
+
+    /// Which ways of failregex `idx` can match, when the set ran them.
+    fn ways<'a>(&self, idx: usize, raw: &'a [bool]) -> Option<&'a [bool]> {
+        let (a, b) = self.spans[idx];
+        self.by_way[idx].then(|| &raw[a..b])
     }
 }
 
@@ -1059,6 +1105,58 @@ mod tests {
         // A new id after that gets its own 5 minutes.
         f.match_detail("c200 fail u from 192.0.2.1", now).unwrap();
         assert!(f.match_detail("c200 ok z from 192.0.2.1", now).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A failregex with conditionals is split into ways; the prefilter runs
+    /// each way, and only the ways it matched are searched. Lines here match
+    /// by each way in turn (and one by none): a wrong way mask loses them.
+    #[test]
+    fn prefilter_picks_the_ways_of_a_conditional_failregex() {
+        let dir = std::env::temp_dir().join(format!("shield-f2b-ways-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            "ways.conf",
+            "[Definition]\nprefregex = ^<F-MLFID>\\S+ d\\[\\d+\\]:</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
+             failregex = ^Accepted \\S+ for <F-USER>\\S+</F-USER> from <HOST>$\n\
+             \x20           ^Failed \\S+ for (?P<cond_inv>invalid user )?<F-USER>(?P<cond_user>\\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>(?: port \\d+)?(?(cond_user): |(?:(?:(?! from ).)*)$)\n",
+        );
+        let mut f = Filter::load(&FilterRef::named("ways"), &dir).unwrap();
+        let pf = f.prefilter.as_ref().unwrap();
+        assert!(
+            pf.by_way[1] && pf.spans[1].1 - pf.spans[1].0 > 1,
+            "{:?}",
+            pf.spans
+        );
+        let now = 1_124_013_600;
+        let cases = [
+            (
+                "h d[1]: Failed password for invalid user bob from 192.0.2.1 port 22",
+                Some("bob"),
+            ),
+            (
+                "h d[2]: Failed password for invalid user a b from 192.0.2.2 port 22 x",
+                Some("a b"),
+            ),
+            (
+                "h d[3]: Failed password for root from 192.0.2.3 port 22",
+                Some("root"),
+            ),
+            (
+                "h d[4]: Failed password for a b from 192.0.2.4 port 22 x",
+                Some("a b"),
+            ),
+            ("h d[5]: Failed password for root: from 192.0.2.5", None),
+            ("h d[6]: Accepted key for eve from 192.0.2.6", Some("eve")),
+        ];
+        for (line, user) in cases {
+            let got = f.match_detail(line, now).map(|d| {
+                let u = d.fields.iter().find(|(k, _)| k == "user");
+                u.map(|(_, v)| v.clone()).unwrap_or_default()
+            });
+            assert_eq!(got.as_deref(), user, "{line}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -568,9 +568,9 @@ impl Checked {
         })
     }
 
-    fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+    fn captures(&self, hay: &str, locs: &mut Locs, ways: Option<&[bool]>) -> bool {
         // The rewritten pattern matches a superset of the original's lines.
-        if !self.lin_captures(hay, locs) {
+        if !self.lin_captures(hay, locs, ways) {
             return false;
         }
         let holds = self.check_groups.iter().all(|&(g, k)| match locs.spans[g] {
@@ -586,13 +586,19 @@ impl Checked {
     }
 
     /// `lin`'s captures, from the first anchored way that matches when the
-    /// pattern was split.
-    fn lin_captures(&self, hay: &str, locs: &mut Locs) -> bool {
+    /// pattern was split. `ways[i]` false says way `i` cannot match `hay`
+    /// (a prefilter ran it, widened, on a superset of `hay`'s text): it is
+    /// skipped without a search.
+    fn lin_captures(&self, hay: &str, locs: &mut Locs, ways: Option<&[bool]>) -> bool {
         if self.ways.is_empty() {
             return self.lin.captures(hay, locs);
         }
         let mut one = self.way_locs.borrow_mut();
-        for (w, map) in &self.ways {
+        for (i, (w, map)) in self.ways.iter().enumerate() {
+            if ways.is_some_and(|m| !m[i]) {
+                debug_assert!(!w.is_match(hay), "way {i} skipped but matches {hay:?}");
+                continue;
+            }
             if w.captures(hay, &mut one) {
                 locs.spans.clear();
                 locs.spans.resize(self.lin.re().captures_len(), None);
@@ -712,9 +718,30 @@ impl Re {
     /// Searches `hay`; fills `slots[i]` with the span of group `i`. A fancy
     /// pattern that exceeds its backtrack limit counts as no match.
     pub(crate) fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        self.captures_hinted(hay, locs, None)
+    }
+
+    /// The linear alternatives a prefilter can run for this pattern, in
+    /// order: the anchored ways of a rewritten pattern (see
+    /// `Rewritten::ways`), or empty when it has none.
+    pub(crate) fn ways(&self) -> Vec<&str> {
+        match self {
+            Re::Checked(c) => c.ways.iter().map(|(w, _)| w.re().as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`Re::captures`], told which of [`Re::ways`] can match `hay`
+    /// (`ways[i]` false: way `i` cannot; one entry per way).
+    pub(crate) fn captures_hinted(
+        &self,
+        hay: &str,
+        locs: &mut Locs,
+        ways: Option<&[bool]>,
+    ) -> bool {
         match self {
             Re::Fast(l) => l.captures(hay, locs),
-            Re::Checked(c) => c.captures(hay, locs),
+            Re::Checked(c) => c.captures(hay, locs, ways),
             Re::Fancy(r) => match r.captures(hay) {
                 Ok(Some(c)) => {
                     locs.spans.clear();
@@ -733,7 +760,7 @@ impl Re {
             Re::Fast(l) => l.is_match(hay),
             Re::Checked(c) => {
                 let mut scratch = c.scratch.borrow_mut();
-                c.captures(hay, &mut scratch)
+                c.captures(hay, &mut scratch, None)
             }
             Re::Fancy(r) => r.is_match(hay).unwrap_or(false),
         }
