@@ -916,8 +916,13 @@ impl Filter {
 /// the others are never searched. When the prefregex has `<F-CONTENT>`, each
 /// pattern is the prefregex's head joined to the failregex, so the set runs
 /// once on the whole line before any capture is taken.
+///
+/// The set for ASCII lines is built with the filter; the Unicode one (far
+/// larger to compile, and needed only for lines with non-ASCII bytes) on the
+/// first such line. Without a set a line passes: the failregexes decide.
 struct Prefilter {
-    set: regex::RegexSet,
+    pats: Vec<String>,
+    set: std::cell::OnceCell<Option<regex::RegexSet>>,
     ascii: Option<regex::bytes::RegexSet>,
     /// True: run on the buffer before the prefregex; false: on the content.
     on_buffer: bool,
@@ -971,11 +976,6 @@ impl Prefilter {
             spans.push((first, pats.len()));
             by_way.push(use_ways);
         }
-        let set = regex::RegexSetBuilder::new(&pats)
-            .dfa_size_limit(64 << 20)
-            .size_limit(64 << 20)
-            .build()
-            .ok()?;
         let ascii = if pats.iter().all(|p| p.is_ascii()) {
             regex::bytes::RegexSetBuilder::new(&pats)
                 .unicode(false)
@@ -987,7 +987,8 @@ impl Prefilter {
             None
         };
         Some(Prefilter {
-            set,
+            pats,
+            set: std::cell::OnceCell::new(),
             ascii,
             on_buffer,
             spans,
@@ -999,15 +1000,33 @@ impl Prefilter {
     /// failregex (any of its patterns matched).
     fn run(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
         raw.clear();
-        raw.resize(self.set.len(), false);
+        raw.resize(self.pats.len(), false);
         let any = match &self.ascii {
             Some(a) if hay.is_ascii() => a.matches_read_at(raw, hay.as_bytes(), 0),
-            _ => self.set.matches_read_at(raw, hay, 0),
+            _ => match self.unicode() {
+                Some(set) => set.matches_read_at(raw, hay, 0),
+                None => {
+                    raw.fill(true);
+                    true
+                }
+            },
         };
         for (h, &(a, b)) in hits.iter_mut().zip(&self.spans) {
             *h = any && raw[a..b].iter().any(|x| *x);
         }
         any
+    }
+
+    fn unicode(&self) -> Option<&regex::RegexSet> {
+        self.set
+            .get_or_init(|| {
+                regex::RegexSetBuilder::new(&self.pats)
+                    .dfa_size_limit(64 << 20)
+                    .size_limit(64 << 20)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Which ways of failregex `idx` can match, when the set ran them.
@@ -1110,7 +1129,8 @@ mod tests {
 
     /// A failregex with conditionals is split into ways; the prefilter runs
     /// each way, and only the ways it matched are searched. Lines here match
-    /// by each way in turn (and one by none): a wrong way mask loses them.
+    /// by each way in turn (and one by none): a wrong way mask loses them,
+    /// and so does a prefilter that mishandles non-ASCII lines.
     #[test]
     fn prefilter_picks_the_ways_of_a_conditional_failregex() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-ways-{}", std::process::id()));
@@ -1149,6 +1169,12 @@ mod tests {
             ),
             ("h d[5]: Failed password for root: from 192.0.2.5", None),
             ("h d[6]: Accepted key for eve from 192.0.2.6", Some("eve")),
+            // non-ASCII: the Unicode set, built on first use
+            (
+                "h d[7]: Failed password for jérôme from 192.0.2.7 port 22",
+                Some("jérôme"),
+            ),
+            ("h d[8]: Failed password for é: from 192.0.2.8", None),
         ];
         for (line, user) in cases {
             let got = f.match_detail(line, now).map(|d| {
