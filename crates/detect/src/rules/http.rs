@@ -14,6 +14,8 @@
 //! Apache's `\"` escape (nginx writes `\x22`), so a request or agent cannot end
 //! its field early and shift the others.
 
+use std::sync::{Arc, OnceLock};
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use super::{Found, Names};
@@ -180,18 +182,39 @@ struct Access {
 #[derive(Clone)]
 pub(crate) struct HttpRules {
     base: u32,
-    agents: AhoCorasick,
+    agents: LazyAc,
     agent_cache: VerdictCache,
     /// `sensitive.is_match` of recent paths.
     path_cache: VerdictCache,
     stamps: StampCache,
-    sensitive: AhoCorasick,
-    login: AhoCorasick,
+    sensitive: LazyAc,
+    login: LazyAc,
     f_method: u16,
     f_path: u16,
     f_status: u16,
     f_user: u16,
     f_agent: u16,
+}
+
+/// A literal set built the first time a line needs it (a replay of an sshd
+/// log never does); copies for other threads share it.
+#[derive(Clone)]
+struct LazyAc {
+    needles: &'static [&'static str],
+    ac: Arc<OnceLock<AhoCorasick>>,
+}
+
+impl LazyAc {
+    fn new(needles: &'static [&'static str]) -> Self {
+        LazyAc {
+            needles,
+            ac: Arc::default(),
+        }
+    }
+
+    fn get(&self) -> &AhoCorasick {
+        self.ac.get_or_init(|| ci(self.needles))
+    }
 }
 
 fn ci(needles: &[&str]) -> AhoCorasick {
@@ -209,12 +232,12 @@ impl HttpRules {
     pub(crate) fn new(base: u32, names: &mut Names) -> Self {
         HttpRules {
             base,
-            agents: ci(BAD_AGENTS),
+            agents: LazyAc::new(BAD_AGENTS),
             agent_cache: VerdictCache::new(64, 200),
             path_cache: VerdictCache::new(256, 128),
             stamps: StampCache::default(),
-            sensitive: ci(SENSITIVE),
-            login: ci(LOGIN_PATHS),
+            sensitive: LazyAc::new(SENSITIVE),
+            login: LazyAc::new(LOGIN_PATHS),
             f_method: names.id("method"),
             f_path: names.id("path"),
             f_status: names.id("status"),
@@ -238,14 +261,15 @@ impl HttpRules {
         let st = a.status;
         let bad_agent = !agent.is_empty() && {
             let agents = &self.agents;
-            self.agent_cache.get_or(agent, || agents.is_match(agent))
+            self.agent_cache
+                .get_or(agent, || agents.get().is_match(agent))
         };
         let (sensitive, path_cache) = (&self.sensitive, &mut self.path_cache);
-        let mut sensitive_path = || path_cache.get_or(path_s, || sensitive.is_match(path_s));
+        let mut sensitive_path = || path_cache.get_or(path_s, || sensitive.get().is_match(path_s));
         let kind = if bad_agent {
             0
         } else if st == 401
-            || (st == 403 && self.login.is_match(path_s))
+            || (st == 403 && self.login.get().is_match(path_s))
             || (st == 200 && method_s == "POST" && is_wp_login(path_s))
         {
             1

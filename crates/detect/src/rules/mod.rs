@@ -25,6 +25,7 @@ mod nginx_error;
 mod sshd;
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use regex::{CaptureLocations, Regex, RegexBuilder, RegexSet};
 use shield_core::{Hit, LineMatcher, MAX_FIELDS, RuleInfo, UnixTime};
@@ -140,13 +141,95 @@ impl Caps {
     }
 }
 
-/// A compiled regex rule with its reusable capture buffer.
+/// A rule's regex, compiled the first time a line needs it: a replay of an
+/// nginx log never needs the mail rules, and rules with a hand-written
+/// parser need theirs only in tests. Copies (one per matcher thread) share
+/// the compiled program and keep their own search caches and capture buffer.
+#[derive(Clone)]
+struct LazyRegex {
+    pattern: &'static str,
+    shared: Arc<OnceLock<Regex>>,
+    local: Option<(Regex, CaptureLocations)>,
+}
+
+impl LazyRegex {
+    /// A built-in pattern, not compiled yet.
+    fn new(pattern: &'static str) -> Self {
+        LazyRegex {
+            pattern,
+            shared: Arc::default(),
+            local: None,
+        }
+    }
+
+    /// A regex compiled already (user rules: checked when the config loads).
+    fn compiled(re: Regex) -> Self {
+        LazyRegex {
+            pattern: "",
+            shared: Arc::new(OnceLock::from(re)),
+            local: None,
+        }
+    }
+
+    /// Searches `hay`; the capture buffer, filled on a match.
+    fn captures(&mut self, hay: &str) -> Option<&CaptureLocations> {
+        let (re, locs) = self.local.get_or_insert_with(|| {
+            let re = self.shared.get_or_init(|| {
+                Regex::new(self.pattern).expect("built-in pattern compiles (covered by tests)")
+            });
+            (re.clone(), re.capture_locations())
+        });
+        re.captures_read(locs, hay)?;
+        Some(locs)
+    }
+}
+
+/// The capture names of a built-in pattern by group index (0: the whole
+/// match), as [`Regex::capture_names`] gives them, read from the text
+/// without compiling it: escapes, classes (nested ones too), `(?:`, `(?P<n>`
+/// and `(?<n>`. A test checks every built-in pattern against its regex.
+fn capture_names(p: &str) -> Vec<Option<&str>> {
+    let b = p.as_bytes();
+    let mut out = vec![None];
+    let (mut i, mut class) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' => {
+                if class == 0 {
+                    // A `]` first in a class is a literal.
+                    if b.get(i + 1) == Some(&b'^') {
+                        i += 1;
+                    }
+                    if b.get(i + 1) == Some(&b']') {
+                        i += 1;
+                    }
+                }
+                class += 1;
+            }
+            b']' if class > 0 => class -= 1,
+            b'(' if class == 0 => {
+                let rest = &p[i + 1..];
+                let named = rest.strip_prefix("?P<").or_else(|| rest.strip_prefix("?<"));
+                match named {
+                    Some(n) => out.push(n.split('>').next()),
+                    None if rest.starts_with('?') => {}
+                    None => out.push(None),
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A regex rule with its reusable capture buffer.
 #[derive(Clone)]
 struct RxRule {
     idx: u32,
     starts: Vec<Prefix>,
-    re: Regex,
-    locs: CaptureLocations,
+    re: LazyRegex,
     host: usize,
     fields: Vec<(u16, usize)>,
     nofail_group: Option<(usize, &'static str)>,
@@ -333,11 +416,18 @@ impl NativeMatcher {
                 });
             }
             let idx = m.push_info(&spec.name, &spec.service);
-            let rule =
-                m.rx_rule(idx, &[], re, Nofail::Never)
-                    .ok_or_else(|| RuleError::NoHostGroup {
-                        rule: spec.name.clone(),
-                    })?;
+            let names: Vec<Option<&str>> = re.capture_names().collect();
+            let rule = m
+                .rx_rule(
+                    idx,
+                    &[],
+                    &names,
+                    LazyRegex::compiled(re.clone()),
+                    Nofail::Never,
+                )
+                .ok_or_else(|| RuleError::NoHostGroup {
+                    rule: spec.name.clone(),
+                })?;
             pats.push(spec.regex.clone());
             m.custom.push(rule);
         }
@@ -372,15 +462,15 @@ impl NativeMatcher {
     fn compile_defs(&mut self, defs: &[RegexDef], service: &str) -> Vec<RxRule> {
         let mut out = Vec::with_capacity(defs.len());
         for d in defs {
-            let re = Regex::new(d.pattern).expect("built-in pattern compiles (covered by tests)");
+            let names = capture_names(d.pattern);
             let idx = self.push_info(d.name, service);
             let mut rule = self
-                .rx_rule(idx, d.starts, re, d.nofail)
+                .rx_rule(idx, d.starts, &names, LazyRegex::new(d.pattern), d.nofail)
                 .expect("built-in pattern has a host group");
             rule.fast = d.fast;
             rule.also = d.also;
-            for n in rule.re.capture_names().flatten() {
-                if let Some(name) = STATIC_NAMES.iter().find(|s| **s == n) {
+            for n in names.iter().flatten() {
+                if let Some(name) = STATIC_NAMES.iter().find(|s| *s == n) {
                     let id = self.names.id(name);
                     rule.fast_ids.push((name, id));
                 }
@@ -394,14 +484,15 @@ impl NativeMatcher {
         &mut self,
         idx: u32,
         starts: &'static [&'static str],
-        re: Regex,
+        names: &[Option<&str>],
+        re: LazyRegex,
         nofail: Nofail,
     ) -> Option<RxRule> {
         let mut host = None;
         let mut fields = Vec::new();
         let mut nofail_group = None;
-        for (i, name) in re.capture_names().enumerate() {
-            let Some(name) = name else { continue };
+        for (i, name) in names.iter().enumerate() {
+            let Some(name) = *name else { continue };
             if name == "host" {
                 host = Some(i);
             } else {
@@ -413,12 +504,10 @@ impl NativeMatcher {
                 }
             }
         }
-        let locs = re.capture_locations();
         Some(RxRule {
             idx,
             starts: starts.iter().map(|s| Prefix::new(s)).collect(),
             re,
-            locs,
             host: host?,
             fields,
             nofail_group,
@@ -897,18 +986,18 @@ fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
         }
         return Some(f);
     }
-    rule.re.captures_read(&mut rule.locs, hay)?;
-    let (hs, he) = rule.locs.get(rule.host)?;
+    let locs = rule.re.captures(hay)?;
+    let (hs, he) = locs.get(rule.host)?;
     let host = parse_ip(&hay[hs..he])?;
     let mut f = Found::new(rule.idx, host);
     f.nofail = rule.always_nofail;
     if let Some((g, v)) = rule.nofail_group {
-        if rule.locs.get(g).is_some_and(|(s, e)| &hay[s..e] == v) {
+        if locs.get(g).is_some_and(|(s, e)| &hay[s..e] == v) {
             f.nofail = true;
         }
     }
     for &(name, g) in &rule.fields {
-        if let Some((s, e)) = rule.locs.get(g) {
+        if let Some((s, e)) = locs.get(g) {
             f.push(name, base + s, base + e);
         }
     }
@@ -984,6 +1073,28 @@ mod tests {
                     "{l:?} {m:?}"
                 );
             }
+        }
+    }
+
+    /// The names read from a pattern's text are the compiled regex's, for
+    /// every built-in pattern and some awkward ones.
+    #[test]
+    fn capture_names_match_the_regex() {
+        let awkward = [
+            r"(a)(?:b)(?P<x>c)(?<y>d)",
+            r"\((?P<h>[^)]+)\)",
+            r"[(](?P<a>x)[^]()](y)[]](z)",
+            r"[[:alpha:]()](?P<n>[a-z&&[^x(]])(q)",
+            r"(?i)(?P<u>\S+) (?-i:(v))",
+        ];
+        let builtin = sshd::DEFS.iter().chain(mail::POSTFIX).chain(mail::DOVECOT);
+        for p in awkward.into_iter().chain(builtin.map(|d| d.pattern)) {
+            let re = Regex::new(p).unwrap();
+            assert_eq!(
+                capture_names(p),
+                re.capture_names().collect::<Vec<_>>(),
+                "{p}"
+            );
         }
     }
 
