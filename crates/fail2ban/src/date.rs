@@ -774,6 +774,10 @@ pub(crate) struct Detector {
     syslog_fast: Option<usize>,
     /// Last syslog date text, the minute of `now` it was computed for, its time.
     cache: (String, i64, Option<UnixTime>),
+    /// The last time a strptime template computed: (template, `now`, the
+    /// text of its fields, the time). A date's time depends on nothing else,
+    /// and consecutive lines mostly share their second.
+    fields_cache: (usize, UnixTime, Vec<u8>, Option<UnixTime>),
 }
 
 /// The date found in a line.
@@ -829,7 +833,54 @@ impl Detector {
             last: None,
             syslog_fast,
             cache: (String::new(), i64::MIN, None),
+            fields_cache: (usize::MAX, 0, Vec::new(), None),
         })
+    }
+
+    /// Forgets cached times (the time zone changed).
+    pub(crate) fn forget(&mut self) {
+        self.cache.1 = i64::MIN;
+        self.fields_cache.0 = usize::MAX;
+    }
+
+    /// `templates[i].time(..)` for the spans in `self.locs`, from the cache
+    /// when the fields and `now` are those of the last call.
+    fn time(&mut self, i: usize, line: &str, now: UnixTime, tz: &TimeZone) -> Option<UnixTime> {
+        let t = &self.templates[i];
+        if t.kind != Kind::Pattern {
+            return t.time(line, &self.locs, now, tz);
+        }
+        // the key: each field's letter, text length and text (`-`: absent),
+        // in order; the lengths keep it unambiguous
+        let mut key = std::mem::take(&mut self.fields_cache.2);
+        let same = self.fields_cache.0 == i && self.fields_cache.1 == now;
+        let old_len = key.len();
+        for &(g, c) in &t.fields {
+            key.push(c as u8);
+            match self.locs.spans.get(g).copied().flatten() {
+                Some((s, e)) => {
+                    key.push(b'=');
+                    key.extend_from_slice(&(e - s).to_le_bytes());
+                    key.extend_from_slice(&line.as_bytes()[s..e]);
+                }
+                None => key.push(b'-'),
+            }
+        }
+        let time = if same && key[..old_len] == key[old_len..] {
+            debug_assert_eq!(
+                self.fields_cache.3,
+                t.time(line, &self.locs, now, tz),
+                "{line}"
+            );
+            self.fields_cache.3
+        } else {
+            let time = t.time(line, &self.locs, now, tz);
+            self.fields_cache = (i, now, Vec::new(), time);
+            time
+        };
+        key.drain(..old_len);
+        self.fields_cache.2 = key;
+        time
     }
 
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
@@ -866,7 +917,7 @@ impl Detector {
             if t.line_anchored
                 && let Some((s, e)) = t.find(line, &mut self.locs)
             {
-                let time = t.time(line, &self.locs, now, tz);
+                let time = self.time(i, line, now, tz);
                 return Some(Found {
                     start: s,
                     end: e,
@@ -893,7 +944,7 @@ impl Detector {
         let t = &self.templates[i];
         // re-run to refresh spans for the chosen template
         t.find(line, &mut self.locs)?;
-        let time = t.time(line, &self.locs, now, tz);
+        let time = self.time(i, line, now, tz);
         self.last = Some(i);
         Some(Found {
             start: s,
@@ -983,6 +1034,45 @@ mod tests {
         let f = d.detect("x 2005/08/14 10:00:00 y", NOW, &utc()).unwrap();
         assert_eq!(f.time, Some(NOW));
         assert_eq!(f.start, 2);
+    }
+
+    /// The time of a strptime template is cached on its fields' text and
+    /// `now`: a change of either (or of the time zone) computes it again.
+    #[test]
+    fn field_cache_keys_on_fields_and_now() {
+        let mut d = Detector::new(Some(r"^[^\[]*\[({DATE})")).unwrap();
+        let mut t = |line: &str, now: i64, tz: &TimeZone| d.detect(line, now, tz).unwrap().time;
+        let a = "1.2.3.4 - [14/Aug/2005:10:00:00 +0000] x";
+        assert_eq!(t(a, NOW, &utc()), Some(NOW));
+        // another prefix, the same date: the cached time
+        assert_eq!(
+            t("5.6.7.8 - - [14/Aug/2005:10:00:00 +0000] y", NOW, &utc()),
+            Some(NOW)
+        );
+        // one field differs
+        assert_eq!(
+            t("5.6.7.8 - [14/Aug/2005:10:00:01 +0000] y", NOW, &utc()),
+            Some(NOW + 1)
+        );
+        assert_eq!(
+            t("5.6.7.8 - [14/Aug/2005:10:00:01 +0100] y", NOW, &utc()),
+            Some(NOW + 1 - 3600)
+        );
+        // no year: `now` decides it (a date more than a day ahead is last year's)
+        let b = "x [14/Aug 10:00:00] y";
+        let mut d = Detector::new(Some(r"^[^\[]*\[(%d/%b %H:%M:%S)")).unwrap();
+        assert_eq!(d.detect(b, NOW, &utc()).unwrap().time, Some(NOW));
+        let two_days = 2 * 86_400;
+        let a_year_before = Some(1_092_477_600); // 2004-08-14T10:00:00Z
+        assert_eq!(
+            d.detect(b, NOW - two_days, &utc()).unwrap().time,
+            a_year_before
+        );
+        // the same fields and `now` in another zone, after `forget`
+        assert_eq!(d.detect(b, NOW, &utc()).unwrap().time, Some(NOW));
+        let cet = TimeZone::fixed(jiff::tz::offset(1));
+        d.forget();
+        assert_eq!(d.detect(b, NOW, &cet).unwrap().time, Some(NOW - 3600));
     }
 
     #[test]

@@ -530,6 +530,7 @@ impl Filter {
     /// The time zone for dates without one (default: the system's, like fail2ban).
     pub fn set_timezone(&mut self, tz: TimeZone) {
         self.tz = tz;
+        self.dates.forget();
     }
 
     /// Matches one line and returns the full result (host as text, all fields).
