@@ -254,18 +254,19 @@ pub struct Event {
     time: UnixTime,
     /// The `repeat` field, 1 to 1000.
     weight: u32,
-    /// (index in [`Matcher::distinct`], hash of the value) of each counted
-    /// field the hit carries: at most one per field of the hit.
-    distinct: [(u16, u64); MAX_FIELDS],
+    /// Index in [`Matcher::distinct`] and hash of the value of each counted
+    /// field the hit carries: at most one per field of the hit. (Two arrays
+    /// rather than pairs: no padding, this is copied for every hit.)
+    distinct_field: [u16; MAX_FIELDS],
+    distinct_hash: [u64; MAX_FIELDS],
     n_distinct: u8,
 }
 
 impl Event {
     fn distinct(&self, field: u16) -> Option<u64> {
-        self.distinct[..self.n_distinct as usize]
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map(|(_, h)| *h)
+        let n = self.n_distinct as usize;
+        let i = self.distinct_field[..n].iter().position(|f| *f == field)?;
+        Some(self.distinct_hash[i])
     }
 }
 
@@ -561,14 +562,16 @@ impl Matcher {
                 ..Matched::default()
             };
         };
-        let event =
-            (!hit.nofail).then(|| event(&hit, &self.hasher, &self.distinct, &self.need, now));
-        Matched {
+        let mut m = Matched {
             time: hit.time,
             rule: Some(hit.rule),
             nofail: hit.nofail,
-            event,
+            event: None,
+        };
+        if !hit.nofail {
+            m.event = Some(event(&hit, &self.hasher, &self.distinct, &self.need, now));
         }
+        m
     }
 
     fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
@@ -593,14 +596,17 @@ fn event(
         host: hit.host,
         time: hit.time.unwrap_or(now),
         weight,
-        distinct: [(0, 0); MAX_FIELDS],
+        distinct_field: [0; MAX_FIELDS],
+        distinct_hash: [0; MAX_FIELDS],
         n_distinct: 0,
     };
     for &f in need.get(hit.rule as usize).map_or(&[][..], |n| &n[..]) {
         // Distinct names find distinct fields, so this never overflows.
         if let Some(v) = hit.field(&distinct[f as usize]) {
-            if (ev.n_distinct as usize) < MAX_FIELDS {
-                ev.distinct[ev.n_distinct as usize] = (f, hasher.hash_one(v));
+            let n = ev.n_distinct as usize;
+            if n < MAX_FIELDS {
+                ev.distinct_field[n] = f;
+                ev.distinct_hash[n] = hasher.hash_one(v);
                 ev.n_distinct += 1;
             }
         }
