@@ -316,7 +316,7 @@ fn user_from_host(
     tail_ok: fn(&str) -> bool,
 ) -> Option<((usize, usize), (usize, usize))> {
     let mut end = s.len();
-    while let Some(i) = memchr::memmem::rfind(&s.as_bytes()[..end], b" from ") {
+    while let Some(i) = rfind_from(&s.as_bytes()[..end]) {
         let h = i + 6;
         if let Some(n) = host_len(&s[h..]) {
             if tail_ok(&s[h + n..]) {
@@ -325,6 +325,20 @@ fn user_from_host(
         }
         // Candidates starting before `i` (they may overlap this one by a byte).
         end = i + 5;
+    }
+    None
+}
+
+/// The last ` from ` in `b`: `memmem::rfind`, without building a searcher
+/// for each short message.
+fn rfind_from(b: &[u8]) -> Option<usize> {
+    // The `f` of a match is at most 5 bytes before the end.
+    let mut e = b.len().checked_sub(4)?;
+    while let Some(f) = memchr::memrchr(b'f', &b[..e]) {
+        if f > 0 && b[f - 1] == b' ' && b[f + 1..].starts_with(b"rom ") {
+            return Some(f - 1);
+        }
+        e = f;
     }
     None
 }
@@ -510,6 +524,27 @@ fn fast_pam(m: &str) -> Option<Caps> {
 
 #[cfg(test)]
 mod tests {
+    /// `rfind_from` is `memmem::rfind` for ` from `, on strings made of
+    /// its letters and near misses.
+    #[test]
+    fn rfind_from_is_memmem_rfind() {
+        let parts = [" from ", "from ", " from", "f", " ", "rom ", "x", " ffrom "];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s: String = (0..(x % 7))
+                .map(|i| parts[(x >> (3 * i + 8)) as usize % 8])
+                .collect();
+            assert_eq!(
+                super::rfind_from(s.as_bytes()),
+                memchr::memmem::rfind(s.as_bytes(), b" from "),
+                "{s:?}"
+            );
+        }
+    }
+
     use crate::rules::{NativeMatcher, probe};
 
     fn m() -> NativeMatcher {
