@@ -261,6 +261,9 @@ struct Engine {
 struct Split {
     head: Engine,
     lit: memchr::memmem::Finder<'static>,
+    /// `L` starts at the first occurrence of its first byte (`A` cannot
+    /// hold it), however often `L` occurs: `LitSplit::first`.
+    first: bool,
     rest: Engine,
     scratch: std::cell::RefCell<(Locs, Locs)>,
 }
@@ -271,7 +274,7 @@ impl Split {
         let head = Engine::new(&ls.head)?;
         // `^L B` on the text from `p`: `L` is a literal, so nothing in `B`
         // looks left of `p`
-        let rest = Engine::new(&format!("^{}", ls.rest))?;
+        let rest = Engine::new(&ls.rest)?;
         // the same groups in the same order
         let names = head
             .re
@@ -284,27 +287,48 @@ impl Split {
         Some(Box::new(Split {
             head,
             lit: memchr::memmem::Finder::new(ls.lit.as_bytes()).into_owned(),
+            first: ls.first,
             rest,
             scratch: Default::default(),
         }))
     }
 
-    /// The groups, or None when `L` occurs more than once.
+    /// The groups, or None when `L` occurs more than once (unless `first`).
     fn captures(&self, hay: &str, locs: &mut Locs) -> Option<bool> {
         let b = hay.as_bytes();
-        let Some(p) = self.lit.find(b) else {
-            return Some(false);
+        let p = if self.first {
+            let lit = self.lit.needle();
+            let Some(p) = memchr::memchr(lit[0], b) else {
+                return Some(false);
+            };
+            if !b[p..].starts_with(lit) {
+                return Some(false);
+            }
+            p
+        } else {
+            let Some(p) = self.lit.find(b) else {
+                return Some(false);
+            };
+            if self.lit.find(&b[p + 1..]).is_some() {
+                return None;
+            }
+            p
         };
-        if self.lit.find(&b[p + 1..]).is_some() {
-            return None;
-        }
         // the head's automaton, then the rest's groups, then the head's: a
         // line that fails mostly fails in an automaton
         let (head, rest) = (&hay[..p], &hay[p..]);
         let (a, r) = &mut *self.scratch.borrow_mut();
-        if !self.head.is_match(head) || !self.rest.captures(rest, r) || !self.head.captures(head, a)
+        // a head without groups has nothing to capture once it matched
+        let grouped = self.head.re.captures_len() > 1;
+        if !self.head.is_match(head)
+            || !self.rest.captures(rest, r)
+            || (grouped && !self.head.captures(head, a))
         {
             return Some(false);
+        }
+        if !grouped {
+            a.spans.clear();
+            a.spans.push(Some((0, p)));
         }
         let Some(Some((_, end))) = r.spans.first().copied() else {
             return Some(false);
@@ -362,7 +386,24 @@ impl Engine {
         match &self.ascii {
             Some(a) if hay.is_ascii() => {
                 let cl = &mut *a.locs.borrow_mut();
-                if a.re.captures_read_at(cl, hay.as_bytes(), start).is_none() {
+                let found = a.re.captures_read_at(cl, hay.as_bytes(), start).is_some();
+                #[cfg(debug_assertions)]
+                {
+                    let mut u = self.re.capture_locations();
+                    let want = self.re.captures_read_at(&mut u, hay, start).is_some();
+                    assert_eq!(
+                        found,
+                        want,
+                        "ASCII twin of {:?} on {hay:?}",
+                        self.re.as_str()
+                    );
+                    if found {
+                        for g in 0..u.len() {
+                            assert_eq!(cl.get(g), u.get(g), "ASCII twin, group {g}, {hay:?}");
+                        }
+                    }
+                }
+                if !found {
                     return false;
                 }
                 locs.spans.clear();
@@ -383,7 +424,11 @@ impl Engine {
 
     fn is_match(&self, hay: &str) -> bool {
         match &self.ascii {
-            Some(a) if hay.is_ascii() => a.re.is_match(hay.as_bytes()),
+            Some(a) if hay.is_ascii() => {
+                let m = a.re.is_match(hay.as_bytes());
+                debug_assert_eq!(m, self.re.is_match(hay), "ASCII twin on {hay:?}");
+                m
+            }
             _ => self.re.is_match(hay),
         }
     }
@@ -391,7 +436,15 @@ impl Engine {
     /// The span of the leftmost-first match (found by the DFA alone).
     fn find(&self, hay: &str) -> Option<(usize, usize)> {
         match &self.ascii {
-            Some(a) if hay.is_ascii() => a.re.find(hay.as_bytes()).map(|m| (m.start(), m.end())),
+            Some(a) if hay.is_ascii() => {
+                let m = a.re.find(hay.as_bytes()).map(|m| (m.start(), m.end()));
+                debug_assert_eq!(
+                    m,
+                    self.re.find(hay).map(|m| (m.start(), m.end())),
+                    "ASCII twin on {hay:?}"
+                );
+                m
+            }
             _ => self.re.find(hay).map(|m| (m.start(), m.end())),
         }
     }
@@ -776,9 +829,23 @@ pub(crate) struct Ascii {
 
 /// Compiles `pattern` with Unicode off. On ASCII input `\w \d \s \b .`
 /// and case folding then agree with the Unicode pattern.
+/// A leading flags group that turns Unicode back on (`(?iu)`, as fail2ban's
+/// date templates start) loses its `u`: on ASCII input Unicode `\d`, `\w`,
+/// `\b` and case folding agree with the ASCII ones, and the Unicode
+/// classes and folds would make the automaton many times larger.
 pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
     if !pattern.is_ascii() {
         return None;
+    }
+    let stripped;
+    let mut pattern = pattern;
+    if let Some(rest) = pattern.strip_prefix("(?")
+        && let Some(e) = rest.find(')')
+        && rest[..e].bytes().all(|b| b.is_ascii_alphabetic())
+        && rest[..e].contains('u')
+    {
+        stripped = format!("(?{}){}", rest[..e].replace('u', ""), &rest[e + 1..]);
+        pattern = stripped.strip_prefix("(?)").unwrap_or(&stripped);
     }
     let re = regex::bytes::RegexBuilder::new(pattern)
         .unicode(false)
@@ -956,6 +1023,59 @@ mod tests {
         ] {
             assert!(rewrite::lit_split(p).is_none(), "{p}");
         }
+    }
+
+    /// `^[^\[]*\[...` (a date template's head) is cut at the first `[`
+    /// however many follow, with the pattern's flags on both halves.
+    #[test]
+    fn first_occurrence_split_agrees() {
+        let p = r"(?iu)^[^\[]*\[(?P<d>\d+)(?P<m>[a-z]+)\]";
+        let ls = rewrite::lit_split(p).unwrap();
+        assert!(ls.first);
+        assert_eq!(ls.head, r"(?iu)^(?:[^\[]*)\z");
+        assert_eq!(ls.rest, r"(?iu)^\[(?P<d>\d+)(?P<m>[a-z]+)\]");
+        let e = Engine::new(p).unwrap();
+        let whole = regex::Regex::new(p).unwrap();
+        for hay in [
+            "1.2.3.4 - [12Mar] x [13apr] y",
+            "1.2.3.4 - [x] [12Mar]",
+            "[7jan]",
+            "no bracket",
+            "a [12Mar [13apr]",
+            "é [12Mär]",
+        ] {
+            let mut locs = Locs::default();
+            let got = e.captures(hay, &mut locs);
+            let want = whole.captures(hay);
+            assert_eq!(got, want.is_some(), "{hay:?}");
+            if let Some(w) = want {
+                let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
+                assert_eq!(locs.spans, w, "{hay:?}");
+            }
+            // the split decides every line itself, repeated `[` or not
+            let sp = e.split.get().unwrap().as_ref().unwrap();
+            assert_eq!(sp.captures(hay, &mut locs), Some(got), "{hay:?}");
+        }
+        // a head that can hold the literal, a folded letter, flags that
+        // change `^`: no first-occurrence cut
+        for p in [
+            r"^[^\]]*\[(?P<d>\d+)",
+            r"(?i)^[^x]*x(?P<d>\d+)",
+            r"(?m)^[^\[]*\[(?P<d>\d+)",
+        ] {
+            assert!(rewrite::lit_split(p).is_none(), "{p}");
+        }
+    }
+
+    /// The ASCII twin drops a leading `u` flag (Unicode classes and folds
+    /// are many times larger) and keeps the others.
+    #[test]
+    fn ascii_twin_drops_the_unicode_flag() {
+        let a = ascii_twin(r"(?iu)^(?P<b>jan|mar)\d").unwrap();
+        assert_eq!(a.re.as_str(), r"(?i)^(?P<b>jan|mar)\d");
+        assert!(a.re.is_match(b"MAR1") && !a.re.is_match(b"MAY1"));
+        assert_eq!(ascii_twin(r"(?u)\w").unwrap().re.as_str(), r"\w");
+        assert_eq!(ascii_twin(r"(?:u)\w").unwrap().re.as_str(), r"(?:u)\w");
     }
 
     #[test]

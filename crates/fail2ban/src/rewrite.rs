@@ -864,13 +864,16 @@ pub(crate) fn trim_tail(p: &str) -> Option<Trimmed> {
 
 /// `^A L B` cut at a literal `L` of the top-level sequence: when `L`
 /// occurs once in the match, `A` ends where it starts (see `pyre::Split`).
+/// With `first`, nothing `A` matches holds `L`'s first character, so `L`
+/// starts at that character's first occurrence, however often `L` occurs.
 #[derive(Debug)]
 pub(crate) struct LitSplit {
-    /// `^(?:A)\z`, run on the text before `L`.
+    /// `^(?:A)\z`, run on the text before `L` (with the pattern's flags).
     pub(crate) head: String,
     pub(crate) lit: String,
-    /// `L B`, run from where `L` starts.
+    /// `^L B` (with the pattern's flags), run from where `L` starts.
     pub(crate) rest: String,
+    pub(crate) first: bool,
 }
 
 /// The ASCII character a top-level atom matches literally, if it is one.
@@ -934,13 +937,36 @@ fn ends_greedy_wide(n: &Node, c: char) -> bool {
 /// assertions and ends with a greedy repeat that can run over `L`; the
 /// longest such top-level literal run (the last of equals) of at least 3
 /// characters.
+///
+/// Failing that, the first top-level literal run (any length) whose first
+/// character nothing before it can match: `^[^\[]*\[...`, a date template's
+/// head, is cut at the first `[` (`LitSplit::first`).
+///
+/// A leading flags group is kept on both halves; only `i`, `u` and `s` are
+/// accepted, and with `i` only a literal without letters (it is found by
+/// exact byte search).
 pub(crate) fn lit_split(p: &str) -> Option<LitSplit> {
-    let alts = parse(p)?;
+    let (flags, body) = match p.strip_prefix("(?") {
+        Some(r)
+            if r.find(')')
+                .is_some_and(|e| r[..e].bytes().all(|b| b.is_ascii_alphabetic())) =>
+        {
+            let e = r.find(')')?;
+            if !r[..e].bytes().all(|b| matches!(b, b'i' | b'u' | b's')) {
+                return None;
+            }
+            (&p[..e + 3], &r[e + 1..])
+        }
+        _ => ("", p),
+    };
+    let fold = flags.contains('i');
+    let alts = parse(body)?;
     let [seq] = alts.as_slice() else { return None };
     if !matches!(seq.first(), Some(Node::Text(t)) if t == "^") {
         return None;
     }
     let mut best: Option<(usize, usize)> = None; // (start, len)
+    let mut first_run: Option<(usize, usize)> = None;
     let mut i = 1;
     let mut seen_other = false;
     while i < seq.len() {
@@ -958,26 +984,101 @@ pub(crate) fn lit_split(p: &str) -> Option<LitSplit> {
         }
         let len = i - start;
         let first = literal_char(&seq[start]).unwrap_or('\n');
+        let folds = fold
+            && seq[start..i]
+                .iter()
+                .filter_map(literal_char)
+                .any(|c| c.is_ascii_alphabetic());
         if seen_other
+            && !folds
             && len >= 3
             && ends_greedy_wide(&seq[start - 1], first)
             && best.is_none_or(|(_, l)| len >= l)
         {
             best = Some((start, len));
         }
+        if seen_other
+            && !folds
+            && first_run.is_none()
+            && seq[1..start].iter().all(|n| excludes(n, first))
+        {
+            first_run = Some((start, len));
+        }
         seen_other = true;
     }
-    let (start, len) = best?;
+    let ((start, len), first) = match (best, first_run) {
+        (Some(b), _) => (b, false),
+        (None, Some(f)) => (f, true),
+        (None, None) => return None,
+    };
     let lit: String = seq[start..start + len]
         .iter()
         .filter_map(literal_char)
         .collect();
-    let mut head = String::from("^(?:");
+    let mut head = format!("{flags}^(?:");
     render_seq(&seq[1..start], &mut head);
     head.push_str(")\\z");
-    let mut rest = String::new();
+    let mut rest = format!("{flags}^");
     render_seq(&seq[start..], &mut rest);
-    Some(LitSplit { head, lit, rest })
+    Some(LitSplit {
+        head,
+        lit,
+        rest,
+        first,
+    })
+}
+
+/// Whether nothing node `n` matches holds the ASCII character `c` (not a
+/// letter when the pattern folds case): a literal other than `c`, a
+/// negated class that names `c`, `\d` for a non-digit, groups and repeats
+/// of those. Anything else (or any doubt) is false.
+fn excludes(n: &Node, c: char) -> bool {
+    match n {
+        Node::Text(t) => {
+            if let Some(x) = literal_char(n) {
+                return x != c && !(x.is_ascii_alphabetic() && x.eq_ignore_ascii_case(&c));
+            }
+            if t == "\\d" {
+                return !c.is_ascii_digit();
+            }
+            negated_class_names(t, c)
+        }
+        Node::Group {
+            open: Open::Named(_) | Open::Unnamed,
+            alts,
+        } => alts.iter().flatten().all(|x| excludes(x, c)),
+        Node::Group {
+            open: Open::NonCap(o),
+            alts,
+        } if o == "(?:" => alts.iter().flatten().all(|x| excludes(x, c)),
+        Node::Repeat { inner, .. } => excludes(inner, c),
+        _ => false,
+    }
+}
+
+/// Whether `t` is a negated class `[^...]` that lists `c` itself (escaped
+/// or not). Classes holding nested classes or set operations are doubted.
+fn negated_class_names(t: &str, c: char) -> bool {
+    let Some(inner) = t.strip_prefix("[^").and_then(|x| x.strip_suffix(']')) else {
+        return false;
+    };
+    if inner.contains("&&") || inner.contains("--") || inner.contains("~~") {
+        return false;
+    }
+    let mut named = false;
+    let mut cs = inner.chars();
+    while let Some(x) = cs.next() {
+        match x {
+            '\\' => match cs.next() {
+                Some(e) if e.is_ascii_punctuation() => named |= e == c,
+                Some('s' | 'S' | 'd' | 'D' | 'w' | 'W') => {}
+                _ => return false,
+            },
+            '[' | ']' => return false,
+            x => named |= x == c,
+        }
+    }
+    named
 }
 
 /// See [`Trimmed::head_split`]: `seq` is the pattern before the tail.
