@@ -95,4 +95,12 @@ pub trait LineMatcher: Send {
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
         None
     }
+
+    /// The matcher itself as [`std::any::Any`], for an engine that knows a
+    /// concrete matcher's own interface (Shield's native rules give their
+    /// hits without building a [`Hit`]). `None`, the default: use
+    /// [`LineMatcher::match_line`].
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }

@@ -32,7 +32,7 @@ use shield_core::{
     Alert, DecisionType, Hit, LineMatcher, MAX_FIELDS, RuleInfo, Scope, UnixTime, key_for,
 };
 
-use crate::rules::line_time;
+use crate::rules::{NativeMatcher, line_time};
 use crate::time::{StampCache, to_rfc3339};
 
 /// How a scenario counts.
@@ -246,7 +246,7 @@ impl Bucket {
 
 /// What scenarios read of one failure hit, owned and `Send`: the rules stage
 /// ([`Matcher`]) can run on another thread than the scenarios ([`Scenarios`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Event {
     rule: u32,
     host: IpAddr,
@@ -271,7 +271,7 @@ impl Event {
 }
 
 /// What the rules made of one line.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Matched {
     /// The line's own time, if it has one.
     pub time: Option<UnixTime>,
@@ -295,6 +295,19 @@ pub struct Matcher {
     distinct: Vec<String>,
     /// Per rule: indexes in `distinct` its scenarios count.
     need: Vec<Vec<u16>>,
+    /// Set when the rules are Shield's own ([`NativeMatcher`]): their hits
+    /// become events without a [`Hit`] in between.
+    native: Option<NativePlan>,
+}
+
+/// How a [`NativeMatcher`]'s findings become an [`Event`]: the field ids
+/// [`event`] would look up by name.
+#[derive(Clone)]
+struct NativePlan {
+    repeat: u16,
+    /// Per rule: (index in [`Matcher::distinct`], field id) of each counted
+    /// field some rule of the matcher reports, in the order of `need`.
+    need: Vec<Vec<(u16, u16)>>,
 }
 
 /// The scenarios stage of an [`Engine`] and its counters.
@@ -436,7 +449,7 @@ impl Engine {
             max_keys: opts.max_keys.max(1),
             ..opts
         };
-        let need = by_rule
+        let need: Vec<Vec<u16>> = by_rule
             .iter()
             .map(|ss| {
                 let mut n: Vec<u16> = Vec::new();
@@ -450,6 +463,21 @@ impl Engine {
                 n
             })
             .collect();
+        let mut matcher = matcher;
+        let native = matcher
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<NativeMatcher>())
+            .map(|n| NativePlan {
+                repeat: n.repeat_id(),
+                need: need
+                    .iter()
+                    .map(|fs| {
+                        fs.iter()
+                            .filter_map(|&d| Some((d, n.field_id(&distinct[d as usize])?)))
+                            .collect()
+                    })
+                    .collect(),
+            });
         Ok(Engine {
             m: Matcher {
                 matcher,
@@ -457,6 +485,7 @@ impl Engine {
                 hasher: foldhash::fast::RandomState::default(),
                 distinct,
                 need,
+                native,
             },
             st: Scenarios {
                 scens,
@@ -545,11 +574,86 @@ impl Matcher {
             hasher: self.hasher.clone(),
             distinct: self.distinct.clone(),
             need: self.need.clone(),
+            native: self.native.clone(),
         })
     }
 
     /// One line (no newline) through the rules; `now` as for [`Engine::feed`].
     pub fn match_line(&mut self, line: &str, now: UnixTime) -> Matched {
+        if self.native.is_some() {
+            let m = self.match_native(line, now);
+            debug_assert_eq!(m, self.match_any(line, now), "{line}");
+            return m;
+        }
+        self.match_any(line, now)
+    }
+
+    /// [`Matcher::match_line`] for Shield's own rules: the event is read
+    /// from the rules' findings by field id, as [`event`] reads it from the
+    /// [`Hit`] by name.
+    fn match_native(&mut self, line: &str, now: UnixTime) -> Matched {
+        let Matcher {
+            matcher,
+            stamps,
+            hasher,
+            native,
+            ..
+        } = self;
+        let (Some(plan), Some(n)) = (
+            native.as_ref(),
+            matcher
+                .as_any_mut()
+                .and_then(|a| a.downcast_mut::<NativeMatcher>()),
+        ) else {
+            unreachable!("a native plan is made for a native matcher only");
+        };
+        let (found, time) = n.find_line(line, now);
+        let Some(f) = found else {
+            return Matched {
+                time: match n.unmatched_stamp() {
+                    Some(t) => Some(t),
+                    None => line_time(stamps, line, now),
+                },
+                ..Matched::default()
+            };
+        };
+        let mut m = Matched {
+            time,
+            rule: Some(f.rule()),
+            nofail: f.nofail(),
+            event: None,
+        };
+        if !f.nofail() {
+            let mut ev = Event {
+                rule: f.rule(),
+                host: f.host(),
+                time: time.unwrap_or(now),
+                weight: f
+                    .value(line, plan.repeat)
+                    .and_then(|r| r.parse::<u32>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 1000),
+                distinct_field: [0; MAX_FIELDS],
+                distinct_hash: [0; MAX_FIELDS],
+                n_distinct: 0,
+            };
+            for &(d, id) in plan.need.get(f.rule() as usize).map_or(&[][..], |n| &n[..]) {
+                if let Some(v) = f.value(line, id) {
+                    let k = ev.n_distinct as usize;
+                    if k < MAX_FIELDS {
+                        ev.distinct_field[k] = d;
+                        ev.distinct_hash[k] = hasher.hash_one(v);
+                        ev.n_distinct += 1;
+                    }
+                }
+            }
+            m.event = Some(ev);
+        }
+        m
+    }
+
+    /// [`Matcher::match_line`] through [`LineMatcher::match_line`].
+    fn match_any(&mut self, line: &str, now: UnixTime) -> Matched {
         let Some(hit) = self.matcher.match_line(line, now) else {
             return Matched {
                 time: match self.matcher.unmatched_stamp() {

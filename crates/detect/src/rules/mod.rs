@@ -263,6 +263,33 @@ impl Found {
         }
     }
 
+    pub(crate) fn rule(&self) -> u32 {
+        self.rule
+    }
+
+    pub(crate) fn host(&self) -> IpAddr {
+        self.host
+    }
+
+    pub(crate) fn nofail(&self) -> bool {
+        self.nofail
+    }
+
+    /// The first field named `name` (an id of [`NativeMatcher::field_id`])
+    /// whose offsets cut `line` at character boundaries: what
+    /// [`Hit::field`] gives for the hit [`NativeMatcher`] builds.
+    pub(crate) fn value<'l>(&self, line: &'l str, name: u16) -> Option<&'l str> {
+        self.fields[..self.n as usize]
+            .iter()
+            .find_map(|&(n, s, e)| {
+                if n == name {
+                    line.get(s as usize..e as usize)
+                } else {
+                    None
+                }
+            })
+    }
+
     pub(crate) fn push(&mut self, name: u16, start: usize, end: usize) {
         if (self.n as usize) < MAX_FIELDS {
             self.fields[self.n as usize] = (name, start as u32, end as u32);
@@ -720,6 +747,31 @@ impl NativeMatcher {
         self
     }
 
+    /// The id of a field name some rule reports ([`Found::value`]).
+    pub(crate) fn field_id(&self, name: &str) -> Option<u16> {
+        self.names
+            .0
+            .iter()
+            .position(|n| &**n == name)
+            .map(|i| i as u16)
+    }
+
+    /// The id of the `repeat` field.
+    pub(crate) fn repeat_id(&self) -> u16 {
+        self.repeat_name
+    }
+
+    /// [`LineMatcher::match_line`] without the [`Hit`]: what the rules
+    /// found, and the line's time; [`LineMatcher::unmatched_stamp`] holds
+    /// after it as after `match_line`.
+    pub(crate) fn find_line(
+        &mut self,
+        line: &str,
+        now: UnixTime,
+    ) -> (Option<Found>, Option<UnixTime>) {
+        self.find(line, now)
+    }
+
     /// The line's own time, when it carries a stamp this matcher reads.
     pub fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
         line_time(&mut self.stamps, line, now)
@@ -1022,6 +1074,10 @@ impl LineMatcher for NativeMatcher {
     /// Every rule reads one line; the matcher's state is caches and scratch.
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 
