@@ -266,6 +266,27 @@ struct Split {
     first: bool,
     rest: Engine,
     scratch: std::cell::RefCell<(Locs, Locs)>,
+    /// `first` cuts only (date-template heads): see [`RestMemo`].
+    memo: std::cell::RefCell<RestMemo>,
+}
+
+/// The last groups of a split's `^L B` half, for lines that repeat its
+/// match: `^[^\[]*\[(date)` sees the same date on every line of a second.
+/// An anchored search's groups depend only on the text up to its match end
+/// and the byte after it (look-arounds see no further), so when the
+/// automaton ends the new match at the same place and those bytes are the
+/// same, so are the groups: one automaton pass instead of the backtracker.
+/// A memo that seldom hits turns itself off.
+#[derive(Debug, Default)]
+struct RestMemo {
+    /// The text up to the match end and the byte after it, if any.
+    text: Vec<u8>,
+    end: usize,
+    spans: Vec<Option<(usize, usize)>>,
+    valid: bool,
+    tries: u64,
+    hits: u64,
+    off: bool,
 }
 
 impl Split {
@@ -290,7 +311,50 @@ impl Split {
             first: ls.first,
             rest,
             scratch: Default::default(),
+            memo: Default::default(),
         }))
+    }
+
+    /// `rest`'s groups on `hay`, from the memo when it holds them.
+    fn rest_captures(&self, hay: &str, r: &mut Locs) -> bool {
+        if !self.first {
+            return self.rest.captures(hay, r);
+        }
+        let m = &mut *self.memo.borrow_mut();
+        if m.off {
+            return self.rest.captures(hay, r);
+        }
+        let Some((_, end)) = self.rest.find(hay) else {
+            return false;
+        };
+        let b = hay.as_bytes();
+        let key = &b[..(end + 1).min(b.len())];
+        m.tries += 1;
+        if m.valid && m.end == end && m.text == key {
+            m.hits += 1;
+            r.spans.clear();
+            r.spans.extend_from_slice(&m.spans);
+            #[cfg(debug_assertions)]
+            {
+                let mut want = Locs::default();
+                assert!(self.rest.captures(hay, &mut want), "memo on {hay:?}");
+                assert_eq!(r.spans, want.spans, "memo on {hay:?}");
+            }
+            return true;
+        }
+        if m.tries >= 256 && m.hits * 2 < m.tries {
+            m.off = true;
+        }
+        if !self.rest.captures(hay, r) {
+            return false;
+        }
+        m.text.clear();
+        m.text.extend_from_slice(key);
+        m.end = end;
+        m.spans.clear();
+        m.spans.extend_from_slice(&r.spans);
+        m.valid = true;
+        true
     }
 
     /// The groups, or None when `L` occurs more than once (unless `first`).
@@ -321,7 +385,7 @@ impl Split {
         // a head without groups has nothing to capture once it matched
         let grouped = self.head.re.captures_len() > 1;
         if !self.head.is_match(head)
-            || !self.rest.captures(rest, r)
+            || !self.rest_captures(rest, r)
             || (grouped && !self.head.captures(head, a))
         {
             return Some(false);
@@ -1056,6 +1120,33 @@ mod tests {
             let sp = e.split.get().unwrap().as_ref().unwrap();
             assert_eq!(sp.captures(hay, &mut locs), Some(got), "{hay:?}");
         }
+        // lines repeating the text after `[`: the memo, checked against the
+        // whole pattern (the same date, then a differing byte within or
+        // right after the match)
+        let p = r"^[^\[]*\[(?P<d>\d+)(?P<f>\.\d+)?(?P<g>\b)?";
+        let e = Engine::new(p).unwrap();
+        let whole = regex::Regex::new(p).unwrap();
+        let lines = [
+            "a [12.5x",
+            "bb [12.5x",
+            "c [12.7x",
+            "d [12.x",
+            "ee [12.x",
+            "f [12.5",
+            "g [12.5",
+            "h [12.5 ",
+            "i [12.5 ",
+            "j [12.5x",
+        ];
+        for hay in lines {
+            let mut locs = Locs::default();
+            assert!(e.captures(hay, &mut locs), "{hay:?}");
+            let w = whole.captures(hay).unwrap();
+            let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
+            assert_eq!(locs.spans, w, "{hay:?}");
+        }
+        let sp = e.split.get().unwrap().as_ref().unwrap();
+        assert_eq!(sp.memo.borrow().hits, 4);
         // a head that can hold the literal, a folded letter, flags that
         // change `^`: no first-occurrence cut
         for p in [
