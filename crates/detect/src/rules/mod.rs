@@ -119,7 +119,8 @@ pub(crate) type FastFn = fn(&str) -> Option<Caps>;
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Caps {
     pub host: (usize, usize),
-    pub fields: [(&'static str, usize, usize); 3],
+    /// (index in [`STATIC_NAMES`], start, end).
+    pub fields: [(u8, usize, usize); 3],
     pub n: usize,
 }
 
@@ -127,12 +128,12 @@ impl Caps {
     pub(crate) fn new(host: (usize, usize)) -> Self {
         Caps {
             host,
-            fields: [("", 0, 0); 3],
+            fields: [(0, 0, 0); 3],
             n: 0,
         }
     }
 
-    pub(crate) fn field(mut self, name: &'static str, s: usize, e: usize) -> Self {
+    pub(crate) fn field(mut self, name: u8, s: usize, e: usize) -> Self {
         if self.n < 3 {
             self.fields[self.n] = (name, s, e);
             self.n += 1;
@@ -237,7 +238,9 @@ struct RxRule {
     always_nofail: bool,
     fast: Option<FastFn>,
     /// Field ids of the names a fast parser reports.
-    fast_ids: Vec<(&'static str, u16)>,
+    /// Per name of [`STATIC_NAMES`]: its field id, if the rule's regex has
+    /// that group.
+    fast_ids: [Option<u16>; STATIC_NAMES.len()],
     also: &'static [&'static str],
 }
 
@@ -300,6 +303,10 @@ impl Found {
 
 /// Field names fast parsers may report.
 const STATIC_NAMES: &[&str] = &["user", "method", "what"];
+/// Indexes in [`STATIC_NAMES`], for [`Caps::field`].
+pub(crate) const USER: u8 = 0;
+pub(crate) const METHOD: u8 = 1;
+pub(crate) const WHAT: u8 = 2;
 
 /// Interned field names: hits borrow them from the matcher.
 #[derive(Clone, Default)]
@@ -497,9 +504,8 @@ impl NativeMatcher {
             rule.fast = d.fast;
             rule.also = d.also;
             for n in names.iter().flatten() {
-                if let Some(name) = STATIC_NAMES.iter().find(|s| *s == n) {
-                    let id = self.names.id(name);
-                    rule.fast_ids.push((name, id));
+                if let Some(k) = STATIC_NAMES.iter().position(|s| s == n) {
+                    rule.fast_ids[k] = Some(self.names.id(n));
                 }
             }
             out.push(rule);
@@ -544,7 +550,7 @@ impl NativeMatcher {
             },
             always_nofail: matches!(nofail, Nofail::Always),
             fast: None,
-            fast_ids: Vec::new(),
+            fast_ids: [None; STATIC_NAMES.len()],
             also: &[],
         })
     }
@@ -1028,13 +1034,13 @@ fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
         let host = parse_ip(&hay[c.host.0..c.host.1])?;
         let mut f = Found::new(rule.idx, host);
         f.nofail = rule.always_nofail;
-        for &(name, s, e) in &c.fields[..c.n] {
-            if let Some((_, id)) = rule.fast_ids.iter().find(|(n, _)| *n == name) {
-                f.push(*id, base + s, base + e);
+        for &(k, s, e) in &c.fields[..c.n] {
+            if let Some(id) = rule.fast_ids[k as usize] {
+                f.push(id, base + s, base + e);
             }
             if rule
                 .nofail_if
-                .is_some_and(|(g, v)| g == name && &hay[s..e] == v)
+                .is_some_and(|(g, v)| g == STATIC_NAMES[k as usize] && &hay[s..e] == v)
             {
                 f.nofail = true;
             }

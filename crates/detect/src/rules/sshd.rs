@@ -11,7 +11,7 @@
 //! Preauth kinds (the `aggressive`/`ddos` modes) are rules of their own, so a
 //! scenario chooses whether to count them.
 
-use super::{Caps, Nofail, RegexDef};
+use super::{Caps, METHOD, Nofail, RegexDef, USER, WHAT};
 
 macro_rules! addr {
     () => {
@@ -355,8 +355,8 @@ fn fast_failed_invalid(m: &str) -> Option<Caps> {
     let (user, host) = user_from_host(after, base, tail)?;
     Some(
         Caps::new(host)
-            .field("method", 7, 7 + me)
-            .field("user", user.0, user.1),
+            .field(METHOD, 7, 7 + me)
+            .field(USER, user.0, user.1),
     )
 }
 
@@ -372,8 +372,8 @@ fn fast_failed(m: &str) -> Option<Caps> {
     let (user, host) = user_from_host(after, base, failed_tail)?;
     Some(
         Caps::new(host)
-            .field("method", 7, 7 + me)
-            .field("user", user.0, user.1),
+            .field(METHOD, 7, 7 + me)
+            .field(USER, user.0, user.1),
     )
 }
 
@@ -388,7 +388,7 @@ fn fast_invalid(m: &str) -> Option<Caps> {
         .or_else(|| m[1..].strip_prefix("llegal user "))?;
     let base = m.len() - after.len();
     let (user, host) = user_from_host(after, base, tail)?;
-    Some(Caps::new(host).field("user", user.0, user.1))
+    Some(Caps::new(host).field(USER, user.0, user.1))
 }
 
 /// `^Did not receive identification string from HOST` (no end anchor: the
@@ -413,7 +413,7 @@ fn fast_negotiate(m: &str) -> Option<Caps> {
             return None;
         }
         if q[i + 1..].starts_with(" found") {
-            return Some(Caps::new((h, h + n)).field("what", w, w + i + 1));
+            return Some(Caps::new((h, h + n)).field(WHAT, w, w + i + 1));
         }
     }
     None
@@ -427,7 +427,7 @@ fn fast_max_auth(m: &str) -> Option<Caps> {
         .strip_prefix("invalid user ")
         .and_then(|a| user_from_host(a, m.len() - a.len(), tail))
         .or_else(|| user_from_host(r, m.len() - r.len(), tail))?;
-    Some(Caps::new(host).field("user", user.0, user.1))
+    Some(Caps::new(host).field(USER, user.0, user.1))
 }
 
 /// `^banner exchange: Connection from HOST port \d+: invalid format` (HOST
@@ -465,7 +465,7 @@ fn fast_preauth_close(m: &str) -> Option<Caps> {
                     if rest_of(&h[n..]) {
                         let us = at(u);
                         let hs = at(h);
-                        return Some(Caps::new((hs, hs + n)).field("user", us, us + ue));
+                        return Some(Caps::new((hs, hs + n)).field(USER, us, us + ue));
                     }
                 }
             }
@@ -502,7 +502,7 @@ fn fast_pam(m: &str) -> Option<Caps> {
                     let ue = u.find(char::is_whitespace).unwrap_or(u.len());
                     if w2 > 0 && blank(&u[ue..]) {
                         let us = m.len() - u.len();
-                        return Some(Caps::new((hs, hs + n)).field("user", us, us + ue));
+                        return Some(Caps::new((hs, hs + n)).field(USER, us, us + ue));
                     }
                 }
             }
