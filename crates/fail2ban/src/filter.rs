@@ -959,6 +959,9 @@ struct Prefilter {
     spans: Vec<(usize, usize)>,
     /// Whether the failregex's patterns are its ways.
     by_way: Vec<bool>,
+    /// ASCII lines counted and passed since the last choice (see `tally`).
+    tally: std::cell::Cell<(u32, u32)>,
+    probe_first: std::cell::Cell<bool>,
 }
 
 impl Prefilter {
@@ -1021,6 +1024,8 @@ impl Prefilter {
             on_buffer,
             spans,
             by_way,
+            tally: Default::default(),
+            probe_first: Default::default(),
         })
     }
 
@@ -1030,7 +1035,15 @@ impl Prefilter {
         raw.clear();
         raw.resize(self.pats.len(), false);
         let any = match &self.ascii {
-            Some(a) if hay.is_ascii() => a.matches_read_at(raw, hay.as_bytes(), 0),
+            Some(a) if hay.is_ascii() => {
+                let b = hay.as_bytes();
+                if self.probe_first.get() && !a.is_match(b) {
+                    debug_assert!(!a.matches_read_at(&mut vec![false; a.len()], b, 0));
+                    self.tally(false);
+                    return false;
+                }
+                a.matches_read_at(raw, b, 0)
+            }
             _ => match self.unicode() {
                 Some(set) => set.matches_read_at(raw, hay, 0),
                 None => {
@@ -1039,6 +1052,7 @@ impl Prefilter {
                 }
             },
         };
+        self.tally(any);
         if !any {
             // the caller stops here: `hits` is not read
             return false;
@@ -1047,6 +1061,23 @@ impl Prefilter {
             *h = raw[a..b].iter().any(|x| *x);
         }
         true
+    }
+
+    /// Counts an ASCII line's outcome; every 256 lines, picks whether the
+    /// next ones try the set's plain automaton first. `is_match` answers a
+    /// line that matches nothing without the pattern set `matches_read_at`
+    /// allocates, but is a second pass on lines that do match: worth it
+    /// when most lines are rejected (an access log), not under a flood of
+    /// failures. Either way the answers are the same.
+    fn tally(&self, passed: bool) {
+        let (seen, hits) = self.tally.get();
+        let (seen, hits) = (seen + 1, hits + u32::from(passed));
+        if seen == 256 {
+            self.probe_first.set(hits * 2 < seen);
+            self.tally.set((0, 0));
+        } else {
+            self.tally.set((seen, hits));
+        }
     }
 
     fn unicode(&self) -> Option<&regex::RegexSet> {
@@ -1182,6 +1213,14 @@ mod tests {
             pf.spans
         );
         let now = 1_124_013_600;
+        // lines that match nothing: the prefilter then tries `is_match` first
+        for i in 0..300 {
+            assert!(
+                f.match_detail(&format!("h d[{i}]: noise {i}"), now)
+                    .is_none()
+            );
+        }
+        assert!(f.prefilter.as_ref().unwrap().probe_first.get());
         let cases = [
             (
                 "h d[1]: Failed password for invalid user bob from 192.0.2.1 port 22",
