@@ -355,42 +355,14 @@ fn is_wp_login(path: &str) -> bool {
 /// `METHOD TARGET PROTO` → offsets of method and target; a request that is not
 /// three words (garbage, TLS bytes) is all target.
 fn split_request(base: usize, req: &str) -> ((usize, usize), (usize, usize)) {
-    match find_space(req.as_bytes()) {
+    match super::find_byte(b' ', req.as_bytes()) {
         Some(i) => {
             let rest = &req[i + 1..];
-            let end = find_space(rest.as_bytes()).unwrap_or(rest.len());
+            let end = super::find_byte(b' ', rest.as_bytes()).unwrap_or(rest.len());
             ((base, base + i), (base + i + 1, base + i + 1 + end))
         }
         None => ((base, base), (base, base + req.len())),
     }
-}
-
-/// The first space in `b`: `memchr` for the short fields of an access line
-/// (address, method, path), eight bytes at a time in a register, without
-/// the call and set-up a vector search costs.
-#[inline]
-fn find_space(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // A byte of `x` is zero where the text has a space; the lowest flagged
-    // byte is the first zero (a borrow only flags bytes above a zero).
-    let first = |w: u64| {
-        let x = w ^ (LO * u64::from(b' '));
-        let t = x.wrapping_sub(LO) & !x & HI;
-        (t != 0).then(|| t.trailing_zeros() as usize / 8)
-    };
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut chunks {
-        if let Some(i) = first(u64::from_le_bytes(c.try_into().expect("8 bytes"))) {
-            return Some(at + i);
-        }
-        at += 8;
-    }
-    let rest = chunks.remainder();
-    let mut w = [0xff; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    first(u64::from_le_bytes(w)).map(|i| at + i)
 }
 
 /// The end (index of the closing quote) of a quoted field whose content starts at `s`.
@@ -421,7 +393,7 @@ fn digits_then_quote(b: &[u8], s: usize) -> Option<usize> {
 
 fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
     let b = line.as_bytes();
-    let he = find_space(&b[..b.len().min(64)])?;
+    let he = super::find_byte(b' ', &b[..b.len().min(64)])?;
     // ident, then the user (which may hold spaces), then `[stamp]`; most
     // lines have neither (`- - [`), which the searches would find too.
     let (lb, ident_end) = if b.get(he + 1..he + 6) == Some(b"- - [") {
@@ -507,29 +479,6 @@ pub(crate) fn clf_time(line: &str, stamps: &mut StampCache) -> Option<UnixTime> 
 #[cfg(test)]
 mod tests {
     use crate::rules::{NativeMatcher, probe};
-
-    /// `find_space` is `memchr` for a space, on random strings of spaces,
-    /// letters, high bytes and bytes one off a space, of every length to 70.
-    #[test]
-    fn find_space_is_memchr() {
-        let alphabet = [b' ', b'a', 0x1f, 0x21, 0xa0, 0xff, 0x00, b'/'];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for len in 0..70 {
-            for _ in 0..300 {
-                let s: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        // Spaces are rare, so most searches run far.
-                        let k = (x >> 5) as usize % 40;
-                        alphabet[if k < 39 { 1 + k % 7 } else { 0 }]
-                    })
-                    .collect();
-                assert_eq!(super::find_space(&s), memchr::memchr(b' ', &s), "{s:?}");
-            }
-        }
-    }
 
     /// The cache gives what the scan gives, through collisions, evictions,
     /// keys that differ in one middle byte, empty and over-long keys.
