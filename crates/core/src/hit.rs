@@ -72,7 +72,10 @@ impl<'a> Hit<'a> {
 ///
 /// `match_line` takes `&mut self` so an engine can keep reusable capture
 /// buffers and multi-line state without allocating per line.
-pub trait LineMatcher: Send {
+///
+/// `Any` lets an engine that knows a concrete matcher call its own interface
+/// (Shield's native rules give their findings without building a [`Hit`]).
+pub trait LineMatcher: Send + std::any::Any {
     /// The rules, indexed by [`Hit::rule`].
     fn rules(&self) -> &[RuleInfo];
 
@@ -93,14 +96,6 @@ pub trait LineMatcher: Send {
     /// caches aside). Replay then matches blocks of a file on several threads.
     /// `None`, the default, for matchers with multi-line state.
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
-        None
-    }
-
-    /// The matcher itself as [`std::any::Any`], for an engine that knows a
-    /// concrete matcher's own interface (Shield's native rules give their
-    /// hits without building a [`Hit`]). `None`, the default: use
-    /// [`LineMatcher::match_line`].
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         None
     }
 }

@@ -288,16 +288,40 @@ pub struct Matched {
 /// [`Scenarios`] on its own thread; the results are the same as long as the
 /// lines and clocks it is given are.
 pub struct Matcher {
-    matcher: Box<dyn LineMatcher>,
+    matcher: Rules,
     stamps: StampCache,
     hasher: foldhash::fast::RandomState,
     /// Field names some scenario counts distinct values of.
     distinct: Vec<String>,
     /// Per rule: indexes in `distinct` its scenarios count.
     need: Vec<Vec<u16>>,
-    /// Set when the rules are Shield's own ([`NativeMatcher`]): their hits
-    /// become events without a [`Hit`] in between.
-    native: Option<NativePlan>,
+}
+
+/// The rules of an engine: Shield's own, called directly (their findings
+/// become events without a [`Hit`] in between), or any other matcher
+/// through [`LineMatcher`].
+enum Rules {
+    Native {
+        rules: Box<NativeMatcher>,
+        plan: NativePlan,
+    },
+    Other(Box<dyn LineMatcher>),
+}
+
+impl Rules {
+    fn as_dyn(&self) -> &dyn LineMatcher {
+        match self {
+            Rules::Native { rules, .. } => &**rules,
+            Rules::Other(m) => &**m,
+        }
+    }
+
+    fn as_dyn_mut(&mut self) -> &mut dyn LineMatcher {
+        match self {
+            Rules::Native { rules, .. } => &mut **rules,
+            Rules::Other(m) => &mut **m,
+        }
+    }
 }
 
 /// How a [`NativeMatcher`]'s findings become an [`Event`]: the field ids
@@ -463,21 +487,24 @@ impl Engine {
                 n
             })
             .collect();
-        let mut matcher = matcher;
-        let native = matcher
-            .as_any_mut()
-            .and_then(|a| a.downcast_mut::<NativeMatcher>())
-            .map(|n| NativePlan {
-                repeat: n.repeat_id(),
+        let matcher = if (&*matcher as &dyn std::any::Any).is::<NativeMatcher>() {
+            let any: Box<dyn std::any::Any> = matcher;
+            let rules = any.downcast::<NativeMatcher>().expect("checked above");
+            let plan = NativePlan {
+                repeat: rules.repeat_id(),
                 need: need
                     .iter()
                     .map(|fs| {
                         fs.iter()
-                            .filter_map(|&d| Some((d, n.field_id(&distinct[d as usize])?)))
+                            .filter_map(|&d| Some((d, rules.field_id(&distinct[d as usize])?)))
                             .collect()
                     })
                     .collect(),
-            });
+            };
+            Rules::Native { rules, plan }
+        } else {
+            Rules::Other(matcher)
+        };
         Ok(Engine {
             m: Matcher {
                 matcher,
@@ -485,7 +512,6 @@ impl Engine {
                 hasher: foldhash::fast::RandomState::default(),
                 distinct,
                 need,
-                native,
             },
             st: Scenarios {
                 scens,
@@ -524,7 +550,7 @@ impl Engine {
 
     /// What the rules make of `line`; no scenario state or counter is touched.
     pub fn explain(&mut self, line: &str, now: UnixTime) -> Explain {
-        match self.m.matcher.match_line(line, now) {
+        match self.m.matcher.as_dyn_mut().match_line(line, now) {
             Some(h) => {
                 let (rule, host, time) = (h.rule as usize, h.host.to_string(), h.time);
                 let mut fields: BTreeMap<String, String> = h
@@ -535,7 +561,13 @@ impl Engine {
                 if h.nofail {
                     fields.insert("nofail".into(), "true".into());
                 }
-                let rule = self.m.matcher.rules().get(rule).map(|r| r.name.clone());
+                let rule = self
+                    .m
+                    .matcher
+                    .as_dyn()
+                    .rules()
+                    .get(rule)
+                    .map(|r| r.name.clone());
                 Explain {
                     matched: true,
                     rule,
@@ -559,7 +591,7 @@ impl Engine {
     }
 
     pub fn rules(&self) -> &[RuleInfo] {
-        self.m.matcher.rules()
+        self.m.matcher.as_dyn().rules()
     }
 }
 
@@ -568,19 +600,25 @@ impl Matcher {
     /// with the same hash keys, so distinct values count alike whichever copy
     /// matched them.
     pub fn fork(&self) -> Option<Matcher> {
+        let matcher = match &self.matcher {
+            Rules::Native { rules, plan } => Rules::Native {
+                rules: rules.clone(),
+                plan: plan.clone(),
+            },
+            Rules::Other(m) => Rules::Other(m.fork()?),
+        };
         Some(Matcher {
-            matcher: self.matcher.fork()?,
+            matcher,
             stamps: StampCache::default(),
             hasher: self.hasher.clone(),
             distinct: self.distinct.clone(),
             need: self.need.clone(),
-            native: self.native.clone(),
         })
     }
 
     /// One line (no newline) through the rules; `now` as for [`Engine::feed`].
     pub fn match_line(&mut self, line: &str, now: UnixTime) -> Matched {
-        if self.native.is_some() {
+        if matches!(self.matcher, Rules::Native { .. }) {
             let m = self.match_native(line, now);
             debug_assert_eq!(m, self.match_any(line, now), "{line}");
             return m;
@@ -593,19 +631,13 @@ impl Matcher {
     /// [`Hit`] by name.
     fn match_native(&mut self, line: &str, now: UnixTime) -> Matched {
         let Matcher {
-            matcher,
+            matcher: Rules::Native { rules: n, plan },
             stamps,
             hasher,
-            native,
             ..
-        } = self;
-        let (Some(plan), Some(n)) = (
-            native.as_ref(),
-            matcher
-                .as_any_mut()
-                .and_then(|a| a.downcast_mut::<NativeMatcher>()),
-        ) else {
-            unreachable!("a native plan is made for a native matcher only");
+        } = self
+        else {
+            unreachable!("called for native rules only");
         };
         let (found, time) = n.find_line(line, now);
         let Some(f) = found else {
@@ -654,9 +686,10 @@ impl Matcher {
 
     /// [`Matcher::match_line`] through [`LineMatcher::match_line`].
     fn match_any(&mut self, line: &str, now: UnixTime) -> Matched {
-        let Some(hit) = self.matcher.match_line(line, now) else {
+        let matcher = self.matcher.as_dyn_mut();
+        let Some(hit) = matcher.match_line(line, now) else {
             return Matched {
-                time: match self.matcher.unmatched_stamp() {
+                time: match matcher.unmatched_stamp() {
                     Some(t) => {
                         debug_assert_eq!(Some(t), line_time(&mut self.stamps, line, now), "{line}");
                         Some(t)

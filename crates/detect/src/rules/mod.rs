@@ -1143,10 +1143,6 @@ impl LineMatcher for NativeMatcher {
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
         Some(Box::new(self.clone()))
     }
-
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]
