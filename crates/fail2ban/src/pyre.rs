@@ -1045,6 +1045,19 @@ mod tests {
     /// A pattern cut at a literal: the same groups as the whole pattern
     /// (debug builds also compare every split search with the whole one),
     /// the whole pattern when the literal occurs twice.
+    /// `e` matches `hay` when the one-regex form `whole` of its pattern
+    /// does, with the same groups (left in `locs`); returns whether it did.
+    fn agrees(e: &Engine, whole: &regex::Regex, hay: &str, locs: &mut Locs) -> bool {
+        let got = e.captures(hay, locs);
+        let want = whole.captures(hay);
+        assert_eq!(got, want.is_some(), "{hay:?}");
+        if let Some(w) = want {
+            let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
+            assert_eq!(locs.spans, w, "{hay:?}");
+        }
+        got
+    }
+
     #[test]
     fn literal_split_agrees() {
         let p = r"^Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+|\w+)(?: port \d+)?";
@@ -1062,13 +1075,7 @@ mod tests {
             "",
         ] {
             let mut locs = Locs::default();
-            let got = e.captures(hay, &mut locs);
-            let want = whole.captures(hay);
-            assert_eq!(got, want.is_some(), "{hay:?}");
-            if let Some(w) = want {
-                let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
-                assert_eq!(locs.spans, w, "{hay:?}");
-            }
+            agrees(&e, &whole, hay, &mut locs);
         }
         let sp = e.split.get().unwrap().as_ref().unwrap();
         assert_eq!(
@@ -1109,13 +1116,7 @@ mod tests {
             "é [12Mär]",
         ] {
             let mut locs = Locs::default();
-            let got = e.captures(hay, &mut locs);
-            let want = whole.captures(hay);
-            assert_eq!(got, want.is_some(), "{hay:?}");
-            if let Some(w) = want {
-                let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
-                assert_eq!(locs.spans, w, "{hay:?}");
-            }
+            let got = agrees(&e, &whole, hay, &mut locs);
             // the split decides every line itself, repeated `[` or not
             let sp = e.split.get().unwrap().as_ref().unwrap();
             assert_eq!(sp.captures(hay, &mut locs), Some(got), "{hay:?}");
@@ -1140,10 +1141,7 @@ mod tests {
         ];
         for hay in lines {
             let mut locs = Locs::default();
-            assert!(e.captures(hay, &mut locs), "{hay:?}");
-            let w = whole.captures(hay).unwrap();
-            let w: Vec<_> = w.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect();
-            assert_eq!(locs.spans, w, "{hay:?}");
+            assert!(agrees(&e, &whole, hay, &mut locs), "{hay:?}");
         }
         let sp = e.split.get().unwrap().as_ref().unwrap();
         assert_eq!(sp.memo.borrow().hits, 4);
