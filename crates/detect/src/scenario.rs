@@ -263,6 +263,41 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event of a failure hit: its `repeat` field (the weight, 1 when
+    /// absent or not a number) and the counted fields it carries, as
+    /// (index in [`Matcher::distinct`], value).
+    fn new<'v>(
+        rule: u32,
+        host: IpAddr,
+        time: UnixTime,
+        repeat: Option<&str>,
+        counted: impl Iterator<Item = (u16, &'v str)>,
+        hasher: &foldhash::fast::RandomState,
+    ) -> Event {
+        let mut ev = Event {
+            rule,
+            host,
+            time,
+            weight: repeat
+                .and_then(|r| r.parse::<u32>().ok())
+                .unwrap_or(1)
+                .clamp(1, 1000),
+            distinct_field: [0; MAX_FIELDS],
+            distinct_hash: [0; MAX_FIELDS],
+            n_distinct: 0,
+        };
+        // Distinct names find distinct fields, so this never overflows.
+        for (f, v) in counted {
+            let n = ev.n_distinct as usize;
+            if n < MAX_FIELDS {
+                ev.distinct_field[n] = f;
+                ev.distinct_hash[n] = hasher.hash_one(v);
+                ev.n_distinct += 1;
+            }
+        }
+        ev
+    }
+
     fn distinct(&self, field: u16) -> Option<u64> {
         let n = self.n_distinct as usize;
         let i = self.distinct_field[..n].iter().position(|f| *f == field)?;
@@ -641,13 +676,7 @@ impl Matcher {
         };
         let (found, time) = n.find_line(line, now);
         let Some(f) = found else {
-            return Matched {
-                time: match n.unmatched_stamp() {
-                    Some(t) => Some(t),
-                    None => line_time(stamps, line, now),
-                },
-                ..Matched::default()
-            };
+            return unmatched(n.unmatched_stamp(), stamps, line, now);
         };
         let mut m = Matched {
             time,
@@ -656,30 +685,16 @@ impl Matcher {
             event: None,
         };
         if !f.nofail() {
-            let mut ev = Event {
-                rule: f.rule(),
-                host: f.host(),
-                time: time.unwrap_or(now),
-                weight: f
-                    .value(line, plan.repeat)
-                    .and_then(|r| r.parse::<u32>().ok())
-                    .unwrap_or(1)
-                    .clamp(1, 1000),
-                distinct_field: [0; MAX_FIELDS],
-                distinct_hash: [0; MAX_FIELDS],
-                n_distinct: 0,
-            };
-            for &(d, id) in plan.need.get(f.rule() as usize).map_or(&[][..], |n| &n[..]) {
-                if let Some(v) = f.value(line, id) {
-                    let k = ev.n_distinct as usize;
-                    if k < MAX_FIELDS {
-                        ev.distinct_field[k] = d;
-                        ev.distinct_hash[k] = hasher.hash_one(v);
-                        ev.n_distinct += 1;
-                    }
-                }
-            }
-            m.event = Some(ev);
+            let need = plan.need.get(f.rule() as usize).map_or(&[][..], |n| &n[..]);
+            m.event = Some(Event::new(
+                f.rule(),
+                f.host(),
+                time.unwrap_or(now),
+                f.value(line, plan.repeat),
+                need.iter()
+                    .filter_map(|&(d, id)| Some((d, f.value(line, id)?))),
+                hasher,
+            ));
         }
         m
     }
@@ -688,16 +703,7 @@ impl Matcher {
     fn match_any(&mut self, line: &str, now: UnixTime) -> Matched {
         let matcher = self.matcher.as_dyn_mut();
         let Some(hit) = matcher.match_line(line, now) else {
-            return Matched {
-                time: match matcher.unmatched_stamp() {
-                    Some(t) => {
-                        debug_assert_eq!(Some(t), line_time(&mut self.stamps, line, now), "{line}");
-                        Some(t)
-                    }
-                    None => line_time(&mut self.stamps, line, now),
-                },
-                ..Matched::default()
-            };
+            return unmatched(matcher.unmatched_stamp(), &mut self.stamps, line, now);
         };
         let mut m = Matched {
             time: hit.time,
@@ -716,6 +722,24 @@ impl Matcher {
     }
 }
 
+/// A line no rule took: its time is the stamp the rules read on it
+/// (`stamp`, see [`LineMatcher::unmatched_stamp`]), else read here.
+fn unmatched(
+    stamp: Option<UnixTime>,
+    stamps: &mut StampCache,
+    line: &str,
+    now: UnixTime,
+) -> Matched {
+    debug_assert!(
+        stamp.is_none() || stamp == line_time(stamps, line, now),
+        "{line}"
+    );
+    Matched {
+        time: stamp.or_else(|| line_time(stamps, line, now)),
+        ..Matched::default()
+    }
+}
+
 fn event(
     hit: &Hit<'_>,
     hasher: &foldhash::fast::RandomState,
@@ -723,32 +747,16 @@ fn event(
     need: &[Vec<u16>],
     now: UnixTime,
 ) -> Event {
-    let weight = hit
-        .field("repeat")
-        .and_then(|r| r.parse::<u32>().ok())
-        .unwrap_or(1)
-        .clamp(1, 1000);
-    let mut ev = Event {
-        rule: hit.rule,
-        host: hit.host,
-        time: hit.time.unwrap_or(now),
-        weight,
-        distinct_field: [0; MAX_FIELDS],
-        distinct_hash: [0; MAX_FIELDS],
-        n_distinct: 0,
-    };
-    for &f in need.get(hit.rule as usize).map_or(&[][..], |n| &n[..]) {
-        // Distinct names find distinct fields, so this never overflows.
-        if let Some(v) = hit.field(&distinct[f as usize]) {
-            let n = ev.n_distinct as usize;
-            if n < MAX_FIELDS {
-                ev.distinct_field[n] = f;
-                ev.distinct_hash[n] = hasher.hash_one(v);
-                ev.n_distinct += 1;
-            }
-        }
-    }
-    ev
+    let need = need.get(hit.rule as usize).map_or(&[][..], |n| &n[..]);
+    Event::new(
+        hit.rule,
+        hit.host,
+        hit.time.unwrap_or(now),
+        hit.field("repeat"),
+        need.iter()
+            .filter_map(|&f| Some((f, hit.field(&distinct[f as usize])?))),
+        hasher,
+    )
 }
 
 impl Scenarios {
