@@ -674,7 +674,7 @@ impl Matcher {
         else {
             unreachable!("called for native rules only");
         };
-        let (found, time) = n.find_line(line, now);
+        let (found, time) = n.find(line, now);
         let Some(f) = found else {
             return unmatched(n.unmatched_stamp(), stamps, line, now);
         };

@@ -313,12 +313,18 @@ pub(crate) const WHAT: u8 = 2;
 pub(crate) struct Names(Vec<Box<str>>);
 
 impl Names {
+    /// The id of `name`, interned now if it is new.
     pub(crate) fn id(&mut self, name: &str) -> u16 {
-        if let Some(i) = self.0.iter().position(|n| &**n == name) {
-            return i as u16;
+        if let Some(i) = self.get(name) {
+            return i;
         }
         self.0.push(name.into());
         (self.0.len() - 1) as u16
+    }
+
+    /// The id of `name`, if it is interned.
+    fn get(&self, name: &str) -> Option<u16> {
+        self.0.iter().position(|n| &**n == name).map(|i| i as u16)
     }
 }
 
@@ -556,7 +562,9 @@ impl NativeMatcher {
     }
 
     /// Finds the built-in or user rule for `line`; the line's time separately.
-    fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
+    /// This is [`LineMatcher::match_line`] without the [`Hit`], and
+    /// [`LineMatcher::unmatched_stamp`] holds after it as after `match_line`.
+    pub(crate) fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
         let b = line.as_bytes();
         self.stamp = None;
         let Some(&first) = b.first() else {
@@ -759,27 +767,12 @@ impl NativeMatcher {
 
     /// The id of a field name some rule reports ([`Found::value`]).
     pub(crate) fn field_id(&self, name: &str) -> Option<u16> {
-        self.names
-            .0
-            .iter()
-            .position(|n| &**n == name)
-            .map(|i| i as u16)
+        self.names.get(name)
     }
 
     /// The id of the `repeat` field.
     pub(crate) fn repeat_id(&self) -> u16 {
         self.repeat_name
-    }
-
-    /// [`LineMatcher::match_line`] without the [`Hit`]: what the rules
-    /// found, and the line's time; [`LineMatcher::unmatched_stamp`] holds
-    /// after it as after `match_line`.
-    pub(crate) fn find_line(
-        &mut self,
-        line: &str,
-        now: UnixTime,
-    ) -> (Option<Found>, Option<UnixTime>) {
-        self.find(line, now)
     }
 
     /// The line's own time, when it carries a stamp this matcher reads.
