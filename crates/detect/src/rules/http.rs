@@ -461,7 +461,7 @@ fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
         host: (0, he),
         user,
         time,
-        first_stamp: lb < 128 && memchr::memchr(b'[', &b[..he]).is_none(),
+        first_stamp: lb < 128 && super::find_byte(b'[', &b[..he]).is_none(),
         request: (rs, re),
         status,
         status_at: ss,
