@@ -306,32 +306,12 @@ impl FailMap {
     }
 }
 
-/// The mlfid cache's hasher: FNV-1a, a few instructions a byte where std's
-/// SipHash took about 3% of a line's work (the cache is hashed three or four
-/// times a line). Ids come from log lines, so an attacker can make them
-/// collide; the cache never holds more than [`MLFID_MAX`] ids, so a full
-/// collision costs at most that many comparisons.
-type IdHash = std::hash::BuildHasherDefault<Fnv>;
-
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
+/// The mlfid cache's hasher: foldhash, as the engine's own maps use (std's
+/// SipHash took about 3% of a line's work; the cache is hashed three or four
+/// times a line). It is seeded per process, and the cache never holds more
+/// than [`MLFID_MAX`] ids, so ids an attacker writes into log lines cannot
+/// make lookups cost more than that many comparisons.
+type IdHash = foldhash::fast::RandomState;
 
 /// fail2ban's mlfid cache: at most this many connection ids…
 const MLFID_MAX: usize = 100;
