@@ -126,8 +126,8 @@ enum Kind {
     Tai64n,
 }
 
-/// One compiled date template.
-#[derive(Debug)]
+/// One compiled date template (a clone shares its automata).
+#[derive(Debug, Clone)]
 pub(crate) struct Template {
     /// The `datepattern` line it came from (for messages and `Debug`).
     #[allow(dead_code)]
@@ -780,6 +780,22 @@ pub(crate) struct Detector {
     fields_cache: (usize, UnixTime, Vec<u8>, Option<UnixTime>),
 }
 
+/// A clone shares every compiled template and starts with empty caches;
+/// the template that matched last (semantic state: it is tried first) is
+/// kept.
+impl Clone for Detector {
+    fn clone(&self) -> Detector {
+        Detector {
+            templates: self.templates.clone(),
+            locs: Locs::default(),
+            last: self.last,
+            syslog_fast: self.syslog_fast,
+            cache: (String::new(), i64::MIN, None),
+            fields_cache: (usize::MAX, 0, Vec::new(), None),
+        }
+    }
+}
+
 /// The date found in a line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Found {
@@ -1022,6 +1038,22 @@ mod tests {
         // a future date (more than a day) means last year
         let f = d.detect("Dec 31 23:59:59 host x", NOW, &utc()).unwrap();
         assert_eq!(f.time, Some(1_104_537_599));
+    }
+
+    /// A clone finds the same dates on another thread.
+    #[test]
+    fn clone_detects_on_another_thread() {
+        let mut d = Detector::new(None).unwrap();
+        let line = "x 2005/08/14 10:00:00 y";
+        let want = d.detect(line, NOW, &utc()).unwrap();
+        let mut c = d.clone();
+        let got = std::thread::spawn(move || c.detect(line, NOW, &utc()).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(
+            (got.start, got.end, got.time),
+            (want.start, want.end, want.time)
+        );
     }
 
     #[test]

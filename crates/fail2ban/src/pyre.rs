@@ -9,6 +9,9 @@
 //! means `{0,n}`, a `{` that is not a quantifier is a literal, `\Z` is `\z`,
 //! `(?P=name)` back-references, escaped non-letters are literals.
 
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+
 use crate::rewrite;
 
 /// A translated pattern and whether it needs the backtracking engine.
@@ -213,8 +216,9 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
     i
 }
 
-/// A compiled translated pattern.
-#[derive(Debug)]
+/// A compiled translated pattern. A clone shares every compiled automaton
+/// and has its own scratch state (capture slots, memos).
+#[derive(Debug, Clone)]
 pub(crate) enum Re {
     /// The linear engine.
     Fast(Box<Lin>),
@@ -228,7 +232,7 @@ pub(crate) enum Re {
 /// The linear engine, and the same pattern without its trailing `.*$` for
 /// single-line haystacks (see `rewrite::trim_tail`): the backtracker that
 /// finds the groups then stops where the tail starts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Lin {
     full: Engine,
     tail: Option<(Engine, Vec<usize>)>,
@@ -237,16 +241,43 @@ pub(crate) struct Lin {
     split: Option<(Engine, bool)>,
 }
 
-/// One compiled pattern with its own reusable capture slots, and the same
-/// pattern compiled without Unicode for ASCII haystacks (identical results
-/// there, and a far smaller automaton).
+/// One compiled pattern (its [`Core`], shared with clones) with its own
+/// reusable capture slots.
 #[derive(Debug)]
 struct Engine {
+    core: Arc<Core>,
+    scratch: RefCell<Scratch>,
+}
+
+/// A clone shares every compiled automaton (and whatever is compiled lazily
+/// later) and starts with fresh scratch state: one clone per matcher thread.
+impl Clone for Engine {
+    fn clone(&self) -> Engine {
+        Engine {
+            core: Arc::clone(&self.core),
+            scratch: Default::default(),
+        }
+    }
+}
+
+/// The compiled parts of a pattern: the pattern, and the same pattern
+/// compiled without Unicode for ASCII haystacks (identical results there,
+/// and a far smaller automaton). Immutable once built, so clones share it.
+#[derive(Debug)]
+struct Core {
     re: regex::Regex,
-    locs: std::cell::RefCell<regex::CaptureLocations>,
     ascii: Option<Ascii>,
     /// Built on the first group search: see [`Split`].
-    split: std::cell::OnceCell<Option<Box<Split>>>,
+    split: OnceLock<Option<Box<Split>>>,
+}
+
+/// The mutable state of searches with one [`Core`]: capture slots, and the
+/// split's. One per engine clone.
+#[derive(Debug, Default)]
+struct Scratch {
+    locs: Option<regex::CaptureLocations>,
+    ascii: Option<regex::bytes::CaptureLocations>,
+    split: Option<Box<SplitScratch>>,
 }
 
 /// A pattern `^A L B` cut at a literal `L` of its top-level sequence
@@ -259,15 +290,24 @@ struct Engine {
 /// instead of one that backtracks over the whole line.
 #[derive(Debug)]
 struct Split {
-    head: Engine,
+    head: Core,
     lit: memchr::memmem::Finder<'static>,
     /// `L` starts at the first occurrence of its first byte (`A` cannot
     /// hold it), however often `L` occurs: `LitSplit::first`.
     first: bool,
-    rest: Engine,
-    scratch: std::cell::RefCell<(Locs, Locs)>,
+    rest: Core,
+}
+
+/// A [`Split`]'s mutable state.
+#[derive(Debug, Default)]
+struct SplitScratch {
+    head: Scratch,
+    rest: Scratch,
+    /// The groups of the head and of the rest.
+    a: Locs,
+    r: Locs,
     /// `first` cuts only (date-template heads): see [`RestMemo`].
-    memo: std::cell::RefCell<RestMemo>,
+    memo: RestMemo,
 }
 
 /// The last groups of a split's `^L B` half, for lines that repeat its
@@ -292,10 +332,10 @@ struct RestMemo {
 impl Split {
     fn new(full: &regex::Regex) -> Option<Box<Split>> {
         let ls = rewrite::lit_split(full.as_str())?;
-        let head = Engine::new(&ls.head)?;
+        let head = Core::new(&ls.head)?;
         // `^L B` on the text from `p`: `L` is a literal, so nothing in `B`
         // looks left of `p`
-        let rest = Engine::new(&ls.rest)?;
+        let rest = Core::new(&ls.rest)?;
         // the same groups in the same order
         let names = head
             .re
@@ -310,19 +350,13 @@ impl Split {
             lit: memchr::memmem::Finder::new(ls.lit.as_bytes()).into_owned(),
             first: ls.first,
             rest,
-            scratch: Default::default(),
-            memo: Default::default(),
         }))
     }
 
     /// `rest`'s groups on `hay`, from the memo when it holds them.
-    fn rest_captures(&self, hay: &str, r: &mut Locs) -> bool {
-        if !self.first {
-            return self.rest.captures(hay, r);
-        }
-        let m = &mut *self.memo.borrow_mut();
-        if m.off {
-            return self.rest.captures(hay, r);
+    fn rest_captures(&self, s: &mut Scratch, m: &mut RestMemo, hay: &str, r: &mut Locs) -> bool {
+        if !self.first || m.off {
+            return self.rest.captures(s, hay, r);
         }
         let Some((_, end)) = self.rest.find(hay) else {
             return false;
@@ -337,7 +371,7 @@ impl Split {
             #[cfg(debug_assertions)]
             {
                 let mut want = Locs::default();
-                assert!(self.rest.captures(hay, &mut want), "memo on {hay:?}");
+                assert!(self.rest.captures(s, hay, &mut want), "memo on {hay:?}");
                 assert_eq!(r.spans, want.spans, "memo on {hay:?}");
             }
             return true;
@@ -345,7 +379,7 @@ impl Split {
         if m.tries >= 256 && m.hits * 2 < m.tries {
             m.off = true;
         }
-        if !self.rest.captures(hay, r) {
+        if !self.rest.captures(s, hay, r) {
             return false;
         }
         m.text.clear();
@@ -358,7 +392,7 @@ impl Split {
     }
 
     /// The groups, or None when `L` occurs more than once (unless `first`).
-    fn captures(&self, hay: &str, locs: &mut Locs) -> Option<bool> {
+    fn captures(&self, sc: &mut SplitScratch, hay: &str, locs: &mut Locs) -> Option<bool> {
         let b = hay.as_bytes();
         let p = if self.first {
             let lit = self.lit.needle();
@@ -381,12 +415,18 @@ impl Split {
         // the head's automaton, then the rest's groups, then the head's: a
         // line that fails mostly fails in an automaton
         let (head, rest) = (&hay[..p], &hay[p..]);
-        let (a, r) = &mut *self.scratch.borrow_mut();
+        let SplitScratch {
+            head: hs,
+            rest: rs,
+            a,
+            r,
+            memo,
+        } = sc;
         // a head without groups has nothing to capture once it matched
         let grouped = self.head.re.captures_len() > 1;
         if !self.head.is_match(head)
-            || !self.rest_captures(rest, r)
-            || (grouped && !self.head.captures(head, a))
+            || !self.rest_captures(rs, memo, rest, r)
+            || (grouped && !self.head.captures(hs, head, a))
         {
             return Some(false);
         }
@@ -408,48 +448,73 @@ impl Split {
 
 impl Engine {
     fn new(pattern: &str) -> Option<Engine> {
+        Some(Engine {
+            core: Arc::new(Core::new(pattern)?),
+            scratch: Default::default(),
+        })
+    }
+
+    fn re(&self) -> &regex::Regex {
+        &self.core.re
+    }
+
+    fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+        self.core
+            .captures(&mut self.scratch.borrow_mut(), hay, locs)
+    }
+
+    fn is_match(&self, hay: &str) -> bool {
+        self.core.is_match(hay)
+    }
+
+    fn find(&self, hay: &str) -> Option<(usize, usize)> {
+        self.core.find(hay)
+    }
+}
+
+impl Core {
+    fn new(pattern: &str) -> Option<Core> {
         let re = regex::RegexBuilder::new(pattern)
             .dfa_size_limit(DFA_CACHE)
             .build()
             .ok()?;
-        let locs = std::cell::RefCell::new(re.capture_locations());
         let ascii = ascii_twin(pattern);
-        Some(Engine {
+        Some(Core {
             re,
-            locs,
             ascii,
-            split: Default::default(),
+            split: OnceLock::new(),
         })
     }
 
-    fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
-        if let Some(sp) = self.split.get_or_init(|| Split::new(&self.re))
-            && let Some(m) = sp.captures(hay, locs)
-        {
-            #[cfg(debug_assertions)]
-            {
-                let mut want = Locs::default();
-                let full = self.captures_at(hay, 0, &mut want);
-                assert_eq!(m, full, "split {:?} on {hay:?}", self.re.as_str());
-                if m {
-                    assert_eq!(
-                        locs.spans,
-                        want.spans,
-                        "split {:?} on {hay:?}",
-                        self.re.as_str()
-                    );
+    fn captures(&self, s: &mut Scratch, hay: &str, locs: &mut Locs) -> bool {
+        if let Some(sp) = self.split.get_or_init(|| Split::new(&self.re)) {
+            let ss = s.split.get_or_insert_with(Default::default);
+            if let Some(m) = sp.captures(ss, hay, locs) {
+                #[cfg(debug_assertions)]
+                {
+                    let mut want = Locs::default();
+                    let full = self.captures_at(s, hay, 0, &mut want);
+                    assert_eq!(m, full, "split {:?} on {hay:?}", self.re.as_str());
+                    if m {
+                        assert_eq!(
+                            locs.spans,
+                            want.spans,
+                            "split {:?} on {hay:?}",
+                            self.re.as_str()
+                        );
+                    }
                 }
+                return m;
             }
-            return m;
         }
-        self.captures_at(hay, 0, locs)
+        self.captures_at(s, hay, 0, locs)
     }
 
     /// The groups of the leftmost-first match starting at `start` or later.
-    fn captures_at(&self, hay: &str, start: usize, locs: &mut Locs) -> bool {
+    fn captures_at(&self, s: &mut Scratch, hay: &str, start: usize, locs: &mut Locs) -> bool {
         match &self.ascii {
             Some(a) if hay.is_ascii() => {
-                let cl = &mut *a.locs.borrow_mut();
+                let cl = s.ascii.get_or_insert_with(|| a.re.capture_locations());
                 let found = a.re.captures_read_at(cl, hay.as_bytes(), start).is_some();
                 #[cfg(debug_assertions)]
                 {
@@ -475,7 +540,7 @@ impl Engine {
                 true
             }
             _ => {
-                let cl = &mut *self.locs.borrow_mut();
+                let cl = s.locs.get_or_insert_with(|| self.re.capture_locations());
                 if self.re.captures_read_at(cl, hay, start).is_none() {
                     return false;
                 }
@@ -521,7 +586,7 @@ impl Lin {
         let tail = rewrite::trim_tail(pattern).and_then(|t| {
             let e = Engine::new(&t.pattern)?;
             // same groups, same order
-            let same = e.re.capture_names().eq(full.re.capture_names());
+            let same = e.re().capture_names().eq(full.re().capture_names());
             split = t
                 .head_split
                 .as_deref()
@@ -561,7 +626,7 @@ impl Lin {
     }
 
     fn re(&self) -> &regex::Regex {
-        &self.full.re
+        self.full.re()
     }
 
     /// The end of `hay`'s text when its only `\n` is the last byte.
@@ -600,7 +665,7 @@ impl Lin {
                     locs.spans,
                     want.spans,
                     "trimmed {:?} on {hay:?}",
-                    t.re.as_str()
+                    t.re().as_str()
                 );
             }
             return true;
@@ -620,7 +685,7 @@ impl Lin {
 #[derive(Debug)]
 pub(crate) struct Checked {
     lin: Lin,
-    checks: Vec<rewrite::Check>,
+    checks: Arc<[rewrite::Check]>,
     /// (group index, check index) of the groups that record lookaheads.
     check_groups: Vec<(usize, usize)>,
     /// The original pattern, for lines where a check fails.
@@ -631,8 +696,23 @@ pub(crate) struct Checked {
     /// group of `lin` for each of its groups (see `Rewritten::ways`).
     ways: Vec<(Lin, Vec<Option<usize>>)>,
     /// Reused spans: of a way, and of `is_match`.
-    way_locs: std::cell::RefCell<Locs>,
-    scratch: std::cell::RefCell<Locs>,
+    way_locs: RefCell<Locs>,
+    scratch: RefCell<Locs>,
+}
+
+impl Clone for Checked {
+    fn clone(&self) -> Checked {
+        Checked {
+            lin: self.lin.clone(),
+            checks: Arc::clone(&self.checks),
+            check_groups: self.check_groups.clone(),
+            fallback: self.fallback.clone(),
+            fallback_map: self.fallback_map.clone(),
+            ways: self.ways.clone(),
+            way_locs: Default::default(),
+            scratch: Default::default(),
+        }
+    }
 }
 
 impl Checked {
@@ -675,7 +755,7 @@ impl Checked {
         }
         Some(Checked {
             lin,
-            checks: rw.checks,
+            checks: rw.checks.into(),
             check_groups,
             fallback,
             fallback_map,
@@ -888,7 +968,6 @@ impl Re {
 #[derive(Debug)]
 pub(crate) struct Ascii {
     pub(crate) re: regex::bytes::Regex,
-    locs: std::cell::RefCell<regex::bytes::CaptureLocations>,
 }
 
 /// Compiles `pattern` with Unicode off. On ASCII input `\w \d \s \b .`
@@ -915,8 +994,7 @@ pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
         .unicode(false)
         .build()
         .ok()?;
-    let locs = std::cell::RefCell::new(re.capture_locations());
-    Some(Ascii { re, locs })
+    Some(Ascii { re })
 }
 
 /// The group spans of the last successful [`Re::captures`].
@@ -1077,14 +1155,18 @@ mod tests {
             let mut locs = Locs::default();
             agrees(&e, &whole, hay, &mut locs);
         }
-        let sp = e.split.get().unwrap().as_ref().unwrap();
+        let sp = e.core.split.get().unwrap().as_ref().unwrap();
         assert_eq!(
             sp.head.re.as_str(),
             r"^(?:Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+))\z"
         );
         let mut locs = Locs::default();
         assert_eq!(
-            sp.captures("Failed x for a from b from 1.2.3.4", &mut locs),
+            sp.captures(
+                &mut SplitScratch::default(),
+                "Failed x for a from b from 1.2.3.4",
+                &mut locs
+            ),
             None
         );
         // a lazy group, or one that cannot run over the literal: no cut
@@ -1118,8 +1200,9 @@ mod tests {
             let mut locs = Locs::default();
             let got = agrees(&e, &whole, hay, &mut locs);
             // the split decides every line itself, repeated `[` or not
-            let sp = e.split.get().unwrap().as_ref().unwrap();
-            assert_eq!(sp.captures(hay, &mut locs), Some(got), "{hay:?}");
+            let sp = e.core.split.get().unwrap().as_ref().unwrap();
+            let mut sc = SplitScratch::default();
+            assert_eq!(sp.captures(&mut sc, hay, &mut locs), Some(got), "{hay:?}");
         }
         // lines repeating the text after `[`: the memo, checked against the
         // whole pattern (the same date, then a differing byte within or
@@ -1143,8 +1226,8 @@ mod tests {
             let mut locs = Locs::default();
             assert!(agrees(&e, &whole, hay, &mut locs), "{hay:?}");
         }
-        let sp = e.split.get().unwrap().as_ref().unwrap();
-        assert_eq!(sp.memo.borrow().hits, 4);
+        let sc = e.scratch.borrow();
+        assert_eq!(sc.split.as_ref().unwrap().memo.hits, 4);
         // a head that can hold the literal, a folded letter, flags that
         // change `^`: no first-occurrence cut
         for p in [
@@ -1165,6 +1248,32 @@ mod tests {
         assert!(a.re.is_match(b"MAR1") && !a.re.is_match(b"MAY1"));
         assert_eq!(ascii_twin(r"(?u)\w").unwrap().re.as_str(), r"\w");
         assert_eq!(ascii_twin(r"(?:u)\w").unwrap().re.as_str(), r"(?:u)\w");
+    }
+
+    /// Clones share compiled parts (also those compiled lazily) and keep
+    /// their own scratch state; all of it can move to another thread.
+    #[test]
+    fn clones_share_automata() {
+        fn send<T: Send>() {}
+        fn sync<T: Send + Sync>() {}
+        send::<Re>();
+        sync::<Core>();
+        let p = r"^Failed (?P<m>\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+)";
+        let e = Engine::new(p).unwrap();
+        let c = e.clone();
+        assert!(Arc::ptr_eq(&e.core, &c.core));
+        let mut locs = Locs::default();
+        assert!(c.captures("Failed password for root from 1.2.3.4", &mut locs));
+        // the split the clone built is the original's
+        assert!(e.core.split.get().unwrap().is_some());
+        assert!(e.scratch.borrow().split.is_none());
+        let t = std::thread::spawn(move || {
+            let mut locs = Locs::default();
+            c.captures("Failed x for a from 5.6.7.8", &mut locs)
+                .then_some(locs.spans)
+        });
+        let spans = t.join().unwrap().unwrap();
+        assert_eq!(spans[3], Some((20, 27)));
     }
 
     #[test]
