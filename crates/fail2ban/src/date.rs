@@ -853,6 +853,19 @@ impl Detector {
         })
     }
 
+    /// The template that matched last, which the next line tries first:
+    /// 0 for none, else its index plus one.
+    pub(crate) fn last_key(&self) -> u64 {
+        self.last.map_or(0, |i| i as u64 + 1)
+    }
+
+    /// Takes on a [`Detector::last_key`] (of a copy with the same templates).
+    pub(crate) fn set_last_key(&mut self, key: u64) {
+        self.last = (key as usize)
+            .checked_sub(1)
+            .filter(|i| *i < self.templates.len());
+    }
+
     /// Forgets cached times (the time zone changed).
     pub(crate) fn forget(&mut self) {
         self.cache.1 = i64::MIN;

@@ -262,11 +262,19 @@ impl Clone for Engine {
 
 /// The compiled parts of a pattern: the pattern, and the same pattern
 /// compiled without Unicode for ASCII haystacks (identical results there,
-/// and a far smaller automaton). Immutable once built, so clones share it.
+/// and a far smaller automaton). Shared by clones; the automata are built
+/// on first need (once for all clones), so a pattern only some lines reach,
+/// or the Unicode one when every line is ASCII, costs a parse at load.
 #[derive(Debug)]
 struct Core {
-    re: regex::Regex,
-    ascii: Option<Ascii>,
+    pattern: Box<str>,
+    /// The groups' names, group 0 first (None: unnamed).
+    names: Box<[Option<Box<str>>]>,
+    /// The Unicode automaton. `None` inside: it did not compile (the parse
+    /// at load succeeded, so only a size limit can refuse it).
+    uni: OnceLock<Option<regex::Regex>>,
+    /// The ASCII twin, `None` inside when the pattern has none.
+    ascii: OnceLock<Option<Ascii>>,
     /// Built on the first group search: see [`Split`].
     split: OnceLock<Option<Box<Split>>>,
 }
@@ -330,7 +338,7 @@ struct RestMemo {
 }
 
 impl Split {
-    fn new(full: &regex::Regex) -> Option<Box<Split>> {
+    fn new(full: &Core) -> Option<Box<Split>> {
         let ls = rewrite::lit_split(full.as_str())?;
         let head = Core::new(&ls.head)?;
         // `^L B` on the text from `p`: `L` is a literal, so nothing in `B`
@@ -338,10 +346,9 @@ impl Split {
         let rest = Core::new(&ls.rest)?;
         // the same groups in the same order
         let names = head
-            .re
             .capture_names()
             .skip(1)
-            .chain(rest.re.capture_names().skip(1));
+            .chain(rest.capture_names().skip(1));
         if !names.eq(full.capture_names().skip(1)) {
             return None;
         }
@@ -423,7 +430,7 @@ impl Split {
             memo,
         } = sc;
         // a head without groups has nothing to capture once it matched
-        let grouped = self.head.re.captures_len() > 1;
+        let grouped = self.head.captures_len() > 1;
         if !self.head.is_match(head)
             || !self.rest_captures(rs, memo, rest, r)
             || (grouped && !self.head.captures(hs, head, a))
@@ -454,8 +461,8 @@ impl Engine {
         })
     }
 
-    fn re(&self) -> &regex::Regex {
-        &self.core.re
+    fn core(&self) -> &Core {
+        &self.core
     }
 
     fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
@@ -472,35 +479,117 @@ impl Engine {
     }
 }
 
+/// The automaton a search on a haystack runs: the ASCII twin on ASCII text.
+enum Pick<'a> {
+    Ascii(&'a Ascii),
+    Uni(&'a regex::Regex),
+    /// The automaton did not compile: nothing matches.
+    Nothing,
+}
+
 impl Core {
+    /// Checks that `pattern` parses (as `regex::Regex` would) and reads its
+    /// group names; compiles nothing.
     fn new(pattern: &str) -> Option<Core> {
-        let re = regex::RegexBuilder::new(pattern)
-            .dfa_size_limit(DFA_CACHE)
-            .build()
-            .ok()?;
-        let ascii = ascii_twin(pattern);
-        Some(Core {
-            re,
-            ascii,
+        let groups = parse_groups(pattern)?;
+        let core = Core {
+            pattern: pattern.into(),
+            names: Box::new([]),
+            uni: OnceLock::new(),
+            ascii: OnceLock::new(),
             split: OnceLock::new(),
+        };
+        let names = match group_names(pattern) {
+            Some(n) if n.len() == groups + 1 => n,
+            // syntax the reader does not follow: ask the compiled pattern
+            _ => core
+                .uni()?
+                .capture_names()
+                .map(|n| n.map(Into::into))
+                .collect(),
+        };
+        Some(Core {
+            names: names.into(),
+            ..core
         })
     }
 
+    fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    fn capture_names(&self) -> impl Iterator<Item = Option<&str>> {
+        self.names.iter().map(|n| n.as_deref())
+    }
+
+    fn captures_len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The Unicode automaton, compiled on first use. The parse succeeded,
+    /// so only the size limit can refuse it: lazily compiled patterns get a
+    /// generous one (an automaton that big would be slow, not wrong).
+    fn uni(&self) -> Option<&regex::Regex> {
+        self.uni
+            .get_or_init(|| {
+                let re = regex::RegexBuilder::new(&self.pattern)
+                    .dfa_size_limit(DFA_CACHE)
+                    .size_limit(LAZY_NFA_LIMIT)
+                    .build()
+                    .ok();
+                debug_assert!(
+                    re.is_some(),
+                    "{:?} parsed but does not compile",
+                    self.pattern
+                );
+                #[cfg(debug_assertions)]
+                if let Some(re) = &re
+                    && !self.names.is_empty()
+                {
+                    assert!(
+                        re.capture_names().eq(self.capture_names()),
+                        "group names of {:?}",
+                        self.pattern
+                    );
+                }
+                re
+            })
+            .as_ref()
+    }
+
+    fn twin(&self) -> Option<&Ascii> {
+        self.ascii
+            .get_or_init(|| ascii_twin(&self.pattern))
+            .as_ref()
+    }
+
+    fn pick(&self, hay: &str) -> Pick<'_> {
+        if hay.is_ascii()
+            && let Some(a) = self.twin()
+        {
+            return Pick::Ascii(a);
+        }
+        match self.uni() {
+            Some(re) => Pick::Uni(re),
+            None => Pick::Nothing,
+        }
+    }
+
     fn captures(&self, s: &mut Scratch, hay: &str, locs: &mut Locs) -> bool {
-        if let Some(sp) = self.split.get_or_init(|| Split::new(&self.re)) {
+        if let Some(sp) = self.split.get_or_init(|| Split::new(self)) {
             let ss = s.split.get_or_insert_with(Default::default);
             if let Some(m) = sp.captures(ss, hay, locs) {
                 #[cfg(debug_assertions)]
                 {
                     let mut want = Locs::default();
                     let full = self.captures_at(s, hay, 0, &mut want);
-                    assert_eq!(m, full, "split {:?} on {hay:?}", self.re.as_str());
+                    assert_eq!(m, full, "split {:?} on {hay:?}", self.as_str());
                     if m {
                         assert_eq!(
                             locs.spans,
                             want.spans,
                             "split {:?} on {hay:?}",
-                            self.re.as_str()
+                            self.as_str()
                         );
                     }
                 }
@@ -512,20 +601,15 @@ impl Core {
 
     /// The groups of the leftmost-first match starting at `start` or later.
     fn captures_at(&self, s: &mut Scratch, hay: &str, start: usize, locs: &mut Locs) -> bool {
-        match &self.ascii {
-            Some(a) if hay.is_ascii() => {
+        match self.pick(hay) {
+            Pick::Ascii(a) => {
                 let cl = s.ascii.get_or_insert_with(|| a.re.capture_locations());
                 let found = a.re.captures_read_at(cl, hay.as_bytes(), start).is_some();
                 #[cfg(debug_assertions)]
-                {
-                    let mut u = self.re.capture_locations();
-                    let want = self.re.captures_read_at(&mut u, hay, start).is_some();
-                    assert_eq!(
-                        found,
-                        want,
-                        "ASCII twin of {:?} on {hay:?}",
-                        self.re.as_str()
-                    );
+                if let Some(re) = self.uni() {
+                    let mut u = re.capture_locations();
+                    let want = re.captures_read_at(&mut u, hay, start).is_some();
+                    assert_eq!(found, want, "ASCII twin of {:?} on {hay:?}", self.as_str());
                     if found {
                         for g in 0..u.len() {
                             assert_eq!(cl.get(g), u.get(g), "ASCII twin, group {g}, {hay:?}");
@@ -539,44 +623,102 @@ impl Core {
                 locs.spans.extend((0..cl.len()).map(|g| cl.get(g)));
                 true
             }
-            _ => {
-                let cl = s.locs.get_or_insert_with(|| self.re.capture_locations());
-                if self.re.captures_read_at(cl, hay, start).is_none() {
+            Pick::Uni(re) => {
+                let cl = s.locs.get_or_insert_with(|| re.capture_locations());
+                if re.captures_read_at(cl, hay, start).is_none() {
                     return false;
                 }
                 locs.spans.clear();
                 locs.spans.extend((0..cl.len()).map(|g| cl.get(g)));
                 true
             }
+            Pick::Nothing => false,
         }
     }
 
     fn is_match(&self, hay: &str) -> bool {
-        match &self.ascii {
-            Some(a) if hay.is_ascii() => {
+        match self.pick(hay) {
+            Pick::Ascii(a) => {
                 let m = a.re.is_match(hay.as_bytes());
-                debug_assert_eq!(m, self.re.is_match(hay), "ASCII twin on {hay:?}");
+                #[cfg(debug_assertions)]
+                if let Some(re) = self.uni() {
+                    assert_eq!(m, re.is_match(hay), "ASCII twin on {hay:?}");
+                }
                 m
             }
-            _ => self.re.is_match(hay),
+            Pick::Uni(re) => re.is_match(hay),
+            Pick::Nothing => false,
         }
     }
 
     /// The span of the leftmost-first match (found by the DFA alone).
     fn find(&self, hay: &str) -> Option<(usize, usize)> {
-        match &self.ascii {
-            Some(a) if hay.is_ascii() => {
+        match self.pick(hay) {
+            Pick::Ascii(a) => {
                 let m = a.re.find(hay.as_bytes()).map(|m| (m.start(), m.end()));
-                debug_assert_eq!(
-                    m,
-                    self.re.find(hay).map(|m| (m.start(), m.end())),
-                    "ASCII twin on {hay:?}"
-                );
+                #[cfg(debug_assertions)]
+                if let Some(re) = self.uni() {
+                    let want = re.find(hay).map(|m| (m.start(), m.end()));
+                    assert_eq!(m, want, "ASCII twin on {hay:?}");
+                }
                 m
             }
-            _ => self.re.find(hay).map(|m| (m.start(), m.end())),
+            Pick::Uni(re) => re.find(hay).map(|m| (m.start(), m.end())),
+            Pick::Nothing => None,
         }
     }
+}
+
+/// The names of the groups of `p` (regex crate syntax), group 0 first, read
+/// from the text; None in `x` mode (comments could hold parentheses) or on
+/// a construct it cannot skip. `Core::new` checks the count against the
+/// parse.
+fn group_names(p: &str) -> Option<Vec<Option<Box<str>>>> {
+    let b = p.as_bytes();
+    let mut names = vec![None];
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'[' => i = class_end(b, i)?,
+            b'(' => {
+                if b.get(i + 1) == Some(&b'?') {
+                    let r = &p[i + 2..];
+                    if let Some(n) = r.strip_prefix("P<").or_else(|| r.strip_prefix('<')) {
+                        names.push(Some(n[..n.find('>')?].into()));
+                    } else if r[..r.find([')', ':'])?].contains('x') {
+                        return None;
+                    }
+                } else {
+                    names.push(None);
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(names)
+}
+
+/// The index past the class opening at `b[start] == b'['` (nested classes
+/// included), or None when it does not close.
+fn class_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    if b.get(i) == Some(&b'^') {
+        i += 1;
+    }
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    }
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'[' => i = class_end(b, i)?,
+            b']' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 impl Lin {
@@ -586,7 +728,7 @@ impl Lin {
         let tail = rewrite::trim_tail(pattern).and_then(|t| {
             let e = Engine::new(&t.pattern)?;
             // same groups, same order
-            let same = e.re().capture_names().eq(full.re().capture_names());
+            let same = e.core().capture_names().eq(full.core().capture_names());
             split = t
                 .head_split
                 .as_deref()
@@ -625,8 +767,8 @@ impl Lin {
         Some(true)
     }
 
-    fn re(&self) -> &regex::Regex {
-        self.full.re()
+    fn core(&self) -> &Core {
+        self.full.core()
     }
 
     /// The end of `hay`'s text when its only `\n` is the last byte.
@@ -665,7 +807,7 @@ impl Lin {
                     locs.spans,
                     want.spans,
                     "trimmed {:?} on {hay:?}",
-                    t.re().as_str()
+                    t.core().as_str()
                 );
             }
             return true;
@@ -718,7 +860,7 @@ impl Clone for Checked {
 impl Checked {
     fn new(rw: rewrite::Rewritten, fallback: fancy_regex::Regex) -> Option<Checked> {
         let lin = Lin::new(&rw.pattern)?;
-        let names: Vec<Option<&str>> = lin.re().capture_names().collect();
+        let names: Vec<Option<&str>> = lin.core().capture_names().collect();
         let check_groups = names
             .iter()
             .enumerate()
@@ -742,7 +884,7 @@ impl Checked {
                 break;
             };
             let map = wl
-                .re()
+                .core()
                 .capture_names()
                 .enumerate()
                 .map(|(i, n)| match n {
@@ -798,7 +940,7 @@ impl Checked {
             }
             if w.captures(hay, &mut one) {
                 locs.spans.clear();
-                locs.spans.resize(self.lin.re().captures_len(), None);
+                locs.spans.resize(self.lin.core().captures_len(), None);
                 for (g, span) in one.spans.iter().enumerate() {
                     if let (Some(Some(j)), Some(_)) = (map.get(g), span) {
                         locs.spans[*j] = *span;
@@ -817,7 +959,7 @@ impl Checked {
             return Some(false);
         };
         locs.spans.clear();
-        locs.spans.resize(self.lin.re().captures_len(), None);
+        locs.spans.resize(self.lin.core().captures_len(), None);
         for (i, j) in self.fallback_map.iter().enumerate() {
             if let (Some(j), Some(m)) = (j, c.get(i)) {
                 locs.spans[*j] = Some((m.start(), m.end()));
@@ -835,14 +977,14 @@ impl Checked {
             assert!(
                 self.fallback.captures(hay).is_err(),
                 "rewritten {:?} matched {hay:?}, the original did not",
-                self.lin.re().as_str()
+                self.lin.core().as_str()
             );
             return;
         }
         // named groups that took part (whichever copy), and the match
         let by_name = |l: &Locs| {
             let mut v = vec![(None, l.spans.first().copied().flatten())];
-            for (g, n) in self.lin.re().capture_names().enumerate() {
+            for (g, n) in self.lin.core().capture_names().enumerate() {
                 if let Some(n) = n.and_then(rewrite::original_name)
                     && let Some(sp) = l.spans.get(g).copied().flatten()
                 {
@@ -856,7 +998,7 @@ impl Checked {
             by_name(locs),
             by_name(&want),
             "rewritten {:?} and the original differ on {hay:?}",
-            self.lin.re().as_str()
+            self.lin.core().as_str()
         );
     }
 }
@@ -864,6 +1006,12 @@ impl Checked {
 /// Lazy-DFA cache per pattern: large enough that varied input does not make
 /// the engine give up the DFA for the much slower PikeVM.
 const DFA_CACHE: usize = 16 << 20;
+
+/// NFA size limit of the automata compiled on first use (the regex crate's
+/// default is 10 MiB): their pattern parsed at load, and they must not
+/// fail later. Only a pattern of several thousand Unicode classes comes
+/// near it.
+const LAZY_NFA_LIMIT: usize = 256 << 20;
 
 /// Backtracking steps allowed per match before fancy-regex gives up on a line.
 pub(crate) const BACKTRACK_LIMIT: usize = 1_000_000;
@@ -893,13 +1041,13 @@ impl Re {
     pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
         match self {
             Re::Fast(l) => l
-                .re()
+                .core()
                 .capture_names()
                 .map(|n| n.map(str::to_string))
                 .collect(),
             Re::Checked(c) => c
                 .lin
-                .re()
+                .core()
                 .capture_names()
                 .map(|n| n.and_then(rewrite::original_name).map(str::to_string))
                 .collect(),
@@ -923,7 +1071,7 @@ impl Re {
     /// `Rewritten::ways`), or empty when it has none.
     pub(crate) fn ways(&self) -> Vec<&str> {
         match self {
-            Re::Checked(c) => c.ways.iter().map(|(w, _)| w.re().as_str()).collect(),
+            Re::Checked(c) => c.ways.iter().map(|(w, _)| w.core().as_str()).collect(),
             _ => Vec::new(),
         }
     }
@@ -977,24 +1125,52 @@ pub(crate) struct Ascii {
 /// `\b` and case folding agree with the ASCII ones, and the Unicode
 /// classes and folds would make the automaton many times larger.
 pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
+    let re = regex::bytes::RegexBuilder::new(&ascii_pattern(pattern)?)
+        .unicode(false)
+        .build()
+        .ok()?;
+    Some(Ascii { re })
+}
+
+/// The pattern an ASCII twin compiles (see [`ascii_twin`]), None when
+/// `pattern` is not ASCII.
+fn ascii_pattern(pattern: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !pattern.is_ascii() {
         return None;
     }
-    let stripped;
-    let mut pattern = pattern;
     if let Some(rest) = pattern.strip_prefix("(?")
         && let Some(e) = rest.find(')')
         && rest[..e].bytes().all(|b| b.is_ascii_alphabetic())
         && rest[..e].contains('u')
     {
-        stripped = format!("(?{}){}", rest[..e].replace('u', ""), &rest[e + 1..]);
-        pattern = stripped.strip_prefix("(?)").unwrap_or(&stripped);
+        let stripped = format!("(?{}){}", rest[..e].replace('u', ""), &rest[e + 1..]);
+        return Some(match stripped.strip_prefix("(?)") {
+            Some(s) => s.to_string().into(),
+            None => stripped.into(),
+        });
     }
-    let re = regex::bytes::RegexBuilder::new(pattern)
-        .unicode(false)
-        .build()
-        .ok()?;
-    Some(Ascii { re })
+    Some(pattern.into())
+}
+
+/// The number of explicit groups of `pattern` when `regex::Regex` accepts
+/// its syntax. An ASCII pattern is parsed as its ASCII twin, without the
+/// Unicode class tables: whatever parses with Unicode off also parses with
+/// it on, except sections that turn it off (`(?-u)`, where the Unicode
+/// parse refuses what could match invalid UTF-8); what does not parse so
+/// (`\pL`) is parsed with Unicode.
+fn parse_groups(pattern: &str) -> Option<usize> {
+    use regex_automata::util::syntax;
+    if let Some(a) = ascii_pattern(pattern)
+        && !pattern.contains("-u")
+    {
+        let ascii = syntax::Config::new().unicode(false).utf8(false);
+        if let Ok(h) = syntax::parse_with(&a, &ascii) {
+            debug_assert!(syntax::parse(pattern).is_ok(), "{pattern:?}");
+            return Some(h.properties().explicit_captures_len());
+        }
+    }
+    let h = syntax::parse(pattern).ok()?;
+    Some(h.properties().explicit_captures_len())
 }
 
 /// The group spans of the last successful [`Re::captures`].
@@ -1157,7 +1333,7 @@ mod tests {
         }
         let sp = e.core.split.get().unwrap().as_ref().unwrap();
         assert_eq!(
-            sp.head.re.as_str(),
+            sp.head.as_str(),
             r"^(?:Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+))\z"
         );
         let mut locs = Locs::default();
@@ -1237,6 +1413,35 @@ mod tests {
         ] {
             assert!(rewrite::lit_split(p).is_none(), "{p}");
         }
+    }
+
+    /// Group names read from the text agree with the compiled pattern's;
+    /// a pattern the reader cannot follow, or that does not parse, says so.
+    #[test]
+    fn group_names_from_text() {
+        for p in [
+            r"^(?P<a>x)(y)(?:z)(?i)(?<b>[(\])]|[^]()][[:alpha:]()])\((?s:c)(?P<c_1>)$",
+            r"(?iu)^[^\[]*\[(?P<d>\d+)\]",
+            r"[a[(]](x)",
+        ] {
+            let re = regex::Regex::new(p).unwrap();
+            let want: Vec<_> = re.capture_names().collect();
+            let got = group_names(p).unwrap();
+            assert!(
+                got.iter().map(|n| n.as_deref()).eq(want.iter().copied()),
+                "{p}"
+            );
+            let core = Core::new(p).unwrap();
+            assert_eq!(core.captures_len(), want.len(), "{p}");
+            assert!(core.uni.get().is_none() && core.ascii.get().is_none());
+        }
+        assert_eq!(group_names(r"(?x)a # (b)"), None);
+        let core = Core::new(r"(?x)(a) # (b)").unwrap();
+        assert_eq!(core.captures_len(), 2);
+        assert!(Core::new(r"(a").is_none() && Core::new(r"a(?=b)").is_none());
+        assert!(Core::new(r"\pL(?P<x>\w)").is_some());
+        // a section without Unicode that could match invalid UTF-8
+        assert!(Core::new(r"(?-u:\xFF)").is_none());
     }
 
     /// The ASCII twin drops a leading `u` flag (Unicode classes and folds
