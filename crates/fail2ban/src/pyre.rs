@@ -12,6 +12,10 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use regex_automata::nfa::thompson::{self, backtrack};
+use regex_automata::util::primitives::NonMaxUsize;
+use regex_automata::{Anchored, Input};
+
 use crate::rewrite;
 
 /// A translated pattern and whether it needs the backtracking engine.
@@ -285,6 +289,12 @@ struct Core {
 struct Scratch {
     locs: Option<regex::CaptureLocations>,
     ascii: Option<regex::bytes::CaptureLocations>,
+    /// The ASCII twin's backtracker cache and slots.
+    bt: Option<(backtrack::Cache, Vec<Option<NonMaxUsize>>)>,
+    /// Group searches on ASCII text, and how many of them failed (halved
+    /// now and then, to follow the input): see [`Core::captures_at`].
+    tries: u32,
+    fails: u32,
     split: Option<Box<SplitScratch>>,
 }
 
@@ -603,6 +613,26 @@ impl Core {
     fn captures_at(&self, s: &mut Scratch, hay: &str, start: usize, locs: &mut Locs) -> bool {
         match self.pick(hay) {
             Pick::Ascii(a) => {
+                // A search that succeeds costs the backtracker either
+                // way, and the automaton pass before it is spared; one
+                // that fails costs the automaton pass when it runs first,
+                // and a backtracker that tries every path when it does
+                // not. Where searches mostly fail, the automaton goes
+                // first.
+                if s.tries >= 1024 {
+                    s.tries /= 2;
+                    s.fails /= 2;
+                }
+                s.tries += 1;
+                if start == 0
+                    && let Some(bt) = &a.bt
+                    && hay.len() <= bt.max_haystack_len()
+                    && (s.tries < 64 || s.fails * 8 < s.tries)
+                {
+                    let found = self.backtrack(bt, s, hay, locs);
+                    s.fails += u32::from(!found);
+                    return found;
+                }
                 let cl = s.ascii.get_or_insert_with(|| a.re.capture_locations());
                 let found = a.re.captures_read_at(cl, hay.as_bytes(), start).is_some();
                 #[cfg(debug_assertions)]
@@ -617,6 +647,7 @@ impl Core {
                     }
                 }
                 if !found {
+                    s.fails += 1;
                     return false;
                 }
                 locs.spans.clear();
@@ -634,6 +665,50 @@ impl Core {
             }
             Pick::Nothing => false,
         }
+    }
+
+    /// The groups of an anchored pattern's match on ASCII `hay`, from the
+    /// backtracker alone: `regex` would first run its DFA to find where the
+    /// match ends, then this same backtracker on that span.
+    fn backtrack(
+        &self,
+        bt: &backtrack::BoundedBacktracker,
+        s: &mut Scratch,
+        hay: &str,
+        locs: &mut Locs,
+    ) -> bool {
+        let (cache, slots) = s.bt.get_or_insert_with(|| {
+            let n = bt.get_nfa().group_info().slot_len();
+            (bt.create_cache(), vec![None; n])
+        });
+        let input = Input::new(hay).anchored(Anchored::Yes);
+        // the length was checked: the search cannot give up
+        let found = matches!(bt.try_search_slots(cache, &input, slots), Ok(Some(_)));
+        if found {
+            locs.spans.clear();
+            locs.spans.extend(
+                slots
+                    .chunks_exact(2)
+                    .map(|p| Some((p[0]?.get(), p[1]?.get()))),
+            );
+        }
+        #[cfg(debug_assertions)]
+        {
+            let a = self.twin().expect("a backtracker has a twin");
+            let mut cl = a.re.capture_locations();
+            let want = a.re.captures_read_at(&mut cl, hay.as_bytes(), 0).is_some();
+            assert_eq!(found, want, "backtracker of {:?} on {hay:?}", self.as_str());
+            if found {
+                let w: Vec<_> = (0..cl.len()).map(|g| cl.get(g)).collect();
+                assert_eq!(
+                    locs.spans,
+                    w,
+                    "backtracker of {:?} on {hay:?}",
+                    self.as_str()
+                );
+            }
+        }
+        found
     }
 
     fn is_match(&self, hay: &str) -> bool {
@@ -1116,6 +1191,9 @@ impl Re {
 #[derive(Debug)]
 pub(crate) struct Ascii {
     pub(crate) re: regex::bytes::Regex,
+    /// For a pattern anchored at the start: the backtracker `re` runs
+    /// for groups, to run without `re`'s DFA pass first.
+    bt: Option<backtrack::BoundedBacktracker>,
 }
 
 /// Compiles `pattern` with Unicode off. On ASCII input `\w \d \s \b .`
@@ -1125,11 +1203,23 @@ pub(crate) struct Ascii {
 /// `\b` and case folding agree with the ASCII ones, and the Unicode
 /// classes and folds would make the automaton many times larger.
 pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
-    let re = regex::bytes::RegexBuilder::new(&ascii_pattern(pattern)?)
+    let p = ascii_pattern(pattern)?;
+    let re = regex::bytes::RegexBuilder::new(&p)
         .unicode(false)
         .build()
         .ok()?;
-    Some(Ascii { re })
+    // as `regex::bytes` configures its backtracker
+    let bt = backtrack::Builder::new()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .thompson(thompson::Config::new().utf8(false))
+        .build(&p)
+        .ok()
+        .filter(|bt| bt.get_nfa().is_always_start_anchored());
+    Some(Ascii { re, bt })
 }
 
 /// The pattern an ASCII twin compiles (see [`ascii_twin`]), None when
@@ -1413,6 +1503,26 @@ mod tests {
         ] {
             assert!(rewrite::lit_split(p).is_none(), "{p}");
         }
+    }
+
+    /// An anchored pattern's groups come from the backtracker alone until
+    /// most searches fail; then the automaton goes first. Both agree with
+    /// the regex crate (debug builds also check every search).
+    #[test]
+    fn backtracker_direct_and_guarded() {
+        let p = r"^a(?P<x>\d+)(?P<y>b|bc)?";
+        let e = Engine::new(p).unwrap();
+        let whole = regex::Regex::new(p).unwrap();
+        assert!(e.core.twin().unwrap().bt.is_some());
+        let mut locs = Locs::default();
+        for i in 0..300 {
+            let hay = if i % 10 == 0 { "a12bc x" } else { "b12" };
+            agrees(&e, &whole, hay, &mut locs);
+        }
+        let sc = e.scratch.borrow();
+        assert!(sc.fails * 8 >= sc.tries, "{} {}", sc.fails, sc.tries);
+        // unanchored: no backtracker of its own
+        assert!(Core::new("a(b)").unwrap().twin().unwrap().bt.is_none());
     }
 
     /// Group names read from the text agree with the compiled pattern's;
