@@ -98,4 +98,67 @@ pub trait LineMatcher: Send + std::any::Any {
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
         None
     }
+
+    /// For a matcher that carries state from line to line (fail2ban's
+    /// multi-line failure ids), a copy for another thread that does the work
+    /// a line decides on its own ([`LineMatcher::scan`]), so that the
+    /// original, seeing the lines in order, only finishes it
+    /// ([`LineMatcher::settle`]). `None`, the default: no such split.
+    fn scanner(&self) -> Option<Box<dyn LineMatcher>> {
+        None
+    }
+
+    /// On a [`LineMatcher::scanner`] copy: the part of matching `line` that
+    /// depends on the line, `now` and [`Carry`] only. When some rule may take
+    /// the line it appends a record to `rec` (words only this matcher reads)
+    /// and returns the line's time; `None` when no rule can take the line.
+    fn scan(&mut self, line: &str, now: UnixTime, rec: &mut Vec<u32>) -> Option<Option<UnixTime>> {
+        let _ = (line, now, rec);
+        None
+    }
+
+    /// On the original: the hit of a line its scanner wrote `rec` for, as
+    /// [`LineMatcher::match_line`] would give it there. Lines must be settled
+    /// in order.
+    fn settle<'a>(&'a mut self, line: &'a str, rec: &[u32]) -> Option<Hit<'a>> {
+        let _ = (line, rec);
+        None
+    }
+
+    /// The state a scanner's results depend on besides the line, at this
+    /// point; `None` when a line since the last [`LineMatcher::set_carry`]
+    /// needed state this copy did not have (its results are then not to be
+    /// used).
+    fn carry(&self) -> Option<Carry> {
+        Some(Carry::default())
+    }
+
+    /// Takes on `carry` (a scanner before a block, or the original before
+    /// it matches lines itself).
+    fn set_carry(&mut self, carry: Carry) {
+        let _ = carry;
+    }
+}
+
+/// What a matcher carries from one line to the next that a scanner's
+/// results depend on (see [`LineMatcher::scanner`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carry {
+    /// Results depend on it: a copy that started a block with another key
+    /// may have matched it differently.
+    pub key: u64,
+    /// The time of the last line that had one; a scanner starts each block
+    /// without one and stays `None` if none of the block's lines had one.
+    pub last_time: Option<UnixTime>,
+}
+
+impl Carry {
+    /// The carry after a block a scanner matched from `self`, which
+    /// ended with `out`.
+    pub fn then(self, out: Carry) -> Carry {
+        Carry {
+            key: out.key,
+            last_time: out.last_time.or(self.last_time),
+        }
+    }
 }

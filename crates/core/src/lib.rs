@@ -13,7 +13,7 @@ mod net;
 
 pub use allowlist::Allowlist;
 pub use decision::{Alert, Decision, DecisionType, Origin, ParseError, Scope};
-pub use hit::{Hit, LineMatcher, MAX_FIELDS, RuleInfo};
+pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo};
 pub use net::{host_net, key_for};
 
 /// Unix time in seconds. Log time during replay, wall time when live.

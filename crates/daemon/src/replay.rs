@@ -17,8 +17,16 @@
 //!   before they were last modified. The calling thread checks it for every
 //!   block and matches a block again, in order, from the true clock when it
 //!   was wrong.
-//! - Otherwise (fail2ban filters keep multi-line state) one matcher thread
-//!   takes the blocks in order and carries the clock, as one thread would.
+//! - Rules that carry state from line to line (a fail2ban filter's
+//!   multi-line failure ids and its last date template) split their work
+//!   ([`shield_core::LineMatcher::scanner`]): matcher threads do what each
+//!   line decides alone and leave a record for the lines a rule may take,
+//!   and the calling thread settles those records in order with the
+//!   engine's own rules. What a scan depends on besides the line (its
+//!   [`Carry`]) is checked for every block like the clock, and a block
+//!   scanned from the wrong one is matched again in order.
+//! - Otherwise one matcher thread takes the blocks in order and carries the
+//!   clock, as one thread would.
 //!
 //! Decisions are taken with the daemon's policy ([`Decider`]) on an in-memory
 //! ledger ([`Ledger`]) instead of an SQLite store: replay keeps nothing, and
@@ -33,7 +41,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use serde::Serialize;
-use shield_core::{Alert, DecisionType, Scope, UnixTime};
+use shield_core::{Alert, Carry, DecisionType, Scope, UnixTime};
 use shield_detect::{Engine, Matched, Matcher, Scenarios};
 use shield_sources::LineReader;
 
@@ -140,27 +148,36 @@ struct Block {
     invalid_utf8: u64,
     /// Bytes read from the file so far.
     bytes_read: u64,
-    /// Filled by a matcher thread: what the rules matched, by line then
-    /// engine.
+    /// Filled by a matcher thread: what the rules matched or may match,
+    /// by line then engine.
     found: Vec<Found>,
-    /// Filled by a matcher thread: lines in `text`, and lines some engine
-    /// matched.
+    /// The records of the lines scanning copies left to settle.
+    rec: Vec<u32>,
+    /// Filled by a matcher thread: lines in `text`.
     lines: u64,
-    matched: u64,
     /// The clock the block was matched from, and the clock after its last
     /// line.
     clock_in: UnixTime,
     clock_out: UnixTime,
+    /// Per engine: the carry its rules matched the block from, and the one
+    /// after its last line (see [`Carry`]).
+    carry_in: Vec<Carry>,
+    carry_out: Vec<Option<Carry>>,
 }
 
-/// A line some rule of one engine matched.
+/// A line some rule of one engine matched, or may match.
 struct Found {
     engine: u32,
     /// The line (without `\n`) in [`Block::text`].
     start: u32,
     end: u32,
     m: Matched,
+    /// [`NO_REC`], or the line's record in [`Block::rec`]: the engine's own
+    /// rules then settle what it matched.
+    rec: u32,
 }
+
+const NO_REC: u32 = u32::MAX;
 
 enum Msg {
     Lines(Block),
@@ -208,6 +225,7 @@ fn read_blocks(
         };
         b.text.clear();
         b.found.clear();
+        b.rec.clear();
         let (invalid, end) = match lr.next_block(&mut b.text, BLOCK) {
             Ok(r) => r,
             Err(e) => {
@@ -237,15 +255,16 @@ fn read_blocks(
 
 /// One matcher thread: takes blocks from the shared queue, runs every
 /// engine's rules over each line and passes the block on with its hits. With
-/// `carry` it is the only matcher thread, sees the blocks in order and carries
-/// the clock from block to block; otherwise it matches each block from
-/// `start`.
+/// `in_order` it is the only matcher thread, sees the blocks in order and
+/// carries the clock from block to block; otherwise it matches each block
+/// from `start`, and its copies from the carry they have, recorded in the
+/// block with the one they end with.
 fn match_blocks(
     rx: &Mutex<mpsc::Receiver<Msg>>,
     tx: mpsc::Sender<Msg>,
     mut matchers: Vec<&mut Matcher>,
     start: UnixTime,
-    carry: bool,
+    in_order: bool,
 ) {
     let mut clock = start;
     loop {
@@ -256,15 +275,29 @@ fn match_blocks(
         let Ok(msg) = msg else { return };
         let msg = match msg {
             Msg::Lines(mut b) => {
-                if !carry {
+                if !in_order {
                     clock = start;
                 }
                 b.clock_in = clock;
-                let (lines, matched) =
-                    match_block(&mut matchers, &b.text, &mut clock, &mut b.found);
-                b.lines = lines;
-                b.matched = matched;
+                b.carry_in.clear();
+                b.carry_out.clear();
+                if !in_order {
+                    for m in matchers.iter_mut() {
+                        // after a block the copy could not scan, its state
+                        // is unknown: start from the initial one
+                        let c = Carry {
+                            last_time: None,
+                            ..m.carry().unwrap_or_default()
+                        };
+                        m.set_carry(c);
+                        b.carry_in.push(c);
+                    }
+                }
+                b.lines = match_block(&mut matchers, &b.text, &mut clock, &mut b.found, &mut b.rec);
                 b.clock_out = clock;
+                if !in_order {
+                    b.carry_out.extend(matchers.iter().map(|m| m.carry()));
+                }
                 Msg::Lines(b)
             }
             other => other,
@@ -277,39 +310,39 @@ fn match_blocks(
 
 /// Matches the lines of `text` with every engine's rules, in order, moving
 /// `clock` to the latest line time as [`replay`] on one thread does; pushes
-/// the hits to `found`. Returns (lines, lines some engine matched).
+/// the hits, and the lines scanning copies left records for (in `rec`), to
+/// `found`. Returns the number of lines.
 fn match_block(
     matchers: &mut [&mut Matcher],
     text: &str,
     clock: &mut UnixTime,
     found: &mut Vec<Found>,
-) -> (u64, u64) {
+    rec: &mut Vec<u32>,
+) -> u64 {
     let base = text.as_ptr() as usize;
-    let (mut lines, mut matched) = (0, 0);
+    let mut lines = 0;
     for line in shield_sources::terminated_lines(text) {
         lines += 1;
         let start = line.as_ptr() as usize - base;
-        let mut hit = false;
         for (i, m) in matchers.iter_mut().enumerate() {
-            let r = m.match_line(line, *clock);
+            let (r, at) = m.scan_line(line, *clock, rec);
             if let Some(t) = r.time
                 && t > *clock
             {
                 *clock = t;
             }
-            if r.rule.is_some() {
-                hit = true;
+            if r.rule.is_some() || at.is_some() {
                 found.push(Found {
                     engine: i as u32,
                     start: start as u32,
                     end: (start + line.len()) as u32,
                     m: r,
+                    rec: at.unwrap_or(NO_REC),
                 });
             }
         }
-        matched += hit as u64;
     }
-    (lines, matched)
+    lines
 }
 
 /// Year inference for syslog stamps: a log was written before its mtime, so
@@ -334,16 +367,28 @@ struct Sink<'d> {
 }
 
 impl Sink<'_> {
-    /// Runs the scenarios over a matched block's hits, in order.
-    fn apply(&mut self, scenarios: &mut [&mut Scenarios], b: &Block) {
+    /// Runs the scenarios over a matched block's hits, in order, settling
+    /// the lines scanning copies left records for with `own`, the engines'
+    /// own rules.
+    fn apply(&mut self, scenarios: &mut [&mut Scenarios], own: &mut [&mut Matcher], b: &Block) {
         self.rep.lines += b.lines;
-        self.rep.matched += b.matched;
         self.hits_of.fill(0);
+        // the last line some engine matched
+        let mut last_matched = None;
         for h in &b.found {
             let line = &b.text[h.start as usize..h.end as usize];
-            self.hits_of[h.engine as usize] += 1;
+            let e = h.engine as usize;
+            let m = match h.rec {
+                NO_REC => h.m,
+                at => own[e].settle(line, &b.rec, at),
+            };
+            if m.rule.is_some() && last_matched != Some(h.start) {
+                last_matched = Some(h.start);
+                self.rep.matched += 1;
+            }
+            self.hits_of[e] += 1;
             let alerts = &mut self.alerts;
-            scenarios[h.engine as usize].apply(&h.m, line, &mut |a| alerts.push(a));
+            scenarios[e].apply(&m, line, &mut |a| alerts.push(a));
             self.decide();
         }
         for (sc, n) in scenarios.iter_mut().zip(&self.hits_of) {
@@ -422,6 +467,11 @@ fn replay_on(
         // matcher thread runs them.
         let mut own: Option<Vec<&mut Matcher>> = None;
         let mut clock = file_clock;
+        // what the engines' own rules carry after the last block, in order
+        let mut carry: Vec<Carry> = matchers
+            .iter()
+            .map(|m| m.carry().unwrap_or_default())
+            .collect();
         let res: anyhow::Result<()> = std::thread::scope(|s| {
             // Owned here so that leaving early also unblocks a reader waiting
             // for a block back.
@@ -474,21 +524,37 @@ fn replay_on(
                     },
                 };
                 next += 1;
-                if b.clock_in == clock {
+                let same_carry = b.carry_in.iter().zip(&carry).all(|(a, c)| a.key == c.key)
+                    && b.carry_out.iter().all(Option::is_some);
+                if b.clock_in == clock && same_carry {
                     clock = b.clock_out;
+                    for (c, out) in carry.iter_mut().zip(&b.carry_out) {
+                        *c = c.then(out.unwrap_or_default());
+                    }
                 } else {
-                    // Matched from a clock the file's earlier lines moved:
-                    // match it again from the true one.
+                    // Matched from a clock the file's earlier lines moved, or
+                    // scanned from another carry: match it again in order.
                     let Some(own) = own.as_mut() else {
                         anyhow::bail!("{}: replay clock out of step", f.display());
                     };
+                    for (m, c) in own.iter_mut().zip(&carry) {
+                        m.set_carry(*c);
+                    }
                     b.found.clear();
-                    (b.lines, b.matched) = match_block(own, &b.text, &mut clock, &mut b.found);
+                    b.rec.clear();
+                    b.lines = match_block(own, &b.text, &mut clock, &mut b.found, &mut b.rec);
+                    for (c, m) in carry.iter_mut().zip(own.iter()) {
+                        *c = m.carry().unwrap_or_default();
+                    }
                 }
                 sink.rep.invalid_utf8 += b.invalid_utf8;
-                sink.apply(&mut scenarios, &b);
+                sink.apply(&mut scenarios, own.as_deref_mut().unwrap_or_default(), &b);
                 progress(bytes_done + b.bytes_read);
                 let _ = back.send(b);
+            }
+            // the engines' own rules go on from where the file left them
+            for (m, c) in own.iter_mut().flatten().zip(&carry) {
+                m.set_carry(*c);
             }
             if let Some((_, skipped_long, bytes_read)) = end {
                 sink.rep.skipped_long += skipped_long;
@@ -618,18 +684,6 @@ mod tests {
     #[test]
     fn parallel_blocks_decide_as_one_thread() {
         let dir = tempfile::tempdir().unwrap();
-        // The generator's logs start on 1 March 2026 at midnight (UTC): the
-        // same log on three days running.
-        let days = |lines: Vec<String>, from: &str, to: [&str; 3]| -> String {
-            let mut s = String::new();
-            for day in to {
-                for l in &lines {
-                    s.push_str(&l.replacen(from, day, 1));
-                    s.push('\n');
-                }
-            }
-            s
-        };
         let sshd = days(
             shield_detect::r#gen::sshd(15_000, 20, 7).0,
             "Mar  1 ",
@@ -640,37 +694,116 @@ mod tests {
             "[01/Mar/2026:",
             ["[01/Mar/2026:", "[02/Mar/2026:", "[03/Mar/2026:"],
         );
-        let mar1 = 1_772_323_200;
-        let decider = Decider::new(Allowlist::default(), Escalation::default());
         for (name, text) in [("sshd.log", &sshd), ("nginx.log", &nginx)] {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
-            assert!(text.len() > 12 * BLOCK, "{}", text.len());
-            // After the log; at its start; a month before it.
-            for mtime in [mar1 + 10 * 86_400, mar1 + 600, mar1 - 30 * 86_400] {
-                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
-                std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_modified(t)
-                    .unwrap();
-                let run = |threads| {
-                    let mut e = [all_packs()];
-                    let files = [path.clone()];
-                    replay_on(&mut e, &decider, &files, threads, &mut |_| {}).unwrap()
-                };
-                let (one, three) = (run(1), run(3));
-                assert!(one.decisions.len() >= 10, "{name}: {:?}", one.decisions);
-                let key = |r: &ReplayReport| {
-                    (
-                        (r.lines, r.matched, r.alerts, r.allowlisted),
-                        (r.skipped_long, r.invalid_utf8, r.keys_evicted),
-                        (r.decisions.clone(), r.rules.clone(), r.scenarios.clone()),
-                    )
-                };
-                assert_eq!(key(&one), key(&three), "{name}, mtime {mtime}");
+            as_one_thread(&path, &all_packs);
+        }
+    }
+
+    /// The generator's logs start on 1 March 2026 at midnight (UTC): the
+    /// same log on three days running.
+    fn days(lines: Vec<String>, from: &str, to: [&str; 3]) -> String {
+        let mut s = String::new();
+        for day in to {
+            for l in &lines {
+                s.push_str(&l.replacen(from, day, 1));
+                s.push('\n');
             }
+        }
+        s
+    }
+
+    /// Replays `path` on one thread and on three with the engine `engine`
+    /// builds, with the file's mtime after the log, at its start and a month
+    /// before it, and asserts the same report.
+    fn as_one_thread(path: &Path, engine: &dyn Fn() -> Engine) {
+        let mar1 = 1_772_323_200;
+        let decider = Decider::new(Allowlist::default(), Escalation::default());
+        assert!(std::fs::metadata(path).unwrap().len() > 12 * BLOCK as u64);
+        for mtime in [mar1 + 10 * 86_400, mar1 + 600, mar1 - 30 * 86_400] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            let run = |threads| {
+                let mut e = [engine()];
+                let files = [path.to_path_buf()];
+                replay_on(&mut e, &decider, &files, threads, &mut |_| {}).unwrap()
+            };
+            let (one, three) = (run(1), run(3));
+            let name = path.display();
+            assert!(one.decisions.len() >= 10, "{name}: {:?}", one.decisions);
+            let key = |r: &ReplayReport| {
+                (
+                    (r.lines, r.matched, r.alerts, r.allowlisted),
+                    (r.skipped_long, r.invalid_utf8, r.keys_evicted),
+                    (r.decisions.clone(), r.rules.clone(), r.scenarios.clone()),
+                )
+            };
+            assert_eq!(key(&one), key(&three), "{name}, mtime {mtime}");
+        }
+    }
+
+    /// A fail2ban filter's lines are scanned on several threads and settled
+    /// in order (its multi-line failure ids carry from line to line): the
+    /// report is the one thread's. With a filter of its own whose failures
+    /// take their host from an earlier line of the same connection, with
+    /// ISO-dated lines mixed in (the date template changes, so blocks are
+    /// scanned from the wrong one and matched again), and with Debian's
+    /// sshd filter when the fail2ban package is installed.
+    #[test]
+    fn parallel_scans_settle_as_one_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sshd = days(
+            shield_detect::r#gen::sshd(15_000, 20, 7).0,
+            "Mar  1 ",
+            ["Mar  1 ", "Mar  2 ", "Mar  3 "],
+        );
+        // every 97th line dated the ISO way
+        sshd = sshd
+            .lines()
+            .enumerate()
+            .map(|(i, l)| match (i % 97, l.strip_prefix("Mar  2 ")) {
+                (0, Some(rest)) => format!("2026-03-02T{}\n", rest),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let path = dir.path().join("sshd.log");
+        std::fs::write(&path, &sshd).unwrap();
+        let filter = dir.path().join("mini.conf");
+        std::fs::write(
+            &filter,
+            "[Definition]\n\
+             prefregex = ^<F-MLFID>\\s*\\S+ sshd\\[\\d+\\]:</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
+             failregex = ^Failed password for <F-USER>\\S+</F-USER> from <HOST>\n\
+             \x20           ^Invalid user <F-USER>\\S+</F-USER> from <HOST>\n\
+             \x20           ^<F-NOFAIL>Connection closed</F-NOFAIL> by <HOST>\n\
+             \x20           ^pam_unix\\(sshd:auth\\): authentication failure\n\
+             \x20           ^<F-MLFFORGET><F-MLFGAINED>Accepted \\w+</F-MLFGAINED></F-MLFFORGET> for <F-USER>\\S+</F-USER> from <HOST>\n\
+             \x20           ^<F-MLFFORGET>Received disconnect</F-MLFFORGET> from <HOST>\n",
+        )
+        .unwrap();
+        let engine = |f: &str, dir: &Path| {
+            let min = std::time::Duration::from_secs(60);
+            crate::plan::fail2ban_pipeline(f, dir, 3, 10 * min, 10 * min)
+                .engine(crate::plan::EngineSettings {
+                    max_keys: 100_000,
+                    evidence_lines: 3,
+                    v6_prefix: 64,
+                })
+                .unwrap()
+        };
+        let mini = filter.to_str().unwrap().to_string();
+        as_one_thread(&path, &|| engine(&mini, dir.path()));
+        let debian = Path::new("/etc/fail2ban/filter.d");
+        if debian.join("sshd.conf").is_file() {
+            as_one_thread(&path, &|| engine("sshd", debian));
+        } else {
+            eprintln!("fail2ban is not installed: Debian's sshd filter not tried");
         }
     }
 }

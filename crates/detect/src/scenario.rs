@@ -29,7 +29,7 @@ use hashbrown::HashMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use shield_core::{
-    Alert, DecisionType, Hit, LineMatcher, MAX_FIELDS, RuleInfo, Scope, UnixTime, key_for,
+    Alert, Carry, DecisionType, Hit, LineMatcher, MAX_FIELDS, RuleInfo, Scope, UnixTime, key_for,
 };
 
 use crate::rules::{NativeMatcher, line_time};
@@ -330,6 +330,12 @@ pub struct Matcher {
     distinct: Vec<String>,
     /// Per rule: indexes in `distinct` its scenarios count.
     need: Vec<Vec<u16>>,
+    /// A copy that scans lines for the original to settle
+    /// ([`LineMatcher::scanner`]).
+    scanning: bool,
+    /// A scanned line's time would have differed had the original found
+    /// no hit there (see [`Matcher::scan_line`]).
+    tainted: bool,
 }
 
 /// The rules of an engine: Shield's own, called directly (their findings
@@ -547,6 +553,8 @@ impl Engine {
                 hasher: foldhash::fast::RandomState::default(),
                 distinct,
                 need,
+                scanning: false,
+                tainted: false,
             },
             st: Scenarios {
                 scens,
@@ -633,14 +641,22 @@ impl Engine {
 impl Matcher {
     /// An independent copy for another thread (see [`LineMatcher::fork`]),
     /// with the same hash keys, so distinct values count alike whichever copy
-    /// matched them.
+    /// matched them. Rules that carry state from line to line give a
+    /// scanning copy instead ([`LineMatcher::scanner`]): its lines are
+    /// matched with [`Matcher::scan_line`] and settled by the original.
     pub fn fork(&self) -> Option<Matcher> {
-        let matcher = match &self.matcher {
-            Rules::Native { rules, plan } => Rules::Native {
-                rules: rules.clone(),
-                plan: plan.clone(),
+        let (matcher, scanning) = match &self.matcher {
+            Rules::Native { rules, plan } => (
+                Rules::Native {
+                    rules: rules.clone(),
+                    plan: plan.clone(),
+                },
+                false,
+            ),
+            Rules::Other(m) => match m.fork() {
+                Some(f) => (Rules::Other(f), false),
+                None => (Rules::Other(m.scanner()?), true),
             },
-            Rules::Other(m) => Rules::Other(m.fork()?),
         };
         Some(Matcher {
             matcher,
@@ -648,7 +664,67 @@ impl Matcher {
             hasher: self.hasher.clone(),
             distinct: self.distinct.clone(),
             need: self.need.clone(),
+            scanning,
+            tainted: false,
         })
+    }
+
+    /// [`Matcher::match_line`], on any copy: on a scanning one, a line some
+    /// rule may take gets a record in `rec` for [`Matcher::settle`], and
+    /// its index is returned beside a [`Matched`] with no rule yet.
+    pub fn scan_line(
+        &mut self,
+        line: &str,
+        now: UnixTime,
+        rec: &mut Vec<u32>,
+    ) -> (Matched, Option<u32>) {
+        if !self.scanning {
+            return (self.match_line(line, now), None);
+        }
+        let at = rec.len();
+        rec.extend([now as u32, (now >> 32) as u32]);
+        let Some(time) = self.matcher.as_dyn_mut().scan(line, now, rec) else {
+            rec.truncate(at);
+            return (unmatched(None, &mut self.stamps, line, now), None);
+        };
+        // The original settles the line to a hit with this time, or to no
+        // hit with the time the engine reads itself: when those differ, the
+        // clock after this line is not known here.
+        if time != line_time(&mut self.stamps, line, now) {
+            self.tainted = true;
+        }
+        let m = Matched {
+            time,
+            ..Matched::default()
+        };
+        (m, Some(at as u32))
+    }
+
+    /// On the original: what the rules make of `line`, which a scanning copy
+    /// gave record `at` of `rec`. Lines must be settled in order.
+    pub fn settle(&mut self, line: &str, rec: &[u32], at: u32) -> Matched {
+        let at = at as usize;
+        let now = (rec[at] as i64) | ((rec[at + 1] as i64) << 32);
+        let matcher = self.matcher.as_dyn_mut();
+        match matcher.settle(line, &rec[at + 2..]) {
+            Some(hit) => matched(&hit, &self.hasher, &self.distinct, &self.need, now),
+            None => unmatched(None, &mut self.stamps, line, now),
+        }
+    }
+
+    /// See [`LineMatcher::carry`]: `None` also when a scanned line's time
+    /// was not known for sure.
+    pub fn carry(&self) -> Option<Carry> {
+        if self.tainted {
+            return None;
+        }
+        self.matcher.as_dyn().carry()
+    }
+
+    /// See [`LineMatcher::set_carry`].
+    pub fn set_carry(&mut self, carry: Carry) {
+        self.tainted = false;
+        self.matcher.as_dyn_mut().set_carry(carry);
     }
 
     /// One line (no newline) through the rules; `now` as for [`Engine::feed`].
@@ -702,19 +778,10 @@ impl Matcher {
     /// [`Matcher::match_line`] through [`LineMatcher::match_line`].
     fn match_any(&mut self, line: &str, now: UnixTime) -> Matched {
         let matcher = self.matcher.as_dyn_mut();
-        let Some(hit) = matcher.match_line(line, now) else {
-            return unmatched(matcher.unmatched_stamp(), &mut self.stamps, line, now);
-        };
-        let mut m = Matched {
-            time: hit.time,
-            rule: Some(hit.rule),
-            nofail: hit.nofail,
-            event: None,
-        };
-        if !hit.nofail {
-            m.event = Some(event(&hit, &self.hasher, &self.distinct, &self.need, now));
+        match matcher.match_line(line, now) {
+            Some(hit) => matched(&hit, &self.hasher, &self.distinct, &self.need, now),
+            None => unmatched(matcher.unmatched_stamp(), &mut self.stamps, line, now),
         }
-        m
     }
 
     fn line_time(&mut self, line: &str, now: UnixTime) -> Option<UnixTime> {
@@ -737,6 +804,22 @@ fn unmatched(
     Matched {
         time: stamp.or_else(|| line_time(stamps, line, now)),
         ..Matched::default()
+    }
+}
+
+/// What a rule's [`Hit`] makes: its event, unless the hit is no failure.
+fn matched(
+    hit: &Hit<'_>,
+    hasher: &foldhash::fast::RandomState,
+    distinct: &[String],
+    need: &[Vec<u16>],
+    now: UnixTime,
+) -> Matched {
+    Matched {
+        time: hit.time,
+        rule: Some(hit.rule),
+        nofail: hit.nofail,
+        event: (!hit.nofail).then(|| event(hit, hasher, distinct, need, now)),
     }
 }
 

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
-use shield_core::{Hit, LineMatcher, RuleInfo, UnixTime};
+use shield_core::{Carry, Hit, LineMatcher, RuleInfo, UnixTime};
 
 use crate::LoadError;
 use crate::date::Detector;
@@ -111,8 +111,8 @@ fn split_args(s: &str) -> Vec<&str> {
     out
 }
 
-/// One compiled failregex.
-#[derive(Debug)]
+/// One compiled failregex (a copy shares the compiled automata).
+#[derive(Debug, Clone)]
 struct Rx {
     re: Re,
     /// Group names by index (None for unnamed groups).
@@ -187,8 +187,13 @@ pub struct Filter {
     mlfid_order: VecDeque<String>,
     /// Added to the process clock; only tests move it.
     clock_skew: Duration,
+    /// A copy that scans lines for the original to settle
+    /// ([`LineMatcher::scanner`]), and whether a line it scanned needed
+    /// state it did not have.
+    scanning: bool,
+    scan_tainted: bool,
     /// Reused per line: the prefregex's groups, the failure, its mlfid.
-    pre: FailMap,
+    pre_locs: Locs,
     fail: FailMap,
     mlfid: String,
     out: Detail,
@@ -497,7 +502,9 @@ impl Filter {
             mlfid_cache: HashMap::default(),
             mlfid_order: VecDeque::new(),
             clock_skew: Duration::ZERO,
-            pre: FailMap::default(),
+            scanning: false,
+            scan_tainted: false,
+            pre_locs: Locs::default(),
             fail: FailMap::default(),
             mlfid: String::new(),
             out: Detail {
@@ -611,69 +618,65 @@ impl Filter {
     }
 
     fn find_failure(&mut self, buf: &str, time: Option<UnixTime>) -> bool {
+        let Some((idx, content)) = self.match_buf(buf) else {
+            return false;
+        };
+        self.failure(buf, idx, content, time)
+    }
+
+    /// The regex work of a line's buffer, which depends on nothing but the
+    /// buffer (and, with `maxlines` above 1, the buffered lines): the
+    /// failregex that matched, with its groups in `self.locs`, the
+    /// prefregex's in `self.pre_locs`, and the span of the prefregex's
+    /// content in `buf` (then `self.content` holds it, with a newline).
+    fn match_buf(&mut self, buf: &str) -> Option<(usize, Option<(usize, usize)>)> {
         if !self.ignoreregex.is_empty()
             && self.ignoreregex.len() + 2 < self.failregex.len()
             && self.ignored(buf)
         {
-            return false;
+            return None;
         }
         // One pass over the whole line first: most lines stop here.
         if let Some(pf) = self.prefilter.as_ref().filter(|p| p.on_buffer)
             && !pf.run(buf, &mut self.raw_hits, &mut self.hits)
         {
-            return false;
+            return None;
         }
-        let mut pre = std::mem::take(&mut self.pre);
-        pre.clear();
-        let mut content = std::mem::take(&mut self.content);
-        content.clear();
-        let mut has_content = false;
+        let mut content = None;
         if let Some(p) = &self.prefregex {
-            if !p.re.captures(buf, &mut self.locs) {
-                self.pre = pre;
-                self.content = content;
-                return false;
+            if !p.re.captures(buf, &mut self.pre_locs) {
+                return None;
             }
-            for (i, n) in p.names.iter().enumerate() {
-                if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
-                    if n == "content" {
-                        content.push_str(&buf[*s..*e]);
-                        has_content = !content.is_empty();
-                    } else {
-                        pre.set(n, &buf[*s..*e]);
-                    }
-                }
-            }
+            content = p
+                .names
+                .iter()
+                .zip(&self.pre_locs.spans)
+                .find_map(|(n, sp)| sp.filter(|_| n.as_deref() == Some("content")))
+                .filter(|(s, e)| s < e);
         }
-        if has_content {
+        let mut c = std::mem::take(&mut self.content);
+        c.clear();
+        if let Some((s, e)) = content {
+            c.push_str(&buf[s..e]);
             if self.maxlines > 1 {
                 self.lines.clear();
-                self.lines.push_back(content.clone());
+                self.lines.push_back(c.clone());
             }
-            content.push('\n');
+            c.push('\n');
         }
-        let hay: &str = if has_content { &content } else { buf };
-        let mut fail = std::mem::take(&mut self.fail);
-        let r = self.find_in(hay, &pre, &mut fail, time);
-        self.fail = fail;
-        self.pre = pre;
-        self.content = content;
-        r
+        let hay: &str = if content.is_some() { &c } else { buf };
+        let r = self.match_failregex(hay);
+        self.content = c;
+        r.map(|idx| (idx, content))
     }
 
-    /// The failregex loop over `hay` (the content, or the whole buffer);
-    /// `fail` is scratch space for the failure's dict.
-    fn find_in(
-        &mut self,
-        hay: &str,
-        pre: &FailMap,
-        fail: &mut FailMap,
-        time: Option<UnixTime>,
-    ) -> bool {
+    /// The failregex loop over `hay` (the content, or the whole buffer): the
+    /// first that matches, unless an ignoreregex does too.
+    fn match_failregex(&mut self, hay: &str) -> Option<usize> {
         if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer)
             && !pf.run(hay, &mut self.raw_hits, &mut self.hits)
         {
-            return false;
+            return None;
         }
         for idx in 0..self.failregex.len() {
             if self.prefilter.is_some() && !self.hits[idx] {
@@ -689,57 +692,84 @@ impl Filter {
             {
                 continue;
             }
-            // the failregex matched; ignoreregex wins
-            if !self.ignoreregex.is_empty() && self.ignored(hay) {
-                if self.maxlines > 1 {
-                    self.drop_matched_lines(hay);
-                }
-                return false;
-            }
-            fail.copy_from(pre);
-            let names = &self.failregex[idx].names;
-            for (i, n) in names.iter().enumerate() {
-                if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
-                    fail.set(n, &hay[*s..*e]);
-                }
-            }
-            // F-ALT_X fill X when empty (collected only when such a group is set)
-            let has_alt = fail.live().iter().any(|(k, _)| k.starts_with("alt_"));
-            if has_alt {
-                let alts: Vec<(String, String)> = fail
-                    .live()
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        let base = k.strip_prefix("alt_")?;
-                        let base = base
-                            .trim_end_matches(|c: char| c.is_ascii_digit())
-                            .trim_end_matches('_');
-                        Some((crate::tags::map_tag_to_opt(base), v.clone()))
-                    })
-                    .collect();
-                for (k, v) in alts {
-                    if !fail.truthy(&k) && !v.is_empty() {
-                        fail.set(&k, &v);
-                    }
-                }
-            }
             if self.maxlines > 1 {
                 self.drop_matched_lines(hay);
             }
-            let mut mlfid = std::mem::take(&mut self.mlfid);
-            mlfid.clear();
-            let has_mlfid = match fail.get("mlfid") {
-                Some(id) => {
-                    mlfid.push_str(id);
-                    true
-                }
-                None => false,
-            };
-            let r = self.finish(idx, has_mlfid.then_some(mlfid.as_str()), fail, time);
-            self.mlfid = mlfid;
-            return r;
+            // the failregex matched; ignoreregex wins
+            if !self.ignoreregex.is_empty() && self.ignored(hay) {
+                return None;
+            }
+            return Some(idx);
         }
-        false
+        None
+    }
+
+    /// After failregex `idx` matched `buf` (see [`Filter::match_buf`]): the
+    /// failure's dict from the groups, then [`Filter::finish`].
+    fn failure(
+        &mut self,
+        buf: &str,
+        idx: usize,
+        content: Option<(usize, usize)>,
+        time: Option<UnixTime>,
+    ) -> bool {
+        let mut fail = std::mem::take(&mut self.fail);
+        fail.clear();
+        if let Some(p) = &self.prefregex {
+            for (n, sp) in p.names.iter().zip(&self.pre_locs.spans) {
+                if let (Some(n), Some((s, e))) = (n, sp)
+                    && n != "content"
+                {
+                    fail.set(n, &buf[*s..*e]);
+                }
+            }
+        }
+        let content_text = std::mem::take(&mut self.content);
+        let hay: &str = if content.is_some() {
+            &content_text
+        } else {
+            buf
+        };
+        let names = &self.failregex[idx].names;
+        for (i, n) in names.iter().enumerate() {
+            if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
+                fail.set(n, &hay[*s..*e]);
+            }
+        }
+        self.content = content_text;
+        // F-ALT_X fill X when empty (collected only when such a group is set)
+        let has_alt = fail.live().iter().any(|(k, _)| k.starts_with("alt_"));
+        if has_alt {
+            let alts: Vec<(String, String)> = fail
+                .live()
+                .iter()
+                .filter_map(|(k, v)| {
+                    let base = k.strip_prefix("alt_")?;
+                    let base = base
+                        .trim_end_matches(|c: char| c.is_ascii_digit())
+                        .trim_end_matches('_');
+                    Some((crate::tags::map_tag_to_opt(base), v.clone()))
+                })
+                .collect();
+            for (k, v) in alts {
+                if !fail.truthy(&k) && !v.is_empty() {
+                    fail.set(&k, &v);
+                }
+            }
+        }
+        let mut mlfid = std::mem::take(&mut self.mlfid);
+        mlfid.clear();
+        let has_mlfid = match fail.get("mlfid") {
+            Some(id) => {
+                mlfid.push_str(id);
+                true
+            }
+            None => false,
+        };
+        let r = self.finish(idx, has_mlfid.then_some(mlfid.as_str()), &mut fail, time);
+        self.mlfid = mlfid;
+        self.fail = fail;
+        r
     }
 
     /// After a failregex matched: multi-line merging, then the result.
@@ -789,6 +819,152 @@ impl Filter {
             }
         }
         true
+    }
+
+    /// The [`Hit`] of the failure in `self.out`. A match whose host is not
+    /// an IP address (a DNS name or an `<F-ID>`) yields none: Shield never
+    /// resolves names on the hot path.
+    fn hit(&self) -> Option<Hit<'_>> {
+        let d = &self.out;
+        let host: IpAddr = d.host.trim_start_matches("::ffff:").parse().ok()?;
+        let mut hit = Hit::new(d.rule as u32, host, d.time);
+        hit.nofail = d.nofail;
+        for (k, v) in &d.fields {
+            if matches!(
+                k.as_str(),
+                "ip4" | "ip6" | "dns" | "nofail" | "mlfforget" | "mlfgained" | "mlfpending"
+            ) {
+                continue;
+            }
+            hit.push_field(k, v);
+        }
+        Some(hit)
+    }
+
+    /// A copy for a scanning thread: the same compiled patterns, its own
+    /// scratch space, no multi-line state.
+    fn scanner_copy(&self) -> Filter {
+        Filter {
+            name: self.name.clone(),
+            files: self.files.clone(),
+            rules: self.rules.clone(),
+            prefregex: self.prefregex.clone(),
+            failregex: self.failregex.clone(),
+            ignoreregex: self.ignoreregex.clone(),
+            prefilter: self.prefilter.clone(),
+            hits: self.hits.clone(),
+            raw_hits: Vec::new(),
+            maxlines: self.maxlines,
+            journalmatch: self.journalmatch.clone(),
+            dates: self.dates.clone(),
+            tz: self.tz.clone(),
+            lines: VecDeque::new(),
+            buf: String::new(),
+            content: String::new(),
+            locs: Locs::default(),
+            last_time: None,
+            mlfid_cache: HashMap::default(),
+            mlfid_order: VecDeque::new(),
+            clock_skew: self.clock_skew,
+            scanning: true,
+            scan_tainted: false,
+            pre_locs: Locs::default(),
+            fail: FailMap::default(),
+            mlfid: String::new(),
+            out: Detail {
+                rule: 0,
+                host: String::new(),
+                time: None,
+                nofail: false,
+                fields: Vec::new(),
+            },
+        }
+    }
+
+    /// [`Filter::process`] up to the regex work ([`Filter::match_buf`]), on a
+    /// scanning copy (`maxlines` 1): when a failregex matched, `rec` gets
+    /// what [`Filter::settle_line`] needs to finish the line as `process`
+    /// would, and the line's time is returned.
+    fn scan_line(
+        &mut self,
+        line: &str,
+        now: UnixTime,
+        rec: &mut Vec<u32>,
+    ) -> Option<Option<UnixTime>> {
+        debug_assert!(self.scanning && self.maxlines == 1);
+        let (cut, time) = match self.dates.detect(line, now, &self.tz) {
+            Some(f) if f.start < f.end => ((f.start, f.end), f.time),
+            Some(f) => {
+                // the time of the line before, which may be in a block
+                // this copy did not see
+                self.scan_tainted |= self.last_time.is_none();
+                ((f.start, f.end), self.last_time)
+            }
+            None => ((0, 0), None),
+        };
+        if time.is_some() {
+            self.last_time = time;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.push_str(&line[..cut.0]);
+        buf.push_str(&line[cut.1..]);
+        buf.push('\n');
+        let found = self.match_buf(&buf);
+        self.buf = buf;
+        let (idx, content) = found?;
+        let span = |sp: Option<(usize, usize)>| match sp {
+            Some((s, e)) => [s as u32, e as u32],
+            None => [u32::MAX; 2],
+        };
+        let t = time.unwrap_or(0);
+        rec.extend([cut.0 as u32, cut.1 as u32, time.is_some() as u32]);
+        rec.extend([t as u32, (t >> 32) as u32, idx as u32]);
+        rec.extend(span(content));
+        for locs in [&self.pre_locs, &self.locs] {
+            rec.push(locs.spans.len() as u32);
+            rec.extend(locs.spans.iter().flat_map(|sp| span(*sp)));
+        }
+        Some(time)
+    }
+
+    /// On the original: the rest of [`Filter::process`] for a line a
+    /// scanning copy wrote `rec` for ([`Filter::scan_line`]).
+    fn settle_line(&mut self, line: &str, rec: &[u32]) -> bool {
+        let mut r = rec.iter().map(|&w| w as usize);
+        let mut next = || r.next().unwrap_or(0);
+        let cut = (next(), next());
+        let has_time = next() == 1;
+        let t = next() as i64 | ((next() as i64) << 32);
+        let time = has_time.then_some(t);
+        let idx = next();
+        let span = |s: usize, e: usize| (s != u32::MAX as usize).then_some((s, e));
+        let content = span(next(), next());
+        for pre in [true, false] {
+            let n = next();
+            let locs = if pre {
+                &mut self.pre_locs
+            } else {
+                &mut self.locs
+            };
+            locs.spans.clear();
+            for _ in 0..n {
+                locs.spans.push(span(next(), next()));
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.push_str(&line[..cut.0]);
+        buf.push_str(&line[cut.1..]);
+        buf.push('\n');
+        self.content.clear();
+        if let Some((s, e)) = content {
+            self.content.push_str(&buf[s..e]);
+            self.content.push('\n');
+        }
+        let r = self.failure(&buf, idx, content, time);
+        self.buf = buf;
+        r
     }
 
     /// Removes the buffered lines a multi-line match covered.
@@ -930,7 +1106,8 @@ impl Filter {
 /// first such line. Without a set a line passes: the failregexes decide.
 struct Prefilter {
     pats: Vec<String>,
-    set: std::cell::OnceCell<Option<regex::RegexSet>>,
+    /// Shared by a filter's scanning copies (see [`Filter::scanner_copy`]).
+    set: std::sync::Arc<std::sync::OnceLock<Option<regex::RegexSet>>>,
     ascii: Option<regex::bytes::RegexSet>,
     /// True: run on the buffer before the prefregex; false: on the content.
     on_buffer: bool,
@@ -942,6 +1119,22 @@ struct Prefilter {
     /// ASCII lines counted and passed since the last choice (see `tally`).
     tally: std::cell::Cell<(u32, u32)>,
     probe_first: std::cell::Cell<bool>,
+}
+
+/// A copy shares the compiled sets and starts its own tally.
+impl Clone for Prefilter {
+    fn clone(&self) -> Prefilter {
+        Prefilter {
+            pats: self.pats.clone(),
+            set: self.set.clone(),
+            ascii: self.ascii.clone(),
+            on_buffer: self.on_buffer,
+            spans: self.spans.clone(),
+            by_way: self.by_way.clone(),
+            tally: Default::default(),
+            probe_first: Default::default(),
+        }
+    }
 }
 
 impl Prefilter {
@@ -999,7 +1192,7 @@ impl Prefilter {
         };
         Some(Prefilter {
             pats,
-            set: std::cell::OnceCell::new(),
+            set: Default::default(),
             ascii,
             on_buffer,
             spans,
@@ -1092,26 +1285,42 @@ impl LineMatcher for Filter {
         &self.rules
     }
 
-    /// A match whose host is not an IP address (a DNS name or an `<F-ID>`)
-    /// yields no hit: Shield never resolves names on the hot path.
     fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>> {
         if !self.process(line, now) {
             return None;
         }
-        let d = &self.out;
-        let host: IpAddr = d.host.trim_start_matches("::ffff:").parse().ok()?;
-        let mut hit = Hit::new(d.rule as u32, host, d.time);
-        hit.nofail = d.nofail;
-        for (k, v) in &d.fields {
-            if matches!(
-                k.as_str(),
-                "ip4" | "ip6" | "dns" | "nofail" | "mlfforget" | "mlfgained" | "mlfpending"
-            ) {
-                continue;
-            }
-            hit.push_field(k, v);
+        self.hit()
+    }
+
+    /// With `maxlines` 1 a line's regex work depends on the line and the
+    /// date template that matched last (the [`Carry`]); the multi-line
+    /// failure ids are settled in order.
+    fn scanner(&self) -> Option<Box<dyn LineMatcher>> {
+        (self.maxlines == 1).then(|| Box::new(self.scanner_copy()) as Box<dyn LineMatcher>)
+    }
+
+    fn scan(&mut self, line: &str, now: UnixTime, rec: &mut Vec<u32>) -> Option<Option<UnixTime>> {
+        self.scan_line(line, now, rec)
+    }
+
+    fn settle<'a>(&'a mut self, line: &'a str, rec: &[u32]) -> Option<Hit<'a>> {
+        if !self.settle_line(line, rec) {
+            return None;
         }
-        Some(hit)
+        self.hit()
+    }
+
+    fn carry(&self) -> Option<Carry> {
+        (!self.scan_tainted).then(|| Carry {
+            key: self.dates.last_key(),
+            last_time: self.last_time,
+        })
+    }
+
+    fn set_carry(&mut self, carry: Carry) {
+        self.dates.set_last_key(carry.key);
+        self.last_time = carry.last_time;
+        self.scan_tainted = false;
     }
 }
 
@@ -1131,6 +1340,93 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    /// A scanning copy plus the original settling its records in order
+    /// give what the original alone gives, hit for hit, when blocks of
+    /// lines are scanned from the carry the lines before them leave: with
+    /// failures that take their host from an earlier line's id, ids
+    /// forgotten, and the date template changing mid-log. A scan from the
+    /// wrong carry is told apart by its key.
+    #[test]
+    fn scanned_and_settled_lines_match_as_one_filter() {
+        let dir = std::env::temp_dir().join(format!("shield-f2b-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            "mini.conf",
+            "[Definition]\nprefregex = ^<F-MLFID>\\s*\\S+ sshd\\[\\d+\\]:</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
+             failregex = ^<F-NOFAIL>Connection from</F-NOFAIL> <HOST>\n\
+             \x20           ^Failed password for <F-USER>\\S+</F-USER> from <HOST>\n\
+             \x20           ^Disconnecting: Too many authentication failures\n\
+             \x20           ^<F-MLFFORGET>Disconnected</F-MLFFORGET> from <HOST>\n\
+             \x20           ^<F-MLFFORGET><F-MLFGAINED>Accepted \\w+</F-MLFGAINED></F-MLFFORGET> for <F-USER>\\S+</F-USER> from <HOST>\n",
+        );
+        let load = || {
+            let mut f = Filter::load(&FilterRef::named("mini"), &dir).unwrap();
+            f.set_timezone(TimeZone::UTC);
+            f
+        };
+        let mut lines = Vec::new();
+        for i in 0..600u32 {
+            let pid = 100 + i % 7;
+            let ip = format!("192.0.2.{}", i % 5);
+            let date = if (200..260).contains(&i) {
+                format!("2005-08-14T10:{:02}:{:02}", i / 60 % 60, i % 60)
+            } else {
+                format!("Aug 14 10:{:02}:{:02}", i / 60 % 60, i % 60)
+            };
+            let what = match i % 6 {
+                0 => format!("Connection from {ip} port 22"),
+                1 | 2 => format!("Failed password for u{} from {ip} port 22", i % 3),
+                3 => "Disconnecting: Too many authentication failures".to_string(),
+                4 if i % 4 == 0 => format!("Accepted publickey for u1 from {ip}"),
+                4 => format!("Disconnected from {ip} port 22"),
+                _ => "Something else".to_string(),
+            };
+            lines.push(format!("{date} host sshd[{pid}]: {what}"));
+        }
+        let now = 1_124_013_600;
+        let show = |h: Option<Hit<'_>>| h.map(|h| format!("{h:?}"));
+        let mut alone = load();
+        let want: Vec<_> = lines
+            .iter()
+            .map(|l| show(alone.match_line(l, now)))
+            .collect();
+        assert!(want.iter().filter(|h| h.is_some()).count() > 200);
+        assert!(
+            want.iter().flatten().any(|h| h.contains("rule: 2")),
+            "a host taken from the id's earlier line"
+        );
+        for block in [1, 7, 64, 1000] {
+            let mut own = load();
+            let mut scanner = own.scanner().unwrap();
+            let mut got = Vec::new();
+            for chunk in lines.chunks(block) {
+                let carry = own.carry().unwrap();
+                scanner.set_carry(carry);
+                let mut rec = Vec::new();
+                let mut at = Vec::new();
+                for l in chunk {
+                    let start = rec.len();
+                    at.push(scanner.scan(l, now, &mut rec).map(|_| start));
+                }
+                let out = scanner.carry().unwrap();
+                for (l, a) in chunk.iter().zip(at) {
+                    got.push(a.and_then(|a| show(own.settle(l, &rec[a..]))));
+                }
+                own.set_carry(carry.then(out));
+            }
+            assert_eq!(got, want, "blocks of {block}");
+        }
+        // a scan from another template's carry says so by its key
+        let own = load();
+        let mut scanner = own.scanner().unwrap();
+        scanner.set_carry(own.carry().unwrap());
+        let mut rec = Vec::new();
+        scanner.scan(&lines[0], now, &mut rec);
+        assert_ne!(scanner.carry().unwrap().key, own.carry().unwrap().key);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// fail2ban's mlfid cache is an OrderedDict with FIFO eviction: an id
