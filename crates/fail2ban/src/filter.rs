@@ -665,21 +665,23 @@ impl Filter {
             c.push('\n');
         }
         let hay: &str = if content.is_some() { &c } else { buf };
-        let r = self.match_failregex(hay);
+        let r = self.match_failregex(hay, buf);
         self.content = c;
         r.map(|idx| (idx, content))
     }
 
-    /// The failregex loop over `hay` (the content, or the whole buffer): the
-    /// first that matches, unless an ignoreregex does too.
-    fn match_failregex(&mut self, hay: &str) -> Option<usize> {
+    /// The failregex loop over `hay` (the content, or the whole buffer
+    /// `buf`): the first that matches, unless an ignoreregex does too.
+    fn match_failregex(&mut self, hay: &str, buf: &str) -> Option<usize> {
         if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer)
             && !pf.run(hay, &mut self.raw_hits, &mut self.hits)
         {
             return None;
         }
-        for idx in 0..self.failregex.len() {
+        let mut idx = 0;
+        while idx < self.failregex.len() {
             if self.prefilter.is_some() && !self.hits[idx] {
+                idx += 1;
                 continue;
             }
             let ways = self
@@ -690,6 +692,13 @@ impl Filter {
                 .re
                 .captures_hinted(hay, &mut self.locs, ways)
             {
+                // the prefilter named only the first candidate: now all
+                if let Some(pf) = self.prefilter.as_ref().filter(|p| p.partial.get()) {
+                    let text = if pf.on_buffer { buf } else { hay };
+                    pf.run_all(text, &mut self.raw_hits, &mut self.hits);
+                    continue;
+                }
+                idx += 1;
                 continue;
             }
             if self.maxlines > 1 {
@@ -1108,7 +1117,20 @@ struct Prefilter {
     pats: Vec<String>,
     /// Shared by a filter's scanning copies (see [`Filter::scanner_copy`]).
     set: std::sync::Arc<std::sync::OnceLock<Option<regex::RegexSet>>>,
-    ascii: Option<regex::bytes::RegexSet>,
+    /// For lines of ASCII text when every pattern is ASCII; built on first
+    /// use (with [`Prefilter::first`], only a line its first pattern does
+    /// not settle needs it) and shared by copies.
+    ascii: std::sync::Arc<std::sync::OnceLock<Option<regex::bytes::RegexSet>>>,
+    all_ascii: bool,
+    /// The ASCII patterns as one leftmost-first automaton, when each is
+    /// anchored at the start: one pass then finds the first pattern that
+    /// matches (the failregexes are tried in order, so the ones before it
+    /// cannot), and the sets run only when its failregex does not match
+    /// after all. Shared by copies; each copy has its own cache.
+    first: Option<regex_automata::meta::Regex>,
+    first_cache: std::cell::RefCell<Option<regex_automata::meta::Cache>>,
+    /// The last run found only the first pattern (`raw` holds it alone).
+    partial: std::cell::Cell<bool>,
     /// True: run on the buffer before the prefregex; false: on the content.
     on_buffer: bool,
     /// For each failregex, its patterns in the set (`first..end`); more
@@ -1128,6 +1150,10 @@ impl Clone for Prefilter {
             pats: self.pats.clone(),
             set: self.set.clone(),
             ascii: self.ascii.clone(),
+            all_ascii: self.all_ascii,
+            first: self.first.clone(),
+            first_cache: Default::default(),
+            partial: Default::default(),
             on_buffer: self.on_buffer,
             spans: self.spans.clone(),
             by_way: self.by_way.clone(),
@@ -1180,12 +1206,18 @@ impl Prefilter {
             spans.push((first, pats.len()));
             by_way.push(use_ways);
         }
-        let ascii = if pats.iter().all(|p| p.is_ascii()) {
-            regex::bytes::RegexSetBuilder::new(&pats)
-                .unicode(false)
-                .dfa_size_limit(64 << 20)
-                .size_limit(64 << 20)
-                .build()
+        let all_ascii = pats.iter().all(|p| p.is_ascii());
+        let first = if all_ascii && pats.iter().all(|p| anchored_at_start(p)) {
+            use regex_automata::{meta, util::syntax};
+            meta::Regex::builder()
+                .syntax(syntax::Config::new().unicode(false).utf8(false))
+                .configure(
+                    meta::Config::new()
+                        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                        .nfa_size_limit(Some(64 << 20))
+                        .hybrid_cache_capacity(64 << 20),
+                )
+                .build_many(&pats)
                 .ok()
         } else {
             None
@@ -1193,7 +1225,11 @@ impl Prefilter {
         Some(Prefilter {
             pats,
             set: Default::default(),
-            ascii,
+            ascii: Default::default(),
+            all_ascii,
+            first,
+            first_cache: Default::default(),
+            partial: Default::default(),
             on_buffer,
             spans,
             by_way,
@@ -1202,13 +1238,55 @@ impl Prefilter {
         })
     }
 
-    /// Runs the set: `raw` gets one slot per pattern, `hits` one per
-    /// failregex (any of its patterns matched).
+    /// Which patterns match `hay`: `raw` gets one slot per pattern, `hits`
+    /// one per failregex (any of its patterns matched). On ASCII text with
+    /// [`Prefilter::first`], only the first pattern that matches is set
+    /// ([`Prefilter::partial`]); [`Prefilter::run_all`] then gives the rest.
     fn run(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
+        self.partial.set(false);
+        if let Some(f) = &self.first
+            && hay.is_ascii()
+        {
+            use regex_automata::{Anchored, Input};
+            let mut cache = self.first_cache.borrow_mut();
+            let cache = cache.get_or_insert_with(|| f.create_cache());
+            let input = Input::new(hay.as_bytes()).anchored(Anchored::Yes);
+            let found = f
+                .search_half_with(cache, &input)
+                .map(|m| m.pattern().as_usize());
+            #[cfg(debug_assertions)]
+            if let Some(a) = self.ascii() {
+                let mut all = vec![false; self.pats.len()];
+                a.matches_read_at(&mut all, hay.as_bytes(), 0);
+                assert_eq!(
+                    found,
+                    all.iter().position(|x| *x),
+                    "first pattern on {hay:?}"
+                );
+            }
+            let Some(i) = found else {
+                return false;
+            };
+            raw.clear();
+            raw.resize(self.pats.len(), false);
+            raw[i] = true;
+            for (h, &(a, b)) in hits.iter_mut().zip(&self.spans) {
+                *h = (a..b).contains(&i);
+            }
+            self.partial.set(true);
+            return true;
+        }
+        self.run_all(hay, raw, hits)
+    }
+
+    /// [`Prefilter::run`] with every pattern that matches.
+    fn run_all(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
+        self.partial.set(false);
         raw.clear();
         raw.resize(self.pats.len(), false);
-        let any = match &self.ascii {
-            Some(a) if hay.is_ascii() => {
+        let ascii = if hay.is_ascii() { self.ascii() } else { None };
+        let any = match ascii {
+            Some(a) => {
                 let b = hay.as_bytes();
                 if self.probe_first.get() && !a.is_match(b) {
                     debug_assert!(!a.matches_read_at(&mut vec![false; a.len()], b, 0));
@@ -1253,6 +1331,22 @@ impl Prefilter {
         }
     }
 
+    fn ascii(&self) -> Option<&regex::bytes::RegexSet> {
+        if !self.all_ascii {
+            return None;
+        }
+        self.ascii
+            .get_or_init(|| {
+                regex::bytes::RegexSetBuilder::new(&self.pats)
+                    .unicode(false)
+                    .dfa_size_limit(64 << 20)
+                    .size_limit(64 << 20)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
+
     fn unicode(&self) -> Option<&regex::RegexSet> {
         self.set
             .get_or_init(|| {
@@ -1270,6 +1364,20 @@ impl Prefilter {
         let (a, b) = self.spans[idx];
         self.by_way[idx].then(|| &raw[a..b])
     }
+}
+
+/// Whether every match of `p` starts at the start of the text.
+fn anchored_at_start(p: &str) -> bool {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(p)
+        .is_ok_and(|h| {
+            h.properties()
+                .look_set_prefix()
+                .contains(regex_syntax::hir::Look::Start)
+        })
 }
 
 fn set_kv(v: &mut Vec<(String, String)>, k: &str, val: &str) {
@@ -1469,66 +1577,79 @@ mod tests {
     /// A failregex with conditionals is split into ways; the prefilter runs
     /// each way, and only the ways it matched are searched. Lines here match
     /// by each way in turn (and one by none): a wrong way mask loses them,
-    /// and so does a prefilter that mishandles non-ASCII lines.
+    /// and so does a prefilter that mishandles non-ASCII lines. Both ways
+    /// of running it: the first pattern that matches, then all when its
+    /// failregex does not, and the sets alone.
     #[test]
     fn prefilter_picks_the_ways_of_a_conditional_failregex() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-ways-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        write(
-            &dir,
-            "ways.conf",
-            "[Definition]\nprefregex = ^<F-MLFID>\\S+ d\\[\\d+\\]:</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
+        let conf = "[Definition]\nprefregex = ^<F-MLFID>\\S+ d\\[\\d+\\]:</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
              failregex = ^Accepted \\S+ for <F-USER>\\S+</F-USER> from <HOST>$\n\
-             \x20           ^Failed \\S+ for (?P<cond_inv>invalid user )?<F-USER>(?P<cond_user>\\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>(?: port \\d+)?(?(cond_user): |(?:(?:(?! from ).)*)$)\n",
-        );
-        let mut f = Filter::load(&FilterRef::named("ways"), &dir).unwrap();
-        let pf = f.prefilter.as_ref().unwrap();
-        assert!(
-            pf.by_way[1] && pf.spans[1].1 - pf.spans[1].0 > 1,
-            "{:?}",
-            pf.spans
-        );
-        let now = 1_124_013_600;
-        // lines that match nothing: the prefilter then tries `is_match` first
-        for i in 0..300 {
+             \x20           ^Failed \\S+ for (?P<cond_inv>invalid user )?<F-USER>(?P<cond_user>\\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>(?: port \\d+)?(?(cond_user): |(?:(?:(?! from ).)*)$)\n\
+             \x20           ^<F-USER>\\S+</F-USER> said (?!no)\\S+ from <HOST>$\n\
+             \x20           ^<F-USER>\\S+</F-USER> said nope from <HOST>$\n";
+        write(&dir, "ways.conf", conf);
+        for first in [true, false] {
+            let name = if first { "first" } else { "sets" };
+            let mut f = Filter::load(&FilterRef::named("ways"), &dir).unwrap();
+            if !first {
+                f.prefilter.as_mut().unwrap().first = None;
+            }
+            let pf = f.prefilter.as_ref().unwrap();
             assert!(
-                f.match_detail(&format!("h d[{i}]: noise {i}"), now)
-                    .is_none()
+                pf.by_way[1] && pf.spans[1].1 - pf.spans[1].0 > 1,
+                "{:?}",
+                pf.spans
             );
-        }
-        assert!(f.prefilter.as_ref().unwrap().probe_first.get());
-        let cases = [
-            (
-                "h d[1]: Failed password for invalid user bob from 192.0.2.1 port 22",
-                Some("bob"),
-            ),
-            (
-                "h d[2]: Failed password for invalid user a b from 192.0.2.2 port 22 x",
-                Some("a b"),
-            ),
-            (
-                "h d[3]: Failed password for root from 192.0.2.3 port 22",
-                Some("root"),
-            ),
-            (
-                "h d[4]: Failed password for a b from 192.0.2.4 port 22 x",
-                Some("a b"),
-            ),
-            ("h d[5]: Failed password for root: from 192.0.2.5", None),
-            ("h d[6]: Accepted key for eve from 192.0.2.6", Some("eve")),
-            // non-ASCII: the Unicode set, built on first use
-            (
-                "h d[7]: Failed password for jérôme from 192.0.2.7 port 22",
-                Some("jérôme"),
-            ),
-            ("h d[8]: Failed password for é: from 192.0.2.8", None),
-        ];
-        for (line, user) in cases {
-            let got = f.match_detail(line, now).map(|d| {
-                let u = d.fields.iter().find(|(k, _)| k == "user");
-                u.map(|(_, v)| v.clone()).unwrap_or_default()
-            });
-            assert_eq!(got.as_deref(), user, "{line}");
+            assert_eq!(pf.first.is_some(), first);
+            let now = 1_124_013_600;
+            // lines that match nothing: the sets then try `is_match` first
+            for i in 0..300 {
+                assert!(
+                    f.match_detail(&format!("h d[{i}]: noise {i}"), now)
+                        .is_none()
+                );
+            }
+            assert_eq!(f.prefilter.as_ref().unwrap().probe_first.get(), !first);
+            let cases = [
+                (
+                    "h d[1]: Failed password for invalid user bob from 192.0.2.1 port 22",
+                    Some("bob"),
+                ),
+                (
+                    "h d[2]: Failed password for invalid user a b from 192.0.2.2 port 22 x",
+                    Some("a b"),
+                ),
+                (
+                    "h d[3]: Failed password for root from 192.0.2.3 port 22",
+                    Some("root"),
+                ),
+                (
+                    "h d[4]: Failed password for a b from 192.0.2.4 port 22 x",
+                    Some("a b"),
+                ),
+                ("h d[5]: Failed password for root: from 192.0.2.5", None),
+                ("h d[6]: Accepted key for eve from 192.0.2.6", Some("eve")),
+                // the first pattern that matches is a wider copy of the
+                // third failregex (its lookahead dropped): the fourth wins
+                ("h d[10]: bob said nope from 192.0.2.10", Some("bob")),
+                ("h d[11]: ann said yes from 192.0.2.11", Some("ann")),
+                ("h d[6]: accepted key for eve from 192.0.2.6", None),
+                // non-ASCII: the Unicode set, built on first use
+                (
+                    "h d[7]: Failed password for jérôme from 192.0.2.7 port 22",
+                    Some("jérôme"),
+                ),
+                ("h d[8]: Failed password for é: from 192.0.2.8", None),
+            ];
+            for (line, user) in cases {
+                let got = f.match_detail(line, now).map(|d| {
+                    let u = d.fields.iter().find(|(k, _)| k == "user");
+                    u.map(|(_, v)| v.clone()).unwrap_or_default()
+                });
+                assert_eq!(got.as_deref(), user, "{name}: {line}");
+            }
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
