@@ -185,6 +185,10 @@ pub struct Filter {
     /// clock as fail2ban does (`time.time()`), not on log time.
     mlfid_cache: HashMap<String, (FailMap, Instant), IdHash>,
     mlfid_order: VecDeque<String>,
+    /// The buffers of forgotten ids, for the next new ones: most sessions
+    /// end with a forget, so without them every new id would allocate.
+    spare_ids: Vec<String>,
+    spare_fails: Vec<FailMap>,
     /// Added to the process clock; only tests move it.
     clock_skew: Duration,
     /// A copy that scans lines for the original to settle
@@ -322,6 +326,8 @@ type IdHash = foldhash::fast::RandomState;
 const MLFID_MAX: usize = 100;
 /// …each kept this long after it was first cached (`maxTime=5*60`).
 const MLFID_TTL: Duration = Duration::from_secs(5 * 60);
+/// Forgotten ids whose buffers are kept for new ones.
+const SPARE: usize = 16;
 
 const OPTS: [&str; 7] = [
     "usedns",
@@ -501,6 +507,8 @@ impl Filter {
             last_time: None,
             mlfid_cache: HashMap::default(),
             mlfid_order: VecDeque::new(),
+            spare_ids: Vec::new(),
+            spare_fails: Vec::new(),
             clock_skew: Duration::ZERO,
             scanning: false,
             scan_tainted: false,
@@ -874,6 +882,8 @@ impl Filter {
             last_time: None,
             mlfid_cache: HashMap::default(),
             mlfid_order: VecDeque::new(),
+            spare_ids: Vec::new(),
+            spare_fails: Vec::new(),
             clock_skew: self.clock_skew,
             scanning: true,
             scan_tainted: false,
@@ -1007,9 +1017,19 @@ impl Filter {
     /// cache is an OrderedDict: a removed id leaves the order too; a stale id
     /// there would make a later eviction skip, or evict a newer entry).
     fn forget_mlfid(&mut self, mlfid: &str) {
-        self.mlfid_cache.remove(mlfid);
-        if let Some(i) = self.mlfid_order.iter().position(|k| k == mlfid) {
-            self.mlfid_order.remove(i);
+        if let Some((k, (v, _))) = self.mlfid_cache.remove_entry(mlfid)
+            && self.spare_fails.len() < SPARE
+        {
+            self.spare_ids.push(k);
+            self.spare_fails.push(v);
+        }
+        // ids are unique in the order, and mostly forgotten soon after
+        // they came: the search starts from the newest
+        if let Some(i) = self.mlfid_order.iter().rposition(|k| k == mlfid)
+            && let Some(k) = self.mlfid_order.remove(i)
+            && self.spare_ids.len() < 2 * SPARE
+        {
+            self.spare_ids.push(k);
         }
     }
 
@@ -1085,7 +1105,13 @@ impl Filter {
                     }
                 }
             }
-            let (mut order_key, mut key, mut val) = recycled.unwrap_or_default();
+            let (mut order_key, mut key, mut val) = recycled.unwrap_or_else(|| {
+                (
+                    self.spare_ids.pop().unwrap_or_default(),
+                    self.spare_ids.pop().unwrap_or_default(),
+                    self.spare_fails.pop().unwrap_or_default(),
+                )
+            });
             order_key.clear();
             order_key.push_str(mlfid);
             key.clear();
