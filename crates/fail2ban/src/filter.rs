@@ -143,7 +143,7 @@ impl Rx {
 
 /// What a line matched, with the host as text (an address or, with
 /// `usedns`, a name), for callers that need more than a [`Hit`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Detail {
     /// Index of the failregex that matched.
     pub rule: usize,
@@ -165,15 +165,28 @@ pub struct Filter {
     ignoreregex: Vec<Rx>,
     /// One-pass prefilter: which failregexes can match at all.
     prefilter: Option<Prefilter>,
-    /// Reused result slots of the prefilter, one per failregex, and one
-    /// per pattern of its set.
+    /// Reused result slots of the prefilter, one per failregex.
     hits: Vec<bool>,
-    raw_hits: Vec<bool>,
     maxlines: usize,
     journalmatch: Option<String>,
     dates: Detector,
     tz: TimeZone,
-    // per-line state, reused
+    /// Added to the process clock; only tests move it.
+    clock_skew: Duration,
+    /// A copy that scans lines for the original to settle
+    /// ([`LineMatcher::scanner`]), and whether a line it scanned needed
+    /// state it did not have.
+    scanning: bool,
+    scan_tainted: bool,
+    st: State,
+}
+
+/// What a filter keeps from line to line and reuses per line: fresh in a
+/// new filter and in a scanning copy.
+#[derive(Default)]
+struct State {
+    /// Reused result slots of the prefilter, one per pattern of its set.
+    raw_hits: Vec<bool>,
     lines: VecDeque<String>,
     buf: String,
     /// The prefregex's `<F-CONTENT>` of the current line, reused.
@@ -189,13 +202,6 @@ pub struct Filter {
     /// end with a forget, so without them every new id would allocate.
     spare_ids: Vec<String>,
     spare_fails: Vec<FailMap>,
-    /// Added to the process clock; only tests move it.
-    clock_skew: Duration,
-    /// A copy that scans lines for the original to settle
-    /// ([`LineMatcher::scanner`]), and whether a line it scanned needed
-    /// state it did not have.
-    scanning: bool,
-    scan_tainted: bool,
     /// Reused per line: the prefregex's groups, the failure, its mlfid.
     pre_locs: Locs,
     fail: FailMap,
@@ -492,7 +498,6 @@ impl Filter {
             failregex,
             ignoreregex,
             hits: vec![false; n_fail],
-            raw_hits: Vec::new(),
             prefilter,
             maxlines,
             journalmatch: get("journalmatch")
@@ -500,28 +505,10 @@ impl Filter {
                 .filter(|s| !s.trim().is_empty()),
             dates,
             tz: TimeZone::system(),
-            lines: VecDeque::new(),
-            buf: String::new(),
-            content: String::new(),
-            locs: Locs::default(),
-            last_time: None,
-            mlfid_cache: HashMap::default(),
-            mlfid_order: VecDeque::new(),
-            spare_ids: Vec::new(),
-            spare_fails: Vec::new(),
             clock_skew: Duration::ZERO,
             scanning: false,
             scan_tainted: false,
-            pre_locs: Locs::default(),
-            fail: FailMap::default(),
-            mlfid: String::new(),
-            out: Detail {
-                rule: 0,
-                host: String::new(),
-                time: None,
-                nofail: false,
-                fields: Vec::new(),
-            },
+            st: State::default(),
         })
     }
 
@@ -559,7 +546,7 @@ impl Filter {
     /// `now` infers missing years. Multi-line state is kept between calls.
     pub fn match_detail(&mut self, line: &str, now: UnixTime) -> Option<&Detail> {
         if self.process(line, now) {
-            Some(&self.out)
+            Some(&self.st.out)
         } else {
             None
         }
@@ -569,7 +556,7 @@ impl Filter {
     /// (a journald entry): no date is searched for or cut out.
     pub fn match_detail_at(&mut self, line: &str, time: Option<UnixTime>) -> Option<&Detail> {
         if self.process_parts("", line, time) {
-            Some(&self.out)
+            Some(&self.st.out)
         } else {
             None
         }
@@ -584,40 +571,40 @@ impl Filter {
                 (&line[..f.start], &line[f.end..])
             }
             Some(f) => {
-                time = self.last_time;
+                time = self.st.last_time;
                 (&line[..f.start], &line[f.end..])
             }
             None => ("", line),
         };
         if time.is_some() {
-            self.last_time = time;
+            self.st.last_time = time;
         }
         self.process_parts(pre, post, time)
     }
 
     fn process_parts(&mut self, pre: &str, post: &str, time: Option<UnixTime>) -> bool {
         // 2. the buffer
-        self.buf.clear();
+        self.st.buf.clear();
         if self.maxlines > 1 {
             let mut l = String::with_capacity(pre.len() + post.len());
             l.push_str(pre);
             l.push_str(post);
-            self.lines.push_back(l);
-            while self.lines.len() > self.maxlines {
-                self.lines.pop_front();
+            self.st.lines.push_back(l);
+            while self.st.lines.len() > self.maxlines {
+                self.st.lines.pop_front();
             }
-            for l in &self.lines {
-                self.buf.push_str(l);
-                self.buf.push('\n');
+            for l in &self.st.lines {
+                self.st.buf.push_str(l);
+                self.st.buf.push('\n');
             }
         } else {
-            self.buf.push_str(pre);
-            self.buf.push_str(post);
-            self.buf.push('\n');
+            self.st.buf.push_str(pre);
+            self.st.buf.push_str(post);
+            self.st.buf.push('\n');
         }
-        let buf = std::mem::take(&mut self.buf);
+        let buf = std::mem::take(&mut self.st.buf);
         let r = self.find_failure(&buf, time);
-        self.buf = buf;
+        self.st.buf = buf;
         r
     }
 
@@ -634,9 +621,9 @@ impl Filter {
 
     /// The regex work of a line's buffer, which depends on nothing but the
     /// buffer (and, with `maxlines` above 1, the buffered lines): the
-    /// failregex that matched, with its groups in `self.locs`, the
-    /// prefregex's in `self.pre_locs`, and the span of the prefregex's
-    /// content in `buf` (then `self.content` holds it, with a newline).
+    /// failregex that matched, with its groups in `self.st.locs`, the
+    /// prefregex's in `self.st.pre_locs`, and the span of the prefregex's
+    /// content in `buf` (then `self.st.content` holds it, with a newline).
     fn match_buf(&mut self, buf: &str) -> Option<(usize, Option<(usize, usize)>)> {
         if !self.ignoreregex.is_empty()
             && self.ignoreregex.len() + 2 < self.failregex.len()
@@ -646,35 +633,35 @@ impl Filter {
         }
         // One pass over the whole line first: most lines stop here.
         if let Some(pf) = self.prefilter.as_ref().filter(|p| p.on_buffer)
-            && !pf.run(buf, &mut self.raw_hits, &mut self.hits)
+            && !pf.run(buf, &mut self.st.raw_hits, &mut self.hits)
         {
             return None;
         }
         let mut content = None;
         if let Some(p) = &self.prefregex {
-            if !p.re.captures(buf, &mut self.pre_locs) {
+            if !p.re.captures(buf, &mut self.st.pre_locs) {
                 return None;
             }
             content = p
                 .names
                 .iter()
-                .zip(&self.pre_locs.spans)
+                .zip(&self.st.pre_locs.spans)
                 .find_map(|(n, sp)| sp.filter(|_| n.as_deref() == Some("content")))
                 .filter(|(s, e)| s < e);
         }
-        let mut c = std::mem::take(&mut self.content);
+        let mut c = std::mem::take(&mut self.st.content);
         c.clear();
         if let Some((s, e)) = content {
             c.push_str(&buf[s..e]);
             if self.maxlines > 1 {
-                self.lines.clear();
-                self.lines.push_back(c.clone());
+                self.st.lines.clear();
+                self.st.lines.push_back(c.clone());
             }
             c.push('\n');
         }
         let hay: &str = if content.is_some() { &c } else { buf };
         let r = self.match_failregex(hay, buf);
-        self.content = c;
+        self.st.content = c;
         r.map(|idx| (idx, content))
     }
 
@@ -682,7 +669,7 @@ impl Filter {
     /// `buf`): the first that matches, unless an ignoreregex does too.
     fn match_failregex(&mut self, hay: &str, buf: &str) -> Option<usize> {
         if let Some(pf) = self.prefilter.as_ref().filter(|p| !p.on_buffer)
-            && !pf.run(hay, &mut self.raw_hits, &mut self.hits)
+            && !pf.run(hay, &mut self.st.raw_hits, &mut self.hits)
         {
             return None;
         }
@@ -695,15 +682,15 @@ impl Filter {
             let ways = self
                 .prefilter
                 .as_ref()
-                .and_then(|p| p.ways(idx, &self.raw_hits));
+                .and_then(|p| p.ways(idx, &self.st.raw_hits));
             if !self.failregex[idx]
                 .re
-                .captures_hinted(hay, &mut self.locs, ways)
+                .captures_hinted(hay, &mut self.st.locs, ways)
             {
                 // the prefilter named only the first candidate: now all
                 if let Some(pf) = self.prefilter.as_ref().filter(|p| p.partial.get()) {
                     let text = if pf.on_buffer { buf } else { hay };
-                    pf.run_all(text, &mut self.raw_hits, &mut self.hits);
+                    pf.run_all(text, &mut self.st.raw_hits, &mut self.hits);
                     continue;
                 }
                 idx += 1;
@@ -730,10 +717,10 @@ impl Filter {
         content: Option<(usize, usize)>,
         time: Option<UnixTime>,
     ) -> bool {
-        let mut fail = std::mem::take(&mut self.fail);
+        let mut fail = std::mem::take(&mut self.st.fail);
         fail.clear();
         if let Some(p) = &self.prefregex {
-            for (n, sp) in p.names.iter().zip(&self.pre_locs.spans) {
+            for (n, sp) in p.names.iter().zip(&self.st.pre_locs.spans) {
                 if let (Some(n), Some((s, e))) = (n, sp)
                     && n != "content"
                 {
@@ -741,7 +728,7 @@ impl Filter {
                 }
             }
         }
-        let content_text = std::mem::take(&mut self.content);
+        let content_text = std::mem::take(&mut self.st.content);
         let hay: &str = if content.is_some() {
             &content_text
         } else {
@@ -749,11 +736,11 @@ impl Filter {
         };
         let names = &self.failregex[idx].names;
         for (i, n) in names.iter().enumerate() {
-            if let (Some(n), Some(Some((s, e)))) = (n, self.locs.spans.get(i)) {
+            if let (Some(n), Some(Some((s, e)))) = (n, self.st.locs.spans.get(i)) {
                 fail.set(n, &hay[*s..*e]);
             }
         }
-        self.content = content_text;
+        self.st.content = content_text;
         // F-ALT_X fill X when empty (collected only when such a group is set)
         let has_alt = fail.live().iter().any(|(k, _)| k.starts_with("alt_"));
         if has_alt {
@@ -774,7 +761,7 @@ impl Filter {
                 }
             }
         }
-        let mut mlfid = std::mem::take(&mut self.mlfid);
+        let mut mlfid = std::mem::take(&mut self.st.mlfid);
         mlfid.clear();
         let has_mlfid = match fail.get("mlfid") {
             Some(id) => {
@@ -784,8 +771,8 @@ impl Filter {
             None => false,
         };
         let r = self.finish(idx, has_mlfid.then_some(mlfid.as_str()), &mut fail, time);
-        self.mlfid = mlfid;
-        self.fail = fail;
+        self.st.mlfid = mlfid;
+        self.st.fail = fail;
         r
     }
 
@@ -818,31 +805,31 @@ impl Filter {
         if let Some(id) = mlfid {
             self.store_mlfid(id, fail);
         }
-        self.out.rule = idx;
-        self.out.host.clear();
-        self.out.host.push_str(fail.get(host_key).unwrap_or(""));
-        self.out.time = time;
-        self.out.nofail = fail.truthy("nofail");
+        self.st.out.rule = idx;
+        self.st.out.host.clear();
+        self.st.out.host.push_str(fail.get(host_key).unwrap_or(""));
+        self.st.out.time = time;
+        self.st.out.nofail = fail.truthy("nofail");
         // refill the fields in place: no allocation once they have grown
         let live = fail.live();
-        self.out.fields.truncate(live.len());
+        self.st.out.fields.truncate(live.len());
         for (i, (k, v)) in live.iter().enumerate() {
-            match self.out.fields.get_mut(i) {
+            match self.st.out.fields.get_mut(i) {
                 Some(f) => {
                     f.0.clone_from(k);
                     f.1.clone_from(v);
                 }
-                None => self.out.fields.push((k.clone(), v.clone())),
+                None => self.st.out.fields.push((k.clone(), v.clone())),
             }
         }
         true
     }
 
-    /// The [`Hit`] of the failure in `self.out`. A match whose host is not
+    /// The [`Hit`] of the failure in `self.st.out`. A match whose host is not
     /// an IP address (a DNS name or an `<F-ID>`) yields none: Shield never
     /// resolves names on the hot path.
     fn hit(&self) -> Option<Hit<'_>> {
-        let d = &self.out;
+        let d = &self.st.out;
         let host: IpAddr = d.host.trim_start_matches("::ffff:").parse().ok()?;
         let mut hit = Hit::new(d.rule as u32, host, d.time);
         hit.nofail = d.nofail;
@@ -870,33 +857,14 @@ impl Filter {
             ignoreregex: self.ignoreregex.clone(),
             prefilter: self.prefilter.clone(),
             hits: self.hits.clone(),
-            raw_hits: Vec::new(),
             maxlines: self.maxlines,
             journalmatch: self.journalmatch.clone(),
             dates: self.dates.clone(),
             tz: self.tz.clone(),
-            lines: VecDeque::new(),
-            buf: String::new(),
-            content: String::new(),
-            locs: Locs::default(),
-            last_time: None,
-            mlfid_cache: HashMap::default(),
-            mlfid_order: VecDeque::new(),
-            spare_ids: Vec::new(),
-            spare_fails: Vec::new(),
             clock_skew: self.clock_skew,
             scanning: true,
             scan_tainted: false,
-            pre_locs: Locs::default(),
-            fail: FailMap::default(),
-            mlfid: String::new(),
-            out: Detail {
-                rule: 0,
-                host: String::new(),
-                time: None,
-                nofail: false,
-                fields: Vec::new(),
-            },
+            st: State::default(),
         }
     }
 
@@ -916,21 +884,21 @@ impl Filter {
             Some(f) => {
                 // the time of the line before, which may be in a block
                 // this copy did not see
-                self.scan_tainted |= self.last_time.is_none();
-                ((f.start, f.end), self.last_time)
+                self.scan_tainted |= self.st.last_time.is_none();
+                ((f.start, f.end), self.st.last_time)
             }
             None => ((0, 0), None),
         };
         if time.is_some() {
-            self.last_time = time;
+            self.st.last_time = time;
         }
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.st.buf);
         buf.clear();
         buf.push_str(&line[..cut.0]);
         buf.push_str(&line[cut.1..]);
         buf.push('\n');
         let found = self.match_buf(&buf);
-        self.buf = buf;
+        self.st.buf = buf;
         let (idx, content) = found?;
         let span = |sp: Option<(usize, usize)>| match sp {
             Some((s, e)) => [s as u32, e as u32],
@@ -940,7 +908,7 @@ impl Filter {
         rec.extend([cut.0 as u32, cut.1 as u32, time.is_some() as u32]);
         rec.extend([t as u32, (t >> 32) as u32, idx as u32]);
         rec.extend(span(content));
-        for locs in [&self.pre_locs, &self.locs] {
+        for locs in [&self.st.pre_locs, &self.st.locs] {
             rec.push(locs.spans.len() as u32);
             rec.extend(locs.spans.iter().flat_map(|sp| span(*sp)));
         }
@@ -962,33 +930,33 @@ impl Filter {
         for pre in [true, false] {
             let n = next();
             let locs = if pre {
-                &mut self.pre_locs
+                &mut self.st.pre_locs
             } else {
-                &mut self.locs
+                &mut self.st.locs
             };
             locs.spans.clear();
             for _ in 0..n {
                 locs.spans.push(span(next(), next()));
             }
         }
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.st.buf);
         buf.clear();
         buf.push_str(&line[..cut.0]);
         buf.push_str(&line[cut.1..]);
         buf.push('\n');
-        self.content.clear();
+        self.st.content.clear();
         if let Some((s, e)) = content {
-            self.content.push_str(&buf[s..e]);
-            self.content.push('\n');
+            self.st.content.push_str(&buf[s..e]);
+            self.st.content.push('\n');
         }
         let r = self.failure(&buf, idx, content, time);
-        self.buf = buf;
+        self.st.buf = buf;
         r
     }
 
     /// Removes the buffered lines a multi-line match covered.
     fn drop_matched_lines(&mut self, hay: &str) {
-        let Some(Some((s, e))) = self.locs.spans.first().copied() else {
+        let Some(Some((s, e))) = self.st.locs.spans.first().copied() else {
             return;
         };
         // bytes, not str slices: `e - 1` may fall inside a multi-byte char
@@ -1000,7 +968,7 @@ impl Filter {
             .unwrap_or(b.len());
         let last = memchr::memchr_iter(b'\n', &b[..line_end]).count();
         let mut i = 0;
-        self.lines.retain(|_| {
+        self.st.lines.retain(|_| {
             let keep = i < first || i >= last;
             i += 1;
             keep
@@ -1008,7 +976,7 @@ impl Filter {
     }
 
     fn store_mlfid(&mut self, id: &str, fail: &FailMap) {
-        if let Some((e, _)) = self.mlfid_cache.get_mut(id) {
+        if let Some((e, _)) = self.st.mlfid_cache.get_mut(id) {
             e.copy_from(fail);
         }
     }
@@ -1017,19 +985,19 @@ impl Filter {
     /// cache is an OrderedDict: a removed id leaves the order too; a stale id
     /// there would make a later eviction skip, or evict a newer entry).
     fn forget_mlfid(&mut self, mlfid: &str) {
-        if let Some((k, (v, _))) = self.mlfid_cache.remove_entry(mlfid)
-            && self.spare_fails.len() < SPARE
+        if let Some((k, (v, _))) = self.st.mlfid_cache.remove_entry(mlfid)
+            && self.st.spare_fails.len() < SPARE
         {
-            self.spare_ids.push(k);
-            self.spare_fails.push(v);
+            self.st.spare_ids.push(k);
+            self.st.spare_fails.push(v);
         }
         // ids are unique in the order, and mostly forgotten soon after
         // they came: the search starts from the newest
-        if let Some(i) = self.mlfid_order.iter().rposition(|k| k == mlfid)
-            && let Some(k) = self.mlfid_order.remove(i)
-            && self.spare_ids.len() < 2 * SPARE
+        if let Some(i) = self.st.mlfid_order.iter().rposition(|k| k == mlfid)
+            && let Some(k) = self.st.mlfid_order.remove(i)
+            && self.st.spare_ids.len() < 2 * SPARE
         {
-            self.spare_ids.push(k);
+            self.st.spare_ids.push(k);
         }
     }
 
@@ -1058,13 +1026,14 @@ impl Filter {
         let now = Instant::now() + self.clock_skew;
         // Cache.get: an expired entry is removed and reads as absent.
         if self
+            .st
             .mlfid_cache
             .get(mlfid)
             .is_some_and(|(_, expires)| *expires <= now)
         {
             self.forget_mlfid(mlfid);
         }
-        if let Some((cached, _)) = self.mlfid_cache.get_mut(mlfid) {
+        if let Some((cached, _)) = self.st.mlfid_cache.get_mut(mlfid) {
             if let Some(u) = fail.get("user")
                 && !cached.users().iter().any(|x| x == u)
             {
@@ -1094,9 +1063,9 @@ impl Filter {
             // Cache.set when full: drop from the front, expired entries and
             // then the first live one.
             let mut recycled: Option<(String, String, FailMap)> = None;
-            if self.mlfid_cache.len() >= MLFID_MAX {
-                while let Some(old) = self.mlfid_order.pop_front() {
-                    let Some((k, (v, expires))) = self.mlfid_cache.remove_entry(&old) else {
+            if self.st.mlfid_cache.len() >= MLFID_MAX {
+                while let Some(old) = self.st.mlfid_order.pop_front() {
+                    let Some((k, (v, expires))) = self.st.mlfid_cache.remove_entry(&old) else {
                         continue;
                     };
                     recycled = Some((old, k, v));
@@ -1107,9 +1076,9 @@ impl Filter {
             }
             let (mut order_key, mut key, mut val) = recycled.unwrap_or_else(|| {
                 (
-                    self.spare_ids.pop().unwrap_or_default(),
-                    self.spare_ids.pop().unwrap_or_default(),
-                    self.spare_fails.pop().unwrap_or_default(),
+                    self.st.spare_ids.pop().unwrap_or_default(),
+                    self.st.spare_ids.pop().unwrap_or_default(),
+                    self.st.spare_fails.pop().unwrap_or_default(),
                 )
             });
             order_key.clear();
@@ -1117,8 +1086,8 @@ impl Filter {
             key.clear();
             key.push_str(mlfid);
             val.copy_from(fail);
-            self.mlfid_order.push_back(order_key);
-            self.mlfid_cache.insert(key, (val, now + MLFID_TTL));
+            self.st.mlfid_order.push_back(order_key);
+            self.st.mlfid_cache.insert(key, (val, now + MLFID_TTL));
         } else {
             users = 0;
         }
@@ -1447,13 +1416,13 @@ impl LineMatcher for Filter {
     fn carry(&self) -> Option<Carry> {
         (!self.scan_tainted).then(|| Carry {
             key: self.dates.last_key(),
-            last_time: self.last_time,
+            last_time: self.st.last_time,
         })
     }
 
     fn set_carry(&mut self, carry: Carry) {
         self.dates.set_last_key(carry.key);
-        self.last_time = carry.last_time;
+        self.st.last_time = carry.last_time;
         self.scan_tainted = false;
     }
 }
