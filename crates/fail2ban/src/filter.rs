@@ -1583,7 +1583,7 @@ mod tests {
              failregex = ^Accepted \\S+ for <F-USER>\\S+</F-USER> from <HOST>$\n\
              \x20           ^Failed \\S+ for (?P<cond_inv>invalid user )?<F-USER>(?P<cond_user>\\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>(?: port \\d+)?(?(cond_user): |(?:(?:(?! from ).)*)$)\n\
              \x20           ^<F-USER>\\S+</F-USER> said (?!no)\\S+ from <HOST>$\n\
-             \x20           ^<F-USER>\\S+</F-USER> said nope from <HOST>$\n";
+             \x20           ^<F-USER>\\S+</F-USER> said \\S+ from <HOST>$\n";
         write(&dir, "ways.conf", conf);
         for first in [true, false] {
             let name = if first { "first" } else { "sets" };
@@ -1628,6 +1628,7 @@ mod tests {
                 ("h d[6]: Accepted key for eve from 192.0.2.6", Some("eve")),
                 // the first pattern that matches is a wider copy of the
                 // third failregex (its lookahead dropped): the fourth wins
+                // (below: and the third when its lookahead holds)
                 ("h d[10]: bob said nope from 192.0.2.10", Some("bob")),
                 ("h d[11]: ann said yes from 192.0.2.11", Some("ann")),
                 ("h d[6]: accepted key for eve from 192.0.2.6", None),
@@ -1644,6 +1645,17 @@ mod tests {
                     u.map(|(_, v)| v.clone()).unwrap_or_default()
                 });
                 assert_eq!(got.as_deref(), user, "{name}: {line}");
+            }
+            // both of the last two failregexes match: the first of them wins
+            for (line, rule) in [
+                ("h d[10]: bob said nope from 192.0.2.10", 3),
+                ("h d[11]: ann said yes from 192.0.2.11", 2),
+            ] {
+                assert_eq!(
+                    f.match_detail(line, now).map(|d| d.rule),
+                    Some(rule),
+                    "{name}: {line}"
+                );
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
