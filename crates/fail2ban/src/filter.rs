@@ -564,22 +564,23 @@ impl Filter {
 
     fn process(&mut self, line: &str, now: UnixTime) -> bool {
         // 1. the date, cut out of the line
-        let mut time = None;
-        let (pre, post) = match self.dates.detect(line, now, &self.tz) {
-            Some(f) if f.start < f.end => {
-                time = f.time;
-                (&line[..f.start], &line[f.end..])
-            }
-            Some(f) => {
-                time = self.st.last_time;
-                (&line[..f.start], &line[f.end..])
-            }
-            None => ("", line),
+        let (cut, time, _) = self.cut_date(line, now);
+        self.process_parts(&line[..cut.0], &line[cut.1..], time)
+    }
+
+    /// The date of `line`: its span ((0, 0) when there is none) and the
+    /// line's time, and whether that is the time of the line before (an
+    /// empty date). The last time moves to the line's.
+    fn cut_date(&mut self, line: &str, now: UnixTime) -> ((usize, usize), Option<UnixTime>, bool) {
+        let (cut, time, before) = match self.dates.detect(line, now, &self.tz) {
+            Some(f) if f.start < f.end => ((f.start, f.end), f.time, false),
+            Some(f) => ((f.start, f.end), self.st.last_time, true),
+            None => ((0, 0), None, false),
         };
         if time.is_some() {
             self.st.last_time = time;
         }
-        self.process_parts(pre, post, time)
+        (cut, time, before)
     }
 
     fn process_parts(&mut self, pre: &str, post: &str, time: Option<UnixTime>) -> bool {
@@ -598,9 +599,7 @@ impl Filter {
                 self.st.buf.push('\n');
             }
         } else {
-            self.st.buf.push_str(pre);
-            self.st.buf.push_str(post);
-            self.st.buf.push('\n');
+            join_line(&mut self.st.buf, pre, post);
         }
         let buf = std::mem::take(&mut self.st.buf);
         let r = self.find_failure(&buf, time);
@@ -879,24 +878,12 @@ impl Filter {
         rec: &mut Vec<u32>,
     ) -> Option<Option<UnixTime>> {
         debug_assert!(self.scanning && self.maxlines == 1);
-        let (cut, time) = match self.dates.detect(line, now, &self.tz) {
-            Some(f) if f.start < f.end => ((f.start, f.end), f.time),
-            Some(f) => {
-                // the time of the line before, which may be in a block
-                // this copy did not see
-                self.scan_tainted |= self.st.last_time.is_none();
-                ((f.start, f.end), self.st.last_time)
-            }
-            None => ((0, 0), None),
-        };
-        if time.is_some() {
-            self.st.last_time = time;
-        }
+        let (cut, time, before) = self.cut_date(line, now);
+        // the time of the line before may be in a block this copy did not
+        // see
+        self.scan_tainted |= before && time.is_none();
         let mut buf = std::mem::take(&mut self.st.buf);
-        buf.clear();
-        buf.push_str(&line[..cut.0]);
-        buf.push_str(&line[cut.1..]);
-        buf.push('\n');
+        join_line(&mut buf, &line[..cut.0], &line[cut.1..]);
         let found = self.match_buf(&buf);
         self.st.buf = buf;
         let (idx, content) = found?;
@@ -940,10 +927,7 @@ impl Filter {
             }
         }
         let mut buf = std::mem::take(&mut self.st.buf);
-        buf.clear();
-        buf.push_str(&line[..cut.0]);
-        buf.push_str(&line[cut.1..]);
-        buf.push('\n');
+        join_line(&mut buf, &line[..cut.0], &line[cut.1..]);
         self.st.content.clear();
         if let Some((s, e)) = content {
             self.st.content.push_str(&buf[s..e]);
@@ -1359,6 +1343,15 @@ impl Prefilter {
         let (a, b) = self.spans[idx];
         self.by_way[idx].then(|| &raw[a..b])
     }
+}
+
+/// A one-line buffer: the line's text before and after its date, and a
+/// newline.
+fn join_line(buf: &mut String, pre: &str, post: &str) {
+    buf.clear();
+    buf.push_str(pre);
+    buf.push_str(post);
+    buf.push('\n');
 }
 
 /// Whether every match of `p` starts at the start of the text.
