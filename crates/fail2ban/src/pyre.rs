@@ -501,26 +501,12 @@ impl Core {
     /// Checks that `pattern` parses (as `regex::Regex` would) and reads its
     /// group names; compiles nothing.
     fn new(pattern: &str) -> Option<Core> {
-        let groups = parse_groups(pattern)?;
-        let core = Core {
+        Some(Core {
             pattern: pattern.into(),
-            names: Box::new([]),
+            names: parse_names(pattern)?.into(),
             uni: OnceLock::new(),
             ascii: OnceLock::new(),
             split: OnceLock::new(),
-        };
-        let names = match group_names(pattern) {
-            Some(n) if n.len() == groups + 1 => n,
-            // syntax the reader does not follow: ask the compiled pattern
-            _ => core
-                .uni()?
-                .capture_names()
-                .map(|n| n.map(Into::into))
-                .collect(),
-        };
-        Some(Core {
-            names: names.into(),
-            ..core
         })
     }
 
@@ -742,58 +728,6 @@ impl Core {
             Pick::Nothing => None,
         }
     }
-}
-
-/// The names of the groups of `p` (regex crate syntax), group 0 first, read
-/// from the text; None in `x` mode (comments could hold parentheses) or on
-/// a construct it cannot skip. `Core::new` checks the count against the
-/// parse.
-fn group_names(p: &str) -> Option<Vec<Option<Box<str>>>> {
-    let b = p.as_bytes();
-    let mut names = vec![None];
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'[' => i = class_end(b, i)?,
-            b'(' => {
-                if b.get(i + 1) == Some(&b'?') {
-                    let r = &p[i + 2..];
-                    if let Some(n) = r.strip_prefix("P<").or_else(|| r.strip_prefix('<')) {
-                        names.push(Some(n[..n.find('>')?].into()));
-                    } else if r[..r.find([')', ':'])?].contains('x') {
-                        return None;
-                    }
-                } else {
-                    names.push(None);
-                }
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    Some(names)
-}
-
-/// The index past the class opening at `b[start] == b'['` (nested classes
-/// included), or None when it does not close.
-fn class_end(b: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    if b.get(i) == Some(&b'^') {
-        i += 1;
-    }
-    if b.get(i) == Some(&b']') {
-        i += 1;
-    }
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'[' => i = class_end(b, i)?,
-            b']' => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 impl Lin {
@@ -1242,25 +1176,55 @@ fn ascii_pattern(pattern: &str) -> Option<std::borrow::Cow<'_, str>> {
     Some(pattern.into())
 }
 
-/// The number of explicit groups of `pattern` when `regex::Regex` accepts
-/// its syntax. An ASCII pattern is parsed as its ASCII twin, without the
-/// Unicode class tables: whatever parses with Unicode off also parses with
-/// it on, except sections that turn it off (`(?-u)`, where the Unicode
-/// parse refuses what could match invalid UTF-8); what does not parse so
-/// (`\pL`) is parsed with Unicode.
-fn parse_groups(pattern: &str) -> Option<usize> {
+/// The names of the groups of `pattern` (group 0 first, None for an
+/// unnamed group) when `regex::Regex` accepts its syntax. An ASCII pattern
+/// is parsed as its ASCII twin, without the Unicode class tables: whatever
+/// parses with Unicode off also parses with it on, except sections that
+/// turn it off (`(?-u)`, where the Unicode parse refuses what could match
+/// invalid UTF-8); what does not parse so (`\pL`) is parsed with Unicode.
+fn parse_names(pattern: &str) -> Option<Vec<Option<Box<str>>>> {
     use regex_automata::util::syntax;
-    if let Some(a) = ascii_pattern(pattern)
-        && !pattern.contains("-u")
-    {
-        let ascii = syntax::Config::new().unicode(false).utf8(false);
-        if let Ok(h) = syntax::parse_with(&a, &ascii) {
-            debug_assert!(syntax::parse(pattern).is_ok(), "{pattern:?}");
-            return Some(h.properties().explicit_captures_len());
+    let parsed = match ascii_pattern(pattern) {
+        Some(a) if !pattern.contains("-u") => {
+            let ascii = syntax::Config::new().unicode(false).utf8(false);
+            syntax::parse_with(&a, &ascii).ok()
         }
+        _ => None,
+    };
+    let h = match parsed {
+        Some(h) => {
+            debug_assert!(syntax::parse(pattern).is_ok(), "{pattern:?}");
+            h
+        }
+        None => syntax::parse(pattern).ok()?,
+    };
+    let mut names = vec![None];
+    hir_names(&h, &mut names);
+    Some(names)
+}
+
+/// Writes the name of each group of `h` at its index. A group the parser
+/// dropped (under `{0}`) keeps its index, unnamed, as in the compiled
+/// pattern.
+fn hir_names(h: &regex_syntax::hir::Hir, names: &mut Vec<Option<Box<str>>>) {
+    use regex_syntax::hir::HirKind;
+    match h.kind() {
+        HirKind::Capture(c) => {
+            let i = c.index as usize;
+            if names.len() <= i {
+                names.resize(i + 1, None);
+            }
+            names[i].clone_from(&c.name);
+            hir_names(&c.sub, names);
+        }
+        HirKind::Repetition(r) => hir_names(&r.sub, names),
+        HirKind::Concat(v) | HirKind::Alternation(v) => {
+            for h in v {
+                hir_names(h, names);
+            }
+        }
+        _ => {}
     }
-    let h = syntax::parse(pattern).ok()?;
-    Some(h.properties().explicit_captures_len())
 }
 
 /// The group spans of the last successful [`Re::captures`].
@@ -1525,18 +1489,22 @@ mod tests {
         assert!(Core::new("a(b)").unwrap().twin().unwrap().bt.is_none());
     }
 
-    /// Group names read from the text agree with the compiled pattern's;
-    /// a pattern the reader cannot follow, or that does not parse, says so.
+    /// Group names read from the parse agree with the compiled pattern's,
+    /// and a pattern that does not parse says so.
     #[test]
-    fn group_names_from_text() {
+    fn group_names_from_the_parse() {
         for p in [
             r"^(?P<a>x)(y)(?:z)(?i)(?<b>[(\])]|[^]()][[:alpha:]()])\((?s:c)(?P<c_1>)$",
             r"(?iu)^[^\[]*\[(?P<d>\d+)\]",
             r"[a[(]](x)",
+            r"(?x)a # (b)",
+            r"(?x)(a) # (b)",
+            r"\pL(?P<x>\w)(?P<y>y){0}(?:(?P<z>a)|b)+",
+            r"(?P<x>a)(?P<y>b){0}",
         ] {
             let re = regex::Regex::new(p).unwrap();
             let want: Vec<_> = re.capture_names().collect();
-            let got = group_names(p).unwrap();
+            let got = parse_names(p).unwrap();
             assert!(
                 got.iter().map(|n| n.as_deref()).eq(want.iter().copied()),
                 "{p}"
@@ -1545,7 +1513,6 @@ mod tests {
             assert_eq!(core.captures_len(), want.len(), "{p}");
             assert!(core.uni.get().is_none() && core.ascii.get().is_none());
         }
-        assert_eq!(group_names(r"(?x)a # (b)"), None);
         let core = Core::new(r"(?x)(a) # (b)").unwrap();
         assert_eq!(core.captures_len(), 2);
         assert!(Core::new(r"(a").is_none() && Core::new(r"a(?=b)").is_none());
