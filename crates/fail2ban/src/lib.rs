@@ -8,6 +8,7 @@
 //! fail2ban's own files are GPL: this crate reads them at run time from the
 //! system's `fail2ban` package and carries no copy of them.
 
+mod bt;
 mod date;
 mod filter;
 mod ini;

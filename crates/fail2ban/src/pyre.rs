@@ -16,7 +16,7 @@ use regex_automata::nfa::thompson::{self, backtrack};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{Anchored, Input};
 
-use crate::rewrite;
+use crate::{bt, rewrite};
 
 /// A translated pattern and whether it needs the backtracking engine.
 #[derive(Debug, Clone)]
@@ -289,8 +289,10 @@ struct Core {
 struct Scratch {
     locs: Option<regex::CaptureLocations>,
     ascii: Option<regex::bytes::CaptureLocations>,
-    /// The ASCII twin's backtracker cache and slots.
+    /// The ASCII twin's backtracker cache and slots (the fallback's).
     bt: Option<(backtrack::Cache, Vec<Option<NonMaxUsize>>)>,
+    /// [`bt::Prog`]'s cache.
+    prog: bt::Cache,
     /// Group searches on ASCII text, and how many of them failed (halved
     /// now and then, to follow the input): see [`Core::captures_at`].
     tries: u32,
@@ -615,7 +617,7 @@ impl Core {
                     && hay.len() <= bt.max_haystack_len()
                     && (s.tries < 64 || s.fails * 8 < s.tries)
                 {
-                    let found = self.backtrack(bt, s, hay, locs);
+                    let found = self.backtrack(a, bt, s, hay, locs);
                     s.fails += u32::from(!found);
                     return found;
                 }
@@ -653,31 +655,59 @@ impl Core {
         }
     }
 
-    /// The groups of an anchored pattern's match on ASCII `hay`, from the
+    /// The groups of an anchored pattern's match on ASCII `hay`, from a
     /// backtracker alone: `regex` would first run its DFA to find where the
-    /// match ends, then this same backtracker on that span.
+    /// match ends, then `bt` on that span. [`bt::Prog`] when it compiled
+    /// and takes `hay` (the same groups, faster), else `bt`.
     fn backtrack(
         &self,
+        a: &Ascii,
         bt: &backtrack::BoundedBacktracker,
         s: &mut Scratch,
         hay: &str,
         locs: &mut Locs,
     ) -> bool {
-        let (cache, slots) = s.bt.get_or_insert_with(|| {
-            let n = bt.get_nfa().group_info().slot_len();
-            (bt.create_cache(), vec![None; n])
-        });
-        let input = Input::new(hay).anchored(Anchored::Yes);
-        // the length was checked: the search cannot give up
-        let found = matches!(bt.try_search_slots(cache, &input, slots), Ok(Some(_)));
-        if found {
-            locs.spans.clear();
-            locs.spans.extend(
-                slots
-                    .chunks_exact(2)
-                    .map(|p| Some((p[0]?.get(), p[1]?.get()))),
-            );
-        }
+        let prog = a.prog.get_or_init(|| bt::Prog::new(bt.get_nfa()));
+        let found = match prog
+            .as_ref()
+            .and_then(|p| p.search(&mut s.prog, hay.as_bytes()))
+        {
+            Some(found) => {
+                if found {
+                    locs.spans.clear();
+                    locs.spans.extend(s.prog.spans());
+                }
+                #[cfg(debug_assertions)]
+                {
+                    let want = Self::backtrack_slots(bt, s, hay);
+                    assert_eq!(
+                        found.then(|| s.prog.slots().collect::<Vec<_>>()),
+                        want,
+                        "bt::Prog of {:?} on {hay:?}",
+                        self.as_str()
+                    );
+                }
+                found
+            }
+            None => {
+                let (cache, slots) = s.bt.get_or_insert_with(|| {
+                    let n = bt.get_nfa().group_info().slot_len();
+                    (bt.create_cache(), vec![None; n])
+                });
+                let input = Input::new(hay).anchored(Anchored::Yes);
+                // the length was checked: the search cannot give up
+                let found = matches!(bt.try_search_slots(cache, &input, slots), Ok(Some(_)));
+                if found {
+                    locs.spans.clear();
+                    locs.spans.extend(
+                        slots
+                            .chunks_exact(2)
+                            .map(|p| Some((p[0]?.get(), p[1]?.get()))),
+                    );
+                }
+                found
+            }
+        };
         #[cfg(debug_assertions)]
         {
             let a = self.twin().expect("a backtracker has a twin");
@@ -695,6 +725,25 @@ impl Core {
             }
         }
         found
+    }
+
+    /// regex-automata's backtracker's slots on `hay` (None: no match), to
+    /// check [`bt::Prog`] against.
+    #[cfg(debug_assertions)]
+    fn backtrack_slots(
+        bt: &backtrack::BoundedBacktracker,
+        s: &mut Scratch,
+        hay: &str,
+    ) -> Option<Vec<Option<usize>>> {
+        let (cache, slots) = s.bt.get_or_insert_with(|| {
+            let n = bt.get_nfa().group_info().slot_len();
+            (bt.create_cache(), vec![None; n])
+        });
+        let input = Input::new(hay).anchored(Anchored::Yes);
+        let m = bt
+            .try_search_slots(cache, &input, slots)
+            .expect("length checked");
+        m.map(|_| slots.iter().map(|s| s.map(|s| s.get())).collect())
     }
 
     fn is_match(&self, hay: &str) -> bool {
@@ -1128,6 +1177,9 @@ pub(crate) struct Ascii {
     /// For a pattern anchored at the start: the backtracker `re` runs
     /// for groups, to run without `re`'s DFA pass first.
     bt: Option<backtrack::BoundedBacktracker>,
+    /// `bt`'s NFA compiled for [`bt::Prog`] (on first need; None inside:
+    /// it did not compile, `bt` runs).
+    prog: OnceLock<Option<bt::Prog>>,
 }
 
 /// Compiles `pattern` with Unicode off. On ASCII input `\w \d \s \b .`
@@ -1153,7 +1205,11 @@ pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
         .build(&p)
         .ok()
         .filter(|bt| bt.get_nfa().is_always_start_anchored());
-    Some(Ascii { re, bt })
+    Some(Ascii {
+        re,
+        bt,
+        prog: OnceLock::new(),
+    })
 }
 
 /// The pattern an ASCII twin compiles (see [`ascii_twin`]), None when
