@@ -117,6 +117,8 @@ struct Rx {
     re: Re,
     /// Group names by index (None for unnamed groups).
     names: Vec<Option<String>>,
+    /// The names' keys in the filter's [`Names`], by group index.
+    keys: Vec<Option<Key>>,
     /// Python-flavoured source after tag resolution (for messages).
     source: String,
     /// The Rust pattern it was translated to.
@@ -132,12 +134,96 @@ impl Rx {
         Ok(Rx {
             re,
             names,
+            keys: Vec::new(),
             source: resolved,
             translated,
         })
     }
     fn has_group(&self, n: &str) -> bool {
         self.names.iter().any(|x| x.as_deref() == Some(n))
+    }
+    /// Gives each named group its key in `names`.
+    fn intern(&mut self, names: &mut Names) {
+        self.keys = self
+            .names
+            .iter()
+            .map(|n| n.as_deref().map(|n| names.intern(n)))
+            .collect();
+    }
+}
+
+/// A group name's index in its filter's [`Names`].
+type Key = u32;
+
+/// The names fail2ban's own logic reads, at fixed keys.
+mod key {
+    use super::Key;
+    pub(super) const NOFAIL: Key = 0;
+    pub(super) const MLFGAINED: Key = 1;
+    pub(super) const MLFFORGET: Key = 2;
+    pub(super) const MLFPENDING: Key = 3;
+    pub(super) const IP4: Key = 4;
+    pub(super) const IP6: Key = 5;
+    pub(super) const DNS: Key = 6;
+    pub(super) const FID: Key = 7;
+    pub(super) const USER: Key = 8;
+    pub(super) const MLFID: Key = 9;
+    pub(super) const CONTENT: Key = 10;
+    /// Their names, by key.
+    pub(super) const FIXED: [&str; 11] = [
+        "nofail",
+        "mlfgained",
+        "mlfforget",
+        "mlfpending",
+        "ip4",
+        "ip6",
+        "dns",
+        "fid",
+        "user",
+        "mlfid",
+        "content",
+    ];
+    /// Keys below this are not a hit's fields.
+    pub(super) const FIELDS_FROM: Key = DNS + 1;
+}
+
+/// The group names of a filter's patterns, interned: a failure's dict is
+/// keyed by index, so setting and reading a value compares integers.
+#[derive(Debug)]
+struct Names {
+    names: Vec<Box<str>>,
+    /// For an `alt_X` name (`<F-ALT_X>`): the key of X, which its value
+    /// fills when X is empty.
+    alt: Vec<Option<Key>>,
+}
+
+impl Names {
+    fn new() -> Names {
+        Names {
+            names: key::FIXED.iter().map(|&n| n.into()).collect(),
+            alt: vec![None; key::FIXED.len()],
+        }
+    }
+
+    fn intern(&mut self, n: &str) -> Key {
+        if let Some(i) = self.names.iter().position(|x| &**x == n) {
+            return i as Key;
+        }
+        let k = self.names.len() as Key;
+        self.names.push(n.into());
+        self.alt.push(None);
+        if let Some(base) = n.strip_prefix("alt_") {
+            let base = base
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .trim_end_matches('_');
+            let target = self.intern(&crate::tags::map_tag_to_opt(base));
+            self.alt[k as usize] = Some(target);
+        }
+        k
+    }
+
+    fn name(&self, k: Key) -> &str {
+        &self.names[k as usize]
     }
 }
 
@@ -163,6 +249,8 @@ pub struct Filter {
     prefregex: Option<Rx>,
     failregex: Vec<Rx>,
     ignoreregex: Vec<Rx>,
+    /// The group names of `prefregex` and `failregex`.
+    names: std::sync::Arc<Names>,
     /// One-pass prefilter: which failregexes can match at all.
     prefilter: Option<Prefilter>,
     /// Reused result slots of the prefilter, one per failregex.
@@ -205,8 +293,13 @@ struct State {
     /// Reused per line: the prefregex's groups, the failure, its mlfid.
     pre_locs: Locs,
     fail: FailMap,
+    /// `fail`'s `<F-*>` alternatives, copied before they fill their groups.
+    alts: Vec<(Key, String)>,
     mlfid: String,
+    /// The last failure, but for its host and fields: they are in `fail`
+    /// (the host under `host_key`) until [`Filter::detail`] copies them.
     out: Detail,
+    host_key: Key,
 }
 
 impl std::fmt::Debug for Filter {
@@ -223,32 +316,32 @@ impl std::fmt::Debug for Filter {
 /// refilling the map for the next line allocates nothing.
 #[derive(Debug, Default)]
 struct FailMap {
-    vals: Vec<(String, String)>,
+    vals: Vec<(Key, String)>,
     len: usize,
     users: Vec<String>,
     n_users: usize,
 }
 
 impl FailMap {
-    fn live(&self) -> &[(String, String)] {
+    fn live(&self) -> &[(Key, String)] {
         &self.vals[..self.len]
     }
     fn clear(&mut self) {
         self.len = 0;
         self.n_users = 0;
     }
-    fn get(&self, k: &str) -> Option<&str> {
+    fn get(&self, k: Key) -> Option<&str> {
         self.live()
             .iter()
-            .find(|(n, _)| n == k)
+            .find(|(n, _)| *n == k)
             .map(|(_, v)| v.as_str())
     }
     /// Python truthiness: present and non-empty.
-    fn truthy(&self, k: &str) -> bool {
+    fn truthy(&self, k: Key) -> bool {
         self.get(k).is_some_and(|v| !v.is_empty())
     }
-    fn set(&mut self, k: &str, v: &str) {
-        if let Some(s) = self.vals[..self.len].iter_mut().find(|(n, _)| n == k) {
+    fn set(&mut self, k: Key, v: &str) {
+        if let Some(s) = self.vals[..self.len].iter_mut().find(|(n, _)| *n == k) {
             s.1.clear();
             s.1.push_str(v);
         } else {
@@ -256,20 +349,19 @@ impl FailMap {
         }
     }
     /// Appends an entry whose key is not live.
-    fn push(&mut self, k: &str, v: &str) {
+    fn push(&mut self, k: Key, v: &str) {
         if let Some(e) = self.vals.get_mut(self.len) {
-            e.0.clear();
-            e.0.push_str(k);
+            e.0 = k;
             e.1.clear();
             e.1.push_str(v);
         } else {
-            self.vals.push((k.to_string(), v.to_string()));
+            self.vals.push((k, v.to_string()));
         }
         self.len += 1;
     }
     /// Sets `dst` to the value of `src` (which must be live).
-    fn set_from(&mut self, dst: &str, src: &str) {
-        let Some(i) = self.live().iter().position(|(n, _)| n == src) else {
+    fn set_from(&mut self, dst: Key, src: Key) {
+        let Some(i) = self.live().iter().position(|(n, _)| *n == src) else {
             return;
         };
         let v = std::mem::take(&mut self.vals[i].1);
@@ -277,8 +369,8 @@ impl FailMap {
         self.vals[i].1 = v;
     }
     /// Removes `k` (order kept); whether its value was truthy.
-    fn take(&mut self, k: &str) -> bool {
-        let Some(i) = self.live().iter().position(|(n, _)| n == k) else {
+    fn take(&mut self, k: Key) -> bool {
+        let Some(i) = self.live().iter().position(|(n, _)| *n == k) else {
             return false;
         };
         let truthy = !self.vals[i].1.is_empty();
@@ -302,7 +394,7 @@ impl FailMap {
     fn copy_from(&mut self, o: &FailMap) {
         self.clear();
         for (k, v) in o.live() {
-            self.push(k, v);
+            self.push(*k, v);
         }
         for u in o.users() {
             self.push_user(u);
@@ -310,7 +402,7 @@ impl FailMap {
     }
     /// Records the `user` value; the number of distinct users seen.
     fn add_user(&mut self) -> usize {
-        if let Some(i) = self.live().iter().position(|(n, _)| n == "user") {
+        if let Some(i) = self.live().iter().position(|(n, _)| *n == key::USER) {
             let u = std::mem::take(&mut self.vals[i].1);
             if !self.users().contains(&u) {
                 self.push_user(&u);
@@ -444,7 +536,7 @@ impl Filter {
                 reason,
             })
         };
-        let prefregex = match get("prefregex").filter(|v| !v.trim().is_empty()) {
+        let mut prefregex = match get("prefregex").filter(|v| !v.trim().is_empty()) {
             Some(p) => Some(rx("prefregex", 0, p)?),
             None => None,
         };
@@ -483,6 +575,10 @@ impl Filter {
             },
         )?;
         let prefilter = Prefilter::build(prefregex.as_ref(), &failregex, multiline);
+        let mut names = Names::new();
+        for r in prefregex.iter_mut().chain(&mut failregex) {
+            r.intern(&mut names);
+        }
         let n_fail = failregex.len();
         let rules = (0..failregex.len())
             .map(|i| RuleInfo {
@@ -497,6 +593,7 @@ impl Filter {
             prefregex,
             failregex,
             ignoreregex,
+            names: std::sync::Arc::new(names),
             hits: vec![false; n_fail],
             prefilter,
             maxlines,
@@ -546,7 +643,7 @@ impl Filter {
     /// `now` infers missing years. Multi-line state is kept between calls.
     pub fn match_detail(&mut self, line: &str, now: UnixTime) -> Option<&Detail> {
         if self.process(line, now) {
-            Some(&self.st.out)
+            Some(self.detail())
         } else {
             None
         }
@@ -556,7 +653,7 @@ impl Filter {
     /// (a journald entry): no date is searched for or cut out.
     pub fn match_detail_at(&mut self, line: &str, time: Option<UnixTime>) -> Option<&Detail> {
         if self.process_parts("", line, time) {
-            Some(&self.st.out)
+            Some(self.detail())
         } else {
             None
         }
@@ -642,10 +739,10 @@ impl Filter {
                 return None;
             }
             content = p
-                .names
+                .keys
                 .iter()
                 .zip(&self.st.pre_locs.spans)
-                .find_map(|(n, sp)| sp.filter(|_| n.as_deref() == Some("content")))
+                .find_map(|(k, sp)| sp.filter(|_| *k == Some(key::CONTENT)))
                 .filter(|(s, e)| s < e);
         }
         let mut c = std::mem::take(&mut self.st.content);
@@ -719,50 +816,45 @@ impl Filter {
         let mut fail = std::mem::take(&mut self.st.fail);
         fail.clear();
         if let Some(p) = &self.prefregex {
-            for (n, sp) in p.names.iter().zip(&self.st.pre_locs.spans) {
-                if let (Some(n), Some((s, e))) = (n, sp)
-                    && n != "content"
+            for (k, sp) in p.keys.iter().zip(&self.st.pre_locs.spans) {
+                if let (Some(k), Some((s, e))) = (k, sp)
+                    && *k != key::CONTENT
                 {
-                    fail.set(n, &buf[*s..*e]);
+                    fail.set(*k, &buf[*s..*e]);
                 }
             }
         }
-        let content_text = std::mem::take(&mut self.st.content);
         let hay: &str = if content.is_some() {
-            &content_text
+            &self.st.content
         } else {
             buf
         };
-        let names = &self.failregex[idx].names;
-        for (i, n) in names.iter().enumerate() {
-            if let (Some(n), Some(Some((s, e)))) = (n, self.st.locs.spans.get(i)) {
-                fail.set(n, &hay[*s..*e]);
+        for (k, sp) in self.failregex[idx].keys.iter().zip(&self.st.locs.spans) {
+            if let (Some(k), Some((s, e))) = (k, sp) {
+                fail.set(*k, &hay[*s..*e]);
             }
         }
-        self.st.content = content_text;
-        // F-ALT_X fill X when empty (collected only when such a group is set)
-        let has_alt = fail.live().iter().any(|(k, _)| k.starts_with("alt_"));
-        if has_alt {
-            let alts: Vec<(String, String)> = fail
-                .live()
-                .iter()
-                .filter_map(|(k, v)| {
-                    let base = k.strip_prefix("alt_")?;
-                    let base = base
-                        .trim_end_matches(|c: char| c.is_ascii_digit())
-                        .trim_end_matches('_');
-                    Some((crate::tags::map_tag_to_opt(base), v.clone()))
-                })
-                .collect();
-            for (k, v) in alts {
-                if !fail.truthy(&k) && !v.is_empty() {
-                    fail.set(&k, &v);
+        // F-ALT_X fill X when empty, in order, with the values they had
+        // before any of them did
+        let alt = &self.names.alt;
+        if fail.live().iter().any(|(k, _)| alt[*k as usize].is_some()) {
+            let mut alts = std::mem::take(&mut self.st.alts);
+            alts.clear();
+            for (k, v) in fail.live() {
+                if let Some(t) = alt[*k as usize] {
+                    alts.push((t, v.clone()));
                 }
             }
+            for (t, v) in &alts {
+                if !fail.truthy(*t) && !v.is_empty() {
+                    fail.set(*t, v);
+                }
+            }
+            self.st.alts = alts;
         }
         let mut mlfid = std::mem::take(&mut self.st.mlfid);
         mlfid.clear();
-        let has_mlfid = match fail.get("mlfid") {
+        let has_mlfid = match fail.get(key::MLFID) {
             Some(id) => {
                 mlfid.push_str(id);
                 true
@@ -785,18 +877,18 @@ impl Filter {
     ) -> bool {
         if let Some(id) = mlfid {
             self.merge_failure(id, fail);
-            if fail.truthy("nofail") {
+            if fail.truthy(key::NOFAIL) {
                 self.store_mlfid(id, fail);
                 return false;
             }
         }
         // ip4, else ip6, else dns, else fid (kept as a key: no copy yet)
-        let host_key = ["ip4", "ip6", "dns", "fid"]
+        let host_key = [key::IP4, key::IP6, key::DNS, key::FID]
             .into_iter()
-            .find(|k| fail.get(k).is_some());
+            .find(|k| fail.get(*k).is_some());
         let Some(host_key) = host_key else {
             if let Some(id) = mlfid {
-                fail.set("mlfpending", "1");
+                fail.set(key::MLFPENDING, "1");
                 self.store_mlfid(id, fail);
             }
             return false;
@@ -805,41 +897,40 @@ impl Filter {
             self.store_mlfid(id, fail);
         }
         self.st.out.rule = idx;
-        self.st.out.host.clear();
-        self.st.out.host.push_str(fail.get(host_key).unwrap_or(""));
         self.st.out.time = time;
-        self.st.out.nofail = fail.truthy("nofail");
-        // refill the fields in place: no allocation once they have grown
-        let live = fail.live();
-        self.st.out.fields.truncate(live.len());
-        for (i, (k, v)) in live.iter().enumerate() {
-            match self.st.out.fields.get_mut(i) {
-                Some(f) => {
-                    f.0.clone_from(k);
-                    f.1.clone_from(v);
-                }
-                None => self.st.out.fields.push((k.clone(), v.clone())),
-            }
-        }
+        self.st.out.nofail = fail.truthy(key::NOFAIL);
+        self.st.host_key = host_key;
         true
     }
 
-    /// The [`Hit`] of the failure in `self.st.out`. A match whose host is not
-    /// an IP address (a DNS name or an `<F-ID>`) yields none: Shield never
+    /// The last failure's [`Detail`], its host and fields copied out of
+    /// the failure's dict.
+    fn detail(&mut self) -> &Detail {
+        let (fail, out) = (&self.st.fail, &mut self.st.out);
+        out.host.clear();
+        out.host.push_str(fail.get(self.st.host_key).unwrap_or(""));
+        out.fields.clear();
+        out.fields.extend(
+            fail.live()
+                .iter()
+                .map(|(k, v)| (self.names.name(*k).to_string(), v.clone())),
+        );
+        out
+    }
+
+    /// The [`Hit`] of the last failure. A match whose host is not an IP
+    /// address (a DNS name or an `<F-ID>`) yields none: Shield never
     /// resolves names on the hot path.
     fn hit(&self) -> Option<Hit<'_>> {
-        let d = &self.st.out;
-        let host: IpAddr = d.host.trim_start_matches("::ffff:").parse().ok()?;
+        let (d, fail) = (&self.st.out, &self.st.fail);
+        let host = fail.get(self.st.host_key).unwrap_or("");
+        let host: IpAddr = host.trim_start_matches("::ffff:").parse().ok()?;
         let mut hit = Hit::new(d.rule as u32, host, d.time);
         hit.nofail = d.nofail;
-        for (k, v) in &d.fields {
-            if matches!(
-                k.as_str(),
-                "ip4" | "ip6" | "dns" | "nofail" | "mlfforget" | "mlfgained" | "mlfpending"
-            ) {
-                continue;
+        for (k, v) in fail.live() {
+            if *k >= key::FIELDS_FROM {
+                hit.push_field(self.names.name(*k), v);
             }
-            hit.push_field(k, v);
         }
         Some(hit)
     }
@@ -854,6 +945,7 @@ impl Filter {
             prefregex: self.prefregex.clone(),
             failregex: self.failregex.clone(),
             ignoreregex: self.ignoreregex.clone(),
+            names: self.names.clone(),
             prefilter: self.prefilter.clone(),
             hits: self.hits.clone(),
             maxlines: self.maxlines,
@@ -995,15 +1087,15 @@ impl Filter {
     /// (Python shares one dict between both).
     fn merge_failure(&mut self, mlfid: &str, fail: &mut FailMap) {
         let mut nf = 0u8;
-        if fail.truthy("mlfgained") {
+        if fail.truthy(key::MLFGAINED) {
             nf |= 8 | 1;
-            if !fail.truthy("nofail") {
-                fail.set_from("nofail", "mlfgained");
+            if !fail.truthy(key::NOFAIL) {
+                fail.set_from(key::NOFAIL, key::MLFGAINED);
             }
-        } else if fail.truthy("nofail") {
+        } else if fail.truthy(key::NOFAIL) {
             nf |= 1;
         }
-        if fail.take("mlfforget") {
+        if fail.take(key::MLFFORGET) {
             nf |= 2;
         }
         let users;
@@ -1018,23 +1110,23 @@ impl Filter {
             self.forget_mlfid(mlfid);
         }
         if let Some((cached, _)) = self.st.mlfid_cache.get_mut(mlfid) {
-            if let Some(u) = fail.get("user")
+            if let Some(u) = fail.get(key::USER)
                 && !cached.users().iter().any(|x| x == u)
             {
                 cached.push_user(u);
             }
             users = cached.n_users;
-            if cached.take("nofail") {
+            if cached.take(key::NOFAIL) {
                 nf |= 4;
             }
-            if cached.take("mlfgained") {
+            if cached.take(key::MLFGAINED) {
                 nf |= 4;
             }
             if nf & 8 != 0 {
-                cached.take("mlfpending");
+                cached.take(key::MLFPENDING);
             }
             for (k, v) in fail.live() {
-                cached.set(k, v);
+                cached.set(*k, v);
             }
             fail.copy_from(cached);
             if nf & 2 != 0 {
@@ -1075,9 +1167,9 @@ impl Filter {
         } else {
             users = 0;
         }
-        if fail.take("mlfpending") || users > 1 {
-            fail.take("nofail");
-            fail.take("mlfgained");
+        if fail.take(key::MLFPENDING) || users > 1 {
+            fail.take(key::NOFAIL);
+            fail.take(key::MLFGAINED);
         }
     }
 }
