@@ -1198,8 +1198,8 @@ struct Prefilter {
     /// matches (the failregexes are tried in order, so the ones before it
     /// cannot), and the sets run only when its failregex does not match
     /// after all. Shared by copies; each copy has its own cache.
-    first: Option<regex_automata::meta::Regex>,
-    first_cache: std::cell::RefCell<Option<regex_automata::meta::Cache>>,
+    first: Option<std::sync::Arc<regex_automata::hybrid::dfa::DFA>>,
+    first_cache: std::cell::RefCell<Option<regex_automata::hybrid::dfa::Cache>>,
     /// The last run found only the first pattern (`raw` holds it alone).
     partial: std::cell::Cell<bool>,
     /// True: run on the buffer before the prefregex; false: on the content.
@@ -1278,18 +1278,30 @@ impl Prefilter {
             by_way.push(use_ways);
         }
         let all_ascii = pats.iter().all(|p| p.is_ascii());
-        let first = if all_ascii && pats.iter().all(|p| anchored_at_start(p)) {
-            use regex_automata::{meta, util::syntax};
-            meta::Regex::builder()
+        let first = if all_ascii && pats.iter().all(|p| starts_with_caret(p)) {
+            // the forward automaton alone: only the match's end and pattern
+            // are asked for
+            use regex_automata::{hybrid::dfa::DFA, nfa::thompson, util::syntax};
+            DFA::builder()
                 .syntax(syntax::Config::new().unicode(false).utf8(false))
-                .configure(
-                    meta::Config::new()
-                        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                .thompson(
+                    thompson::Config::new()
+                        .utf8(false)
                         .nfa_size_limit(Some(64 << 20))
-                        .hybrid_cache_capacity(64 << 20),
+                        .which_captures(thompson::WhichCaptures::None),
+                )
+                .configure(
+                    DFA::config()
+                        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                        .cache_capacity(64 << 20)
+                        .skip_cache_capacity_check(true)
+                        .minimum_cache_clear_count(None),
                 )
                 .build_many(&pats)
                 .ok()
+                // every match of every pattern starts at the start
+                .filter(|d| d.get_nfa().is_always_start_anchored())
+                .map(std::sync::Arc::new)
         } else {
             None
         };
@@ -1322,8 +1334,11 @@ impl Prefilter {
             let mut cache = self.first_cache.borrow_mut();
             let cache = cache.get_or_insert_with(|| f.create_cache());
             let input = Input::new(hay.as_bytes()).anchored(Anchored::Yes);
+            // the automaton never gives up (no minimum clear count)
             let found = f
-                .search_half_with(cache, &input)
+                .try_search_fwd(cache, &input)
+                .ok()
+                .flatten()
                 .map(|m| m.pattern().as_usize());
             #[cfg(debug_assertions)]
             if let Some(a) = self.ascii() {
@@ -1446,18 +1461,19 @@ fn join_line(buf: &mut String, pre: &str, post: &str) {
     buf.push('\n');
 }
 
-/// Whether every match of `p` starts at the start of the text.
-fn anchored_at_start(p: &str) -> bool {
-    regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(p)
-        .is_ok_and(|h| {
-            h.properties()
-                .look_set_prefix()
-                .contains(regex_syntax::hir::Look::Start)
-        })
+/// Whether `p` starts with `^`, after flags that leave it the start of
+/// the text: a quick test, before the automaton says for sure.
+fn starts_with_caret(p: &str) -> bool {
+    let rest = match p.strip_prefix("(?") {
+        Some(r) => match r.split_once(')') {
+            Some((flags, rest)) if flags.bytes().all(|b| b.is_ascii_alphabetic() && b != b'm') => {
+                rest
+            }
+            _ => return false,
+        },
+        None => p,
+    };
+    rest.starts_with('^')
 }
 
 fn set_kv(v: &mut Vec<(String, String)>, k: &str, val: &str) {
@@ -1660,6 +1676,22 @@ mod tests {
     /// and so does a prefilter that mishandles non-ASCII lines. Both ways
     /// of running it: the first pattern that matches, then all when its
     /// failregex does not, and the sets alone.
+    #[test]
+    fn prefilter_finds_the_first_pattern_only_when_all_are_anchored() {
+        let first = |ps: &[&str]| {
+            let fails: Vec<Rx> = ps
+                .iter()
+                .map(|p| Rx::compile(p, false, false).unwrap())
+                .collect();
+            Prefilter::build(None, &fails, false).unwrap().first.is_some()
+        };
+        assert!(first(&["^a <HOST>$", "(?i)^b <HOST>"]));
+        assert!(!first(&["^a <HOST>$", "b <HOST>"]));
+        assert!(!first(&["^a <HOST>$", "(?m)^b <HOST>"]));
+        // starts with `^`, but its second branch does not
+        assert!(!first(&["^a <HOST>|b <HOST>"]));
+    }
+
     #[test]
     fn prefilter_picks_the_ways_of_a_conditional_failregex() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-ways-{}", std::process::id()));
