@@ -29,26 +29,69 @@ const NONE: u32 = u32::MAX;
 /// visited capacity, 256 KiB): longer haystacks are declined.
 const MAX_BITS: usize = 256 * 1024 * 8;
 
-/// A set of bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Class([u64; 4]);
+/// A set of bytes: one flag per byte, so that a test is one load.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Class([bool; 256]);
+
+impl Default for Class {
+    fn default() -> Class {
+        Class([false; 256])
+    }
+}
+
+impl std::fmt::Debug for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes: Vec<u8> = (0..=255u8).filter(|&b| self.has(b)).collect();
+        write!(f, "Class({:?})", String::from_utf8_lossy(&bytes))
+    }
+}
 
 impl Class {
+    const ALL: Class = Class([true; 256]);
+
+    fn union(&mut self, o: &Class) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a |= b;
+        }
+    }
+
     #[inline(always)]
     fn has(&self, b: u8) -> bool {
-        (self.0[usize::from(b >> 6)] >> (b & 63)) & 1 != 0
+        self.0[usize::from(b)]
     }
 
     fn add(&mut self, lo: u8, hi: u8) {
-        for b in lo..=hi {
-            self.0[usize::from(b >> 6)] |= 1 << (b & 63);
-        }
+        self.0[usize::from(lo)..=usize::from(hi)].fill(true);
     }
 
     /// The one byte in the set, if it holds exactly one.
     fn single(&self) -> Option<u8> {
-        let n: u32 = self.0.iter().map(|w| w.count_ones()).sum();
-        (n == 1).then(|| (0..=255u8).find(|&b| self.has(b)).unwrap_or(0))
+        let mut it = (0..=255u8).filter(|&b| self.has(b));
+        match (it.next(), it.next()) {
+            (Some(b), None) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `a` and `b` (of the same length) hold the same bytes: eight at
+/// a time, as the literals here are too short to pay for a call to memcmp.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    let word = |x: &[u8], i: usize| u64::from_ne_bytes(x[i..i + 8].try_into().unwrap());
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        // the last eight, overlapping what was compared
+        word(a, n - 8) == word(b, n - 8)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
     }
 }
 
@@ -75,18 +118,24 @@ enum Inst {
     /// then `exit`; the most first when `greedy`, the fewest first if not.
     /// `plus`: one byte of the class first (entered at `C` of `C+`).
     /// `mark`: the visited row of the loop's union (unbounded loops only).
+    /// `guard`: the bytes `exit` can start with (a class, or `NONE`).
     Loop {
         class: u32,
         max: u32,
         mark: u32,
         exit: u32,
+        guard: u32,
         greedy: bool,
         plus: bool,
     },
-    /// Try `a`, then `b`.
+    /// Try `a`, then `b`; `ga` and `gb` are the bytes each can start with
+    /// (a class, or `NONE`): an alternative that cannot start at the next
+    /// byte is not tried.
     Split2 {
         a: u32,
         b: u32,
+        ga: u32,
+        gb: u32,
     },
     /// Try `alts[start..start + len]` in order.
     Split {
@@ -142,6 +191,14 @@ enum Frame {
     Lazy { pc: u32, at: u32, left: u32 },
 }
 
+/// [`Prog::first`]'s progress on a node.
+#[derive(Clone)]
+enum Memo {
+    Unknown,
+    Busy,
+    Done(Option<Box<Class>>),
+}
+
 /// Per-search memory, reused: one per thread (or engine copy).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Cache {
@@ -166,6 +223,29 @@ impl Cache {
         self.slots
             .iter()
             .map(|&s| (s != NONE).then_some(s as usize))
+    }
+
+    /// Marks `(row, p)` visited for `p` from `lo` up to `hi`, stopping at
+    /// the first that already was: returns it (`hi + 1` if none was).
+    fn claim(&mut self, row: u32, lo: usize, hi: usize) -> usize {
+        let base = row as usize * self.stride;
+        let (mut i, end) = (base + lo, base + hi + 1);
+        while i < end {
+            let (w, b) = (i / 64, i % 64);
+            let n = (64 - b).min(end - i);
+            let mask = (u64::MAX >> (64 - n)) << b;
+            let old = self.visited[w];
+            let seen = old & mask;
+            if seen != 0 {
+                let q = seen.trailing_zeros() as usize;
+                // the bits from `b` below `q`
+                self.visited[w] = old | (mask & ((1u64 << q) - 1));
+                return w * 64 + q - base;
+            }
+            self.visited[w] = old | mask;
+            i += n;
+        }
+        hi + 1
     }
 
     /// Marks `(row, at)` visited; false when it already was.
@@ -214,7 +294,173 @@ impl Prog {
             let pc = b.pcs[sid.as_usize()];
             b.prog.nodes[pc as usize] = node;
         }
-        Some(b.prog)
+        let mut prog = b.prog;
+        prog.add_guards();
+        Some(prog)
+    }
+
+    /// Fills in the guards of splits and loops: the bytes the alternative
+    /// or exit can start with, where that is known and not every byte.
+    fn add_guards(&mut self) {
+        let mut memo = vec![Memo::Unknown; self.nodes.len()];
+        let mut class_of = |p: &mut Prog, next: u32| match p.first(next, &mut memo, 0) {
+            Some(c) if c != Class::ALL => {
+                p.classes.push(c);
+                (p.classes.len() - 1) as u32
+            }
+            _ => NONE,
+        };
+        for pc in 0..self.nodes.len() {
+            match self.nodes[pc].inst {
+                Inst::Split2 { a, b, .. } => {
+                    let (ga, gb) = (class_of(self, a), class_of(self, b));
+                    self.nodes[pc].inst = Inst::Split2 { a, b, ga, gb };
+                }
+                Inst::Loop { exit, .. } => {
+                    let g = class_of(self, exit);
+                    if let Inst::Loop { guard, .. } = &mut self.nodes[pc].inst {
+                        *guard = g;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The bytes a path from `pc` can start with: None when it may match
+    /// without taking a byte (or it is not known).
+    fn first(&self, pc: u32, memo: &mut [Memo], depth: u32) -> Option<Class> {
+        match memo[pc as usize] {
+            Memo::Done(ref c) => return c.as_deref().copied(),
+            // a cycle without bytes, or too deep to follow
+            Memo::Busy => return None,
+            Memo::Unknown if depth > 256 => return None,
+            Memo::Unknown => {}
+        }
+        memo[pc as usize] = Memo::Busy;
+        let union = |pcs: &[u32], memo: &mut [Memo]| {
+            let mut c = Class::default();
+            for &p in pcs {
+                c.union(&self.first(p, memo, depth + 1)?);
+            }
+            Some(c)
+        };
+        let c = match self.nodes[pc as usize].inst {
+            Inst::Lit { start, .. } => {
+                let b = self.lits[start as usize];
+                let mut c = Class::default();
+                c.add(b, b);
+                Some(c)
+            }
+            Inst::Run { start, .. } => Some(self.classes[start as usize]),
+            Inst::Switch { start, len } => {
+                let mut c = Class::default();
+                for r in &self.ranges[start as usize..(start + len) as usize] {
+                    c.add(r.0, r.1);
+                }
+                Some(c)
+            }
+            Inst::Loop {
+                class, exit, plus, ..
+            } => {
+                let c = self.classes[class as usize];
+                if plus {
+                    Some(c)
+                } else {
+                    self.first(exit, memo, depth + 1).map(|mut e| {
+                        e.union(&c);
+                        e
+                    })
+                }
+            }
+            Inst::Split2 { a, b, .. } => union(&[a, b], memo),
+            Inst::Split { start, len } => {
+                union(&self.alts[start as usize..(start + len) as usize], memo)
+            }
+            Inst::Save { next, .. } => self.first(next, memo, depth + 1),
+            Inst::Look { .. } | Inst::Match => None,
+            Inst::Fail => Some(Class::default()),
+        };
+        memo[pc as usize] = Memo::Done(c.map(Box::new));
+        c
+    }
+
+    /// Whether a path guarded by `g` can start at `at`.
+    #[inline(always)]
+    fn may(&self, g: u32, hay: &[u8], at: usize) -> bool {
+        g == NONE
+            || hay
+                .get(at)
+                .is_some_and(|&b| self.classes[g as usize].has(b))
+    }
+
+    /// A lazy loop's next exit after `at` (where it was tried or skipped),
+    /// with a frame for the one after; None when the loop cannot go on.
+    fn lazy_next(
+        &self,
+        c: &mut Cache,
+        hay: &[u8],
+        pc: u32,
+        mut at: usize,
+        mut left: u32,
+    ) -> Option<usize> {
+        let Inst::Loop {
+            class, mark, guard, ..
+        } = self.nodes[pc as usize].inst
+        else {
+            unreachable!("a lazy frame names a loop")
+        };
+        let cls = &self.classes[class as usize];
+        loop {
+            if left == 0
+                || at >= hay.len()
+                || !cls.has(hay[at])
+                || (mark != NONE && !c.visit(mark, at + 1))
+            {
+                return None;
+            }
+            at += 1;
+            if left != NONE {
+                left -= 1;
+            }
+            if self.may(guard, hay, at) {
+                c.stack.push(Frame::Lazy {
+                    pc,
+                    at: at as u32,
+                    left,
+                });
+                return Some(at);
+            }
+        }
+    }
+
+    /// A greedy loop's next exit at `at` or below, down to `lo`, with a
+    /// frame for the ones below it.
+    #[inline(always)]
+    fn greedy_next(
+        &self,
+        c: &mut Cache,
+        hay: &[u8],
+        pc: u32,
+        guard: u32,
+        lo: usize,
+        at: usize,
+    ) -> Option<usize> {
+        let mut p = at;
+        while !self.may(guard, hay, p) {
+            if p == lo {
+                return None;
+            }
+            p -= 1;
+        }
+        if p > lo {
+            c.stack.push(Frame::Greedy {
+                pc,
+                lo: lo as u32,
+                at: (p - 1) as u32,
+            });
+        }
+        Some(p)
     }
 
     /// The slots a search fills (two per group).
@@ -232,55 +478,53 @@ impl Prog {
             return None;
         }
         c.stride = stride;
-        c.visited.clear();
-        c.visited.resize((self.marks * stride).div_ceil(64), 0);
-        c.slots.clear();
+        let words = (self.marks * stride).div_ceil(64);
+        if c.visited.len() < words {
+            c.visited.resize(words, 0);
+        }
+        c.visited[..words].fill(0);
         c.slots.resize(self.slots, NONE);
+        c.slots.fill(NONE);
         c.stack.clear();
-        c.stack.push(Frame::Step {
-            pc: self.start,
-            at: 0,
-        });
-        while let Some(f) = c.stack.pop() {
-            let found = match f {
-                Frame::Step { pc, at } => self.step(c, hay, pc, at as usize),
-                Frame::Restore { slot, old } => {
-                    c.slots[slot as usize] = old;
-                    false
-                }
-                Frame::Greedy { pc, lo, at } => {
-                    if at > lo {
-                        c.stack.push(Frame::Greedy { pc, lo, at: at - 1 });
+        Some(self.run(c, hay))
+    }
+
+    /// The depth-first search: follows one path until it matches or fails,
+    /// then takes the next alternative from the stack.
+    fn run(&self, c: &mut Cache, hay: &[u8]) -> bool {
+        let (mut pc, mut at) = (self.start, 0usize);
+        loop {
+            if self.path(c, hay, &mut pc, &mut at) {
+                return true;
+            }
+            // the next alternative
+            loop {
+                match c.stack.pop() {
+                    None => return false,
+                    Some(Frame::Step { pc: p, at: a }) => {
+                        (pc, at) = (p, a as usize);
+                        break;
                     }
-                    self.step(c, hay, self.exit(pc), at as usize)
-                }
-                Frame::Lazy { pc, at, left } => {
-                    let Inst::Loop { class, mark, .. } = self.nodes[pc as usize].inst else {
-                        unreachable!("a lazy frame names a loop")
-                    };
-                    let p = at as usize;
-                    if left > 0
-                        && p < hay.len()
-                        && self.classes[class as usize].has(hay[p])
-                        && (mark == NONE || c.visit(mark, p + 1))
-                    {
-                        let left = if left == NONE { NONE } else { left - 1 };
-                        c.stack.push(Frame::Lazy {
-                            pc,
-                            at: at + 1,
-                            left,
-                        });
-                        self.step(c, hay, self.exit(pc), p + 1)
-                    } else {
-                        false
+                    Some(Frame::Restore { slot, old }) => c.slots[slot as usize] = old,
+                    Some(Frame::Greedy { pc: p, lo, at: a }) => {
+                        let Inst::Loop { guard, exit, .. } = self.nodes[p as usize].inst else {
+                            unreachable!("a greedy frame names a loop")
+                        };
+                        if let Some(a) = self.greedy_next(c, hay, p, guard, lo as usize, a as usize)
+                        {
+                            (pc, at) = (exit, a);
+                            break;
+                        }
+                    }
+                    Some(Frame::Lazy { pc: p, at: a, left }) => {
+                        if let Some(a) = self.lazy_next(c, hay, p, a as usize, left) {
+                            (pc, at) = (self.exit(p), a);
+                            break;
+                        }
                     }
                 }
-            };
-            if found {
-                return Some(true);
             }
         }
-        Some(false)
     }
 
     fn exit(&self, pc: u32) -> u32 {
@@ -292,7 +536,9 @@ impl Prog {
 
     /// Follows the path from `pc` at `at` until it matches (true) or fails,
     /// pushing the alternatives it passes.
-    fn step(&self, c: &mut Cache, hay: &[u8], mut pc: u32, mut at: usize) -> bool {
+    #[inline(always)]
+    fn path(&self, c: &mut Cache, hay: &[u8], pc: &mut u32, at: &mut usize) -> bool {
+        let (mut pc, mut at) = (*pc, *at);
         loop {
             let node = &self.nodes[pc as usize];
             if node.mark != NONE && !c.visit(node.mark, at) {
@@ -301,7 +547,10 @@ impl Prog {
             match node.inst {
                 Inst::Lit { start, len, next } => {
                     let lit = &self.lits[start as usize..(start + len) as usize];
-                    if !hay[at..].starts_with(lit) {
+                    let Some(bytes) = hay.get(at..at + lit.len()) else {
+                        return false;
+                    };
+                    if !same(lit, bytes) {
                         return false;
                     }
                     at += lit.len();
@@ -334,6 +583,7 @@ impl Prog {
                     max,
                     mark,
                     exit,
+                    guard,
                     greedy,
                     plus,
                 } => {
@@ -355,32 +605,44 @@ impl Prog {
                                 e += 1;
                             }
                         } else {
-                            while e < hay.len() && cls.has(hay[e]) && c.visit(mark, e + 1) {
+                            while e < hay.len() && cls.has(hay[e]) {
                                 e += 1;
                             }
+                            // the loop's union at each position after the
+                            // first, up to the first one already seen
+                            if e > at {
+                                e = c.claim(mark, at + 1, e) - 1;
+                            }
                         }
-                        if e > at {
-                            c.stack.push(Frame::Greedy {
-                                pc,
-                                lo: at as u32,
-                                at: (e - 1) as u32,
-                            });
+                        match self.greedy_next(c, hay, pc, guard, at, e) {
+                            Some(e) => at = e,
+                            None => return false,
                         }
-                        at = e;
-                    } else {
+                    } else if self.may(guard, hay, at) {
                         c.stack.push(Frame::Lazy {
                             pc,
                             at: at as u32,
                             left: max,
                         });
+                    } else {
+                        match self.lazy_next(c, hay, pc, at, max) {
+                            Some(e) => at = e,
+                            None => return false,
+                        }
                     }
                     pc = exit;
                 }
-                Inst::Split2 { a, b } => {
-                    c.stack.push(Frame::Step {
-                        pc: b,
-                        at: at as u32,
-                    });
+                Inst::Split2 { a, b, ga, gb } => {
+                    if !self.may(ga, hay, at) {
+                        pc = b;
+                        continue;
+                    }
+                    if self.may(gb, hay, at) {
+                        c.stack.push(Frame::Step {
+                            pc: b,
+                            at: at as u32,
+                        });
+                    }
                     pc = a;
                 }
                 Inst::Split { start, len } => {
@@ -397,12 +659,20 @@ impl Prog {
                 }
                 Inst::Save { slot, next } => {
                     let old = c.slots[slot as usize];
-                    c.stack.push(Frame::Restore { slot, old });
+                    // with no alternative left, no path needs the old value
+                    if !c.stack.is_empty() {
+                        c.stack.push(Frame::Restore { slot, old });
+                    }
                     c.slots[slot as usize] = at as u32;
                     pc = next;
                 }
                 Inst::Look { look, next } => {
-                    if !self.looks.matches(look, hay, at) {
+                    let ok = match look {
+                        Look::Start => at == 0,
+                        Look::End => at == hay.len(),
+                        _ => self.looks.matches(look, hay, at),
+                    };
+                    if !ok {
                         return false;
                     }
                     pc = next;
@@ -616,6 +886,7 @@ impl Builder<'_> {
                 max: NONE,
                 mark,
                 exit: self.pc(exit),
+                guard: NONE,
                 greedy,
                 plus,
             };
@@ -648,6 +919,7 @@ impl Builder<'_> {
                         max: n,
                         mark: NONE,
                         exit: self.pc(exit),
+                        guard: NONE,
                         greedy,
                         plus: false,
                     }
@@ -657,6 +929,8 @@ impl Builder<'_> {
                         Inst::Split2 {
                             a: self.pc(a),
                             b: self.pc(b),
+                            ga: NONE,
+                            gb: NONE,
                         }
                     } else {
                         let pcs: Vec<u32> = alts.iter().map(|&a| self.pc(a)).collect();
@@ -840,6 +1114,23 @@ mod tests {
         assert_eq!(check(r"(?:a*)*b", &[&hay]), 0);
         hay.push(b'b');
         assert_eq!(check(r"(a|a)*b", &[&hay]), 1);
+    }
+
+    #[test]
+    fn claim_stops_at_the_first_seen_position() {
+        let mut c = Cache {
+            stride: 200,
+            visited: vec![0; 2 * 200 / 64 + 1],
+            ..Cache::default()
+        };
+        assert_eq!(c.claim(1, 60, 70), 71);
+        assert_eq!(c.claim(1, 3, 150), 60);
+        assert!(!c.visit(1, 3) && !c.visit(1, 59) && !c.visit(1, 70));
+        assert!(c.visit(1, 71));
+        assert_eq!(c.claim(1, 72, 199), 200);
+        assert_eq!(c.claim(1, 150, 199), 150);
+        // row 0 is untouched
+        assert_eq!(c.claim(0, 0, 199), 200);
     }
 
     /// A small deterministic generator (xorshift).
