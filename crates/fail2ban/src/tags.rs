@@ -107,6 +107,11 @@ fn r_host() -> String {
     format!(r"(?:{}|{})", r_addr(), R_DNS)
 }
 
+/// What `<HOST>` and `<ADDR>` become, the wider first.
+pub(crate) fn host_patterns() -> [String; 2] {
+    [r_host(), r_addr()]
+}
+
 /// failregex.py's `_resolveHostTag`: `<HOST>` and friends, `<F-X>…</F-X>`
 /// groups, `<SKIPLINES>`. `use_dns = false` makes `<HOST>` match addresses only.
 pub(crate) fn resolve_regex_tags(regex: &str, use_dns: bool) -> String {
