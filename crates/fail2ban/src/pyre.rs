@@ -293,6 +293,8 @@ struct Scratch {
     bt: Option<(backtrack::Cache, Vec<Option<NonMaxUsize>>)>,
     /// [`bt::Prog`]'s cache.
     prog: bt::Cache,
+    /// [`Ascii::spans`]'s cache.
+    spans: Option<regex_automata::meta::Cache>,
     /// Group searches on ASCII text, and how many of them failed (halved
     /// now and then, to follow the input): see [`Core::captures_at`].
     tries: u32,
@@ -377,7 +379,7 @@ impl Split {
         if !self.first || m.off {
             return self.rest.captures(s, hay, r);
         }
-        let Some((_, end)) = self.rest.find(hay) else {
+        let Some((_, end)) = self.rest.find(s, hay) else {
             return false;
         };
         let b = hay.as_bytes();
@@ -443,7 +445,7 @@ impl Split {
         } = sc;
         // a head without groups has nothing to capture once it matched
         let grouped = self.head.captures_len() > 1;
-        if !self.head.is_match(head)
+        if !self.head.is_match(hs, head)
             || !self.rest_captures(rs, memo, rest, r)
             || (grouped && !self.head.captures(hs, head, a))
         {
@@ -483,11 +485,11 @@ impl Engine {
     }
 
     fn is_match(&self, hay: &str) -> bool {
-        self.core.is_match(hay)
+        self.core.is_match(&mut self.scratch.borrow_mut(), hay)
     }
 
     fn find(&self, hay: &str) -> Option<(usize, usize)> {
-        self.core.find(hay)
+        self.core.find(&mut self.scratch.borrow_mut(), hay)
     }
 }
 
@@ -746,10 +748,16 @@ impl Core {
         m.map(|_| slots.iter().map(|s| s.map(|s| s.get())).collect())
     }
 
-    fn is_match(&self, hay: &str) -> bool {
+    fn is_match(&self, s: &mut Scratch, hay: &str) -> bool {
         match self.pick(hay) {
             Pick::Ascii(a) => {
-                let m = a.re.is_match(hay.as_bytes());
+                let m = match a.spans() {
+                    Some(re) => {
+                        let cache = s.spans.get_or_insert_with(|| re.create_cache());
+                        re.search_half_with(cache, &Input::new(hay)).is_some()
+                    }
+                    None => a.re.is_match(hay.as_bytes()),
+                };
                 #[cfg(debug_assertions)]
                 if let Some(re) = self.uni() {
                     assert_eq!(m, re.is_match(hay), "ASCII twin on {hay:?}");
@@ -762,10 +770,17 @@ impl Core {
     }
 
     /// The span of the leftmost-first match (found by the DFA alone).
-    fn find(&self, hay: &str) -> Option<(usize, usize)> {
+    fn find(&self, s: &mut Scratch, hay: &str) -> Option<(usize, usize)> {
         match self.pick(hay) {
             Pick::Ascii(a) => {
-                let m = a.re.find(hay.as_bytes()).map(|m| (m.start(), m.end()));
+                let m = match a.spans() {
+                    Some(re) => {
+                        let cache = s.spans.get_or_insert_with(|| re.create_cache());
+                        re.search_with(cache, &Input::new(hay))
+                            .map(|m| (m.start(), m.end()))
+                    }
+                    None => a.re.find(hay.as_bytes()).map(|m| (m.start(), m.end())),
+                };
                 #[cfg(debug_assertions)]
                 if let Some(re) = self.uni() {
                     let want = re.find(hay).map(|m| (m.start(), m.end()));
@@ -1180,6 +1195,30 @@ pub(crate) struct Ascii {
     /// `bt`'s NFA compiled for [`bt::Prog`] (on first need; None inside:
     /// it did not compile, `bt` runs).
     prog: OnceLock<Option<bt::Prog>>,
+    /// `re` without groups, for match spans (on first need): searched with
+    /// the caller's cache, where `re` takes one from a pool shared by the
+    /// matcher threads on every search.
+    spans: OnceLock<Option<regex_automata::meta::Regex>>,
+}
+
+impl Ascii {
+    fn spans(&self) -> Option<&regex_automata::meta::Regex> {
+        self.spans
+            .get_or_init(|| {
+                use regex_automata::{meta, util::syntax};
+                // as `regex::bytes` configures it
+                meta::Regex::builder()
+                    .syntax(syntax::Config::new().unicode(false).utf8(false))
+                    .configure(
+                        meta::Config::new()
+                            .utf8_empty(false)
+                            .which_captures(thompson::WhichCaptures::Implicit),
+                    )
+                    .build(self.re.as_str())
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// Compiles `pattern` with Unicode off. On ASCII input `\w \d \s \b .`
@@ -1209,6 +1248,7 @@ pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
         re,
         bt,
         prog: OnceLock::new(),
+        spans: OnceLock::new(),
     })
 }
 
@@ -1579,6 +1619,31 @@ mod tests {
 
     /// The ASCII twin drops a leading `u` flag (Unicode classes and folds
     /// are many times larger) and keeps the others.
+    /// Match spans on ASCII text come from the twin's own automaton with
+    /// the engine's cache: the same as `regex` gives, leftmost-first.
+    #[test]
+    fn ascii_spans_are_the_regex_crates() {
+        let cases = [
+            (r"a|ab", "xab"),
+            (r"ab|a", "xab"),
+            (r"(?:x)?y+", "zxyyy"),
+            (r"\bfoo\b", "a foo b"),
+            (r"\bfoo\b", "afoo"),
+            (r"o+$", "foo\n"),
+            (r"^\d{1,3}\.", "12.3"),
+            (r"(?i)JAN|mar", "a Mar"),
+            (r"", "abc"),
+        ];
+        for (p, hay) in cases {
+            let e = Engine::new(p).unwrap();
+            let re = regex::Regex::new(p).unwrap();
+            let want = re.find(hay).map(|m| (m.start(), m.end()));
+            assert_eq!(e.find(hay), want, "{p:?} on {hay:?}");
+            assert_eq!(e.is_match(hay), want.is_some(), "{p:?} on {hay:?}");
+            assert!(e.core().twin().unwrap().spans.get().is_some(), "{p:?}");
+        }
+    }
+
     #[test]
     fn ascii_twin_drops_the_unicode_flag() {
         let a = ascii_twin(r"(?iu)^(?P<b>jan|mar)\d").unwrap();
