@@ -8,6 +8,12 @@
 //! buffers end with one), an unescaped `[` inside a class is a literal, `{,n}`
 //! means `{0,n}`, a `{` that is not a quantifier is a literal, `\Z` is `\z`,
 //! `(?P=name)` back-references, escaped non-letters are literals.
+//!
+//! On ASCII text a pattern runs as its ASCII twin (Unicode off: the same
+//! results there, a far smaller automaton). Groups of a pattern anchored at
+//! the start come from [`bt::Prog`], match spans from a lazy DFA searched
+//! with the engine's own cache; every automaton is compiled on first use and
+//! shared by the engine's clones (one per matcher thread).
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
