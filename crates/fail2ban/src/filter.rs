@@ -877,25 +877,27 @@ impl Filter {
     ) -> bool {
         if let Some(id) = mlfid {
             self.merge_failure(id, fail);
-            if fail.truthy(key::NOFAIL) {
-                self.store_mlfid(id, fail);
-                return false;
-            }
         }
-        // ip4, else ip6, else dns, else fid (kept as a key: no copy yet)
-        let host_key = [key::IP4, key::IP6, key::DNS, key::FID]
-            .into_iter()
-            .find(|k| fail.get(*k).is_some());
-        let Some(host_key) = host_key else {
-            if let Some(id) = mlfid {
+        // nofail: no host is looked for; ip4, else ip6, else dns, else fid
+        // (kept as a key: no copy yet)
+        let host_key = if mlfid.is_some() && fail.truthy(key::NOFAIL) {
+            None
+        } else {
+            let k = [key::IP4, key::IP6, key::DNS, key::FID]
+                .into_iter()
+                .find(|k| fail.get(*k).is_some());
+            if k.is_none() && mlfid.is_some() {
                 fail.set(key::MLFPENDING, "1");
-                self.store_mlfid(id, fail);
             }
-            return false;
+            k
         };
+        // every merge is stored back (`merge_failure` counts on it)
         if let Some(id) = mlfid {
             self.store_mlfid(id, fail);
         }
+        let Some(host_key) = host_key else {
+            return false;
+        };
         self.st.out.rule = idx;
         self.st.out.time = time;
         self.st.out.nofail = fail.truthy(key::NOFAIL);
@@ -1098,41 +1100,30 @@ impl Filter {
         if fail.take(key::MLFFORGET) {
             nf |= 2;
         }
-        let users;
+        let mut users = 0;
         let now = Instant::now() + self.clock_skew;
-        // Cache.get: an expired entry is removed and reads as absent.
-        if self
-            .st
-            .mlfid_cache
-            .get(mlfid)
-            .is_some_and(|(_, expires)| *expires <= now)
-        {
+        // The cache entry's value is written back by `store_mlfid`, which
+        // the caller always runs next: what it holds until then is never
+        // read, so it is swapped, not copied, and a new one starts empty.
+        let mut forget = false;
+        let found = match self.st.mlfid_cache.get_mut(mlfid) {
+            // Cache.get: an expired entry is removed and reads as absent.
+            Some((_, expires)) if *expires <= now => {
+                forget = true;
+                false
+            }
+            None => false,
+            Some((cached, _)) => {
+                Self::merge_cached(cached, fail, &mut nf);
+                users = fail.n_users;
+                forget = nf & 2 != 0;
+                true
+            }
+        };
+        if forget {
             self.forget_mlfid(mlfid);
         }
-        if let Some((cached, _)) = self.st.mlfid_cache.get_mut(mlfid) {
-            if let Some(u) = fail.get(key::USER)
-                && !cached.users().iter().any(|x| x == u)
-            {
-                cached.push_user(u);
-            }
-            users = cached.n_users;
-            if cached.take(key::NOFAIL) {
-                nf |= 4;
-            }
-            if cached.take(key::MLFGAINED) {
-                nf |= 4;
-            }
-            if nf & 8 != 0 {
-                cached.take(key::MLFPENDING);
-            }
-            for (k, v) in fail.live() {
-                cached.set(*k, v);
-            }
-            fail.copy_from(cached);
-            if nf & 2 != 0 {
-                self.forget_mlfid(mlfid);
-            }
-        } else if nf & 2 == 0 {
+        if !found && nf & 2 == 0 {
             users = fail.add_user();
             // Evicting the oldest id hands its buffers to the new one, so a
             // full cache takes a new id without allocating.
@@ -1161,16 +1152,37 @@ impl Filter {
             order_key.push_str(mlfid);
             key.clear();
             key.push_str(mlfid);
-            val.copy_from(fail);
+            val.clear();
             self.st.mlfid_order.push_back(order_key);
             self.st.mlfid_cache.insert(key, (val, now + MLFID_TTL));
-        } else {
-            users = 0;
         }
         if fail.take(key::MLFPENDING) || users > 1 {
             fail.take(key::NOFAIL);
             fail.take(key::MLFGAINED);
         }
+    }
+
+    /// [`Filter::merge_failure`] with a cached entry: `fail` becomes the
+    /// merged dict, `cached` what `fail` was.
+    fn merge_cached(cached: &mut FailMap, fail: &mut FailMap, nf: &mut u8) {
+        if let Some(u) = fail.get(key::USER)
+            && !cached.users().iter().any(|x| x == u)
+        {
+            cached.push_user(u);
+        }
+        if cached.take(key::NOFAIL) {
+            *nf |= 4;
+        }
+        if cached.take(key::MLFGAINED) {
+            *nf |= 4;
+        }
+        if *nf & 8 != 0 {
+            cached.take(key::MLFPENDING);
+        }
+        for (k, v) in fail.live() {
+            cached.set(*k, v);
+        }
+        std::mem::swap(cached, fail);
     }
 }
 
