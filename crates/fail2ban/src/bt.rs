@@ -7,12 +7,16 @@
 //! or byte classes checked in a loop), a loop over one byte class (`C*`,
 //! `C+`, `C{0,n}` chains, greedy or lazy) becomes one instruction that
 //! counts how far the class reaches and then tries the exit at each
-//! position in the NFA's order, as one stack frame. The search is the
-//! NFA's depth-first search in leftmost-first priority order; visited marks
-//! (state, position) are kept only where paths join, which keeps the search
-//! linear in (states × haystack) and does not change the first path that
-//! matches: whether a state at a position leads to a match does not depend
-//! on how it was reached, so a second visit can only fail again.
+//! position in the NFA's order, as one stack frame; a class just before a
+//! `C{0,n}` chain of its own class is that loop's first byte (`C{1,n+1}`).
+//! Captures that follow one another with no other way in are one
+//! instruction, and a `^` on the way from the start (which runs only at
+//! position 0) is dropped. The search is the NFA's depth-first search in
+//! leftmost-first priority order; visited marks (state, position) are kept
+//! only where paths join, which keeps the search linear in (states ×
+//! haystack) and does not change the first path that matches: whether a
+//! state at a position leads to a match does not depend on how it was
+//! reached, so a second visit can only fail again.
 //!
 //! It does not own the choice of engine (`pyre.rs` falls back to
 //! regex-automata's backtracker when [`Prog::new`] or [`Prog::search`]
@@ -75,23 +79,30 @@ impl Class {
 }
 
 /// Whether `a` and `b` (of the same length) hold the same bytes: eight at
-/// a time, as the literals here are too short to pay for a call to memcmp.
+/// a time (four for four to seven bytes), as the literals here are too
+/// short to pay for a call to memcmp.
 #[inline(always)]
 fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    let word = |x: &[u8], i: usize| u64::from_ne_bytes(x[i..i + 8].try_into().unwrap());
-    if n >= 8 {
-        let mut i = 0;
-        while i + 8 < n {
-            if word(a, i) != word(b, i) {
-                return false;
-            }
-            i += 8;
+    match (a.last_chunk::<8>(), b.last_chunk::<8>()) {
+        (Some(la), Some(lb)) => {
+            // whole words from the front, then the last eight (which may
+            // overlap them): chunks, so that no index is checked
+            let word = |x: &[u8; 8]| u64::from_ne_bytes(*x);
+            a.as_chunks::<8>()
+                .0
+                .iter()
+                .zip(b.as_chunks::<8>().0)
+                .all(|(x, y)| word(x) == word(y))
+                && word(la) == word(lb)
         }
-        // the last eight, overlapping what was compared
-        word(a, n - 8) == word(b, n - 8)
-    } else {
-        a.iter().zip(b).all(|(x, y)| x == y)
+        // four to seven: the first four and the last four
+        _ => match (
+            a.first_chunk::<4>().zip(a.last_chunk::<4>()),
+            b.first_chunk::<4>().zip(b.last_chunk::<4>()),
+        ) {
+            (Some((fa, la)), Some((fb, lb))) => fa == fb && la == lb,
+            _ => a.iter().zip(b).all(|(x, y)| x == y),
+        },
     }
 }
 
@@ -147,6 +158,13 @@ enum Inst {
         slot: u32,
         next: u32,
     },
+    /// Record the position in each slot of `saves[start..start + len]`:
+    /// captures that follow one another with no other way in.
+    Saves {
+        start: u32,
+        len: u32,
+        next: u32,
+    },
     Look {
         look: Look,
         next: u32,
@@ -171,6 +189,7 @@ pub(crate) struct Prog {
     lits: Vec<u8>,
     ranges: Vec<(u8, u8, u32)>,
     alts: Vec<u32>,
+    saves: Vec<u32>,
     /// Visited rows, one bit per haystack position (and the end) each.
     marks: usize,
     slots: usize,
@@ -282,6 +301,7 @@ impl Prog {
                 lits: Vec::new(),
                 ranges: Vec::new(),
                 alts: Vec::new(),
+                saves: Vec::new(),
                 marks: 0,
                 slots,
                 start: 0,
@@ -377,7 +397,7 @@ impl Prog {
             Inst::Split { start, len } => {
                 union(&self.alts[start as usize..(start + len) as usize], memo)
             }
-            Inst::Save { next, .. } => self.first(next, memo, depth + 1),
+            Inst::Save { next, .. } | Inst::Saves { next, .. } => self.first(next, memo, depth + 1),
             Inst::Look { .. } | Inst::Match => None,
             Inst::Fail => Some(Class::default()),
         };
@@ -490,7 +510,9 @@ impl Prog {
     }
 
     /// The depth-first search: follows one path until it matches or fails,
-    /// then takes the next alternative from the stack.
+    /// then takes the next alternative from the stack. Not inlined: in a
+    /// function of its own the loop keeps its state in registers.
+    #[inline(never)]
     fn run(&self, c: &mut Cache, hay: &[u8]) -> bool {
         let (mut pc, mut at) = (self.start, 0usize);
         loop {
@@ -664,6 +686,17 @@ impl Prog {
                         c.stack.push(Frame::Restore { slot, old });
                     }
                     c.slots[slot as usize] = at as u32;
+                    pc = next;
+                }
+                Inst::Saves { start, len, next } => {
+                    let keep = !c.stack.is_empty();
+                    for &slot in &self.saves[start as usize..(start + len) as usize] {
+                        if keep {
+                            let old = c.slots[slot as usize];
+                            c.stack.push(Frame::Restore { slot, old });
+                        }
+                        c.slots[slot as usize] = at as u32;
+                    }
                     pc = next;
                 }
                 Inst::Look { look, next } => {
@@ -895,7 +928,18 @@ impl Builder<'_> {
         let mark = if join { self.new_row() } else { NONE };
         let inst = match st {
             State::ByteRange { .. } | State::Sparse(_) => match one_way(st) {
-                Some(_) => self.run(sid),
+                Some(_) => match self.plus_chain(sid) {
+                    Some((c, n, exit, greedy)) => Inst::Loop {
+                        class: self.class(c),
+                        max: n,
+                        mark: NONE,
+                        exit: self.pc(exit),
+                        guard: NONE,
+                        greedy,
+                        plus: true,
+                    },
+                    None => self.run(sid),
+                },
                 None => {
                     let State::Sparse(sp) = st else {
                         unreachable!("a byte range has one way")
@@ -943,10 +987,7 @@ impl Builder<'_> {
                     }
                 }
             }
-            State::Capture { next, slot, .. } => Inst::Save {
-                slot: slot.as_usize() as u32,
-                next: self.pc(*next),
-            },
+            State::Capture { .. } => self.saves(sid),
             State::Look { look, next } => Inst::Look {
                 look: *look,
                 next: self.pc(*next),
@@ -955,6 +996,54 @@ impl Builder<'_> {
             State::Fail => Inst::Fail,
         };
         Some(Node { inst, mark })
+    }
+
+    /// When the byte state `sid` leads, by the only way in, to a chain
+    /// `C{0,n}` of its own class (`C{1,n+1}`): the chain as
+    /// [`Builder::class_chain`] gives it, to run as one loop that takes a
+    /// byte of `C` first.
+    fn plus_chain(&self, sid: StateID) -> Option<(Class, u32, StateID, bool)> {
+        let (c, u) = one_way(self.nfa.state(sid))?;
+        if self.preds[u.as_usize()] != 1 || u == sid {
+            return None;
+        }
+        self.class_chain(u).filter(|ch| ch.0 == c)
+    }
+
+    /// The saves from the capture state `sid`: it and the captures after
+    /// it that nothing else leads to. On the way from the start, which
+    /// runs only at position 0, a `Look::Start` holds and is passed over.
+    fn saves(&mut self, sid: StateID) -> Inst {
+        let nfa = self.nfa;
+        let from_start = sid == nfa.start_anchored() && self.preds[sid.as_usize()] == 1;
+        let mut slots = Vec::new();
+        let mut cur = sid;
+        let next = loop {
+            match nfa.state(cur) {
+                State::Capture { next, slot, .. }
+                    if slots.is_empty() || (self.preds[cur.as_usize()] == 1 && cur != sid) =>
+                {
+                    slots.push(slot.as_usize() as u32);
+                    cur = *next;
+                }
+                State::Look {
+                    look: Look::Start,
+                    next,
+                } if from_start && self.preds[cur.as_usize()] == 1 => cur = *next,
+                _ => break cur,
+            }
+        };
+        let next = self.pc(next);
+        if let &[slot] = slots.as_slice() {
+            return Inst::Save { slot, next };
+        }
+        let start = self.prog.saves.len() as u32;
+        self.prog.saves.extend(&slots);
+        Inst::Saves {
+            start,
+            len: slots.len() as u32,
+            next,
+        }
     }
 
     /// The run from the byte state `sid`: it and the single-successor byte
@@ -967,7 +1056,10 @@ impl Builder<'_> {
             cls.push(c);
             // a loop's class state has its union leading to it as well,
             // so one way in means it starts no loop
-            if self.preds[next.as_usize()] != 1 || one_way(self.nfa.state(next)).is_none() {
+            if self.preds[next.as_usize()] != 1
+                || one_way(self.nfa.state(next)).is_none()
+                || self.plus_chain(next).is_some()
+            {
                 break next;
             }
             cur = next;
@@ -1101,9 +1193,36 @@ mod tests {
             r"[a-c]{2,}?(b*)",
             r"(?:ab|a)(?:bc|b|)(c?)",
             r"(?:foo|fob|bar)",
+            r"^((a)(b))?(c)?",
+            r"^^(a)|()b",
+            r"(^a|b)*",
+            r"((^))a?(?:(^)|a)+",
+            r"\A(?:(\A)|a)*$",
+            r"((a)*)(b)?((\s))",
+            r"\d\d?\d?(\d)",
+            r"(\d{1,3}?)(\d)",
+            r"x[ab]{1,3}[ab]?(b*)",
+            r"(?:(\w)\w{0,2}\s)+?(\w+)",
         ];
         for p in pats {
             check(p, hays);
+        }
+    }
+
+    #[test]
+    fn literals_compare_every_byte() {
+        let text = b"abcdefghijklmnopqrstu";
+        for n in 1..=text.len() {
+            let lit = &text[..n];
+            let mut hays = vec![lit.to_vec(), lit[..n - 1].to_vec(), [lit, b"z"].concat()];
+            for i in 0..n {
+                let mut h = lit.to_vec();
+                h[i] = b'X';
+                hays.push(h);
+            }
+            let hays: Vec<&[u8]> = hays.iter().map(|h| h.as_slice()).collect();
+            let p = std::str::from_utf8(lit).unwrap();
+            assert_eq!(check(&format!("(?:x|){p}"), &hays), 2, "{p}");
         }
     }
 
