@@ -814,6 +814,25 @@ impl Builder<'_> {
         (self.prog.marks - 1) as u32
     }
 
+    /// The loop over a chain of one class ([`Builder::class_chain`],
+    /// [`Builder::plus_chain`]: class, most bytes, exit, greedy); `plus`:
+    /// it takes one byte first.
+    fn chain_loop(
+        &mut self,
+        (c, n, exit, greedy): (Class, u32, StateID, bool),
+        plus: bool,
+    ) -> Inst {
+        Inst::Loop {
+            class: self.class(c),
+            max: n,
+            mark: NONE,
+            exit: self.pc(exit),
+            guard: NONE,
+            greedy,
+            plus,
+        }
+    }
+
     fn class(&mut self, c: Class) -> u32 {
         self.prog.classes.push(c);
         (self.prog.classes.len() - 1) as u32
@@ -929,15 +948,7 @@ impl Builder<'_> {
         let inst = match st {
             State::ByteRange { .. } | State::Sparse(_) => match one_way(st) {
                 Some(_) => match self.plus_chain(sid) {
-                    Some((c, n, exit, greedy)) => Inst::Loop {
-                        class: self.class(c),
-                        max: n,
-                        mark: NONE,
-                        exit: self.pc(exit),
-                        guard: NONE,
-                        greedy,
-                        plus: true,
-                    },
+                    Some(chain) => self.chain_loop(chain, true),
                     None => self.run(sid),
                 },
                 None => {
@@ -957,16 +968,8 @@ impl Builder<'_> {
             },
             State::Dense(_) => return None,
             State::Union { .. } | State::BinaryUnion { .. } => {
-                if let Some((c, n, exit, greedy)) = self.class_chain(sid) {
-                    Inst::Loop {
-                        class: self.class(c),
-                        max: n,
-                        mark: NONE,
-                        exit: self.pc(exit),
-                        guard: NONE,
-                        greedy,
-                        plus: false,
-                    }
+                if let Some(chain) = self.class_chain(sid) {
+                    self.chain_loop(chain, false)
                 } else {
                     let alts = alternatives(st)?;
                     if let &[a, b] = alts.as_slice() {
