@@ -1193,9 +1193,10 @@ impl Filter {
 /// pattern is the prefregex's head joined to the failregex, so the set runs
 /// once on the whole line before any capture is taken.
 ///
-/// The set for ASCII lines is built with the filter; the Unicode one (far
-/// larger to compile, and needed only for lines with non-ASCII bytes) on the
-/// first such line. Without a set a line passes: the failregexes decide.
+/// The sets are built on first use: the ASCII one when a line's first
+/// pattern ([`Prefilter::first`]) does not settle it or there is no such
+/// automaton, the Unicode one (far larger to compile) on the first line
+/// with non-ASCII bytes. Without a set a line passes: the failregexes decide.
 struct Prefilter {
     pats: Vec<String>,
     /// Shared by a filter's scanning copies (see [`Filter::scanner_copy`]).
@@ -1694,12 +1695,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A failregex with conditionals is split into ways; the prefilter runs
-    /// each way, and only the ways it matched are searched. Lines here match
-    /// by each way in turn (and one by none): a wrong way mask loses them,
-    /// and so does a prefilter that mishandles non-ASCII lines. Both ways
-    /// of running it: the first pattern that matches, then all when its
-    /// failregex does not, and the sets alone.
+    /// The first-pattern automaton exists only when every pattern is
+    /// anchored at the start (the NFA says so, not the text).
     #[test]
     fn prefilter_finds_the_first_pattern_only_when_all_are_anchored() {
         let first = |ps: &[&str]| {
@@ -1719,6 +1716,12 @@ mod tests {
         assert!(!first(&["^a <HOST>|b <HOST>"]));
     }
 
+    /// A failregex with conditionals is split into ways; the prefilter runs
+    /// each way, and only the ways it matched are searched. Lines here match
+    /// by each way in turn (and one by none): a wrong way mask loses them,
+    /// and so does a prefilter that mishandles non-ASCII lines. Both ways
+    /// of running it: the first pattern that matches, then all when its
+    /// failregex does not, and the sets alone.
     #[test]
     fn prefilter_picks_the_ways_of_a_conditional_failregex() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-ways-{}", std::process::id()));
