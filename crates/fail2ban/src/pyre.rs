@@ -687,7 +687,10 @@ impl Core {
                 }
                 #[cfg(debug_assertions)]
                 {
-                    let want = Self::backtrack_slots(bt, s, hay);
+                    let want = Self::bt_search(bt, s, hay).then(|| {
+                        let (_, slots) = s.bt.as_ref().expect("searched");
+                        slots.iter().map(|s| s.map(|s| s.get())).collect()
+                    });
                     assert_eq!(
                         found.then(|| s.prog.slots().collect::<Vec<_>>()),
                         want,
@@ -698,14 +701,9 @@ impl Core {
                 found
             }
             None => {
-                let (cache, slots) = s.bt.get_or_insert_with(|| {
-                    let n = bt.get_nfa().group_info().slot_len();
-                    (bt.create_cache(), vec![None; n])
-                });
-                let input = Input::new(hay).anchored(Anchored::Yes);
-                // the length was checked: the search cannot give up
-                let found = matches!(bt.try_search_slots(cache, &input, slots), Ok(Some(_)));
+                let found = Self::bt_search(bt, s, hay);
                 if found {
+                    let (_, slots) = s.bt.as_ref().expect("searched");
                     locs.spans.clear();
                     locs.spans.extend(
                         slots
@@ -735,23 +733,17 @@ impl Core {
         found
     }
 
-    /// regex-automata's backtracker's slots on `hay` (None: no match), to
-    /// check [`bt::Prog`] against.
-    #[cfg(debug_assertions)]
-    fn backtrack_slots(
-        bt: &backtrack::BoundedBacktracker,
-        s: &mut Scratch,
-        hay: &str,
-    ) -> Option<Vec<Option<usize>>> {
+    /// regex-automata's backtracker, anchored, on `hay` (whose length the
+    /// caller checked): whether it matched; its slots are in `s.bt`.
+    fn bt_search(bt: &backtrack::BoundedBacktracker, s: &mut Scratch, hay: &str) -> bool {
         let (cache, slots) = s.bt.get_or_insert_with(|| {
             let n = bt.get_nfa().group_info().slot_len();
             (bt.create_cache(), vec![None; n])
         });
         let input = Input::new(hay).anchored(Anchored::Yes);
-        let m = bt
-            .try_search_slots(cache, &input, slots)
-            .expect("length checked");
-        m.map(|_| slots.iter().map(|s| s.map(|s| s.get())).collect())
+        let m = bt.try_search_slots(cache, &input, slots);
+        debug_assert!(m.is_ok(), "length checked");
+        matches!(m, Ok(Some(_)))
     }
 
     fn is_match(&self, s: &mut Scratch, hay: &str) -> bool {
@@ -1623,8 +1615,6 @@ mod tests {
         assert!(Core::new(r"(?-u:\xFF)").is_none());
     }
 
-    /// The ASCII twin drops a leading `u` flag (Unicode classes and folds
-    /// are many times larger) and keeps the others.
     /// Match spans on ASCII text come from the twin's own automaton with
     /// the engine's cache: the same as `regex` gives, leftmost-first.
     #[test]
@@ -1650,6 +1640,8 @@ mod tests {
         }
     }
 
+    /// The ASCII twin drops a leading `u` flag (Unicode classes and folds
+    /// are many times larger) and keeps the others.
     #[test]
     fn ascii_twin_drops_the_unicode_flag() {
         let a = ascii_twin(r"(?iu)^(?P<b>jan|mar)\d").unwrap();
