@@ -1353,7 +1353,7 @@ impl Prefilter {
     fn run(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
         self.partial.set(false);
         if let Some(f) = &self.first
-            && hay.is_ascii()
+            && crate::pyre::is_ascii(hay)
         {
             use regex_automata::{Anchored, Input};
             let mut cache = self.first_cache.borrow_mut();
@@ -1395,7 +1395,11 @@ impl Prefilter {
         self.partial.set(false);
         raw.clear();
         raw.resize(self.pats.len(), false);
-        let ascii = if hay.is_ascii() { self.ascii() } else { None };
+        let ascii = if crate::pyre::is_ascii(hay) {
+            self.ascii()
+        } else {
+            None
+        };
         let any = match ascii {
             Some(a) => {
                 let b = hay.as_bytes();

