@@ -549,17 +549,24 @@ fn syslog_prefix(b: &[u8]) -> Option<(usize, i8, i8, i8, i8, i8)> {
     if h > 23 || m > 59 || s > 59 {
         return None;
     }
-    let end = 15;
+    syslog_end_ok(b).then_some((SYSLOG_LEN, month, day, h, m, s))
+}
+
+/// The length of `Mon dd HH:MM:SS`.
+const SYSLOG_LEN: usize = 15;
+
+/// Whether what follows a syslog stamp at the start of `b` leaves it plain:
+/// no fraction, year or word glued to it.
+fn syslog_end_ok(b: &[u8]) -> bool {
+    let end = SYSLOG_LEN;
     match b.get(end) {
-        None => {}
-        Some(b'.') => return None,
+        None => true,
+        Some(b'.') => false,
         Some(b' ') if b.len() >= end + 5 && b[end + 1..end + 5].iter().all(u8::is_ascii_digit) => {
-            return None;
+            false
         }
-        Some(&c) if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 => return None,
-        Some(_) => {}
+        Some(&c) => !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80),
     }
-    Some((end, month, day, h, m, s))
 }
 
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
@@ -927,6 +934,23 @@ impl Detector {
 
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
     pub(crate) fn detect(&mut self, line: &str, now: UnixTime, tz: &TimeZone) -> Option<Found> {
+        if let Some(i) = self.syslog_fast {
+            // most lines carry the stamp of the line before
+            let b = line.as_bytes();
+            let c = &self.cache;
+            if c.1 == now.div_euclid(60)
+                && b.get(..SYSLOG_LEN) == Some(c.0.as_bytes())
+                && syslog_end_ok(b)
+            {
+                debug_assert!(syslog_prefix(b).is_some());
+                self.last = Some(i);
+                return Some(Found {
+                    start: 0,
+                    end: SYSLOG_LEN,
+                    time: c.2,
+                });
+            }
+        }
         if let Some(i) = self.syslog_fast
             && let Some((end, month, day, h, m, sec)) = syslog_prefix(line.as_bytes())
         {
@@ -1165,6 +1189,33 @@ mod tests {
         assert_eq!(
             syslog_prefix(b"Nov  5 04:05:06 x"),
             Some((15, 11, 5, 4, 5, 6))
+        );
+    }
+
+    /// A line with the stamp of the line before takes it from the cache
+    /// only when the stamp is plain there too: a fraction or a year after
+    /// it sends the line to the templates, which read them.
+    #[test]
+    fn repeated_stamp_is_read_as_a_new_one() {
+        let mut d = Detector::new(None).unwrap();
+        let fresh = || Detector::new(None).unwrap();
+        for l in [
+            "Nov 29 04:00:00 host x",
+            "Nov 29 04:00:00 host y",
+            "Nov 29 04:00:00.250 host x",
+            "Nov 29 04:00:00 2024 host x",
+            "Nov 29 04:00:00",
+            "Nov 29 04:00:01 host x",
+        ] {
+            let got = d.detect(l, NOW, &utc()).map(|f| (f.start, f.end, f.time));
+            let want = fresh()
+                .detect(l, NOW, &utc())
+                .map(|f| (f.start, f.end, f.time));
+            assert_eq!(got, want, "{l}");
+        }
+        assert_eq!(
+            d.detect("Nov 29 04:00:00.250 x", NOW, &utc()).unwrap().end,
+            19
         );
     }
 
