@@ -319,7 +319,7 @@ struct GroupMemo {
 type MemoSlot = (usize, String, Vec<Option<(usize, usize)>>);
 
 impl GroupMemo {
-    const SLOTS: usize = 64;
+    const SLOTS: usize = 256;
 
     fn slot(idx: usize, hay: &str) -> usize {
         use std::hash::BuildHasher;
