@@ -249,6 +249,33 @@ pub(crate) struct Lin {
     /// For `^(?P<g>M)E(?P<content>.+)$` (a prefregex): `(?:E)\z`, and
     /// whether the tail was `.+` (see `rewrite::Trimmed::head_split`).
     split: Option<(Engine, bool)>,
+    /// When `E` matches empty and each of its other matches ends with one
+    /// of these: text ending with none of them needs no search for `E`.
+    split_ends: Option<Vec<Vec<u8>>>,
+}
+
+/// See [`Lin::split_ends`]: for `(?:E)\z`, the last bytes of `E`'s
+/// non-empty matches, when they are few and `E` matches empty.
+fn split_ends(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    // Unicode on: its case variants include the ASCII twin's
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Suffix).extract(&hir);
+    let lits = seq.literals()?;
+    // an inexact empty literal says nothing of how a match ends
+    if lits
+        .iter()
+        .any(|l| l.as_bytes().is_empty() && !l.is_exact())
+        || !lits.iter().any(|l| l.as_bytes().is_empty())
+    {
+        return None;
+    }
+    Some(
+        lits.iter()
+            .filter(|l| !l.as_bytes().is_empty())
+            .map(|l| l.as_bytes().to_vec())
+            .collect(),
+    )
 }
 
 /// One compiled pattern (its [`Core`], shared with clones) with its own
@@ -810,7 +837,15 @@ impl Lin {
         if tail.is_none() {
             split = None;
         }
-        Some(Lin { full, tail, split })
+        let split_ends = split
+            .as_ref()
+            .and_then(|(e, _)| split_ends(e.core().as_str()));
+        Some(Lin {
+            full,
+            tail,
+            split,
+            split_ends,
+        })
     }
 
     /// The groups of `^(?P<g>M)E(?P<content>.+)$` on a single-line `hay`
@@ -829,7 +864,13 @@ impl Lin {
         };
         // E matched hay[g_end..y] on the first path; if only empty E ends
         // at y, then g ends at y
-        if e.find(&hay[..y])?.0 != y {
+        let before = &hay[..y];
+        let only_empty = match &self.split_ends {
+            Some(ends) => !ends.iter().any(|x| before.as_bytes().ends_with(x)),
+            None => false,
+        };
+        debug_assert!(!only_empty || e.find(before) == Some((y, y)), "{before:?}");
+        if !only_empty && e.find(before)?.0 != y {
             return None;
         }
         locs.spans.clear();
@@ -1346,6 +1387,27 @@ pub(crate) struct Locs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ends of a prefregex's optional prefix: its non-empty matches'
+    /// last bytes, or None when they are unknown or it cannot match empty.
+    #[test]
+    fn split_ends_are_the_suffixes_of_non_empty_matches() {
+        let mut sshd = split_ends(r"(?:(?:(?:error|fatal): (?:PAM: )?)?)\z").unwrap();
+        sshd.sort();
+        assert_eq!(
+            sshd,
+            [
+                &b"error: "[..],
+                b"error: PAM: ",
+                b"fatal: ",
+                b"fatal: PAM: "
+            ]
+        );
+        assert_eq!(split_ends(r"(?:a+)?\z"), Some(vec![b"a".to_vec()]));
+        assert_eq!(split_ends(r"(?:\w+)?\z"), None);
+        assert_eq!(split_ends(r"(?:x)\z"), None);
+        assert_eq!(split_ends(r"(?:.*)\z"), None);
+    }
 
     /// The word-wise check agrees with the standard one for every length
     /// up to 40 and every place of one non-ASCII byte.
