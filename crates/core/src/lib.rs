@@ -10,6 +10,7 @@ mod allowlist;
 mod decision;
 mod hit;
 mod net;
+pub mod stamp;
 
 pub use allowlist::Allowlist;
 pub use decision::{Alert, Decision, DecisionType, Origin, ParseError, Scope};

@@ -92,26 +92,7 @@ fn hms(b: &[u8], i: usize) -> Option<i64> {
     Some((h * 3600 + m * 60 + s) as i64)
 }
 
-/// Month number (1-12) of an English three-letter abbreviation.
-#[inline]
-pub fn month_abbr(b: &[u8]) -> Option<u32> {
-    let k = [b.first()? | 0x20, b.get(1)? | 0x20, b.get(2)? | 0x20];
-    Some(match &k {
-        b"jan" => 1,
-        b"feb" => 2,
-        b"mar" => 3,
-        b"apr" => 4,
-        b"may" => 5,
-        b"jun" => 6,
-        b"jul" => 7,
-        b"aug" => 8,
-        b"sep" => 9,
-        b"oct" => 10,
-        b"nov" => 11,
-        b"dec" => 12,
-        _ => return None,
-    })
-}
+pub use shield_core::stamp::month_abbr;
 
 fn valid_date(y: i64, m: u32, d: u32) -> bool {
     (1..=12).contains(&m) && (1..=31).contains(&d) && (1..=9999).contains(&y)

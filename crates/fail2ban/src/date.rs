@@ -511,25 +511,11 @@ fn syslog_prefix(b: &[u8]) -> Option<(usize, i8, i8, i8, i8, i8)> {
     if b.len() < 15 || !b[0].is_ascii_alphabetic() || b[3] != b' ' {
         return None;
     }
-    // a letter in lower case; nothing else becomes a letter
-    let mon = [b[0] | 0x20, b[1] | 0x20, b[2] | 0x20];
-    // as `MONTHS`, one compare of three bytes each
-    let month = match &mon {
-        b"jan" => 1,
-        b"feb" => 2,
-        b"mar" => 3,
-        b"apr" => 4,
-        b"may" => 5,
-        b"jun" => 6,
-        b"jul" => 7,
-        b"aug" => 8,
-        b"sep" => 9,
-        b"oct" => 10,
-        b"nov" => 11,
-        b"dec" => 12,
-        _ => return None,
-    };
-    debug_assert_eq!(MONTHS[month as usize - 1].as_bytes(), mon);
+    let month = shield_core::stamp::month_abbr(b)? as i8;
+    debug_assert_eq!(
+        MONTHS[month as usize - 1].as_bytes(),
+        b[..3].to_ascii_lowercase()
+    );
     let d = |c: u8| c.is_ascii_digit().then(|| (c - b'0') as i8);
     let day = match (b[4], b[5]) {
         (b' ', c) => d(c).filter(|&x| x >= 1)?,
