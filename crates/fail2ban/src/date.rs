@@ -918,49 +918,49 @@ impl Detector {
         time
     }
 
+    /// The time of a plain syslog stamp at the start of `line` (see
+    /// [`syslog_prefix`]); `None` when it has none. The last stamp's time is
+    /// cached for the minute of `now`: most lines carry the stamp of the
+    /// line before, and then need no parse.
+    fn syslog_time(
+        &mut self,
+        line: &str,
+        now: UnixTime,
+        tz: &TimeZone,
+    ) -> Option<Option<UnixTime>> {
+        let b = line.as_bytes();
+        let minute = now.div_euclid(60);
+        let c = &mut self.cache;
+        if c.1 == minute && b.get(..SYSLOG_LEN) == Some(c.0.as_bytes()) && syslog_end_ok(b) {
+            debug_assert!(syslog_prefix(b).is_some());
+            return Some(c.2);
+        }
+        let (end, month, day, h, m, sec) = syslog_prefix(b)?;
+        let p = Parsed {
+            month: Some(month),
+            day: Some(day),
+            hour: h,
+            minute: m,
+            second: sec,
+            ..Parsed::default()
+        };
+        c.0.clear();
+        c.0.push_str(&line[..end]);
+        c.1 = minute;
+        c.2 = p.to_unix(now, tz);
+        Some(c.2)
+    }
+
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
     pub(crate) fn detect(&mut self, line: &str, now: UnixTime, tz: &TimeZone) -> Option<Found> {
-        if let Some(i) = self.syslog_fast {
-            // most lines carry the stamp of the line before
-            let b = line.as_bytes();
-            let c = &self.cache;
-            if c.1 == now.div_euclid(60)
-                && b.get(..SYSLOG_LEN) == Some(c.0.as_bytes())
-                && syslog_end_ok(b)
-            {
-                debug_assert!(syslog_prefix(b).is_some());
-                self.last = Some(i);
-                return Some(Found {
-                    start: 0,
-                    end: SYSLOG_LEN,
-                    time: c.2,
-                });
-            }
-        }
         if let Some(i) = self.syslog_fast
-            && let Some((end, month, day, h, m, sec)) = syslog_prefix(line.as_bytes())
+            && let Some(time) = self.syslog_time(line, now, tz)
         {
             self.last = Some(i);
-            let text = &line[..end];
-            let minute = now.div_euclid(60);
-            if self.cache.1 != minute || self.cache.0 != text {
-                let p = Parsed {
-                    month: Some(month),
-                    day: Some(day),
-                    hour: h,
-                    minute: m,
-                    second: sec,
-                    ..Parsed::default()
-                };
-                self.cache.0.clear();
-                self.cache.0.push_str(text);
-                self.cache.1 = minute;
-                self.cache.2 = p.to_unix(now, tz);
-            }
             return Some(Found {
                 start: 0,
-                end,
-                time: self.cache.2,
+                end: SYSLOG_LEN,
+                time,
             });
         }
         // The last template wins again when it matches at the same kind of place.

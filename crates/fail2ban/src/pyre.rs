@@ -865,10 +865,8 @@ impl Lin {
         // E matched hay[g_end..y] on the first path; if only empty E ends
         // at y, then g ends at y
         let before = &hay[..y];
-        let only_empty = match &self.split_ends {
-            Some(ends) => !ends.iter().any(|x| before.as_bytes().ends_with(x)),
-            None => false,
-        };
+        let only_empty = (self.split_ends.as_ref())
+            .is_some_and(|ends| !ends.iter().any(|x| before.as_bytes().ends_with(x)));
         debug_assert!(!only_empty || e.find(before) == Some((y, y)), "{before:?}");
         if !only_empty && e.find(before)?.0 != y {
             return None;
