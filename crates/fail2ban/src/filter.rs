@@ -979,7 +979,13 @@ impl Filter {
     fn hit(&self) -> Option<Hit<'_>> {
         let (d, fail) = (&self.st.out, &self.st.fail);
         let host = fail.get(self.st.host_key).unwrap_or("");
-        let host: IpAddr = host.trim_start_matches("::ffff:").parse().ok()?;
+        // `trim_start_matches` with a `&str` sets up a substring search on
+        // every call: a prefix needs none
+        let mut host = host;
+        while let Some(h) = host.strip_prefix("::ffff:") {
+            host = h;
+        }
+        let host: IpAddr = host.parse().ok()?;
         let mut hit = Hit::new(d.rule as u32, host, d.time);
         hit.nofail = d.nofail;
         for (k, v) in fail.live() {
@@ -1716,6 +1722,34 @@ mod tests {
         }
         assert_eq!(seen, 45);
         assert!(one.st.memo.slots.iter().filter(|s| s.0 > 0).count() >= 4);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A host an `<F-ID>` takes as an IPv4-mapped IPv6 address is its
+    /// IPv4 address, as fail2ban's `IPAddr` reads it; other ids give no hit.
+    #[test]
+    fn a_mapped_address_is_its_ipv4_address() {
+        let dir = std::env::temp_dir().join(format!("shield-f2b-mapped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            "mapped.conf",
+            "[Definition]\nfailregex = ^\\S+ bad from <F-ID>\\S+</F-ID>$\n",
+        );
+        let mut f = Filter::load(&FilterRef::named("mapped"), &dir).unwrap();
+        let host = |f: &mut Filter, id: &str| {
+            let line = format!("x bad from {id}");
+            f.match_line(&line, 1_772_323_200)
+                .map(|h| h.host.to_string())
+        };
+        assert_eq!(
+            host(&mut f, "::ffff:192.0.2.7").as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(host(&mut f, "192.0.2.8").as_deref(), Some("192.0.2.8"));
+        assert_eq!(host(&mut f, "2001:db8::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(host(&mut f, "ffff:192.0.2.7"), None);
+        assert_eq!(host(&mut f, "user42"), None);
         std::fs::remove_dir_all(&dir).ok();
     }
 
