@@ -1380,40 +1380,28 @@ impl Prefilter {
         // An address is never spaced: the automaton need not tell an IPv4
         // from an IPv6 one or a name, which multiplies its states. A line
         // this lets through that the failregexes refuse goes to the sets.
-        for h in crate::tags::host_patterns() {
-            if let Some(h) = relax(&h) {
-                for p in &mut pats {
-                    if p.contains(&h) {
-                        *p = p.replace(&h, r"(?:\S+)");
-                    }
+        let hosts: Vec<(String, &str)> = crate::tags::host_patterns()
+            .iter()
+            .filter_map(|h| Some((relax(h)?, r"(?:\S+)")))
+            .collect();
+        for (from, to) in &hosts {
+            for p in &mut pats {
+                if p.contains(from.as_str()) {
+                    *p = p.replace(from.as_str(), to);
                 }
             }
         }
         let all_ascii = pats.iter().all(|p| p.is_ascii());
         let first = if all_ascii && pats.iter().all(|p| starts_with_caret(p)) {
-            // the forward automaton alone: only the match's end and pattern
-            // are asked for
-            use regex_automata::{hybrid::dfa::DFA, nfa::thompson, util::syntax};
-            DFA::builder()
-                .syntax(syntax::Config::new().unicode(false).utf8(false))
-                .thompson(
-                    thompson::Config::new()
-                        .utf8(false)
-                        .nfa_size_limit(Some(64 << 20))
-                        .which_captures(thompson::WhichCaptures::None),
-                )
-                .configure(
-                    DFA::config()
-                        .match_kind(regex_automata::MatchKind::LeftmostFirst)
-                        .cache_capacity(64 << 20)
-                        .skip_cache_capacity_check(true)
-                        .minimum_cache_clear_count(None),
-                )
-                .build_many(&pats)
-                .ok()
-                // every match of every pattern starts at the start
-                .filter(|d| d.get_nfa().is_always_start_anchored())
-                .map(std::sync::Arc::new)
+            // the head as the patterns have it: with hosts replaced
+            let head = head.as_ref().map(|h| {
+                let mut h = h.clone();
+                for (from, to) in &hosts {
+                    h = h.replace(from, to);
+                }
+                h
+            });
+            first_automaton(&pats, head.as_deref()).map(std::sync::Arc::new)
         } else {
             None
         };
@@ -1579,6 +1567,70 @@ fn join_line(buf: &mut String, pre: &str, post: &str) {
 
 /// Whether `p` starts with `^`, after flags that leave it the start of
 /// the text: a quick test, before the automaton says for sure.
+/// `pats` as one leftmost-first forward automaton that reports only where
+/// a match ends and which pattern it is (see [`Prefilter::first`]). When
+/// every pattern begins with `head` (the prefregex's part before the
+/// content), the head is parsed once and joined to each pattern's rest:
+/// parsing is most of the build, and the head most of each pattern. That
+/// join means what the pattern's text means when the head stands alone:
+/// it parses alone, has no top-level alternation (the rest would join its
+/// last branch) and sets no flags at its top level (they would reach into
+/// the rest).
+fn first_automaton(
+    pats: &[String],
+    head: Option<&str>,
+) -> Option<regex_automata::hybrid::dfa::DFA> {
+    use regex_automata::{hybrid::dfa::DFA, nfa::thompson, util::syntax};
+    use regex_syntax::ast::Ast;
+    let syn = syntax::Config::new().unicode(false).utf8(false);
+    let parse = |p: &str| syntax::parse_with(p, &syn).ok();
+    let joins = |h: &str| match &regex_syntax::ast::parse::Parser::new().parse(h) {
+        Ok(Ast::Concat(c)) => !c.asts.iter().any(|a| matches!(a, Ast::Flags(_))),
+        Ok(Ast::Alternation(_) | Ast::Flags(_)) | Err(_) => false,
+        Ok(_) => true,
+    };
+    let head = head.filter(|h| pats.iter().all(|p| p.starts_with(h)) && joins(h));
+    let head_hir = head.and_then(parse);
+    let hirs = pats
+        .iter()
+        .map(|p| match (head, &head_hir) {
+            (Some(h), Some(hh)) => {
+                let hir = regex_syntax::hir::Hir::concat(vec![hh.clone(), parse(&p[h.len()..])?]);
+                // as the whole text parses, but for the groups' numbers
+                // (the automaton has no groups): `Display` shows no numbers
+                debug_assert_eq!(
+                    Some(hir.to_string()),
+                    parse(p).map(|w| w.to_string()),
+                    "{p:?}"
+                );
+                Some(hir)
+            }
+            _ => parse(p),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .utf8(false)
+                .nfa_size_limit(Some(64 << 20))
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build_many_from_hir(&hirs)
+        .ok()?;
+    DFA::builder()
+        .configure(
+            DFA::config()
+                .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                .cache_capacity(64 << 20)
+                .skip_cache_capacity_check(true)
+                .minimum_cache_clear_count(None),
+        )
+        .build_from_nfa(nfa)
+        .ok()
+        // every match of every pattern starts at the start
+        .filter(|d| d.get_nfa().is_always_start_anchored())
+}
+
 fn starts_with_caret(p: &str) -> bool {
     let rest = match p.strip_prefix("(?") {
         Some(r) => match r.split_once(')') {
@@ -1950,6 +2002,44 @@ mod tests {
         assert!(!first(&["^a <HOST>$", "(?m)^b <HOST>"]));
         // starts with `^`, but its second branch does not
         assert!(!first(&["^a <HOST>|b <HOST>"]));
+    }
+
+    /// The automaton built with the head parsed once answers as the one
+    /// built from the patterns' whole text: also for heads it must not
+    /// join (a top-level alternation would take in the rest, a top-level
+    /// flag would reach into it), which it then parses whole.
+    #[test]
+    fn a_shared_head_is_joined_only_where_it_means_the_same() {
+        use regex_automata::{Anchored, Input};
+        let run = |d: &regex_automata::hybrid::dfa::DFA, hay: &str| {
+            let mut cache = d.create_cache();
+            let input = Input::new(hay).anchored(Anchored::Yes);
+            d.try_search_fwd(&mut cache, &input)
+                .unwrap()
+                .map(|m| (m.pattern().as_usize(), m.offset()))
+        };
+        let heads = [r"^h\d+ ", r"^a|^b", r"^(?i)x", r"^(?:k)(?i)", r"^(?i:x)"];
+        let hays = [
+            "h12 yz", "h1 q", "a", "by", "bq", "XY", "xy", "Xq", "kY", "ky", "XQ",
+        ];
+        for h in heads {
+            let pats = [
+                format!("{h}(?:y)"),
+                format!("{h}(?:q)"),
+                format!("{h}.*?(?:z)"),
+            ];
+            let joined = first_automaton(&pats, Some(h)).unwrap();
+            let whole = first_automaton(&pats, None).unwrap();
+            for hay in hays {
+                assert_eq!(run(&joined, hay), run(&whole, hay), "{h:?} on {hay:?}");
+            }
+        }
+        // the whole text decides: `a` alone matches the first pattern
+        let pats = [r"^a|^b(?:y)".to_string()];
+        assert_eq!(
+            run(&first_automaton(&pats, Some("^a|^b")).unwrap(), "a"),
+            Some((0, 1))
+        );
     }
 
     /// A failregex with conditionals is split into ways; the prefilter runs
