@@ -286,6 +286,9 @@ struct State {
     /// clock as fail2ban does (`time.time()`), not on log time.
     mlfid_cache: HashMap<String, (FailMap, Instant), IdHash>,
     mlfid_order: VecDeque<String>,
+    /// The process clock as last read for the id cache, and how many more
+    /// look-ups may use it (see [`Filter::clock`]).
+    clock: Option<(Instant, u8)>,
     /// The buffers of forgotten ids, for the next new ones: most sessions
     /// end with a forget, so without them every new id would allocate.
     spare_ids: Vec<String>,
@@ -741,6 +744,8 @@ impl Filter {
     }
 
     fn process_parts(&mut self, pre: &str, post: &str, time: Option<UnixTime>) -> bool {
+        // one line at a time: the id cache reads the clock afresh
+        self.st.clock = None;
         // 2. the buffer
         self.st.buf.clear();
         if self.maxlines > 1 {
@@ -1171,6 +1176,25 @@ impl Filter {
         self.clock_skew += d;
     }
 
+    /// The process clock for the id cache's 5-minute expiry. A line
+    /// matched on its own reads it afresh; lines a replay settles in order
+    /// ([`LineMatcher::settle`]) read it once every 64 look-ups, which are
+    /// microseconds apart: reading it costs as much as the rest of a
+    /// look-up.
+    fn clock(&mut self) -> Instant {
+        match &mut self.st.clock {
+            Some((t, n)) if *n > 0 => {
+                *n -= 1;
+                *t
+            }
+            c => {
+                let t = Instant::now();
+                *c = Some((t, 63));
+                t
+            }
+        }
+    }
+
     /// filter.py's `_mergeFailure`, in place: `fail` becomes the merged
     /// dict, and the cache entry is written back after the caller's changes
     /// (Python shares one dict between both).
@@ -1188,7 +1212,7 @@ impl Filter {
             nf |= 2;
         }
         let mut users = 0;
-        let now = Instant::now() + self.clock_skew;
+        let now = self.clock() + self.clock_skew;
         // The cache entry's value is written back by `store_mlfid`, which
         // the caller always runs next: what it holds until then is never
         // read, so it is swapped, not copied, and a new one starts empty.
