@@ -1404,14 +1404,15 @@ impl Prefilter {
         // An address is never spaced: the automaton need not tell an IPv4
         // from an IPv6 one or a name, which multiplies its states. A line
         // this lets through that the failregexes refuse goes to the sets.
-        let hosts: Vec<(String, &str)> = crate::tags::host_patterns()
+        const ANY_HOST: &str = r"(?:\S+)";
+        let hosts: Vec<String> = crate::tags::host_patterns()
             .iter()
-            .filter_map(|h| Some((relax(h)?, r"(?:\S+)")))
+            .filter_map(|h| relax(h))
             .collect();
-        for (from, to) in &hosts {
+        for h in &hosts {
             for p in &mut pats {
-                if p.contains(from.as_str()) {
-                    *p = p.replace(from.as_str(), to);
+                if p.contains(h.as_str()) {
+                    *p = p.replace(h.as_str(), ANY_HOST);
                 }
             }
         }
@@ -1420,8 +1421,8 @@ impl Prefilter {
             // the head as the patterns have it: with hosts replaced
             let head = head.as_ref().map(|h| {
                 let mut h = h.clone();
-                for (from, to) in &hosts {
-                    h = h.replace(from, to);
+                for host in &hosts {
+                    h = h.replace(host.as_str(), ANY_HOST);
                 }
                 h
             });
@@ -1589,8 +1590,6 @@ fn join_line(buf: &mut String, pre: &str, post: &str) {
     buf.push('\n');
 }
 
-/// Whether `p` starts with `^`, after flags that leave it the start of
-/// the text: a quick test, before the automaton says for sure.
 /// `pats` as one leftmost-first forward automaton that reports only where
 /// a match ends and which pattern it is (see [`Prefilter::first`]). When
 /// every pattern begins with `head` (the prefregex's part before the
@@ -1655,6 +1654,8 @@ fn first_automaton(
         .filter(|d| d.get_nfa().is_always_start_anchored())
 }
 
+/// Whether `p` starts with `^`, after flags that leave it the start of
+/// the text: a quick test, before the automaton says for sure.
 fn starts_with_caret(p: &str) -> bool {
     let rest = match p.strip_prefix("(?") {
         Some(r) => match r.split_once(')') {
