@@ -593,25 +593,26 @@ impl Filter {
         };
         let fails = list(get("failregex"));
         let datepattern = get("datepattern").filter(|v| !v.trim().is_empty());
-        // Compiling is most of a load: the date templates and the second
-        // half of the failregexes compile on another core. Errors are
-        // still reported in the order below.
+        // Compiling is most of a load, on two cores: first the failregexes
+        // (the second half on another core), then the prefilter automaton
+        // of all of them while the other core compiles the ignoreregexes
+        // and the date templates. Errors are still reported in the order
+        // below.
         let half = fails.len() / 2;
-        let (pref, early, (dates, late)) = std::thread::scope(|s| {
+        let (pref, early, late) = std::thread::scope(|s| {
             let other = s.spawn(|| {
-                let late: Vec<_> = (half..fails.len())
+                (half..fails.len())
                     .map(|i| rx("failregex", i, &fails[i]))
-                    .collect();
-                (Detector::new(datepattern), late)
+                    .collect::<Vec<_>>()
             });
             let pref = get("prefregex")
                 .filter(|v| !v.trim().is_empty())
                 .map(|p| rx("prefregex", 0, p));
             let early: Vec<_> = (0..half).map(|i| rx("failregex", i, &fails[i])).collect();
-            let other = other
+            let late = other
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (pref, early, other)
+            (pref, early, late)
         });
         let mut prefregex = pref.transpose()?;
         let mut failregex = Vec::new();
@@ -629,15 +630,26 @@ impl Filter {
             }
             failregex.push(r);
         }
-        let mut ignoreregex = Vec::new();
-        for (i, p) in list(get("ignoreregex")).iter().enumerate() {
-            ignoreregex.push(rx("ignoreregex", i, p)?);
-        }
+        let (ignores, dates, prefilter) = std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                let ignores: Vec<_> = list(get("ignoreregex"))
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| rx("ignoreregex", i, p))
+                    .collect();
+                (ignores, Detector::new(datepattern))
+            });
+            let prefilter = Prefilter::build(prefregex.as_ref(), &failregex, multiline);
+            let (ignores, dates) = other
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (ignores, dates, prefilter)
+        });
+        let ignoreregex = ignores.into_iter().collect::<Result<Vec<_>, _>>()?;
         let dates = dates.map_err(|reason| LoadError::DatePattern {
             files: files.clone(),
             reason,
         })?;
-        let prefilter = Prefilter::build(prefregex.as_ref(), &failregex, multiline);
         let mut names = Names::new();
         for r in prefregex.iter_mut().chain(&mut failregex) {
             r.intern(&mut names);
@@ -1832,12 +1844,13 @@ mod tests {
 
     /// A filter with several faults names the first in file order,
     /// though its regexes compile on two threads: the prefregex, then the
-    /// failregexes by index (a missing host included), then the dates.
+    /// failregexes by index (a missing host included), then the
+    /// ignoreregexes, then the dates.
     #[test]
     fn the_first_fault_is_reported() {
         let dir = std::env::temp_dir().join(format!("shield-f2b-faults-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let load = |pref: &str, fails: [&str; 4], dates: &str| {
+        let load_with = |pref: &str, fails: [&str; 4], ignores: [&str; 2], dates: &str| {
             let mut text = format!(
                 "[Definition]\nprefregex = {pref}\nfailregex = {}\n",
                 fails[0]
@@ -1845,6 +1858,10 @@ mod tests {
             for f in &fails[1..] {
                 text.push_str(&format!("            {f}\n"));
             }
+            text.push_str(&format!(
+                "ignoreregex = {}\n            {}\n",
+                ignores[0], ignores[1]
+            ));
             text.push_str(&format!("datepattern = {dates}\n"));
             write(&dir, "faults.conf", &text);
             match Filter::load(&FilterRef::named("faults"), &dir) {
@@ -1855,6 +1872,8 @@ mod tests {
                 Ok(_) => "ok".to_string(),
             }
         };
+        let load =
+            |pref: &str, fails: [&str; 4], dates: &str| load_with(pref, fails, ["^x", "^y"], dates);
         let ok = "^a <HOST>";
         let bad = "^a (<HOST>";
         let anon = "^a b";
@@ -1866,6 +1885,14 @@ mod tests {
         assert_eq!(load("", [ok, bad, ok, bad], bad_d), "failregex #1");
         assert_eq!(load("", [ok, ok, anon, bad], bad_d), "no id #2");
         assert_eq!(load("", [ok, ok, ok, bad], bad_d), "failregex #3");
+        assert_eq!(
+            load_with("", [ok, ok, ok, bad], ["(", "("], bad_d),
+            "failregex #3"
+        );
+        assert_eq!(
+            load_with("", [ok, ok, ok, ok], ["^x", "("], bad_d),
+            "ignoreregex #1"
+        );
         assert_eq!(load("", [ok, ok, ok, ok], bad_d), "dates");
         std::fs::remove_dir_all(&dir).ok();
     }
