@@ -1416,28 +1416,22 @@ impl Prefilter {
         // An address is never spaced: the automaton need not tell an IPv4
         // from an IPv6 one or a name, which multiplies its states. A line
         // this lets through that the failregexes refuse goes to the sets.
-        const ANY_HOST: &str = r"(?:\S+)";
         let hosts: Vec<String> = crate::tags::host_patterns()
             .iter()
             .filter_map(|h| relax(h))
             .collect();
-        for h in &hosts {
-            for p in &mut pats {
-                if p.contains(h.as_str()) {
-                    *p = p.replace(h.as_str(), ANY_HOST);
-                }
-            }
+        let any_host = |p: &str| {
+            hosts
+                .iter()
+                .fold(p.to_string(), |p, h| p.replace(h.as_str(), r"(?:\S+)"))
+        };
+        for p in &mut pats {
+            *p = any_host(p);
         }
         let all_ascii = pats.iter().all(|p| p.is_ascii());
         let first = if all_ascii && pats.iter().all(|p| starts_with_caret(p)) {
             // the head as the patterns have it: with hosts replaced
-            let head = head.as_ref().map(|h| {
-                let mut h = h.clone();
-                for host in &hosts {
-                    h = h.replace(host.as_str(), ANY_HOST);
-                }
-                h
-            });
+            let head = head.as_deref().map(any_host);
             first_automaton(&pats, head.as_deref()).map(std::sync::Arc::new)
         } else {
             None
@@ -1619,13 +1613,27 @@ fn first_automaton(
     use regex_syntax::ast::Ast;
     let syn = syntax::Config::new().unicode(false).utf8(false);
     let parse = |p: &str| syntax::parse_with(p, &syn).ok();
-    let joins = |h: &str| match &regex_syntax::ast::parse::Parser::new().parse(h) {
-        Ok(Ast::Concat(c)) => !c.asts.iter().any(|a| matches!(a, Ast::Flags(_))),
-        Ok(Ast::Alternation(_) | Ast::Flags(_)) | Err(_) => false,
-        Ok(_) => true,
+    // the head's syntax tree, read once: whether it joins, then its HIR
+    // (translated as `parse` would: the same defaults, bytes, no Unicode)
+    let head_hir = |h: &str| {
+        let ast = regex_syntax::ast::parse::Parser::new().parse(h).ok()?;
+        let joins = match &ast {
+            Ast::Concat(c) => !c.asts.iter().any(|a| matches!(a, Ast::Flags(_))),
+            Ast::Alternation(_) | Ast::Flags(_) => false,
+            _ => true,
+        };
+        if !joins {
+            return None;
+        }
+        regex_syntax::hir::translate::TranslatorBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .translate(h, &ast)
+            .ok()
     };
-    let head = head.filter(|h| pats.iter().all(|p| p.starts_with(h)) && joins(h));
-    let head_hir = head.and_then(parse);
+    let head = head.filter(|h| pats.iter().all(|p| p.starts_with(h)));
+    let head_hir = head.and_then(head_hir);
     let hirs = pats
         .iter()
         .map(|p| match (head, &head_hir) {
