@@ -1777,8 +1777,7 @@ mod tests {
     /// gives them, group for group.
     #[test]
     fn repeated_contents_match_as_fresh_ones() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-memo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("memo");
         write(
             &dir,
             "memo.conf",
@@ -1826,8 +1825,7 @@ mod tests {
     /// IPv4 address, as fail2ban's `IPAddr` reads it; other ids give no hit.
     #[test]
     fn a_mapped_address_is_its_ipv4_address() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-mapped-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("mapped");
         write(
             &dir,
             "mapped.conf",
@@ -1856,8 +1854,7 @@ mod tests {
     /// ignoreregexes, then the dates.
     #[test]
     fn the_first_fault_is_reported() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-faults-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("faults");
         let load_with = |pref: &str, fails: [&str; 4], ignores: [&str; 2], dates: &str| {
             let mut text = format!(
                 "[Definition]\nprefregex = {pref}\nfailregex = {}\n",
@@ -1919,6 +1916,14 @@ mod tests {
         std::fs::write(dir.join(name), text).unwrap();
     }
 
+    /// The directory for a test's filter files, named by `tag` and
+    /// the process.
+    fn filter_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shield-f2b-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// A scanning copy plus the original settling its records in order
     /// give what the original alone gives, hit for hit, when blocks of
     /// lines are scanned from the carry the lines before them leave: with
@@ -1927,8 +1932,7 @@ mod tests {
     /// wrong carry is told apart by its key.
     #[test]
     fn scanned_and_settled_lines_match_as_one_filter() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-scan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("scan");
         write(
             &dir,
             "mini.conf",
@@ -2011,8 +2015,7 @@ mod tests {
     /// eviction still removes the oldest live id.
     #[test]
     fn mlfid_forget_keeps_eviction_order() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-mlf-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("mlf");
         write(
             &dir,
             "mlf.conf",
@@ -2110,8 +2113,7 @@ mod tests {
     /// failregex does not, and the sets alone.
     #[test]
     fn prefilter_picks_the_ways_of_a_conditional_failregex() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-ways-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("ways");
         let conf = "[Definition]\nprefregex = ^<F-MLFID>\\S+ d\\[\\d+\\]:</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\n\
              failregex = ^Accepted \\S+ for <F-USER>\\S+</F-USER> from <HOST>$\n\
              \x20           ^Failed \\S+ for (?P<cond_inv>invalid user )?<F-USER>(?P<cond_user>\\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>(?: port \\d+)?(?(cond_user): |(?:(?:(?! from ).)*)$)\n\
@@ -2196,8 +2198,7 @@ mod tests {
 
     #[test]
     fn self_contained_filter_with_prefregex_modes_and_ignore() {
-        let dir = std::env::temp_dir().join(format!("shield-f2b-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = filter_dir("unit");
         write(
             &dir,
             "base.conf",
