@@ -16,7 +16,8 @@ if ! command -v cargo >/dev/null; then
 fi
 cargo build --release --locked
 install -m 0755 target/release/shield /usr/local/bin/shield
-mkdir -p /var/lib/shield /etc/shield
+install -d -m 0700 /var/lib/shield && chmod 0700 /var/lib/shield
+mkdir -p /etc/shield
 shield check
 if [ -d /run/systemd/system ]; then
   install -m 0644 dist/shield.service /etc/systemd/system/shield.service

@@ -81,6 +81,9 @@ pub enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Everything Shield writes (store, WAL, checkpoints, keys, sockets) may
+    // hold evidence copied from root-only logs or secrets: private by default.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     init_logging(cli.log_format, matches!(cli.cmd, Cmd::Run));
     match cmd::dispatch(cli) {

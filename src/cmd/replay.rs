@@ -1,6 +1,6 @@
 //! `shield replay` and `shield explain`: the engines on files or stdin, no daemon.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -194,12 +194,15 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     let now = shield_daemon::run::now();
-    let stdin = std::io::stdin().lock();
+    // The same bound as the daemon's readers: a line longer than MAX_LINE is
+    // skipped (and counted) instead of being held whole in memory.
+    let mut lines =
+        shield_sources::LineReader::new(std::io::stdin().lock(), shield_daemon::run::MAX_LINE);
     let mut out = std::io::stdout().lock();
-    for line in stdin.split(b'\n') {
+    while let Some(line) = lines.next_line() {
         let line = line.context("reading stdin")?;
-        let line = String::from_utf8_lossy(&line);
-        let line = line.trim_end_matches('\r');
+        let line = String::from_utf8_lossy(line).into_owned();
+        let line = line.as_str();
         let mut best = None;
         for e in engines.iter_mut() {
             let x = e.explain(line, now);
@@ -232,6 +235,13 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
                 }
             }
         }
+    }
+    if lines.skipped_long() > 0 {
+        eprintln!(
+            "shield explain: skipped {} line(s) longer than {} bytes (the daemon skips them too)",
+            lines.skipped_long(),
+            shield_daemon::run::MAX_LINE
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,13 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "cannot create the store {path} private (0600): {source} (check the directory's owner, or set [store] path)"
+    )]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: {source}")]
     Sql {
         path: PathBuf,
@@ -123,12 +130,47 @@ pub struct Bouncer {
 
 impl Store {
     /// Opens (creating if needed) the store at `path`, in WAL mode.
+    ///
+    /// The store holds evidence lines copied from root-only logs and bouncer
+    /// key hashes: a directory it creates is 0700, and the database is made
+    /// 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files
+    /// the database file's mode). A store left 0644 by an older version is
+    /// tightened on open.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Dir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        let open_err = |source: std::io::Error| StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = std::path::PathBuf::from(p);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                        .map_err(open_err)?;
+                }
+                _ => {}
+            }
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
