@@ -166,6 +166,7 @@ fn replay_flood_of_distinct_addresses_stays_bounded_and_catches_attackers() {
         "flood addresses banned: {decided:?}"
     );
     // Bounded state: 1M tracked keys would need far more than this.
+    assert!(peak > 0, "could not read VmHWM of the replay");
     assert!(
         peak < 160 * 1024,
         "replay peak RSS {peak} kB with max_keys = {MAX_KEYS}"

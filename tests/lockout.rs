@@ -172,9 +172,11 @@ fn operator_session_own_addresses_and_allowlist_are_never_banned() {
     // A manual ban of the operator's address is refused with the reason.
     let out = d.cli(&["decisions", "add", OPERATOR]);
     assert!(!out.status.success(), "manual ban of the SSH peer accepted");
+    refused_for(&out, &[OPERATOR]);
     // A range covering the operator is refused too.
     let out = d.cli(&["decisions", "add", "10.77.0.0/24"]);
     assert!(!out.status.success(), "range over the SSH peer accepted");
+    refused_for(&out, &[OPERATOR, HOST]);
     assert_eq!(targets(&d).len(), 1);
     let _ = (s.kill(), c.kill(), s.wait(), c.wait());
 }
@@ -245,5 +247,20 @@ fn ssh_connection_env_of_the_daemon_is_protected() {
         !out.status.success(),
         "the $SSH_CONNECTION client was banned: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("192.0.2.77") && err.contains("allowlist"),
+        "refused for another reason: {err}"
+    );
+}
+
+/// The refusal names one of the protected addresses, so it was refused for
+/// protection and not for some other failure (no daemon, bad syntax...).
+fn refused_for(out: &std::process::Output, protected: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        protected.iter().any(|p| err.contains(&format!("({p}/32)"))),
+        "refused for another reason than {protected:?}: {err}"
     );
 }

@@ -50,6 +50,13 @@ fn crowdsec_firewall_bouncer_follows_shield() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The copy ran this very test, not zero tests (a rename would filter it out).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the copy inside {} did not run this test:\n{stdout}",
+        ns.name
+    );
 }
 
 fn ruleset() -> String {
