@@ -39,7 +39,7 @@ pub enum Format {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the daemon (SIGTERM stops it gracefully, SIGHUP reloads the config).
+    /// Run the daemon (SIGTERM stops it gracefully; SIGHUP reloads sources, rules, scenarios, [engine] and [decisions]).
     Run,
     /// Validate the config (regexes, durations, paths, unknown keys) and exit.
     Check,

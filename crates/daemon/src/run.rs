@@ -642,7 +642,9 @@ fn update_status(
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the config.
+/// Runs the daemon until SIGTERM/SIGINT. SIGHUP re-plans the config and
+/// restarts the readers and the decision policy with it; `[api]`,
+/// `[firewall]`, `[store]`, `[union]` and `[webhook]` need a restart.
 pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let loaded = config::load(config_path.as_deref())?;
     let plan = crate::plan::plan(&loaded)?;

@@ -191,7 +191,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             writeln!(w, "added member `{member}`; new digest {}", t.digest_hex())?;
             writeln!(
                 w,
-                "install this same file on every member and reload them: members with another digest refuse each other"
+                "install this same file on every member and restart them: members with another digest refuse each other"
             )?;
         }
         UnionCmd::Status { treaty, db, json } => {
