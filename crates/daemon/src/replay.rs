@@ -196,12 +196,13 @@ enum Msg {
 const BLOCK: usize = 128 * 1024;
 /// Blocks in flight per matcher thread. The calling thread takes blocks in
 /// order, so a matcher descheduled in the middle of one holds it up; the
-/// other matchers go on only as far as the pool lets them. With 2 per
-/// matcher (and 256 KiB blocks) two cores were 1.7–1.8 busy on an sshd
-/// replay; with 8 (and 128 KiB, about 1 MB more) 1.9.
+/// other matchers go on only as far as the pool lets them. Eight per matcher
+/// (1 MiB of text each) lets them work through such a pause instead of
+/// idling, so the cores stay busy.
 const BLOCKS_PER_MATCHER: usize = 8;
-/// Matcher threads when the rules can be copied (more than the cores a
-/// replay usually gets buys nothing).
+/// Most matcher threads when the rules can be copied: one per available
+/// core up to this many (more than the cores a replay usually gets buys
+/// nothing).
 const MAX_MATCHERS: usize = 4;
 
 /// The reader thread: splits `reader` into lines and sends them in numbered

@@ -307,11 +307,10 @@ struct State {
 }
 
 /// The groups of recent failregex matches, by failregex and text. A group
-/// search's result depends on its text alone, and attacks repeat lines: in
-/// the public OpenSSH sample (loghub, 2,000 lines) 41 % of the candidate
-/// contents repeat one of the four before, 60 % one of the sixteen before
-/// (the bench's generated log: 21 % of sixteen). A repeat then costs a hash
-/// and a compare instead of the backtracking search.
+/// search's result depends on its text alone, and attacks repeat lines (the
+/// same user from the same address, attempt after attempt), so a candidate
+/// content often equals one seen a few lines before. A repeat then costs a
+/// hash and a compare instead of the backtracking search.
 #[derive(Default)]
 struct GroupMemo {
     /// Direct-mapped by hash.
@@ -459,9 +458,9 @@ impl FailMap {
     }
 }
 
-/// The mlfid cache's hasher: foldhash, as the engine's own maps use (std's
-/// SipHash took about 3% of a line's work; the cache is hashed three or four
-/// times a line). It is seeded per process, and the cache never holds more
+/// The mlfid cache's hasher: foldhash, as the engine's own maps use. The
+/// cache is hashed three or four times a line, so a slower hasher (std's
+/// SipHash) would be a visible share of a line's work. It is seeded per process, and the cache never holds more
 /// than [`MLFID_MAX`] ids, so ids an attacker writes into log lines cannot
 /// make lookups cost more than that many comparisons.
 type IdHash = foldhash::fast::RandomState;

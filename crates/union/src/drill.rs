@@ -1,18 +1,14 @@
 //! The union part of `shield drill`: start N members in this process on
 //! loopback (own keys, treaty, databases and ports in a temp dir), raise
 //! attacks at the first member, and report when each other member had each
-//! trusted decision in hand, or what never arrived.
+//! trusted decision in hand, or what never arrived (`shield union drill`).
+//! It needs no root and measures the union alone: no log, no firewall.
 //!
-//! What it does not do (yet) — design for the full drill of issue #5: the
-//! binary would run each member as its own `shield run` process inside
-//! `ip netns add shield-drill-<i>-<pid>` joined by a bridge with veth pairs
-//! (10.77.0.i/24), each with its own nftables ruleset (the enforce crate's
-//! nftables layer), feed the first member's log with failed-login lines from
-//! a drill address inside the namespace bridge, and time the moment the drill
-//! address's packets are dropped in every namespace (a `ping`/TCP probe from
-//! the attacker namespace), then delete the namespaces. That composition
-//! belongs to the binary, since no stage crate depends on another; this module
-//! gives it the union timing and a self-check that needs no root.
+//! The drill with real daemons is `shield drill` in the binary
+//! (`src/cmd/drill.rs`): each member a `shield run` in its own network
+//! namespace with its own nftables, an attack written to the first member's
+//! log, and the time each member's kernel set holds the ban. That
+//! composition lives in the binary because no stage crate depends on another.
 
 use serde::Serialize;
 use shield_core::{Decision, DecisionType, Origin, Scope};

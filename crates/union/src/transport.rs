@@ -1,6 +1,6 @@
-//! The transport seam: how signed signals move between members. The direct
-//! HTTPS transport (`direct`) implements it; a NATS JetStream transport will
-//! implement the same trait (issue #6).
+//! The transport seam: how signed signals move between members. Two
+//! transports implement it: direct HTTPS between members (`direct`) and NATS
+//! JetStream (`nats`); the treaty's `[transport] kind` chooses one.
 //!
 //! A transport never decides trust: everything it receives goes to the
 //! [`Sink`], which verifies signatures and applies the treaty. It only
