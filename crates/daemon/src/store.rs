@@ -128,6 +128,46 @@ pub struct Bouncer {
     pub last_pull: Option<UnixTime>,
 }
 
+/// Creates the store's directory 0700 and its file 0600 before SQLite opens
+/// it, and tightens a database, WAL or SHM file an older version left wider.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Dir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    let file_err = |source: std::io::Error| StoreError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(file_err)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(file_err)?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path`, in WAL mode.
     ///
@@ -137,40 +177,9 @@ impl Store {
     /// the database file's mode). A store left 0644 by an older version is
     /// tightened on open.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| StoreError::Dir {
-                    dir: dir.to_path_buf(),
-                    source,
-                })?;
-        }
-        let open_err = |source: std::io::Error| StoreError::File {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(open_err)?;
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            let p = std::path::PathBuf::from(p);
-            match std::fs::metadata(&p) {
-                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-                        .map_err(open_err)?;
-                }
-                _ => {}
-            }
+        // SQLite's in-memory database (tests, replay) has no file to protect.
+        if path != Path::new(":memory:") {
+            make_private(path)?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
