@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use shield_core::Net;
 use shield_core::{Alert, Checkpoint, Decision, DecisionType, Origin, Scope, UnixTime};
 
 /// Errors from the store. Each says which file and what to try.
@@ -329,7 +329,7 @@ impl Store {
     }
 
     /// Active decisions on exactly `target`.
-    pub fn active_for(&self, target: &IpNet, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
+    pub fn active_for(&self, target: &Net, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
         self.query_decisions(
             &format!("SELECT {DCOLS} FROM decisions WHERE target=?1 AND expires > ?2 ORDER BY id"),
             params![target.to_string(), now],
@@ -370,7 +370,7 @@ impl Store {
     /// Offences older than `forget_s` are forgotten first.
     pub fn bump_offence(
         &self,
-        target: &IpNet,
+        target: &Net,
         now: UnixTime,
         forget_s: u64,
     ) -> Result<u32, StoreError> {
@@ -398,7 +398,7 @@ impl Store {
         Ok(count as u32)
     }
 
-    pub fn offences(&self, target: &IpNet) -> Result<u32, StoreError> {
+    pub fn offences(&self, target: &Net) -> Result<u32, StoreError> {
         let c: Option<i64> = self
             .conn
             .query_row(
@@ -691,7 +691,7 @@ fn read_decision(r: &Row<'_>) -> rusqlite::Result<Result<Decision, String>> {
             id: r.get(0).map_err(|e| e.to_string())?,
             scope: scope.parse::<Scope>().map_err(|e| e.to_string())?,
             target: target
-                .parse::<IpNet>()
+                .parse::<Net>()
                 .map_err(|e| format!("target {target}: {e}"))?,
             kind: kind.parse::<DecisionType>().map_err(|e| e.to_string())?,
             scenario: r.get(4).map_err(|e| e.to_string())?,
@@ -708,7 +708,7 @@ mod tests {
     use super::*;
 
     fn dec(target: &str, created: i64, expires: i64) -> Decision {
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         Decision {
             id: 0,
             scope: Scope::of(&target),
@@ -779,7 +779,7 @@ mod tests {
     fn offences_count_and_forget() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
-        let t: IpNet = "192.0.2.1/32".parse().unwrap();
+        let t: Net = "192.0.2.1/32".parse().unwrap();
         assert_eq!(s.bump_offence(&t, 100, 1000).unwrap(), 1);
         assert_eq!(s.bump_offence(&t, 200, 1000).unwrap(), 2);
         assert_eq!(s.bump_offence(&t, 5000, 1000).unwrap(), 1);

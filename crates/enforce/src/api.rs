@@ -25,9 +25,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hashbrown::HashMap;
-use ipnet::IpNet;
 use serde::Serialize;
-use shield_core::{Decision, DecisionType, Origin, Scope, UnixTime};
+use shield_core::{Addr, Decision, DecisionType, Net, Origin, Scope, UnixTime};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -40,7 +39,7 @@ use crate::wall_now;
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (the reverse proxies).
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<Net>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// Longest time a request may take before a 408.
@@ -393,8 +392,8 @@ impl Filters {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     All,
-    Ip(IpAddr),
-    Net(IpNet, bool),
+    Ip(Addr),
+    Net(Net, bool),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -403,15 +402,12 @@ pub(crate) struct DecisionsQuery {
     pub(crate) filters: Filters,
 }
 
-fn parse_net(name: &str, v: &str) -> Result<IpNet, BadQuery> {
-    v.parse::<IpNet>()
-        .or_else(|_| v.parse::<IpAddr>().map(shield_core::host_net))
-        .map(|n| n.trunc())
-        .map_err(|_| {
-            BadQuery(format!(
-                "`{name}` must be an IP address or a CIDR range like 192.0.2.0/24, not `{v}`"
-            ))
-        })
+fn parse_net(name: &str, v: &str) -> Result<Net, BadQuery> {
+    v.parse::<Net>().map_err(|e| {
+        BadQuery(format!(
+            "`{name}` must be an IP address or a CIDR range like 192.0.2.0/24: {e}"
+        ))
+    })
 }
 
 pub(crate) fn parse_decisions_query(
@@ -423,9 +419,8 @@ pub(crate) fn parse_decisions_query(
         match k.as_str() {
             "ip" => {
                 ip = Some(
-                    v.parse::<IpAddr>()
-                        .map_err(|_| BadQuery(format!("`ip` must be an IP address, not `{v}`")))?
-                        .to_canonical(),
+                    v.parse::<Addr>()
+                        .map_err(|e| BadQuery(format!("`ip` must be an IP address: {e}")))?,
                 )
             }
             "range" => range = Some(parse_net("range", v)?),
@@ -451,19 +446,13 @@ pub(crate) fn parse_decisions_query(
                 .as_deref()
                 .is_some_and(|s| s.eq_ignore_ascii_case("ip"));
             if is_ip_scope {
-                Target::Ip(
-                    v.parse::<IpAddr>()
-                        .map_err(|_| {
-                            BadQuery(format!(
-                                "`value` must be an IP address for scope ip, not `{v}`"
-                            ))
-                        })?
-                        .to_canonical(),
-                )
+                Target::Ip(v.parse::<Addr>().map_err(|e| {
+                    BadQuery(format!("`value` must be an IP address for scope ip: {e}"))
+                })?)
             } else {
                 let net = parse_net("value", &v)?;
-                if net.prefix_len() == net.max_prefix_len() {
-                    Target::Ip(net.addr())
+                if net.is_host() {
+                    Target::Ip(net.first())
                 } else {
                     Target::Net(net, contains)
                 }
@@ -711,7 +700,7 @@ mod tests {
     use crate::Change;
 
     fn dec(id: i64, target: &str, kind: DecisionType, expires: UnixTime) -> Decision {
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         Decision {
             id,
             scope: Scope::of(&target),

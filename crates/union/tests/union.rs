@@ -4,7 +4,7 @@
 mod common;
 
 use common::{SCEN, decision, now, recv_n, spec, start, treaty_text, until};
-use ipnet::IpNet;
+use shield_core::Net;
 use shield_core::{Decision, DecisionType, Origin, Scope};
 use shield_union::direct::PeerClient;
 use shield_union::{Envelope, Health, Identity, SignalBody, UnionConfig, UnionHandle};
@@ -236,7 +236,7 @@ struct Forge {
 impl Forge {
     fn sign(&mut self, id: &Identity, target: &str) -> Envelope {
         self.seq += 1;
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         SignalBody {
             origin: self.origin.into(),
             seq: self.seq,
