@@ -413,6 +413,53 @@ mod tests {
             d.on_alert(&store, &alert("203.0.113.1/32", 60), 0).unwrap(),
             Outcome::New(_)
         ));
+        // Issue 19: the session peer in an IPv6 spelling is the same peer.
+        for t in [
+            "::ffff:198.51.100.7",
+            "::198.51.100.7",
+            "::ffff:198.51.100.0/120",
+        ] {
+            assert!(
+                matches!(
+                    d.on_alert(&store, &alert(t, 60), 0).unwrap(),
+                    Outcome::Allowlisted(_)
+                ),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_in_an_ipv6_spelling_meets_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut allow = vec!["10.0.0.0/8".parse().unwrap()];
+        allow.extend(own_addresses());
+        let d = Decider::new(Allowlist::new(allow), Escalation::default());
+        for t in [
+            "::ffff:10.1.2.3",
+            "::10.1.2.3",
+            "::ffff:a01:203/128",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0/96",
+        ] {
+            let target = parse_target(t).unwrap();
+            let m = Decision {
+                id: 0,
+                scope: Scope::of(&target),
+                target,
+                kind: shield_core::DecisionType::Ban,
+                scenario: "manual".into(),
+                origin: Origin::Manual,
+                created: 0,
+                expires: 100,
+            };
+            assert!(
+                matches!(d.admit(&store, m, 0).unwrap(), Outcome::Allowlisted(_)),
+                "{t} -> {target} was admitted"
+            );
+        }
+        assert!(store.active_decisions(0).unwrap().is_empty());
     }
 
     #[test]

@@ -745,8 +745,28 @@ mod tests {
             .unwrap();
         assert_eq!(q.target, Target::Ip("192.0.2.1".parse().unwrap()));
         assert_eq!(parse_decisions_query(&[]).unwrap().target, Target::All);
+        // Every spelling of an IPv4 address or network is the canonical one
+        // (issue 19: `::ffff:0.0.0.0/96` is 0.0.0.0/0, not an IPv6 /96).
+        for (k, v, want) in [
+            ("ip", "::192.0.2.1", "192.0.2.1/32"),
+            ("ip", "::FFFF:C000:201", "192.0.2.1/32"),
+            ("range", "::ffff:0.0.0.0/96", "0.0.0.0/0"),
+            ("range", "::ffff:192.0.2.0/120", "192.0.2.0/24"),
+            ("value", "::ffff:192.0.2.1/128", "192.0.2.1/32"),
+        ] {
+            let got = match parse_decisions_query(&pairs(&[(k, v)])).unwrap().target {
+                Target::Ip(a) => Net::host(a),
+                Target::Net(n, _) => n,
+                Target::All => panic!("{v}: all"),
+            };
+            assert_eq!(got.to_string(), want, "{k}={v}");
+        }
         for bad in [
             &[("ip", "300.1.1.1")][..],
+            &[("ip", "fe80::1%eth0")],
+            &[("ip", "[2001:db8::1]")],
+            &[("ip", "010.0.0.1")],
+            &[("range", "::ffff:10.0.0.0/8")],
             &[("range", "10.0.0.0/33")],
             &[("contains", "maybe")],
             &[("ip", "1.1.1.1"), ("range", "1.1.1.0/24")],
