@@ -1,11 +1,11 @@
 //! Alerts (a scenario overflowed) and decisions (what is done about it).
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 use crate::UnixTime;
+use crate::net::Net;
 
 /// A value in a config, a CLI argument or an API body that is not one of the accepted words.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,8 +33,8 @@ impl Scope {
     }
 
     /// The scope a network implies: a single host is `ip`, anything wider `range`.
-    pub fn of(net: &IpNet) -> Scope {
-        if net.prefix_len() == net.max_prefix_len() {
+    pub fn of(net: &Net) -> Scope {
+        if net.is_host() {
             Scope::Ip
         } else {
             Scope::Range
@@ -164,7 +164,7 @@ pub struct Alert {
     /// Scenario name, e.g. `sshd-bruteforce`.
     pub scenario: String,
     /// The key the scenario counted by (an address, or an IPv6 /64).
-    pub target: IpNet,
+    pub target: Net,
     /// Log time of the event that overflowed the bucket.
     pub time: UnixTime,
     /// Log time of the first event in the bucket.
@@ -185,7 +185,7 @@ pub struct Decision {
     /// Store row id; 0 before the decision is stored.
     pub id: i64,
     pub scope: Scope,
-    pub target: IpNet,
+    pub target: Net,
     #[serde(rename = "type")]
     pub kind: DecisionType,
     /// Scenario that raised it (or a reason for manual decisions).

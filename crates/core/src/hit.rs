@@ -4,9 +4,8 @@
 //!
 //! A `Hit` lives only until the next line: it never allocates.
 
-use std::net::IpAddr;
-
 use crate::UnixTime;
+use crate::net::Addr;
 
 /// Most named fields a hit carries besides the host (user, path, status...).
 pub const MAX_FIELDS: usize = 8;
@@ -25,8 +24,8 @@ pub struct RuleInfo {
 pub struct Hit<'a> {
     /// Index of the rule in the matcher's [`LineMatcher::rules`].
     pub rule: u32,
-    /// The source address the line blames.
-    pub host: IpAddr,
+    /// The source address the line blames, canonical.
+    pub host: Addr,
     /// The log time of the line, when the line carries one.
     pub time: Option<UnixTime>,
     /// True when the line matched but is not a failure (fail2ban's `<F-NOFAIL>`):
@@ -37,10 +36,11 @@ pub struct Hit<'a> {
 }
 
 impl<'a> Hit<'a> {
-    pub fn new(rule: u32, host: IpAddr, time: Option<UnixTime>) -> Self {
+    /// A hit on `host`, canonicalised (an IPv4-mapped address is the IPv4 one).
+    pub fn new(rule: u32, host: impl Into<Addr>, time: Option<UnixTime>) -> Self {
         Hit {
             rule,
-            host,
+            host: host.into(),
             time,
             nofail: false,
             fields: [("", ""); MAX_FIELDS],

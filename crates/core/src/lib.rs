@@ -1,5 +1,5 @@
 //! Shield's vocabulary: the types every stage shares (lines, alerts, decisions,
-//! scopes, origins, the allowlist) and the seam traits between stages.
+//! scopes, origins, canonical addresses, the allowlist) and the seam traits between stages.
 //!
 //! This crate does no I/O and knows nothing about regexes, SQLite, nftables or
 //! HTTP. Time is always a plain `i64` of Unix seconds passed in by the caller
@@ -15,7 +15,7 @@ pub mod stamp;
 pub use allowlist::Allowlist;
 pub use decision::{Alert, Decision, DecisionType, Origin, ParseError, Scope};
 pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo};
-pub use net::{host_net, key_for};
+pub use net::{Addr, AddrError, Net, host_net, key_for};
 
 /// Unix time in seconds. Log time during replay, wall time when live.
 pub type UnixTime = i64;

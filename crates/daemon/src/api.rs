@@ -167,6 +167,14 @@ pub const MAX_MANUAL_DURATION_S: u64 = 10 * 365 * 86400;
 /// Turns an add request into a manual decision (shared with the offline CLI path).
 pub fn manual_decision(req: &AddRequest, t: i64) -> Result<Decision, String> {
     let target = parse_target(&req.target)?;
+    // The target is canonical, so `::ffff:0.0.0.0/96` is refused here as the
+    // `0.0.0.0/0` it is.
+    if target.prefix_len() == 0 {
+        return Err(format!(
+            "`{}` is {target}, every address of its family: it would cut this host off; give a narrower range",
+            req.target
+        ));
+    }
     let kind: DecisionType = req
         .kind
         .parse()

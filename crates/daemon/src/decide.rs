@@ -8,8 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use shield_core::{Alert, Allowlist, Decision, Origin, Scope, UnixTime};
+use shield_core::{Addr, Alert, Allowlist, Decision, Net, Origin, Scope, UnixTime};
 
 use crate::config::Escalation;
 use crate::store::{Store, StoreError};
@@ -24,7 +23,7 @@ pub enum Outcome {
     /// Already covered by an active decision at least as long.
     Covered(i64),
     /// The target touches the allowlist: nothing is decided.
-    Allowlisted(IpNet),
+    Allowlisted(Net),
 }
 
 /// Decision policy: allowlist, SSH-session protection and escalation.
@@ -52,7 +51,7 @@ impl Decider {
     }
 
     /// The allowlist entry or SSH session that `target` touches, if any.
-    pub(crate) fn protected(&self, target: &IpNet) -> Option<IpNet> {
+    pub(crate) fn protected(&self, target: &Net) -> Option<Net> {
         if let Some(net) = self.allowlist.overlaps(target) {
             return Some(net);
         }
@@ -119,14 +118,11 @@ impl Decider {
     }
 }
 
-/// Parses an address or network as a decision target: `203.0.113.7` or `203.0.113.0/24`.
-pub fn parse_target(s: &str) -> Result<IpNet, String> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(shield_core::host_net(ip));
-    }
-    s.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR network (e.g. 203.0.113.7 or 198.51.100.0/24)"))
+/// Parses an address or network, canonical (see [`shield_core::Net`]):
+/// `203.0.113.7`, `203.0.113.0/24`, `::ffff:203.0.113.7` (= `203.0.113.7`).
+/// Used for decision targets, the allowlist and trusted proxies alike.
+pub fn parse_target(s: &str) -> Result<Net, String> {
+    s.parse::<Net>().map_err(|e| e.to_string())
 }
 
 /// Parses a human duration such as `90s`, `4h` or `7d`.
@@ -137,8 +133,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// This host's own addresses (never banned): loopback, plus every local
 /// address the kernel lists in `/proc/net/fib_trie` and `/proc/net/if_inet6`.
-pub fn own_addresses() -> Vec<IpNet> {
-    let mut out: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+pub fn own_addresses() -> Vec<Net> {
+    let mut out: Vec<Net> = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     if let Ok(t) = std::fs::read_to_string("/proc/net/fib_trie") {
         // Lines look like "|-- 192.0.2.10" followed by "/32 host LOCAL".
         let mut last: Option<IpAddr> = None;
@@ -177,9 +173,9 @@ pub fn own_addresses() -> Vec<IpNet> {
 #[derive(Clone, Debug)]
 pub struct SshSessions {
     ports: Vec<u16>,
-    from_env: Option<IpAddr>,
+    from_env: Option<Addr>,
     // Locked only to swap a small vector; never held across I/O of another lock.
-    cache: std::sync::Arc<std::sync::Mutex<(Option<std::time::Instant>, Vec<IpAddr>)>>,
+    cache: std::sync::Arc<std::sync::Mutex<(Option<std::time::Instant>, Vec<Addr>)>>,
 }
 
 /// How old the view of the SSH sessions may be before it is read again.
@@ -199,7 +195,7 @@ impl SshSessions {
     }
 
     /// The current session peers (refreshed if the view is older than [`SSH_REFRESH`]).
-    pub fn current(&self) -> Vec<IpAddr> {
+    pub fn current(&self) -> Vec<Addr> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.0.is_none_or(|t| t.elapsed() >= SSH_REFRESH) {
             let mut peers = Vec::new();
@@ -217,11 +213,11 @@ impl SshSessions {
     }
 
     /// The session peer (as a host network) that `target` contains, if any.
-    pub fn protecting(&self, target: &IpNet) -> Option<IpNet> {
+    pub fn protecting(&self, target: &Net) -> Option<Net> {
         self.current()
             .into_iter()
-            .find(|ip| target.contains(ip))
-            .map(shield_core::host_net)
+            .find(|ip| target.has(*ip))
+            .map(Net::host)
     }
 }
 
@@ -246,8 +242,8 @@ pub fn sshd_ports() -> Vec<u16> {
 /// Remote addresses of ESTABLISHED sockets whose local port is in `ports`,
 /// from the text of `/proc/net/tcp` or `/proc/net/tcp6`. Lines that do not
 /// parse are skipped.
-pub fn ssh_peers(table: &str, ports: &[u16]) -> Vec<IpAddr> {
-    fn addr(s: &str) -> Option<(IpAddr, u16)> {
+pub fn ssh_peers(table: &str, ports: &[u16]) -> Vec<Addr> {
+    fn addr(s: &str) -> Option<(Addr, u16)> {
         let (ip, port) = s.split_once(':')?;
         let port = u16::from_str_radix(port, 16).ok()?;
         // The kernel prints each 32-bit word of the address as a native-endian integer.
@@ -256,17 +252,13 @@ pub fn ssh_peers(table: &str, ports: &[u16]) -> Vec<IpAddr> {
             let w = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
             bytes.extend_from_slice(&w.to_ne_bytes());
         }
+        // Canonical: a tcp6 socket's ::ffff:a.b.c.d peer is a.b.c.d.
         let ip = match bytes.len() {
             4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
-            16 => {
-                let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
-                v6.to_ipv4_mapped()
-                    .map(IpAddr::V4)
-                    .unwrap_or(IpAddr::V6(v6))
-            }
+            16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
             _ => return None,
         };
-        Some((ip, port))
+        Some((Addr::new(ip), port))
     }
     table
         .lines()
@@ -389,14 +381,14 @@ mod tests {
 ";
         if cfg!(target_endian = "little") {
             let got = ssh_peers(v4, &[22]);
-            assert_eq!(got, vec!["198.51.100.7".parse::<IpAddr>().unwrap()]);
+            assert_eq!(got, vec!["198.51.100.7".parse::<Addr>().unwrap()]);
             // ::ffff:203.0.113.9 on tcp6 is reported as the IPv4 address.
             let v6 = "hdr
    0: 00000000000000000000000001000000:0016 0000000000000000FFFF0000097100CB:D431 01 0 0 0 0 0 0 0
 ";
             assert_eq!(
                 ssh_peers(v6, &[22]),
-                vec!["203.0.113.9".parse::<IpAddr>().unwrap()]
+                vec!["203.0.113.9".parse::<Addr>().unwrap()]
             );
             assert!(ssh_peers(v4, &[2222]).is_empty());
         }
@@ -421,6 +413,53 @@ mod tests {
             d.on_alert(&store, &alert("203.0.113.1/32", 60), 0).unwrap(),
             Outcome::New(_)
         ));
+        // Issue 19: the session peer in an IPv6 spelling is the same peer.
+        for t in [
+            "::ffff:198.51.100.7",
+            "::198.51.100.7",
+            "::ffff:198.51.100.0/120",
+        ] {
+            assert!(
+                matches!(
+                    d.on_alert(&store, &alert(t, 60), 0).unwrap(),
+                    Outcome::Allowlisted(_)
+                ),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_in_an_ipv6_spelling_meets_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut allow = vec!["10.0.0.0/8".parse().unwrap()];
+        allow.extend(own_addresses());
+        let d = Decider::new(Allowlist::new(allow), Escalation::default());
+        for t in [
+            "::ffff:10.1.2.3",
+            "::10.1.2.3",
+            "::ffff:a01:203/128",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0/96",
+        ] {
+            let target = parse_target(t).unwrap();
+            let m = Decision {
+                id: 0,
+                scope: Scope::of(&target),
+                target,
+                kind: shield_core::DecisionType::Ban,
+                scenario: "manual".into(),
+                origin: Origin::Manual,
+                created: 0,
+                expires: 100,
+            };
+            assert!(
+                matches!(d.admit(&store, m, 0).unwrap(), Outcome::Allowlisted(_)),
+                "{t} -> {target} was admitted"
+            );
+        }
+        assert!(store.active_decisions(0).unwrap().is_empty());
     }
 
     #[test]
@@ -435,9 +474,6 @@ mod tests {
         );
         assert!(parse_target("example.com").is_err());
         let own = own_addresses();
-        assert!(
-            own.iter()
-                .any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()))
-        );
+        assert!(own.iter().any(|n| n.has("127.0.0.1".parse().unwrap())));
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
+use shield_core::Net;
 use shield_core::{Allowlist, DecisionType, LineMatcher, Scope};
 use shield_detect::{BucketKind, Engine, EngineOptions, NativeMatcher, RuleSpec, ScenarioSpec};
 
@@ -71,7 +71,7 @@ pub struct FirewallPlan {
 pub struct ApiPlan {
     pub listen: Option<SocketAddr>,
     pub socket: PathBuf,
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<Net>,
     pub token: Option<String>,
 }
 

@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use ipnet::IpNet;
 use serde::Serialize;
+use shield_core::Net;
 use shield_core::{Alert, Carry, DecisionType, Scope, UnixTime};
 use shield_detect::{Engine, Matched, Matcher, Scenarios};
 use shield_sources::LineReader;
@@ -94,9 +94,9 @@ enum Verdict {
 #[derive(Default)]
 struct Ledger {
     /// target → (offences, last offence).
-    offences: HashMap<IpNet, (i64, UnixTime)>,
+    offences: HashMap<Net, (i64, UnixTime)>,
     /// target → decisions taken on it, oldest first: (type, expires).
-    decisions: HashMap<IpNet, Vec<(DecisionType, UnixTime)>>,
+    decisions: HashMap<Net, Vec<(DecisionType, UnixTime)>>,
 }
 
 impl Ledger {

@@ -59,7 +59,7 @@ pub enum Msg {
     /// End decisions now: by id, or every active one on a target.
     Delete {
         id: Option<i64>,
-        target: Option<ipnet::IpNet>,
+        target: Option<shield_core::Net>,
         reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, String>>,
     },
     /// New decision policy after a reload.

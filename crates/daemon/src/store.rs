@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use shield_core::Net;
 use shield_core::{Alert, Checkpoint, Decision, DecisionType, Origin, Scope, UnixTime};
 
 /// Errors from the store. Each says which file and what to try.
@@ -43,7 +43,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
 }
 
-const SCHEMA_VERSION: i64 = 2;
+/// 3: targets rewritten in canonical form (see [`Store::canonical_targets`]).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS decisions (
@@ -219,9 +220,54 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         if v < SCHEMA_VERSION {
             self.conn.execute_batch(SCHEMA).map_err(|e| self.sql(e))?;
+            if v > 0 {
+                self.canonical_targets()?;
+            }
             self.conn
                 .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
                 .map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites every stored target in canonical form ([`shield_core::Net`]):
+    /// stores written before it kept `::ffff:10.1.2.3/128` as such, which a
+    /// lookup or a delete by `10.1.2.3` would miss. Only IPv6 text can be
+    /// non-canonical; rows that do not parse are left for `read_decision`
+    /// to report.
+    fn canonical_targets(&self) -> Result<(), StoreError> {
+        for table in ["decisions", "alerts", "offences"] {
+            let key = if table == "offences" { "target" } else { "id" };
+            let rows: Vec<(rusqlite::types::Value, String)> = {
+                let mut st = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT {key}, target FROM {table} WHERE instr(target, ':') > 0"
+                    ))
+                    .map_err(|e| self.sql(e))?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| self.sql(e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.sql(e))?
+            };
+            for (k, t) in rows {
+                let Ok(n) = t.parse::<Net>() else { continue };
+                let c = n.to_string();
+                if c != t {
+                    // An offence row under both forms keeps the canonical one.
+                    self.conn
+                        .execute(
+                            &format!("UPDATE OR IGNORE {table} SET target=?1 WHERE {key}=?2"),
+                            params![c, k],
+                        )
+                        .map_err(|e| self.sql(e))?;
+                    if table == "offences" {
+                        self.conn
+                            .execute("DELETE FROM offences WHERE target=?1", [&t])
+                            .map_err(|e| self.sql(e))?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -338,7 +384,7 @@ impl Store {
     }
 
     /// Active decisions on exactly `target`.
-    pub fn active_for(&self, target: &IpNet, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
+    pub fn active_for(&self, target: &Net, now: UnixTime) -> Result<Vec<Decision>, StoreError> {
         self.query_decisions(
             &format!("SELECT {DCOLS} FROM decisions WHERE target=?1 AND expires > ?2 ORDER BY id"),
             params![target.to_string(), now],
@@ -379,7 +425,7 @@ impl Store {
     /// Offences older than `forget_s` are forgotten first.
     pub fn bump_offence(
         &self,
-        target: &IpNet,
+        target: &Net,
         now: UnixTime,
         forget_s: u64,
     ) -> Result<u32, StoreError> {
@@ -407,7 +453,7 @@ impl Store {
         Ok(count as u32)
     }
 
-    pub fn offences(&self, target: &IpNet) -> Result<u32, StoreError> {
+    pub fn offences(&self, target: &Net) -> Result<u32, StoreError> {
         let c: Option<i64> = self
             .conn
             .query_row(
@@ -700,7 +746,7 @@ fn read_decision(r: &Row<'_>) -> rusqlite::Result<Result<Decision, String>> {
             id: r.get(0).map_err(|e| e.to_string())?,
             scope: scope.parse::<Scope>().map_err(|e| e.to_string())?,
             target: target
-                .parse::<IpNet>()
+                .parse::<Net>()
                 .map_err(|e| format!("target {target}: {e}"))?,
             kind: kind.parse::<DecisionType>().map_err(|e| e.to_string())?,
             scenario: r.get(4).map_err(|e| e.to_string())?,
@@ -717,7 +763,7 @@ mod tests {
     use super::*;
 
     fn dec(target: &str, created: i64, expires: i64) -> Decision {
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         Decision {
             id: 0,
             scope: Scope::of(&target),
@@ -728,6 +774,32 @@ mod tests {
             created,
             expires,
         }
+    }
+
+    #[test]
+    fn mapped_targets_of_an_older_store_are_rewritten_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shield.db");
+        {
+            // What a store before canonical addresses could hold.
+            let s = Store::open(&path).unwrap();
+            s.conn
+                .execute_batch(
+                    "INSERT INTO decisions (scope, target, type, scenario, origin, created, expires) \
+                     VALUES ('ip', '::ffff:10.1.2.3/128', 'ban', 'manual', 'manual', 100, 900);
+                     INSERT INTO offences (target, count, last) VALUES ('::ffff:10.1.2.3/128', 3, 100);
+                     INSERT INTO offences (target, count, last) VALUES ('2001:db8::/64', 1, 100);
+                     PRAGMA user_version=2;",
+                )
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let t: Net = "10.1.2.3".parse().unwrap();
+        let found = s.active_for(&t, 200).unwrap();
+        assert_eq!(found.len(), 1, "a delete by 10.1.2.3 must find it");
+        assert_eq!(found[0].target.to_string(), "10.1.2.3/32");
+        assert_eq!(s.offences(&t).unwrap(), 3);
+        assert_eq!(s.offences(&"2001:db8::/64".parse().unwrap()).unwrap(), 1);
     }
 
     #[test]
@@ -788,7 +860,7 @@ mod tests {
     fn offences_count_and_forget() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
-        let t: IpNet = "192.0.2.1/32".parse().unwrap();
+        let t: Net = "192.0.2.1/32".parse().unwrap();
         assert_eq!(s.bump_offence(&t, 100, 1000).unwrap(), 1);
         assert_eq!(s.bump_offence(&t, 200, 1000).unwrap(), 2);
         assert_eq!(s.bump_offence(&t, 5000, 1000).unwrap(), 1);

@@ -22,14 +22,14 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use hashbrown::HashMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use shield_core::{
-    Alert, Carry, DecisionType, Hit, LineMatcher, MAX_FIELDS, RuleInfo, Scope, UnixTime, key_for,
+    Addr, Alert, Carry, DecisionType, Hit, LineMatcher, MAX_FIELDS, Net, RuleInfo, Scope, UnixTime,
+    key_for,
 };
 
 use crate::rules::{NativeMatcher, line_time};
@@ -249,7 +249,7 @@ impl Bucket {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Event {
     rule: u32,
-    host: IpAddr,
+    host: Addr,
     /// The hit's time, or the clock for a line without one.
     time: UnixTime,
     /// The `repeat` field, 1 to 1000.
@@ -268,7 +268,7 @@ impl Event {
     /// (index in [`Matcher::distinct`], value).
     fn new<'v>(
         rule: u32,
-        host: IpAddr,
+        host: Addr,
         time: UnixTime,
         repeat: Option<&str>,
         counted: impl Iterator<Item = (u16, &'v str)>,
@@ -1090,8 +1090,8 @@ impl Scenarios {
     }
 }
 
-fn make_key(si: u16, ip: IpAddr, v6_prefix: u8) -> Key {
-    match key_for(ip, v6_prefix) {
+fn make_key(si: u16, ip: Addr, v6_prefix: u8) -> Key {
+    match key_for(ip, v6_prefix).get() {
         IpNet::V4(n) => Key {
             scen: si,
             v6: false,
@@ -1109,8 +1109,8 @@ fn make_key(si: u16, ip: IpAddr, v6_prefix: u8) -> Key {
 
 /// The alert target: the key itself, or for `range` scope the key widened to
 /// /24 (IPv4) or /64 (IPv6) (never narrowed).
-fn target(key: IpNet, scope: Scope) -> IpNet {
-    match (scope, key) {
+fn target(key: IpNet, scope: Scope) -> Net {
+    Net::new(match (scope, key) {
         (Scope::Ip, k) => k,
         (Scope::Range, IpNet::V4(n)) => IpNet::V4(
             Ipv4Net::new(n.addr(), n.prefix_len().min(24))
@@ -1122,7 +1122,7 @@ fn target(key: IpNet, scope: Scope) -> IpNet {
                 .expect("<= 128")
                 .trunc(),
         ),
-    }
+    })
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.

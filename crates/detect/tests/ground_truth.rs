@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use shield_core::Net;
 use shield_detect::{Engine, EngineOptions, NativeMatcher, default_scenarios, r#gen, pack_names};
 
-fn flagged(lines: &[String]) -> (BTreeSet<IpNet>, Vec<(String, u64)>) {
+fn flagged(lines: &[String]) -> (BTreeSet<Net>, Vec<(String, u64)>) {
     let mut e = Engine::new(
         Box::new(NativeMatcher::all()),
         &default_scenarios(pack_names()),

@@ -150,7 +150,7 @@ fn main() {
         let mut d = ban(i, now);
         d.id = 10_000_000 + i as i64;
         d.scope = Scope::Range;
-        d.target = ipnet::IpNet::V4(net);
+        d.target = ipnet::IpNet::V4(net).into();
         batch.push(Change::Add(d));
     }
     let t = Instant::now();
@@ -174,7 +174,7 @@ fn main() {
         } else {
             x
         };
-        if table.lookup(IpAddr::V4(Ipv4Addr::from(ip)), now).is_some() {
+        if table.lookup(Ipv4Addr::from(ip).into(), now).is_some() {
             hits += 1;
         }
     }

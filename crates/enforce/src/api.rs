@@ -25,9 +25,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hashbrown::HashMap;
-use ipnet::IpNet;
 use serde::Serialize;
-use shield_core::{Decision, DecisionType, Origin, Scope, UnixTime};
+use shield_core::{Addr, Decision, DecisionType, Net, Origin, Scope, UnixTime};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -40,7 +39,7 @@ use crate::wall_now;
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (the reverse proxies).
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<Net>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// Longest time a request may take before a 408.
@@ -393,8 +392,8 @@ impl Filters {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     All,
-    Ip(IpAddr),
-    Net(IpNet, bool),
+    Ip(Addr),
+    Net(Net, bool),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -403,15 +402,12 @@ pub(crate) struct DecisionsQuery {
     pub(crate) filters: Filters,
 }
 
-fn parse_net(name: &str, v: &str) -> Result<IpNet, BadQuery> {
-    v.parse::<IpNet>()
-        .or_else(|_| v.parse::<IpAddr>().map(shield_core::host_net))
-        .map(|n| n.trunc())
-        .map_err(|_| {
-            BadQuery(format!(
-                "`{name}` must be an IP address or a CIDR range like 192.0.2.0/24, not `{v}`"
-            ))
-        })
+fn parse_net(name: &str, v: &str) -> Result<Net, BadQuery> {
+    v.parse::<Net>().map_err(|e| {
+        BadQuery(format!(
+            "`{name}` must be an IP address or a CIDR range like 192.0.2.0/24: {e}"
+        ))
+    })
 }
 
 pub(crate) fn parse_decisions_query(
@@ -423,9 +419,8 @@ pub(crate) fn parse_decisions_query(
         match k.as_str() {
             "ip" => {
                 ip = Some(
-                    v.parse::<IpAddr>()
-                        .map_err(|_| BadQuery(format!("`ip` must be an IP address, not `{v}`")))?
-                        .to_canonical(),
+                    v.parse::<Addr>()
+                        .map_err(|e| BadQuery(format!("`ip` must be an IP address: {e}")))?,
                 )
             }
             "range" => range = Some(parse_net("range", v)?),
@@ -451,19 +446,13 @@ pub(crate) fn parse_decisions_query(
                 .as_deref()
                 .is_some_and(|s| s.eq_ignore_ascii_case("ip"));
             if is_ip_scope {
-                Target::Ip(
-                    v.parse::<IpAddr>()
-                        .map_err(|_| {
-                            BadQuery(format!(
-                                "`value` must be an IP address for scope ip, not `{v}`"
-                            ))
-                        })?
-                        .to_canonical(),
-                )
+                Target::Ip(v.parse::<Addr>().map_err(|e| {
+                    BadQuery(format!("`value` must be an IP address for scope ip: {e}"))
+                })?)
             } else {
                 let net = parse_net("value", &v)?;
-                if net.prefix_len() == net.max_prefix_len() {
-                    Target::Ip(net.addr())
+                if net.is_host() {
+                    Target::Ip(net.first())
                 } else {
                     Target::Net(net, contains)
                 }
@@ -711,7 +700,7 @@ mod tests {
     use crate::Change;
 
     fn dec(id: i64, target: &str, kind: DecisionType, expires: UnixTime) -> Decision {
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         Decision {
             id,
             scope: Scope::of(&target),
@@ -756,8 +745,28 @@ mod tests {
             .unwrap();
         assert_eq!(q.target, Target::Ip("192.0.2.1".parse().unwrap()));
         assert_eq!(parse_decisions_query(&[]).unwrap().target, Target::All);
+        // Every spelling of an IPv4 address or network is the canonical one
+        // (issue 19: `::ffff:0.0.0.0/96` is 0.0.0.0/0, not an IPv6 /96).
+        for (k, v, want) in [
+            ("ip", "::192.0.2.1", "192.0.2.1/32"),
+            ("ip", "::FFFF:C000:201", "192.0.2.1/32"),
+            ("range", "::ffff:0.0.0.0/96", "0.0.0.0/0"),
+            ("range", "::ffff:192.0.2.0/120", "192.0.2.0/24"),
+            ("value", "::ffff:192.0.2.1/128", "192.0.2.1/32"),
+        ] {
+            let got = match parse_decisions_query(&pairs(&[(k, v)])).unwrap().target {
+                Target::Ip(a) => Net::host(a),
+                Target::Net(n, _) => n,
+                Target::All => panic!("{v}: all"),
+            };
+            assert_eq!(got.to_string(), want, "{k}={v}");
+        }
         for bad in [
             &[("ip", "300.1.1.1")][..],
+            &[("ip", "fe80::1%eth0")],
+            &[("ip", "[2001:db8::1]")],
+            &[("ip", "010.0.0.1")],
+            &[("range", "::ffff:10.0.0.0/8")],
             &[("range", "10.0.0.0/33")],
             &[("contains", "maybe")],
             &[("ip", "1.1.1.1"), ("range", "1.1.1.0/24")],

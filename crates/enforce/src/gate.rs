@@ -31,9 +31,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use hashbrown::HashMap;
 use hmac::{Hmac, Mac};
-use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use shield_core::DecisionType;
+use shield_core::{Addr, DecisionType, Net};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -46,9 +45,9 @@ const COOKIE: &str = "shield_pass";
 const CHALLENGE_TTL_S: i64 = 300;
 
 /// The address a request comes from. See the module docs for the trust rule.
-pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer = peer.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Net]) -> IpAddr {
+    let peer = Addr::new(peer).ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.has(Addr::new(*ip)));
     if !is_trusted(&peer) {
         return peer;
     }
@@ -94,7 +93,7 @@ fn parse_hop(s: &str) -> Option<IpAddr> {
                 .and_then(|r| r.strip_suffix(']'))
                 .and_then(|r| r.parse().ok())
         })
-        .map(|ip: IpAddr| ip.to_canonical())
+        .map(|ip: IpAddr| Addr::new(ip).ip())
 }
 
 /// Per-address token buckets for `throttle`, bounded in memory.
@@ -251,7 +250,7 @@ async fn gate(State(state): State<ApiState>, req: Request) -> Response {
     let inner = &state.inner;
     let ip = client_ip(peer, req.headers(), &inner.cfg.trusted_proxies);
     let now = wall_now();
-    let kind = state.table().lookup(ip, now).map(|d| d.kind);
+    let kind = state.table().lookup(Addr::new(ip), now).map(|d| d.kind);
     let c = &inner.counters;
     match kind {
         None => {
@@ -419,7 +418,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_only_from_trusted_peers() {
-        let trusted: Vec<IpNet> = vec![
+        let trusted: Vec<Net> = vec![
             "127.0.0.1/32".parse().unwrap(),
             "10.0.0.0/8".parse().unwrap(),
         ];

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use ipnet::IpNet;
-use shield_core::{Decision, UnixTime};
+use shield_core::{Decision, Net, UnixTime};
 
 use crate::firewall::{Change, Firewall, LayerError, Runner, for_kernel};
 
@@ -69,16 +69,10 @@ struct Ipset {
     runner: Runner,
 }
 
-fn family(net: &IpNet) -> (u8, String) {
-    let net = match net {
-        IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
-            Some(v4) if n.prefix_len() >= 96 => {
-                IpNet::V4(ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).expect("prefix in 0..=32"))
-            }
-            _ => IpNet::V6(n.trunc()),
-        },
-        IpNet::V4(n) => IpNet::V4(n.trunc()),
-    };
+/// The family and text of a target; targets are canonical ([`Net`]), so an
+/// IPv4 address written as IPv6 is already IPv4.
+fn family(net: &Net) -> (u8, String) {
+    let net = net.get();
     let text = if net.prefix_len() == net.max_prefix_len() {
         net.addr().to_string()
     } else {

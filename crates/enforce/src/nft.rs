@@ -110,19 +110,11 @@ impl SetKind {
     }
 }
 
-/// The set and normalised network of a target. IPv4-mapped IPv6 targets go
-/// to the IPv4 sets.
+/// The set and network of a target. Every network here comes from a
+/// decision's canonical target ([`shield_core::Net`]), so an IPv4 address
+/// written as IPv6 is already IPv4 and goes to the IPv4 sets.
 fn element(net: &IpNet) -> (SetKind, IpNet) {
-    let net = match net {
-        IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
-            Some(v4) if n.prefix_len() >= 96 => {
-                IpNet::V4(ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).expect("prefix in 0..=32"))
-            }
-            _ => IpNet::V6(n.trunc()),
-        },
-        IpNet::V4(n) => IpNet::V4(n.trunc()),
-    };
-    (SetKind::of(&net), net)
+    (SetKind::of(net), *net)
 }
 
 fn timeout_s(expires: UnixTime, now: UnixTime) -> u64 {
@@ -637,7 +629,7 @@ mod tests {
     #[test]
     fn elements_by_family_and_scope() {
         let e = |s: &str| {
-            let (k, net) = element(&s.parse().unwrap());
+            let (k, net) = element(&s.parse::<shield_core::Net>().unwrap());
             (k, Cmd::add(k, net, 1).text())
         };
         assert_eq!(e("192.0.2.1/32"), (SetKind::Ban4, "192.0.2.1".into()));

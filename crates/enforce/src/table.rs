@@ -12,13 +12,12 @@
 //! read and dropped by [`DecisionTable::purge_expired`].
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 
 use foldhash::quality::RandomState;
 use hashbrown::HashMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
-use shield_core::{Decision, DecisionType, UnixTime};
+use shield_core::{Addr, Decision, DecisionType, Net, UnixTime};
 
 use crate::Change;
 
@@ -38,7 +37,7 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub struct DecisionTable {
     /// Attacker-chosen keys: a seeded hasher with full avalanche (foldhash quality), never FxHash.
-    exact: HashMap<IpAddr, Vec<Entry>, RandomState>,
+    exact: HashMap<Addr, Vec<Entry>, RandomState>,
     ranges4: PrefixMap<Ipv4Net, Vec<Entry>>,
     ranges6: PrefixMap<Ipv6Net, Vec<Entry>>,
     len: usize,
@@ -60,21 +59,6 @@ fn rank(t: DecisionType) -> u8 {
         DecisionType::Ban => 0,
         DecisionType::Captcha => 1,
         DecisionType::Throttle => 2,
-    }
-}
-
-/// Addresses are compared in canonical form: `::ffff:1.2.3.4` is `1.2.3.4`.
-fn canonical_net(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
-            Some(v4) if n.prefix_len() >= 96 => IpNet::V4(
-                Ipv4Net::new(v4, n.prefix_len() - 96)
-                    .expect("96..=128 minus 96 fits")
-                    .trunc(),
-            ),
-            _ => IpNet::V6(n.trunc()),
-        },
-        IpNet::V4(n) => IpNet::V4(n.trunc()),
     }
 }
 
@@ -128,14 +112,13 @@ impl DecisionTable {
         }
     }
 
-    fn slot(&mut self, net: IpNet, create: bool) -> Option<&mut Vec<Entry>> {
-        let host = net.prefix_len() == net.max_prefix_len();
-        match net {
-            _ if host => {
+    fn slot(&mut self, net: Net, create: bool) -> Option<&mut Vec<Entry>> {
+        match net.get() {
+            _ if net.is_host() => {
                 if create {
-                    Some(self.exact.entry(net.addr()).or_default())
+                    Some(self.exact.entry(net.first()).or_default())
                 } else {
-                    self.exact.get_mut(&net.addr())
+                    self.exact.get_mut(&net.first())
                 }
             }
             IpNet::V4(n) => {
@@ -155,12 +138,11 @@ impl DecisionTable {
         }
     }
 
-    fn drop_slot_if_empty(&mut self, net: IpNet) {
-        let host = net.prefix_len() == net.max_prefix_len();
-        match net {
-            _ if host => {
-                if self.exact.get(&net.addr()).is_some_and(Vec::is_empty) {
-                    self.exact.remove(&net.addr());
+    fn drop_slot_if_empty(&mut self, net: Net) {
+        match net.get() {
+            _ if net.is_host() => {
+                if self.exact.get(&net.first()).is_some_and(Vec::is_empty) {
+                    self.exact.remove(&net.first());
                 }
             }
             IpNet::V4(n) => {
@@ -176,8 +158,7 @@ impl DecisionTable {
         }
     }
 
-    fn add(&mut self, mut d: Decision) {
-        d.target = canonical_net(d.target);
+    fn add(&mut self, d: Decision) {
         let version = self.version;
         let net = d.target;
         let slot = self
@@ -196,8 +177,6 @@ impl DecisionTable {
     }
 
     fn remove(&mut self, d: &Decision) {
-        let mut d = d.clone();
-        d.target = canonical_net(d.target);
         let net = d.target;
         let Some(slot) = self.slot(net, false) else {
             return;
@@ -205,7 +184,7 @@ impl DecisionTable {
         let before = slot.len();
         let mut removed = Vec::new();
         slot.retain(|e| {
-            if same(&e.decision, &d) {
+            if same(&e.decision, d) {
                 removed.push(e.decision.clone());
                 false
             } else {
@@ -231,21 +210,20 @@ impl DecisionTable {
     /// The decision that applies to `ip` now: ban before captcha before
     /// throttle, then the one that lasts longest. Exact entries and every
     /// range containing `ip` are considered.
-    pub fn lookup(&self, ip: IpAddr, now: UnixTime) -> Option<&Decision> {
+    pub fn lookup(&self, ip: Addr, now: UnixTime) -> Option<&Decision> {
         let mut best = None;
         self.for_each_covering(ip, now, |d| best = better(best, d));
         best
     }
 
     /// Every active decision whose target contains `ip` (exact or range).
-    pub fn matching(&self, ip: IpAddr, now: UnixTime) -> Vec<&Decision> {
+    pub fn matching(&self, ip: Addr, now: UnixTime) -> Vec<&Decision> {
         let mut out = Vec::new();
         self.for_each_covering(ip, now, |d| out.push(d));
         out
     }
 
-    fn for_each_covering<'a>(&'a self, ip: IpAddr, now: UnixTime, mut f: impl FnMut(&'a Decision)) {
-        let ip = ip.to_canonical();
+    fn for_each_covering<'a>(&'a self, ip: Addr, now: UnixTime, mut f: impl FnMut(&'a Decision)) {
         if let Some(v) = self.exact.get(&ip) {
             v.iter()
                 .map(|e| &e.decision)
@@ -257,7 +235,7 @@ impl DecisionTable {
 
     fn for_each_range_covering<'a>(
         &'a self,
-        net: IpNet,
+        net: Net,
         now: UnixTime,
         mut f: impl FnMut(&'a Decision),
     ) {
@@ -267,7 +245,7 @@ impl DecisionTable {
                 .filter(|d| d.is_active(now))
                 .for_each(&mut f);
         };
-        match canonical_net(net) {
+        match net.get() {
             IpNet::V4(n) => {
                 if self.ranges4.is_empty() {
                     return;
@@ -284,11 +262,10 @@ impl DecisionTable {
     }
 
     /// Active decisions whose target contains `net` (equal or wider).
-    pub fn containing(&self, net: IpNet, now: UnixTime) -> Vec<&Decision> {
-        let net = canonical_net(net);
+    pub fn containing(&self, net: Net, now: UnixTime) -> Vec<&Decision> {
         let mut out = Vec::new();
-        if net.prefix_len() == net.max_prefix_len() {
-            self.for_each_covering(net.addr(), now, |d| out.push(d));
+        if net.is_host() {
+            self.for_each_covering(net.first(), now, |d| out.push(d));
         } else {
             self.for_each_range_covering(net, now, |d| out.push(d));
         }
@@ -298,11 +275,8 @@ impl DecisionTable {
     /// Active decisions whose target lies inside `net` (equal or narrower).
     /// Exact addresses are found by a scan of the exact map: O(n), meant for
     /// operators' queries, not for the per-request path.
-    pub fn within(&self, net: IpNet, now: UnixTime) -> Vec<&Decision> {
-        let net = canonical_net(net);
-        self.active(now)
-            .filter(|d| net.contains(&d.target))
-            .collect()
+    pub fn within(&self, net: Net, now: UnixTime) -> Vec<&Decision> {
+        self.active(now).filter(|d| net.covers(&d.target)).collect()
     }
 
     /// Every active decision, in no particular order.
@@ -368,11 +342,7 @@ mod tests {
     use shield_core::{Origin, Scope};
 
     fn dec(id: i64, target: &str, kind: DecisionType, expires: UnixTime) -> Decision {
-        let target: IpNet = if target.contains('/') {
-            target.parse().unwrap()
-        } else {
-            shield_core::host_net(target.parse().unwrap())
-        };
+        let target: Net = target.parse().unwrap();
         Decision {
             id,
             scope: Scope::of(&target),
@@ -385,7 +355,7 @@ mod tests {
         }
     }
 
-    fn ip(s: &str) -> IpAddr {
+    fn ip(s: &str) -> Addr {
         s.parse().unwrap()
     }
 

@@ -2246,7 +2246,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(hit.rule, 1);
-        assert_eq!(hit.host, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(hit.host.ip(), "2001:db8::1".parse::<IpAddr>().unwrap());
         assert_eq!(hit.field("user"), Some("root"));
         let mut f = Filter::load(&"demo[mode=extra]".parse().unwrap(), &dir).unwrap();
         assert!(

@@ -228,7 +228,7 @@ async fn main() {
         x ^= x << 17;
         let o = (x % a.members as u64) as usize;
         seqs[o] += 1;
-        let target: ipnet::IpNet = format!("198.51.{}.{}/32", (k / 250) % 250, k % 250 + 1)
+        let target: shield_core::Net = format!("198.51.{}.{}/32", (k / 250) % 250, k % 250 + 1)
             .parse()
             .expect("ip");
         let body = SignalBody {

@@ -136,7 +136,7 @@ pub async fn run_loopback(opts: &DrillOptions) -> Result<DrillReport, UnionError
         .unwrap_or(0);
     let mut sent = std::collections::HashMap::new();
     for i in 0..opts.attacks {
-        let target: ipnet::IpNet = format!("198.18.{}.{}/32", i / 250, 1 + i % 250)
+        let target: shield_core::Net = format!("198.18.{}.{}/32", i / 250, 1 + i % 250)
             .parse()
             .map_err(drill_err)?;
         let d = Decision {

@@ -31,8 +31,8 @@ pub mod transport;
 pub mod treaty;
 pub mod trust;
 
-use ipnet::IpNet;
 use serde::Serialize;
+use shield_core::Net;
 use shield_core::{Decision, Origin, UnixTime};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -135,11 +135,11 @@ struct State {
     store: Store,
     seqs: BTreeMap<String, SeqTracker>,
     rate: BTreeMap<String, RateWindow>,
-    pardons: Vec<IpNet>,
+    pardons: Vec<Net>,
     last_time: BTreeMap<String, i64>,
     counters: Counters,
     log: RateLog,
-    quorum_done: HashSet<(IpNet, String)>,
+    quorum_done: HashSet<(Net, String)>,
     mismatched_peers: BTreeMap<String, Vec<String>>,
     /// While a batch transaction is open: each origin's tracker as it was
     /// before the batch touched it, to restore if the commit fails.
@@ -467,7 +467,7 @@ impl Engine {
             ),
             None => (d.kind, d.duration_s()),
         };
-        let target = d.target.trunc();
+        let target = d.target;
         let body = SignalBody {
             origin: self.me.clone(),
             seq,
@@ -704,8 +704,7 @@ impl UnionHandle {
     }
 
     /// Ignore `net` in union signals on this member from now on (persisted).
-    pub fn pardon(&self, net: IpNet) -> Result<(), UnionError> {
-        let net = net.trunc();
+    pub fn pardon(&self, net: Net) -> Result<(), UnionError> {
         let mut st = self.engine.lock();
         st.store.add_pardon(&net, wall_now())?;
         if !st.pardons.contains(&net) {

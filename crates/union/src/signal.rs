@@ -10,8 +10,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer as _, VerifyingKey};
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use shield_core::Net;
 use shield_core::{DecisionType, Scope, UnixTime};
 
 use crate::identity::Identity;
@@ -35,7 +35,7 @@ pub struct SignalBody {
     /// When the origin raised it (Unix seconds, origin's clock).
     pub time: UnixTime,
     pub scope: Scope,
-    pub target: IpNet,
+    pub target: Net,
     pub kind: DecisionType,
     pub duration_s: u64,
     pub scenario: String,

@@ -3,8 +3,8 @@
 //! per (origin, seq) with the verdict this member reached on it, and the local
 //! pardons. Knows SQL; knows nothing about trust or transport.
 
-use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, params};
+use shield_core::Net;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -114,7 +114,7 @@ impl Store {
         origin: &str,
         seq: u64,
         time: i64,
-        target: &IpNet,
+        target: &Net,
         scenario: &str,
         verdict: &str,
         env: &Envelope,
@@ -290,7 +290,7 @@ impl Store {
 
     /// Distinct origins that reported `target` for `scenario` since `since`
     /// (signals accepted or held for quorum).
-    pub fn reporters(&self, target: &IpNet, scenario: &str, since: i64) -> Result<u32, StoreError> {
+    pub fn reporters(&self, target: &Net, scenario: &str, since: i64) -> Result<u32, StoreError> {
         self.conn
             .query_row(
                 "SELECT COUNT(DISTINCT origin) FROM union_signals
@@ -302,7 +302,7 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    pub fn add_pardon(&self, target: &IpNet, now: i64) -> Result<(), StoreError> {
+    pub fn add_pardon(&self, target: &Net, now: i64) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO union_pardons (target, created) VALUES (?1, ?2)",
@@ -312,7 +312,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn pardons(&self) -> Result<Vec<IpNet>, StoreError> {
+    pub fn pardons(&self) -> Result<Vec<Net>, StoreError> {
         let mut st = self
             .conn
             .prepare("SELECT target FROM union_pardons")
@@ -339,7 +339,7 @@ mod tests {
     fn insert_dedup_conflict_since_and_reporters() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        let t: IpNet = "203.0.113.7/32".parse().unwrap();
+        let t: Net = "203.0.113.7/32".parse().unwrap();
         let e1 = Envelope {
             payload: "p1".into(),
             sig: "s".into(),

@@ -8,9 +8,9 @@
 //! human-readable diff between two treaties. It does not touch the network.
 
 use ed25519_dalek::VerifyingKey;
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use shield_core::Net;
 use shield_core::{Allowlist, DecisionType};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ pub struct TreatyFile {
     pub policies: Vec<PolicyFile>,
     /// Networks no member may ever ban through the union.
     #[serde(default)]
-    pub allowlist: Vec<IpNet>,
+    pub allowlist: Vec<Net>,
     /// Keys (`ed25519:<base64>`) that are refused whoever presents them.
     #[serde(default)]
     pub revoked: Vec<String>,
@@ -446,10 +446,10 @@ impl Treaty {
     }
 
     /// The narrowest prefix a signal may carry for the target's family.
-    pub fn min_prefix_for(&self, net: &IpNet) -> u8 {
-        match net {
-            IpNet::V4(_) => self.min_prefix_v4,
-            IpNet::V6(_) => self.min_prefix_v6,
+    pub fn min_prefix_for(&self, net: &Net) -> u8 {
+        match net.get() {
+            ipnet::IpNet::V4(_) => self.min_prefix_v4,
+            ipnet::IpNet::V6(_) => self.min_prefix_v6,
         }
     }
 }

@@ -6,8 +6,8 @@
 //! how often we would log). Signature checks are in `signal`, storage in
 //! `store`; this module decides.
 
-use ipnet::IpNet;
 use serde::Serialize;
+use shield_core::Net;
 use shield_core::UnixTime;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -187,7 +187,9 @@ impl RateWindow {
 /// The treaty checks on a signal whose signature and membership already passed.
 /// Does not count rates (that needs state) or consult pardons.
 pub fn check_policy(t: &Treaty, b: &SignalBody, now: UnixTime) -> Result<(), Refusal> {
-    if b.target != b.target.trunc() || shield_core::Scope::of(&b.target) != b.scope {
+    // The target is canonical (a signed payload with a non-canonical one does
+    // not decode); the scope must still agree with it.
+    if shield_core::Scope::of(&b.target) != b.scope {
         return Err(Refusal::Malformed);
     }
     if b.time > now + MAX_FUTURE_S {
@@ -212,10 +214,8 @@ pub fn check_policy(t: &Treaty, b: &SignalBody, now: UnixTime) -> Result<(), Ref
 }
 
 /// True if `target` overlaps a pardoned network.
-pub fn pardoned(pardons: &[IpNet], target: &IpNet) -> bool {
-    pardons
-        .iter()
-        .any(|p| p.contains(target) || target.contains(p))
+pub fn pardoned(pardons: &[Net], target: &Net) -> bool {
+    pardons.iter().any(|p| p.overlaps(target))
 }
 
 #[cfg(test)]
@@ -232,7 +232,7 @@ mod tests {
     }
 
     fn body(target: &str) -> SignalBody {
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         SignalBody {
             origin: "a".into(),
             seq: 1,

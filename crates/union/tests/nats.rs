@@ -5,7 +5,7 @@
 mod common;
 
 use common::{SCEN, decision, free_port, now, recv_n, spec, start, treaty_text, until};
-use ipnet::IpNet;
+use shield_core::Net;
 use shield_core::{Decision, DecisionType, Origin, Scope};
 use shield_union::{Identity, SignalBody, Treaty, nats};
 use std::path::{Path, PathBuf};
@@ -199,7 +199,7 @@ async fn nats_forged_signals_injected_into_the_stream_are_refused_and_counted() 
 
     let treaty = Treaty::load(&nb.cfg.treaty_path).unwrap();
     let body = |origin: &str, seq: u64, target: &str, digest: [u8; 32]| {
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         SignalBody {
             origin: origin.into(),
             seq,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{SCEN, decision, now, recv_n, spec, start, treaty_text, until};
-use ipnet::IpNet;
+use shield_core::Net;
 use shield_core::{Decision, DecisionType, Origin, Scope};
 use shield_union::direct::PeerClient;
 use shield_union::{Envelope, Health, Identity, SignalBody, UnionConfig, UnionHandle};
@@ -236,7 +236,7 @@ struct Forge {
 impl Forge {
     fn sign(&mut self, id: &Identity, target: &str) -> Envelope {
         self.seq += 1;
-        let target: IpNet = target.parse().unwrap();
+        let target: Net = target.parse().unwrap();
         SignalBody {
             origin: self.origin.into(),
             seq: self.seq,
@@ -458,4 +458,91 @@ fn start_refuses_wrong_key_and_unknown_member() {
         e.to_string().contains("member `zz` is not in treaty"),
         "{e}"
     );
+}
+
+/// A signal body as a member could sign it with any `ipnet` value as target,
+/// canonical or not: the same field order as [`SignalBody`].
+#[derive(serde::Serialize)]
+struct RawBody {
+    origin: String,
+    seq: u64,
+    time: i64,
+    scope: Scope,
+    target: ipnet::IpNet,
+    kind: DecisionType,
+    duration_s: u64,
+    scenario: String,
+    evidence: Vec<String>,
+    treaty: [u8; 32],
+}
+
+fn sign_raw(id: &Identity, body: &RawBody) -> Envelope {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut payload = vec![shield_union::signal::PAYLOAD_VERSION];
+    payload.extend(postcard::to_stdvec(body).unwrap());
+    let sig = id.signing_key().sign(&payload);
+    Envelope {
+        payload: b64.encode(&payload),
+        sig: b64.encode(sig.to_bytes()),
+    }
+}
+
+/// Issue 19: a member signed `::ffff:192.0.2.7` (inside the union allowlist
+/// 192.0.2.0/24) or `::ffff:0.0.0.0/96` (0.0.0.0/0, past the IPv6 prefix cap
+/// of /48) and the receiver took them, compared as IPv6, while the firewall
+/// and bouncer API applied them as IPv4. Such a payload no longer decodes:
+/// what is signed must be the canonical value that is checked and enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapped_or_compatible_signal_targets_are_refused_not_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, m) = (spec("a"), spec("m"));
+    let t = treaty_text(&[&a, &m], "", "", "");
+    let mut na = start(dir.path(), &a, &t).await;
+    let digest = na.h().treaty().digest();
+    let from_m =
+        PeerClient::new(&m.id, "a", &a.id.public(), &format!("127.0.0.1:{}", a.port)).unwrap();
+    let mut seq = 0;
+    let mut raw = |target: &str| {
+        seq += 1;
+        let target: ipnet::IpNet = target.parse().unwrap();
+        let host = target.prefix_len() == target.max_prefix_len();
+        sign_raw(
+            &m.id,
+            &RawBody {
+                origin: "m".into(),
+                seq,
+                time: now(),
+                scope: if host { Scope::Ip } else { Scope::Range },
+                target,
+                kind: DecisionType::Ban,
+                duration_s: 3600,
+                scenario: SCEN.into(),
+                evidence: vec![],
+                treaty: digest,
+            },
+        )
+    };
+    let hostile = [
+        "::ffff:192.0.2.7/128",
+        "::ffff:0.0.0.0/96",
+        "::ffff:10.0.0.0/104",
+        "::c000:207/128",
+    ];
+    for target in hostile {
+        from_m.push(&[raw(target)]).await.unwrap();
+    }
+    until(2000, "malformed counted", || {
+        na.refused("malformed") == hostile.len() as u64
+    })
+    .await;
+    // The same raw path with a canonical target is accepted: the refusals
+    // above are about the address form, not the forging helper.
+    from_m.push(&[raw("203.0.113.95/32")]).await.unwrap();
+    let d = recv_n(&mut na.rx, 1, 2000).await;
+    assert_eq!(d[0].target.to_string(), "203.0.113.95/32");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_nothing(&mut na.rx);
+    na.stop().await;
 }

@@ -168,11 +168,8 @@ pub struct Overview {
 
 /// The range an address is counted in: its /24 (IPv4) or /64 (IPv6).
 pub fn range_of(target: &str) -> Option<String> {
-    let net: ipnet::IpNet = target
-        .parse()
-        .or_else(|_| target.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .ok()?;
-    let p = match net {
+    let net = target.parse::<shield_core::Net>().ok()?;
+    let p = match net.get() {
         ipnet::IpNet::V4(_) => 24,
         ipnet::IpNet::V6(_) => 64,
     };

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use regex::{CaptureLocations, Regex, RegexBuilder, RegexSet};
-use shield_core::{Hit, LineMatcher, MAX_FIELDS, RuleInfo, UnixTime};
+use shield_core::{Addr, Hit, LineMatcher, MAX_FIELDS, RuleInfo, UnixTime};
 
 use crate::time::{StampCache, StampKind};
 
@@ -249,17 +249,18 @@ struct RxRule {
 #[derive(Clone, Copy)]
 pub(crate) struct Found {
     rule: u32,
-    host: IpAddr,
+    host: Addr,
     nofail: bool,
     fields: [(u16, u32, u32); MAX_FIELDS],
     n: u8,
 }
 
 impl Found {
+    /// A finding on `host`, canonicalised (IPv4-mapped IPv6 is the IPv4 address).
     pub(crate) fn new(rule: u32, host: IpAddr) -> Self {
         Found {
             rule,
-            host,
+            host: Addr::new(host),
             nofail: false,
             fields: [(0, 0, 0); MAX_FIELDS],
             n: 0,
@@ -270,7 +271,7 @@ impl Found {
         self.rule
     }
 
-    pub(crate) fn host(&self) -> IpAddr {
+    pub(crate) fn host(&self) -> Addr {
         self.host
     }
 

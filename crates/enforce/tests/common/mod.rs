@@ -2,11 +2,9 @@
 //! after themselves, tool checks that fail loudly, and decision builders.
 #![allow(dead_code)]
 
-use std::net::IpAddr;
 use std::process::{Command, Output};
 
-use ipnet::IpNet;
-use shield_core::{Decision, DecisionType, Origin, Scope, UnixTime};
+use shield_core::{Decision, DecisionType, Net, Origin, Scope, UnixTime};
 
 pub fn now() -> UnixTime {
     std::time::SystemTime::now()
@@ -87,11 +85,7 @@ impl Drop for Netns {
 }
 
 pub fn decision(id: i64, target: &str, kind: DecisionType, expires: UnixTime) -> Decision {
-    let target: IpNet = if target.contains('/') {
-        target.parse().unwrap()
-    } else {
-        shield_core::host_net(target.parse::<IpAddr>().unwrap())
-    };
+    let target: Net = target.parse().unwrap();
     Decision {
         id,
         scope: Scope::of(&target),

@@ -2,7 +2,7 @@
 //! running nodes, and waiting for decisions.
 #![allow(dead_code)]
 
-use ipnet::IpNet;
+use shield_core::Net;
 use shield_core::{Decision, DecisionType, Origin, Scope};
 use shield_union::{Identity, UnionConfig, UnionHandle};
 use std::path::Path;
@@ -128,7 +128,7 @@ pub async fn start(dir: &Path, s: &Spec, treaty: &str) -> Node {
 }
 
 pub fn decision(target: &str) -> Decision {
-    let target: IpNet = target.parse().unwrap();
+    let target: Net = target.parse().unwrap();
     let t = now();
     Decision {
         id: 0,
