@@ -30,16 +30,18 @@ use shield_core::{Addr, Decision, DecisionType, Net, Origin, Scope, UnixTime};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{BouncerAuth, random_bytes};
-use crate::gate::Buckets;
+use crate::auth::{BouncerAuth, Guesses, random_bytes};
+use crate::gate::{Buckets, ClientHeader};
 use crate::table::DecisionTable;
 use crate::wall_now;
 
 /// Settings of the HTTP layers (gate and bouncer API).
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (the reverse proxies).
+    /// Peers whose [`client_header`](Self::client_header) is believed (the reverse proxies).
     pub trusted_proxies: Vec<Net>,
+    /// The one header naming the client when the peer is a trusted proxy.
+    pub client_header: ClientHeader,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// Longest time a request may take before a 408.
@@ -61,7 +63,8 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            trusted_proxies: Vec::new(),
+            trusted_proxies: loopback(),
+            client_header: ClientHeader::default(),
             max_body: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             throttle_rate: 1.0,
@@ -72,6 +75,14 @@ impl Default for ApiConfig {
             cookie_secure: false,
         }
     }
+}
+
+/// `127.0.0.1/32` and `::1/128`: the default trusted proxies (a proxy on the same host).
+pub fn loopback() -> Vec<Net> {
+    vec![
+        Net::host(std::net::Ipv4Addr::LOCALHOST),
+        Net::host(std::net::Ipv6Addr::LOCALHOST),
+    ]
 }
 
 /// Counters of the HTTP layers (for metrics).
@@ -117,6 +128,8 @@ pub(crate) struct Inner {
     /// Per-bouncer stream cursors. Locked only inside a synchronous section
     /// (after the table read lock, never the other way round), never across `.await`.
     streams: Mutex<HashMap<String, Cursor>>,
+    /// Wrong keys per address (bouncer keys here, bearer tokens in the daemon).
+    pub(crate) guesses: Arc<Guesses>,
     /// Throttle token buckets; same locking rule as `streams`.
     pub(crate) buckets: Mutex<Buckets>,
     /// Key for the captcha challenge and pass cookie MACs, new at every start.
@@ -144,10 +157,17 @@ impl ApiState {
                 cfg,
                 streams: Mutex::new(HashMap::new()),
                 buckets: Mutex::new(buckets),
+                guesses: Arc::new(Guesses::default()),
                 cookie_key: random_bytes::<32>(),
                 counters: Counters::default(),
             }),
         }
+    }
+
+    /// The wrong-key limiter, to share with other endpoints that check secrets
+    /// (the daemon's bearer token), so one budget of guesses covers them all.
+    pub fn guesses(&self) -> Arc<Guesses> {
+        self.inner.guesses.clone()
     }
 
     /// The counters so far.
@@ -275,22 +295,76 @@ fn json_body(status: StatusCode, body: String) -> Response {
 
 /// Check `X-Api-Key`; returns the bouncer's name or the error response.
 /// A refused key: status and message, turned into a response by [`Denied::into_response`].
-struct Denied(StatusCode, &'static str);
+enum Denied {
+    Key(StatusCode, &'static str),
+    TooManyGuesses(Duration),
+}
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        json_message(self.0, self.1)
+        match self {
+            Denied::Key(status, msg) => json_message(status, msg),
+            Denied::TooManyGuesses(window) => too_many_guesses(window),
+        }
     }
 }
 
-fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<String, Denied> {
+/// The TCP peer of a request (see [`crate::gate::peer_of`]), canonical.
+pub(crate) struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            crate::gate::peer_of(&parts.extensions).map(|p| Addr::new(p).ip()),
+        ))
+    }
+}
+
+/// The answer to an address that guessed too many wrong keys.
+pub(crate) fn too_many_guesses(window: Duration) -> Response {
+    let mut r = json_message(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many wrong keys from this address; wait {}s and check the key (`shield bouncers add NAME` makes a new one)",
+            window.as_secs()
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&window.as_secs().to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn authenticate(state: &ApiState, headers: &HeaderMap, peer: Peer) -> Result<String, Denied> {
+    let guesses = &state.inner.guesses;
+    let now = std::time::Instant::now();
+    if let Some(p) = peer.0
+        && guesses.blocked(p, now)
+    {
+        state
+            .inner
+            .counters
+            .api_denied
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(Denied::TooManyGuesses(guesses.window()));
+    }
+    let wrong = || {
+        if let Some(p) = peer.0 {
+            guesses.failed(p, now);
+        }
+    };
     let deny = |status, msg: &'static str| {
         state
             .inner
             .counters
             .api_denied
             .fetch_add(1, Ordering::Relaxed);
-        Err(Denied(status, msg))
+        Err(Denied::Key(status, msg))
     };
     let Some(key) = headers.get("x-api-key") else {
         return deny(
@@ -299,12 +373,16 @@ fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<String, Denied>
         );
     };
     let Ok(key) = key.to_str() else {
+        wrong();
         return deny(StatusCode::FORBIDDEN, "access forbidden");
     };
     match state.inner.auth.authenticate(key.trim()) {
         Some(name) => Ok(name),
         // CrowdSec's exact answer to a wrong key.
-        None => deny(StatusCode::FORBIDDEN, "access forbidden"),
+        None => {
+            wrong();
+            deny(StatusCode::FORBIDDEN, "access forbidden")
+        }
     }
 }
 
@@ -474,11 +552,12 @@ fn bad_request(state: &ApiState, e: BadQuery) -> Response {
 
 async fn decisions(
     State(state): State<ApiState>,
+    peer: Peer,
     method: Method,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &headers) {
+    if let Err(r) = authenticate(&state, &headers, peer) {
         return r.into_response();
     }
     let Ok(Query(pairs)) = query else {
@@ -626,8 +705,8 @@ pub(crate) fn parse_stream_query(pairs: &[(String, String)]) -> Result<(bool, Fi
 async fn stream(State(state): State<ApiState>, req: axum::extract::Request) -> Response {
     let (method, headers) = (req.method(), req.headers());
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri());
-    let peer = crate::gate::peer_of(req.extensions());
-    let name = match authenticate(&state, headers) {
+    let peer = crate::gate::peer_of(req.extensions()).map(|p| Addr::new(p).ip());
+    let name = match authenticate(&state, headers, Peer(peer)) {
         Ok(n) => n,
         Err(r) => return r.into_response(),
     };
@@ -657,10 +736,11 @@ async fn stream(State(state): State<ApiState>, req: axum::extract::Request) -> R
 
 async fn usage_metrics(
     State(state): State<ApiState>,
+    peer: Peer,
     headers: HeaderMap,
     _body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &headers) {
+    if let Err(r) = authenticate(&state, &headers, peer) {
         return r.into_response();
     }
     // Accepted and dropped: newer bouncers send these every 15 minutes and log errors on a 404.

@@ -5,7 +5,14 @@
 //! store them: there is nothing to brute-force. Comparison of hashes is
 //! constant-time. Where keys are stored (SQLite) is the daemon's business;
 //! [`KeyRing`] is the in-memory implementation it can fill from there.
+//! [`Guesses`] limits wrong keys and tokens per client address, so guessing
+//! costs a minute per ten tries on top of the keys' 128+ bits.
 
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 
 /// Answers which bouncer an API key belongs to.
@@ -91,9 +98,117 @@ impl BouncerAuth for KeyRing {
     }
 }
 
+/// Wrong API keys and bearer tokens per client address: after `max_failures`
+/// within `window`, the address is refused (429) without its key being looked
+/// at until the window has passed. Bounded in memory: when `capacity`
+/// addresses are tracked, the expired ones are dropped, then the oldest.
+pub struct Guesses {
+    max_failures: u32,
+    window: Duration,
+    capacity: usize,
+    /// Address -> (failures, start of its window). Locked for one map
+    /// operation, never across an `.await`.
+    map: Mutex<HashMap<IpAddr, (u32, Instant), foldhash::fast::RandomState>>,
+}
+
+impl Default for Guesses {
+    /// 10 wrong keys a minute per address, 100,000 addresses tracked.
+    fn default() -> Self {
+        Guesses::new(10, Duration::from_secs(60), 100_000)
+    }
+}
+
+impl Guesses {
+    pub fn new(max_failures: u32, window: Duration, capacity: usize) -> Self {
+        Guesses {
+            max_failures: max_failures.max(1),
+            window,
+            capacity: capacity.max(1),
+            map: Mutex::new(HashMap::with_hasher(Default::default())),
+        }
+    }
+
+    /// The window's length (for `Retry-After`).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant), foldhash::fast::RandomState>>
+    {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Has `ip` used up its wrong guesses for now?
+    pub fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = shield_core::Addr::new(ip).ip();
+        self.lock().get(&ip).is_some_and(|(n, since)| {
+            *n >= self.max_failures && now.duration_since(*since) < self.window
+        })
+    }
+
+    /// Count one wrong key or token from `ip`.
+    pub fn failed(&self, ip: IpAddr, now: Instant) {
+        let ip = shield_core::Addr::new(ip).ip();
+        let mut map = self.lock();
+        if map.len() >= self.capacity && !map.contains_key(&ip) {
+            map.retain(|_, (_, since)| now.duration_since(*since) < self.window);
+            if map.len() >= self.capacity
+                && let Some(oldest) = map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        let e = map.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= self.window {
+            *e = (0, now);
+        }
+        e.0 = e.0.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrong_guesses_are_limited_per_address_and_window() {
+        let g = Guesses::new(10, Duration::from_secs(60), 3);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..9 {
+            g.failed(a, t0);
+        }
+        assert!(!g.blocked(a, t0), "nine wrong keys are allowed");
+        g.failed("::ffff:192.0.2.1".parse().unwrap(), t0);
+        assert!(
+            g.blocked(a, t0),
+            "the tenth (in mapped form) blocks the address"
+        );
+        assert!(
+            !g.blocked("192.0.2.2".parse().unwrap(), t0),
+            "others are not blocked"
+        );
+        assert!(g.blocked(a, t0 + Duration::from_secs(59)));
+        assert!(
+            !g.blocked(a, t0 + Duration::from_secs(60)),
+            "the window passes"
+        );
+        g.failed(a, t0 + Duration::from_secs(60));
+        assert!(
+            !g.blocked(a, t0 + Duration::from_secs(60)),
+            "a new window starts at one"
+        );
+        // Bounded: many addresses never grow the map past its capacity.
+        for i in 0..100u8 {
+            g.failed(
+                IpAddr::from([198, 51, 100, i]),
+                t0 + Duration::from_secs(61),
+            );
+        }
+        assert!(g.lock().len() <= 3);
+    }
 
     #[test]
     fn keys_hash_and_authenticate() {

@@ -11,13 +11,15 @@
 //!   and posts it to `POST /gate/challenge`, which sets the cookie (an HMAC
 //!   over address and expiry with a key made at start). No third party.
 //!
-//! The client is the TCP peer, or, only when the peer is a trusted proxy, the
-//! right-most untrusted hop of `X-Forwarded-For` (else `X-Real-IP`).
+//! The client is the TCP peer, or, only when the peer is a trusted proxy, what
+//! the one configured header says ([`ClientHeader`]; `X-Real-IP` by default).
+//! A trusted proxy's header that names no single address is refused with 403.
 //!
 //! nginx wiring: `auth_request /gate;` with `location = /gate { internal;
 //! proxy_pass http://127.0.0.1:PORT/gate; proxy_set_header X-Real-IP $remote_addr; }`,
 //! plus `error_page 401 = @shield_challenge;` proxying to `/gate/challenge`
-//! and a `location = /gate/challenge` that proxies POSTs there.
+//! and a `location = /gate/challenge` that proxies POSTs there. The tested
+//! snippets for nginx, Traefik and Caddy are in `docs/gate.md`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -26,7 +28,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use hashbrown::HashMap;
@@ -44,43 +46,107 @@ const COOKIE: &str = "shield_pass";
 /// How long a challenge stays solvable, in seconds.
 const CHALLENGE_TTL_S: i64 = 300;
 
-/// The address a request comes from. See the module docs for the trust rule.
-pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Net]) -> IpAddr {
+/// Which request header names the client when the TCP peer is a trusted proxy.
+///
+/// Exactly one header is believed, never a fallback chain: a client can add any
+/// header it likes to what the proxy forwards (nginx's `auth_request` passes the
+/// client's own headers along), so the gate must read the one the proxy sets and
+/// nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientHeader {
+    /// Believe no header: the client is always the TCP peer.
+    None,
+    /// A header holding one address, which the proxy overwrites (`X-Real-IP` with
+    /// nginx's `proxy_set_header X-Real-IP $remote_addr`). Missing: the client is
+    /// the proxy itself; present more than once or not an address: refused.
+    Single(HeaderName),
+    /// `X-Forwarded-For`: the right-most entry that is not a trusted proxy (the
+    /// last hop our own proxies saw); entries further left are the client's word.
+    ForwardedFor,
+}
+
+impl Default for ClientHeader {
+    fn default() -> Self {
+        ClientHeader::Single(HeaderName::from_static("x-real-ip"))
+    }
+}
+
+impl std::str::FromStr for ClientHeader {
+    type Err = String;
+
+    /// `X-Real-IP` (or any header name), `X-Forwarded-For`, or `none`/empty.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("none") {
+            return Ok(ClientHeader::None);
+        }
+        if s.eq_ignore_ascii_case("x-forwarded-for") {
+            return Ok(ClientHeader::ForwardedFor);
+        }
+        if s.eq_ignore_ascii_case("forwarded") {
+            return Err("the `Forwarded` header is not supported; have the proxy set X-Real-IP (nginx: proxy_set_header X-Real-IP $remote_addr) and use client_header = \"X-Real-IP\"".into());
+        }
+        HeaderName::from_bytes(s.as_bytes())
+            .map(ClientHeader::Single)
+            .map_err(|_| format!("`{s}` is not an HTTP header name; use e.g. \"X-Real-IP\""))
+    }
+}
+
+/// A trusted proxy sent a client-address header that names no single address
+/// (repeated, not an address, not text). The request is refused rather than
+/// attributed to the proxy, which is never banned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Ambiguous;
+
+/// The address a request comes from: the TCP peer, unless the peer is a trusted
+/// proxy and `header` is configured, then what that one header says (see
+/// [`ClientHeader`]). Always in canonical form (IPv4-mapped IPv6 → IPv4).
+pub(crate) fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    header: &ClientHeader,
+    trusted: &[Net],
+) -> Result<IpAddr, Ambiguous> {
     let peer = Addr::new(peer).ip();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.has(Addr::new(*ip)));
     if !is_trusted(&peer) {
-        return peer;
+        return Ok(peer);
     }
-    let mut hops: Vec<&str> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        match v.to_str() {
-            Ok(s) => hops.extend(s.split(',').map(str::trim).filter(|h| !h.is_empty())),
-            // An unreadable header from a trusted proxy: trust nothing in it.
-            Err(_) => return peer,
-        }
-    }
-    if !hops.is_empty() {
-        let mut last_trusted = peer;
-        for hop in hops.iter().rev() {
-            let Some(ip) = parse_hop(hop) else {
-                // Garbage left of the hops our proxies wrote: the last trusted one is all we know.
-                return last_trusted;
+    match header {
+        ClientHeader::None => Ok(peer),
+        ClientHeader::Single(name) => {
+            let mut values = headers.get_all(name).iter();
+            let Some(v) = values.next() else {
+                return Ok(peer);
             };
-            if !is_trusted(&ip) {
-                return ip;
+            if values.next().is_some() {
+                return Err(Ambiguous);
             }
-            last_trusted = ip;
+            v.to_str()
+                .ok()
+                .and_then(|s| parse_hop(s.trim()))
+                .ok_or(Ambiguous)
         }
-        return last_trusted;
+        ClientHeader::ForwardedFor => {
+            let mut hops: Vec<&str> = Vec::new();
+            for v in headers.get_all("x-forwarded-for") {
+                let s = v.to_str().map_err(|_| Ambiguous)?;
+                hops.extend(s.split(',').map(str::trim).filter(|h| !h.is_empty()));
+            }
+            let mut last_trusted = peer;
+            for hop in hops.iter().rev() {
+                let Some(ip) = parse_hop(hop) else {
+                    // Garbage left of the hops our proxies wrote: the last trusted one is all we know.
+                    return Ok(last_trusted);
+                };
+                if !is_trusted(&ip) {
+                    return Ok(ip);
+                }
+                last_trusted = ip;
+            }
+            Ok(last_trusted)
+        }
     }
-    if let Some(ip) = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| parse_hop(s.trim()))
-    {
-        return ip;
-    }
-    peer
 }
 
 /// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:443`.
@@ -227,6 +293,47 @@ fn no_peer() -> Response {
         .into_response()
 }
 
+/// Why a gate request has no client address.
+enum NoClient {
+    NoPeer,
+    Ambiguous,
+}
+
+impl IntoResponse for NoClient {
+    fn into_response(self) -> Response {
+        match self {
+            NoClient::NoPeer => no_peer(),
+            NoClient::Ambiguous => (
+                StatusCode::FORBIDDEN,
+                "the client-address header from the proxy is repeated or not an address; have the proxy overwrite it (nginx: proxy_set_header X-Real-IP $remote_addr)\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The client of a gate request. An ambiguous header counts as a ban answer.
+fn client_of(state: &ApiState, req: &Request) -> Result<IpAddr, NoClient> {
+    let Some(peer) = peer_of(req.extensions()) else {
+        return Err(NoClient::NoPeer);
+    };
+    let cfg = &state.inner.cfg;
+    client_ip(
+        peer,
+        req.headers(),
+        &cfg.client_header,
+        &cfg.trusted_proxies,
+    )
+    .map_err(|Ambiguous| {
+        state
+            .inner
+            .counters
+            .gate_ban
+            .fetch_add(1, Ordering::Relaxed);
+        NoClient::Ambiguous
+    })
+}
+
 fn challenge_page(state: &ApiState, ip: IpAddr, now: i64) -> Response {
     let inner = &state.inner;
     let c = token(&inner.cookie_key, b"challenge", ip, now + CHALLENGE_TTL_S);
@@ -244,11 +351,11 @@ fn challenge_page(state: &ApiState, ip: IpAddr, now: i64) -> Response {
 }
 
 async fn gate(State(state): State<ApiState>, req: Request) -> Response {
-    let Some(peer) = peer_of(req.extensions()) else {
-        return no_peer();
+    let ip = match client_of(&state, &req) {
+        Ok(ip) => ip,
+        Err(r) => return r.into_response(),
     };
     let inner = &state.inner;
-    let ip = client_ip(peer, req.headers(), &inner.cfg.trusted_proxies);
     let now = wall_now();
     let kind = state.table().lookup(Addr::new(ip), now).map(|d| d.kind);
     let c = &inner.counters;
@@ -296,10 +403,10 @@ async fn gate(State(state): State<ApiState>, req: Request) -> Response {
 }
 
 async fn challenge_get(State(state): State<ApiState>, req: Request) -> Response {
-    let Some(peer) = peer_of(req.extensions()) else {
-        return no_peer();
+    let ip = match client_of(&state, &req) {
+        Ok(ip) => ip,
+        Err(r) => return r.into_response(),
     };
-    let ip = client_ip(peer, req.headers(), &state.inner.cfg.trusted_proxies);
     challenge_page(&state, ip, wall_now())
 }
 
@@ -318,11 +425,11 @@ fn parse_form(body: &[u8]) -> Option<(String, String)> {
 }
 
 async fn challenge_post(State(state): State<ApiState>, req: Request) -> Response {
-    let Some(peer) = peer_of(req.extensions()) else {
-        return no_peer();
+    let ip = match client_of(&state, &req) {
+        Ok(ip) => ip,
+        Err(r) => return r.into_response(),
     };
     let inner = &state.inner;
-    let ip = client_ip(peer, req.headers(), &inner.cfg.trusted_proxies);
     let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "form too large\n").into_response();
     };
@@ -417,72 +524,130 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_only_from_trusted_peers() {
+    fn only_the_configured_header_from_trusted_peers() {
         let trusted: Vec<Net> = vec![
             "127.0.0.1/32".parse().unwrap(),
             "10.0.0.0/8".parse().unwrap(),
         ];
-        let xff = h(&[("x-forwarded-for", "203.0.113.9, 198.51.100.4, 10.1.1.1")]);
-        // Untrusted peer: headers are ignored.
+        let real = ClientHeader::default();
+        let xff = ClientHeader::ForwardedFor;
+        let c = |peer: &str, hs: &[(&str, &str)], how: &ClientHeader| {
+            client_ip(ip(peer), &h(hs), how, &trusted)
+        };
+        // Issue 19, item 4: nginx's auth_request forwards the client's own
+        // X-Forwarded-For beside the X-Real-IP nginx sets; only X-Real-IP counts.
+        let spoof = [("x-forwarded-for", "1.2.3.4"), ("x-real-ip", "192.0.2.66")];
+        assert_eq!(c("127.0.0.1", &spoof, &real), Ok(ip("192.0.2.66")));
         assert_eq!(
-            client_ip(ip("192.0.2.50"), &xff, &trusted),
-            ip("192.0.2.50")
+            c("127.0.0.1", &[("x-forwarded-for", "1.2.3.4")], &real),
+            Ok(ip("127.0.0.1"))
         );
-        // Trusted peer: right-most untrusted hop, not the spoofable left-most one.
+        // Untrusted peer: headers are ignored whatever the setting.
+        for how in [&real, &xff, &ClientHeader::None] {
+            assert_eq!(c("192.0.2.50", &spoof, how), Ok(ip("192.0.2.50")));
+        }
         assert_eq!(
-            client_ip(ip("127.0.0.1"), &xff, &trusted),
-            ip("198.51.100.4")
+            c("127.0.0.1", &spoof, &ClientHeader::None),
+            Ok(ip("127.0.0.1"))
+        );
+        // A repeated or unreadable single header is refused, never read as the proxy.
+        let twice = [("x-real-ip", "192.0.2.66"), ("x-real-ip", "203.0.113.1")];
+        assert_eq!(c("127.0.0.1", &twice, &real), Err(Ambiguous));
+        assert_eq!(
+            c("127.0.0.1", &[("x-real-ip", "192.0.2.66, 1.2.3.4")], &real),
+            Err(Ambiguous)
+        );
+        assert_eq!(
+            c("127.0.0.1", &[("x-real-ip", "nobody")], &real),
+            Err(Ambiguous)
+        );
+        // Canonical forms: mapped peer and mapped header value, ports, brackets.
+        assert_eq!(
+            c(
+                "::ffff:127.0.0.1",
+                &[("x-real-ip", "::ffff:192.0.2.7")],
+                &real
+            ),
+            Ok(ip("192.0.2.7"))
+        );
+        assert_eq!(
+            c("127.0.0.1", &[("x-real-ip", "[2001:db8::1]:443")], &real),
+            Ok(ip("2001:db8::1"))
+        );
+        assert_eq!(c("::ffff:192.0.2.9", &[], &real), Ok(ip("192.0.2.9")));
+        // Another header name, if the proxy sets that one.
+        let custom: ClientHeader = "CF-Connecting-IP".parse().unwrap();
+        assert_eq!(
+            c(
+                "127.0.0.1",
+                &[("cf-connecting-ip", "192.0.2.8"), ("x-real-ip", "1.1.1.1")],
+                &custom
+            ),
+            Ok(ip("192.0.2.8"))
+        );
+
+        // X-Forwarded-For when configured: right-most untrusted hop, not the spoofable left-most.
+        let hops = [("x-forwarded-for", "203.0.113.9, 198.51.100.4, 10.1.1.1")];
+        assert_eq!(c("127.0.0.1", &hops, &xff), Ok(ip("198.51.100.4")));
+        // X-Real-IP is not read then.
+        assert_eq!(
+            c(
+                "127.0.0.1",
+                &[
+                    ("x-forwarded-for", "198.51.100.4"),
+                    ("x-real-ip", "1.1.1.1")
+                ],
+                &xff
+            ),
+            Ok(ip("198.51.100.4"))
         );
         // Several XFF headers are one list.
-        let two = h(&[
+        let two = [
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-for", "10.2.2.2"),
-        ]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &two, &trusted), ip("203.0.113.9"));
+        ];
+        assert_eq!(c("10.0.0.1", &two, &xff), Ok(ip("203.0.113.9")));
         // All hops trusted: the left-most.
-        let all = h(&[("x-forwarded-for", "10.3.3.3, 10.2.2.2")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &all, &trusted), ip("10.3.3.3"));
-        // Garbage left of a real hop does not matter; garbage as the first hop falls back to the peer.
-        let junk = h(&[("x-forwarded-for", "not-an-ip, 198.51.100.4")]);
         assert_eq!(
-            client_ip(ip("127.0.0.1"), &junk, &trusted),
-            ip("198.51.100.4")
-        );
-        let junk = h(&[("x-forwarded-for", "198.51.100.4, bogus")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &junk, &trusted), ip("127.0.0.1"));
-        // X-Real-IP, ports and brackets, mapped addresses.
-        assert_eq!(
-            client_ip(ip("127.0.0.1"), &h(&[("x-real-ip", "192.0.2.7")]), &trusted),
-            ip("192.0.2.7")
-        );
-        assert_eq!(
-            client_ip(
-                ip("127.0.0.1"),
-                &h(&[("x-forwarded-for", "192.0.2.7:5555")]),
-                &trusted
+            c(
+                "127.0.0.1",
+                &[("x-forwarded-for", "10.3.3.3, 10.2.2.2")],
+                &xff
             ),
-            ip("192.0.2.7")
+            Ok(ip("10.3.3.3"))
         );
+        // Garbage left of a real hop does not matter; garbage as the last hop leaves the peer.
         assert_eq!(
-            client_ip(
-                ip("127.0.0.1"),
-                &h(&[("x-forwarded-for", "[2001:db8::1]:443")]),
-                &trusted
+            c(
+                "127.0.0.1",
+                &[("x-forwarded-for", "not-an-ip, 198.51.100.4")],
+                &xff
             ),
-            ip("2001:db8::1")
+            Ok(ip("198.51.100.4"))
         );
         assert_eq!(
-            client_ip(
-                ip("::ffff:127.0.0.1"),
-                &h(&[("x-real-ip", "192.0.2.7")]),
-                &trusted
+            c(
+                "127.0.0.1",
+                &[("x-forwarded-for", "198.51.100.4, bogus")],
+                &xff
             ),
-            ip("192.0.2.7")
+            Ok(ip("127.0.0.1"))
         );
         assert_eq!(
-            client_ip(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
-            ip("127.0.0.1")
+            c("127.0.0.1", &[("x-forwarded-for", "192.0.2.7:5555")], &xff),
+            Ok(ip("192.0.2.7"))
         );
+        assert_eq!(c("127.0.0.1", &[], &xff), Ok(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn client_header_names_parse() {
+        assert_eq!("X-Real-IP".parse(), Ok(ClientHeader::default()));
+        assert_eq!("x-forwarded-for".parse(), Ok(ClientHeader::ForwardedFor));
+        assert_eq!("none".parse(), Ok(ClientHeader::None));
+        assert_eq!("".parse(), Ok(ClientHeader::None));
+        assert!("Forwarded".parse::<ClientHeader>().is_err());
+        assert!("X Real".parse::<ClientHeader>().is_err());
     }
 
     #[test]

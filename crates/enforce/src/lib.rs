@@ -8,7 +8,9 @@
 //!   read, never the database;
 //! - the **HTTP layers**: the forward-auth gate ([`gate_router`]) for nginx
 //!   `auth_request`, Traefik ForwardAuth and Caddy `forward_auth`, and the
-//!   CrowdSec-compatible bouncer API ([`bouncer_router`]).
+//!   CrowdSec-compatible bouncer API ([`bouncer_router`]), and the accept loop
+//!   that serves them within per-peer, total and header-time limits
+//!   ([`serve_tcp`], [`Limiter`]).
 //!
 //! It does not own configuration files, the store, or the run loop: the daemon
 //! adds a decision to the store, then hands the same batch of [`Change`]s to
@@ -19,15 +21,17 @@ mod auth;
 mod firewall;
 mod gate;
 mod ipset;
+mod listener;
 mod netlink;
 mod nft;
 mod table;
 
-pub use api::{ApiConfig, ApiState, ApiStats, bouncer_router, format_go_duration};
-pub use auth::{BouncerAuth, KeyRing, generate_api_key, hash_api_key};
+pub use api::{ApiConfig, ApiState, ApiStats, bouncer_router, format_go_duration, loopback};
+pub use auth::{BouncerAuth, Guesses, KeyRing, generate_api_key, hash_api_key};
 pub use firewall::{Change, DryRun, Firewall, LayerError, dry_run};
-pub use gate::gate_router;
+pub use gate::{ClientHeader, gate_router};
 pub use ipset::{IpsetOptions, ipset};
+pub use listener::{Limiter, ListenLimits, ListenStats, serve_tcp, serve_unix};
 pub use nft::{NftOptions, nftables};
 pub use table::DecisionTable;
 

@@ -274,12 +274,33 @@ async fn gate_answers_ban_throttle_and_trusts_only_proxies() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(call(&app, "192.0.2.9", lie).await.0, StatusCode::FORBIDDEN);
-    // ...but a trusted proxy's header names the client.
+    // ...but a trusted proxy's X-Real-IP names the client, and the client's own
+    // X-Forwarded-For riding along (nginx auth_request forwards it) is ignored.
     let via = Request::get("/gate")
-        .header("x-forwarded-for", "1.1.1.1, 192.0.2.9")
+        .header("x-forwarded-for", "203.0.113.1")
+        .header("x-real-ip", "192.0.2.9")
         .body(Body::empty())
         .unwrap();
     assert_eq!(call(&app, "127.0.0.1", via).await.0, StatusCode::FORBIDDEN);
+    let only_xff = Request::get("/gate")
+        .header("x-forwarded-for", "192.0.2.9")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        call(&app, "127.0.0.1", only_xff).await.0,
+        StatusCode::OK,
+        "X-Forwarded-For is not read unless configured"
+    );
+    let twice = Request::get("/gate")
+        .header("x-real-ip", "192.0.2.9")
+        .header("x-real-ip", "203.0.113.1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        call(&app, "127.0.0.1", twice).await.0,
+        StatusCode::FORBIDDEN,
+        "a repeated client header is refused"
+    );
     let via = Request::get("/gate")
         .header("x-real-ip", "203.0.113.1")
         .body(Body::empty())
@@ -394,4 +415,35 @@ async fn captcha_round_trip_sets_a_cookie_bound_to_the_address() {
         .apply(&[Change::Add(ban(3, "192.0.2.5", t + 600))]);
     let (p, r) = with("192.0.2.5");
     assert_eq!(call(&app, p, r).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn wrong_keys_are_rate_limited_per_address() {
+    let (_table, state) = setup(ApiConfig::default());
+    let app = bouncer_router(state);
+    let wrong = |k: &str| {
+        Request::get("/v1/decisions")
+            .header("x-api-key", k)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for i in 0..10 {
+        let (s, _, _) = call(&app, "192.0.2.1", wrong(&format!("guess-{i}"))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "guess {i}");
+    }
+    // The eleventh try is refused before the key is looked at, even the right key.
+    let (s, h, body) = call(&app, "192.0.2.1", get("/v1/decisions")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(h[header::RETRY_AFTER], "60");
+    let (s, _, _) = call(&app, "[::ffff:192.0.2.1]", wrong("guess-x")).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "mapped form is the same address"
+    );
+    // The stream endpoint shares the budget; other addresses are not affected.
+    let (s, _, _) = call(&app, "192.0.2.1", get("/v1/decisions/stream")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _, _) = call(&app, "192.0.2.2", get("/v1/decisions")).await;
+    assert_eq!(s, StatusCode::OK);
 }
