@@ -143,6 +143,48 @@ fn broken_config_names_file_line_and_fix() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config"));
 }
 
+/// Issue 19, item 8: `shield check` accepted a one-character `[api] token`.
+#[test]
+fn check_refuses_a_guessable_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let base = "[[source]]\nname = \"s\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n\n[api]\n";
+    for weak in [
+        "x",
+        "changeme",
+        "3f9a0c41d27be8856e10a4c9b7d2f0e",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        std::fs::write(&cfg, format!("{base}token = \"{weak}\"\n")).unwrap();
+        let out = shield()
+            .args(["--config", cfg.to_str().unwrap(), "check"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{weak} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("shield.toml:7:9: [api] token is too easy to guess")
+                && err.contains("openssl rand -hex 32"),
+            "{weak}: {err}"
+        );
+    }
+    // 32 hex digits (128 bits) pass.
+    std::fs::write(
+        &cfg,
+        format!("{base}token = \"3f9a0c41d27be8856e10a4c9b7d2f0e1\"\n"),
+    )
+    .unwrap();
+    ok(&["--config", cfg.to_str().unwrap(), "check"]);
+    // So does a bad client_header not: it is named.
+    std::fs::write(&cfg, format!("{base}client_header = \"Forwarded\"\n")).unwrap();
+    let out = shield()
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[api] client_header"));
+}
+
 #[test]
 fn example_config_is_valid_apart_from_paths() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,10 @@
 //! The daemon's HTTP edge: the control API on a Unix socket (for the CLI; file
 //! mode 0600, so only root), and on the TCP listener the gate, the
 //! CrowdSec-compatible bouncer API and — only when a token is configured —
-//! the same control API behind `Authorization: Bearer <token>`.
+//! the same control API behind `Authorization: Bearer <token>` (wrong tokens
+//! share the bouncer keys' budget of 10 per minute per address). Both
+//! listeners run in `shield_enforce`'s accept loop with `[api]`'s connection
+//! limits (per peer, total, header deadline).
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -77,6 +80,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
     let sources = s.source_snapshot();
     let c = &s.counters;
     use std::sync::atomic::Ordering::Relaxed;
+    let tcp = tcp_stats();
     let counters = serde_json::json!({
         "decisions_new": c.decisions_new.load(Relaxed),
         "decisions_extended": c.decisions_extended.load(Relaxed),
@@ -85,8 +89,10 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
         "store_errors": c.store_errors.load(Relaxed),
         "api_refused": EDGE.refused.load(Relaxed),
         "api_timeouts": EDGE.timeouts.load(Relaxed),
-        "api_conn_errors": EDGE.conn_errors.load(Relaxed),
-        "api_conn_rejected": EDGE.conn_rejected.load(Relaxed),
+        "api_conn_errors": tcp.conn_errors + tcp.timed_out,
+        "api_conn_rejected": tcp.refused_peer + tcp.refused_full,
+        "api_conn_evicted": tcp.evicted,
+        "api_conn_open": tcp.open,
     });
     let store_counters = s
         .reader
@@ -360,53 +366,92 @@ async fn delete_bouncer(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn require_token(State(token): State<String>, req: Request, next: Next) -> Response {
-    let ok = req
+/// The bearer token and the wrong-guess budget it shares with the bouncer keys.
+#[derive(Clone)]
+struct TokenCheck {
+    token: String,
+    guesses: std::sync::Arc<shield_enforce::Guesses>,
+}
+
+async fn require_token(State(check): State<TokenCheck>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    let now = std::time::Instant::now();
+    if let Some(p) = peer
+        && check.guesses.blocked(p, now)
+    {
+        let mut r = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many wrong tokens from this address; wait {}s and check [api] token",
+                check.guesses.window().as_secs()
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(check.guesses.window().as_secs()),
+        );
+        return r;
+    }
+    let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-    if ok {
-        next.run(req).await
-    } else {
-        ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        )
-        .into_response()
+        .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
+    match given {
+        Some(Some(t)) if constant_time_eq(t.as_bytes(), check.token.as_bytes()) => {
+            next.run(req).await
+        }
+        given => {
+            // A token was offered and was wrong: that is a guess. No header at all is not.
+            if given.is_some()
+                && let Some(p) = peer
+            {
+                check.guesses.failed(p, now);
+            }
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response()
+        }
     }
 }
 
-/// Limits of the TCP listener, which faces the network (the Unix socket is root-only).
-/// At most this many connections are served at once; more are closed at accept.
-pub const MAX_TCP_CONNECTIONS: usize = 1024;
-/// A client must send a complete request head within this time (slowloris); it
-/// also bounds how long an idle keep-alive connection is held.
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A whole request (body included) must be answered within this time.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// What the TCP edge refused: shown in `shield status` counters.
+/// What the TCP edge refused in requests: shown in `shield status` counters.
+/// Connection-level refusals are the listener's [`shield_enforce::ListenStats`].
 #[derive(Default)]
 pub struct EdgeCounters {
     /// Requests answered with a 4xx status (bad input, wrong key, too large, unknown path).
     pub refused: std::sync::atomic::AtomicU64,
     /// Requests cut off by [`REQUEST_TIMEOUT`] (slow body).
     pub timeouts: std::sync::atomic::AtomicU64,
-    /// Connections closed with an error: header timeout, malformed HTTP, reset.
-    pub conn_errors: std::sync::atomic::AtomicU64,
-    /// Connections closed at accept because [`MAX_TCP_CONNECTIONS`] were open.
-    pub conn_rejected: std::sync::atomic::AtomicU64,
 }
 
 /// One daemon per process, so the edge counters are process-wide.
 pub static EDGE: EdgeCounters = EdgeCounters {
     refused: std::sync::atomic::AtomicU64::new(0),
     timeouts: std::sync::atomic::AtomicU64::new(0),
-    conn_errors: std::sync::atomic::AtomicU64::new(0),
-    conn_rejected: std::sync::atomic::AtomicU64::new(0),
 };
+
+/// The TCP listener's limiter, for `shield status` (one daemon per process).
+static TCP_LIMITER: std::sync::Mutex<Option<std::sync::Arc<shield_enforce::Limiter>>> =
+    std::sync::Mutex::new(None);
+
+/// The TCP listener's connection counters (zero when it is off).
+pub fn tcp_stats() -> shield_enforce::ListenStats {
+    TCP_LIMITER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|l| l.stats())
+        .unwrap_or_default()
+}
 
 /// Bounds every TCP request in time and counts what is refused.
 async fn edge_guard(req: Request, next: Next) -> Response {
@@ -430,48 +475,6 @@ async fn edge_guard(req: Request, next: Next) -> Response {
             )
             .into_response()
         }
-    }
-}
-
-/// Serves `app` on `tl` with the limits above. `axum::serve` sets no header
-/// timeout, so a client trickling bytes would hold its connection forever.
-async fn serve_tcp(tl: tokio::net::TcpListener, app: Router) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use std::sync::atomic::Ordering::Relaxed;
-    use tower::ServiceExt;
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let (stream, peer) = match tl.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors, for example: back off instead of spinning.
-                tracing::warn!(error = %e, "API listener accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            EDGE.conn_rejected.fetch_add(1, Relaxed);
-            drop(stream);
-            continue;
-        };
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        tokio::spawn(async move {
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024);
-            if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
-                EDGE.conn_errors.fetch_add(1, Relaxed);
-                tracing::debug!(%peer, error = %e, "API connection closed with an error");
-            }
-            drop(permit);
-        });
     }
 }
 
@@ -506,25 +509,30 @@ pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::J
         .with_context(|| format!("binding the control socket {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
     let control = control_router(shared.clone());
-    set.spawn(async move {
-        if let Err(e) = axum::serve(ul, control).await {
-            tracing::error!(error = %e, "control socket server stopped");
-        }
+    // Root only (0600), but still bounded: a stuck CLI or script must not pile up connections.
+    let socket_limits = shield_enforce::Limiter::new(shield_enforce::ListenLimits {
+        trusted: Vec::new(),
+        ..plan.api.limits.clone()
     });
+    set.spawn(shield_enforce::serve_unix(ul, control, socket_limits));
 
     if let Some(addr) = plan.api.listen {
         let cfg = shield_enforce::ApiConfig {
             trusted_proxies: plan.api.trusted_proxies.clone(),
+            client_header: plan.api.client_header.clone(),
             ..Default::default()
         };
         let state = shield_enforce::ApiState::new(shared.table.clone(), shared.auth.clone(), cfg);
+        let guesses = state.guesses();
         let mut app = shield_enforce::gate_router(state.clone())
             .merge(shield_enforce::bouncer_router(state))
             .merge(crate::metrics::router(shared.clone()))
             .merge(crate::web::ui_router(plan.api.token.is_some()));
         if let Some(token) = plan.api.token.clone() {
-            let mgmt = control_router(shared.clone())
-                .layer(middleware::from_fn_with_state(token, require_token));
+            let mgmt = control_router(shared.clone()).layer(middleware::from_fn_with_state(
+                TokenCheck { token, guesses },
+                require_token,
+            ));
             app = app.merge(mgmt);
         }
         let tl = tokio::net::TcpListener::bind(addr)
@@ -532,7 +540,9 @@ pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::J
             .with_context(|| format!("binding the API listener {addr} ([api] listen)"))?;
         tracing::info!(%addr, "gate and bouncer API listening");
         let app = app.layer(middleware::from_fn(edge_guard));
-        set.spawn(serve_tcp(tl, app));
+        let limiter = shield_enforce::Limiter::new(plan.api.limits.clone());
+        *TCP_LIMITER.lock().unwrap_or_else(|p| p.into_inner()) = Some(limiter.clone());
+        set.spawn(shield_enforce::serve_tcp(tl, app, limiter));
     }
     Ok(tokio::spawn(async move {
         while set.join_next().await.is_some() {}

@@ -312,12 +312,27 @@ pub struct ApiConfig {
     /// Control socket for the CLI (mode 0600, root only).
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
-    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    /// Proxies whose `client_header` is believed. Unset: loopback
+    /// (`127.0.0.1/32`, `::1/128`); `[]`: none.
     #[serde(default)]
-    pub trusted_proxies: Vec<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// The one header naming the client when the peer is a trusted proxy:
+    /// `X-Real-IP` (default), another header name, `X-Forwarded-For` (the
+    /// right-most untrusted entry) or `none`.
+    #[serde(default = "default_client_header")]
+    pub client_header: String,
     /// Bearer token for management endpoints on `listen` (`/api/...`). Unset: management only on the socket.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Spanned<String>>,
+    /// Connections served at once on `listen` (and, separately, on `socket`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections one address may hold on `listen` (trusted proxies excepted).
+    #[serde(default = "default_max_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send a complete request head.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -325,10 +340,27 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_api(),
             socket: default_socket(),
-            trusted_proxies: Vec::new(),
+            trusted_proxies: None,
+            client_header: default_client_header(),
             token: None,
+            max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_per_peer(),
+            header_timeout: default_header_timeout(),
         }
     }
+}
+
+fn default_client_header() -> String {
+    "X-Real-IP".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_per_peer() -> usize {
+    64
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Debug, Deserialize, Clone)]

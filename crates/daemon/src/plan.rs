@@ -72,7 +72,11 @@ pub struct ApiPlan {
     pub listen: Option<SocketAddr>,
     pub socket: PathBuf,
     pub trusted_proxies: Vec<Net>,
+    pub client_header: shield_enforce::ClientHeader,
     pub token: Option<String>,
+    /// Limits of the TCP listener (`trusted` = `trusted_proxies`); the socket
+    /// uses the same total and header deadline.
+    pub limits: shield_enforce::ListenLimits,
 }
 
 /// A validated config, ready to run.
@@ -473,11 +477,50 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     }
 
     let mut proxies = Vec::new();
-    for p in &c.api.trusted_proxies {
-        match decide::parse_target(p.get_ref()) {
-            Ok(n) => proxies.push(n),
-            Err(e) => errs.push(l.error_at(p.span(), e, None)),
+    match &c.api.trusted_proxies {
+        None => proxies = shield_enforce::loopback(),
+        Some(list) => {
+            for p in list {
+                match decide::parse_target(p.get_ref()) {
+                    Ok(n) => proxies.push(n),
+                    Err(e) => errs.push(l.error_at(p.span(), e, None)),
+                }
+            }
         }
+    }
+    let client_header = match c.api.client_header.parse::<shield_enforce::ClientHeader>() {
+        Ok(h) => h,
+        Err(e) => {
+            errs.push(l.error_at(0..0, format!("[api] client_header: {e}"), None));
+            shield_enforce::ClientHeader::None
+        }
+    };
+    if let Some(t) = &c.api.token {
+        let bits = shield_enforce::secret_bits(t.get_ref());
+        if bits < shield_enforce::MIN_SECRET_BITS {
+            errs.push(l.error_at(
+                t.span(),
+                format!(
+                    "[api] token is too easy to guess (about {bits} bits; at least {} are needed)",
+                    shield_enforce::MIN_SECRET_BITS
+                ),
+                Some("generate one with `openssl rand -hex 32` (or `head -c 32 /dev/urandom | base64`)".into()),
+            ));
+        }
+    }
+    if c.api.max_connections == 0 || c.api.max_connections_per_peer == 0 {
+        errs.push(l.error_at(
+            0..0,
+            "[api] max_connections and max_connections_per_peer must be at least 1",
+            None,
+        ));
+    }
+    if c.api.header_timeout.is_zero() {
+        errs.push(l.error_at(
+            0..0,
+            "[api] header_timeout must be longer than 0s",
+            Some("e.g. \"5s\"".into()),
+        ));
     }
     let listen = if c.api.listen.trim().is_empty() {
         None
@@ -543,8 +586,16 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         api: ApiPlan {
             listen,
             socket: c.api.socket.clone(),
+            limits: shield_enforce::ListenLimits {
+                max_connections: c.api.max_connections,
+                max_per_peer: c.api.max_connections_per_peer,
+                header_timeout: c.api.header_timeout,
+                trusted: proxies.clone(),
+                ..Default::default()
+            },
             trusted_proxies: proxies,
-            token: c.api.token.clone(),
+            client_header,
+            token: c.api.token.as_ref().map(|t| t.get_ref().clone()),
         },
         union: c.union.clone(),
         webhook,

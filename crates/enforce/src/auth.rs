@@ -46,6 +46,55 @@ pub fn generate_api_key() -> String {
     hex(&random_bytes::<32>())
 }
 
+/// The least a shared secret (bearer token) must carry, in bits.
+pub const MIN_SECRET_BITS: u32 = 128;
+
+/// An upper estimate of a secret's entropy, in bits, from its length and the
+/// character classes it uses, as if each character were drawn at random:
+/// 32 hex digits = 128, 22 base64 characters = 132, 21 = 126. Text with under
+/// eight distinct characters (`aaaa…`, `abab…`) counts as 0. It cannot see
+/// that a long passphrase is a famous quote; it catches short and repetitive
+/// tokens, which is what `shield check` refuses.
+pub fn secret_bits(secret: &str) -> u32 {
+    let b = secret.as_bytes();
+    let mut seen = [false; 256];
+    for &c in b {
+        seen[c as usize] = true;
+    }
+    if seen.iter().filter(|s| **s).count() < 8 {
+        return 0;
+    }
+    let all = |f: fn(&u8) -> bool| b.iter().all(f);
+    let any = |f: fn(&u8) -> bool| b.iter().any(f);
+    let alphabet: f64 = if all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        || all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+    {
+        16.0
+    } else {
+        let mut n = 0.0;
+        if any(u8::is_ascii_digit) {
+            n += 10.0;
+        }
+        if any(u8::is_ascii_lowercase) {
+            n += 26.0;
+        }
+        if any(u8::is_ascii_uppercase) {
+            n += 26.0;
+        }
+        if any(|c| !c.is_ascii_alphanumeric()) {
+            // base64's and base64url's extra characters count for little;
+            // other punctuation or bytes for the printable rest.
+            n += if all(|c| c.is_ascii_alphanumeric() || b"+/=-_".contains(c)) {
+                2.0
+            } else {
+                32.0
+            };
+        }
+        n
+    };
+    (b.len() as f64 * alphabet.log2()).floor() as u32
+}
+
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     getrandom::fill(&mut b)
@@ -171,6 +220,28 @@ impl Guesses {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_strength_estimate() {
+        // `openssl rand -hex 16`, `openssl rand -base64 16` (22 chars + `==`), our API keys.
+        assert_eq!(secret_bits("3f9a0c41d27be8856e10a4c9b7d2f0e1"), 128);
+        assert!(secret_bits("q9Zr0xYvL2kP8sWm4tBn1A==") >= MIN_SECRET_BITS);
+        assert!(secret_bits(&generate_api_key()) >= 256);
+        // One character short of each.
+        assert!(secret_bits("3f9a0c41d27be8856e10a4c9b7d2f0e") < MIN_SECRET_BITS);
+        assert!(secret_bits("q9Zr0xYvL2kP8sWm4tBn1") < MIN_SECRET_BITS);
+        // Short, or long but repetitive.
+        for weak in [
+            "x",
+            "secret",
+            "changeme",
+            "hunter2hunter2",
+            &"ab".repeat(40),
+            &"a".repeat(100),
+        ] {
+            assert!(secret_bits(weak) < MIN_SECRET_BITS, "{weak}");
+        }
+    }
 
     #[test]
     fn wrong_guesses_are_limited_per_address_and_window() {

@@ -27,7 +27,9 @@ mod nft;
 mod table;
 
 pub use api::{ApiConfig, ApiState, ApiStats, bouncer_router, format_go_duration, loopback};
-pub use auth::{BouncerAuth, Guesses, KeyRing, generate_api_key, hash_api_key};
+pub use auth::{
+    BouncerAuth, Guesses, KeyRing, MIN_SECRET_BITS, generate_api_key, hash_api_key, secret_bits,
+};
 pub use firewall::{Change, DryRun, Firewall, LayerError, dry_run};
 pub use gate::{ClientHeader, gate_router};
 pub use ipset::{IpsetOptions, ipset};
