@@ -1,54 +1,30 @@
 //! Real nginx in front of a page, asking Shield's gate through
-//! `auth_request`: a banned client gets 403, a captcha'd one the challenge
-//! (401), others the page. nginx runs on a free loopback port and passes the
-//! client address in `X-Real-IP`; the gate trusts it because nginx (127.0.0.1)
-//! is a trusted proxy. Clients are told apart by source address
-//! (127.0.0.2, 127.0.0.3, 127.0.0.4 all work on loopback).
+//! `auth_request`, wired with the nginx block of `docs/gate.md` as users copy
+//! it: a banned client gets 403 whatever `X-Forwarded-For` / `X-Real-IP` it
+//! sends, a captcha'd one the challenge (401), others the page. The gate runs
+//! in the daemon's own accept loop (`serve_tcp`) with its default config:
+//! `X-Real-IP` believed from loopback only. Clients are told apart by source
+//! address (127.0.0.2, 127.0.0.3, 127.0.0.4 all work on loopback).
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use common::{ban, decision, now, require};
+use common::{Reap, ban, curl_from, decision, free_port, gate_doc_block, now, require};
 use shield_core::DecisionType;
-use shield_enforce::{ApiConfig, ApiState, Change, DecisionTable, KeyRing, gate_router};
-
-struct Reap(Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use shield_enforce::{
+    ApiConfig, ApiState, Change, DecisionTable, KeyRing, Limiter, ListenLimits, gate_router,
+    serve_tcp,
+};
 
 fn get(from: &str, port: u16) -> (String, String) {
-    let o = Command::new("curl")
-        .args([
-            "-s",
-            "--interface",
-            from,
-            "--max-time",
-            "5",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://127.0.0.1:{port}/"),
-        ])
-        .output()
-        .expect("run curl");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.to_string(), body.to_string())
+    get_with(from, port, &[])
+}
+
+fn get_with(from: &str, port: u16, headers: &[&str]) -> (String, String) {
+    curl_from(from, &format!("http://127.0.0.1:{port}/"), headers)
 }
 
 #[test]
@@ -61,24 +37,21 @@ fn nginx_auth_request_blocks_banned_clients() {
         .build()
         .unwrap();
     let table = Arc::new(RwLock::new(DecisionTable::new()));
-    let cfg = ApiConfig {
-        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
-        ..Default::default()
-    };
-    let state = ApiState::new(table.clone(), Arc::new(KeyRing::new()), cfg);
+    // The defaults: trusted proxies = loopback, client_header = X-Real-IP.
+    let state = ApiState::new(
+        table.clone(),
+        Arc::new(KeyRing::new()),
+        ApiConfig::default(),
+    );
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let gate_port = listener.local_addr().unwrap().port();
-    let st = state.clone();
-    rt.spawn(async move {
-        axum::serve(
-            listener,
-            gate_router(st).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    rt.spawn(serve_tcp(
+        listener,
+        gate_router(state.clone()),
+        Limiter::new(ListenLimits::default()),
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     // nginx workers run as `nobody`: they must be able to read the page.
@@ -91,6 +64,9 @@ fn nginx_auth_request_blocks_banned_clients() {
     std::fs::create_dir(dir.path().join("www")).unwrap();
     std::fs::write(dir.path().join("www/index.html"), "the page\n").unwrap();
     let port = free_port();
+    let locations =
+        gate_doc_block("nginx").replace("127.0.0.1:8087", &format!("127.0.0.1:{gate_port}"));
+    assert!(locations.contains("proxy_set_header X-Real-IP $remote_addr;"));
     let conf = format!(
         "worker_processes 1;
 pid {d}/nginx.pid;
@@ -103,23 +79,7 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     root {d}/www;
-    location / {{
-      auth_request /gate;
-      error_page 401 = @shield_challenge;
-    }}
-    location = /gate {{
-      internal;
-      proxy_pass http://127.0.0.1:{gate_port}/gate;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length \"\";
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Original-URI $request_uri;
-    }}
-    location @shield_challenge {{
-      rewrite ^ /gate/challenge break;
-      proxy_pass http://127.0.0.1:{gate_port};
-      proxy_set_header X-Real-IP $remote_addr;
-    }}
+{locations}
   }}
 }}
 "
@@ -166,6 +126,32 @@ http {{
     ]);
     let (code, _) = get("127.0.0.2", port);
     assert_eq!(code, "403", "banned client");
+    // Issue 19, item 4: the banned client names someone else in every header
+    // it can send; auth_request forwards them all to the gate.
+    for spoof in [
+        &["X-Forwarded-For: 1.2.3.4"][..],
+        &["X-Real-IP: 127.0.0.3"],
+        &["X-Forwarded-For: 127.0.0.3", "X-Real-IP: 127.0.0.3"],
+        &["X-Real-IP: 127.0.0.3", "X-Real-IP: 1.2.3.4"],
+        &["X-Forwarded-For: 1.2.3.4, 127.0.0.3"],
+        &["Forwarded: for=1.2.3.4"],
+    ] {
+        let (code, body) = get_with("127.0.0.2", port, spoof);
+        assert_eq!(
+            code, "403",
+            "banned client sending {spoof:?} passed: {body}"
+        );
+    }
+    // An unbanned client claiming a banned address is still itself.
+    let (code, _) = get_with(
+        "127.0.0.3",
+        port,
+        &["X-Real-IP: 127.0.0.2", "X-Forwarded-For: 127.0.0.2"],
+    );
+    assert_eq!(
+        code, "200",
+        "unbanned client with a banned address in its headers"
+    );
     let (code, body) = get("127.0.0.3", port);
     assert_eq!(
         (code.as_str(), body.as_str()),

@@ -101,3 +101,55 @@ pub fn decision(id: i64, target: &str, kind: DecisionType, expires: UnixTime) ->
 pub fn ban(id: i64, target: &str, expires: UnixTime) -> Decision {
     decision(id, target, DecisionType::Ban, expires)
 }
+
+/// The first fenced block of `lang` in `docs/gate.md`: the snippets the
+/// proxy tests run are the ones users copy.
+pub fn gate_doc_block(lang: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/gate.md");
+    let doc = std::fs::read_to_string(path).expect("read docs/gate.md");
+    let start = doc
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no ```{lang} block in docs/gate.md"));
+    let body = &doc[start + lang.len() + 4..];
+    body[..body.find("```").expect("unterminated block")].to_string()
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `curl` from source address `from` with extra request headers: (status, body).
+pub fn curl_from(from: &str, url: &str, headers: &[&str]) -> (String, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "--interface",
+        from,
+        "--max-time",
+        "5",
+        "-w",
+        "\n%{http_code}",
+    ]);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    let o = c.arg(url).output().expect("run curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.to_string(), body.to_string())
+}
+
+/// Kills and reaps a child process when dropped.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
