@@ -30,6 +30,9 @@ pub struct SyslogSpec {
     pub max_message: usize,
     /// Concurrent TCP connections (default 256); more are refused and counted.
     pub max_connections: usize,
+    /// Concurrent TCP connections from one address (default 16), so one
+    /// sender cannot take every slot; more are refused and counted.
+    pub max_per_peer: usize,
     /// A TCP connection silent for this long is closed (default 10 min).
     pub idle_timeout: Duration,
 }
@@ -41,6 +44,7 @@ impl Default for SyslogSpec {
             tcp: None,
             max_message: 64 * 1024,
             max_connections: 256,
+            max_per_peer: 16,
             idle_timeout: Duration::from_secs(600),
         }
     }
@@ -205,27 +209,51 @@ fn tcp_accept_loop(
     cb: &OnMessage,
 ) {
     let live = Arc::new(AtomicUsize::new(0));
+    // Connections per canonical peer address; locked at accept and at close only.
+    let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
             Ok((s, peer)) => {
                 conns.retain(|h| !h.is_finished());
-                if live.load(Ordering::Relaxed) >= spec.max_connections {
+                let ip = peer.ip().to_canonical();
+                let admitted = {
+                    let mut m = per_peer.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = m.get(&ip).copied().unwrap_or(0);
+                    if live.load(Ordering::Relaxed) >= spec.max_connections
+                        || n >= spec.max_per_peer.max(1)
+                    {
+                        false
+                    } else {
+                        m.insert(ip, n + 1);
+                        true
+                    }
+                };
+                if !admitted {
                     c.refused_connections.fetch_add(1, Ordering::Relaxed);
                     drop(s);
                     continue;
                 }
                 live.fetch_add(1, Ordering::Relaxed);
-                let (stop, c, cb, live, spec) = (
+                let (stop, c, cb, live, spec, per_peer) = (
                     stop.clone(),
                     c.clone(),
                     cb.clone(),
                     live.clone(),
                     spec.clone(),
+                    per_peer.clone(),
                 );
                 conns.push(std::thread::spawn(move || {
                     tcp_conn(s, peer, &spec, &stop, &c, &cb);
                     live.fetch_sub(1, Ordering::Relaxed);
+                    let mut m = per_peer.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(n) = m.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            m.remove(&ip);
+                        }
+                    }
                 }));
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
@@ -596,6 +624,9 @@ fn push_rfc3339_as_3164(ts: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
 
     fn frames(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, TcpFramer) {
         let mut f = TcpFramer::new(max);
@@ -696,5 +727,70 @@ mod tests {
         }
         assert_eq!(parse(b"<999>x").pri, None);
         assert_eq!(parse(b"no header").msg, b"no header");
+    }
+
+    #[test]
+    fn tcp_connections_are_capped_per_peer_and_others_still_get_in() {
+        let spec = SyslogSpec {
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            max_per_peer: 3,
+            ..SyslogSpec::default()
+        };
+        let got = Arc::new(Mutex::new(Vec::<(SocketAddr, Vec<u8>)>::new()));
+        let cb: OnMessage = {
+            let got = got.clone();
+            Arc::new(move |peer, m: &[u8]| got.lock().unwrap().push((peer, m.to_vec())))
+        };
+        let l = SyslogListener::start(&spec, cb).unwrap();
+        let to = l.tcp_addr().unwrap();
+        let from = |a: [u8; 4]| {
+            let s = rustix::net::socket(
+                rustix::net::AddressFamily::INET,
+                rustix::net::SocketType::STREAM,
+                None,
+            )
+            .unwrap();
+            rustix::net::bind(&s, &SocketAddr::from((a, 0))).unwrap();
+            rustix::net::connect(&s, &to).unwrap();
+            TcpStream::from(s)
+        };
+        // Five connections from one address: three are served, two closed at once.
+        let mut hog: Vec<TcpStream> = (0..5).map(|_| from([127, 0, 0, 7])).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while l.counters().refused_connections.load(Ordering::Relaxed) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the excess connections were never refused"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(l.counters().refused_connections.load(Ordering::Relaxed), 2);
+        // Another address still gets in and is read.
+        let mut other = from([127, 0, 0, 8]);
+        other
+            .write_all(b"<13>Dec  7 10:00:00 h app: from another sender\n")
+            .unwrap();
+        for s in &mut hog {
+            let _ = s.write_all(b"<13>Dec  7 10:00:00 h app: hog\n");
+        }
+        drop(other);
+        drop(hog);
+        while !got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| p.ip() == IpAddr::from([127, 0, 0, 8]))
+        {
+            assert!(Instant::now() < deadline, "the other sender was not read");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let hogs = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.ip() == IpAddr::from([127, 0, 0, 7]))
+            .count();
+        assert!(hogs <= 3, "{hogs} messages from refused connections");
+        l.stop();
     }
 }
