@@ -413,3 +413,37 @@ fn slow_clients_are_timed_out_and_others_are_served() {
         d.status()["counters"]
     );
 }
+
+/// Issue 19, item 8: nothing limited guesses of `[api] token` or bouncer keys.
+#[test]
+fn wrong_tokens_and_keys_share_a_budget_per_address() {
+    let (_dir, d, port, key) = start();
+    assert_eq!(get(port, "/api/decisions", &bearer()).0, 200);
+    for i in 0..10 {
+        let wrong = format!("Authorization: Bearer {TOKEN}{i}\r\n");
+        assert_eq!(get(port, "/api/decisions", &wrong).0, 401, "guess {i}");
+    }
+    // Now refused before the token is looked at, even the right one, with Retry-After.
+    let raw = format!(
+        "GET /api/decisions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n",
+        bearer()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 60"),
+        "{text}"
+    );
+    // The bouncer keys share the budget: a key guesser cannot switch doors.
+    assert_eq!(
+        get(port, "/v1/decisions", &format!("X-Api-Key: {key}\r\n")).0,
+        429
+    );
+    // The gate asks for no secret and is not affected.
+    assert_eq!(get(port, "/gate", "").0, 200);
+    // The socket (root only) is not rate limited.
+    assert!(d.cli(&["decisions", "list"]).status.success());
+}
