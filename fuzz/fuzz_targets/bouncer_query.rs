@@ -1,19 +1,23 @@
 //! Query strings and headers a bouncer (or anyone reaching the listener)
 //! sends to the CrowdSec-compatible API and the gate, through the real
-//! routers: every answer is a status, never a panic.
+//! routers: every answer is a status, never a panic. The peer is loopback (a
+//! trusted proxy by default), so the client-address headers are parsed, with
+//! `client_header` = `X-Real-IP` (the default) or `X-Forwarded-For`.
 #![no_main]
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::body::Body;
 use axum::http::Request;
 use libfuzzer_sys::fuzz_target;
-use shield_enforce::{ApiConfig, ApiState, DecisionTable, KeyRing, bouncer_router, gate_router};
+use shield_enforce::{
+    ApiConfig, ApiState, ClientHeader, DecisionTable, KeyRing, bouncer_router, gate_router,
+};
 use tower::ServiceExt;
 
 const KEY: &str = "fuzz-key";
 
-fn state() -> &'static (tokio::runtime::Runtime, axum::Router) {
-    static S: OnceLock<(tokio::runtime::Runtime, axum::Router)> = OnceLock::new();
+fn state() -> &'static (tokio::runtime::Runtime, [axum::Router; 2]) {
+    static S: OnceLock<(tokio::runtime::Runtime, [axum::Router; 2])> = OnceLock::new();
     S.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -22,14 +26,18 @@ fn state() -> &'static (tokio::runtime::Runtime, axum::Router) {
         let mut ring = KeyRing::new();
         ring.insert_key("fw", KEY);
         let table = Arc::new(RwLock::new(DecisionTable::default()));
-        let st = ApiState::new(table, Arc::new(ring), ApiConfig::default());
-        let app = gate_router(st.clone()).merge(bouncer_router(st)).layer(
-            axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from((
-                [192, 0, 2, 1],
-                4000,
-            ))),
-        );
-        (rt, app)
+        let ring = Arc::new(ring);
+        let app = |client_header| {
+            let cfg = ApiConfig { client_header, ..ApiConfig::default() };
+            let st = ApiState::new(table.clone(), ring.clone(), cfg);
+            gate_router(st.clone()).merge(bouncer_router(st)).layer(
+                axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    4000,
+                ))),
+            )
+        };
+        (rt, [app(ClientHeader::default()), app(ClientHeader::ForwardedFor)])
     })
 }
 
@@ -49,9 +57,12 @@ fuzz_target!(|data: &[u8]| {
     if sel & 4 != 0 {
         b = b.header("x-forwarded-for", q.as_ref());
     }
+    if sel & 8 != 0 {
+        b = b.header("x-real-ip", q.as_ref());
+    }
     if sel % 4 == 3 {
         b = b.method("POST");
     }
     let Ok(req) = b.body(Body::from(rest.to_vec())) else { return };
-    let _ = rt.block_on(app.clone().oneshot(req));
+    let _ = rt.block_on(app[usize::from(sel & 16 != 0)].clone().oneshot(req));
 });

@@ -14,12 +14,13 @@
 //! - **header deadline:** a connection must deliver a complete request head
 //!   within `header_timeout` of being accepted or of its last answer (an idle
 //!   keep-alive connection too), else it is closed (`timed_out`).
-//! - **total:** at most `max_connections` at once. When full, the connection
-//!   that has waited longest for a request head is closed to make room
-//!   (`evicted`; untrusted peers' first): a half-sent request is the cheapest
-//!   thing to drop, and a real client's head arrives in milliseconds, so it is
-//!   never the oldest. Only when every connection is busy answering is the
-//!   newcomer closed (`refused_full`).
+//! - **total:** at most `max_connections` at once. When full, the oldest
+//!   connection of an untrusted peer is closed to make room (`evicted`),
+//!   preferring one still waiting for its request head over one sending a
+//!   body; then the oldest idle connection of a trusted proxy. A half-sent
+//!   request is the cheapest thing to drop, and a real client's request takes
+//!   milliseconds, so it is never the oldest. Only when every connection is a
+//!   trusted proxy's request in progress is the newcomer closed (`refused_full`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -209,13 +210,18 @@ impl Limiter {
             return Err(Refused::Peer);
         }
         if conns.open.len() >= self.limits.max_connections.max(1) {
-            // The longest wait for a head, untrusted peers first.
+            // Untrusted peers first; among them a connection waiting for a head
+            // before one being answered (a slow body); the oldest first. A
+            // trusted proxy's request in progress is never cut.
             let victim = conns
                 .open
                 .iter()
-                .filter(|(_, c)| !c.busy.load(Ordering::Relaxed))
-                .min_by_key(|(_, c)| (c.trusted, c.waiting_since.load(Ordering::Relaxed)))
-                .map(|(id, c)| (*id, c.clone()));
+                .map(|(id, c)| (id, c, c.busy.load(Ordering::Relaxed)))
+                .filter(|(_, c, busy)| !(c.trusted && *busy))
+                .min_by_key(|(_, c, busy)| {
+                    (c.trusted, *busy, c.waiting_since.load(Ordering::Relaxed))
+                })
+                .map(|(id, c, _)| (*id, c.clone()));
             let Some((id, victim)) = victim else {
                 self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
                 return Err(Refused::Full);
@@ -416,13 +422,26 @@ mod tests {
         let _n = l.admit(ip("192.0.2.3")).unwrap();
         assert!(!l.lock().open.contains_key(&old.id), "evicted");
         assert!(l.lock().open.contains_key(&proxy.id) && l.lock().open.contains_key(&newer.id));
-        // A busy connection is never evicted; all busy: the newcomer is refused.
+        // Busy untrusted connections (a slow body) go next, the oldest first;
+        // a trusted proxy's request in progress is never cut: all such, the
+        // newcomer is refused.
         for c in l.lock().open.values() {
             c.busy.store(true, Ordering::Relaxed);
         }
-        assert_eq!(l.admit(ip("192.0.2.4")).err(), Some(Refused::Full));
+        let _m = l.admit(ip("192.0.2.5")).unwrap();
+        assert!(
+            !l.lock().open.contains_key(&newer.id),
+            "oldest busy untrusted evicted"
+        );
+        let l2 = limiter(2, 10);
+        let _p1 = l2.admit(ip("127.0.0.1")).unwrap();
+        let _p2 = l2.admit(ip("127.0.0.1")).unwrap();
+        for c in l2.lock().open.values() {
+            c.busy.store(true, Ordering::Relaxed);
+        }
+        assert_eq!(l2.admit(ip("192.0.2.4")).err(), Some(Refused::Full));
         let s = l.stats();
-        assert_eq!((s.evicted, s.refused_full, s.open), (1, 1, 3));
+        assert_eq!((s.evicted, s.refused_full, s.open), (2, 0, 3));
         // The evicted slot's drop does not free someone else's place.
         drop(old);
         assert_eq!(l.stats().open, 3);

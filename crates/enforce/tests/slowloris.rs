@@ -1,6 +1,7 @@
 //! Issue 19, item 6: ~1,100 half-sent requests took the gate down (the
 //! listener held every slot). Here 2,000 slowloris connections from 20
-//! loopback addresses — each sends part of a request head, holds it, and
+//! loopback addresses — each sends part of a request head (or, for a quarter
+//! of the addresses, a whole head and a body that never ends), holds it, and
 //! reconnects when closed — hammer the gate in the daemon's accept loop
 //! (`serve_tcp`, default limits), while real clients keep asking: the proxy
 //! (127.0.0.1, trusted) and an ordinary client (127.0.0.5). Every real request
@@ -47,17 +48,26 @@ async fn ask(from: IpAddr, to: SocketAddr, extra: &str) -> Option<u16> {
     head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
-/// A slowloris client: half a request head, held until the server closes it, again.
-async fn slowloris(from: IpAddr, to: SocketAddr, stop: Arc<AtomicBool>, held: Arc<AtomicU64>) {
+/// A slowloris client: half a request head (or, with `body`, a whole head and
+/// a body that never ends), held until the server closes it, again.
+async fn slowloris(
+    from: IpAddr,
+    to: SocketAddr,
+    body: bool,
+    stop: Arc<AtomicBool>,
+    held: Arc<AtomicU64>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut s) = connect_from(from, to).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        if s.write_all(b"GET /gate HTTP/1.1\r\nHost: x\r\nX-a: ")
-            .await
-            .is_ok()
-        {
+        let start: &[u8] = if body {
+            b"POST /gate/challenge HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\nc="
+        } else {
+            b"GET /gate HTTP/1.1\r\nHost: x\r\nX-a: "
+        };
+        if s.write_all(start).await.is_ok() {
             held.fetch_add(1, Ordering::Relaxed);
             // Trickle a byte now and then, as slowloris does, until closed.
             let mut b = [0u8; 256];
@@ -112,7 +122,14 @@ fn slowloris_from_many_addresses_does_not_starve_real_clients() {
     for a in 0..ATTACKERS {
         let from = IpAddr::from([127, 0, 0, 10 + a]);
         for _ in 0..PER_ATTACKER {
-            client.spawn(slowloris(from, addr, stop.clone(), held.clone()));
+            // A quarter of the addresses send slow bodies instead of slow heads.
+            client.spawn(slowloris(
+                from,
+                addr,
+                a % 4 == 0,
+                stop.clone(),
+                held.clone(),
+            ));
         }
     }
     // Wait until the attack has filled the listener (no timing asserted: just ready).
