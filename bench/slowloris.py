@@ -88,7 +88,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-async def attack(port, attackers, per, stop_after):
+async def attack(port, attackers, per, stop_after, base):
     held = 0
     stop = time.time() + stop_after
 
@@ -116,7 +116,7 @@ async def attack(port, attackers, per, stop_after):
                 pass
             await asyncio.sleep(0.1)
 
-    tasks = [one(f"127.0.0.{10 + a}") for a in range(attackers) for _ in range(per)]
+    tasks = [one(f"127.0.0.{base + a}") for a in range(attackers) for _ in range(per)]
     await asyncio.gather(*tasks)
     print(json.dumps({"held": held}), flush=True)
 
@@ -176,7 +176,7 @@ http {{
         wait_port(web, "nginx", nginx, f"{d}/nginx.out")
         ok, lat, codes = page_loads(web, args.loads, args.timeout)
         out["baseline"] = {"answered": ok, "attempted": args.loads, "codes": codes, "p50_ms": _ms(pct(lat, 50)), "p99_ms": _ms(pct(lat, 99))}
-        att = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--attack", str(api), "--attackers", str(args.attackers), "--per", str(args.per), "--attack-seconds", str(args.attack_seconds)], stdout=subprocess.PIPE, text=True)
+        att = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--attack", str(api), "--attackers", str(args.attackers), "--per", str(args.per), "--attack-seconds", str(args.attack_seconds), "--attack-base", str(args.attack_base)], stdout=subprocess.PIPE, text=True)
         time.sleep(args.settle)
         t0 = time.time()
         ok, lat, codes = page_loads(web, args.loads, args.timeout)
@@ -208,19 +208,21 @@ def _ms(x):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shield", action="append", default=[], help="LABEL=PATH of a shield binary (repeatable)")
-    p.add_argument("--attackers", type=int, default=20, help="source addresses 127.0.0.10..")
+    p.add_argument("--attackers", type=int, default=20, help="source addresses 127.0.0.BASE..")
     p.add_argument("--per", type=int, default=100, help="half-sent requests per address")
     p.add_argument("--loads", type=int, default=200, help="page loads before and during the attack")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds a page load may take")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between starting the attack and measuring")
     p.add_argument("--attack-seconds", type=float, default=120.0)
+    p.add_argument("--attack-base", type=int, default=10, help="first attacker address 127.0.0.N (1: nginx's own address)")
     p.add_argument("--attack", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
     if args.attack:
         import resource
-        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
-        asyncio.run(attack(args.attack, args.attackers, args.per, args.attack_seconds))
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        asyncio.run(attack(args.attack, args.attackers, args.per, args.attack_seconds, args.attack_base))
         return
     results = []
     for spec in args.shield:
@@ -233,7 +235,7 @@ def main():
               f"p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms, codes {a['codes']}; listener {r['listener']}", flush=True)
     if args.out:
         meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load1": os.getloadavg()[0],
-                "attackers": args.attackers, "per": args.per, "loads": args.loads}
+                "attackers": args.attackers, "per": args.per, "attack_base": args.attack_base, "loads": args.loads}
         json.dump({"meta": meta, "results": results}, open(args.out, "w"), indent=1)
 
 
