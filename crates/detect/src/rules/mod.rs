@@ -303,11 +303,12 @@ impl Found {
 }
 
 /// Field names fast parsers may report.
-const STATIC_NAMES: &[&str] = &["user", "method", "what"];
+const STATIC_NAMES: &[&str] = &["user", "method", "what", "reason"];
 /// Indexes in [`STATIC_NAMES`], for [`Caps::field`].
 pub(crate) const USER: u8 = 0;
 pub(crate) const METHOD: u8 = 1;
 pub(crate) const WHAT: u8 = 2;
+pub(crate) const REASON: u8 = 3;
 
 /// Interned field names: hits borrow them from the matcher.
 #[derive(Clone, Default)]
