@@ -9,10 +9,12 @@
 //! - dovecot's login line puts the client's `user=<...>` before `rip=`, and
 //!   only dovecot's own fields (`lip=`, `mpid=`, `TLS`, `session=<...>`)
 //!   after it: the user is greedy, so the last `rip=` is taken.
-//! - dovecot's passdb prefix is `DRIVER(USER,ADDR[,<SESSION>]): `: the
-//!   client's text is the user (before) and, with `auth_verbose_passwords`,
-//!   the password (after). A user with a `)` is not read, so the host is the
-//!   last `,ADDR` before the first `)`, where neither can reach.
+//! - dovecot's passdb prefix is `DRIVER(USER,ADDR[,<SESSION>]): KIND`: the
+//!   user is greedy and KIND is anchored to the end of the line, so the last
+//!   `,ADDR` that reads so is dovecot's. `auth_verbose_passwords = plain`
+//!   appends the client's password after the host, so either side could
+//!   hold a second reading: a line with `(given password: ` is not read
+//!   (`= sha1`, a hex digest, is).
 
 use super::{Nofail, RegexDef};
 
@@ -33,6 +35,7 @@ pub(crate) const POSTFIX: &[RegexDef] = &[RegexDef {
     nofail: Nofail::Never,
     fast: None,
     also: &[],
+    unless: &[],
 }];
 
 pub(crate) const DOVECOT: &[RegexDef] = &[
@@ -54,18 +57,21 @@ pub(crate) const DOVECOT: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "dovecot-passdb-fail",
         starts: &["auth: ", "auth-worker("],
         pattern: concat!(
-            r"^auth(?:-worker\(\d+\))?: (?:Info: )?(?:pam|passwd-file|shadow|sql|ldap|passwd|checkpassword)\((?P<user>[^)]*),",
+            r"^auth(?:-worker\(\d+\))?: (?:Info: )?(?:pam|passwd-file|shadow|sql|ldap|passwd|checkpassword)\((?P<user>.*),",
             addr!(),
-            r"(?:,<[^>]*>)?\): (?:unknown user|[Pp]assword mismatch|pam_authenticate\(\) failed: [A-Za-z ]+(?: \([a-z ?]+\))?|Authentication failure)(?: \((?:SHA1 of )?given password: .*\))?\s*$"
+            r"(?:,<[^>]*>)?\): (?:unknown user|[Pp]assword mismatch|pam_authenticate\(\) failed: [A-Za-z ]+(?: \([a-z ?]+\))?|Authentication failure)(?: \(SHA1 of given password: [0-9a-f]+\))?\s*$"
         ),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        // The client's password follows the host: not read (see above).
+        unless: &["(given password: "],
     },
 ];
 
@@ -186,7 +192,7 @@ mod tests {
             let g = probe(&mut m, &l).unwrap_or_else(|| panic!("no match: {l}"));
             assert_eq!(g.1, real, "{l}");
         }
-        // A password `auth_verbose_passwords` appends cannot close the prefix.
+        // A password `auth_verbose_passwords = plain` appends: not read.
         let l = format!(
             "Mar  1 10:00:00 mx dovecot: auth: passwd-file(u,{real}): Password mismatch (given password: x) ,192.0.2.66): unknown user"
         );

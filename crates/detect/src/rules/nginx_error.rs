@@ -16,6 +16,11 @@
 //!   forged through a `%0a` in a path, which ends with nginx's real fields.
 //!   (A client can make nginx skip its own lines this way, by sending such
 //!   text in a header; it cannot make it blame anyone else.)
+//! - two `%0a` put a whole forged line between nginx's first line and its
+//!   fields. nginx writes each message, at most [`MAX_MESSAGE`] bytes, in
+//!   one `write`, so the first line is "cut" (a stamp and a `*CID`, no
+//!   `client:` field): the matcher refuses every nginx-error hit of the next
+//!   [`MAX_MESSAGE`] bytes after such a line ([`ErrorRules::is_cut`]).
 
 use memchr::memmem;
 
@@ -40,6 +45,10 @@ struct Kind {
 }
 
 const CLIENT: &[u8] = b", client: ";
+
+/// nginx's `NGX_MAX_ERROR_STR`: one message, stamp included, is at most
+/// this long, and is written with one `write` (so its lines are adjacent).
+pub(crate) const MAX_MESSAGE: u64 = 2048;
 
 impl ErrorRules {
     pub(crate) fn new(base: u32, names: &mut Names) -> Self {
@@ -83,6 +92,24 @@ impl ErrorRules {
             }
         }
         Some(f)
+    }
+}
+
+impl ErrorRules {
+    /// Whether `line` (its stamp ends at `n`) is the first line of a message
+    /// of a connection (`*CID`) that a newline cut before nginx wrote its
+    /// `, client: ` field: the lines after it, up to [`MAX_MESSAGE`] bytes,
+    /// may be the client's. nginx's own messages without that field
+    /// (`client 1.2.3.4 closed keepalive connection`) start with `client `.
+    pub(crate) fn is_cut(&self, line: &str, n: usize) -> bool {
+        let b = line.as_bytes();
+        let Some(ms) = message_start(b, n) else {
+            return false;
+        };
+        b[..ms].ends_with(b" ")
+            && b[..ms].contains(&b'*')
+            && !b[ms..].starts_with(b"client ")
+            && self.client.find(&b[ms..]).is_none()
     }
 }
 
@@ -246,7 +273,9 @@ mod tests {
             let got = probe(&mut m, l);
             assert!(got.as_ref().is_none_or(|g| g.1 == real), "{l}: {got:?}");
         }
-        // Genuine lines with client text after the client field still count.
+        // Genuine lines with client text after the client field still count
+        // (a fresh matcher: the cut line above guards the next 2 KiB).
+        let mut m = NativeMatcher::new(&["nginx-error"], &[]).unwrap();
         let l = format!(
             r#"2024/03/01 10:00:00 [error] 812#812: *9 limiting requests, excess: 5.480 by zone "one", client: {real}, server: example.org, request: "GET /, client: 192.0.2.66 HTTP/1.1", host: "example.org", referrer: "http://x/, client: 192.0.2.66""#
         );

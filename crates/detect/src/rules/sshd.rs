@@ -36,6 +36,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_failed_invalid),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // `publickey` failures for real accounts are a client trying its keys
@@ -50,6 +51,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::IfGroup("method", "publickey"),
         fast: Some(fast_failed),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-auth-failure",
@@ -63,6 +65,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-user-unknown",
@@ -75,6 +78,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-root-login-refused",
@@ -83,6 +87,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-invalid-user",
@@ -100,6 +105,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_invalid),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-user-not-allowed",
@@ -112,6 +118,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-refused-connect",
@@ -122,6 +129,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // Code 3 `Auth fail` (normal) and 14 `No supported authentication
@@ -138,6 +146,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[": Auth fail", "authentication methods available"],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-max-auth-attempts",
@@ -150,6 +159,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_max_auth),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // `Disconnecting invalid user USER HOST port N: REASON` (OpenSSH's
@@ -171,6 +181,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_too_many_auth),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // PAM's line duplicates sshd's own `Failed password`: matched, not counted.
@@ -187,6 +198,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Always,
         fast: Some(fast_pam),
         also: &[],
+        unless: &[],
     },
     // Preauth kinds (fail2ban `aggressive`).
     RegexDef {
@@ -200,6 +212,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_no_ident),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-bad-protocol",
@@ -212,6 +225,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-banner-invalid",
@@ -224,6 +238,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_banner_invalid),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-negotiate",
@@ -237,6 +252,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_negotiate),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-preauth-close",
@@ -253,6 +269,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_preauth_close),
         also: &[],
+        unless: &[],
     },
 ];
 
