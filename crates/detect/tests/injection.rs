@@ -88,6 +88,8 @@ fn payloads() -> Vec<(String, &'static str)> {
                     format!("x,{x}"),
                     format!("\n{x}"),
                     format!("x\n{x}\ny"),
+                    // A first line the client ends as nginx would.
+                    format!("x\" failed, client: 10.0.0.1, server: s\n{x}\ny"),
                 ] {
                     out.insert((w, victim));
                 }

@@ -22,6 +22,7 @@
 mod http;
 mod mail;
 mod nginx_error;
+#[doc(hidden)]
 pub mod samples;
 mod sshd;
 
@@ -375,8 +376,8 @@ pub struct NativeMatcher {
     repeat_name: u16,
     /// Bytes of the lines seen so far (each with its newline).
     seen: u64,
-    /// nginx-error hits are refused before this many bytes: a cut message
-    /// may hold the client's lines up to there (see [`nginx_error`]).
+    /// nginx-error hits are refused before this many bytes: the client may
+    /// have written lines up to there (see [`nginx_error`]).
     nginx_guard: u64,
 }
 
@@ -597,7 +598,7 @@ impl NativeMatcher {
                 StampKind::NginxError => match &self.nginx_err {
                     Some(r) => match r.find(line, n) {
                         Some(_) if start < self.nginx_guard => None,
-                        None if r.is_cut(line, n) => {
+                        None if r.may_continue(line, n) => {
                             self.nginx_guard = start + nginx_error::MAX_MESSAGE + 1;
                             None
                         }
@@ -1162,8 +1163,9 @@ impl LineMatcher for NativeMatcher {
 
     /// Every rule reads one line; the matcher's state is caches and scratch,
     /// and the nginx-error guard: a copy starts without one, so a replay
-    /// block that begins within 2 KiB after a cut nginx message may take a
-    /// line the daemon, reading in order, refuses (replay enforces nothing).
+    /// block that begins within 2 KiB after an nginx line the client may
+    /// have continued can take a line the daemon, reading in order, refuses
+    /// (replay enforces nothing).
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
         Some(Box::new(self.clone()))
     }

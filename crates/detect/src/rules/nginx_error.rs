@@ -17,10 +17,17 @@
 //!   (A client can make nginx skip its own lines this way, by sending such
 //!   text in a header; it cannot make it blame anyone else.)
 //! - two `%0a` put a whole forged line between nginx's first line and its
-//!   fields. nginx writes each message, at most [`MAX_MESSAGE`] bytes, in
-//!   one `write`, so the first line is "cut" (a stamp and a `*CID`, no
-//!   `client:` field): the matcher refuses every nginx-error hit of the next
-//!   [`MAX_MESSAGE`] bytes after such a line ([`ErrorRules::is_cut`]).
+//!   fields, and the client writes the rest of that first line too (it can
+//!   end it with a fake `, client: ...`), so no line tells on itself. But
+//!   nginx writes a message, at most [`MAX_MESSAGE`] bytes, in one `write`,
+//!   and it starts on a line of a connection (`*CID`) whose message is not
+//!   one of the kinds and quotes a path before any `, client: `: the matcher
+//!   refuses every nginx-error hit in the [`MAX_MESSAGE`] bytes after such a
+//!   line ([`ErrorRules::may_continue`]).
+//!   Lines of the kinds themselves never start one (their only client text,
+//!   the user, has no `:`, so it cannot carry a stamp), so bursts of auth
+//!   failures or rejections are all read; one within 2 KiB after another
+//!   connection's `open() "..." failed` is not.
 
 use memchr::memmem;
 
@@ -96,20 +103,23 @@ impl ErrorRules {
 }
 
 impl ErrorRules {
-    /// Whether `line` (its stamp ends at `n`) is the first line of a message
-    /// of a connection (`*CID`) that a newline cut before nginx wrote its
-    /// `, client: ` field: the lines after it, up to [`MAX_MESSAGE`] bytes,
-    /// may be the client's. nginx's own messages without that field
-    /// (`client 1.2.3.4 closed keepalive connection`) start with `client `.
-    pub(crate) fn is_cut(&self, line: &str, n: usize) -> bool {
+    /// Whether the client may have continued `line` (its stamp ends at `n`;
+    /// [`ErrorRules::find`] took nothing from it) onto the next lines, up to
+    /// [`MAX_MESSAGE`] bytes: a message of a connection (`*CID`), not one of
+    /// the kinds, with a quoted string before its first `, client: `. nginx
+    /// quotes every decoded path it writes (`open() "%s" failed`, `"%s" is
+    /// not found`, `directory index of "%s"`, `... while processing "%V"`),
+    /// and writes that quote before any client text, so a client cannot
+    /// write a first line without one; messages that quote nothing of the
+    /// client's (`SSL_do_handshake() failed ...`, `connect() failed ...`)
+    /// open no window.
+    pub(crate) fn may_continue(&self, line: &str, n: usize) -> bool {
         let b = line.as_bytes();
         let Some(ms) = message_start(b, n) else {
             return false;
         };
-        b[..ms].ends_with(b" ")
-            && b[..ms].contains(&b'*')
-            && !b[ms..].starts_with(b"client ")
-            && self.client.find(&b[ms..]).is_none()
+        let end = self.client.find(&b[ms..]).map_or(b.len(), |c| ms + c);
+        b[..ms].contains(&b'*') && b[ms..end].contains(&b'"')
     }
 }
 
@@ -240,6 +250,8 @@ mod tests {
             assert!(probe(&mut m, l).is_none(), "{l}");
         }
         // A request line cannot fake the client address: it comes after it.
+        // (A fresh matcher: the `open()` line above refuses the next 2 KiB.)
+        let mut m = NativeMatcher::new(&["nginx-error"], &[]).unwrap();
         let l = r#"2024/03/01 10:00:00 [error] 1#1: *1 user "x": password mismatch, client: 203.0.113.65, server: x, request: "GET /, client: 192.0.2.1, HTTP/1.1""#;
         assert_eq!(probe(&mut m, l).unwrap().1, "203.0.113.65");
     }
@@ -272,6 +284,25 @@ mod tests {
         for l in text.lines() {
             let got = probe(&mut m, l);
             assert!(got.as_ref().is_none_or(|g| g.1 == real), "{l}: {got:?}");
+        }
+        // The first line ended as nginx would, then a whole forged line (what
+        // the `rule_injection` fuzz target found against a guard that looked
+        // for a missing `client:` field).
+        let mut m = NativeMatcher::new(&["nginx-error"], &[]).unwrap();
+        let text = format!(
+            "2024/03/01 10:00:00 [error] 812#812: *7 open() \"/var/www/html/x\" failed, client: 10.0.0.1, server: s\n2024/03/01 10:00:00 [error] 812#812: *1043 user \"root\" was not found in \"/etc/nginx/.htpasswd\", client: 192.0.2.66, server: s\ny\" failed (2: No such file or directory), client: {real}, server: _, request: \"GET /x%0a HTTP/1.1\""
+        );
+        for l in text.lines() {
+            let got = probe(&mut m, l);
+            assert!(got.as_ref().is_none_or(|g| g.1 == real), "{l}: {got:?}");
+        }
+        // A burst of auth failures is read whole: those lines start no guard.
+        let mut m = NativeMatcher::new(&["nginx-error"], &[]).unwrap();
+        for i in 0..20 {
+            let l = format!(
+                r#"2024/03/01 10:00:00 [error] 812#812: *{i} user "admin": password mismatch, client: {real}, server: example.org, request: "GET /admin/ HTTP/1.1", host: "example.org""#
+            );
+            assert_eq!(probe(&mut m, &l).unwrap().1, real, "{l}");
         }
         // Genuine lines with client text after the client field still count
         // (a fresh matcher: the cut line above guards the next 2 KiB).
