@@ -376,6 +376,11 @@ pub struct NativeMatcher {
     repeat_name: u16,
     /// Bytes of the lines seen so far (each with its newline).
     seen: u64,
+    /// The last line's address and length, and where it started: the same
+    /// line matched again (a caller checking itself) is not counted twice.
+    /// A next line that happens to share both only makes `seen` run behind,
+    /// which keeps more lines inside a guard window, never fewer.
+    last_line: (usize, usize, u64),
     /// nginx-error hits are refused before this many bytes: the client may
     /// have written lines up to there (see [`nginx_error`]).
     nginx_guard: u64,
@@ -409,6 +414,7 @@ impl NativeMatcher {
             custom_hits: Vec::new(),
             repeat_name: 0,
             seen: 0,
+            last_line: (0, 0, 0),
             nginx_guard: 0,
         };
         m.repeat_name = m.names.id("repeat");
@@ -584,8 +590,15 @@ impl NativeMatcher {
     pub(crate) fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
         let b = line.as_bytes();
         self.stamp = None;
-        let start = self.seen;
-        self.seen += line.len() as u64 + 1;
+        let key = (line.as_ptr() as usize, line.len());
+        let start = if (self.last_line.0, self.last_line.1) == key {
+            self.last_line.2
+        } else {
+            let s = self.seen;
+            self.seen += line.len() as u64 + 1;
+            self.last_line = (key.0, key.1, s);
+            s
+        };
         let Some(&first) = b.first() else {
             return (None, None);
         };

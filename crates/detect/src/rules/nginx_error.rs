@@ -312,4 +312,35 @@ mod tests {
         );
         assert_eq!(probe(&mut m, &l).unwrap().1, real);
     }
+
+    /// The guard counts bytes between lines, and a caller may match one line
+    /// twice (the engine checks its fast path against the general one in
+    /// debug builds): both answers agree, at every distance from a window's
+    /// end (found by the `log_lines` fuzz target).
+    #[test]
+    fn matching_a_line_again_gives_the_same_answer() {
+        let open = r#"2024/03/01 10:00:00 [error] 812#812: *7 open() "/var/www/html/x" failed (2: No such file or directory), client: 203.0.113.60, server: _"#;
+        let limit = r#"2024/03/01 10:00:00 [error] 812#812: *9 limiting requests, excess: 5.480 by zone "one", client: 203.0.113.61, server: _"#;
+        let mut answers = Vec::new();
+        for pad in 0..200 {
+            let mut m = NativeMatcher::new(&["nginx-error"], &[]).unwrap();
+            let mut lines = vec![open.to_string()];
+            lines.extend((0..12).map(|_| "x".repeat(150)));
+            lines.push("y".repeat(pad));
+            lines.push(limit.to_string());
+            let mut last = None;
+            for l in &lines {
+                let a = m.find(l, 0).0.map(|f| f.host());
+                let b = m.find(l, 0).0.map(|f| f.host());
+                assert_eq!(a, b, "pad {pad}: {l}");
+                last = a;
+            }
+            answers.push(last.is_some());
+        }
+        // The window closes somewhere in the padding: both sides are seen.
+        assert!(
+            answers.contains(&true) && answers.contains(&false),
+            "{answers:?}"
+        );
+    }
 }
