@@ -266,3 +266,35 @@ fn gz_replay_equals_plain() {
     assert_eq!(a["lines"], b["lines"]);
     assert_eq!(a["decisions"], b["decisions"]);
 }
+
+/// Issue 19 item 2, through the real binary: OpenSSH writes the client's
+/// user name raw into `Disconnecting invalid user USER HOST port N: Too many
+/// authentication failures`, and seven lines whose user name carries
+/// `VICTIM port 1: Too many authentication failures` banned VICTIM. The
+/// sender is banned instead, and the victim is not.
+#[test]
+fn replay_sshd_user_name_cannot_ban_a_victim() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let mut f = std::fs::File::create(&log).unwrap();
+    let (victim, sender) = ("192.0.2.66", "203.0.113.77");
+    for i in 0..7 {
+        writeln!(
+            f,
+            "Mar  1 10:00:0{i} web1 sshd[42]: Disconnecting invalid user x {victim} port 1: Too many authentication failures {sender} port 5{i}022: Too many authentication failures [preauth]"
+        )
+        .unwrap();
+    }
+    drop(f);
+    let out = ok(&["replay", "--format", "json", log.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let banned: Vec<&str> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["value"].as_str().unwrap())
+        .collect();
+    assert!(!banned.contains(&victim), "the victim was banned: {v}");
+    assert_eq!(v["matched"], 7, "{v}");
+    assert_eq!(banned, [sender], "{v}");
+}

@@ -10,9 +10,17 @@
 //!    `/actuator`, path traversal, ...), whatever the status;
 //! 4. `http-4xx`: any other 4xx answer (for burst scenarios).
 //!
-//! Matching is ASCII case-insensitive (Aho-Corasick). Quoted fields honour
-//! Apache's `\"` escape (nginx writes `\x22`), so a request or agent cannot end
-//! its field early and shift the others.
+//! Matching is ASCII case-insensitive (Aho-Corasick), on the path with its
+//! `%XX` escapes decoded once (`/%2eenv` is `/.env`; `%252e` stays `%2e`).
+//! Quoted fields honour Apache's `\"` escape (nginx writes `\x22`), so a
+//! request or agent cannot end its field early and shift the others.
+//!
+//! The host is the first field, written before any client text, so no
+//! client text can move it. What the client can try is to make its own line
+//! unreadable: the Basic-auth user (`curl -u '[ x:y'`) may hold spaces,
+//! `[` and `]`, so the stamp is found from the request's opening quote (the
+//! first unescaped `"`: the server escapes a `"` in the user) backwards, not
+//! from the first `[`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -189,6 +197,8 @@ pub(crate) struct HttpRules {
     stamps: StampCache,
     sensitive: LazyAc,
     login: LazyAc,
+    /// The path with `%XX` decoded (reused: no allocation per line).
+    decoded: Vec<u8>,
     f_method: u16,
     f_path: u16,
     f_status: u16,
@@ -238,6 +248,7 @@ impl HttpRules {
             stamps: StampCache::default(),
             sensitive: LazyAc::new(SENSITIVE),
             login: LazyAc::new(LOGIN_PATHS),
+            decoded: Vec::new(),
             f_method: names.id("method"),
             f_path: names.id("path"),
             f_status: names.id("status"),
@@ -264,13 +275,15 @@ impl HttpRules {
             self.agent_cache
                 .get_or(agent, || agents.get().is_match(agent))
         };
+        let dec = percent_decode(path_s.as_bytes(), &mut self.decoded);
         let (sensitive, path_cache) = (&self.sensitive, &mut self.path_cache);
-        let mut sensitive_path = || path_cache.get_or(path_s, || sensitive.get().is_match(path_s));
+        // Keyed by the raw path: the verdict is the decoded path's.
+        let mut sensitive_path = || path_cache.get_or(path_s, || sensitive.get().is_match(dec));
         let kind = if bad_agent {
             0
         } else if st == 401
-            || (st == 403 && self.login.get().is_match(path_s))
-            || (st == 200 && method_s == "POST" && is_wp_login(path_s))
+            || (st == 403 && self.login.get().is_match(dec))
+            || (st == 200 && method_s == "POST" && is_wp_login(dec))
         {
             1
         } else if sensitive_path() {
@@ -344,12 +357,52 @@ impl VerdictCache {
     }
 }
 
-fn is_wp_login(path: &str) -> bool {
-    let p = match memchr::memchr(b'?', path.as_bytes()) {
+fn is_wp_login(path: &[u8]) -> bool {
+    let p = match memchr::memchr(b'?', path) {
         Some(i) => &path[..i],
         None => path,
     };
-    p.ends_with("/wp-login.php") || p.ends_with("/xmlrpc.php")
+    p.ends_with(b"/wp-login.php") || p.ends_with(b"/xmlrpc.php")
+}
+
+/// `p` with every `%XX` (two hex digits) decoded, once; any other `%` is
+/// kept. `p` itself when it has no `%`, else the decoded bytes in `buf`.
+fn percent_decode<'a>(p: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+    if memchr::memchr(b'%', p).is_none() {
+        return p;
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    buf.clear();
+    let mut i = 0;
+    while i < p.len() {
+        if p[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                p.get(i + 1).copied().and_then(hex),
+                p.get(i + 2).copied().and_then(hex),
+            ) {
+                buf.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        buf.push(p[i]);
+        i += 1;
+    }
+    buf
+}
+
+/// The request's opening quote: the first `"` after `from` that no
+/// backslash escapes (an odd run of `\` before it).
+fn request_quote(b: &[u8], from: usize) -> Option<usize> {
+    let mut s = from;
+    loop {
+        let q = memchr::memchr(b'"', b.get(s..)?)? + s;
+        let slashes = b[from..q].iter().rev().take_while(|&&c| c == b'\\').count();
+        if slashes % 2 == 0 {
+            return Some(q);
+        }
+        s = q + 1;
+    }
 }
 
 /// `METHOD TARGET PROTO` → offsets of method and target; a request that is not
@@ -394,12 +447,20 @@ fn digits_then_quote(b: &[u8], s: usize) -> Option<usize> {
 fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
     let b = line.as_bytes();
     let he = super::find_byte(b' ', &b[..b.len().min(64)])?;
-    // ident, then the user (which may hold spaces), then `[stamp]`; most
-    // lines have neither (`- - [`), which the searches would find too.
-    let (lb, ident_end) = if b.get(he + 1..he + 6) == Some(b"- - [") {
+    // ident, then the user (which may hold spaces and brackets), then
+    // `[stamp] "request"`; most lines have neither (`- - [` and a stamp of
+    // 26 bytes), which the search from the quote would find too.
+    let (lb, ident_end) = if b.get(he + 1..he + 6) == Some(b"- - [")
+        && b.get(he + 32..he + 35) == Some(b"] \"")
+        && !b[he + 6..he + 32].contains(&b'"')
+    {
         (he + 5, he + 2)
     } else {
-        let lb = memchr::memchr(b'[', &b[he..])? + he;
+        let q = request_quote(b, he)?;
+        if q < he + 3 || b[q - 1] != b' ' || b[q - 2] != b']' {
+            return None;
+        }
+        let lb = memchr::memrchr(b'[', &b[he..q - 2])? + he;
         (lb, memchr::memchr(b' ', &b[he + 1..lb])? + he + 1)
     };
     // `ident user [`: the byte before `[` must be the separating space.
@@ -419,11 +480,10 @@ fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
     let (rb, time) = match fixed {
         Some(f) => f,
         None => {
-            let rb = memchr::memchr(b']', &b[lb..])? + lb;
-            (rb, stamps.parse_clf(&line[lb + 1..rb]).map(|x| x.0))
+            let rb = request_quote(b, lb)?.checked_sub(2)?;
+            (rb, stamps.parse_clf(line.get(lb + 1..rb)?).map(|x| x.0))
         }
     };
-    debug_assert_eq!(memchr::memchr(b']', &b[lb..]).map(|i| i + lb), Some(rb));
     if b.get(rb + 1) != Some(&b' ') || b.get(rb + 2) != Some(&b'"') {
         return None;
     }
@@ -461,7 +521,7 @@ fn parse(line: &str, stamps: &mut StampCache) -> Option<Access> {
         host: (0, he),
         user,
         time,
-        first_stamp: lb < 128 && super::find_byte(b'[', &b[..he]).is_none(),
+        first_stamp: lb < 128 && super::find_byte(b'[', &b[..lb]).is_none(),
         request: (rs, re),
         status,
         status_at: ss,
@@ -668,5 +728,81 @@ mod tests {
         // An escaped quote in the request does not end the field (Apache).
         let l = r#"198.51.100.25 - - [01/Mar/2024:10:00:00 +0000] "GET /x\" 200 1 \"-\" \"sqlmap HTTP/1.1" 404 9 "-" "Mozilla/5.0""#;
         assert_eq!(probe(&mut m, l).unwrap().0, "http-4xx");
+    }
+
+    /// Issue 19 item 5: a `[` (or spaces and `]`) in the Basic-auth user
+    /// nginx logs must not make a probe line unreadable.
+    #[test]
+    fn bracket_in_basic_auth_user_does_not_hide_the_line() {
+        for user in [
+            "[",
+            "a b",
+            "] [",
+            "[01/Mar/2024:10:00:00 +0000]",
+            r"x\x22 [",
+            "-",
+        ] {
+            let l = format!(
+                r#"198.51.100.30 - {user} [01/Mar/2024:10:00:00 +0000] "GET /.env HTTP/1.1" 404 153 "-" "sqlmap/1.7.2#stable (https://sqlmap.org)""#
+            );
+            let mut m = NativeMatcher::new(&["nginx-access"], &[]).unwrap();
+            let g = probe(&mut m, &l).unwrap_or_else(|| panic!("no match: {l}"));
+            assert_eq!(
+                (g.0.as_str(), g.1.as_str()),
+                ("http-bad-user-agent", "198.51.100.30"),
+                "{l}"
+            );
+            if user != "-" {
+                assert!(
+                    g.2.contains(&("user".into(), user.into())),
+                    "{l}: {:?}",
+                    g.2
+                );
+            }
+            let h = shield_core::LineMatcher::match_line(&mut m, &l, 0).unwrap();
+            assert_eq!(h.time, Some(1_709_287_200), "{l}");
+        }
+        // Apache escapes a quote in the user as `\"`.
+        check(
+            r#"198.51.100.30 - a\" [ [01/Mar/2024:10:00:00 +0000] "GET /.git/config HTTP/1.1" 404 1 "-" "curl/8""#,
+            Some("http-sensitive-path"),
+        );
+    }
+
+    /// Issue 19 item 5: `/%2eenv`, `/wp-login%2ephp` are the probes they
+    /// decode to, not plain 4xx.
+    #[test]
+    fn percent_encoded_sensitive_paths_are_probes() {
+        for p in [
+            "/%2eenv",
+            "/%2Egit/config",
+            "/wp-login%2ephp",
+            "/%70hpmyadmin/",
+            "/a/..%2f..%2fetc/passwd",
+            "/%2e%2e/x",
+        ] {
+            check(
+                &line("198.51.100.31", &format!("GET {p} HTTP/1.1"), 404, BROWSER),
+                Some("http-sensitive-path"),
+            );
+        }
+        check(
+            &line(
+                "198.51.100.31",
+                "POST /wp-login%2ephp HTTP/1.1",
+                200,
+                BROWSER,
+            ),
+            Some("http-login-fail"),
+        );
+        // Decoded once: `%252e` is `%2e`, not `.`; a bad escape stays as it is.
+        check(
+            &line("198.51.100.31", "GET /%252eenvx HTTP/1.1", 200, BROWSER),
+            None,
+        );
+        check(
+            &line("198.51.100.31", "GET /100%zz HTTP/1.1", 200, BROWSER),
+            None,
+        );
     }
 }

@@ -1,6 +1,20 @@
 //! The `postfix` (SASL authentication failures of smtpd) and `dovecot`
 //! (IMAP/POP3 login failures, passdb failures) packs, over the message part of
 //! a `postfix/*` or `dovecot` syslog line.
+//!
+//! Where the host is read, and why the client cannot move it:
+//! - postfix writes `NAME[ADDR]: SASL ...` first; NAME is a checked
+//!   hostname (no `[`), so the first `[...]` is postfix's. The SASL reason
+//!   after it (with `sasl_username=`) is the client's and never read.
+//! - dovecot's login line puts the client's `user=<...>` before `rip=`, and
+//!   only dovecot's own fields (`lip=`, `mpid=`, `TLS`, `session=<...>`)
+//!   after it: the user is greedy, so the last `rip=` is taken.
+//! - dovecot's passdb prefix is `DRIVER(USER,ADDR[,<SESSION>]): KIND`: the
+//!   user is greedy and KIND is anchored to the end of the line, so the last
+//!   `,ADDR` that reads so is dovecot's. `auth_verbose_passwords = plain`
+//!   appends the client's password after the host, so either side could
+//!   hold a second reading: a line with `(given password: ` is not read
+//!   (`= sha1`, a hex digest, is).
 
 use super::{Nofail, RegexDef};
 
@@ -16,11 +30,12 @@ pub(crate) const POSTFIX: &[RegexDef] = &[RegexDef {
     pattern: concat!(
         r"^warning: [-._0-9A-Za-z]+\[",
         addr!(),
-        r"\]: SASL (?P<mech>[-A-Z0-9]+) [aA]uthentication failed(?::|$)"
+        r"\]: SASL (?P<mech>[-A-Z0-9]+) [aA]uthentication failed(?:: .*)?$"
     ),
     nofail: Nofail::Never,
     fast: None,
     also: &[],
+    unless: &[],
 }];
 
 pub(crate) const DOVECOT: &[RegexDef] = &[
@@ -35,25 +50,28 @@ pub(crate) const DOVECOT: &[RegexDef] = &[
             "Aborted login",
         ],
         pattern: concat!(
-            r"^(?:(?P<proto>imap|pop3|submission|managesieve)-login: )?(?:Info: )?(?:Disconnected|Aborted login|Login aborted)(?::[^(]*)? \((?:auth failed, \d+ attempts?|tried to use (?:disabled|disallowed) \S+ auth)[^)]*\)[^:]*: user=<(?P<user>[^>]*)>,.*?\brip=",
+            r"^(?:(?P<proto>imap|pop3|submission|managesieve)-login: )?(?:Info: )?(?:Disconnected|Aborted login|Login aborted)(?::[^(]*)? \((?:auth failed, \d+ attempts?|tried to use (?:disabled|disallowed) \S+ auth)[^)]*\)[^:]*: user=<(?P<user>.*)>, (?:method=\S+, )?rip=",
             addr!(),
-            r"(?:,|$)"
+            r"(?:, [^,]*)*$"
         ),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "dovecot-passdb-fail",
         starts: &["auth: ", "auth-worker("],
         pattern: concat!(
-            r"^auth(?:-worker\(\d+\))?: (?:Info: )?(?:pam|passwd-file|shadow|sql|ldap|passwd|checkpassword)\((?P<user>[^,)]*),",
+            r"^auth(?:-worker\(\d+\))?: (?:Info: )?(?:pam|passwd-file|shadow|sql|ldap|passwd|checkpassword)\((?P<user>.*),",
             addr!(),
-            r"(?:,[^)]*)?\): (?:unknown user|[Pp]assword mismatch|pam_authenticate\(\) failed|Authentication failure)"
+            r"(?:,<[^>]*>)?\): (?:unknown user|[Pp]assword mismatch|pam_authenticate\(\) failed: [A-Za-z ]+(?: \([a-z ?]+\))?|Authentication failure)(?: \(SHA1 of given password: [0-9a-f]+\))?\s*$"
         ),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        // The client's password follows the host: not read (see above).
+        unless: &["(given password: "],
     },
 ];
 
@@ -137,5 +155,47 @@ mod tests {
         ] {
             assert!(probe(&mut m, l).is_none(), "{l}");
         }
+    }
+
+    /// Issue 19 item 8: dovecot writes the client's user name before its
+    /// own `rip=`; `user=<x>, rip=VICTIM, y>` must not blame VICTIM.
+    #[test]
+    fn dovecot_login_fail_user_cannot_frame_a_victim() {
+        let mut m = m();
+        let real = "203.0.113.41";
+        for user in [
+            "x>, rip=192.0.2.66, y",
+            "x>, method=PLAIN, rip=192.0.2.66, lip=10.0.0.2, session=<abc>",
+            "x>, rip=192.0.2.66",
+            "x>, rip=192.0.2.66,",
+        ] {
+            let l = format!(
+                "Mar  1 10:00:00 mx dovecot: imap-login: Disconnected (auth failed, 3 attempts in 12 secs): user=<{user}>, method=PLAIN, rip={real}, lip=10.0.0.2, TLS, session=<abc>"
+            );
+            let g = probe(&mut m, &l).unwrap_or_else(|| panic!("no match: {l}"));
+            assert_eq!(
+                (g.0.as_str(), g.1.as_str()),
+                ("dovecot-login-fail", real),
+                "{l}"
+            );
+            assert!(
+                g.2.contains(&("user".into(), user.into())),
+                "{l}: {:?}",
+                g.2
+            );
+        }
+        // The passdb prefix `pam(USER,ADDR,<SESSION>)`: the user may hold commas.
+        for user in ["x,192.0.2.66", "x,192.0.2.66,<s>", "a,b,"] {
+            let l = format!(
+                "Mar  1 10:00:00 mx dovecot: auth-worker(1234): pam({user},{real},<sess>): pam_authenticate() failed: Authentication failure (password mismatch?)"
+            );
+            let g = probe(&mut m, &l).unwrap_or_else(|| panic!("no match: {l}"));
+            assert_eq!(g.1, real, "{l}");
+        }
+        // A password `auth_verbose_passwords = plain` appends: not read.
+        let l = format!(
+            "Mar  1 10:00:00 mx dovecot: auth: passwd-file(u,{real}): Password mismatch (given password: x) ,192.0.2.66): unknown user"
+        );
+        assert!(probe(&mut m, &l).is_none_or(|g| g.1 == real), "{l}");
     }
 }

@@ -22,6 +22,8 @@
 mod http;
 mod mail;
 mod nginx_error;
+#[doc(hidden)]
+pub mod samples;
 mod sshd;
 
 use std::net::IpAddr;
@@ -110,6 +112,9 @@ pub(crate) struct RegexDef {
     pub fast: Option<FastFn>,
     /// When not empty, the message must also contain one of these literals.
     pub also: &'static [&'static str],
+    /// The message must contain none of these (forms where the client's
+    /// text on both sides of the host leaves more than one reading).
+    pub unless: &'static [&'static str],
 }
 
 /// A hand-written parser: the host and up to 3 named fields, as offsets into the message.
@@ -242,6 +247,7 @@ struct RxRule {
     /// that group.
     fast_ids: [Option<u16>; STATIC_NAMES.len()],
     also: &'static [&'static str],
+    unless: &'static [&'static str],
 }
 
 /// What a rule found, as offsets into the line, so the matcher can try several
@@ -303,11 +309,12 @@ impl Found {
 }
 
 /// Field names fast parsers may report.
-const STATIC_NAMES: &[&str] = &["user", "method", "what"];
+const STATIC_NAMES: &[&str] = &["user", "method", "what", "reason"];
 /// Indexes in [`STATIC_NAMES`], for [`Caps::field`].
 pub(crate) const USER: u8 = 0;
 pub(crate) const METHOD: u8 = 1;
 pub(crate) const WHAT: u8 = 2;
+pub(crate) const REASON: u8 = 3;
 
 /// Interned field names: hits borrow them from the matcher.
 #[derive(Clone, Default)]
@@ -367,6 +374,16 @@ pub struct NativeMatcher {
     custom_set: Option<RegexSet>,
     custom_hits: Vec<bool>,
     repeat_name: u16,
+    /// Bytes of the lines seen so far (each with its newline).
+    seen: u64,
+    /// The last line's address and length, and where it started: the same
+    /// line matched again (a caller checking itself) is not counted twice.
+    /// A next line that happens to share both only makes `seen` run behind,
+    /// which keeps more lines inside a guard window, never fewer.
+    last_line: (usize, usize, u64),
+    /// nginx-error hits are refused before this many bytes: the client may
+    /// have written lines up to there (see [`nginx_error`]).
+    nginx_guard: u64,
 }
 
 impl NativeMatcher {
@@ -396,6 +413,9 @@ impl NativeMatcher {
             custom_set: None,
             custom_hits: Vec::new(),
             repeat_name: 0,
+            seen: 0,
+            last_line: (0, 0, 0),
+            nginx_guard: 0,
         };
         m.repeat_name = m.names.id("repeat");
         let has = |p: &str| packs.contains(&p);
@@ -510,6 +530,7 @@ impl NativeMatcher {
                 .expect("built-in pattern has a host group");
             rule.fast = d.fast;
             rule.also = d.also;
+            rule.unless = d.unless;
             for n in names.iter().flatten() {
                 if let Some(k) = STATIC_NAMES.iter().position(|s| s == n) {
                     rule.fast_ids[k] = Some(self.names.id(n));
@@ -559,6 +580,7 @@ impl NativeMatcher {
             fast: None,
             fast_ids: [None; STATIC_NAMES.len()],
             also: &[],
+            unless: &[],
         })
     }
 
@@ -568,6 +590,15 @@ impl NativeMatcher {
     pub(crate) fn find(&mut self, line: &str, now: UnixTime) -> (Option<Found>, Option<UnixTime>) {
         let b = line.as_bytes();
         self.stamp = None;
+        let key = (line.as_ptr() as usize, line.len());
+        let start = if (self.last_line.0, self.last_line.1) == key {
+            self.last_line.2
+        } else {
+            let s = self.seen;
+            self.seen += line.len() as u64 + 1;
+            self.last_line = (key.0, key.1, s);
+            s
+        };
         let Some(&first) = b.first() else {
             return (None, None);
         };
@@ -578,7 +609,14 @@ impl NativeMatcher {
             self.stamp = time;
             found = match kind {
                 StampKind::NginxError => match &self.nginx_err {
-                    Some(r) => r.find(line, n),
+                    Some(r) => match r.find(line, n) {
+                        Some(_) if start < self.nginx_guard => None,
+                        None if r.may_continue(line, n) => {
+                            self.nginx_guard = start + nginx_error::MAX_MESSAGE + 1;
+                            None
+                        }
+                        f => f,
+                    },
                     None => None,
                 },
                 StampKind::Syslog | StampKind::Iso8601 => self.syslog(line, &line[n..], true),
@@ -1071,6 +1109,9 @@ fn match_rules(rules: &mut [RxRule], masks: &[u64; 256], line: &str, msg: &str) 
         if !rule.also.is_empty() && !rule.also.iter().any(|s| msg.contains(s)) {
             continue;
         }
+        if rule.unless.iter().any(|s| msg.contains(s)) {
+            continue;
+        }
         if let Some(f) = run_rule(rule, line, msg) {
             return Some(f);
         }
@@ -1133,7 +1174,11 @@ impl LineMatcher for NativeMatcher {
         self.stamp
     }
 
-    /// Every rule reads one line; the matcher's state is caches and scratch.
+    /// Every rule reads one line; the matcher's state is caches and scratch,
+    /// and the nginx-error guard: a copy starts without one, so a replay
+    /// block that begins within 2 KiB after an nginx line the client may
+    /// have continued can take a line the daemon, reading in order, refuses
+    /// (replay enforces nothing).
     fn fork(&self) -> Option<Box<dyn LineMatcher>> {
         Some(Box::new(self.clone()))
     }

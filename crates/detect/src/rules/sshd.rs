@@ -11,7 +11,7 @@
 //! Preauth kinds (the `aggressive`/`ddos` modes) are rules of their own, so a
 //! scenario chooses whether to count them.
 
-use super::{Caps, METHOD, Nofail, RegexDef, USER, WHAT};
+use super::{Caps, METHOD, Nofail, REASON, RegexDef, USER, WHAT};
 
 macro_rules! addr {
     () => {
@@ -36,6 +36,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_failed_invalid),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // `publickey` failures for real accounts are a client trying its keys
@@ -50,6 +51,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::IfGroup("method", "publickey"),
         fast: Some(fast_failed),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-auth-failure",
@@ -63,6 +65,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-user-unknown",
@@ -75,14 +78,16 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-root-login-refused",
         starts: &["ROOT LOGIN REFUSED"],
-        pattern: concat!(r"^ROOT LOGIN REFUSED FROM ", addr!(), r"(?:\s|$)"),
+        pattern: concat!(r"^ROOT LOGIN REFUSED FROM ", addr!(), tail!()),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-invalid-user",
@@ -100,6 +105,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_invalid),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-user-not-allowed",
@@ -112,14 +118,18 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-refused-connect",
         starts: &["refused connect from "],
-        pattern: concat!(r"^refused connect from \S+ \(", addr!(), r"\)"),
+        // tcp_wrappers: `refused connect from NAME (ADDR)`; NAME (a PTR
+        // record, attacker-chosen) has no spaces, the address is last.
+        pattern: concat!(r"^refused connect from \S+ \(", addr!(), r"\)\s*$"),
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // Code 3 `Auth fail` (normal) and 14 `No supported authentication
@@ -129,11 +139,14 @@ pub(crate) const DEFS: &[RegexDef] = &[
         pattern: concat!(
             r"^Received disconnect from ",
             addr!(),
-            r"(?: port \d+)?:\s*(?P<code>3|14): (?:.*: Auth fail|No (?:supported )?authentication methods available)"
+            // The reason after the code is the client's own text: the host
+            // is taken from before it, right after the fixed prefix.
+            r"(?: port \d+)?:\s*(?P<code>3|14): (?:.*: Auth fail|No (?:supported )?authentication methods available)\s*(?:\[preauth\])?\s*$"
         ),
         nofail: Nofail::Never,
         fast: None,
         also: &[": Auth fail", "authentication methods available"],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-max-auth-attempts",
@@ -146,40 +159,60 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_max_auth),
         also: &[],
+        unless: &[],
     },
     RegexDef {
+        // `Disconnecting invalid user USER HOST port N: REASON` (OpenSSH's
+        // connection id with its log preamble; USER is the client's, raw).
+        // `Too many authentication failures` ends the line, so the last
+        // host followed by it is sshd's. `Change of username ...: (USER,SVC)
+        // -> (USER2,SVC2)` has the client's text on both sides of the host,
+        // which no regex can settle: the hand-written parser (always used;
+        // this regex is the grammar, a superset) takes a line only when it
+        // has exactly one reading, and for `Change ...` only when the
+        // preamble's USER is repeated in the reason.
         name: "sshd-too-many-auth",
         starts: &["Disconnecting "],
         pattern: concat!(
-            r"^Disconnecting (?:invalid|authenticating) user (?P<user>\S+) ",
+            r"^Disconnecting (?:invalid|authenticating) user (?P<user>.*) ",
             addr!(),
-            r" port \d+: (?P<reason>Too many authentication failures|Change of username or service not allowed)"
+            r" port \d+: (?P<reason>Too many authentication failures|Change of username or service not allowed)(?:\s*(?:\[preauth\])?\s*$|: \(.*)"
         ),
         nofail: Nofail::Never,
-        fast: None,
+        fast: Some(fast_too_many_auth),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         // PAM's line duplicates sshd's own `Failed password`: matched, not counted.
         name: "sshd-pam-auth-failure",
         starts: &["pam_unix(sshd:auth): authentication failure;"],
+        // pam_unix writes `logname= uid= euid= tty= ruser= rhost= user=` in
+        // this order: `rhost` is taken at its place after the fixed fields
+        // (the first `rhost=`), so a `user=` value cannot bring another.
         pattern: concat!(
-            r"^pam_unix\(sshd:auth\): authentication failure;(?:\s+\w+=\S*)*?\s+rhost=",
+            r"^pam_unix\(sshd:auth\): authentication failure;(?:\s+logname=\S*)?(?:\s+uid=\d*)?(?:\s+euid=\d*)?(?:\s+tty=\S*)?(?:\s+ruser=\S*)?\s+rhost=",
             addr!(),
             r"(?:\s+user=(?P<user>\S*))?\s*$"
         ),
         nofail: Nofail::Always,
         fast: Some(fast_pam),
         also: &[],
+        unless: &[],
     },
     // Preauth kinds (fail2ban `aggressive`).
     RegexDef {
         name: "sshd-no-ident",
         starts: &["Did not receive identification string from "],
-        pattern: concat!(r"^Did not receive identification string from ", addr!()),
+        pattern: concat!(
+            r"^Did not receive identification string from ",
+            addr!(),
+            r"(?: port \d+)?\s*$"
+        ),
         nofail: Nofail::Never,
         fast: Some(fast_no_ident),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-bad-protocol",
@@ -192,6 +225,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: None,
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-banner-invalid",
@@ -199,11 +233,12 @@ pub(crate) const DEFS: &[RegexDef] = &[
         pattern: concat!(
             r"^banner exchange: Connection from ",
             addr!(),
-            r" port \d+: invalid format"
+            r" port \d+: invalid format\s*(?:\[preauth\])?\s*$"
         ),
         nofail: Nofail::Never,
         fast: Some(fast_banner_invalid),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-negotiate",
@@ -212,11 +247,12 @@ pub(crate) const DEFS: &[RegexDef] = &[
             r"^Unable to negotiate with ",
             addr!(),
             // sshd names an algorithm kind here, in ASCII.
-            r" port \d+: no matching (?P<what>[0-9A-Za-z_ ]+?) found"
+            r" port \d+: no matching (?P<what>[0-9A-Za-z_ ]+?) found(?:\. Their offer: .*)?$"
         ),
         nofail: Nofail::Never,
         fast: Some(fast_negotiate),
         also: &[],
+        unless: &[],
     },
     RegexDef {
         name: "sshd-preauth-close",
@@ -233,6 +269,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
         nofail: Nofail::Never,
         fast: Some(fast_preauth_close),
         also: &[],
+        unless: &[],
     },
 ];
 
@@ -391,16 +428,97 @@ fn fast_invalid(m: &str) -> Option<Caps> {
     Some(Caps::new(host).field(USER, user.0, user.1))
 }
 
-/// `^Did not receive identification string from HOST` (no end anchor: the
-/// greedy HOST takes at most 45 bytes of a longer run).
+/// `^Did not receive identification string from HOST(?: port \d+)?\s*$`
 fn fast_no_ident(m: &str) -> Option<Caps> {
     let r = m.strip_prefix("Did not receive identification string from ")?;
-    let n = r.bytes().take(45).take_while(|&c| is_host_byte(c)).count();
+    let n = host_len(r)?;
+    let rest = &r[n..];
+    if !blank(port(rest).unwrap_or(rest)) {
+        return None;
+    }
     let h = m.len() - r.len();
-    (n >= 2).then(|| Caps::new((h, h + n)))
+    Some(Caps::new((h, h + n)))
 }
 
-/// `^Unable to negotiate with HOST port \d+: no matching (?P<what>[0-9A-Za-z_ ]+?) found`
+/// OpenSSH's `%.200s` of the log preamble.
+const MAX_PREAMBLE: usize = 200;
+const TOO_MANY: &str = "Too many authentication failures";
+const CHANGE: &str = "Change of username or service not allowed";
+
+/// `sshd-too-many-auth`: `^Disconnecting (?:invalid|authenticating) user
+/// USER HOST port \d+: REASON` where REASON is `Too many authentication
+/// failures` or `Change of username or service not allowed`, then either the
+/// end (`\s*(?:\[preauth\])?\s*$`) or `: (USER,` (sshd repeats the
+/// preamble's user there; its `%.100s` may cut the reason inside it). Every
+/// split of the text into USER and HOST is tried: the line is taken only if
+/// exactly one reads so, since the client writes both USER and, in
+/// `Change ...`, the text after the host.
+fn fast_too_many_auth(m: &str) -> Option<Caps> {
+    let r = m.strip_prefix("Disconnecting ")?;
+    let r = r
+        .strip_prefix("invalid user ")
+        .or_else(|| r.strip_prefix("authenticating user "))?;
+    let base = m.len() - r.len();
+    let mut found: Option<Caps> = None;
+    // sshd cuts its log preamble (`invalid user USER`) at 200 bytes, so the
+    // host starts within them: that bounds the work on a long line.
+    for i in memchr::memchr_iter(b' ', &r.as_bytes()[..r.len().min(MAX_PREAMBLE)]) {
+        let h = i + 1;
+        let Some(n) = host_len(&r[h..]) else {
+            continue;
+        };
+        let Some(rest) = port(&r[h + n..]).and_then(|x| x.strip_prefix(": ")) else {
+            continue;
+        };
+        let reason_at = m.len() - rest.len();
+        let (reason, after) = if let Some(a) = rest.strip_prefix(TOO_MANY) {
+            (TOO_MANY.len(), a)
+        } else if let Some(a) = rest.strip_prefix(CHANGE) {
+            (CHANGE.len(), a)
+        } else {
+            continue;
+        };
+        let user = &r[..i];
+        let ok = tail_preauth(after)
+            || after.strip_prefix(": (").is_some_and(|x| {
+                // `(USER,`, or USER cut short where the reason reaches 100 bytes.
+                let cut = trim_preauth(x);
+                x.strip_prefix(user).is_some_and(|y| y.starts_with(','))
+                    || (rest.len() - (x.len() - cut.len()) == 100
+                        && !cut.is_empty()
+                        && user.starts_with(cut))
+            });
+        if !ok {
+            continue;
+        }
+        if found.is_some() {
+            // Two readings: the client wrote one of them.
+            return None;
+        }
+        found = Some(
+            Caps::new((base + h, base + h + n))
+                .field(USER, base, base + i)
+                .field(REASON, reason_at, reason_at + reason),
+        );
+    }
+    found
+}
+
+/// `\s*(?:\[preauth\])?\s*$`
+fn tail_preauth(s: &str) -> bool {
+    let s = skip_ws(s);
+    blank(s.strip_prefix("[preauth]").unwrap_or(s))
+}
+
+/// `s` without a trailing `\s*(?:\[preauth\])?\s*`.
+fn trim_preauth(s: &str) -> &str {
+    let t = s.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    t.strip_suffix("[preauth]")
+        .unwrap_or(t)
+        .trim_end_matches(|c: char| c.is_ascii_whitespace())
+}
+
+/// `^Unable to negotiate with HOST port \d+: no matching (?P<what>[0-9A-Za-z_ ]+?) found(?:\. Their offer: .*)?$`
 fn fast_negotiate(m: &str) -> Option<Caps> {
     let r = m.strip_prefix("Unable to negotiate with ")?;
     let n = host_len(r)?;
@@ -412,7 +530,8 @@ fn fast_negotiate(m: &str) -> Option<Caps> {
         if !(c.is_ascii_alphanumeric() || c == b'_' || c == b' ') {
             return None;
         }
-        if q[i + 1..].starts_with(" found") {
+        let end = q[i + 1..].strip_prefix(" found");
+        if end.is_some_and(|e| e.is_empty() || e.starts_with(". Their offer: ")) {
             return Some(Caps::new((h, h + n)).field(WHAT, w, w + i + 1));
         }
     }
@@ -430,12 +549,14 @@ fn fast_max_auth(m: &str) -> Option<Caps> {
     Some(Caps::new(host).field(USER, user.0, user.1))
 }
 
-/// `^banner exchange: Connection from HOST port \d+: invalid format` (HOST
-/// must be the whole run: a space follows it).
+/// `^banner exchange: Connection from HOST port \d+: invalid format\s*(?:\[preauth\])?\s*$`
 fn fast_banner_invalid(m: &str) -> Option<Caps> {
     let r = m.strip_prefix("banner exchange: Connection from ")?;
     let n = host_len(r)?;
-    if !port(&r[n..])?.starts_with(": invalid format") {
+    if !port(&r[n..])?
+        .strip_prefix(": invalid format")
+        .is_some_and(tail_preauth)
+    {
         return None;
     }
     let h = m.len() - r.len();
@@ -480,46 +601,43 @@ fn fast_preauth_close(m: &str) -> Option<Caps> {
     Some(Caps::new((hs, hs + n)))
 }
 
-/// `^pam_unix\(sshd:auth\): authentication failure;(?:\s+\w+=\S*)*?\s+rhost=HOST(?:\s+user=(?P<user>\S*))?\s*$`
+/// `^pam_unix\(sshd:auth\): authentication failure;(?:\s+logname=\S*)?(?:\s+uid=\d*)?(?:\s+euid=\d*)?(?:\s+tty=\S*)?(?:\s+ruser=\S*)?\s+rhost=HOST(?:\s+user=(?P<user>\S*))?\s*$`
 fn fast_pam(m: &str) -> Option<Caps> {
-    let r = m.strip_prefix("pam_unix(sshd:auth): authentication failure;")?;
-    let mut s = r;
-    loop {
+    let mut s = m.strip_prefix("pam_unix(sshd:auth): authentication failure;")?;
+    // Each optional field in pam_unix's order: `\s+KEY=VALUE`.
+    for (key, digits_only) in [
+        ("logname=", false),
+        ("uid=", true),
+        ("euid=", true),
+        ("tty=", false),
+        ("ruser=", false),
+    ] {
         let w = s.bytes().take_while(u8::is_ascii_whitespace).count();
-        if w == 0 {
-            return None;
+        if let Some(v) = s[w..].strip_prefix(key).filter(|_| w > 0) {
+            let n = if digits_only {
+                digits(v)
+            } else {
+                v.find(char::is_whitespace).unwrap_or(v.len())
+            };
+            s = &v[n..];
         }
-        s = &s[w..];
-        if let Some(h) = s.strip_prefix("rhost=") {
-            if let Some(n) = host_len(h) {
-                let rest = &h[n..];
-                let hs = m.len() - h.len();
-                if blank(rest) {
-                    return Some(Caps::new((hs, hs + n)));
-                }
-                let w2 = rest.bytes().take_while(u8::is_ascii_whitespace).count();
-                if let Some(u) = rest[w2..].strip_prefix("user=") {
-                    let ue = u.find(char::is_whitespace).unwrap_or(u.len());
-                    if w2 > 0 && blank(&u[ue..]) {
-                        let us = m.len() - u.len();
-                        return Some(Caps::new((hs, hs + n)).field(USER, us, us + ue));
-                    }
-                }
-            }
-        }
-        // A `\w+=\S*` token, then look for rhost again.
-        let k = s
-            .bytes()
-            .take_while(|&c| c.is_ascii_alphanumeric() || c == b'_')
-            .count();
-        if k == 0 || s.as_bytes().get(k) != Some(&b'=') {
-            return None;
-        }
-        let v = s[k + 1..]
-            .find(char::is_whitespace)
-            .map_or(s.len(), |p| k + 1 + p);
-        s = &s[v..];
     }
+    let w = s.bytes().take_while(u8::is_ascii_whitespace).count();
+    let h = s[w..].strip_prefix("rhost=").filter(|_| w > 0)?;
+    let n = host_len(h)?;
+    let rest = &h[n..];
+    let hs = m.len() - h.len();
+    if blank(rest) {
+        return Some(Caps::new((hs, hs + n)));
+    }
+    let w2 = rest.bytes().take_while(u8::is_ascii_whitespace).count();
+    let u = rest[w2..].strip_prefix("user=").filter(|_| w2 > 0)?;
+    let ue = u.find(char::is_whitespace).unwrap_or(u.len());
+    if !blank(&u[ue..]) {
+        return None;
+    }
+    let us = m.len() - u.len();
+    Some(Caps::new((hs, hs + n)).field(USER, us, us + ue))
 }
 
 #[cfg(test)]
@@ -879,5 +997,78 @@ mod tests {
     fn sshd_session_and_iso_prefix() {
         let got = probe(&mut m(), "2024-03-01T10:00:00.123456+00:00 web1 sshd-session[77]: Invalid user a from 203.0.113.1 port 3").unwrap();
         assert_eq!(got.0, "sshd-invalid-user");
+    }
+
+    /// Issue 19 item 2: OpenSSH writes the client's user name raw into
+    /// `Disconnecting invalid user USER HOST port N: ...`; a user name that
+    /// carries a whole `VICTIM port 1: Too many authentication failures`
+    /// must not make the rule blame VICTIM.
+    #[test]
+    fn sshd_too_many_auth_user_name_cannot_frame_a_victim() {
+        let real = "198.51.100.6";
+        for user in [
+            "x 192.0.2.66 port 1: Too many authentication failures",
+            "x 192.0.2.66 port 1: Too many authentication failures [preauth]",
+            "x 192.0.2.66 port 1: Change of username or service not allowed: (x,ssh-connection) -> (y,ssh-connection)",
+            "x 192.0.2.66 port 1: Change of username or service not allowed: (x,y",
+        ] {
+            for reason in [
+                "Too many authentication failures [preauth]".to_string(),
+                format!(
+                    "Change of username or service not allowed: ({user},ssh-connection) -> (root,ssh-connection) [preauth]"
+                ),
+            ] {
+                let line = format!(
+                    "Mar  1 10:00:00 web1 sshd[4242]: Disconnecting invalid user {user} {real} port 22: {reason}"
+                );
+                let got = probe(&mut m(), &line);
+                assert!(got.as_ref().is_none_or(|g| g.1 == real), "{line}: {got:?}");
+            }
+        }
+        // The client also writes the text after the host in `Change ...`:
+        // a new user name that ends where sshd's `%.100s` cuts the reason.
+        let reason = "Change of username or service not allowed: (a,ssh-connection) -> (b 192.0.2.66 port 1: Too many authentication failures";
+        let line = format!(
+            "Mar  1 10:00:00 web1 sshd[4242]: Disconnecting invalid user a {real} port 22: {reason} [preauth]"
+        );
+        let got = probe(&mut m(), &line);
+        assert!(got.as_ref().is_none_or(|g| g.1 == real), "{line}: {got:?}");
+        // Genuine lines still count, with long and spaced user names.
+        check(
+            &format!(
+                "Disconnecting invalid user a b c {real} port 9: Too many authentication failures [preauth]"
+            ),
+            "sshd-too-many-auth",
+            real,
+            &[
+                ("user", "a b c"),
+                ("reason", "Too many authentication failures"),
+            ],
+        );
+        let long = "u".repeat(60);
+        let cut =
+            &format!("Change of username or service not allowed: ({long},ssh-connection) -> (x,y)")
+                [..100];
+        check(
+            &format!("Disconnecting invalid user {long} {real} port 9: {cut} [preauth]"),
+            "sshd-too-many-auth",
+            real,
+            &[("user", &long)],
+        );
+    }
+
+    /// A `user=` value with its own `rhost=` cannot move pam_unix's host.
+    #[test]
+    fn pam_user_field_cannot_frame_a_victim() {
+        for tail in [" user=x rhost=192.0.2.66", " user=root", ""] {
+            let line = format!(
+                "Mar  1 10:00:00 h sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.6 {tail}"
+            );
+            let got = probe(&mut m(), &line);
+            assert!(
+                got.as_ref().is_none_or(|g| g.1 == "198.51.100.6"),
+                "{line}: {got:?}"
+            );
+        }
     }
 }
