@@ -192,6 +192,19 @@ burst = 2
     );
     assert!(body.contains("# TYPE shield_batch_commit_seconds histogram"));
     assert!(body.contains("shield_source_last_line_timestamp_seconds{"));
+    // The listener counts its connections; the scrape itself is one of them, open.
+    assert!(
+        sum(
+            &body,
+            "shield_api_connections_total",
+            &["outcome=\"accepted\""]
+        ) >= 1.0,
+        "{body}"
+    );
+    assert!(
+        sum(&body, "shield_api_connections_open", &[]) >= 1.0,
+        "{body}"
+    );
 
     // Webhook: the first two new decisions are POSTed as JSON, the rest are
     // dropped by the token bucket (burst 2, then one per hour) and counted.

@@ -177,6 +177,34 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         last,
     );
 
+    // The TCP listener's connections (zero when [api] listen is off).
+    let tcp = crate::api::tcp_stats();
+    let conns = Family::<Labels, Counter>::default();
+    for (outcome, n) in [
+        ("accepted", tcp.accepted),
+        ("refused_peer", tcp.refused_peer),
+        ("refused_full", tcp.refused_full),
+        ("evicted", tcp.evicted),
+        ("timed_out", tcp.timed_out),
+        ("error", tcp.conn_errors),
+    ] {
+        conns
+            .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .inc_by(n);
+    }
+    reg.register(
+        "api_connections",
+        "Connections to [api] listen by outcome: accepted; refused at accept (per-address limit, full); closed to make room (evicted), for a late request head (timed_out) or on an HTTP error",
+        conns,
+    );
+    let open = Gauge::<i64>::default();
+    open.set(tcp.open as i64);
+    reg.register(
+        "api_connections_open",
+        "Connections open on [api] listen",
+        open,
+    );
+
     // Active decisions per layer and type.
     let active = Family::<Labels, Gauge>::default();
     {

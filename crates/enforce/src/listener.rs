@@ -218,8 +218,14 @@ impl Limiter {
                 .iter()
                 .map(|(id, c)| (id, c, c.busy.load(Ordering::Relaxed)))
                 .filter(|(_, c, busy)| !(c.trusted && *busy))
-                .min_by_key(|(_, c, busy)| {
-                    (c.trusted, *busy, c.waiting_since.load(Ordering::Relaxed))
+                .min_by_key(|(id, c, busy)| {
+                    // Ties within a millisecond: the lower id was accepted first.
+                    (
+                        c.trusted,
+                        *busy,
+                        c.waiting_since.load(Ordering::Relaxed),
+                        **id,
+                    )
                 })
                 .map(|(id, c, _)| (*id, c.clone()));
             let Some((id, victim)) = victim else {
@@ -418,6 +424,7 @@ mod tests {
         let old = l.admit(ip("192.0.2.1")).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let newer = l.admit(ip("192.0.2.2")).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
         // Full: the older untrusted waiter goes, though the proxy's connection is older still.
         let _n = l.admit(ip("192.0.2.3")).unwrap();
         assert!(!l.lock().open.contains_key(&old.id), "evicted");

@@ -144,11 +144,23 @@ pub fn curl_from(from: &str, url: &str, headers: &[&str]) -> (String, String) {
     (code.to_string(), body.to_string())
 }
 
-/// Kills and reaps a child process when dropped.
+/// Stops and reaps a child process when dropped: SIGTERM first, so that an
+/// nginx master stops its workers (after SIGKILL they would live on, orphaned),
+/// then SIGKILL if it is still there after 5 s.
 pub struct Reap(pub std::process::Child);
 
 impl Drop for Reap {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
