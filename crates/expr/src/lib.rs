@@ -45,8 +45,13 @@
 //! * Missing map keys read as the zero value (`nil` for maps the expression built or JSON, what
 //!   the host returns for its own maps, e.g. `""` for `evt.Meta`).
 
+mod builtins;
+mod compile;
 mod error;
+mod eval;
 mod format;
+pub mod helpers;
+mod parse;
 mod value;
 
 pub use error::{CompileError, CompileErrorKind, EvalError};
@@ -127,7 +132,6 @@ impl fmt::Display for Arity {
 
 /// A registered function: its arity and implementation.
 #[derive(Clone)]
-#[allow(dead_code)] // read by the compiler, which the next commit adds
 pub(crate) struct FunctionDef {
     pub(crate) arity: Arity,
     pub(crate) func: Arc<dyn Function>,
@@ -211,18 +215,24 @@ impl Compiler {
     /// True when `name` is a registered function or an expr builtin.
     pub fn knows_function(&self, name: &str) -> bool {
         self.functions.contains_key(name)
+            || builtins::Builtin::from_name(name).is_some()
+            || builtins::ClosureOp::from_name(name).is_some()
+    }
+
+    /// The registered functions' names (not expr's builtins), sorted.
+    pub fn function_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.functions.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Compile `source` once; evaluate the result many times.
     pub fn compile(&self, source: &str) -> Result<Program, CompileError> {
-        Err(CompileError {
-            line: 1,
-            column: 1,
-            offset: 0,
-            kind: CompileErrorKind::Syntax {
-                expected: "an expression".into(),
-                found: format!("{} bytes (the parser is not written yet)", source.len()),
-            },
+        let ast = parse::parse(source)?;
+        let root = compile::Lowerer::new(self, source).lower(&ast)?;
+        Ok(Program {
+            source: Arc::from(source),
+            root,
         })
     }
 }
@@ -230,7 +240,7 @@ impl Compiler {
 /// A compiled expression: `Send + Sync`, evaluated any number of times, from any thread.
 pub struct Program {
     source: Arc<str>,
-    nvars: usize,
+    root: compile::Node,
 }
 
 impl fmt::Debug for Program {
@@ -250,8 +260,13 @@ impl Program {
     /// Evaluate with `vars[i]` as the value of the variable in slot `i` (see
     /// [`Compiler::var`]). A variable with no value given reads as `nil`.
     pub fn run<'a>(&'a self, vars: &[Value<'a>]) -> Result<Value<'a>, EvalError> {
-        let _ = (vars, self.nvars);
-        Ok(Value::Nil)
+        let ctx = eval::Ctx { vars };
+        match eval::eval(&self.root, &ctx, None) {
+            Ok(v) => Ok(v),
+            Err(eval::Fail::Err(e)) => Err(e),
+            // An optional chain outside any Chain node cannot happen; nil is its value.
+            Err(eval::Fail::NilChain) => Ok(Value::Nil),
+        }
     }
 
     /// Evaluate and require a bool, as CrowdSec does for `filter`, `condition` and
@@ -277,4 +292,9 @@ mod tests {
         check::<Program>();
         check::<Compiler>();
     }
+}
+
+#[cfg(test)]
+mod tests_eval {
+    include!("tests.rs");
 }
