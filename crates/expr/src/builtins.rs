@@ -375,10 +375,7 @@ pub(crate) fn call<'a>(b: Builtin, args: &[Value<'a>]) -> Result<Value<'a>, Eval
                 })
             }
         }
-        Builtin::ToJson => {
-            let j = a0.to_json();
-            Value::string(serde_json::to_string_pretty(&j).unwrap_or_default())
-        }
+        Builtin::ToJson => Value::string(crate::helpers::go_json(&a0, true)),
         Builtin::FromJson => {
             let s = want_str(b, &a0)?;
             let j: serde_json::Value =

@@ -69,8 +69,8 @@ fn go_map(m: &Map<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     f.write_str("]")
 }
 
-/// Go's `%v` for a float64 (`strconv.FormatFloat(x, 'g', -1, 64)`): shortest representation,
-/// exponent form when the exponent is < -4 or >= 21.
+/// Go's `%v` for a float64 (`strconv.FormatFloat(x, 'g', -1, 64)`): the shortest digits that
+/// round-trip, in exponent form when the exponent is < -4 or >= 6 (`1e+06`, `1.5e-05`).
 pub(crate) fn go_float(x: f64) -> String {
     if x.is_nan() {
         return "NaN".into();
@@ -89,28 +89,17 @@ pub(crate) fn go_float(x: f64) -> String {
             "0".into()
         };
     }
-    let exp = x.abs().log10().floor() as i32;
-    if (-4..21).contains(&exp) {
-        let s = format!("{x}");
-        s
+    // Rust's `{:e}` is the shortest round-trip mantissa with its exponent: "1.5e21".
+    let sci = format!("{x:e}");
+    let Some((mant, exp)) = sci.split_once('e') else {
+        return sci;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{x}")
     } else {
-        // Rust's {:e} gives "1.5e21"; Go gives "1.5e+21".
-        let s = format!("{x:e}");
-        match s.split_once('e') {
-            Some((mant, e)) => {
-                let (sign, digits) = match e.strip_prefix('-') {
-                    Some(d) => ('-', d),
-                    None => ('+', e),
-                };
-                let digits = if digits.len() < 2 {
-                    format!("0{digits}")
-                } else {
-                    digits.to_string()
-                };
-                format!("{mant}e{sign}{digits}")
-            }
-            None => s,
-        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mant}e{sign}{:02}", exp.abs())
     }
 }
 
@@ -224,10 +213,9 @@ mod tests {
         assert_eq!(go_float(3.0), "3");
         assert_eq!(go_float(1e21), "1e+21");
         assert_eq!(go_float(0.00001), "1e-05");
-        assert_eq!(
-            go_float(123456789.0),
-            "1.23456789e+08".replace("1.23456789e+08", "123456789")
-        );
+        assert_eq!(go_float(123456789.0), "1.23456789e+08");
+        assert_eq!(go_float(123456.0), "123456");
+        assert_eq!(go_float(-0.5), "-0.5");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! # Use
 //!
-//! ```ignore
+//! ```
 //! use shield_expr::{Compiler, Value};
 //!
 //! let mut compiler = Compiler::new();     // expr builtins + CrowdSec's pure helpers
@@ -158,10 +158,9 @@ impl Compiler {
     /// A compiler that knows CrowdSec's pure helpers (`Upper`, `JsonExtract`, `IpInRange` ...).
     /// expr's own builtins (`len`, `any`, `upper` ...) are always known.
     pub fn new() -> Self {
-        Compiler {
-            vars: Vec::new(),
-            functions: HashMap::new(),
-        }
+        let mut c = Compiler::bare();
+        helpers::register(&mut c);
+        c
     }
 
     /// A compiler that knows only expr's builtins.

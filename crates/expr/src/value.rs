@@ -427,3 +427,9 @@ impl fmt::Debug for dyn Object + '_ {
         write!(f, "<{}>", self.type_name())
     }
 }
+
+impl AsRef<str> for Str<'_> {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
