@@ -127,8 +127,10 @@ pub(crate) enum Node {
         left: Box<Node>,
         right: Box<Node>,
     },
-    And(Box<Node>, Box<Node>),
-    Or(Box<Node>, Box<Node>),
+    /// `a && b && ...`, flattened so long hub chains (976 `||` in one sigma rule) do not
+    /// recurse once per operand.
+    And(Vec<Node>),
+    Or(Vec<Node>),
     Coalesce(Box<Node>, Box<Node>),
     Cond(Box<Node>, Box<Node>, Box<Node>),
     /// `x in [c1, c2, ...]` with constant elements.
@@ -413,11 +415,38 @@ impl<'c> Lowerer<'c> {
         Err(self.error(pos, CompileErrorKind::UnknownFunction(name.to_string())))
     }
 
+    fn logic_chain(
+        &mut self,
+        ops: [&str; 2],
+        left: &Ast,
+        right: &Ast,
+    ) -> Result<Vec<Node>, CompileError> {
+        // Walk the left-deep chain iteratively: `((a || b) || c) || d` → [a, b, c, d].
+        let mut rights = vec![right];
+        let mut cur = left;
+        while let AstKind::Binary { op, left, right } = &cur.kind {
+            if !ops.contains(op) {
+                break;
+            }
+            rights.push(right);
+            cur = left;
+        }
+        let mut out = Vec::with_capacity(rights.len() + 1);
+        out.push(self.lower(cur)?);
+        for r in rights.into_iter().rev() {
+            out.push(self.lower(r)?);
+        }
+        Ok(out)
+    }
+
     fn binary(&mut self, op: &str, left: &Ast, right: &Ast) -> Result<Node, CompileError> {
+        match op {
+            "and" | "&&" => return Ok(Node::And(self.logic_chain(["and", "&&"], left, right)?)),
+            "or" | "||" => return Ok(Node::Or(self.logic_chain(["or", "||"], left, right)?)),
+            _ => {}
+        }
         let l = Box::new(self.lower(left)?);
         let bin = match op {
-            "and" | "&&" => return Ok(Node::And(l, Box::new(self.lower(right)?))),
-            "or" | "||" => return Ok(Node::Or(l, Box::new(self.lower(right)?))),
             "??" => return Ok(Node::Coalesce(l, Box::new(self.lower(right)?))),
             "==" => BinOp::Eq,
             "!=" => BinOp::Ne,

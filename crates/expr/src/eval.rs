@@ -194,17 +194,21 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
             v @ (Value::Int(_) | Value::Float(_) | Value::Duration(_)) => Ok(v),
             other => Err(type_err("+", &other, &Value::Nil)),
         },
-        Node::And(l, r) => {
-            if !want_bool(&eval(l, ctx, frame)?, "and")? {
-                return Ok(Value::Bool(false));
+        Node::And(items) => {
+            for n in items {
+                if !want_bool(&eval(n, ctx, frame)?, "and")? {
+                    return Ok(Value::Bool(false));
+                }
             }
-            Ok(Value::Bool(want_bool(&eval(r, ctx, frame)?, "and")?))
+            Ok(Value::Bool(true))
         }
-        Node::Or(l, r) => {
-            if want_bool(&eval(l, ctx, frame)?, "or")? {
-                return Ok(Value::Bool(true));
+        Node::Or(items) => {
+            for n in items {
+                if want_bool(&eval(n, ctx, frame)?, "or")? {
+                    return Ok(Value::Bool(true));
+                }
             }
-            Ok(Value::Bool(want_bool(&eval(r, ctx, frame)?, "or")?))
+            Ok(Value::Bool(false))
         }
         Node::Coalesce(l, r) => {
             // expr's `??` also yields the right side when the left is an optional chain that

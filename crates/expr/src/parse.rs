@@ -584,6 +584,9 @@ impl<'s> Parser<'s> {
         if prec == 0 && self.is_op("let") {
             return self.let_decl();
         }
+        if prec == 0 && matches!(self.peek(), Tok::Ident(w) if w == "if") {
+            return self.if_else();
+        }
         let mut left = self.primary()?;
         let mut prev_coalesce = false;
         while let Tok::Op(op) = *self.peek() {
@@ -682,6 +685,36 @@ impl<'s> Parser<'s> {
                 name,
                 value: Box::new(value),
                 body: Box::new(body),
+            },
+        })
+    }
+
+    /// `if cond { a } else { b }` (and `else if ...`), expr's statement form of `?:`.
+    fn if_else(&mut self) -> Result<Ast, CompileError> {
+        let pos = self.pos();
+        self.bump();
+        let cond = self.expression(0)?;
+        self.expect("{")?;
+        let then = self.expression(0)?;
+        self.expect("}")?;
+        if !matches!(self.peek(), Tok::Ident(w) if w == "else") {
+            return Err(self.unexpected("else"));
+        }
+        self.bump();
+        let other = if matches!(self.peek(), Tok::Ident(w) if w == "if") {
+            self.if_else()?
+        } else {
+            self.expect("{")?;
+            let e = self.expression(0)?;
+            self.expect("}")?;
+            e
+        };
+        Ok(Ast {
+            pos,
+            kind: AstKind::Cond {
+                cond: Box::new(cond),
+                then: Box::new(then),
+                other: Box::new(other),
             },
         })
     }
@@ -1185,6 +1218,10 @@ mod tests {
     #[test]
     fn let_pipes_and_literals() {
         assert_eq!(show(&p("let x = 1; x + 1")), "(let x = 1; (x + 1))");
+        assert_eq!(
+            show(&p("if a { let b = 1; b } else if c { 2 } else { 3 }")),
+            "(a ? (let b = 1; b) : (c ? 2 : 3))"
+        );
         assert_eq!(show(&p("a | upper()")), "upper(a)");
         assert_eq!(
             show(&p("{a: 1, 'b c': [nil, true]}")),

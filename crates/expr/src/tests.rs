@@ -369,3 +369,18 @@ fn values_format_like_go() {
     let v = Value::map(vec![(Str::from("b"), Value::Int(1)), (Str::from("a"), Value::list(vec![Value::Float(1.5), Value::Nil]))]);
     assert_eq!(v.to_string(), "map[a:[1.5 <nil>] b:1]");
 }
+
+#[test]
+fn if_else_statement() {
+    // expr's `if c { a } else { b }`, as http-technology-probing uses it with a `let` inside.
+    assert_eq!(run("if 1 > 2 { 'a' } else if true { let x = 'b'; x } else { 'c' }"), "\"b\"");
+}
+
+#[test]
+fn long_or_chains_do_not_recurse_per_operand() {
+    // A sigma-generated hub scenario has 976 `||` in one filter; 5000 must compile and run on
+    // a test thread's default stack.
+    let src = (0..5000).map(|i| format!("evt.Meta.http_path contains 'x{i}'")).collect::<Vec<_>>().join(" || ");
+    assert_eq!(run(&src), "false");
+    assert_eq!(run(&format!("{src} || evt.Meta.http_path contains 'login'")), "true");
+}
