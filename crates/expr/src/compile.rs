@@ -81,6 +81,9 @@ pub(crate) enum Node {
         what: PointerKind,
     },
     Array(Vec<Node>),
+    /// An array literal of strings only: read as a borrowed [`crate::List::Strings`], no
+    /// allocation per evaluation.
+    ConstStrings(Vec<String>),
     Map(Vec<(Node, Node)>),
     /// `obj.name` with a constant name.
     Field {
@@ -209,12 +212,24 @@ impl<'c> Lowerer<'c> {
                 })?;
                 Node::Pointer { up, what }
             }
-            AstKind::Array(items) => Node::Array(
-                items
+            AstKind::Array(items) => {
+                let strings: Option<Vec<String>> = items
                     .iter()
-                    .map(|a| self.lower(a))
-                    .collect::<Result<_, _>>()?,
-            ),
+                    .map(|a| match &a.kind {
+                        AstKind::Str(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                match strings {
+                    Some(v) if !v.is_empty() => Node::ConstStrings(v),
+                    _ => Node::Array(
+                        items
+                            .iter()
+                            .map(|a| self.lower(a))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                }
+            }
             AstKind::Map(pairs) => Node::Map(
                 pairs
                     .iter()

@@ -107,6 +107,7 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
             }
             Ok(Value::list(out))
         }
+        Node::ConstStrings(v) => Ok(Value::List(List::Strings(v))),
         Node::Map(pairs) => {
             let mut out: Vec<(Str<'a>, Value<'a>)> = Vec::with_capacity(pairs.len());
             for (k, v) in pairs {
