@@ -673,7 +673,7 @@ pub(crate) fn binary<'a>(op: BinOp, l: Value<'a>, r: Value<'a>) -> Result<Value<
         },
         BinOp::Range => match (&l, &r) {
             (Int(a), Int(b)) => {
-                if b.saturating_sub(*a) > 10_000_000 {
+                if b.saturating_sub(*a) > 1_000_000 {
                     return Err(Fail::Err(EvalError::function("..", "range too large")));
                 }
                 Value::list((*a..=*b).map(Int).collect())

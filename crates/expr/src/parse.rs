@@ -503,7 +503,84 @@ pub(crate) fn parse(src: &str) -> Result<Ast, CompileError> {
     if p.peek() != &Tok::Eof {
         return Err(p.unexpected("an operator or the end of the expression"));
     }
+    check_depth(src, &ast)?;
     Ok(ast)
+}
+
+/// Deepest tree the compiler and evaluator accept (they recurse once per level). A chain of
+/// one logical operator (`a || b || c ...`) counts as one level: it is evaluated as a loop.
+const MAX_DEPTH: u32 = 256;
+
+fn check_depth(src: &str, ast: &Ast) -> Result<(), CompileError> {
+    fn logical(op: &str) -> Option<bool> {
+        match op {
+            "and" | "&&" => Some(true),
+            "or" | "||" => Some(false),
+            _ => None,
+        }
+    }
+    let mut stack = vec![(ast, 1u32)];
+    while let Some((a, d)) = stack.pop() {
+        if d > MAX_DEPTH {
+            return Err(err(
+                src,
+                a.pos,
+                CompileErrorKind::Syntax {
+                    expected: format!("at most {MAX_DEPTH} levels of nesting"),
+                    found: "an expression nested deeper".into(),
+                },
+            ));
+        }
+        match &a.kind {
+            AstKind::Nil
+            | AstKind::Bool(_)
+            | AstKind::Int(_)
+            | AstKind::Float(_)
+            | AstKind::Str(_)
+            | AstKind::Ident(_)
+            | AstKind::Pointer(_) => {}
+            AstKind::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            AstKind::Map(pairs) => {
+                for (k, v) in pairs {
+                    stack.push((k, d + 1));
+                    stack.push((v, d + 1));
+                }
+            }
+            AstKind::Member { obj, prop, .. } => {
+                stack.push((obj, d + 1));
+                stack.push((prop, d + 1));
+            }
+            AstKind::Slice { obj, from, to } => {
+                stack.push((obj, d + 1));
+                stack.extend(from.iter().chain(to.iter()).map(|x| (&**x, d + 1)));
+            }
+            AstKind::Call { args, .. } => stack.extend(args.iter().map(|x| (x, d + 1))),
+            AstKind::Method { obj, args, .. } => {
+                stack.push((obj, d + 1));
+                stack.extend(args.iter().map(|x| (x, d + 1)));
+            }
+            AstKind::Unary { expr, .. } => stack.push((expr, d + 1)),
+            AstKind::Binary { op, left, right } => {
+                let same = match (&left.kind, logical(op)) {
+                    (AstKind::Binary { op: lop, .. }, Some(kind)) => logical(lop) == Some(kind),
+                    _ => false,
+                };
+                stack.push((left, if same { d } else { d + 1 }));
+                stack.push((right, d + 1));
+            }
+            AstKind::Cond { cond, then, other } => {
+                stack.push((cond, d + 1));
+                stack.push((then, d + 1));
+                stack.push((other, d + 1));
+            }
+            AstKind::Predicate(b) | AstKind::Chain(b) => stack.push((b, d + 1)),
+            AstKind::Let { value, body, .. } => {
+                stack.push((value, d + 1));
+                stack.push((body, d + 1));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<'s> Parser<'s> {
@@ -1248,5 +1325,9 @@ mod tests {
         let e = parse("'a\\qb'").unwrap_err();
         assert!(e.to_string().contains("unknown escape"), "{e}");
         assert!(parse(&"(".repeat(10_000)).is_err());
+        // Chains built by loops (members, arithmetic) are bounded too; logical chains are not.
+        assert!(parse(&format!("a{}", ".b".repeat(1000))).is_err());
+        assert!(parse(&vec!["1"; 1000].join(" + ")).is_err());
+        assert!(parse(&vec!["a"; 5000].join(" || ")).is_ok());
     }
 }
