@@ -384,3 +384,11 @@ fn long_or_chains_do_not_recurse_per_operand() {
     assert_eq!(run(&src), "false");
     assert_eq!(run(&format!("{src} || evt.Meta.http_path contains 'login'")), "true");
 }
+
+#[test]
+fn json_numbers_are_float64_like_go() {
+    // encoding/json decodes every number into float64; expr compares float and int by value.
+    assert_eq!(run("evt.Json.n"), "3.0");
+    assert_eq!(run("evt.Json.n == 3 && string(evt.Json.n) == '3'"), "true");
+    assert_eq!(run("Sprintf('%v|%d', evt.Json.f, evt.Json.n)"), "\"1.5|%!d(float64=3)\"");
+}

@@ -247,15 +247,13 @@ impl<'a> Value<'a> {
     }
 
     /// A borrowed view of JSON the host owns: scalars become scalars, arrays and objects
-    /// become borrowed [`List::Json`] / [`Map::Json`]. Integers stay `Int`, other numbers `Float`.
+    /// become borrowed [`List::Json`] / [`Map::Json`]. Every number is a `Float`, as Go's
+    /// `encoding/json` decodes into `interface{}` (what `evt.Unmarshaled` holds).
     pub fn from_json(v: &'a serde_json::Value) -> Self {
         match v {
             serde_json::Value::Null => Value::Nil,
             serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-            },
+            serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             serde_json::Value::String(s) => Value::str(s),
             serde_json::Value::Array(a) => Value::List(List::Json(a)),
             serde_json::Value::Object(m) => Value::Map(Map::Json(m)),
