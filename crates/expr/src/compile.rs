@@ -73,6 +73,12 @@ impl BinOp {
 pub(crate) enum Node {
     Const(Const),
     Var(usize),
+    /// `var.a.b.c`: a variable then constant field names (the shape of most hub reads,
+    /// `evt.Meta.log_type`), walked in a loop.
+    Path {
+        slot: usize,
+        names: Box<[Box<str>]>,
+    },
     /// A `let` binding, `up` frames above the current one.
     Local(usize),
     /// `#` (element), `#index`, `#acc` of the predicate `up` frames above.
@@ -241,6 +247,9 @@ impl<'c> Lowerer<'c> {
                 prop,
                 optional,
             } => {
+                if let Some(path) = self.path(ast) {
+                    return Ok(path);
+                }
                 let obj = Box::new(self.lower(obj)?);
                 match &prop.kind {
                     AstKind::Str(name) => Node::Field {
@@ -311,6 +320,41 @@ impl<'c> Lowerer<'c> {
                 }
             }
             AstKind::Chain(inner) => Node::Chain(Box::new(self.lower(inner)?)),
+        })
+    }
+
+    /// `var.a.b` with constant, non-optional names → [`Node::Path`].
+    fn path(&self, ast: &Ast) -> Option<Node> {
+        let mut names = Vec::new();
+        let mut cur = ast;
+        while let AstKind::Member {
+            obj,
+            prop,
+            optional: false,
+        } = &cur.kind
+        {
+            let AstKind::Str(name) = &prop.kind else {
+                return None;
+            };
+            names.push(Box::<str>::from(name.as_str()));
+            cur = obj;
+        }
+        let AstKind::Ident(var) = &cur.kind else {
+            return None;
+        };
+        if names.is_empty()
+            || self
+                .scopes
+                .iter()
+                .any(|s| matches!(s, Scope::Let(n) if n == var))
+        {
+            return None;
+        }
+        let slot = self.compiler.vars.iter().position(|v| v == var)?;
+        names.reverse();
+        Some(Node::Path {
+            slot,
+            names: names.into(),
         })
     }
 

@@ -17,14 +17,15 @@ use crate::value::{List, Map, Object, Str, Time, Value};
 
 /// Why evaluation of a node stopped early.
 pub(crate) enum Fail {
-    Err(EvalError),
+    /// Boxed so a `Result<Value, Fail>` stays small on the hot path.
+    Err(Box<EvalError>),
     /// An optional link (`a?.b`) met nil: the enclosing chain is nil.
     NilChain,
 }
 
 impl From<EvalError> for Fail {
     fn from(e: EvalError) -> Self {
-        Fail::Err(e)
+        Fail::Err(Box::new(e))
     }
 }
 
@@ -68,7 +69,7 @@ impl<'a> Const {
 }
 
 fn type_err(op: &'static str, l: &Value<'_>, r: &Value<'_>) -> Fail {
-    Fail::Err(EvalError::Operator {
+    Fail::from(EvalError::Operator {
         op,
         left: l.type_name().to_string(),
         right: r.type_name().to_string(),
@@ -78,7 +79,7 @@ fn type_err(op: &'static str, l: &Value<'_>, r: &Value<'_>) -> Fail {
 fn want_bool(v: &Value<'_>, context: &'static str) -> Result<bool, Fail> {
     match v {
         Value::Bool(b) => Ok(*b),
-        other => Err(Fail::Err(EvalError::NotBool {
+        other => Err(Fail::from(EvalError::NotBool {
             context,
             got: other.type_name().to_string(),
         })),
@@ -89,6 +90,13 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
     match node {
         Node::Const(c) => Ok(c.value()),
         Node::Var(i) => Ok(ctx.vars.get(*i).cloned().unwrap_or(Value::Nil)),
+        Node::Path { slot, names } => {
+            let mut v = ctx.vars.get(*slot).cloned().unwrap_or(Value::Nil);
+            for n in names.iter() {
+                v = field(v, n)?;
+            }
+            Ok(v)
+        }
         Node::Local(up) => Ok(frame.map(|f| f.up(*up).value.clone()).unwrap_or(Value::Nil)),
         Node::Pointer { up, what } => {
             let Some(f) = frame.map(|f| f.up(*up)) else {
@@ -169,14 +177,14 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
                 return Err(Fail::NilChain);
             }
             with_args(args, ctx, frame, |a| {
-                method(base, name, a).map_err(Fail::Err)
+                method(base, name, a).map_err(Fail::from)
             })
         }
         Node::Call { func, args } => {
-            with_args(args, ctx, frame, |a| func.call(a).map_err(Fail::Err))
+            with_args(args, ctx, frame, |a| func.call(a).map_err(Fail::from))
         }
         Node::Builtin { b, args } => with_args(args, ctx, frame, |a| {
-            builtins::call(*b, a).map_err(Fail::Err)
+            builtins::call(*b, a).map_err(Fail::from)
         }),
         Node::Closure {
             op,
@@ -514,7 +522,7 @@ fn closure<'a>(
                 Some(e) => (eval(e, ctx, frame)?, 0),
                 None => {
                     if n == 0 {
-                        return Err(Fail::Err(EvalError::function(
+                        return Err(Fail::from(EvalError::function(
                             "reduce",
                             "reduce of empty list with no initial value",
                         )));
@@ -663,7 +671,7 @@ pub(crate) fn binary<'a>(op: BinOp, l: Value<'a>, r: Value<'a>) -> Result<Value<
             _ => return Err(type_err("/", &l, &r)),
         },
         BinOp::Mod => match (&l, &r) {
-            (Int(_), Int(0)) => return Err(Fail::Err(EvalError::DivideByZero)),
+            (Int(_), Int(0)) => return Err(Fail::from(EvalError::DivideByZero)),
             (Int(x), Int(y)) => Int(x.wrapping_rem(*y)),
             _ => return Err(type_err("%", &l, &r)),
         },
@@ -674,7 +682,7 @@ pub(crate) fn binary<'a>(op: BinOp, l: Value<'a>, r: Value<'a>) -> Result<Value<
         BinOp::Range => match (&l, &r) {
             (Int(a), Int(b)) => {
                 if b.saturating_sub(*a) > 1_000_000 {
-                    return Err(Fail::Err(EvalError::function("..", "range too large")));
+                    return Err(Fail::from(EvalError::function("..", "range too large")));
                 }
                 Value::list((*a..=*b).map(Int).collect())
             }
@@ -692,7 +700,7 @@ pub(crate) fn binary<'a>(op: BinOp, l: Value<'a>, r: Value<'a>) -> Result<Value<
         BinOp::Matches => match (&l, &r) {
             (Str(a), Str(p)) => {
                 let re = regex::Regex::new(p).map_err(|e| {
-                    Fail::Err(EvalError::Regex {
+                    Fail::from(EvalError::Regex {
                         pattern: p.to_string(),
                         message: e.to_string(),
                     })
@@ -739,6 +747,7 @@ fn contains_value(hay: &Value<'_>, needle: &Value<'_>) -> Result<bool, Fail> {
 }
 
 /// `base.name`.
+#[inline]
 pub(crate) fn field<'a>(base: Value<'a>, name: &str) -> Result<Value<'a>, EvalError> {
     match base {
         Value::Object(o) => o.field(name).ok_or_else(|| EvalError::NoField {

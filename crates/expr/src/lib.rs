@@ -262,7 +262,7 @@ impl Program {
         let ctx = eval::Ctx { vars };
         match eval::eval(&self.root, &ctx, None) {
             Ok(v) => Ok(v),
-            Err(eval::Fail::Err(e)) => Err(e),
+            Err(eval::Fail::Err(e)) => Err(*e),
             // An optional chain outside any Chain node cannot happen; nil is its value.
             Err(eval::Fail::NilChain) => Ok(Value::Nil),
         }

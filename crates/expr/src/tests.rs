@@ -392,3 +392,4 @@ fn json_numbers_are_float64_like_go() {
     assert_eq!(run("evt.Json.n == 3 && string(evt.Json.n) == '3'"), "true");
     assert_eq!(run("Sprintf('%v|%d', evt.Json.f, evt.Json.n)"), "\"1.5|%!d(float64=3)\"");
 }
+

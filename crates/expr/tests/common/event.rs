@@ -1,13 +1,14 @@
 //! A minimal CrowdSec-like event for tests and benchmarks: `evt.Meta` / `evt.Parsed` are
-//! `map[string]string` views whose reads borrow (no allocation), `evt.Line.Raw` a string,
+//! `map[string]string` views (foldhash) whose reads borrow (no allocation), `evt.Line.Raw` a string,
 //! `evt.GetMeta(k)` a method.
 
 use std::collections::HashMap;
 
 use shield_expr::{EvalError, Object, Value};
 
+/// `map[string]string` with a seeded fast hasher, as the engine keeps `Meta` and `Parsed`.
 #[derive(Default)]
-pub struct StrMap(pub HashMap<String, String>);
+pub struct StrMap(pub HashMap<String, String, foldhash::fast::RandomState>);
 
 impl Object for StrMap {
     fn type_name(&self) -> &str {
