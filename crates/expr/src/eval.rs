@@ -731,13 +731,20 @@ fn contains_value(hay: &Value<'_>, needle: &Value<'_>) -> Result<bool, Fail> {
             _ => Ok(false),
         },
         Value::Nil => Ok(false),
-        Value::Object(o) => match o.to_value() {
-            Some(v) => contains_value(&v, needle),
-            None => match needle {
-                Value::Str(k) => Ok(o.field(k).is_some()),
-                _ => Err(type_err("in", needle, hay)),
-            },
-        },
+        Value::Object(o) => {
+            if let Value::Str(k) = needle
+                && let Some(has) = o.has_key(k)
+            {
+                return Ok(has);
+            }
+            match o.to_value() {
+                Some(v) => contains_value(&v, needle),
+                None => match needle {
+                    Value::Str(k) => Ok(o.field(k).is_some_and(|v| !v.is_nil())),
+                    _ => Err(type_err("in", needle, hay)),
+                },
+            }
+        }
         Value::Shared(o) => match o.to_value() {
             Some(v) => contains_value(&v.into_owned(), needle),
             None => Err(type_err("in", needle, hay)),

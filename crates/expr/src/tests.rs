@@ -24,6 +24,9 @@ impl Object for StrMap<'_> {
     fn type_name(&self) -> &str {
         "map[string]string"
     }
+    fn has_key(&self, key: &str) -> Option<bool> {
+        Some(self.0.is_some_and(|m| m.contains_key(key)))
+    }
     fn field(&self, name: &str) -> Option<Value<'_>> {
         Some(self.0.and_then(|m| m.get(name)).map(|s| Value::str(s)).unwrap_or(Value::str("")))
     }
@@ -180,6 +183,9 @@ fn in_on_lists_maps_and_negation() {
     assert_eq!(run("'a' in {a: 1}"), "true");
     assert_eq!(run("'b' in {a: 1}"), "false");
     assert_eq!(run("nil in ['', nil]"), "true");
+    // Host maps answer `in` themselves (a missing Meta key reads "" but is not "in").
+    assert_eq!(run("'log_type' in evt.Meta && !('nope' in evt.Meta)"), "true");
+    assert_eq!(run("'nope' in evt.Unmarshaled"), "false");
     let x = "x";
     assert_eq!(run(&format!("'{x}' in ['a'] + ['x']")), "true");
 }

@@ -276,6 +276,24 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// The number inside as an `i64` (ints, and floats with no fraction).
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Float(f) if f.fract() == 0.0 && f.is_finite() => Some(*f as i64),
+            _ => None,
+        }
+    }
+
+    /// The number inside as an `f64` (ints and floats).
+    pub fn as_float(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
     /// True for `nil`.
     pub fn is_nil(&self) -> bool {
         matches!(self, Value::Nil)
@@ -411,6 +429,15 @@ pub trait Object {
             type_name: self.type_name().to_string(),
             key: key.to_string(),
         })
+    }
+
+    /// Whether a map-like object has `key` (`"k" in obj`, `KeyExists`). `None` (the default)
+    /// lets the evaluator decide from [`Object::to_value`], else from [`Object::field`]
+    /// giving a non-nil value. Map-like objects whose `field` returns a zero value for missing
+    /// keys (`map[string]string` gives `""`) should answer here.
+    fn has_key(&self, key: &str) -> Option<bool> {
+        let _ = key;
+        None
     }
 
     /// This object seen as a plain value, when it is list- or map-like: used by `len`, `in`,

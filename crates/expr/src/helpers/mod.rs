@@ -286,9 +286,12 @@ fn register_misc(c: &mut Compiler) {
         let k = arg_str("KeyExists", a, 0)?;
         Ok(Value::Bool(match &a[1] {
             Value::Map(m) => m.get(k).is_some(),
-            Value::Object(o) => match o.to_value() {
-                Some(Value::Map(m)) => m.get(k).is_some(),
-                _ => o.field(k).is_some_and(|v| !v.is_nil()),
+            Value::Object(o) => match o.has_key(k) {
+                Some(has) => has,
+                None => match o.to_value() {
+                    Some(Value::Map(m)) => m.get(k).is_some(),
+                    _ => o.field(k).is_some_and(|v| !v.is_nil()),
+                },
             },
             _ => false,
         }))
