@@ -547,7 +547,7 @@ impl<'c> Lowerer<'c> {
         if bin == BinOp::Matches
             && let AstKind::Str(pattern) = &right.kind
         {
-            let re = Regex::new(pattern).map_err(|e| {
+            let re = crate::re::go_regex(pattern).map_err(|e| {
                 self.error(
                     right.pos,
                     CompileErrorKind::Regex {

@@ -699,7 +699,7 @@ pub(crate) fn binary<'a>(op: BinOp, l: Value<'a>, r: Value<'a>) -> Result<Value<
         },
         BinOp::Matches => match (&l, &r) {
             (Str(a), Str(p)) => {
-                let re = regex::Regex::new(p).map_err(|e| {
+                let re = crate::re::go_regex(p).map_err(|e| {
                     Fail::from(EvalError::Regex {
                         pattern: p.to_string(),
                         message: e.to_string(),

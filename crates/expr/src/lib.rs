@@ -52,9 +52,11 @@ mod eval;
 mod format;
 pub mod helpers;
 mod parse;
+mod re;
 mod value;
 
 pub use error::{CompileError, CompileErrorKind, EvalError};
+pub use re::{go_regex, go_to_rust};
 pub use value::{List, Map, Object, Str, Time, Value};
 
 use std::collections::HashMap;

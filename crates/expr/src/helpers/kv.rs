@@ -13,7 +13,7 @@ use crate::{Arity, Compiler, EvalError, Object};
 fn kv_pattern() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r#"(?P<key>[^=\s]+)=(?:"(?P<quoted_value>[^"\\]*(?:\\.[^"\\]*)*)"|(?P<value>[^=\s]+)|\s*)"#)
+        crate::re::go_regex(r#"(?P<key>[^=\s]+)=(?:"(?P<quoted_value>[^"\\]*(?:\\.[^"\\]*)*)"|(?P<value>[^=\s]+)|\s*)"#)
             .unwrap_or_else(|e| unreachable!("constant regex: {e}"))
     })
 }
