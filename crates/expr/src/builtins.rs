@@ -252,8 +252,8 @@ pub(crate) fn call<'a>(b: Builtin, args: &[Value<'a>]) -> Result<Value<'a>, Eval
             };
             sub(s, out)
         }
-        Builtin::Upper => Value::string(want_str(b, &a0)?.to_uppercase()),
-        Builtin::Lower => Value::string(want_str(b, &a0)?.to_lowercase()),
+        Builtin::Upper => Value::string(go_upper(want_str(b, &a0)?)),
+        Builtin::Lower => Value::string(go_lower(want_str(b, &a0)?)),
         Builtin::Split | Builtin::SplitAfter => {
             let s = want_str(b, &a0)?;
             let sep = want_str(b, &args[1])?;
@@ -563,6 +563,43 @@ pub(crate) fn to_float<'a>(v: &Value<'_>) -> Result<Value<'a>, String> {
             .map_err(|_| format!("invalid operation: float({:?})", s.as_str()))?,
         other => return Err(format!("invalid operation: float({})", other.type_name())),
     }))
+}
+
+/// Go's `strings.ToUpper`: simple (one-to-one) case mapping, so `ß` stays `ß`.
+pub(crate) fn go_upper(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_uppercase();
+    }
+    s.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
+/// Go's `strings.ToLower` (simple case mapping).
+pub(crate) fn go_lower(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    s.chars()
+        .map(|c| {
+            let mut low = c.to_lowercase();
+            match (low.next(), low.next()) {
+                (Some(l), None) => l,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
+/// Go's `strconv.ParseFloat(s, 64)`: no surrounding spaces, `inf`/`nan` spellings, `_` never.
+pub(crate) fn go_parse_float(s: &str) -> Result<f64, std::num::ParseFloatError> {
+    s.parse::<f64>()
 }
 
 /// Go's `strings.SplitN` / `SplitAfterN` (n < 0: all).

@@ -98,10 +98,14 @@ pub fn register(c: &mut Compiler) {
 
 fn register_strings(c: &mut Compiler) {
     c.register_fn("Upper", Arity::exact(1), |a| {
-        Ok(Value::string(arg_str("Upper", a, 0)?.to_uppercase()))
+        Ok(Value::string(crate::builtins::go_upper(arg_str(
+            "Upper", a, 0,
+        )?)))
     });
     c.register_fn("Lower", Arity::exact(1), |a| {
-        Ok(Value::string(arg_str("Lower", a, 0)?.to_lowercase()))
+        Ok(Value::string(crate::builtins::go_lower(arg_str(
+            "Lower", a, 0,
+        )?)))
     });
     c.register_fn("TrimSpace", Arity::exact(1), |a| {
         let s = arg_str("TrimSpace", a, 0)?;
@@ -245,7 +249,7 @@ fn register_misc(c: &mut Compiler) {
     c.register_fn("Atof", Arity::exact(1), |a| {
         // CrowdSec logs a warning and returns 0 when the text is not a float.
         Ok(Value::Float(
-            arg_str("Atof", a, 0)?.trim().parse::<f64>().unwrap_or(0.0),
+            crate::builtins::go_parse_float(arg_str("Atof", a, 0)?).unwrap_or(0.0),
         ))
     });
     c.register_fn("FloatApproxEqual", Arity::exact(2), |a| {

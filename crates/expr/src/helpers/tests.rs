@@ -46,6 +46,8 @@ fn run(src: &str) -> String {
 #[test]
 fn string_helpers() {
     assert_eq!(run("Upper('aé') + Lower('B')"), "\"AÉb\"");
+    // Go's simple case mapping: ß has no one-rune upper case and stays.
+    assert_eq!(run("Upper('straße')"), "\"STRAßE\"");
     assert_eq!(run("TrimSpace('  x ')"), "\"x\"");
     assert_eq!(
         run("TrimPrefix('/a/b', '/a') + TrimSuffix('x.php', '.php')"),
