@@ -31,6 +31,11 @@
 //!   (field reads, string compares, `in` a constant list, `matches`) allocates nothing.
 //! * Functions are registered by name with an [`Arity`]; unknown names and wrong argument
 //!   counts are [`CompileError`]s with line and column.
+//! * Mutation (`evt.SetMeta(k, v)`, `ParseKV(s, evt.Unmarshaled, "p")`,
+//!   `UnmarshalJSON(s, evt.Unmarshaled, "k")`) goes through `&self` methods of [`Object`]
+//!   ([`Object::call`], [`Object::set`]): the host keeps what expressions may change behind
+//!   interior mutability (a `RefCell`, or an overlay merged after the evaluation), and the rest
+//!   borrowed. A value read from a host map lives no longer than the evaluation.
 //!
 //! # Semantics (expr's, checked against expr-lang/expr and CrowdSec's `pkg/exprhelpers`)
 //!
@@ -40,8 +45,12 @@
 //!   `%` needs ints; `+` concatenates strings (and lists); `**` / `^` give a float.
 //! * `and`/`&&`, `or`/`||` short-circuit and need bools; `??` gives the right side when the left
 //!   is nil; `a?.b` is nil when `a` is nil.
-//! * `in` / `not in`: element of a list, key of a map; `contains`, `startsWith`, `endsWith`
-//!   on strings; `matches` is RE2 (Rust `regex`).
+//! * `in` / `not in`: element of a list, key of a map ([`Object::has_key`] for host maps);
+//!   `contains`, `startsWith`, `endsWith` on strings (anything else is an error, nil too);
+//!   `matches` is RE2 with Go's ASCII `\d \w \s \b` ([`go_regex`]).
+//! * JSON numbers are float64 ([`Value::from_json`]), as Go decodes `evt.Unmarshaled`.
+//! * Limits: trees deeper than 256 levels do not compile (a chain of one logical operator
+//!   counts once, so generated 1000-way `||` filters do).
 //! * Missing map keys read as the zero value (`nil` for maps the expression built or JSON, what
 //!   the host returns for its own maps, e.g. `""` for `evt.Meta`).
 
