@@ -48,10 +48,22 @@ fn attribute<'a>(n: Node<'a, '_>, name: &str) -> Option<&'a str> {
     n.attributes().find(|a| a.name() == name).map(|a| a.value())
 }
 
+/// The element wrapped around every document (a name no XML document can use: `xml`-prefixed
+/// names are reserved).
+const WRAP: &str = "xml-shield-root";
+
 fn find(xml: &str, path: &str, get: impl Fn(Node<'_, '_>) -> Option<String>) -> Option<String> {
     let steps = parse_path(path)?;
-    let doc = Document::parse(xml).ok()?;
-    let mut current: Vec<Node<'_, '_>> = vec![doc.root()];
+    // Go's encoding/xml (under etree) reads text and several elements at the top level, as in
+    // "- <Event ...>" copied from a Windows event viewer; roxmltree wants one root. Wrap the
+    // document (minus its XML declaration) in a root of our own and search from there.
+    let body = match xml.find("<?xml") {
+        Some(i) => xml[i..].find("?>").map_or(xml, |j| &xml[i + j + 2..]),
+        None => xml,
+    };
+    let wrapped = format!("<{WRAP}>{body}</{WRAP}>");
+    let doc = Document::parse(&wrapped).ok()?;
+    let mut current: Vec<Node<'_, '_>> = vec![doc.root_element()];
     for step in &steps {
         let mut next = Vec::new();
         for node in &current {
@@ -254,5 +266,20 @@ mod tests {
             Some("Microsoft-Windows-Sysmon")
         );
         assert_eq!(find("<not xml", "/a", |n| Some(element_text(n))), None);
+        // Text around and between elements, as Windows' event viewer copies an event.
+        let copied =
+            "- <Event xmlns=\"x\">- <System>  <Channel>Security</Channel>  </System></Event>";
+        assert_eq!(
+            find(copied, "/Event/System[1]/Channel", |n| Some(element_text(
+                n
+            )))
+            .as_deref(),
+            Some("Security")
+        );
+        let declared = "<?xml version=\"1.0\"?><a><b>1</b></a>";
+        assert_eq!(
+            find(declared, "/a/b", |n| Some(element_text(n))).as_deref(),
+            Some("1")
+        );
     }
 }
