@@ -143,6 +143,12 @@ pub(crate) enum Node {
     Coalesce(Box<Node>, Box<Node>),
     Cond(Box<Node>, Box<Node>, Box<Node>),
     /// `x in [c1, c2, ...]` with constant elements.
+    /// `x == constant` / `x != constant`.
+    EqConst {
+        left: Box<Node>,
+        c: Const,
+        negate: bool,
+    },
     InConsts {
         left: Box<Node>,
         items: Box<[Const]>,
@@ -535,6 +541,16 @@ impl<'c> Lowerer<'c> {
                 ));
             }
         };
+        if matches!(bin, BinOp::Eq | BinOp::Ne)
+            && let Some(c) = const_of(right)
+        {
+            // `x == 'literal'`, the most common hub test: no node for the constant.
+            return Ok(Node::EqConst {
+                left: l,
+                c,
+                negate: bin == BinOp::Ne,
+            });
+        }
         if bin == BinOp::In
             && let AstKind::Array(items) = &right.kind
             && let Some(consts) = items.iter().map(const_of).collect::<Option<Vec<_>>>()

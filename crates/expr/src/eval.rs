@@ -240,6 +240,10 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
                 eval(e, ctx, frame)
             }
         }
+        Node::EqConst { left, c, negate } => {
+            let v = eval(left, ctx, frame)?;
+            Ok(Value::Bool(equal_const(&v, c) != *negate))
+        }
         Node::InConsts { left, items } => {
             let v = eval(left, ctx, frame)?;
             Ok(Value::Bool(items.iter().any(|c| equal_const(&v, c))))
