@@ -697,9 +697,10 @@ impl<'s> Parser<'s> {
             self.bump();
             if op == "|" {
                 // Pipe: `x | f(a)` is `f(x, a)`.
+                let save = self.i;
                 let t = self.bump();
                 let Tok::Ident(name) = t.tok else {
-                    self.i -= 1;
+                    self.i = save;
                     return Err(self.unexpected("a function name after |"));
                 };
                 left = self.call(name, t.pos, vec![left])?;
@@ -745,10 +746,11 @@ impl<'s> Parser<'s> {
     fn let_decl(&mut self) -> Result<Ast, CompileError> {
         let pos = self.pos();
         self.expect("let")?;
+        let save = self.i;
         let name = match self.bump().tok {
             Tok::Ident(n) => n,
             _ => {
-                self.i -= 1;
+                self.i = save;
                 return Err(self.unexpected("a variable name after let"));
             }
         };
@@ -876,6 +878,7 @@ impl<'s> Parser<'s> {
     }
 
     fn secondary(&mut self) -> Result<Ast, CompileError> {
+        let save = self.i;
         let t = self.bump();
         let pos = t.pos;
         let node = match t.tok {
@@ -992,7 +995,7 @@ impl<'s> Parser<'s> {
                 }
             }
             _ => {
-                self.i -= 1;
+                self.i = save;
                 return Err(self.unexpected("an expression"));
             }
         };
@@ -1057,11 +1060,12 @@ impl<'s> Parser<'s> {
                     continue;
                 }
                 let ppos = self.pos();
+                let save = self.i;
                 let name = match self.bump().tok {
                     Tok::Ident(n) => n,
                     Tok::Op(w) if WORD_OPS.contains(&w) => w.to_string(),
                     _ => {
-                        self.i -= 1;
+                        self.i = save;
                         return Err(self.unexpected("a field or method name after ."));
                     }
                 };
@@ -1318,6 +1322,13 @@ mod tests {
         let e = parse("a ==\n  (b").unwrap_err();
         assert_eq!((e.line, e.column), (2, 5));
         assert!(e.to_string().contains("expected \")\""), "{e}");
+        // Nothing at all, or an operator with nothing after it (the fuzzer's first finds).
+        let e = parse("").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 1));
+        assert!(e.to_string().contains("found end of expression"), "{e}");
+        let e = parse("a.").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 3));
+        assert!(parse("let").is_err() && parse("x |").is_err() && parse("(").is_err());
         let e = parse("a b").unwrap_err();
         assert_eq!((e.line, e.column), (1, 3));
         let e = parse("'abc").unwrap_err();
