@@ -61,6 +61,8 @@ pub enum Cmd {
     /// Manage API keys of CrowdSec-compatible bouncers.
     #[command(subcommand)]
     Bouncers(cmd::manage::BouncersCmd),
+    /// Run CrowdSec hub tests (.tests/NAME) with Shield's CrowdSec engine.
+    Hubtest(cmd::hubtest::Args),
     /// Turn an existing fail2ban configuration into a Shield config.
     ImportFail2ban(cmd::import::Args),
     /// Exercise the union: N members in network namespaces, an attack on one, when each enforced it (root).

@@ -7,6 +7,7 @@ use crate::{Cli, Cmd};
 pub mod docs;
 pub mod drill;
 pub mod genlog;
+pub mod hubtest;
 pub mod import;
 pub mod manage;
 pub mod replay;
@@ -47,6 +48,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::GenLog(a) => genlog::run(a),
+        Cmd::Hubtest(a) => hubtest::run(a),
         Cmd::Completions { shell } => docs::completions(shell),
         Cmd::Man => docs::man_page(),
     }

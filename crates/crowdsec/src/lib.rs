@@ -1,15 +1,25 @@
 //! `shield-crowdsec`: CrowdSec hub content run as CrowdSec runs it. Hub files (parsers,
 //! scenarios, postoverflows) and grok patterns are read at run time, unchanged; this crate owns
 //! loading them, the parser stages, enrichers, buckets and the hub test runner. The expression
-//! language itself lives in `shield-expr`.
+//! language itself lives in `shield-expr`; the data-dependent helpers (`File`, `RegexpInFile`,
+//! `LookupFile`, `GetFromStash` ...) are registered into it from `data`.
 
+mod assertview;
+pub mod bucket;
 pub mod config;
+pub mod data;
+pub mod event;
+pub mod gotime;
 pub mod grok;
 mod grok_base;
+pub mod host;
+pub mod hub;
+pub mod hubtest;
+pub mod parser;
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong loading or running CrowdSec content.
+/// Everything that can go wrong loading CrowdSec content.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read.
