@@ -28,6 +28,9 @@ pub struct Args {
     /// Do not keep the parser dump (faster; parser.assert is then not evaluated).
     #[arg(long, hide = true)]
     pub no_dump: bool,
+    /// Show the assertion lines that failed.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Tests to run (default: all).
     pub test: Vec<String>,
 }
@@ -96,6 +99,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     )
                 };
                 writeln!(out, "{:<50} {status}", o.name)?;
+                if a.verbose {
+                    for f in &o.failures {
+                        writeln!(out, "    {f}")?;
+                    }
+                }
             }
         }
     }

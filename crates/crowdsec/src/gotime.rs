@@ -126,7 +126,8 @@ pub fn parse_layout(layout: &str, value: &str, default_year: i16) -> Option<GoTi
                 v = r;
             }
             Tok::Hour24 => {
-                let (n, r) = digits(v, 2, 2)?;
+                // Go reads `15` with one or two digits.
+                let (n, r) = digits(v, 1, 2)?;
                 p.hour = n as i8;
                 v = r;
             }

@@ -267,15 +267,15 @@ impl Object for SourceView<'_> {
 }
 
 /// `evt.Overflow.Sources` (`map[string]models.Source`).
-struct SourcesView<'e>(&'e std::collections::BTreeMap<String, Source>);
+struct SourcesView<'e>(Vec<(&'e str, SourceView<'e>)>);
 
 impl Object for SourcesView<'_> {
     fn type_name(&self) -> &str {
         "map[string]models.Source"
     }
     fn field(&self, name: &str) -> Option<Value<'_>> {
-        Some(match self.0.get(name) {
-            Some(s) => Value::Shared(Rc::new(SourceView(s))),
+        Some(match self.0.iter().find(|(k, _)| *k == name) {
+            Some((_, s)) => Value::Object(s),
             None => Value::Nil,
         })
     }
@@ -283,10 +283,7 @@ impl Object for SourcesView<'_> {
         Some(Value::map(
             self.0
                 .iter()
-                .map(|(k, s)| {
-                    let v: Value<'_> = Value::Shared(Rc::new(SourceView(s)));
-                    (Str::Ref(k.as_str()), v)
-                })
+                .map(|(k, s)| (Str::Ref(k), Value::Object(s as &dyn Object)))
                 .collect(),
         ))
     }
@@ -337,14 +334,28 @@ impl Object for AlertEventView<'_> {
 }
 
 /// `models.Alert`.
-struct AlertView<'e>(&'e Alert);
+struct AlertView<'e> {
+    a: &'e Alert,
+    source: SourceView<'e>,
+    events: Vec<AlertEventView<'e>>,
+}
+
+impl<'e> AlertView<'e> {
+    fn new(a: &'e Alert) -> Self {
+        AlertView {
+            a,
+            source: SourceView(&a.source),
+            events: a.events.iter().map(AlertEventView).collect(),
+        }
+    }
+}
 
 impl Object for AlertView<'_> {
     fn type_name(&self) -> &str {
         "*models.Alert"
     }
     fn field(&self, name: &str) -> Option<Value<'_>> {
-        let a = self.0;
+        let a = self.a;
         Some(match name {
             "Scenario" => Value::str(&a.scenario),
             "ScenarioHash" => Value::str(&a.scenario_hash),
@@ -357,11 +368,11 @@ impl Object for AlertView<'_> {
             "StopAt" => Value::str(&a.stop_at),
             "Simulated" => Value::Bool(a.simulated),
             "Remediation" => Value::Bool(a.remediation),
-            "Source" => Value::Shared(Rc::new(SourceView(&a.source))),
+            "Source" => Value::Object(&self.source),
             "Events" => Value::list(
-                a.events
+                self.events
                     .iter()
-                    .map(|e| Value::Shared(Rc::new(AlertEventView(e))))
+                    .map(|e| Value::Object(e as &dyn Object))
                     .collect(),
             ),
             "Labels" => Value::from_json(&a.labels),
@@ -374,7 +385,7 @@ impl Object for AlertView<'_> {
         method: &str,
         _args: &[Value<'s>],
     ) -> Option<Result<Value<'s>, EvalError>> {
-        let a = self.0;
+        let a = self.a;
         Some(Ok(match method {
             "GetScenario" => Value::str(&a.scenario),
             "GetScope" => Value::str(&a.source.scope),
@@ -386,27 +397,46 @@ impl Object for AlertView<'_> {
 }
 
 /// `evt.Overflow` (`RuntimeAlert`).
-struct OverflowView<'e>(&'e Overflow);
+struct OverflowView<'e> {
+    o: &'e Overflow,
+    alerts: Vec<AlertView<'e>>,
+    sources: SourcesView<'e>,
+}
+
+impl<'e> OverflowView<'e> {
+    fn new(o: &'e Overflow) -> Self {
+        OverflowView {
+            o,
+            alerts: o.alerts.iter().map(AlertView::new).collect(),
+            sources: SourcesView(
+                o.sources
+                    .iter()
+                    .map(|(k, s)| (k.as_str(), SourceView(s)))
+                    .collect(),
+            ),
+        }
+    }
+}
 
 impl Object for OverflowView<'_> {
     fn type_name(&self) -> &str {
         "types.RuntimeAlert"
     }
     fn field(&self, name: &str) -> Option<Value<'_>> {
-        let o = self.0;
+        let o = self.o;
         Some(match name {
             "Mapkey" | "MapKey" => Value::str(&o.mapkey),
             "Whitelisted" => Value::Bool(o.whitelisted),
             "Reprocess" => Value::Bool(o.reprocess),
-            "Sources" => Value::Shared(Rc::new(SourcesView(&o.sources))),
-            "Alert" => match o.alerts.first() {
-                Some(a) => Value::Shared(Rc::new(AlertView(a))),
+            "Sources" => Value::Object(&self.sources),
+            "Alert" => match self.alerts.first() {
+                Some(a) => Value::Object(a),
                 None => Value::Nil,
             },
             "APIAlerts" => Value::list(
-                o.alerts
+                self.alerts
                     .iter()
-                    .map(|a| Value::Shared(Rc::new(AlertView(a))))
+                    .map(|a| Value::Object(a as &dyn Object))
                     .collect(),
             ),
             _ => return None,
@@ -421,7 +451,7 @@ impl Object for OverflowView<'_> {
             return None;
         }
         Some(Ok(Value::list(
-            self.0.sources.keys().map(|k| Value::str(k)).collect(),
+            self.o.sources.keys().map(|k| Value::str(k)).collect(),
         )))
     }
 }
@@ -488,7 +518,7 @@ impl<'e> EvtView<'e> {
                 evt,
                 labels: LabelsView(&evt.line.labels),
             },
-            overflow: OverflowView(&evt.overflow),
+            overflow: OverflowView::new(&evt.overflow),
         }
     }
 
@@ -568,5 +598,81 @@ impl Object for EvtView<'_> {
             ),
             _ => return None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Alert, Overflow, Source};
+
+    fn eval_on(evt: &Event, src: &str) -> String {
+        let mut c = shield_expr::Compiler::new();
+        c.var("evt");
+        let p = c.compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let v = EvtView::new(evt);
+        match p.run(&[Value::Object(&v)]) {
+            Ok(x) => format!("{x:?}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn overflow_fields_read_through_the_alert() {
+        let src = Source {
+            ip: "2001:db8::1".into(),
+            scope: "Ip".into(),
+            value: "2001:db8::1".into(),
+            ..Source::default()
+        };
+        let evt = Event {
+            kind: Kind::Overflow,
+            overflow: Overflow {
+                sources: [("2001:db8::1".to_owned(), src.clone())]
+                    .into_iter()
+                    .collect(),
+                alerts: vec![Alert {
+                    remediation: true,
+                    source: src,
+                    ..Alert::default()
+                }],
+                ..Overflow::default()
+            },
+            ..Event::default()
+        };
+        assert_eq!(
+            eval_on(&evt, "evt.Overflow.Alert.Remediation == true"),
+            "true"
+        );
+        assert_eq!(
+            eval_on(&evt, "evt.Overflow.Alert.Source.IP"),
+            "\"2001:db8::1\""
+        );
+        assert_eq!(
+            eval_on(&evt, "IsIPV6(evt.Overflow.Alert.Source.IP)"),
+            "true"
+        );
+        assert_eq!(
+            eval_on(&evt, "evt.Overflow.Sources['2001:db8::1'].GetScope()"),
+            "\"Ip\""
+        );
+        assert_eq!(eval_on(&evt, "evt.GetType()"), "\"overflow\"");
+    }
+
+    #[test]
+    fn writes_land_in_the_event_after_the_evaluation() {
+        let mut evt = Event::default();
+        evt.meta.insert("a".into(), "1".into());
+        let mut c = shield_expr::Compiler::new();
+        c.var("evt");
+        let p = c
+            .compile(r#"evt.SetMeta("b", "2") && evt.Meta.b == "2" && evt.Meta.a == "1" && evt.Meta.zz == """#)
+            .unwrap();
+        let v = EvtView::new(&evt);
+        let r = p.run(&[Value::Object(&v)]).map(|x| x.as_bool());
+        let ch = v.changes();
+        assert_eq!(r, Ok(Some(true)));
+        ch.apply(&mut evt);
+        assert_eq!(evt.meta.get("b").map(String::as_str), Some("2"));
     }
 }

@@ -76,8 +76,10 @@ impl Hub {
         }
         let mut places: Vec<&Path> = vec![&self.dir];
         places.extend_from_slice(extra);
+        // Go's filepath.Join: a leading '/' in the name does not make it absolute.
+        let rel = name.trim_start_matches('/');
         for base in places {
-            let p = base.join(name);
+            let p = base.join(rel);
             if p.is_file() {
                 let comps: Vec<String> = p
                     .components()

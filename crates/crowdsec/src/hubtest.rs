@@ -22,6 +22,9 @@ pub struct Tally {
     pub failed: usize,
 }
 
+/// Assertion lines that did not hold, with what the expression gave.
+pub type Failures = Vec<String>;
+
 /// The outcome of one hub test.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -33,6 +36,8 @@ pub struct Outcome {
     pub overflows: Vec<Event>,
     pub dump: Dump,
     pub lines: usize,
+    /// The first assertion lines that failed (file: line => result).
+    pub failures: Failures,
 }
 
 impl Outcome {
@@ -118,19 +123,24 @@ fn assert_compiler() -> Compiler {
 }
 
 /// Evaluates assertion lines with `results` bound to `results`.
-fn run_asserts(lines: &[String], results: &Value<'_>) -> Tally {
+fn run_asserts(file: &str, lines: &[String], results: &Value<'_>, fails: &mut Failures) -> Tally {
     let c = assert_compiler();
     let mut t = Tally::default();
     for l in lines {
-        let ok = c.compile(l).ok().and_then(|p| {
-            p.run(std::slice::from_ref(results))
-                .ok()
-                .and_then(|v| v.as_bool())
-        }) == Some(true);
-        if ok {
+        let got = match c.compile(l) {
+            Ok(p) => match p.run(std::slice::from_ref(results)) {
+                Ok(v) => format!("{v:?}"),
+                Err(e) => format!("error: {e}"),
+            },
+            Err(e) => format!("does not compile: {e}"),
+        };
+        if got == "true" {
             t.passed += 1;
         } else {
             t.failed += 1;
+            if fails.len() < 20 {
+                fails.push(format!("{file}: {l} => {got}"));
+            }
         }
     }
     t
@@ -157,6 +167,7 @@ pub fn run_test_with(hub: &Hub, dir: &Path, keep_dump: bool) -> Outcome {
         overflows: Vec::new(),
         dump: Dump::new(),
         lines: 0,
+        failures: Vec::new(),
     };
     let cfg = match crate::config::load_test_config(&dir.join("config.yaml")) {
         Ok(c) => c,
@@ -207,14 +218,32 @@ pub fn run_test_with(hub: &Hub, dir: &Path, keep_dump: bool) -> Outcome {
         let ovs = engine.process(evt, keep_dump.then_some(&mut out.dump));
         out.overflows.extend(ovs);
     }
+    // cscli hubtest sorts the bucket dump by scenario name + sources, descending.
+    let order_key = |e: &Event| {
+        let scen = e
+            .overflow
+            .alerts
+            .first()
+            .map(|a| a.scenario.as_str())
+            .unwrap_or("");
+        let srcs: Vec<&str> = e.overflow.sources.keys().map(String::as_str).collect();
+        format!("{scen}{}", srcs.join("@"))
+    };
+    out.overflows
+        .sort_by_key(|e| std::cmp::Reverse(order_key(e)));
     if !cfg.ignore_parsers
         && keep_dump
         && let Some(lines) = assert_lines(&dir.join("parser.assert"))
         && !lines.is_empty()
     {
         let j = out.dump.to_json();
-        let results = crate::assertview::results_value(&j);
-        out.parser_assert = Some(run_asserts(&lines, &results));
+        let tree = crate::assertview::DumpNode::new(&j, false);
+        out.parser_assert = Some(run_asserts(
+            "parser.assert",
+            &lines,
+            &Value::Object(&tree),
+            &mut out.failures,
+        ));
     }
     if cfg.scenarios.iter().any(|s| !s.is_empty())
         && let Some(lines) = assert_lines(&dir.join("scenario.assert"))
@@ -233,7 +262,12 @@ pub fn run_test_with(hub: &Hub, dir: &Path, keep_dump: bool) -> Outcome {
                 .map(|v| Value::Object(v as &dyn shield_expr::Object))
                 .collect(),
         );
-        out.scenario_assert = Some(run_asserts(&lines, &list));
+        out.scenario_assert = Some(run_asserts(
+            "scenario.assert",
+            &lines,
+            &list,
+            &mut out.failures,
+        ));
     }
     out
 }

@@ -192,6 +192,9 @@ fn set_target_by_name(target: &str, value: String, evt: &mut Event) {
             evt.unmarshaled
                 .insert(key(rest).unwrap_or_default(), Json::String(value));
         }
+        ("Overflow", Some(r)) if r.starts_with("Alert.Source.") => {
+            set_alert_source(evt, &r["Alert.Source.".len()..], value)
+        }
         ("Line", Some("Raw")) => evt.line.raw = value,
         ("Line", Some("Src")) => evt.line.src = value,
         ("Line", Some("Module")) => evt.line.module = value,
@@ -201,6 +204,42 @@ fn set_target_by_name(target: &str, value: String, evt: &mut Event) {
             evt.line.labels = Arc::new(labels);
         }
         _ => {}
+    }
+}
+
+/// `evt.Overflow.Alert.Source.X = v`. `Value` and `Scope` are pointers in CrowdSec's
+/// `models.Source`, shared by the alert and the `Sources` map entry, so both change.
+fn set_alert_source(evt: &mut Event, field: &str, value: String) {
+    let Some(alert) = evt.overflow.alerts.first_mut() else {
+        return;
+    };
+    // Alerts are made one per source, in key order: the first alert is the first key's.
+    let key = evt
+        .overflow
+        .sources
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_default();
+    let src = &mut alert.source;
+    match field {
+        "Value" => src.value = value.clone(),
+        "Scope" => src.scope = value.clone(),
+        "IP" => src.ip = value,
+        "Range" => src.range = value,
+        "AsNumber" => src.as_number = value,
+        "AsName" => src.as_name = value,
+        "Cn" => src.cn = value,
+        _ => return,
+    }
+    if matches!(field, "Value" | "Scope")
+        && let Some(shared) = evt.overflow.sources.get_mut(&key)
+    {
+        if field == "Value" {
+            shared.value = alert.source.value.clone();
+        } else {
+            shared.scope = alert.source.scope.clone();
+        }
     }
 }
 
