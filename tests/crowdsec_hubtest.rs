@@ -36,7 +36,11 @@ fn hub_test_suite_passes_the_independent_judge() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().count() >= 390, "one JSON line per test expected:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.lines().count() >= 390,
+        "one JSON line per test expected:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("out.jsonl");
     std::fs::write(&jsonl, stdout.as_bytes()).unwrap();
@@ -59,7 +63,10 @@ fn hub_test_suite_passes_the_independent_judge() {
         .next()
         .and_then(|n| n.trim().parse().ok())
         .expect("pass count");
-    assert!(passed >= RATCHET, "hub tests passing fell from {RATCHET} to {passed}: {line}");
+    assert!(
+        passed >= RATCHET,
+        "hub tests passing fell from {RATCHET} to {passed}: {line}"
+    );
 }
 
 #[test]
@@ -78,13 +85,130 @@ fn hubtest_json_line_has_the_judged_shape() {
     assert_eq!(line["test"], "ssh-bf");
     assert!(line["skipped"].is_null());
     let results = line["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2, "ssh-bf and ssh-bf_user-enum overflow once each");
-    let r = results.iter().find(|r| r["scenario"] == "crowdsecurity/ssh-bf").unwrap();
+    assert_eq!(
+        results.len(),
+        2,
+        "ssh-bf and ssh-bf_user-enum overflow once each"
+    );
+    let r = results
+        .iter()
+        .find(|r| r["scenario"] == "crowdsecurity/ssh-bf")
+        .unwrap();
     assert_eq!(r["remediation"], true);
     assert_eq!(r["sources"]["35.188.49.176"]["scope"], "Ip");
     assert_eq!(r["events"][0]["meta"]["log_type"], "ssh_failed-auth");
     let pr = &line["parser_results"];
-    assert!(pr["success"][""].is_array(), "the collector's empty success stage is there");
-    assert_eq!(pr["s01-parse"]["crowdsecurity/sshd-logs"][0]["Success"], true);
+    assert!(
+        pr["success"][""].is_array(),
+        "the collector's empty success stage is there"
+    );
+    assert_eq!(
+        pr["s01-parse"]["crowdsecurity/sshd-logs"][0]["Success"],
+        true
+    );
     assert_eq!(line["scenario_assert"]["failed"], 0);
+}
+
+/// A CrowdSec configuration directory the way `cscli` lays one out: symlinks from
+/// parsers/STAGE/ and scenarios/ into the hub, the patterns directory, a config.yaml naming
+/// the data directory.
+fn crowdsec_config(root: &Path, dir: &Path, parsers: &[&str], scenarios: &[&str]) {
+    use std::os::unix::fs::symlink;
+    for p in parsers {
+        let (stage, rest) = p.split_once('/').unwrap();
+        let d = dir.join("parsers").join(stage);
+        std::fs::create_dir_all(&d).unwrap();
+        let name = rest.rsplit('/').next().unwrap();
+        symlink(
+            root.join("hub/parsers").join(format!("{p}.yaml")),
+            d.join(format!("{name}.yaml")),
+        )
+        .unwrap();
+    }
+    let s = dir.join("scenarios");
+    std::fs::create_dir_all(&s).unwrap();
+    for sc in scenarios {
+        let name = sc.rsplit('/').next().unwrap();
+        symlink(
+            root.join("hub/scenarios").join(format!("{sc}.yaml")),
+            s.join(format!("{name}.yaml")),
+        )
+        .unwrap();
+    }
+    symlink(root.join("patterns"), dir.join("patterns")).unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "config_paths:\n  data_dir: {}\n",
+            root.join("data").display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn replay_with_a_crowdsec_configuration_bans_the_ssh_brute_forcer() {
+    let Some(root) = data_root() else {
+        eprintln!("skipped: {DATA}/hub/.tests absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("crowdsec");
+    crowdsec_config(
+        root,
+        &cfg,
+        &[
+            "s00-raw/crowdsecurity/syslog-logs",
+            "s01-parse/crowdsecurity/sshd-logs",
+            "s02-enrich/crowdsecurity/dateparse-enrich",
+        ],
+        &["crowdsecurity/ssh-bf"],
+    );
+    let mut log = String::new();
+    for i in 0..8 {
+        log += &format!(
+            "Mar  1 10:00:0{i} web1 sshd[{}]: Failed password for root from 203.0.113.44 port 4{i}000 ssh2\n",
+            100 + i
+        );
+    }
+    // Two failures only: below ssh-bf's capacity.
+    for i in 0..2 {
+        log += &format!(
+            "Mar  1 10:00:1{i} web1 sshd[{}]: Failed password for root from 198.51.100.7 port 5{i}000 ssh2\n",
+            200 + i
+        );
+    }
+    let file = dir.path().join("auth.log");
+    std::fs::write(&file, log).unwrap();
+    let out = shield()
+        .args([
+            "replay",
+            "--format",
+            "json",
+            "--log-type",
+            "syslog",
+            "--crowdsec",
+        ])
+        .arg(&cfg)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["lines"], 10);
+    assert_eq!(
+        rep["matched"], 10,
+        "every line parses through the three stages"
+    );
+    let decisions = rep["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0]["value"], "203.0.113.44");
+    assert_eq!(decisions[0]["scope"], "ip");
+    assert_eq!(decisions[0]["type"], "ban");
+    assert_eq!(decisions[0]["duration_s"], 4 * 3600);
+    assert_eq!(decisions[0]["scenario"], "crowdsecurity/ssh-bf");
 }

@@ -21,6 +21,23 @@ pub struct Args {
     pub format: Format,
     #[command(flatten)]
     pub f2b: F2bArgs,
+    #[command(flatten)]
+    pub crowdsec: CrowdsecArgs,
+}
+
+/// Run a CrowdSec installation's parsers, scenarios and postoverflows instead.
+#[derive(clap::Args, Debug)]
+pub struct CrowdsecArgs {
+    /// A CrowdSec configuration directory (e.g. /etc/crowdsec): its installed parsers,
+    /// scenarios, postoverflows and patterns.
+    #[arg(long, value_name = "CFG_DIR")]
+    pub crowdsec: Option<PathBuf>,
+    /// The CrowdSec log type of the files (acquis.yaml's `labels.type`, e.g. nginx, syslog).
+    #[arg(long, requires = "crowdsec")]
+    pub log_type: Option<String>,
+    /// Data files directory (default: config_paths.data_dir of CFG_DIR/config.yaml).
+    #[arg(long, requires = "crowdsec")]
+    pub crowdsec_data: Option<PathBuf>,
 }
 
 /// Use one fail2ban filter instead of the config or the built-in packs.
@@ -111,6 +128,14 @@ fn engines(config: Option<PathBuf>, f2b: &F2bArgs) -> anyhow::Result<(Vec<Engine
 }
 
 pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &a.crowdsec.crowdsec {
+        if config.is_some() || a.f2b.fail2ban_filter.is_some() {
+            anyhow::bail!("give --crowdsec alone, without --config or --fail2ban-filter");
+        }
+        let rep = super::crowdsec::replay(dir, &a.crowdsec, &a.files)?;
+        print_report(&rep, a.format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (mut engines, decider) = engines(config, &a.f2b)?;
     let total: u64 = a
         .files
@@ -138,10 +163,15 @@ pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    print_report(&rep, a.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(rep: &shield_daemon::replay::ReplayReport, format: Format) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    match a.format {
+    match format {
         Format::Json => {
-            serde_json::to_writer(&mut out, &rep)?;
+            serde_json::to_writer(&mut out, rep)?;
             writeln!(out)?;
         }
         Format::Text => {
@@ -180,7 +210,7 @@ pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCode> {

@@ -125,6 +125,30 @@ pub struct Engine {
     pub needs_geoip: bool,
     /// Data files that could not be read.
     pub missing_data: Vec<String>,
+    /// Lines that made it through every parser stage (and were not whitelisted).
+    pub parsed: u64,
+}
+
+fn is_yaml(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+}
+
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `config_paths.data_dir` of a CrowdSec `config.yaml`.
+fn configured_data_dir(cfg: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(cfg.join("config.yaml")).ok()?;
+    let v: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
+    v.get("config_paths")?
+        .get("data_dir")?
+        .as_str()
+        .map(PathBuf::from)
 }
 
 struct StageFile {
@@ -227,7 +251,95 @@ impl Engine {
             let docs: Vec<ScenarioConfig> = config::load_documents(&it.path)?;
             scen_files.insert(it.path.to_string_lossy().into_owned(), (it, docs));
         }
-        let mut data = DataStore::new(&hub.data_dir);
+        Engine::build(
+            parser_files,
+            povfw_files,
+            scen_files.into_values().collect(),
+            &hub.patterns,
+            &hub.data_dir,
+        )
+    }
+
+    /// Loads what a CrowdSec installation runs: `CFG/parsers/STAGE/*.yaml`,
+    /// `CFG/scenarios/*.yaml`, `CFG/postoverflows/STAGE/*.yaml` (symlinks followed), the
+    /// patterns in `CFG/patterns` and data files from `data_dir` (default: `config_paths.data_dir`
+    /// of `CFG/config.yaml`, else /var/lib/crowdsec/data).
+    pub fn load_installation(cfg: &Path, data_dir: Option<&Path>) -> Result<Engine, Error> {
+        let patterns = Library::load_dir(&cfg.join("patterns"))?;
+        let data_dir = match data_dir {
+            Some(d) => d.to_owned(),
+            None => {
+                configured_data_dir(cfg).unwrap_or_else(|| PathBuf::from("/var/lib/crowdsec/data"))
+            }
+        };
+        let staged = |kind: &str| -> Result<Vec<StageFile>, Error> {
+            let mut out = Vec::new();
+            for stage_dir in sorted_entries(&cfg.join(kind))
+                .into_iter()
+                .filter(|p| p.is_dir())
+            {
+                let stage = stage_dir
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                for f in sorted_entries(&stage_dir)
+                    .into_iter()
+                    .filter(|p| is_yaml(p) && p.is_file())
+                {
+                    let nodes: Vec<NodeConfig> = config::load_documents(&f)?
+                        .into_iter()
+                        .filter(|n: &NodeConfig| {
+                            !(n.name.is_empty() && n.description.is_empty() && n.author.is_empty())
+                        })
+                        .collect();
+                    let base = f
+                        .file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    out.push(StageFile {
+                        key: format!("{stage}/{base}"),
+                        stage: stage.clone(),
+                        path: f,
+                        nodes,
+                    });
+                }
+            }
+            Ok(out)
+        };
+        let parser_files = staged("parsers")?;
+        let povfw_files = staged("postoverflows")?;
+        let mut scen_files = Vec::new();
+        for f in sorted_entries(&cfg.join("scenarios"))
+            .into_iter()
+            .filter(|p| is_yaml(p) && p.is_file())
+        {
+            let docs: Vec<ScenarioConfig> = config::load_documents(&f)?;
+            scen_files.push((
+                Item {
+                    path: f,
+                    stage: String::new(),
+                    version: String::new(),
+                },
+                docs,
+            ));
+        }
+        if parser_files.is_empty() {
+            return Err(Error::Invalid {
+                path: cfg.join("parsers"),
+                message: "no parser installed (is this a CrowdSec configuration directory such as /etc/crowdsec?)".into(),
+            });
+        }
+        Engine::build(parser_files, povfw_files, scen_files, &patterns, &data_dir)
+    }
+
+    fn build(
+        parser_files: Vec<StageFile>,
+        povfw_files: Vec<StageFile>,
+        scen_files: Vec<(Item, Vec<ScenarioConfig>)>,
+        patterns: &Library,
+        data_dir: &Path,
+    ) -> Result<Engine, Error> {
+        let mut data = DataStore::new(data_dir);
         for f in parser_files.iter().chain(povfw_files.iter()) {
             for n in &f.nodes {
                 for d in &n.data {
@@ -235,7 +347,7 @@ impl Engine {
                 }
             }
         }
-        for (_, docs) in scen_files.values() {
+        for (_, docs) in &scen_files {
             for s in docs {
                 for d in &s.data {
                     data.load(d);
@@ -249,10 +361,10 @@ impl Engine {
             .iter()
             .chain(povfw_files.iter())
             .any(|f| f.nodes.iter().any(uses_geoip));
-        let parsers = compile_stages(&parser_files, &exprs, &hub.patterns)?;
-        let postoverflows = compile_stages(&povfw_files, &exprs, &hub.patterns)?;
+        let parsers = compile_stages(&parser_files, &exprs, patterns)?;
+        let postoverflows = compile_stages(&povfw_files, &exprs, patterns)?;
         let mut scenarios = Vec::new();
-        for (it, docs) in scen_files.values() {
+        for (it, docs) in &scen_files {
             let hash = {
                 use sha2::Digest;
                 let bytes = std::fs::read(&it.path).unwrap_or_default();
@@ -276,6 +388,7 @@ impl Engine {
             stash,
             needs_geoip,
             missing_data,
+            parsed: 0,
         })
     }
 
@@ -292,6 +405,7 @@ impl Engine {
         if !evt.process || evt.whitelisted {
             return Vec::new();
         }
+        self.parsed += 1;
         let mut out = Vec::new();
         let mut queue = self.buckets.pour(&mut evt);
         let mut guard = 0;
