@@ -361,6 +361,18 @@ impl Object for QueueView<'_> {
     }
 }
 
+/// Evaluates `p` over `evt` without keeping what the expression writes (CrowdSec hands these
+/// expressions a copy of the event).
+fn eval_ro<T>(
+    p: &shield_expr::Program,
+    evt: &Event,
+    f: impl FnOnce(Result<Value<'_>, String>) -> T,
+) -> T {
+    let view = EvtView::new(evt);
+    let r = p.run(&[Value::Object(&view)]).map_err(|e| e.to_string());
+    f(r)
+}
+
 fn run_condition(p: &shield_expr::Program, evt: &Event, queue: &VecDeque<Event>) -> Option<bool> {
     let ev = EvtView::new(evt);
     let q = QueueView {
@@ -457,8 +469,7 @@ impl Buckets {
                 break 'end;
             }
             if let Some(d) = &s.distinct {
-                let mut e = evt.clone();
-                let el = eval(d, &mut e, |r| match r {
+                let el = eval_ro(d, evt, |r| match r {
                     Ok(Value::Str(x)) => Some(x.as_str().to_owned()),
                     Ok(_) => Some(String::new()),
                     Err(_) => None,
@@ -469,12 +480,11 @@ impl Buckets {
                     break 'end;
                 }
             }
-            if let Some(c) = &s.cancel_on {
-                let mut e = evt.clone();
-                if eval(c, &mut e, |r| matches!(r, Ok(Value::Bool(true)))) {
-                    killed = true;
-                    break 'end;
-                }
+            if let Some(c) = &s.cancel_on
+                && eval_ro(c, evt, |r| matches!(r, Ok(Value::Bool(true))))
+            {
+                killed = true;
+                break 'end;
             }
             // TimeMachinePour.
             if let Some(d) = event_time(evt) {

@@ -587,39 +587,31 @@ impl Node {
         let mut state = true;
         let mut grok_ok = false;
         if let Some(g) = &self.grok {
-            let input: Option<String> = match &g.input {
-                GrokInput::LineRaw => Some(evt.line.raw.clone()),
-                GrokInput::Parsed(f) => evt.parsed.get(f).cloned(),
-                GrokInput::Expr(p) => Some(
-                    eval(p, evt, |r| match r {
-                        Ok(Value::Str(s)) => Some(s.as_str().to_owned()),
-                        Ok(Value::Int(i)) => Some(i.to_string()),
-                        Ok(Value::Float(f)) => Some(format!("{f:.6}")),
-                        Ok(_) => Some(String::new()),
-                        Err(_) => None,
-                    })
-                    .unwrap_or_default(),
-                ),
+            let mut fields: Vec<(String, String)> = Vec::new();
+            let mut push = |k: &str, v: &str| fields.push((k.to_owned(), v.to_owned()));
+            // None: no input (missing field, failing expression): the grok fails.
+            let n = match &g.input {
+                GrokInput::LineRaw => Some(g.grok.parse(&evt.line.raw, &mut push)),
+                GrokInput::Parsed(f) => evt.parsed.get(f).map(|s| g.grok.parse(s, &mut push)),
+                GrokInput::Expr(p) => eval(p, evt, |r| match r {
+                    Ok(Value::Str(s)) => Some(s.as_str().to_owned()),
+                    Ok(Value::Int(i)) => Some(i.to_string()),
+                    Ok(Value::Float(f)) => Some(format!("{f:.6}")),
+                    Ok(_) => Some(String::new()),
+                    Err(_) => None,
+                })
+                .map(|s| g.grok.parse(&s, &mut push)),
             };
-            match input {
-                None => state = false,
-                Some(s) => {
-                    let mut fields: Vec<(String, String)> = Vec::new();
-                    let n = g
-                        .grok
-                        .parse(&s, |k, v| fields.push((k.to_owned(), v.to_owned())));
-                    if n == 0 {
-                        state = false;
-                    } else {
-                        grok_ok = true;
-                        for (k, v) in fields {
-                            evt.parsed.insert(k, v);
-                        }
-                        for st in &g.statics {
-                            if !st.apply(evt, cx.geoip) {
-                                return Err(err(&self.name, "a static expression returned a bool"));
-                            }
-                        }
+            if n.unwrap_or(0) == 0 {
+                state = false;
+            } else {
+                grok_ok = true;
+                for (k, v) in fields {
+                    evt.parsed.insert(k, v);
+                }
+                for st in &g.statics {
+                    if !st.apply(evt, cx.geoip) {
+                        return Err(err(&self.name, "a static expression returned a bool"));
                     }
                 }
             }
