@@ -82,6 +82,9 @@ impl Object for StrMapView<'_> {
         self.put(key, text(value));
         Ok(())
     }
+    fn has_key(&self, key: &str) -> Option<bool> {
+        Some(self.map.contains_key(key) || self.overlay.borrow().iter().any(|(k, _)| k == key))
+    }
     fn to_value(&self) -> Option<Value<'_>> {
         let overlay = self.overlay.borrow();
         let mut v: Vec<(Str<'_>, Value<'_>)> = Vec::with_capacity(self.map.len() + overlay.len());
@@ -188,6 +191,9 @@ struct LabelsView<'e>(&'e std::collections::BTreeMap<String, String>);
 impl Object for LabelsView<'_> {
     fn type_name(&self) -> &str {
         "map[string]string"
+    }
+    fn has_key(&self, key: &str) -> Option<bool> {
+        Some(self.0.contains_key(key))
     }
     fn field(&self, name: &str) -> Option<Value<'_>> {
         Some(
