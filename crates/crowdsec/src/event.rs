@@ -11,7 +11,8 @@ use serde_json::{Map, Value as Json, json};
 use crate::gotime::GoTime;
 
 /// A `map[string]string` of the event.
-pub type StrMap = HashMap<String, String>;
+/// Seeded foldhash: the values are attacker-controlled, the keys are field names.
+pub type StrMap = HashMap<String, String, foldhash::fast::RandomState>;
 
 /// Log or overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
