@@ -27,7 +27,6 @@ const DATA: &str = "/var/lib/crowdsec/data";
 /// A private copy of Debian's CrowdSec installation: config dir, data dir, SQLite db with
 /// one registered machine (`base.db`, copied fresh for each run).
 struct Cs {
-    dir: PathBuf,
     cfg: PathBuf,
     db: PathBuf,
     base_db: PathBuf,
@@ -140,12 +139,7 @@ prometheus:
         );
         let base_db = dir.join("base.db");
         std::fs::rename(&db, &base_db).unwrap();
-        Cs {
-            dir: dir.to_path_buf(),
-            cfg,
-            db,
-            base_db,
-        }
+        Cs { cfg, db, base_db }
     }
 
     /// Runs the real CrowdSec over `log` in time-machine mode and returns the Ip-scope values
@@ -153,8 +147,8 @@ prometheus:
     ///
     /// CrowdSec 1.4.6 does not exit when the file is done: it waits for every live bucket to
     /// expire on the wall clock (`(capacity+1)*leakspeed`, 11 min for ssh-slow-bf). After it
-    /// logs "Acquisition is finished", the test waits until the process is idle (no CPU used)
-    /// and its alert count is unchanged for 3 s, then stops it: in time-machine mode a leaky
+    /// logs "Acquisition is finished", the test waits until the process is idle (no CPU used, no thread
+    /// runnable) and its alert count is unchanged for 3 s, then stops it: in time-machine mode a leaky
     /// bucket only overflows when an event is poured, so nothing more can come.
     fn run(&self, log_type: &str, log: &Path) -> (BTreeSet<String>, Duration) {
         for ext in ["", "-wal", "-shm", "-journal"] {
@@ -213,7 +207,9 @@ prometheus:
             if finished {
                 let now = (cpu_ticks(pid), self.alert_count());
                 match last {
-                    Some((t, a, since)) if now.0.saturating_sub(t) <= 2 && now.1 == a => {
+                    Some((t, a, since))
+                        if now.0.saturating_sub(t) <= 2 && now.1 == a && !runnable(pid) =>
+                    {
                         if since.elapsed() >= Duration::from_secs(3) {
                             let e = since.duration_since(started);
                             child.kill().unwrap();
@@ -256,6 +252,20 @@ prometheus:
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Whether any thread of the process is running or waiting for a CPU (state R): a process
+/// starved by other jobs is not idle.
+fn runnable(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+            s.rfind(')')
+                .is_some_and(|i| s[i + 1..].trim_start().starts_with('R'))
+        })
+    })
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -419,7 +429,6 @@ fn crowdsec_and_shield_ban_the_same_addresses() {
             ));
         }
     }
-    let _ = &cs.dir;
     assert!(
         total > 0,
         "CrowdSec banned nothing at all: the setup is broken"
