@@ -147,9 +147,10 @@ prometheus:
     ///
     /// CrowdSec 1.4.6 does not exit when the file is done: it waits for every live bucket to
     /// expire on the wall clock (`(capacity+1)*leakspeed`, 11 min for ssh-slow-bf). After it
-    /// logs "Acquisition is finished", the test waits until the process is idle (no CPU used, no thread
-    /// runnable) and its alert count is unchanged for 3 s, then stops it: in time-machine mode a leaky
-    /// bucket only overflows when an event is poured, so nothing more can come.
+    /// logs "Acquisition is finished", the test waits until the process is idle (no CPU used,
+    /// no thread runnable) and its alert count is unchanged for 3 s, then stops it: in
+    /// time-machine mode a leaky bucket only overflows when an event is poured, so nothing
+    /// more can come.
     fn run(&self, log_type: &str, log: &Path) -> (BTreeSet<String>, Duration) {
         for ext in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{ext}", self.db.display()));
