@@ -335,3 +335,62 @@ fn sigterm_stops_the_daemon_even_while_stdin_is_open() {
         "daemon did not exit cleanly on SIGTERM with stdin open"
     );
 }
+
+/// The stdin reader counts every line it reads (issue 22: it reported
+/// `lines: 1, matched: 1` only when an alert fired, and nothing else).
+#[test]
+fn stdin_source_counts_every_line_not_only_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    std::fs::write(
+        &cfg,
+        config(src, "").replace("@DIR@", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let mut child = common::shield()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("shield.sock");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
+        .is_some()
+    );
+    // Three lines no rule matches and two failures: too few for an alert.
+    let mut stdin = child.stdin.take().unwrap();
+    for l in ["hello", "nothing to see", "\u{e9}t\u{e9}"] {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    writeln!(stdin, "{}", ssh_fail("203.0.113.98", 0)).unwrap();
+    writeln!(stdin, "{}", ssh_fail("203.0.113.98", 1)).unwrap();
+    stdin.flush().unwrap();
+    let status = || {
+        let out = common::shield()
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "status",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["sources"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == "in").cloned())
+    };
+    let counted = wait_for(Duration::from_secs(10), || {
+        status().filter(|s| s["lines"] == 5)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let s = counted.unwrap_or_else(|| panic!("stdin lines not counted: {:?}", status()));
+    assert_eq!(s["matched"], 2, "{s}");
+    assert_eq!(s["alerts"], 0, "{s}");
+}

@@ -574,22 +574,54 @@ pub fn start_reader(
             .spawn(move || {
                 let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
                 let mut alerts = Vec::new();
+                let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
                 while let Some(Ok(bytes)) = r.next_line() {
                     if stop2.load(Ordering::Relaxed) {
                         break;
                     }
                     let t = now();
-                    let l = String::from_utf8_lossy(bytes);
-                    engine.feed(&l, t, &mut |a| alerts.push(a));
-                    if !alerts.is_empty() {
-                        let _ = tx.send(Msg::Batch {
-                            pipeline: name.clone(),
-                            alerts: std::mem::take(&mut alerts),
-                            checkpoints: vec![],
-                            lines: 1,
-                            matched: 1,
-                            cursor: None,
-                        });
+                    lines += 1;
+                    let before = engine.stats().matched;
+                    match std::str::from_utf8(bytes) {
+                        Ok(l) => {
+                            engine.feed(l, t, &mut |a| alerts.push(a));
+                        }
+                        Err(_) => {
+                            bad += 1;
+                            let l = String::from_utf8_lossy(bytes);
+                            engine.feed(&l, t, &mut |a| alerts.push(a));
+                        }
+                    }
+                    matched += engine.stats().matched - before;
+                    // Report every line like the file reader does: at once
+                    // when an alert fired, else when the next read would block
+                    // (or after a long run), so the counts are never left behind.
+                    if alerts.is_empty() && r.has_buffered_line() && lines < 4096 {
+                        continue;
+                    }
+                    if let Ok(mut s) = sources.lock()
+                        && let Some(st) = s.get_mut(&name)
+                    {
+                        st.lines += lines;
+                        st.matched += matched;
+                        st.invalid_utf8 += bad;
+                        st.last_line_at = Some(t);
+                        st.keys_evicted = engine.stats().keys_evicted;
+                        for rule in engine.stats().rules.iter().filter(|r| r.hits > 0) {
+                            st.rules.insert(rule.name.clone(), rule.hits);
+                        }
+                    }
+                    let batch = Msg::Batch {
+                        pipeline: name.clone(),
+                        alerts: std::mem::take(&mut alerts),
+                        checkpoints: vec![],
+                        lines,
+                        matched,
+                        cursor: None,
+                    };
+                    (lines, matched, bad) = (0, 0, 0);
+                    if tx.send(batch).is_err() {
+                        break;
                     }
                 }
             })?,
