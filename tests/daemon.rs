@@ -394,3 +394,95 @@ fn stdin_source_counts_every_line_not_only_alerts() {
     assert_eq!(s["matched"], 2, "{s}");
     assert_eq!(s["alerts"], 0, "{s}");
 }
+
+/// SIGHUP with a stdin source: the running stdin reader is kept (a second
+/// one used to start while the first still held stdin, losing a line), and
+/// the socket removed at exit is the one bound at start, not a reloaded
+/// config's path (issue 22).
+#[test]
+fn reload_keeps_the_stdin_reader_and_exit_removes_the_bound_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    let text = config(src, "").replace("@DIR@", dir.path().to_str().unwrap());
+    std::fs::write(&cfg, &text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = common::shield()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("shield.sock");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
+        .is_some()
+    );
+    let reloads = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("config reloaded")
+            .count()
+    };
+    let pid = child.id().to_string();
+    let hup = |n: usize| {
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status();
+        let done = wait_for(Duration::from_secs(10), || (reloads() >= n).then_some(()));
+        assert!(
+            done.is_some(),
+            "no reload:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    };
+    hup(1);
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..3 {
+        writeln!(stdin, "line {i}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let lines = || {
+        let out = common::shield()
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "status",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["sources"].as_array().and_then(|a| {
+            a.iter()
+                .find(|s| s["name"] == "in")
+                .and_then(|s| s["lines"].as_u64())
+        })
+    };
+    let counted = wait_for(Duration::from_secs(10), || lines().filter(|&n| n == 3));
+    assert!(
+        counted.is_some(),
+        "after a reload stdin lines were lost: {:?}",
+        lines()
+    );
+
+    // A reload that names another socket: `[api]` is not reloaded, so the
+    // bound socket stays in use and is the one removed at exit.
+    std::fs::write(&cfg, text.replace("shield.sock", "other.sock")).unwrap();
+    hup(2);
+    assert!(sock.exists());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    drop(stdin);
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(!sock.exists(), "the bound socket was left behind at exit");
+}
