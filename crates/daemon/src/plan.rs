@@ -537,14 +537,28 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             }
         }
     };
-    if let Some(u) = &c.union
-        && !u.treaty.exists()
-    {
-        errs.push(l.error_at(
-            0..0,
-            format!("[union] treaty {} does not exist", u.treaty.display()),
-            Some("create it with `shield union init`".into()),
-        ));
+    if let Some(u) = &c.union {
+        // The treaty and the member key are loaded and checked here, so a bad
+        // one fails `shield check` instead of the start.
+        let check = shield_union::UnionHandle::check(&shield_union::UnionConfig {
+            name: u.member.clone(),
+            key_path: u.key.clone(),
+            treaty_path: u.treaty.clone(),
+            listen: u.listen,
+            db_path: c.store.path.clone(),
+        });
+        if let Err(e) = check {
+            let hint = if u.treaty.exists() {
+                "fix the file named above, or rejoin with `shield union join`"
+            } else {
+                "create it with `shield union init`, or join one with `shield union join`"
+            };
+            errs.push(l.error_at(
+                0..0,
+                format!("[union] member `{}`: {e}", u.member),
+                Some(hint.into()),
+            ));
+        }
     }
 
     let webhook = match &c.webhook {
