@@ -486,3 +486,50 @@ fn reload_keeps_the_stdin_reader_and_exit_removes_the_bound_socket() {
     );
     assert!(!sock.exists(), "the bound socket was left behind at exit");
 }
+
+/// Issue 22: `bouncers.last_pull` was never written. A pull through the
+/// bouncer API is recorded (batched, and flushed at stop) and `shield
+/// bouncers list` shows it; adding and deleting go through the daemon's writer.
+#[test]
+fn bouncer_pull_is_recorded_as_last_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    let cfg = config(src, "").replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let mut d = Daemon::start(dir.path(), &cfg);
+    let out = d.cli(&["bouncers", "add", "fw1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !d.cli(&["bouncers", "add", "fw1"]).status.success(),
+        "a second add of the same name is refused"
+    );
+    let list =
+        |d: &Daemon| String::from_utf8_lossy(&d.cli(&["bouncers", "list"]).stdout).to_string();
+    assert!(list(&d).contains("last pull None"), "{}", list(&d));
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /v1/decisions HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    d.stop();
+    let listed = list(&d);
+    assert!(
+        listed.contains("fw1") && listed.contains("last pull Some("),
+        "{listed}"
+    );
+
+    d.restart();
+    assert!(d.cli(&["bouncers", "delete", "fw1"]).status.success());
+    assert!(!list(&d).contains("fw1"), "{}", list(&d));
+}

@@ -67,6 +67,15 @@ pub enum Msg {
     /// Every saved checkpoint, read after the batches queued before this
     /// message are committed (a reload asks once its readers have stopped).
     Checkpoints(mpsc::Sender<anyhow::Result<Vec<(String, Checkpoint)>>>),
+    /// Add (with its key's hash) or delete a bouncer; answers whether a row
+    /// changed. Bouncers go through the one writer like everything else.
+    Bouncer {
+        name: String,
+        key_hash: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    },
+    /// When bouncers last pulled, batched by [`KeyAuth::take_pulls`].
+    LastPull(Vec<(String, UnixTime)>),
     /// Flush and stop.
     Stop,
 }
@@ -112,6 +121,9 @@ pub struct Counters {
 pub struct KeyAuth {
     // RwLock: written only when a bouncer is added/removed, read per API request.
     by_hash: RwLock<HashMap<String, String>>,
+    // Mutex: held only to record one pull or to take them all; written to the
+    // store in batches, not once per poll.
+    pulls: Mutex<HashMap<String, UnixTime>>,
 }
 
 impl KeyAuth {
@@ -121,16 +133,29 @@ impl KeyAuth {
             *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = m;
         }
     }
+
+    /// The pulls recorded since the last call: (bouncer, when).
+    pub fn take_pulls(&self) -> Vec<(String, UnixTime)> {
+        std::mem::take(&mut *self.pulls.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
 }
 
 impl shield_enforce::BouncerAuth for KeyAuth {
     fn authenticate(&self, api_key: &str) -> Option<String> {
         let h = shield_enforce::hash_api_key(api_key);
-        self.by_hash
+        let name = self
+            .by_hash
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&h)
-            .cloned()
+            .cloned()?;
+        self.pulls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), now());
+        Some(name)
     }
 }
 
@@ -419,6 +444,27 @@ impl DecisionWorker {
                     let _ = reply.send(res.map_err(|e| e.to_string()));
                 }
                 Ok(Msg::Policy(d)) => self.set_policy(d),
+                Ok(Msg::Bouncer {
+                    name,
+                    key_hash,
+                    reply,
+                }) => {
+                    let res = match &key_hash {
+                        Some(h) => self.store.add_bouncer(&name, h, t),
+                        None => self.store.delete_bouncer(&name),
+                    };
+                    let _ = reply.send(res.map_err(|e| e.to_string()));
+                }
+                Ok(Msg::LastPull(pulls)) => {
+                    let res = self.store.atomically(|s| {
+                        pulls
+                            .iter()
+                            .try_for_each(|(name, at)| s.set_last_pull(name, *at))
+                    });
+                    if let Err(e) = res {
+                        tracing::warn!(error = %e, "recording the bouncers' last pulls failed");
+                    }
+                }
                 Ok(Msg::Checkpoints(reply)) => {
                     let _ = reply.send(self.store.load_checkpoints().map_err(Into::into));
                 }
@@ -773,6 +819,20 @@ async fn run_async(plan: Plan, config_path: Option<PathBuf>) -> anyhow::Result<(
     let mut hup = signal(SignalKind::hangup())?;
     let servers = crate::api::serve(&plan, shared.clone()).await?;
     let bound_socket = plan.api.socket.clone();
+    // Bouncers' last pulls reach the store once a minute, not once per poll.
+    let pulls_task = {
+        let (auth, tx) = (shared.auth.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let p = auth.take_pulls();
+                if !p.is_empty() && tx.send(Msg::LastPull(p)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
     let webhook_task = plan.webhook.clone().and_then(|w| {
         crate::webhook::start(w, &shared.counters.webhook, shared.counters.metrics.clone())
     });
@@ -808,6 +868,8 @@ async fn run_async(plan: Plan, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
     tracing::info!("stopping");
     stop_readers(&mut readers);
+    pulls_task.abort();
+    let _ = tx.send(Msg::LastPull(shared.auth.take_pulls()));
     let _ = tx.send(Msg::Stop);
     let _ = tokio::task::spawn_blocking(move || decision_thread.join()).await;
     servers.abort();
