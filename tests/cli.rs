@@ -298,3 +298,68 @@ fn replay_sshd_user_name_cannot_ban_a_victim() {
     assert_eq!(v["matched"], 7, "{v}");
     assert_eq!(banned, [sender], "{v}");
 }
+
+/// Issue 22: `shield check` only tested that the treaty file existed; a bad
+/// treaty or a key that is not the member's now fails check, naming the file.
+#[test]
+fn check_loads_the_union_treaty_and_member_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, other, treaty) = (d.join("m0.key"), d.join("other.key"), d.join("treaty.toml"));
+    for k in [&key, &other] {
+        ok(&["union", "keygen", "--out", k.to_str().unwrap()]);
+    }
+    ok(&[
+        "union",
+        "init",
+        "--union",
+        "t",
+        "--member",
+        "m0",
+        "--key",
+        key.to_str().unwrap(),
+        "--endpoint",
+        "127.0.0.1:7443",
+        "--out",
+        treaty.to_str().unwrap(),
+    ]);
+    std::fs::write(d.join("auth.log"), "").unwrap();
+    let cfg = d.join("shield.toml");
+    let check = |key: &std::path::Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[store]\npath = \"{d}/shield.db\"\n[union]\nmember = \"m0\"\nkey = \"{k}\"\n\
+                 treaty = \"{t}\"\nlisten = \"127.0.0.1:7443\"\n[[source]]\nname = \"s\"\n\
+                 paths = [\"{d}/auth.log\"]\npacks = [\"sshd\"]\n",
+                d = d.display(),
+                k = key.display(),
+                t = treaty.display()
+            ),
+        )
+        .unwrap();
+        shield()
+            .args(["--config", cfg.to_str().unwrap(), "check"])
+            .output()
+            .unwrap()
+    };
+    let out = check(&key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Another member's key.
+    let out = check(&other);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other.key"), "{err}");
+
+    // A treaty that does not parse.
+    std::fs::write(&treaty, "union = [not toml").unwrap();
+    let out = check(&key);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("treaty.toml"), "{err}");
+}

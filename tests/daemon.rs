@@ -335,3 +335,201 @@ fn sigterm_stops_the_daemon_even_while_stdin_is_open() {
         "daemon did not exit cleanly on SIGTERM with stdin open"
     );
 }
+
+/// The stdin reader counts every line it reads (issue 22: it reported
+/// `lines: 1, matched: 1` only when an alert fired, and nothing else).
+#[test]
+fn stdin_source_counts_every_line_not_only_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    std::fs::write(
+        &cfg,
+        config(src, "").replace("@DIR@", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let mut child = common::shield()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("shield.sock");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
+        .is_some()
+    );
+    // Three lines no rule matches and two failures: too few for an alert.
+    let mut stdin = child.stdin.take().unwrap();
+    for l in ["hello", "nothing to see", "\u{e9}t\u{e9}"] {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    writeln!(stdin, "{}", ssh_fail("203.0.113.98", 0)).unwrap();
+    writeln!(stdin, "{}", ssh_fail("203.0.113.98", 1)).unwrap();
+    stdin.flush().unwrap();
+    let status = || {
+        let out = common::shield()
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "status",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["sources"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == "in").cloned())
+    };
+    let counted = wait_for(Duration::from_secs(10), || {
+        status().filter(|s| s["lines"] == 5)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let s = counted.unwrap_or_else(|| panic!("stdin lines not counted: {:?}", status()));
+    assert_eq!(s["matched"], 2, "{s}");
+    assert_eq!(s["alerts"], 0, "{s}");
+}
+
+/// SIGHUP with a stdin source: the running stdin reader is kept (a second
+/// one used to start while the first still held stdin, losing a line), and
+/// the socket removed at exit is the one bound at start, not a reloaded
+/// config's path (issue 22).
+#[test]
+fn reload_keeps_the_stdin_reader_and_exit_removes_the_bound_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    let text = config(src, "").replace("@DIR@", dir.path().to_str().unwrap());
+    std::fs::write(&cfg, &text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = common::shield()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("shield.sock");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
+        .is_some()
+    );
+    let reloads = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("config reloaded")
+            .count()
+    };
+    let pid = child.id().to_string();
+    let hup = |n: usize| {
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status();
+        let done = wait_for(Duration::from_secs(10), || (reloads() >= n).then_some(()));
+        assert!(
+            done.is_some(),
+            "no reload:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    };
+    hup(1);
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..3 {
+        writeln!(stdin, "line {i}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let lines = || {
+        let out = common::shield()
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "status",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["sources"].as_array().and_then(|a| {
+            a.iter()
+                .find(|s| s["name"] == "in")
+                .and_then(|s| s["lines"].as_u64())
+        })
+    };
+    let counted = wait_for(Duration::from_secs(10), || lines().filter(|&n| n == 3));
+    assert!(
+        counted.is_some(),
+        "after a reload stdin lines were lost: {:?}",
+        lines()
+    );
+
+    // A reload that names another socket: `[api]` is not reloaded, so the
+    // bound socket stays in use and is the one removed at exit.
+    std::fs::write(&cfg, text.replace("shield.sock", "other.sock")).unwrap();
+    hup(2);
+    assert!(sock.exists());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    drop(stdin);
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(!sock.exists(), "the bound socket was left behind at exit");
+}
+
+/// Issue 22: `bouncers.last_pull` was never written. A pull through the
+/// bouncer API is recorded (batched, and flushed at stop) and `shield
+/// bouncers list` shows it; adding and deleting go through the daemon's writer.
+#[test]
+fn bouncer_pull_is_recorded_as_last_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+    let cfg = config(src, "").replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let mut d = Daemon::start(dir.path(), &cfg);
+    let out = d.cli(&["bouncers", "add", "fw1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !d.cli(&["bouncers", "add", "fw1"]).status.success(),
+        "a second add of the same name is refused"
+    );
+    let list =
+        |d: &Daemon| String::from_utf8_lossy(&d.cli(&["bouncers", "list"]).stdout).to_string();
+    assert!(list(&d).contains("last pull None"), "{}", list(&d));
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /v1/decisions HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    d.stop();
+    let listed = list(&d);
+    assert!(
+        listed.contains("fw1") && listed.contains("last pull Some("),
+        "{listed}"
+    );
+
+    d.restart();
+    assert!(d.cli(&["bouncers", "delete", "fw1"]).status.success());
+    assert!(!list(&d).contains("fw1"), "{}", list(&d));
+}

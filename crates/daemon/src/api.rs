@@ -334,35 +334,52 @@ async fn add_bouncer(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     valid_bouncer_name(&req.name).map_err(bad)?;
     let key = shield_enforce::generate_api_key();
-    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
-    if !store
-        .add_bouncer(&req.name, &shield_enforce::hash_api_key(&key), now())
-        .map_err(internal)?
-    {
+    let hash = shield_enforce::hash_api_key(&key);
+    if !write_bouncer(&s, &req.name, Some(hash)).await? {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("bouncer `{}` already exists", req.name),
         ));
     }
-    s.auth.load(&store);
+    s.auth
+        .load(&s.reader.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({"name": req.name, "api_key": key})),
     ))
 }
 
+/// Adds (`key_hash` given) or deletes a bouncer through the decision thread,
+/// the store's one writer; whether a row changed.
+async fn write_bouncer(s: &Shared, name: &str, key_hash: Option<String>) -> Result<bool, ApiError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let msg = Msg::Bouncer {
+        name: name.to_string(),
+        key_hash,
+        reply,
+    };
+    let stopped = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping".into(),
+        )
+    };
+    s.tx.send(msg).map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?.map_err(internal)
+}
+
 async fn delete_bouncer(
     State(s): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
-    if !store.delete_bouncer(&name).map_err(internal)? {
+    if !write_bouncer(&s, &name, None).await? {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no bouncer named `{name}`"),
         ));
     }
-    s.auth.load(&store);
+    s.auth
+        .load(&s.reader.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -196,6 +196,30 @@ pub fn rule_matches(pat: &str, rule: &str) -> bool {
 }
 
 /// Validates and resolves a loaded config.
+/// Keys set on `s` that belong to another source kind: (key, its kind).
+fn misplaced_keys(s: &crate::config::SourceConfig) -> Vec<(&'static str, &'static str)> {
+    let set = [
+        ("paths", "file", !s.paths.is_empty()),
+        ("from_start", "file", s.from_start),
+        ("journal_match", "journald", !s.journal_match.is_empty()),
+        ("listen", "syslog", s.listen.is_some()),
+        ("protocols", "syslog", !s.protocols.is_empty()),
+    ];
+    set.into_iter()
+        .filter(|&(_, kind, is_set)| is_set && kind != kind_str(s.kind))
+        .map(|(key, kind, _)| (key, kind))
+        .collect()
+}
+
+fn kind_str(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::File => "file",
+        SourceKind::Journald => "journald",
+        SourceKind::Stdin => "stdin",
+        SourceKind::Syslog => "syslog",
+    }
+}
+
 pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     let c = &l.config;
     let mut errs: Vec<ConfigError> = Vec::new();
@@ -264,6 +288,25 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     for s in &c.sources {
         let span = s.span();
         let s = s.get_ref();
+        // The flat source table takes every kind's keys: refuse the ones that
+        // do not apply to this kind instead of ignoring them.
+        for (key, applies_to) in misplaced_keys(s) {
+            let at = match (key, s.paths.first()) {
+                ("paths", Some(p)) => p.span(),
+                _ => span.clone(),
+            };
+            errs.push(l.error_at(
+                at,
+                format!(
+                    "source `{}` (type = \"{}\"): `{key}` applies to type = \"{applies_to}\" only",
+                    s.name,
+                    kind_str(s.kind)
+                ),
+                Some(format!(
+                    "remove `{key}`, or set type = \"{applies_to}\" if that is what this source reads"
+                )),
+            ));
+        }
         let input = match s.kind {
             SourceKind::File => {
                 if s.paths.is_empty() {
@@ -537,14 +580,28 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             }
         }
     };
-    if let Some(u) = &c.union
-        && !u.treaty.exists()
-    {
-        errs.push(l.error_at(
-            0..0,
-            format!("[union] treaty {} does not exist", u.treaty.display()),
-            Some("create it with `shield union init`".into()),
-        ));
+    if let Some(u) = &c.union {
+        // The treaty and the member key are loaded and checked here, so a bad
+        // one fails `shield check` instead of the start.
+        let check = shield_union::UnionHandle::check(&shield_union::UnionConfig {
+            name: u.member.clone(),
+            key_path: u.key.clone(),
+            treaty_path: u.treaty.clone(),
+            listen: u.listen,
+            db_path: c.store.path.clone(),
+        });
+        if let Err(e) = check {
+            let hint = if u.treaty.exists() {
+                "fix the file named above, or rejoin with `shield union join`"
+            } else {
+                "create it with `shield union init`, or join one with `shield union join`"
+            };
+            errs.push(l.error_at(
+                0..0,
+                format!("[union] member `{}`: {e}", u.member),
+                Some(hint.into()),
+            ));
+        }
     }
 
     let webhook = match &c.webhook {
@@ -659,6 +716,28 @@ pub fn resolve_backend(b: Backend) -> Backend {
 mod tests {
     use super::*;
     use crate::config::parse;
+
+    /// Issue 22: `paths` on a journald source (and the like) was silently
+    /// ignored; it is refused at its line with the fix.
+    #[test]
+    fn keys_of_another_source_kind_are_refused_with_their_line() {
+        let text = "[[source]]\nname = \"j\"\ntype = \"journald\"\npaths = [\"/var/log/auth.log\"]\npacks = [\"sshd\"]\n\n\
+                    [[source]]\nname = \"in\"\ntype = \"stdin\"\nlisten = \"127.0.0.1:5514\"\npacks = [\"sshd\"]\n";
+        let l = parse(text, Some("c.toml".into())).unwrap();
+        let e = plan(&l).err().unwrap().to_string();
+        assert!(
+            e.contains("c.toml:4:10: source `j` (type = \"journald\"): `paths` applies to type = \"file\" only"),
+            "{e}"
+        );
+        assert!(e.contains("remove `paths`"), "{e}");
+        assert!(
+            e.contains("c.toml:7:1: source `in` (type = \"stdin\"): `listen` applies to type = \"syslog\" only"),
+            "{e}"
+        );
+        // Each kind's own keys still plan.
+        let ok = "[[source]]\nname = \"s\"\ntype = \"syslog\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"udp\"]\npacks = [\"sshd\"]\n";
+        assert!(plan(&parse(ok, None).unwrap()).is_ok());
+    }
 
     #[test]
     fn bad_regex_is_located() {

@@ -64,6 +64,18 @@ pub enum Msg {
     },
     /// New decision policy after a reload.
     Policy(Decider),
+    /// Every saved checkpoint, read after the batches queued before this
+    /// message are committed (a reload asks once its readers have stopped).
+    Checkpoints(mpsc::Sender<anyhow::Result<Vec<(String, Checkpoint)>>>),
+    /// Add (with its key's hash) or delete a bouncer; answers whether a row
+    /// changed. Bouncers go through the one writer like everything else.
+    Bouncer {
+        name: String,
+        key_hash: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    },
+    /// When bouncers last pulled, batched by [`KeyAuth::take_pulls`].
+    LastPull(Vec<(String, UnixTime)>),
     /// Flush and stop.
     Stop,
 }
@@ -109,6 +121,9 @@ pub struct Counters {
 pub struct KeyAuth {
     // RwLock: written only when a bouncer is added/removed, read per API request.
     by_hash: RwLock<HashMap<String, String>>,
+    // Mutex: held only to record one pull or to take them all; written to the
+    // store in batches, not once per poll.
+    pulls: Mutex<HashMap<String, UnixTime>>,
 }
 
 impl KeyAuth {
@@ -118,16 +133,29 @@ impl KeyAuth {
             *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = m;
         }
     }
+
+    /// The pulls recorded since the last call: (bouncer, when).
+    pub fn take_pulls(&self) -> Vec<(String, UnixTime)> {
+        std::mem::take(&mut *self.pulls.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
 }
 
 impl shield_enforce::BouncerAuth for KeyAuth {
     fn authenticate(&self, api_key: &str) -> Option<String> {
         let h = shield_enforce::hash_api_key(api_key);
-        self.by_hash
+        let name = self
+            .by_hash
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&h)
-            .cloned()
+            .cloned()?;
+        self.pulls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), now());
+        Some(name)
     }
 }
 
@@ -340,6 +368,12 @@ impl DecisionWorker {
         }
     }
 
+    /// Takes a reloaded `[decisions]` policy, with its offence horizon.
+    fn set_policy(&mut self, d: Decider) {
+        self.forget = d.escalation.forget;
+        self.decider = d;
+    }
+
     /// Runs until `Msg::Stop` or every sender is gone.
     pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut swept = now();
@@ -409,7 +443,31 @@ impl DecisionWorker {
                     }
                     let _ = reply.send(res.map_err(|e| e.to_string()));
                 }
-                Ok(Msg::Policy(d)) => self.decider = d,
+                Ok(Msg::Policy(d)) => self.set_policy(d),
+                Ok(Msg::Bouncer {
+                    name,
+                    key_hash,
+                    reply,
+                }) => {
+                    let res = match &key_hash {
+                        Some(h) => self.store.add_bouncer(&name, h, t),
+                        None => self.store.delete_bouncer(&name),
+                    };
+                    let _ = reply.send(res.map_err(|e| e.to_string()));
+                }
+                Ok(Msg::LastPull(pulls)) => {
+                    let res = self.store.atomically(|s| {
+                        pulls
+                            .iter()
+                            .try_for_each(|(name, at)| s.set_last_pull(name, *at))
+                    });
+                    if let Err(e) = res {
+                        tracing::warn!(error = %e, "recording the bouncers' last pulls failed");
+                    }
+                }
+                Ok(Msg::Checkpoints(reply)) => {
+                    let _ = reply.send(self.store.load_checkpoints().map_err(Into::into));
+                }
                 Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -447,6 +505,16 @@ pub struct Reader {
     /// `None` for readers that block in a read nobody can interrupt (stdin):
     /// they are left to end with the process instead of being joined.
     pub handle: Option<JoinHandle<()>>,
+    /// The pipeline's name.
+    pub name: String,
+}
+
+impl Reader {
+    /// A stdin reader cannot be stopped and started again (the stopped one
+    /// would still hold stdin's lock until one more line came): reloads keep it.
+    fn is_stdin(&self) -> bool {
+        self.handle.is_none()
+    }
 }
 
 /// Starts the reader thread of one pipeline.
@@ -574,22 +642,54 @@ pub fn start_reader(
             .spawn(move || {
                 let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
                 let mut alerts = Vec::new();
+                let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
                 while let Some(Ok(bytes)) = r.next_line() {
                     if stop2.load(Ordering::Relaxed) {
                         break;
                     }
                     let t = now();
-                    let l = String::from_utf8_lossy(bytes);
-                    engine.feed(&l, t, &mut |a| alerts.push(a));
-                    if !alerts.is_empty() {
-                        let _ = tx.send(Msg::Batch {
-                            pipeline: name.clone(),
-                            alerts: std::mem::take(&mut alerts),
-                            checkpoints: vec![],
-                            lines: 1,
-                            matched: 1,
-                            cursor: None,
-                        });
+                    lines += 1;
+                    let before = engine.stats().matched;
+                    match std::str::from_utf8(bytes) {
+                        Ok(l) => {
+                            engine.feed(l, t, &mut |a| alerts.push(a));
+                        }
+                        Err(_) => {
+                            bad += 1;
+                            let l = String::from_utf8_lossy(bytes);
+                            engine.feed(&l, t, &mut |a| alerts.push(a));
+                        }
+                    }
+                    matched += engine.stats().matched - before;
+                    // Report every line like the file reader does: at once
+                    // when an alert fired, else when the next read would block
+                    // (or after a long run), so the counts are never left behind.
+                    if alerts.is_empty() && r.has_buffered_line() && lines < 4096 {
+                        continue;
+                    }
+                    if let Ok(mut s) = sources.lock()
+                        && let Some(st) = s.get_mut(&name)
+                    {
+                        st.lines += lines;
+                        st.matched += matched;
+                        st.invalid_utf8 += bad;
+                        st.last_line_at = Some(t);
+                        st.keys_evicted = engine.stats().keys_evicted;
+                        for rule in engine.stats().rules.iter().filter(|r| r.hits > 0) {
+                            st.rules.insert(rule.name.clone(), rule.hits);
+                        }
+                    }
+                    let batch = Msg::Batch {
+                        pipeline: name.clone(),
+                        alerts: std::mem::take(&mut alerts),
+                        checkpoints: vec![],
+                        lines,
+                        matched,
+                        cursor: None,
+                    };
+                    (lines, matched, bad) = (0, 0, 0);
+                    if tx.send(batch).is_err() {
+                        break;
                     }
                 }
             })?,
@@ -605,7 +705,11 @@ pub fn start_reader(
         }
     };
     let handle = (!matches!(pipe.input, Input::Stdin)).then_some(handle);
-    Ok(Reader { stop, handle })
+    Ok(Reader {
+        stop,
+        handle,
+        name: pipe.name,
+    })
 }
 
 fn kind_name(i: &Input) -> &'static str {
@@ -659,10 +763,10 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(run_async(plan, config_path))
 }
 
-async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run_async(plan: Plan, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let store = Store::open(&plan.store_path)?;
     let reader_store = Store::open(&plan.store_path)?;
-    let saved = store.load_checkpoints()?;
+    let mut saved = store.load_checkpoints()?;
     let auth = Arc::new(KeyAuth::default());
     auth.load(&store);
     let table = Arc::new(RwLock::new(DecisionTable::new()));
@@ -707,7 +811,28 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
         firewall: fw_name,
         union: union_status,
     };
+    // Signal handlers before the sockets: once the control socket answers,
+    // a SIGHUP reloads instead of killing the process (the default action).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let servers = crate::api::serve(&plan, shared.clone()).await?;
+    let bound_socket = plan.api.socket.clone();
+    // Bouncers' last pulls reach the store once a minute, not once per poll.
+    let pulls_task = {
+        let (auth, tx) = (shared.auth.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let p = auth.take_pulls();
+                if !p.is_empty() && tx.send(Msg::LastPull(p)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
     let webhook_task = plan.webhook.clone().and_then(|w| {
         crate::webhook::start(w, &shared.counters.webhook, shared.counters.metrics.clone())
     });
@@ -720,10 +845,6 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
     let beat = shared.counters.clone();
     crate::notify::ready(move || now() - beat.heartbeat.load(Ordering::Relaxed) < 30);
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -732,17 +853,13 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
                 match config::load(config_path.as_deref()).map_err(anyhow::Error::from).and_then(|l| crate::plan::plan(&l).map_err(anyhow::Error::from)) {
                     Err(e) => tracing::error!("reload refused, still running the previous config:\n{e:#}"),
                     Ok(new) => {
-                        stop_readers(&mut readers);
-                        let saved = shared.reader.lock().unwrap_or_else(|p| p.into_inner()).load_checkpoints()?;
+                        let load = || {
+                            let (rtx, rrx) = mpsc::channel();
+                            tx.send(Msg::Checkpoints(rtx)).map_err(|_| anyhow::anyhow!("the decision thread has stopped"))?;
+                            rrx.recv_timeout(Duration::from_secs(30)).map_err(|_| anyhow::anyhow!("the decision thread did not answer within 30 s"))?
+                        };
+                        restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources);
                         let _ = tx.send(Msg::Policy(new.decider.clone()));
-                        sources.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                        for p in new.pipelines.clone() {
-                            match start_reader(p, &new, &saved, tx.clone(), sources.clone()) {
-                                Ok(r) => readers.push(r),
-                                Err(e) => tracing::error!("{e:#}"),
-                            }
-                        }
-                        plan = new;
                         tracing::info!(pipelines = readers.len(), "config reloaded (api, firewall and union settings apply at the next start)");
                     }
                 }
@@ -751,6 +868,8 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
     }
     tracing::info!("stopping");
     stop_readers(&mut readers);
+    pulls_task.abort();
+    let _ = tx.send(Msg::LastPull(shared.auth.take_pulls()));
     let _ = tx.send(Msg::Stop);
     let _ = tokio::task::spawn_blocking(move || decision_thread.join()).await;
     servers.abort();
@@ -760,8 +879,51 @@ async fn run_async(mut plan: Plan, config_path: Option<PathBuf>) -> anyhow::Resu
     if let Some(t) = union_task {
         t.abort();
     }
-    let _ = std::fs::remove_file(&plan.api.socket);
+    // The socket bound at start, not a reloaded config's (`[api]` is not reloaded).
+    let _ = std::fs::remove_file(&bound_socket);
     Ok(())
+}
+
+/// A reload's reader swap: stops the running readers (a stdin reader is
+/// kept: it cannot be restarted), reads the checkpoints they left with `load`
+/// and starts `new`'s pipelines from them. When the checkpoints cannot be
+/// read, the error is logged and the readers start from `saved`, the last
+/// ones read (lines since then may be decided twice, none is skipped): a
+/// failed reload never leaves the daemon without readers. `saved` is
+/// updated on success.
+fn restart_readers(
+    readers: &mut Vec<Reader>,
+    new: &Plan,
+    load: impl FnOnce() -> anyhow::Result<Vec<(String, Checkpoint)>>,
+    saved: &mut Vec<(String, Checkpoint)>,
+    tx: &mpsc::Sender<Msg>,
+    sources: &Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+) {
+    let (kept, stopping): (Vec<Reader>, Vec<Reader>) =
+        readers.drain(..).partition(Reader::is_stdin);
+    let mut stopping = stopping;
+    stop_readers(&mut stopping);
+    *readers = kept;
+    match load() {
+        Ok(cps) => *saved = cps,
+        Err(e) => tracing::error!(
+            "reload: reading the checkpoints failed, restarting the readers from the last ones read (some lines may be read twice); check the store:\n{e:#}"
+        ),
+    }
+    {
+        let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+        s.retain(|name, _| readers.iter().any(|r| &r.name == name));
+    }
+    for p in new.pipelines.iter().cloned() {
+        if matches!(p.input, Input::Stdin) && readers.iter().any(Reader::is_stdin) {
+            tracing::warn!(source = %p.name, "the stdin source keeps its running reader; its changes apply at the next start");
+            continue;
+        }
+        match start_reader(p, new, saved, tx.clone(), sources.clone()) {
+            Ok(r) => readers.push(r),
+            Err(e) => tracing::error!("{e:#}"),
+        }
+    }
 }
 
 fn stop_readers(readers: &mut Vec<Reader>) {
@@ -772,5 +934,84 @@ fn stop_readers(readers: &mut Vec<Reader>) {
         if let Some(h) = r.handle {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_for(dir: &std::path::Path, extra: &str) -> Plan {
+        std::fs::write(dir.join("auth.log"), "").unwrap();
+        let text = format!(
+            "[store]\npath = \"{d}/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n{extra}\n\
+             [[source]]\nname = \"auth\"\npaths = [\"{d}/auth.log\"]\npacks = [\"sshd\"]\n",
+            d = dir.display()
+        );
+        let loaded = config::parse(&text, None).expect("config parses");
+        crate::plan::plan(&loaded).expect("config plans")
+    }
+
+    /// A reload whose checkpoints cannot be read logs it and restarts the
+    /// readers from the last checkpoints instead of leaving none running
+    /// (issue 22: a `?` there ended the daemon after its readers were stopped).
+    #[test]
+    fn reload_with_unreadable_checkpoints_still_restarts_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("auth.log"), "").unwrap();
+        let plan = plan_for(dir.path(), "");
+        let (tx, rx) = mpsc::channel();
+        let sources = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut saved = Vec::new();
+        let mut readers = vec![
+            start_reader(
+                plan.pipelines[0].clone(),
+                &plan,
+                &saved,
+                tx.clone(),
+                sources.clone(),
+            )
+            .unwrap(),
+        ];
+        restart_readers(
+            &mut readers,
+            &plan,
+            || Err(anyhow::anyhow!("disk I/O error")),
+            &mut saved,
+            &tx,
+            &sources,
+        );
+        assert_eq!(
+            readers.len(),
+            1,
+            "the pipeline runs again after a failed reload"
+        );
+        assert!(readers[0].handle.as_ref().is_some_and(|h| !h.is_finished()));
+        assert!(sources.lock().unwrap().contains_key("auth"));
+        stop_readers(&mut readers);
+        drop(rx);
+    }
+
+    /// The offence horizon used to prune the store follows a reloaded
+    /// `[decisions]` policy (it was fixed at start).
+    #[test]
+    fn reloaded_policy_moves_the_offence_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = plan_for(dir.path(), "");
+        let new = plan_for(dir.path(), "[decisions.escalation]\nforget = \"3d\"\n");
+        assert_ne!(old.decider.escalation.forget, new.decider.escalation.forget);
+        let mut w = DecisionWorker {
+            store: Store::open(&old.store_path).unwrap(),
+            decider: old.decider.clone(),
+            firewall: shield_enforce::dry_run(),
+            table: Default::default(),
+            counters: Default::default(),
+            sources: Default::default(),
+            publish: None,
+            keep: old.keep,
+            forget: old.decider.escalation.forget,
+        };
+        w.set_policy(new.decider.clone());
+        assert_eq!(w.forget, new.decider.escalation.forget);
     }
 }

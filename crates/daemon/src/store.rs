@@ -690,6 +690,17 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Records a bouncer's pull at `at` (never moves it back).
+    pub fn set_last_pull(&self, name: &str, at: UnixTime) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE bouncers SET last_pull = max(coalesce(last_pull, 0), ?2) WHERE name = ?1",
+                params![name, at],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
     pub fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError> {
         let mut st = self
             .conn

@@ -53,6 +53,12 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// Whether the next [`next_line`](Self::next_line) returns a whole line
+    /// already read, without reading (and so without blocking) again.
+    pub fn has_buffered_line(&self) -> bool {
+        memchr::memchr(b'\n', &self.buf[self.start..self.end]).is_some()
+    }
+
     /// The next line, `None` at end of input, or the reader's error (after an
     /// error, calling again retries the read).
     pub fn next_line(&mut self) -> Option<std::io::Result<&[u8]>> {

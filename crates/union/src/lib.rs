@@ -615,29 +615,37 @@ pub struct UnionHandle {
 }
 
 impl UnionHandle {
+    /// Loads and checks what [`start`](Self::start) needs before it binds
+    /// anything: the treaty parses, the member is in it and not revoked, and
+    /// the key file holds that member's key. `shield check` runs this too.
+    pub fn check(cfg: &UnionConfig) -> Result<(Treaty, Identity), UnionError> {
+        let treaty = Treaty::load(&cfg.treaty_path)?;
+        let id = Identity::load(&cfg.key_path)?;
+        let Some(me) = treaty.member(&cfg.name) else {
+            return Err(UnionError::NotMember {
+                name: cfg.name.clone(),
+                treaty: cfg.treaty_path.clone(),
+            });
+        };
+        if me.key != id.public() {
+            return Err(UnionError::WrongKey {
+                name: cfg.name.clone(),
+                key: cfg.key_path.clone(),
+            });
+        }
+        if treaty.is_revoked(&me.key) {
+            return Err(UnionError::SelfRevoked(cfg.name.clone()));
+        }
+        Ok((treaty, id))
+    }
+
     /// Starts the transport (listener + peer connections + periodic anti-entropy).
     /// Trusted decisions from peers are sent on `inbound` with `Origin::Union(member)`.
     pub async fn start(
         cfg: UnionConfig,
         inbound: mpsc::Sender<Decision>,
     ) -> Result<UnionHandle, UnionError> {
-        let treaty = Treaty::load(&cfg.treaty_path)?;
-        let id = Identity::load(&cfg.key_path)?;
-        let Some(me) = treaty.member(&cfg.name) else {
-            return Err(UnionError::NotMember {
-                name: cfg.name,
-                treaty: cfg.treaty_path,
-            });
-        };
-        if me.key != id.public() {
-            return Err(UnionError::WrongKey {
-                name: cfg.name,
-                key: cfg.key_path,
-            });
-        }
-        if treaty.is_revoked(&me.key) {
-            return Err(UnionError::SelfRevoked(cfg.name));
-        }
+        let (treaty, id) = Self::check(&cfg)?;
         let store = Store::open(&cfg.db_path)?;
         let mut seqs: BTreeMap<String, SeqTracker> = BTreeMap::new();
         for (o, floor) in store.floors()? {
