@@ -20,6 +20,25 @@ pub use net::{Addr, AddrError, Net, host_net, key_for};
 /// Unix time in seconds. Log time during replay, wall time when live.
 pub type UnixTime = i64;
 
+/// Wall-clock Unix seconds (0 for a clock set before 1970). The one reading of
+/// the system clock that the daemon, layers and union share; the hot path
+/// takes its time as a parameter instead.
+pub fn wall_now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Byte comparison whose time depends only on the lengths, never on where the
+/// inputs differ (tokens, key hashes, gate signatures).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Where a stored read position is kept: sources persist their offsets through
 /// this seam so a restart neither re-reads nor skips a line.
 pub trait CheckpointStore: Send {

@@ -418,7 +418,7 @@ async fn require_token(State(check): State<TokenCheck>, req: Request, next: Next
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
     match given {
-        Some(Some(t)) if constant_time_eq(t.as_bytes(), check.token.as_bytes()) => {
+        Some(Some(t)) if shield_core::ct_eq(t.as_bytes(), check.token.as_bytes()) => {
             next.run(req).await
         }
         given => {
@@ -493,14 +493,6 @@ async fn edge_guard(req: Request, next: Next) -> Response {
             .into_response()
         }
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Starts the socket and TCP servers. Returns a handle that stops them when aborted.

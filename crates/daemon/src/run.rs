@@ -29,12 +29,7 @@ use crate::plan::{Input, Pipeline, Plan};
 use crate::store::Store;
 
 /// Wall-clock Unix seconds.
-pub fn now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use shield_core::wall_now as now;
 
 /// Longest line a source delivers; longer ones are skipped and counted.
 pub const MAX_LINE: usize = 64 * 1024;

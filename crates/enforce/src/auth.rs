@@ -102,13 +102,7 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-/// Equal-length byte comparison whose time does not depend on where the inputs differ.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub(crate) use shield_core::ct_eq;
 
 /// In-memory bouncers: (name, SHA-256 hex of the key).
 #[derive(Clone, Debug, Default)]

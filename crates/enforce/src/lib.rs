@@ -40,9 +40,4 @@ pub use table::DecisionTable;
 pub use shield_core::UnixTime;
 
 /// Wall-clock Unix seconds, for the HTTP layers (firewall calls get `now` from the daemon).
-pub(crate) fn wall_now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use shield_core::wall_now;

@@ -33,6 +33,7 @@ pub mod trust;
 
 use serde::Serialize;
 use shield_core::Net;
+use shield_core::wall_now;
 use shield_core::{Decision, Origin, UnixTime};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -120,13 +121,6 @@ pub struct MemberStatus {
     pub last_signal_age_s: Option<i64>,
     /// Highest contiguous sequence held from this origin.
     pub signals: u64,
-}
-
-fn wall_now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Mutable union state. Behind one std Mutex: every access is short, does SQL
