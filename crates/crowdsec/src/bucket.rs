@@ -14,7 +14,7 @@ use shield_expr::{Object, Value};
 use crate::config::ScenarioConfig;
 use crate::data::Exprs;
 use crate::event::{Alert, AlertEvent, Event, Kind, Overflow, Source};
-use crate::gotime::{self, GoTime};
+use crate::gotime::GoTime;
 use crate::host::EvtView;
 use crate::parser::eval;
 
@@ -110,7 +110,7 @@ impl Scenario {
             if s.is_empty() {
                 return Ok(0);
             }
-            gotime::parse_duration(s).ok_or_else(|| {
+            shield_expr::parse_go_duration(s).map_err(|_| {
                 serr(
                     name,
                     format!("invalid {what} {s:?} (a Go duration such as 10s or 1m)"),
@@ -637,14 +637,14 @@ impl Buckets {
             scenario_version: s.version.clone(),
             capacity: s.capacity,
             events_count: b.total,
-            leakspeed: gotime::duration_string(s.leakspeed),
+            leakspeed: shield_expr::go_duration(s.leakspeed),
             message: format!(
                 "{} {} performed '{}' ({} events over {})",
                 scope_seen.clone().unwrap_or_default(),
                 source_str,
                 s.name,
                 b.total,
-                gotime::duration_string(match (b.ovflw_ts, b.first_ts) {
+                shield_expr::go_duration(match (b.ovflw_ts, b.first_ts) {
                     (Some(o), Some(f)) => (o.ts.as_nanosecond() - f.ts.as_nanosecond()) as i64,
                     _ => 0,
                 })

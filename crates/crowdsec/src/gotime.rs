@@ -542,89 +542,6 @@ fn lookup<'v>(v: &'v str, names: &[&str]) -> Option<(usize, &'v str)> {
     None
 }
 
-/// Go's `time.ParseDuration` ("1m30s", "10s", "1.5h", "300ms"), in nanoseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let (neg, mut s) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if s == "0" {
-        return Some(0);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    while !s.is_empty() {
-        let n = s
-            .bytes()
-            .take_while(|c| c.is_ascii_digit() || *c == b'.')
-            .count();
-        if n == 0 {
-            return None;
-        }
-        let num: f64 = s[..n].parse().ok()?;
-        s = &s[n..];
-        let u = s
-            .bytes()
-            .take_while(|c| !c.is_ascii_digit() && *c != b'.')
-            .count();
-        let unit = match &s[..u] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        s = &s[u..];
-        total += num * unit;
-    }
-    let t = total.round() as i64;
-    Some(if neg { -t } else { t })
-}
-
-/// Go's `Duration.String()` ("10s", "1m0s", "1h30m0s", "500ms", "0s").
-pub fn duration_string(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let neg = ns < 0;
-    let u = ns.unsigned_abs();
-    let mut out = String::new();
-    if u < 1_000_000_000 {
-        let (v, unit) = if u < 1_000 {
-            (u as f64, "ns")
-        } else if u < 1_000_000 {
-            (u as f64 / 1e3, "µs")
-        } else {
-            (u as f64 / 1e6, "ms")
-        };
-        out.push_str(&trim_float(v));
-        out.push_str(unit);
-    } else {
-        let h = u / 3_600_000_000_000;
-        let m = (u / 60_000_000_000) % 60;
-        let s = (u % 60_000_000_000) as f64 / 1e9;
-        if h > 0 {
-            out.push_str(&format!("{h}h{m}m"));
-        } else if m > 0 {
-            out.push_str(&format!("{m}m"));
-        }
-        out.push_str(&trim_float(s));
-        out.push('s');
-    }
-    if neg { format!("-{out}") } else { out }
-}
-
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.9}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,16 +565,5 @@ mod tests {
         assert!(parse_layout("2006-01-02", "2021-05-06 x", 0).is_none());
         let t = parse_layout("Mon Jan 2 15:04:05 2006", "Tue Jun 8 08:04:43 2021", 0).unwrap();
         assert_eq!(t.marshal(), "2021-06-08T08:04:43Z");
-    }
-
-    #[test]
-    fn durations_round_trip_go_text() {
-        assert_eq!(parse_duration("10s"), Some(10_000_000_000));
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(duration_string(90_000_000_000), "1m30s");
-        assert_eq!(duration_string(10_000_000_000), "10s");
-        assert_eq!(duration_string(3_600_000_000_000), "1h0m0s");
-        assert_eq!(duration_string(500_000_000), "500ms");
-        assert_eq!(parse_duration("x"), None);
     }
 }

@@ -651,8 +651,8 @@ pub(crate) fn json_to_value(j: &serde_json::Value) -> Value<'static> {
     }
 }
 
-/// Go's `time.ParseDuration`.
-pub(crate) fn parse_go_duration(s: &str) -> Result<i64, String> {
+/// Go's `time.ParseDuration` ("1m30s", "1.5h", "300ms"), in nanoseconds.
+pub fn parse_go_duration(s: &str) -> Result<i64, String> {
     let orig = s;
     let (neg, mut s) = match s.strip_prefix('-') {
         Some(r) => (true, r),
@@ -924,6 +924,10 @@ mod tests {
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("3 days").is_err());
+        // Leak speeds and bucket spans as the hub writes them.
+        assert_eq!(parse_go_duration("10s"), Ok(10_000_000_000));
+        assert_eq!(parse_go_duration("1m30s"), Ok(90_000_000_000));
+        assert!(parse_go_duration("x").is_err());
     }
 
     #[test]

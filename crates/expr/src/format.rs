@@ -104,7 +104,7 @@ pub(crate) fn go_float(x: f64) -> String {
 }
 
 /// Go's `time.Duration.String()`: `1h2m3s`, `1.5s`, `300ms`, `0s`.
-pub(crate) fn go_duration(d: i64) -> String {
+pub fn go_duration(d: i64) -> String {
     if d == 0 {
         return "0s".into();
     }
@@ -226,5 +226,9 @@ mod tests {
         assert_eq!(go_duration(20 * 60 * 1_000_000_000), "20m0s");
         assert_eq!(go_duration(300_000_000), "300ms");
         assert_eq!(go_duration(-2_000_000_000), "-2s");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(10_000_000_000), "10s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(500_000_000), "500ms");
     }
 }

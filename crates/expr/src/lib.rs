@@ -64,7 +64,9 @@ mod parse;
 mod re;
 mod value;
 
+pub use builtins::parse_go_duration;
 pub use error::{CompileError, CompileErrorKind, EvalError};
+pub use format::go_duration;
 pub use re::{go_regex, go_to_rust};
 pub use value::{List, Map, Object, Str, Time, Value};
 
