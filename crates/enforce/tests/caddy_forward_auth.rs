@@ -7,40 +7,23 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use common::{Reap, ban, curl_from, decision, free_port, gate_doc_block, now, require};
+use common::{Gate, Reap, ban, curl_from, decision, free_port, gate_doc_block, now, require};
 use shield_core::DecisionType;
-use shield_enforce::{
-    ApiConfig, ApiState, Change, DecisionTable, KeyRing, Limiter, ListenLimits, gate_router,
-    serve_tcp,
-};
+use shield_enforce::Change;
 
 #[test]
 fn caddy_forward_auth_blocks_banned_clients() {
     require("caddy", "caddy");
     require("curl", "curl");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let table = Arc::new(RwLock::new(DecisionTable::new()));
-    let state = ApiState::new(
-        table.clone(),
-        Arc::new(KeyRing::new()),
-        ApiConfig::default(),
-    );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let gate_port = listener.local_addr().unwrap().port();
-    rt.spawn(serve_tcp(
-        listener,
-        gate_router(state.clone()),
-        Limiter::new(ListenLimits::default()),
-    ));
+    // The defaults: trusted proxies = loopback, client_header = X-Real-IP.
+    let Gate {
+        rt: _rt,
+        table,
+        state: _,
+        port: gate_port,
+    } = Gate::serve();
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();

@@ -165,3 +165,49 @@ impl Drop for Reap {
         let _ = self.0.wait();
     }
 }
+
+/// The gate on a loopback port with its default config (trusted proxies =
+/// loopback, client header = X-Real-IP), served by the limited listener on
+/// its own runtime; dropping `rt` stops it.
+pub struct Gate {
+    pub rt: tokio::runtime::Runtime,
+    pub table: std::sync::Arc<std::sync::RwLock<shield_enforce::DecisionTable>>,
+    pub state: shield_enforce::ApiState,
+    pub port: u16,
+}
+
+impl Gate {
+    pub fn serve() -> Gate {
+        use shield_enforce::{
+            ApiConfig, ApiState, DecisionTable, KeyRing, Limiter, ListenLimits, gate_router,
+            serve_tcp,
+        };
+        use std::sync::{Arc, RwLock};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let table = Arc::new(RwLock::new(DecisionTable::new()));
+        let state = ApiState::new(
+            table.clone(),
+            Arc::new(KeyRing::new()),
+            ApiConfig::default(),
+        );
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        rt.spawn(serve_tcp(
+            listener,
+            gate_router(state.clone()),
+            Limiter::new(ListenLimits::default()),
+        ));
+        Gate {
+            rt,
+            table,
+            state,
+            port,
+        }
+    }
+}
