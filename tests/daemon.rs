@@ -280,26 +280,7 @@ fn manual_decisions_through_the_running_daemon() {
 #[test]
 fn sigterm_stops_the_daemon_even_while_stdin_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("shield.toml");
-    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
-    std::fs::write(
-        &cfg,
-        config(src, "").replace("@DIR@", dir.path().to_str().unwrap()),
-    )
-    .unwrap();
-    let mut child = common::shield()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sock = dir.path().join("shield.sock");
-    assert!(
-        wait_for(Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).ok()
-        })
-        .is_some()
-    );
+    let (cfg, mut child) = start_on_stdin(dir.path(), std::process::Stdio::null());
     // Lines on stdin are decided too.
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..10 {
@@ -341,26 +322,7 @@ fn sigterm_stops_the_daemon_even_while_stdin_is_open() {
 #[test]
 fn stdin_source_counts_every_line_not_only_alerts() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("shield.toml");
-    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
-    std::fs::write(
-        &cfg,
-        config(src, "").replace("@DIR@", dir.path().to_str().unwrap()),
-    )
-    .unwrap();
-    let mut child = common::shield()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sock = dir.path().join("shield.sock");
-    assert!(
-        wait_for(Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).ok()
-        })
-        .is_some()
-    );
+    let (cfg, mut child) = start_on_stdin(dir.path(), std::process::Stdio::null());
     // Three lines no rule matches and two failures: too few for an alert.
     let mut stdin = child.stdin.take().unwrap();
     for l in ["hello", "nothing to see", "\u{e9}t\u{e9}"] {
@@ -402,24 +364,10 @@ fn stdin_source_counts_every_line_not_only_alerts() {
 #[test]
 fn reload_keeps_the_stdin_reader_and_exit_removes_the_bound_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("shield.toml");
-    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
-    let text = config(src, "").replace("@DIR@", dir.path().to_str().unwrap());
-    std::fs::write(&cfg, &text).unwrap();
     let log = dir.path().join("daemon.log");
-    let mut child = common::shield()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (cfg, mut child) = start_on_stdin(dir.path(), std::fs::File::create(&log).unwrap().into());
+    let text = std::fs::read_to_string(&cfg).unwrap();
     let sock = dir.path().join("shield.sock");
-    assert!(
-        wait_for(Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).ok()
-        })
-        .is_some()
-    );
     let reloads = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -494,8 +442,8 @@ fn reload_keeps_the_stdin_reader_and_exit_removes_the_bound_socket() {
 fn bouncer_pull_is_recorded_as_last_pull() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let src = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
-    let cfg = config(src, "").replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let cfg = config(STDIN_SOURCE, "")
+        .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
     let mut d = Daemon::start(dir.path(), &cfg);
     let out = d.cli(&["bouncers", "add", "fw1"]);
     assert!(
@@ -532,4 +480,36 @@ fn bouncer_pull_is_recorded_as_last_pull() {
     d.restart();
     assert!(d.cli(&["bouncers", "delete", "fw1"]).status.success());
     assert!(!list(&d).contains("fw1"), "{}", list(&d));
+}
+
+/// A source reading the daemon's own stdin with the sshd pack.
+const STDIN_SOURCE: &str = "[[source]]\nname = \"in\"\ntype = \"stdin\"\npacks = [\"sshd\"]\n";
+
+/// Starts `shield run` on a config with [`STDIN_SOURCE`] in `dir`, its stdin
+/// a pipe and its stderr to `stderr`, and waits for its control socket.
+/// Returns the config path and the child.
+fn start_on_stdin(
+    dir: &std::path::Path,
+    stderr: std::process::Stdio,
+) -> (std::path::PathBuf, std::process::Child) {
+    let cfg = dir.join("shield.toml");
+    std::fs::write(
+        &cfg,
+        config(STDIN_SOURCE, "").replace("@DIR@", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let child = common::shield()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let sock = dir.join("shield.sock");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        })
+        .is_some()
+    );
+    (cfg, child)
 }
