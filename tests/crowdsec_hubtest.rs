@@ -178,6 +178,13 @@ fn replay_with_a_crowdsec_configuration_bans_the_ssh_brute_forcer() {
             200 + i
         );
     }
+    // A brute-forcer logged in its IPv4-mapped IPv6 form: decided on as IPv4.
+    for i in 0..8 {
+        log += &format!(
+            "Mar  1 10:00:2{i} web1 sshd[{}]: Failed password for root from ::ffff:192.0.2.9 port 6{i}000 ssh2\n",
+            300 + i
+        );
+    }
     let file = dir.path().join("auth.log");
     std::fs::write(&file, log).unwrap();
     let out = shield()
@@ -199,13 +206,17 @@ fn replay_with_a_crowdsec_configuration_bans_the_ssh_brute_forcer() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rep["lines"], 10);
+    assert_eq!(rep["lines"], 18);
     assert_eq!(
-        rep["matched"], 10,
+        rep["matched"], 18,
         "every line parses through the three stages"
     );
     let decisions = rep["decisions"].as_array().unwrap();
-    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(
+        decisions[1]["value"], "192.0.2.9",
+        "canonical: {decisions:?}"
+    );
     assert_eq!(decisions[0]["value"], "203.0.113.44");
     assert_eq!(decisions[0]["scope"], "ip");
     assert_eq!(decisions[0]["type"], "ban");

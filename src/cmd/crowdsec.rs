@@ -4,7 +4,6 @@
 //! has `remediation: true`). Prints the same report as `shield replay`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,25 +34,18 @@ pub fn replay(
     let mut rep = ReplayReport::default();
     let mut seen: BTreeSet<(&'static str, String)> = BTreeSet::new();
     for f in files {
-        let reader: Box<dyn BufRead> = if f.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            let file =
-                std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
-            if f.extension().is_some_and(|x| x == "gz") {
-                Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
-            } else {
-                Box::new(std::io::BufReader::with_capacity(1 << 16, file))
-            }
-        };
+        // The same opening (plain, gzip by magic, `-` for stdin) and the same
+        // line bound as `shield replay`: an over-long line is skipped and
+        // counted, never held whole.
+        let reader = shield_sources::open(f).with_context(|| format!("opening {}", f.display()))?;
+        let mut lines = shield_sources::LineReader::new(reader, shield_daemon::run::MAX_LINE);
         let src = f.to_string_lossy().into_owned();
-        for line in reader.split(b'\n') {
+        while let Some(line) = lines.next_line() {
             let line = line.with_context(|| format!("reading {}", f.display()))?;
-            let Ok(text) = std::str::from_utf8(&line) else {
+            let Ok(text) = std::str::from_utf8(line) else {
                 rep.invalid_utf8 += 1;
                 continue;
             };
-            let text = text.strip_suffix('\r').unwrap_or(text);
             if text.is_empty() {
                 continue;
             }
@@ -73,15 +65,24 @@ pub fn replay(
                     continue;
                 }
                 for a in &ov.overflow.alerts {
-                    let scope = match a.source.scope.as_str() {
-                        "Ip" => "ip",
-                        "Range" => "range",
+                    // The value came out of a log line: only its canonical
+                    // form (IPv4 written as IPv6 is IPv4) is decided on.
+                    let v = a.source.value.as_str();
+                    let (scope, value) = match a.source.scope.as_str() {
+                        "Ip" => match v.parse::<shield_core::Addr>() {
+                            Ok(addr) => ("ip", addr.to_string()),
+                            Err(_) => continue,
+                        },
+                        "Range" => match v.parse::<shield_core::Net>() {
+                            Ok(net) => ("range", net.to_string()),
+                            Err(_) => continue,
+                        },
                         _ => continue,
                     };
-                    if seen.insert((scope, a.source.value.clone())) {
+                    if seen.insert((scope, value.clone())) {
                         rep.decisions.push(ReplayDecision {
                             scope,
-                            value: a.source.value.clone(),
+                            value,
                             kind: "ban",
                             scenario: a.scenario.clone(),
                             duration_s: BAN_SECONDS,
@@ -90,6 +91,7 @@ pub fn replay(
                 }
             }
         }
+        rep.skipped_long += lines.skipped_long();
     }
     rep.matched = engine.parsed;
     rep.elapsed_s = started.elapsed().as_secs_f64();
