@@ -31,6 +31,12 @@ pub struct Hit<'a> {
     /// True when the line matched but is not a failure (fail2ban's `<F-NOFAIL>`):
     /// it is counted as matched and feeds no scenario.
     pub nofail: bool,
+    /// The connection the line belongs to (sshd's process id), 0 when not
+    /// known: scenarios count a connection's lines as its attempts.
+    pub conn: u32,
+    /// With `conn`: the line sums its connection up (`Invalid user ...`)
+    /// rather than recording an attempt of its own (`Failed password ...`).
+    pub once: bool,
     fields: [(&'a str, &'a str); MAX_FIELDS],
     n_fields: u8,
 }
@@ -43,6 +49,8 @@ impl<'a> Hit<'a> {
             host: host.into(),
             time,
             nofail: false,
+            conn: 0,
+            once: false,
             fields: [("", ""); MAX_FIELDS],
             n_fields: 0,
         }

@@ -229,6 +229,70 @@ struct Bucket {
     evidence: Vec<String>,
     ev_next: usize,
     ev_len: usize,
+    /// What the latest connections have counted already.
+    conns: ConnCredit,
+}
+
+/// Per bucket, the last few connections (sshd process ids) and what each
+/// has counted, so a connection counts as many attempts as it has attempt
+/// lines (`Failed password`, a `message repeated N times` of it = N) and at
+/// least one when it has only lines that sum it up (`Invalid user`,
+/// `Disconnected from authenticating user ... [preauth]`, `maximum
+/// authentication attempts exceeded`): `Invalid user x` followed by `Failed
+/// password for invalid user x` is one attempt, not two. The same summing-up
+/// line again in one connection (which sshd never writes, but hand-made and
+/// relayed logs do) counts as another attempt. Fixed size, no allocation; a
+/// connection pushed out of the ring counts afresh.
+#[derive(Clone, Copy, Default)]
+struct ConnCredit {
+    slots: [ConnSlot; CONN_SLOTS],
+    next: u8,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ConnSlot {
+    conn: u32,
+    /// Attempts counted so far.
+    attempts: u32,
+    /// Whether a line of the connection counted.
+    counted: bool,
+    /// The rule of the first summing-up line (+1; 0: none).
+    once_rule: u32,
+}
+
+const CONN_SLOTS: usize = 8;
+
+impl ConnCredit {
+    /// How much a line of connection `conn` adds: an attempt line adds
+    /// `w` attempts, a summing-up line (`once`) adds nothing; the total of a
+    /// connection is max(attempts, 1). Returns the increase of that total.
+    fn weight(&mut self, conn: u32, rule: u32, once: bool, w: u32) -> u32 {
+        let i = match self.slots.iter().position(|s| s.conn == conn) {
+            Some(i) => i,
+            None => {
+                let i = self.next as usize;
+                self.next = ((i + 1) % CONN_SLOTS) as u8;
+                self.slots[i] = ConnSlot {
+                    conn,
+                    ..ConnSlot::default()
+                };
+                i
+            }
+        };
+        let s = &mut self.slots[i];
+        let before = s.attempts.max(u32::from(s.counted));
+        let key = rule.saturating_add(1);
+        if !once {
+            s.attempts = s.attempts.saturating_add(w);
+        } else if s.once_rule == key {
+            // The same summary again: another attempt.
+            s.attempts = s.attempts.max(1).saturating_add(w);
+        } else if s.once_rule == 0 {
+            s.once_rule = key;
+        }
+        s.counted = true;
+        s.attempts.max(1) - before
+    }
 }
 
 impl Bucket {
@@ -241,6 +305,7 @@ impl Bucket {
         self.times_next = 0;
         self.ev_len = 0;
         self.ev_next = 0;
+        self.conns = ConnCredit::default();
     }
 }
 
@@ -254,6 +319,10 @@ pub struct Event {
     time: UnixTime,
     /// The `repeat` field, 1 to 1000.
     weight: u32,
+    /// The connection the line belongs to (0: unknown) and whether the line
+    /// sums it up rather than recording attempts (see [`ConnCredit`]).
+    conn: u32,
+    once: bool,
     /// Index in [`Matcher::distinct`] and hash of the value of each counted
     /// field the hit carries: at most one per field of the hit. (Two arrays
     /// rather than pairs: no padding, this is copied for every hit.)
@@ -282,6 +351,8 @@ impl Event {
                 .and_then(|r| r.parse::<u32>().ok())
                 .unwrap_or(1)
                 .clamp(1, 1000),
+            conn: 0,
+            once: false,
             distinct_field: [0; MAX_FIELDS],
             distinct_hash: [0; MAX_FIELDS],
             n_distinct: 0,
@@ -762,7 +833,7 @@ impl Matcher {
         };
         if !f.nofail() {
             let need = plan.need.get(f.rule() as usize).map_or(&[][..], |n| &n[..]);
-            m.event = Some(Event::new(
+            let mut ev = Event::new(
                 f.rule(),
                 f.host(),
                 time.unwrap_or(now),
@@ -770,7 +841,9 @@ impl Matcher {
                 need.iter()
                     .filter_map(|&(d, id)| Some((d, f.value(line, id)?))),
                 hasher,
-            ));
+            );
+            (ev.conn, ev.once) = f.conn();
+            m.event = Some(ev);
         }
         m
     }
@@ -831,7 +904,7 @@ fn event(
     now: UnixTime,
 ) -> Event {
     let need = need.get(hit.rule as usize).map_or(&[][..], |n| &n[..]);
-    Event::new(
+    let mut ev = Event::new(
         hit.rule,
         hit.host,
         hit.time.unwrap_or(now),
@@ -839,7 +912,9 @@ fn event(
         need.iter()
             .filter_map(|&f| Some((f, hit.field(&distinct[f as usize])?))),
         hasher,
-    )
+    );
+    (ev.conn, ev.once) = (hit.conn, hit.once);
+    ev
 }
 
 impl Scenarios {
@@ -886,7 +961,7 @@ impl Scenarios {
             };
             let key = make_key(si, ev.host, s.v6_prefix);
             let slot = self.slot(key);
-            if let Some(alert) = self.event(si as usize, slot, ev.time, ev.weight, distinct, line) {
+            if let Some(alert) = self.event(si as usize, slot, ev, distinct, line) {
                 self.stats.scenarios[si as usize].alerts += 1;
                 on_alert(alert);
             }
@@ -932,6 +1007,7 @@ impl Scenarios {
                     .collect(),
                 ev_next: 0,
                 ev_len: 0,
+                conns: ConnCredit::default(),
             });
             (self.slab.len() - 1) as u32
         } else {
@@ -985,11 +1061,11 @@ impl Scenarios {
         &mut self,
         si: usize,
         slot: u32,
-        t: UnixTime,
-        weight: u32,
+        ev: &Event,
         distinct: Option<u64>,
         line: &str,
     ) -> Option<Alert> {
+        let t = ev.time;
         let s = &self.scens[si];
         let evidence_lines = self.opts.evidence_lines;
         let b = &mut self.slab[slot as usize];
@@ -1013,6 +1089,14 @@ impl Scenarios {
                 }
             }
         }
+        let weight = if ev.conn == 0 {
+            ev.weight
+        } else {
+            match b.conns.weight(ev.conn, ev.rule, ev.once, ev.weight) {
+                0 => return None,
+                w => w,
+            }
+        };
         if let Some(h) = distinct {
             if b.seen.contains(&h) {
                 return None;
@@ -1175,6 +1259,8 @@ const SSHD_FAILURES: &[&str] = &[
     "sshd-disconnect-auth-fail",
     "sshd-max-auth-attempts",
     "sshd-too-many-auth",
+    "sshd-preauth-user-close",
+    "sshd-pam-old-failure",
 ];
 
 /// Sensible default scenarios for the given packs (unknown names are ignored).
@@ -1185,13 +1271,15 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
     let mut out = Vec::new();
     let has = |p: &str| packs.contains(&p);
     if has("sshd") {
-        // Quick guessing: more than 5 failures with one leaking every 20 s.
+        // Guessing: 5 failures within 10 minutes (fail2ban's default jail),
+        // so a burst bans at its 5th attempt and a paced one (a few attempts,
+        // a pause, a few more) is caught too.
         out.push(spec(
             "sshd-bruteforce",
             SSHD_FAILURES,
-            Leaky,
+            Window,
             5,
-            20,
+            600,
             None,
             60,
             Ban,
@@ -1225,6 +1313,19 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
             300,
             Ban,
             24 * H,
+        ));
+        // PAM failures of other services with a remote host (fail2ban's
+        // `pam-generic`), as fail2ban's default jail counts them.
+        out.push(spec(
+            "pam-bruteforce",
+            &["pam-auth-failure"],
+            Window,
+            5,
+            600,
+            None,
+            60,
+            Ban,
+            4 * H,
         ));
         // Scanners that never authenticate (fail2ban's aggressive mode).
         out.push(spec(

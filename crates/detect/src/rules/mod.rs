@@ -248,6 +248,9 @@ struct RxRule {
     fast_ids: [Option<u16>; STATIC_NAMES.len()],
     also: &'static [&'static str],
     unless: &'static [&'static str],
+    /// The line sums up its connection rather than recording one attempt
+    /// (see [`Found::conn`]).
+    once: bool,
 }
 
 /// What a rule found, as offsets into the line, so the matcher can try several
@@ -257,6 +260,14 @@ pub(crate) struct Found {
     rule: u32,
     host: Addr,
     nofail: bool,
+    /// The connection the line belongs to (sshd's process id; 0: unknown),
+    /// so a scenario counts a connection's lines as its attempts, not once
+    /// per line (see [`crate::scenario`]).
+    conn: u32,
+    /// With `conn`: the line sums up the connection (`Invalid user`,
+    /// `Disconnected from authenticating user`, ...) rather than recording
+    /// one password attempt (`Failed password`).
+    once: bool,
     fields: [(u16, u32, u32); MAX_FIELDS],
     n: u8,
 }
@@ -268,6 +279,8 @@ impl Found {
             rule,
             host: Addr::new(host),
             nofail: false,
+            conn: 0,
+            once: false,
             fields: [(0, 0, 0); MAX_FIELDS],
             n: 0,
         }
@@ -275,6 +288,11 @@ impl Found {
 
     pub(crate) fn rule(&self) -> u32 {
         self.rule
+    }
+
+    /// The connection id and whether the line sums the connection up.
+    pub(crate) fn conn(&self) -> (u32, bool) {
+        (self.conn, self.once)
     }
 
     pub(crate) fn host(&self) -> Addr {
@@ -366,6 +384,9 @@ pub struct NativeMatcher {
     /// [`line_time`] reads it (see [`LineMatcher::unmatched_stamp`]).
     stamp: Option<UnixTime>,
     sshd: Group,
+    /// `pam_unix(SERVICE:auth)` failures of services other than sshd;
+    /// built with the `sshd` pack.
+    pam: Group,
     postfix: Group,
     dovecot: Group,
     http: Option<http::HttpRules>,
@@ -405,6 +426,7 @@ impl NativeMatcher {
             stamps: StampCache::default(),
             stamp: None,
             sshd: Group::new(Vec::new()),
+            pam: Group::new(Vec::new()),
             postfix: Group::new(Vec::new()),
             dovecot: Group::new(Vec::new()),
             http: None,
@@ -421,6 +443,7 @@ impl NativeMatcher {
         let has = |p: &str| packs.contains(&p);
         if has("sshd") {
             m.sshd = Group::new(m.compile_defs(sshd::DEFS, "sshd"));
+            m.pam = Group::new(m.compile_defs(sshd::PAM, "pam"));
         }
         if let Some(svc) = packs
             .iter()
@@ -531,6 +554,7 @@ impl NativeMatcher {
             rule.fast = d.fast;
             rule.also = d.also;
             rule.unless = d.unless;
+            rule.once = service == "sshd" && !sshd::PER_ATTEMPT.contains(&d.name);
             for n in names.iter().flatten() {
                 if let Some(k) = STATIC_NAMES.iter().position(|s| s == n) {
                     rule.fast_ids[k] = Some(self.names.id(n));
@@ -581,6 +605,7 @@ impl NativeMatcher {
             fast_ids: [None; STATIC_NAMES.len()],
             also: &[],
             unless: &[],
+            once: false,
         })
     }
 
@@ -675,7 +700,7 @@ impl NativeMatcher {
             };
             let msg = skip_structured_data(sd_msg);
             let msg = msg.strip_prefix('\u{feff}').unwrap_or(msg);
-            return (time, self.dispatch_program(line, app, msg));
+            return (time, self.dispatch_program(line, app, pid_of(_pid), msg));
         }
         match self.stamps.parse_line_start(rest, now) {
             Some((t, n, _)) => (Some(t), self.syslog(line, &rest[n..], true)),
@@ -705,17 +730,29 @@ impl NativeMatcher {
         } else {
             tag
         };
-        let prog = match memchr::memchr(b'[', tag.as_bytes()) {
-            Some(i) => &tag[..i],
-            None => tag,
+        let (prog, pid) = match memchr::memchr(b'[', tag.as_bytes()) {
+            Some(i) => (&tag[..i], &tag[i + 1..]),
+            None => (tag, ""),
         };
-        self.dispatch_program(line, prog, &rest[colon + 2..])
+        self.dispatch_program(line, prog, pid_of(pid), &rest[colon + 2..])
     }
 
-    fn dispatch_program(&mut self, line: &str, prog: &str, msg: &str) -> Option<Found> {
+    /// `pid`: the process id of the line's tag (0: none), which for sshd
+    /// identifies one connection (see [`Found::conn`]).
+    fn dispatch_program(&mut self, line: &str, prog: &str, pid: u32, msg: &str) -> Option<Found> {
+        let f = self.dispatch(line, prog, msg)?;
+        Some(Found { conn: pid, ..f })
+    }
+
+    fn dispatch(&mut self, line: &str, prog: &str, msg: &str) -> Option<Found> {
         let repeat_name = self.repeat_name;
         let (rules, strip) = match prog {
-            "sshd" | "sshd-session" | "sshd-auth" => (&mut self.sshd, true),
+            // `sshd(pam_unix)`: RedHat's old PAM tag.
+            "sshd" | "sshd-session" | "sshd-auth" | "sshd(pam_unix)" => (&mut self.sshd, true),
+            // PAM failures of other services (fail2ban's `pam-generic`).
+            _ if msg.starts_with("pam_unix(") && !self.pam.rules.is_empty() => {
+                (&mut self.pam, false)
+            }
             p if p.starts_with("postfix") => (&mut self.postfix, false),
             "dovecot" | "imap-login" | "pop3-login" | "auth" | "auth-worker" => {
                 (&mut self.dovecot, false)
@@ -779,6 +816,7 @@ impl NativeMatcher {
     fn hit<'a>(&'a self, line: &'a str, f: &Found, time: Option<UnixTime>) -> Hit<'a> {
         let mut h = Hit::new(f.rule, f.host, time);
         h.nofail = f.nofail;
+        (h.conn, h.once) = (f.conn, f.once);
         for &(name, s, e) in &f.fields[..f.n as usize] {
             // Offsets come from ASCII delimiters; `get` keeps a parser slip
             // from ever panicking on a line an attacker wrote.
@@ -956,6 +994,12 @@ fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
 }
 
 /// `error: `, `fatal: ` and `PAM: ` prefixes sshd puts before some messages.
+/// The leading digits of `s` (a syslog tag's `pid]`) as a number, 0 if none.
+fn pid_of(s: &str) -> u32 {
+    let d = s.bytes().take_while(u8::is_ascii_digit).count();
+    s[..d].parse().unwrap_or(0)
+}
+
 fn strip_sshd(msg: &str) -> &str {
     let m = msg
         .strip_prefix("error: ")
@@ -1128,6 +1172,7 @@ fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
         let host = parse_ip(&hay[c.host.0..c.host.1])?;
         let mut f = Found::new(rule.idx, host);
         f.nofail = rule.always_nofail;
+        f.once = rule.once;
         for &(k, s, e) in &c.fields[..c.n] {
             if let Some(id) = rule.fast_ids[k as usize] {
                 f.push(id, base + s, base + e);
@@ -1146,6 +1191,7 @@ fn run_rule(rule: &mut RxRule, line: &str, hay: &str) -> Option<Found> {
     let host = parse_ip(&hay[hs..he])?;
     let mut f = Found::new(rule.idx, host);
     f.nofail = rule.always_nofail;
+    f.once = rule.once;
     if let Some((g, v)) = rule.nofail_group {
         if locs.get(g).is_some_and(|(s, e)| &hay[s..e] == v) {
             f.nofail = true;

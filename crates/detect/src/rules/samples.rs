@@ -239,6 +239,24 @@ const SAMPLES: &[Sample] = &[
         Some("sshd-pam-auth-failure"),
         "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={host}  user={user:root}"
     ),
+    Sample {
+        pack: SSHD,
+        rule: Some("sshd-pam-old-failure"),
+        template: "Jun 11 09:45:45 combo sshd(pam_unix)[6472]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost={host}  user={user:root}",
+        esc: Esc::Syslog,
+    },
+    Sample {
+        pack: SSHD,
+        rule: Some("sshd-pam-old-failure"),
+        template: "Jun 11 09:46:45 combo sshd(pam_unix)[6472]: 7 more authentication failures; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost={host}  user={user:root}",
+        esc: Esc::Syslog,
+    },
+    Sample {
+        pack: SSHD,
+        rule: Some("pam-auth-failure"),
+        template: "Mar  1 10:00:00 web1 vsftpd[77]: pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser={user:bob} rhost={host}  user={user:bob}",
+        esc: Esc::Syslog,
+    },
     sshd!(
         Some("sshd-no-ident"),
         "Did not receive identification string from {host} port 3333"
@@ -256,8 +274,12 @@ const SAMPLES: &[Sample] = &[
         "Unable to negotiate with {host} port 3: no matching host key type found. Their offer: {offer:ssh-rsa,ssh-dss} [preauth]"
     ),
     sshd!(
-        Some("sshd-preauth-close"),
+        Some("sshd-preauth-user-close"),
         "Connection closed by authenticating user {user:root} {host} port 5 [preauth]"
+    ),
+    sshd!(
+        Some("sshd-preauth-close"),
+        "Connection closed by {host} port 5 [preauth]"
     ),
     sshd!(
         None,

@@ -255,6 +255,28 @@ pub(crate) const DEFS: &[RegexDef] = &[
         unless: &[],
     },
     RegexDef {
+        // A client that reached authentication as USER and left without
+        // logging in (`Disconnected from authenticating user root ADDR port
+        // N [preauth]`): a failed login, unlike a bare close (below), which
+        // a TCP health check leaves too. USER has no spaces here: the
+        // address is the word after it, then port and `[preauth]` end the line.
+        name: "sshd-preauth-user-close",
+        starts: &[
+            "Connection closed by ",
+            "Connection reset by ",
+            "Disconnected from ",
+        ],
+        pattern: concat!(
+            r"^(?:Connection (?:closed|reset) by|Disconnected from) (?:invalid|authenticating) user (?P<user>\S+) ",
+            addr!(),
+            r"(?: port \d+)? \[preauth\]\s*$"
+        ),
+        nofail: Nofail::Never,
+        fast: Some(fast_preauth_user_close),
+        also: &[],
+        unless: &[],
+    },
+    RegexDef {
         name: "sshd-preauth-close",
         starts: &[
             "Connection closed by ",
@@ -262,7 +284,7 @@ pub(crate) const DEFS: &[RegexDef] = &[
             "Disconnected from ",
         ],
         pattern: concat!(
-            r"^(?:Connection (?:closed|reset) by|Disconnected from)(?: (?:invalid|authenticating) user (?P<user>\S+))? ",
+            r"^(?:Connection (?:closed|reset) by|Disconnected from) ",
             addr!(),
             r"(?: port \d+)? \[preauth\]\s*$"
         ),
@@ -271,7 +293,63 @@ pub(crate) const DEFS: &[RegexDef] = &[
         also: &[],
         unless: &[],
     },
+    RegexDef {
+        // RedHat's old `sshd(pam_unix)[PID]: authentication failure; ...
+        // rhost=ADDR user=USER` (no `Failed password` line beside it), and
+        // its closing `N more authentication failures; ...` (N more attempts
+        // of that connection, logged only as this count).
+        name: "sshd-pam-old-failure",
+        starts: &[
+            "authentication failure;",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+        ],
+        pattern: concat!(
+            r"^(?:(?P<repeat>\d{1,3}) more )?authentication failures?;(?:\s+logname=\S*)?(?:\s+uid=\d*)?(?:\s+euid=\d*)?(?:\s+tty=\S*)?(?:\s+ruser=\S*)?\s+rhost=",
+            addr!(),
+            r"(?:\s+user=(?P<user>\S*))?\s*$"
+        ),
+        nofail: Nofail::Never,
+        fast: None,
+        also: &["authentication failure"],
+        unless: &[],
+    },
 ];
+
+/// Rules of the sshd pack whose every line is one password attempt; every
+/// other sshd rule sums up its connection (`Invalid user`, `maximum
+/// authentication attempts exceeded`, `Disconnected from authenticating
+/// user`), so a connection counts as many attempts as it has lines of these,
+/// and at least one (see [`crate::scenario`]).
+pub(crate) const PER_ATTEMPT: &[&str] = &[
+    "sshd-failed-password",
+    "sshd-failed-invalid-user",
+    "sshd-pam-old-failure",
+];
+
+/// `pam_unix(SERVICE:auth): authentication failure; ... rhost=ADDR` from any
+/// service but sshd (whose PAM line repeats its own `Failed password`):
+/// fail2ban's `pam-generic`. Built with the sshd pack.
+pub(crate) const PAM: &[RegexDef] = &[RegexDef {
+    name: "pam-auth-failure",
+    starts: &["pam_unix("],
+    pattern: concat!(
+        r"^pam_unix\((?P<service>[A-Za-z0-9_.-]{1,32}):auth\): authentication failure;(?:\s+logname=\S*)?(?:\s+uid=\d*)?(?:\s+euid=\d*)?(?:\s+tty=\S*)?(?:\s+ruser=\S*)?\s+rhost=",
+        addr!(),
+        r"(?:\s+user=(?P<user>\S*))?\s*$"
+    ),
+    nofail: Nofail::Never,
+    fast: None,
+    also: &[],
+    unless: &[],
+}];
 
 // ---- Hand-written equivalents of the hottest patterns (same grammar; the
 // `fast_matches_regex` test checks they agree with the regexes).
@@ -564,40 +642,48 @@ fn fast_banner_invalid(m: &str) -> Option<Caps> {
 }
 
 /// `^(?:Connection (?:closed|reset) by|Disconnected from)(?: (?:invalid|authenticating) user (?P<user>\S+))? HOST(?: port \d+)? \[preauth\]\s*$`
-fn fast_preauth_close(m: &str) -> Option<Caps> {
-    let r = m
-        .strip_prefix("Connection closed by")
+/// `(?:Connection (?:closed|reset) by|Disconnected from)`: what follows.
+fn preauth_close_head(m: &str) -> Option<&str> {
+    m.strip_prefix("Connection closed by")
         .or_else(|| m.strip_prefix("Connection reset by"))
-        .or_else(|| m.strip_prefix("Disconnected from"))?;
-    let rest_of = |s: &str| -> bool {
-        let s = port(s).unwrap_or(s);
-        s.strip_prefix(" [preauth]").is_some_and(blank)
-    };
+        .or_else(|| m.strip_prefix("Disconnected from"))
+}
+
+/// `(?: port \d+)? \[preauth\]\s*$`
+fn preauth_rest(s: &str) -> bool {
+    let s = port(s).unwrap_or(s);
+    s.strip_prefix(" [preauth]").is_some_and(blank)
+}
+
+/// `^(?:Connection (?:closed|reset) by|Disconnected from) (?:invalid|authenticating) user (?P<user>\S+) HOST(?: port \d+)? \[preauth\]\s*$`
+fn fast_preauth_user_close(m: &str) -> Option<Caps> {
+    let r = preauth_close_head(m)?;
     let at = |s: &str| m.len() - s.len();
-    // With the user part.
-    let with_user = r
+    let u = r
         .strip_prefix(" invalid user ")
-        .or_else(|| r.strip_prefix(" authenticating user "));
-    if let Some(u) = with_user {
-        let ue = u.find(char::is_whitespace).unwrap_or(u.len());
-        if ue > 0 {
-            if let Some(h) = u[ue..].strip_prefix(' ') {
-                if let Some(n) = host_len(h) {
-                    if rest_of(&h[n..]) {
-                        let us = at(u);
-                        let hs = at(h);
-                        return Some(Caps::new((hs, hs + n)).field(USER, us, us + ue));
-                    }
-                }
-            }
-        }
-    }
-    let h = r.strip_prefix(' ')?;
-    let n = host_len(h)?;
-    if !rest_of(&h[n..]) {
+        .or_else(|| r.strip_prefix(" authenticating user "))?;
+    let ue = u.find(char::is_whitespace).unwrap_or(u.len());
+    if ue == 0 {
         return None;
     }
-    let hs = at(h);
+    let h = u[ue..].strip_prefix(' ')?;
+    let n = host_len(h)?;
+    if !preauth_rest(&h[n..]) {
+        return None;
+    }
+    let (us, hs) = (at(u), at(h));
+    Some(Caps::new((hs, hs + n)).field(USER, us, us + ue))
+}
+
+/// `^(?:Connection (?:closed|reset) by|Disconnected from) HOST(?: port \d+)? \[preauth\]\s*$`
+fn fast_preauth_close(m: &str) -> Option<Caps> {
+    let r = preauth_close_head(m)?;
+    let h = r.strip_prefix(' ')?;
+    let n = host_len(h)?;
+    if !preauth_rest(&h[n..]) {
+        return None;
+    }
+    let hs = m.len() - h.len();
     Some(Caps::new((hs, hs + n)))
 }
 
@@ -889,13 +975,13 @@ mod tests {
         );
         check(
             "Connection reset by authenticating user root 192.0.2.55 port 5 [preauth]",
-            "sshd-preauth-close",
+            "sshd-preauth-user-close",
             "192.0.2.55",
             &[("user", "root")],
         );
         check(
             "Disconnected from invalid user x 192.0.2.56 port 6 [preauth]",
-            "sshd-preauth-close",
+            "sshd-preauth-user-close",
             "192.0.2.56",
             &[("user", "x")],
         );

@@ -378,3 +378,86 @@ fn engine_can_move_to_a_worker_thread() {
     send::<Engine>();
     send::<NativeMatcher>();
 }
+
+/// Default scenarios, one address's lines as (second, pid, message).
+fn defaults_on(lines: &[(i64, u32, &str)]) -> Vec<Alert> {
+    let mut e = Engine::new(
+        Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap()),
+        &default_scenarios(&["sshd"]),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let lines: Vec<String> = lines
+        .iter()
+        .map(|(s, pid, m)| format!("{} web sshd[{pid}]: {m}", to_rfc3339(T0 + s)))
+        .collect();
+    run(&mut e, &lines)
+}
+
+#[test]
+fn paced_guessing_is_banned_by_the_default_window() {
+    // loghub OpenSSH_2k, 123.235.32.19: 2 quick passwords, a 90 s pause, 5 more.
+    let f = "Failed password for root from 198.51.100.70 port 40652 ssh2";
+    let at = [0, 3, 94, 98, 103, 109, 117];
+    let lines: Vec<_> = at.iter().zip(1..).map(|(&t, pid)| (t, pid, f)).collect();
+    let a = defaults_on(&lines);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].scenario, "sshd-bruteforce");
+    assert_eq!(a[0].time, T0 + 103, "the 5th attempt within 10 minutes");
+}
+
+#[test]
+fn a_connection_counts_its_attempts_not_its_lines() {
+    // Two connections, each `Invalid user` + one password + a disconnect
+    // summary: 2 attempts, not 6 events.
+    let conn = |pid| {
+        [
+            (0, pid, "Invalid user support from 198.51.100.71"),
+            (
+                1,
+                pid,
+                "Failed password for invalid user support from 198.51.100.71 port 5 ssh2",
+            ),
+            (
+                2,
+                pid,
+                "error: Received disconnect from 198.51.100.71: 3: com.jcraft.jsch.JSchException: Auth fail [preauth]",
+            ),
+            (
+                2,
+                pid,
+                "Disconnected from invalid user support 198.51.100.71 port 5 [preauth]",
+            ),
+        ]
+    };
+    let two: Vec<_> = conn(1).into_iter().chain(conn(2)).collect();
+    assert!(defaults_on(&two).is_empty());
+    // Five such connections are five attempts.
+    let five: Vec<_> = (1..=5).flat_map(conn).collect();
+    assert_eq!(defaults_on(&five).len(), 1);
+    // One connection with 5 passwords (a `message repeated 4 times`) is 5.
+    let one = [
+        (
+            0,
+            9,
+            "Failed password for root from 198.51.100.72 port 5 ssh2",
+        ),
+        (
+            30,
+            9,
+            "message repeated 4 times: [ Failed password for root from 198.51.100.72 port 5 ssh2]",
+        ),
+    ];
+    assert_eq!(defaults_on(&one).len(), 1);
+}
+
+#[test]
+fn authenticating_user_disconnects_are_failures_bare_closes_are_not() {
+    // CrowdSec hub `sshd-invalid-bf`: one per connection.
+    let d = "Disconnected from authenticating user root 198.51.100.73 port 59402 [preauth]";
+    let lines: Vec<_> = (0..5).map(|i| (i, 100 + i as u32, d)).collect();
+    assert_eq!(defaults_on(&lines).len(), 1);
+    let c = "Connection closed by 198.51.100.74 port 59402 [preauth]";
+    let lines: Vec<_> = (0..10).map(|i| (i * 10, 200 + i as u32, c)).collect();
+    assert!(defaults_on(&lines).is_empty(), "a health check every 10 s");
+}
