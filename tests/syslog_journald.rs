@@ -5,12 +5,8 @@
 //!   RFC 3164 datagrams over UDP, from another as RFC 5424 messages over TCP
 //!   (RFC 6587 octet counting). Each address must be banned, and a third
 //!   address sending fewer failures than the threshold must not be.
-//! - journald: where a journal runs (`/run/systemd/journal/socket` and a
-//!   working `journalctl`), entries written with `systemd-cat -t sshd` must
-//!   produce a ban through a `type = "journald"` source. Where none runs (CI
-//!   containers), `journalctl -o json` output (a fixture) goes through the
-//!   daemon's parser and the resulting lines must make `shield replay` ban
-//!   the attacker: the same code path minus the journalctl process.
+//! - journald: a real journal directory written by systemd-journal-remote,
+//!   followed by the daemon's own journald loop (see the test's comment).
 
 mod common;
 
@@ -162,98 +158,138 @@ fn syslog_listen_port_in_use_is_a_clear_error() {
     );
 }
 
-fn journal_runs() -> bool {
-    Path::new("/run/systemd/journal/socket").exists()
-        && std::process::Command::new("journalctl")
-            .args(["-n", "1", "-q"])
-            .output()
-            .is_ok_and(|o| o.status.success())
+/// systemd's own writer of journal files from export format.
+fn journal_remote() -> &'static str {
+    let found = [
+        "/lib/systemd/systemd-journal-remote",
+        "/usr/lib/systemd/systemd-journal-remote",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    found.expect(
+        "systemd-journal-remote is missing: install the Debian package `systemd-journal-remote` (run .ci/install-deps as root)",
+    )
 }
 
+/// Writes `file` in journal format with systemd-journal-remote: five failed
+/// passwords (one connection each) from `ip` per program in `idents`, at the
+/// current time; `seq` keeps entries of later files after earlier ones.
+fn write_journal(file: &Path, ip: &str, idents: &[&str], seq: &mut u64) {
+    let now = jiff::Timestamp::now().as_microsecond();
+    let mut export = String::new();
+    for ident in idents {
+        for n in 0..5 {
+            *seq += 1;
+            export.push_str(&format!(
+                "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=web1\nSYSLOG_IDENTIFIER={ident}\n_COMM={ident}\n_PID={}\nMESSAGE={}\n\n",
+                now + *seq as i64,
+                *seq,
+                1000 + *seq,
+                failure(ip, n)
+            ));
+        }
+    }
+    let src = file.with_extension("export");
+    std::fs::write(&src, export).unwrap();
+    let out = std::process::Command::new(journal_remote())
+        .arg("-o")
+        .arg(file)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The daemon's own journald loop on a real journal (a directory of journal
+/// files written by systemd's tools, read with `journalctl --directory`):
+/// it starts at the journal's end (`-n 0`: failures already there are not
+/// read), bans what arrives from `sshd`, `sshd-session` (OpenSSH >= 9.8,
+/// Debian 13) and `sshd-auth` (OpenSSH 10) through the built-in sshd
+/// matches, saves the cursor, and after a restart resumes after it
+/// (`--after-cursor`): entries written while it was down are read, none twice.
 #[test]
-fn journald_entries_ban() {
-    if journal_runs() {
-        require("systemd-cat", "systemd");
-        let dir = tempfile::tempdir().unwrap();
-        let d = Daemon::start(
-            dir.path(),
-            &config(
-                r#"
+fn journald_source_follows_a_real_journal_and_resumes_at_its_cursor() {
+    require("journalctl", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir(&jdir).unwrap();
+    let mut seq = 0;
+    let everyone = ["sshd", "sshd-session", "sshd-auth"];
+    write_journal(&jdir.join("0.journal"), "192.0.2.70", &["sshd"], &mut seq);
+    let matches = shield_daemon::journald::SSHD_MATCHES
+        .iter()
+        .map(|m| format!("{m:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = config(
+        &format!(
+            r#"
 [[source]]
 name = "journal"
 type = "journald"
-journal_match = ["SYSLOG_IDENTIFIER=sshd"]
+journal_directory = "@DIR@/journal"
+journal_match = [{matches}]
 packs = ["sshd"]
-"#,
-                "",
-            ),
-        );
-        std::thread::sleep(Duration::from_secs(1));
-        let mut child = std::process::Command::new("systemd-cat")
-            .args(["-t", "sshd"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        for n in 0..12 {
-            writeln!(stdin, "{}", failure("192.0.2.77", n)).unwrap();
-        }
-        drop(stdin);
-        child.wait().unwrap();
-        let ok = wait_for(Duration::from_secs(20), || {
-            active_targets(&d)
-                .iter()
-                .any(|x| x.starts_with("192.0.2.77/"))
-                .then_some(())
-        });
-        assert!(ok.is_some(), "no ban from the journal:\n{}", d.log());
-        return;
-    }
-    // No journal here: the parser on `journalctl -o json --all` output.
-    let t0 = jiff::Timestamp::now().as_microsecond();
-    let mut fixture = String::new();
-    for n in 0..12 {
-        fixture.push_str(
-            &serde_json::json!({
-                "__CURSOR": format!("s=abc;i={n:x};b=def;m={n:x};t={:x};x=1", t0),
-                "__REALTIME_TIMESTAMP": (t0 + n as i64 * 1000).to_string(),
-                "_HOSTNAME": "web1",
-                "SYSLOG_IDENTIFIER": "sshd",
-                "_PID": "4242",
-                "MESSAGE": failure("192.0.2.77", n),
-            })
-            .to_string(),
-        );
-        fixture.push('\n');
-    }
-    // A binary MESSAGE (journald sends non-UTF-8 data as a byte array) and a
-    // line without a message are handled, not fatal.
-    fixture.push_str(
-        r#"{"__CURSOR":"s=x","__REALTIME_TIMESTAMP":"1","MESSAGE":[70,97,105,108,101,100]}"#,
+"#
+        ),
+        "",
     );
-    fixture.push('\n');
-    fixture.push_str(r#"{"__CURSOR":"s=y","__REALTIME_TIMESTAMP":"1"}"#);
-    fixture.push('\n');
-    let entries: Vec<_> = fixture
-        .lines()
-        .filter_map(shield_daemon::journald::parse_entry)
-        .collect();
-    assert_eq!(entries.len(), 13, "12 entries and the binary one");
-    assert_eq!(entries[12].message, "Failed");
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("journal.log");
-    let lines: String = entries.iter().map(|e| e.to_line() + "\n").collect();
-    std::fs::write(&log, lines).unwrap();
-    let out = ok(&["replay", "--format", "json", log.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let banned: Vec<&str> = v["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|d| d["value"].as_str())
-        .collect();
+    let mut d = Daemon::start(dir.path(), &cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    let ips = ["192.0.2.71", "192.0.2.72", "192.0.2.73"];
+    for (ip, ident) in ips.iter().zip(everyone) {
+        write_journal(&jdir.join(format!("{ip}.journal")), ip, &[ident], &mut seq);
+    }
+    let ok = wait_for(Duration::from_secs(20), || {
+        let t = active_targets(&d);
+        ips.iter()
+            .all(|ip| t.iter().any(|x| x.starts_with(&format!("{ip}/"))))
+            .then_some(())
+    });
     assert!(
-        banned.iter().any(|b| b.starts_with("192.0.2.77")),
-        "journald lines did not ban: {v}"
+        ok.is_some(),
+        "no ban from every sshd program: {:?}\n{}",
+        active_targets(&d),
+        d.log()
+    );
+    assert!(
+        !active_targets(&d)
+            .iter()
+            .any(|x| x.starts_with("192.0.2.70/")),
+        "read entries from before the start"
+    );
+    assert_eq!(
+        d.lines("journal"),
+        15,
+        "the 15 entries written after the start"
+    );
+    d.stop();
+    // Written while the daemon is down: read after the restart, from the cursor.
+    write_journal(
+        &jdir.join("late.journal"),
+        "192.0.2.74",
+        &["sshd-session"],
+        &mut seq,
+    );
+    d.restart();
+    let ok = wait_for(Duration::from_secs(20), || {
+        active_targets(&d)
+            .iter()
+            .any(|x| x.starts_with("192.0.2.74/"))
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "entries written while down were not read:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        d.lines("journal"),
+        5,
+        "only the 5 new entries after the restart"
     );
 }

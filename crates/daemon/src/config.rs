@@ -165,6 +165,11 @@ pub struct SourceConfig {
     /// journald matches, e.g. `["_SYSTEMD_UNIT=ssh.service"]` (type = "journald").
     #[serde(default)]
     pub journal_match: Vec<String>,
+    /// A journal directory to read instead of the system journal
+    /// (journalctl `--directory`, type = "journald"), e.g. a remote host's
+    /// journal written by `systemd-journal-remote`.
+    #[serde(default)]
+    pub journal_directory: Option<String>,
     /// Address the syslog listener binds (type = "syslog"), e.g. `127.0.0.1:5514`.
     #[serde(default)]
     pub listen: Option<String>,
@@ -558,6 +563,7 @@ pub fn builtin_default() -> Config {
             rules: Vec::new(),
             from_start: false,
             journal_match: Vec::new(),
+            journal_directory: None,
             listen: None,
             protocols: Vec::new(),
         },
@@ -568,7 +574,11 @@ pub fn builtin_default() -> Config {
             packs: vec![Spanned::new(0..0, "sshd".to_string())],
             rules: Vec::new(),
             from_start: false,
-            journal_match: vec!["_COMM=sshd".into()],
+            journal_match: crate::journald::SSHD_MATCHES
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            journal_directory: None,
             listen: None,
             protocols: Vec::new(),
         },

@@ -25,6 +25,8 @@ pub enum Input {
     },
     Journald {
         matches: Vec<String>,
+        /// journalctl `--directory`.
+        directory: Option<String>,
     },
     Stdin,
     /// A syslog listener (UDP and/or TCP).
@@ -202,6 +204,11 @@ fn misplaced_keys(s: &crate::config::SourceConfig) -> Vec<(&'static str, &'stati
         ("paths", "file", !s.paths.is_empty()),
         ("from_start", "file", s.from_start),
         ("journal_match", "journald", !s.journal_match.is_empty()),
+        (
+            "journal_directory",
+            "journald",
+            s.journal_directory.is_some(),
+        ),
         ("listen", "syslog", s.listen.is_some()),
         ("protocols", "syslog", !s.protocols.is_empty()),
     ];
@@ -328,6 +335,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             }
             SourceKind::Journald => Input::Journald {
                 matches: s.journal_match.clone(),
+                directory: s.journal_directory.clone(),
             },
             SourceKind::Stdin => Input::Stdin,
             SourceKind::Syslog => {

@@ -688,12 +688,19 @@ pub fn start_reader(
                     }
                 }
             })?,
-        Input::Journald { matches } => {
+        Input::Journald { matches, directory } => {
             let key = format!("{prefix}journald");
             let cursor = Store::open(&plan.store_path)
                 .ok()
                 .and_then(|s| s.meta(&key).ok().flatten());
-            crate::journald::spawn(name, matches, engine, tx, stop2, sources, key, cursor)?
+            let spec = shield_sources::journald::JournalSpec {
+                matches,
+                extra_args: directory
+                    .map(|d| vec![format!("--directory={d}")])
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor)?
         }
         Input::Syslog { udp, tcp } => {
             crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
