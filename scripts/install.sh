@@ -5,7 +5,12 @@
 # nftables when present). Without systemd, runs the daemon in the foreground.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then echo "run as root: sudo $0" >&2; exit 1; fi
+if [ "$(id -u)" != 0 ]; then
+  # Root, through sudo if there is one (minimal images have none and run as root).
+  command -v sudo >/dev/null && exec sudo "$0" "$@"
+  echo "run as root" >&2
+  exit 1
+fi
 export DEBIAN_FRONTEND=noninteractive
 command -v nft >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nftables; }
 command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev; }

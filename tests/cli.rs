@@ -363,3 +363,31 @@ fn check_loads_the_union_treaty_and_member_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("treaty.toml"), "{err}");
 }
+
+/// Issue 21 item 9: the README's two commands run as written on a fresh
+/// Debian as root, where minimal and container images have no `sudo`: each
+/// is a script of this repository, run directly, that asks for sudo itself
+/// only when not root.
+#[test]
+fn readme_install_and_test_commands_need_no_sudo() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for heading in ["## Install and run", "## Run the tests"] {
+        let at = readme
+            .find(heading)
+            .unwrap_or_else(|| panic!("no `{heading}`"));
+        let block = readme[at..].split("```sh\n").nth(1).unwrap();
+        let cmd = block.lines().next().unwrap().trim();
+        assert!(!cmd.starts_with("sudo "), "{heading}: `{cmd}` needs sudo");
+        let script = std::path::Path::new(root).join(cmd);
+        let text = std::fs::read_to_string(&script)
+            .unwrap_or_else(|e| panic!("{heading}: `{cmd}` is not a script here: {e}"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&script).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{cmd} is not executable");
+        assert!(
+            text.contains(r#"command -v sudo >/dev/null && exec sudo"#),
+            "{cmd}: a user without root is not sent through sudo"
+        );
+    }
+}
