@@ -1370,9 +1370,51 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
             Ban,
             4 * H,
         ));
+        // One request for a known exploit's path is enough (CrowdSec's
+        // http-cve-probing).
+        out.push(spec(
+            "http-cve-probe",
+            &["http-cve-probe"],
+            Leaky,
+            0,
+            60,
+            None,
+            60,
+            Ban,
+            4 * H,
+        ));
+        // Three admin interfaces that are not there.
+        out.push(spec(
+            "http-admin-probe",
+            &["http-admin-probe"],
+            Leaky,
+            2,
+            60,
+            Some("path"),
+            60,
+            Ban,
+            4 * H,
+        ));
+        // Four WordPress plugin or theme files that are not there.
+        out.push(spec(
+            "http-wordpress-scan",
+            &["http-wordpress-scan"],
+            Leaky,
+            3,
+            60,
+            Some("path"),
+            60,
+            Ban,
+            4 * H,
+        ));
         out.push(spec(
             "http-4xx-burst",
-            &["http-4xx", "http-sensitive-path"],
+            &[
+                "http-4xx",
+                "http-sensitive-path",
+                "http-admin-probe",
+                "http-wordpress-scan",
+            ],
             Leaky,
             20,
             5,

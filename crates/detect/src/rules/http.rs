@@ -5,10 +5,18 @@
 //! 1. `http-bad-user-agent`: the agent names an attack tool (sqlmap, nikto, ...);
 //! 2. `http-login-fail`: a 401 anywhere, a 403 on a login-like path, or a
 //!    WordPress login/xmlrpc POST answered 200 (WordPress's way to say "wrong");
-//! 3. `http-sensitive-path`: a probe for secrets or admin tools (`/.env`,
-//!    `/.git/`, `/wp-login.php`, `/phpmyadmin`, `/cgi-bin/`, backups,
-//!    `/actuator`, path traversal, ...), whatever the status;
-//! 4. `http-4xx`: any other 4xx answer (for burst scenarios).
+//! 3. `http-cve-probe`: a request for a path only an exploit of a known
+//!    vulnerability asks for (`/_ignition/execute-solution`, PHPUnit's
+//!    `eval-stdin.php`, ...), whatever the status: one is enough;
+//! 4. `http-admin-probe`: an admin interface that is not there (`/phpmyadmin`,
+//!    `/+CSCOE+/`, `/administrator/`, ... answered 4xx);
+//! 5. `http-wordpress-scan`: WordPress plugin, theme or admin files that are
+//!    not there (4xx): a scanner looking for vulnerable plugins;
+//! 6. `http-sensitive-path`: a probe for secrets or admin tools (`/.env`,
+//!    `/.git/`, `/wp-login.php`, `/cgi-bin/`, backups, `/actuator`, path
+//!    traversal, ...), whatever the status, and any other dot-file (`/.cvs`,
+//!    `/.bashrc`; not `/.well-known/`) answered 4xx;
+//! 7. `http-4xx`: any other 4xx answer (for burst scenarios).
 //!
 //! Matching is ASCII case-insensitive (Aho-Corasick), on the path with its
 //! `%XX` escapes decoded once (`/%2eenv` is `/.env`; `%252e` stays `%2e`).
@@ -35,6 +43,84 @@ pub(crate) const RULE_NAMES: &[&str] = &[
     "http-login-fail",
     "http-sensitive-path",
     "http-4xx",
+    "http-cve-probe",
+    "http-admin-probe",
+    "http-wordpress-scan",
+];
+
+/// Rule numbers (offsets from the pack's first rule), in `RULE_NAMES` order.
+const BAD_AGENT: u32 = 0;
+const LOGIN_FAIL: u32 = 1;
+const SENSITIVE_PATH: u32 = 2;
+const ANY_4XX: u32 = 3;
+const CVE_PROBE: u32 = 4;
+const ADMIN_PROBE: u32 = 5;
+const WORDPRESS_SCAN: u32 = 6;
+
+/// Paths only exploits of known vulnerabilities request (written for Shield
+/// from the public advisories; matched case-insensitively, decoded).
+const CVE_PATHS: &[&str] = &[
+    "/_ignition/execute-solution",       // Laravel Ignition, CVE-2021-3129
+    "/eval-stdin.php",                   // PHPUnit, CVE-2017-9841
+    "/setup.cgi?next_file=",             // Netgear, CVE-2016-1555 family
+    "/cgi/networkdiag.cgi",              // router diagnostics command injection
+    "/cgi-bin/luci/;stok=",              // OpenWrt LuCI / TP-Link injection
+    "/boaform/admin/formlogin",          // Boa-based routers (Mozi botnet)
+    "/gponform/diag_form",               // GPON, CVE-2018-10561
+    "/hnap1/",                           // D-Link HNAP, CVE-2015-2051
+    "/shell?cd+/tmp",                    // Mirai-style shell probe
+    "/wls-wsat/coordinatorporttype",     // WebLogic, CVE-2017-10271
+    "/console/css/%2e%2e",               // WebLogic, CVE-2020-14882
+    "/mgmt/tm/util/bash",                // F5 BIG-IP, CVE-2022-1388
+    "/remote/fgt_lang?lang=",            // FortiOS, CVE-2018-13379
+    "/dana-na/../dana/html5acc",         // Pulse Secure, CVE-2019-11510
+    "/+cscot+/translation-table",        // Cisco ASA, CVE-2020-3452
+    "/autodiscover/autodiscover.json?@", // Exchange ProxyShell, CVE-2021-34473
+    "/actuator/gateway/routes",          // Spring Cloud Gateway, CVE-2022-22947
+    "/index.php?s=/index/\\think",       // ThinkPHP, CVE-2018-20062
+    "/invokefunction&function=call_user_func_array", // ThinkPHP
+    "/wp-file-manager/lib/php/connector.minimal.php", // CVE-2020-25213
+    "/cgi-bin/.%2e/",                    // Apache 2.4.49, CVE-2021-41773
+    "/cgi-bin/../",                      // the same, decoded
+    "/telerik.web.ui.webresource.axd?type=rau", // Telerik, CVE-2019-18935
+    "/vpn/../vpns/",                     // Citrix ADC, CVE-2019-19781
+    "/owa/auth/x.js",                    // Exchange ProxyLogon, CVE-2021-26855
+    "/solr/admin/cores?action=",         // Solr / Log4Shell probes
+    "/api/jsonws/invoke",                // Liferay, CVE-2020-7961
+    "/struts2-showcase/",                // Struts 2 probes
+];
+
+/// Admin interfaces scanners look for (answered 4xx: not there).
+const ADMIN_PATHS: &[&str] = &[
+    "/phpmyadmin",
+    "/pma/",
+    "/myadmin",
+    "/mysqladmin",
+    "/sqladmin",
+    "/dbadmin",
+    "/adminer",
+    "/administrator/",
+    "/+cscoe+/",
+    "/manager/html",
+    "/jmx-console",
+    "/web-console",
+    "/admin-console",
+    "/webadmin",
+    "/cpanel",
+    "/whm-server-status",
+    "/solr/admin",
+    "/phppgadmin",
+    "/pgadmin",
+    "/webmin",
+    "/admin/phpmyadmin",
+];
+
+/// WordPress files a plugin scanner asks a site for (answered 4xx).
+const WORDPRESS_PATHS: &[&str] = &[
+    "/wp-content/plugins/",
+    "/wp-content/themes/",
+    "/wp-admin/",
+    "/wp-includes/",
 ];
 
 const BAD_AGENTS: &[&str] = &[
@@ -197,6 +283,9 @@ pub(crate) struct HttpRules {
     stamps: StampCache,
     sensitive: LazyAc,
     login: LazyAc,
+    cve: LazyAc,
+    admin: LazyAc,
+    wordpress: LazyAc,
     /// The path with `%XX` decoded (reused: no allocation per line).
     decoded: Vec<u8>,
     f_method: u16,
@@ -248,6 +337,9 @@ impl HttpRules {
             stamps: StampCache::default(),
             sensitive: LazyAc::new(SENSITIVE),
             login: LazyAc::new(LOGIN_PATHS),
+            cve: LazyAc::new(CVE_PATHS),
+            admin: LazyAc::new(ADMIN_PATHS),
+            wordpress: LazyAc::new(WORDPRESS_PATHS),
             decoded: Vec::new(),
             f_method: names.id("method"),
             f_path: names.id("path"),
@@ -279,17 +371,26 @@ impl HttpRules {
         let (sensitive, path_cache) = (&self.sensitive, &mut self.path_cache);
         // Keyed by the raw path: the verdict is the decoded path's.
         let mut sensitive_path = || path_cache.get_or(path_s, || sensitive.get().is_match(dec));
+        let is_4xx = (400..500).contains(&st);
+        // Checked only where the sensitive set (which contains the cheaper
+        // common prefixes) or a 4xx says the path may be a probe.
         let kind = if bad_agent {
-            0
+            BAD_AGENT
         } else if st == 401
             || (st == 403 && self.login.get().is_match(dec))
             || (st == 200 && method_s == "POST" && is_wp_login(dec))
         {
-            1
-        } else if sensitive_path() {
-            2
-        } else if (400..500).contains(&st) {
-            3
+            LOGIN_FAIL
+        } else if self.cve.get().is_match(dec) {
+            CVE_PROBE
+        } else if is_4xx && self.admin.get().is_match(dec) {
+            ADMIN_PROBE
+        } else if is_4xx && self.wordpress.get().is_match(dec) {
+            WORDPRESS_SCAN
+        } else if sensitive_path() || (is_4xx && dot_file(dec)) {
+            SENSITIVE_PATH
+        } else if is_4xx {
+            ANY_4XX
         } else {
             return Some((None, a.time, a.first_stamp));
         };
@@ -302,7 +403,7 @@ impl HttpRules {
         if a.user.1 > a.user.0 && &b[a.user.0..a.user.1] != b"-" {
             f.push(self.f_user, a.user.0, a.user.1);
         }
-        if kind == 0 {
+        if kind == BAD_AGENT {
             if let Some((s, e)) = a.agent {
                 f.push(self.f_agent, s, e);
             }
@@ -355,6 +456,24 @@ impl VerdictCache {
         self.meta[i] = (b.len() as u8, v);
         v
     }
+}
+
+/// A path segment naming a dot-file or dot-directory (`/.cvs`, `/a/.bashrc`)
+/// other than `/.well-known/` (ACME and other standard files) and `.`/`..`.
+fn dot_file(path: &[u8]) -> bool {
+    let p = match memchr::memchr(b'?', path) {
+        Some(i) => &path[..i],
+        None => path,
+    };
+    memchr::memmem::find_iter(p, b"/.").any(|i| {
+        let rest = &p[i + 2..];
+        match rest.first() {
+            None | Some(b'/') | Some(b'.') => false,
+            _ => !rest
+                .get(..10)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"well-known")),
+        }
+    })
 }
 
 fn is_wp_login(path: &[u8]) -> bool {
@@ -580,14 +699,12 @@ mod tests {
             "/app/.env.production",
             "/.git/config",
             "/wp-login.php",
-            "/PhpMyAdmin/index.php",
             "/cgi-bin/luci",
             "/backup.sql",
             "/site.tar.gz",
             "/actuator/health",
             "/../../etc/passwd",
             "/static/..%2f..%2fetc/passwd",
-            "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
             "/.aws/credentials",
             "/wp-config.php.bak",
             "/index.php.old",
@@ -595,6 +712,45 @@ mod tests {
             check(
                 &line("198.51.100.20", &format!("GET {p} HTTP/1.1"), 404, BROWSER),
                 Some("http-sensitive-path"),
+            );
+        }
+        // Known exploits, admin interfaces and WordPress scans have rules
+        // of their own (CrowdSec hub tests http-cve-probing,
+        // http-admin-interface-probing, http-wordpress-scan).
+        for (p, st, rule) in [
+            ("/_ignition/execute-solution", 404, "http-cve-probe"),
+            (
+                "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+                200,
+                "http-cve-probe",
+            ),
+            ("/%5Fignition/execute-solution", 404, "http-cve-probe"),
+            ("/PhpMyAdmin/index.php", 404, "http-admin-probe"),
+            ("/+CSCOE+/logon.html", 404, "http-admin-probe"),
+            (
+                "/wp-content/plugins/x/readme.txt",
+                404,
+                "http-wordpress-scan",
+            ),
+            ("/.bashrc", 404, "http-sensitive-path"),
+            ("/%2ecvs", 404, "http-sensitive-path"),
+            ("/a/.config?x=1", 403, "http-sensitive-path"),
+        ] {
+            check(
+                &line("198.51.100.20", &format!("GET {p} HTTP/1.1"), st, BROWSER),
+                Some(rule),
+            );
+        }
+        // A site that has them is not scanned; standard dot paths are not probes.
+        for (p, st, rule) in [
+            ("/PhpMyAdmin/index.php", 200, Some("http-sensitive-path")),
+            ("/wp-content/plugins/x/readme.txt", 200, None),
+            ("/.well-known/acme-challenge/abc", 404, Some("http-4xx")),
+            ("/a/../b", 404, Some("http-sensitive-path")),
+        ] {
+            check(
+                &line("198.51.100.20", &format!("GET {p} HTTP/1.1"), st, BROWSER),
+                rule,
             );
         }
         // Answered 200 is still a probe.
@@ -782,7 +938,7 @@ mod tests {
             "/%2e%2e/x",
         ] {
             check(
-                &line("198.51.100.31", &format!("GET {p} HTTP/1.1"), 404, BROWSER),
+                &line("198.51.100.31", &format!("GET {p} HTTP/1.1"), 200, BROWSER),
                 Some("http-sensitive-path"),
             );
         }

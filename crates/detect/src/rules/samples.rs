@@ -308,6 +308,24 @@ const SAMPLES: &[Sample] = &[
         "{agent:Mozilla/5.0}"
     ),
     access!(
+        Some("http-cve-probe"),
+        "GET /_ignition/execute-solution{path:}{query:} HTTP/1.1",
+        "404",
+        "{agent:Mozilla/5.0}"
+    ),
+    access!(
+        Some("http-admin-probe"),
+        "GET /phpmyadmin{path:/index.php}{query:} HTTP/1.1",
+        "404",
+        "{agent:Mozilla/5.0}"
+    ),
+    access!(
+        Some("http-wordpress-scan"),
+        "GET /wp-content/plugins/{path:x/readme.txt}{query:} HTTP/1.1",
+        "404",
+        "{agent:Mozilla/5.0}"
+    ),
+    access!(
         Some("http-4xx"),
         "GET {path:/images/nope.png}{query:} HTTP/1.1",
         "404",
