@@ -120,3 +120,72 @@ fn import_fail2ban_setup_gives_a_valid_config() {
         String::from_utf8_lossy(&chk.stdout)
     );
 }
+
+/// Issue 21 items 4 and 5: a jail on the journal (`backend = systemd`, the
+/// default for sshd on current Debian) is carried over with its filter's
+/// journalmatch (widened to OpenSSH >= 9.8's sshd-session and sshd-auth)
+/// instead of being skipped; each jail keeps its own `ignoreip` (the global
+/// allowlist stays empty); a per-port jail is reported, since Shield's
+/// nftables layer drops every port.
+#[test]
+fn import_carries_journal_jails_their_own_ignoreip_and_notes_ports() {
+    require("fail2ban-regex", "fail2ban");
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("fail2ban");
+    std::fs::create_dir_all(etc.join("jail.d")).unwrap();
+    for f in ["jail.conf", "paths-common.conf", "paths-debian.conf"] {
+        std::fs::copy(format!("/etc/fail2ban/{f}"), etc.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/fail2ban/filter.d", etc.join("filter.d")).unwrap();
+    let log = dir.path().join("error.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::write(
+        etc.join("jail.local"),
+        format!(
+            "[DEFAULT]\nignoreip = 127.0.0.1/8 ::1\n\n[sshd]\nenabled = true\nbackend = systemd\nignoreip = 10.9.0.0/16\n\n[nginx-http-auth]\nenabled = true\nport = http,https\nlogpath = {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("shield.toml");
+    let out = ok(&[
+        "import-fail2ban",
+        etc.to_str().unwrap(),
+        "--out",
+        cfg.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let notes = String::from_utf8_lossy(&out.stderr);
+    let sshd = text
+        .split("[[jail]]")
+        .find(|j| j.contains("name = \"sshd\""))
+        .unwrap();
+    assert!(sshd.contains("backend = \"systemd\""), "{text}");
+    assert!(
+        sshd.contains("journalmatch = \"_SYSTEMD_UNIT=sshd.service + _COMM=sshd _COMM=sshd-session _COMM=sshd-auth\""),
+        "{text}"
+    );
+    assert!(sshd.contains("ignoreip = [\"10.9.0.0/16\"]"), "{text}");
+    let web = text
+        .split("[[jail]]")
+        .find(|j| j.contains("name = \"nginx-http-auth\""))
+        .unwrap();
+    assert!(
+        web.contains("ignoreip = [\"127.0.0.1/8\", \"::1\"]"),
+        "{text}"
+    );
+    assert!(text.contains("allowlist = []"), "{text}");
+    assert!(
+        notes.contains("nginx-http-auth`: port = http,https is not carried over"),
+        "{notes}"
+    );
+    let mut full = format!("[store]\npath = \"{}/s.db\"\n\n", dir.path().display());
+    full += &text;
+    std::fs::write(&cfg, full).unwrap();
+    let chk = ok(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(
+        String::from_utf8_lossy(&chk.stdout).contains("2 pipeline(s)"),
+        "{}",
+        String::from_utf8_lossy(&chk.stdout)
+    );
+}

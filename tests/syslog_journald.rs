@@ -293,3 +293,54 @@ packs = ["sshd"]
         "only the 5 new entries after the restart"
     );
 }
+
+/// A fail2ban jail with `backend = "systemd"` runs from the journal through
+/// its filter's own `journalmatch` (fail2ban's sshd filter:
+/// `_SYSTEMD_UNIT=sshd.service + _COMM=sshd`), and its own `ignoreip`
+/// spares an address for this jail only.
+#[test]
+fn fail2ban_jail_on_the_journal_with_its_own_ignoreip() {
+    require("journalctl", "systemd");
+    require("fail2ban-regex", "fail2ban");
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir(&jdir).unwrap();
+    let cfg = config(
+        "",
+        r#"
+[[jail]]
+name = "sshd-journal"
+filter = "sshd"
+backend = "systemd"
+journal_directory = "@DIR@/journal"
+ignoreip = ["192.0.2.80/31"]
+maxretry = 5
+"#,
+    );
+    let mut seq = 0;
+    // journalctl refuses to follow an empty journal: one entry before the start.
+    write_journal(&jdir.join("0.journal"), "192.0.2.79", &["sshd"], &mut seq);
+    let d = Daemon::start(dir.path(), &cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    for ip in ["192.0.2.81", "192.0.2.82"] {
+        write_journal(&jdir.join(format!("{ip}.journal")), ip, &["sshd"], &mut seq);
+    }
+    let ok = wait_for(Duration::from_secs(20), || {
+        active_targets(&d)
+            .iter()
+            .any(|x| x.starts_with("192.0.2.82/"))
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "the jail did not ban from the journal:\n{}",
+        d.log()
+    );
+    assert_eq!(d.lines("sshd-journal"), 10, "{}", d.log());
+    assert!(
+        !active_targets(&d)
+            .iter()
+            .any(|x| x.starts_with("192.0.2.81/")),
+        "the jail's ignoreip was not honoured"
+    );
+}

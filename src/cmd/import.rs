@@ -48,17 +48,11 @@ pub fn render(jails: &[JailSpec], dir: &std::path::Path, all: bool) -> (String, 
         out,
         "# Check it with `shield check --config <this file>`.\n"
     );
-    let mut allow: Vec<String> = Vec::new();
     let mut increment = None;
     for j in jails {
         let enabled = j.enabled || all;
         if !j.enabled && !all {
             continue;
-        }
-        for ip in &j.ignoreip {
-            if !allow.contains(ip) {
-                allow.push(ip.clone());
-            }
         }
         if let Some(inc) = &j.bantime_increment {
             increment.get_or_insert(inc.clone());
@@ -73,20 +67,63 @@ pub fn render(jails: &[JailSpec], dir: &std::path::Path, all: bool) -> (String, 
             }
         }
         let mut logpath = j.logpath.clone();
-        if j.backend.starts_with("systemd") || logpath.is_empty() {
-            notes.push(format!(
-                "jail `{}` reads the systemd journal (backend = {}); jails read files in Shield: add a [[source]] with type = \"journald\" instead",
-                j.name, j.backend
-            ));
-            continue;
-        }
         logpath.dedup();
+        let journal = j.backend.starts_with("systemd");
         let c = if enabled && j.enabled { "" } else { "# " };
         let _ = writeln!(out, "{c}[[jail]]");
         let _ = writeln!(out, "{c}name = {}", toml_str(&j.name));
         let _ = writeln!(out, "{c}filter = {}", toml_str(&filter_ref(j)));
-        let paths: Vec<String> = logpath.iter().map(|p| toml_str(p)).collect();
-        let _ = writeln!(out, "{c}logpath = [{}]", paths.join(", "));
+        if journal {
+            // fail2ban's default: the filter's own journalmatch.
+            let own = j.journalmatch.clone().or_else(|| {
+                shield_daemon::fail2ban::journalmatch(&filter_ref(j), &dir.join("filter.d"))
+                    .ok()
+                    .flatten()
+            });
+            let _ = writeln!(out, "{c}backend = \"systemd\"");
+            match own {
+                Some(m) => {
+                    let (m, widened) = with_sshd_session(&m);
+                    if widened {
+                        notes.push(format!("jail `{}`: journalmatch also names sshd-session and sshd-auth (OpenSSH >= 9.8 logs from them; Debian 13)", j.name));
+                    }
+                    let _ = writeln!(out, "{c}journalmatch = {}", toml_str(&m));
+                }
+                None => notes.push(format!(
+                    "jail `{}` reads the journal (backend = {}) but neither it nor its filter sets journalmatch: set journalmatch in the generated jail",
+                    j.name, j.backend
+                )),
+            }
+        } else if logpath.is_empty() {
+            notes.push(format!(
+                "jail `{}` has no logpath (backend = {}); set logpath, or backend = \"systemd\" with a journalmatch",
+                j.name, j.backend
+            ));
+        } else {
+            let paths: Vec<String> = logpath.iter().map(|p| toml_str(p)).collect();
+            let _ = writeln!(out, "{c}logpath = [{}]", paths.join(", "));
+        }
+        if let Some(p) = j.port.as_deref().filter(|p| !all_ports(p)) {
+            notes.push(format!(
+                "jail `{}`: port = {p} is not carried over: Shield's nftables layer drops every port of a banned address, not only {p}",
+                j.name
+            ));
+        }
+        let ignore: Vec<String> = j
+            .ignoreip
+            .iter()
+            .filter(|a| {
+                let ok = shield_daemon::decide::parse_target(a).is_ok();
+                if !ok && !a.starts_with("file:") {
+                    notes.push(format!("jail `{}`: ignoreip `{a}` is not an address or CIDR (host names are not supported); left out", j.name));
+                }
+                ok
+            })
+            .map(|a| toml_str(a))
+            .collect();
+        if !ignore.is_empty() {
+            let _ = writeln!(out, "{c}ignoreip = [{}]", ignore.join(", "));
+        }
         let _ = writeln!(out, "{c}maxretry = {}", j.maxretry);
         let _ = writeln!(out, "{c}findtime = \"{}s\"", j.findtime_s);
         let bantime = if j.bantime_s == u64::MAX {
@@ -100,19 +137,9 @@ pub fn render(jails: &[JailSpec], dir: &std::path::Path, all: bool) -> (String, 
         };
         let _ = writeln!(out, "{c}bantime = \"{bantime}s\"\n");
     }
+    // Each jail's ignoreip stays that jail's (above): nothing global.
     let _ = writeln!(out, "[decisions]");
-    let list: Vec<String> = allow
-        .iter()
-        .filter(|a| {
-            let ok = shield_daemon::decide::parse_target(a).is_ok();
-            if !ok {
-                notes.push(format!("ignoreip `{a}` is not an address or CIDR (host names are not supported); left out"));
-            }
-            ok
-        })
-        .map(|a| toml_str(a))
-        .collect();
-    let _ = writeln!(out, "allowlist = [{}]\n", list.join(", "));
+    let _ = writeln!(out, "allowlist = []\n");
     let _ = writeln!(out, "[decisions.escalation]");
     match increment {
         Some(inc) => {
@@ -131,6 +158,29 @@ pub fn render(jails: &[JailSpec], dir: &std::path::Path, all: bool) -> (String, 
         }
     }
     (out, notes)
+}
+
+/// `port` values that mean every port.
+fn all_ports(p: &str) -> bool {
+    matches!(p.trim(), "0:65535" | "1:65535" | "all" | "any")
+}
+
+/// `m` with `_COMM=sshd-session _COMM=sshd-auth` beside each `_COMM=sshd`
+/// (journalctl ORs values of one field within a `+` group), and whether it
+/// added them.
+fn with_sshd_session(m: &str) -> (String, bool) {
+    let words: Vec<&str> = m.split_whitespace().collect();
+    if !words.contains(&"_COMM=sshd") || words.contains(&"_COMM=sshd-session") {
+        return (words.join(" "), false);
+    }
+    let mut out = Vec::new();
+    for w in words {
+        out.push(w);
+        if w == "_COMM=sshd" {
+            out.extend(["_COMM=sshd-session", "_COMM=sshd-auth"]);
+        }
+    }
+    (out.join(" "), true)
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {

@@ -197,7 +197,25 @@ pub struct JailConfig {
     pub filter: Spanned<String>,
     #[serde(default = "default_filter_dir")]
     pub filter_dir: PathBuf,
+    /// Log files (the default `backend = "file"`).
+    #[serde(default)]
     pub logpath: Vec<Spanned<String>>,
+    /// `file` (default: `logpath`) or `systemd`: the journal, through
+    /// `journalmatch` (fail2ban's `backend = systemd`).
+    #[serde(default)]
+    pub backend: JailBackend,
+    /// journalctl matches for `backend = "systemd"`, fail2ban's syntax
+    /// (`_SYSTEMD_UNIT=sshd.service + _COMM=sshd`); default: the filter's own.
+    #[serde(default)]
+    pub journalmatch: Option<String>,
+    /// With `backend = "systemd"`: a journal directory instead of the system
+    /// journal (journalctl `--directory`).
+    #[serde(default)]
+    pub journal_directory: Option<String>,
+    /// Addresses and networks this jail never counts (fail2ban's per-jail
+    /// `ignoreip`; `[decisions] allowlist` is the global list).
+    #[serde(default)]
+    pub ignoreip: Vec<Spanned<String>>,
     #[serde(default = "default_maxretry")]
     pub maxretry: u32,
     #[serde(default = "default_findtime", with = "humantime_serde")]
@@ -206,6 +224,17 @@ pub struct JailConfig {
     pub bantime: Duration,
     #[serde(default)]
     pub from_start: bool,
+}
+
+/// Where a jail reads its lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JailBackend {
+    /// The files of `logpath`.
+    #[default]
+    File,
+    /// The systemd journal, filtered by `journalmatch`.
+    Systemd,
 }
 
 #[derive(Debug, Deserialize)]

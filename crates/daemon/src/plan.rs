@@ -153,6 +153,7 @@ pub fn jail_scenario(
         scope: Scope::Ip,
         duration: bantime,
         v6_prefix: Some(128),
+        ignore: Vec::new(),
     }
 }
 
@@ -483,13 +484,59 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                 errs.push(l.error_at(p.span(), e, None));
             }
         }
-        let scenario = jail_scenario(&j.name, j.maxretry, j.findtime, j.bantime);
+        let mut scenario = jail_scenario(&j.name, j.maxretry, j.findtime, j.bantime);
+        for a in &j.ignoreip {
+            match decide::parse_target(a.get_ref()) {
+                Ok(n) => scenario.ignore.push(n.get()),
+                Err(e) => errs.push(l.error_at(
+                    a.span(),
+                    format!("jail `{}`: ignoreip: {e}", j.name),
+                    None,
+                )),
+            }
+        }
+        let input = match j.backend {
+            crate::config::JailBackend::File => {
+                if j.logpath.is_empty() {
+                    errs.push(l.error_at(
+                        span.clone(),
+                        format!("jail `{}` has no logpath", j.name),
+                        Some("list its log files in logpath, or set backend = \"systemd\" to read the journal".into()),
+                    ));
+                }
+                Input::File {
+                    globs: j.logpath.iter().map(|p| p.get_ref().clone()).collect(),
+                    from_start: j.from_start,
+                }
+            }
+            crate::config::JailBackend::Systemd => {
+                let own = match &j.journalmatch {
+                    Some(m) => Some(m.clone()),
+                    None => crate::fail2ban::journalmatch(j.filter.get_ref(), &j.filter_dir)
+                        .ok()
+                        .flatten(),
+                };
+                let matches: Vec<String> = own
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if matches.is_empty() {
+                    errs.push(l.error_at(
+                        span.clone(),
+                        format!("jail `{}` reads the journal but neither it nor its filter sets journalmatch", j.name),
+                        Some("set journalmatch, e.g. \"_SYSTEMD_UNIT=ssh.service + _COMM=sshd\"".into()),
+                    ));
+                }
+                Input::Journald {
+                    matches,
+                    directory: j.journal_directory.clone(),
+                }
+            }
+        };
         let pipe = Pipeline {
             name: j.name.clone(),
-            input: Input::File {
-                globs: j.logpath.iter().map(|p| p.get_ref().clone()).collect(),
-                from_start: j.from_start,
-            },
+            input,
             matcher: MatcherPlan::Fail2ban {
                 filter: j.filter.get_ref().clone(),
                 dir: j.filter_dir.clone(),

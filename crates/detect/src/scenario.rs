@@ -85,6 +85,10 @@ pub struct ScenarioSpec {
     /// IPv6 grouping prefix (default: [`EngineOptions::default_v6_prefix`]).
     #[serde(default)]
     pub v6_prefix: Option<u8>,
+    /// Networks this scenario never counts (a fail2ban jail's own `ignoreip`;
+    /// `[decisions] allowlist` is the global one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<IpNet>,
 }
 
 /// Why scenarios cannot be built. Every message names the scenario.
@@ -188,6 +192,7 @@ struct Scen {
     scope: Scope,
     duration_s: u64,
     v6_prefix: u8,
+    ignore: Vec<IpNet>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -562,6 +567,7 @@ impl Engine {
                 scope: s.scope,
                 duration_s: s.duration.as_secs(),
                 v6_prefix,
+                ignore: s.ignore.clone(),
             });
         }
         let stats = Stats {
@@ -951,6 +957,9 @@ impl Scenarios {
         for i in 0..scens.len() {
             let si = self.by_rule[ev.rule as usize][i];
             let s = &self.scens[si as usize];
+            if !s.ignore.is_empty() && s.ignore.iter().any(|n| n.contains(&ev.host.ip())) {
+                continue;
+            }
             let distinct = match s.distinct {
                 Some(f) => match ev.distinct(f) {
                     Some(h) => Some(h),
@@ -1244,6 +1253,7 @@ fn spec(
         scope: Scope::Ip,
         duration: Duration::from_secs(duration),
         v6_prefix: None,
+        ignore: Vec::new(),
     }
 }
 

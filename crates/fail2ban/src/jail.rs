@@ -38,6 +38,10 @@ pub struct JailSpec {
     pub enabled: bool,
     pub backend: String,
     pub ignoreip: Vec<String>,
+    /// `journalmatch` set on the jail itself (the filter's is the default).
+    pub journalmatch: Option<String>,
+    /// `port` (`ssh`, `http,https`, `0:65535`), if set.
+    pub port: Option<String>,
 }
 
 /// fail2ban's `str2sec`: `600`, `10m`, `1h30m`, `1d 12h`, `1w`, `1mo`, `1y`, `-1`.
@@ -243,6 +247,12 @@ pub fn import_jails(etc_fail2ban: &Path) -> Result<(Vec<JailSpec>, Vec<String>),
                 ));
             }
         }
+        let journalmatch = get("journalmatch")?
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|v| !v.is_empty());
+        let port = get("port")?
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
         jails.push(JailSpec {
             name: name.clone(),
             filter,
@@ -254,6 +264,8 @@ pub fn import_jails(etc_fail2ban: &Path) -> Result<(Vec<JailSpec>, Vec<String>),
             enabled,
             backend,
             ignoreip,
+            journalmatch,
+            port,
         });
     }
     Ok((jails, notes))

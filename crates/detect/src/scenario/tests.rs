@@ -25,6 +25,7 @@ fn scen(kind: BucketKind, capacity: u32, leak: u64) -> ScenarioSpec {
         scope: Scope::Ip,
         duration: Duration::from_secs(3600),
         v6_prefix: None,
+        ignore: Vec::new(),
     }
 }
 
