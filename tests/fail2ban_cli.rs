@@ -189,3 +189,74 @@ fn import_carries_journal_jails_their_own_ignoreip_and_notes_ports() {
         String::from_utf8_lossy(&chk.stdout)
     );
 }
+
+/// Issue 21 item 6: `shield explain --fail2ban-filter` agrees with fail2ban's
+/// own annotated sample log of `pam-generic` (read from the installed
+/// package) on every line, host names included, counted as fail2ban's test
+/// runner counts them (the `host` of `failJSON` is the text `<HOST>`
+/// matched), and says what `usedns` makes of a name.
+#[test]
+fn explain_matches_host_names_as_fail2ban_does() {
+    require("fail2ban-regex", "fail2ban");
+    let log = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs/pam-generic";
+    let text =
+        std::fs::read_to_string(log).expect("fail2ban's sample logs (apt-get install fail2ban)");
+    let mut cases: Vec<(String, Option<String>)> = Vec::new();
+    let mut want: Option<serde_json::Value> = None;
+    for l in text.lines() {
+        if let Some(j) = l.strip_prefix("# failJSON:") {
+            want = Some(serde_json::from_str(j.trim()).unwrap());
+        } else if !l.starts_with('#')
+            && !l.trim().is_empty()
+            && let Some(w) = want.take()
+        {
+            let host = (w["match"] == true).then(|| w["host"].as_str().unwrap().to_string());
+            cases.push((l.to_string(), host));
+        }
+    }
+    let input: String = cases.iter().map(|(l, _)| format!("{l}\n")).collect();
+    let mut child = shield()
+        .args([
+            "explain",
+            "--fail2ban-filter",
+            "pam-generic",
+            "--format",
+            "json",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), cases.len());
+    let mut names = 0;
+    for ((line, host), x) in cases.iter().zip(&got) {
+        let matched = x["matched"].as_bool().unwrap();
+        assert_eq!(matched, host.is_some(), "{line}: {x}");
+        if let Some(h) = host {
+            assert_eq!(x["host"].as_str(), Some(h.as_str()), "{line}");
+            if h.parse::<std::net::IpAddr>().is_err() {
+                names += 1;
+                assert!(
+                    x["fields"]["dns"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("usedns = warn"),
+                    "{x}"
+                );
+            }
+        }
+    }
+    assert!(names >= 3, "the sample log's host-name lines: {names}");
+}

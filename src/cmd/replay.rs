@@ -213,6 +213,44 @@ fn print_report(rep: &shield_daemon::replay::ReplayReport, format: Format) -> an
     Ok(())
 }
 
+/// A failure of `f` on `line` whose host is a name, explained with what the
+/// filter's `usedns` makes of it (resolved here, waiting: explain is not the
+/// daemon's matching path, which never waits).
+fn host_name_match(
+    f: &mut shield_fail2ban::Filter,
+    line: &str,
+    now: shield_detect::UnixTime,
+) -> Option<shield_detect::Explain> {
+    use shield_fail2ban::dns::{UseDns, resolve_now};
+    let d = f.match_detail(line, now)?.clone();
+    if d.nofail || d.host.parse::<std::net::IpAddr>().is_ok() || !d.host.contains('.') {
+        return None;
+    }
+    let usedns = f.usedns();
+    let note = match usedns {
+        UseDns::No => "usedns = no: a host name is not counted".to_string(),
+        _ => match resolve_now(&d.host) {
+            Some(a) => format!(
+                "usedns = {}: resolves to {a}; the daemon counts it for {a} once its background resolver has the answer",
+                if usedns == UseDns::Yes { "yes" } else { "warn" }
+            ),
+            None => format!(
+                "usedns = {}: does not resolve here, so it is not counted",
+                if usedns == UseDns::Yes { "yes" } else { "warn" }
+            ),
+        },
+    };
+    let mut fields: std::collections::BTreeMap<String, String> = d.fields.into_iter().collect();
+    fields.insert("dns".into(), note);
+    Some(shield_detect::Explain {
+        matched: true,
+        rule: Some(format!("{}#{}", f.name(), d.rule)),
+        host: Some(d.host),
+        time: d.time.map(shield_detect::time::to_rfc3339),
+        fields,
+    })
+}
+
 pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let (mut engines, _) = engines(config, &a.f2b)?;
     if a.list {
@@ -224,6 +262,17 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     let now = shield_daemon::run::now();
+    // A fail2ban filter's matches whose host is a name (`rhost=host.example`)
+    // are explained from the filter itself, with what `usedns` makes of them.
+    let mut names = match &a.f2b.fail2ban_filter {
+        Some(f) => {
+            let r: shield_fail2ban::FilterRef = f
+                .parse()
+                .map_err(|e| anyhow::anyhow!("fail2ban filter `{f}`: {e}"))?;
+            Some(shield_fail2ban::Filter::load(&r, &a.f2b.filter_dir)?)
+        }
+        None => None,
+    };
     // The same bound as the daemon's readers: a line longer than MAX_LINE is
     // skipped (and counted) instead of being held whole in memory.
     let mut lines =
@@ -242,7 +291,12 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
             }
             best.get_or_insert(x);
         }
-        let Some(x) = best else { continue };
+        let Some(mut x) = best else { continue };
+        if !x.matched
+            && let Some(x2) = names.as_mut().and_then(|f| host_name_match(f, line, now))
+        {
+            x = x2;
+        }
         match a.format {
             Format::Json => {
                 serde_json::to_writer(&mut out, &x)?;

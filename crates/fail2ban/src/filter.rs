@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+
+use crate::dns::UseDns;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -241,6 +243,15 @@ pub struct Detail {
     pub fields: Vec<(String, String)>,
 }
 
+/// A DNS name as fail2ban's `<HOST>` takes it (letters, digits, `-`, `_`,
+/// `.`, with a dot), not a failure id.
+fn is_host_name(h: &str) -> bool {
+    h.contains('.')
+        && h.len() <= 253
+        && h.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+}
+
 /// A fail2ban filter ready to match lines.
 pub struct Filter {
     name: String,
@@ -257,6 +268,8 @@ pub struct Filter {
     hits: Vec<bool>,
     maxlines: usize,
     journalmatch: Option<String>,
+    /// What a host matched as a name becomes ([`crate::dns`]).
+    usedns: UseDns,
     dates: Detector,
     tz: TimeZone,
     /// Added to the process clock; only tests move it.
@@ -671,6 +684,7 @@ impl Filter {
             hits: vec![false; n_fail],
             prefilter,
             maxlines,
+            usedns: UseDns::parse(get("usedns")),
             journalmatch: get("journalmatch")
                 .map(str::to_string)
                 .filter(|s| !s.trim().is_empty()),
@@ -681,6 +695,11 @@ impl Filter {
             scan_tainted: false,
             st: State::default(),
         })
+    }
+
+    /// The filter's `usedns` (`warn` when not set, as in fail2ban).
+    pub fn usedns(&self) -> UseDns {
+        self.usedns
     }
 
     /// The `journalmatch` value (for the journald source), if any.
@@ -989,9 +1008,10 @@ impl Filter {
         out
     }
 
-    /// The [`Hit`] of the last failure. A match whose host is not an IP
-    /// address (a DNS name or an `<F-ID>`) yields none: Shield never
-    /// resolves names on the hot path.
+    /// The [`Hit`] of the last failure. A host matched as a name takes the
+    /// name's address once [`crate::dns`] has it (`usedns` `warn`/`yes`;
+    /// never waited for here), else the match yields no hit, as does an
+    /// `<F-ID>` that is no address.
     fn hit(&self) -> Option<Hit<'_>> {
         let (d, fail) = (&self.st.out, &self.st.fail);
         let host = fail.get(self.st.host_key).unwrap_or("");
@@ -1001,7 +1021,11 @@ impl Filter {
         while let Some(h) = host.strip_prefix("::ffff:") {
             host = h;
         }
-        let host: IpAddr = host.parse().ok()?;
+        let host: IpAddr = match host.parse() {
+            Ok(a) => a,
+            Err(_) if self.usedns != UseDns::No && is_host_name(host) => crate::dns::lookup(host)?,
+            Err(_) => return None,
+        };
         let mut hit = Hit::new(d.rule as u32, host, d.time);
         hit.nofail = d.nofail;
         for (k, v) in fail.live() {
@@ -1026,6 +1050,7 @@ impl Filter {
             prefilter: self.prefilter.clone(),
             hits: self.hits.clone(),
             maxlines: self.maxlines,
+            usedns: self.usedns,
             journalmatch: self.journalmatch.clone(),
             dates: self.dates.clone(),
             tz: self.tz.clone(),

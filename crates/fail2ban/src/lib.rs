@@ -10,6 +10,7 @@
 
 mod bt;
 mod date;
+pub mod dns;
 mod filter;
 mod ini;
 mod jail;
