@@ -1,4 +1,4 @@
-//! `shield union ...`: keygen, init, join, status, members. The binary embeds
+//! `shield union ...`: keygen, init, join, status, members, pardon. The binary embeds
 //! [`UnionCmd`] as a clap subcommand and calls [`run`]. This is the CLI edge,
 //! so errors are `anyhow` with context that says what to do.
 
@@ -80,6 +80,21 @@ pub enum UnionCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Ignore union signals for an address or range on this member (the daemon
+    /// does this by itself when `shield decisions delete` ends a decision). A
+    /// running member applies it at its next signal.
+    Pardon {
+        /// Address or range, e.g. `203.0.113.7` or `203.0.113.0/24`.
+        target: String,
+        /// How long, e.g. `24h`; without it the pardon lasts until `--remove`.
+        #[arg(long = "for")]
+        for_: Option<String>,
+        /// Remove the pardon instead.
+        #[arg(long, conflicts_with = "for_")]
+        remove: bool,
+        #[arg(long, default_value = "/var/lib/shield/shield.db")]
+        db: PathBuf,
     },
     /// The treaty's members, policy and digest.
     Members {
@@ -203,7 +218,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     .iter()
                     .map(|(o, v, n, t)| serde_json::json!({"origin": o, "verdict": v, "count": n, "newest": t}))
                     .collect();
-                let doc = serde_json::json!({"union": t.name, "digest": t.digest_hex(), "signals": v, "pardons": s.pardons()?.iter().map(|p| p.to_string()).collect::<Vec<_>>()});
+                let doc = serde_json::json!({"union": t.name, "digest": t.digest_hex(), "signals": v, "pardons": s.pardons(crate::wall_now())?.iter().map(|(p, until)| serde_json::json!({"target": p.to_string(), "until": until})).collect::<Vec<_>>()});
                 writeln!(w, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
                 writeln!(w, "union {} digest {}", t.name, t.digest_hex())?;
@@ -217,6 +232,46 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                         "  {o:<16} {v:<16} {n:>8}  newest {}s ago",
                         (now - newest).max(0)
                     )?;
+                }
+            }
+        }
+        UnionCmd::Pardon {
+            target,
+            for_,
+            remove,
+            db,
+        } => {
+            let net: shield_core::Net = target
+                .parse()
+                .map_err(|e| anyhow::anyhow!("`{target}` is not an address or range: {e}"))?;
+            let s = Store::open(&db)?;
+            if remove {
+                if s.remove_pardon(&net)? {
+                    writeln!(w, "pardon for {net} removed")?;
+                } else {
+                    bail!("no pardon for {net} in {}", db.display());
+                }
+            } else {
+                let now = crate::wall_now();
+                let until = match &for_ {
+                    Some(d) => Some(
+                        now + humantime::parse_duration(d)
+                            .with_context(|| format!("--for `{d}`: write e.g. `24h`"))?
+                            .as_secs() as i64,
+                    ),
+                    None => None,
+                };
+                s.add_pardon(&net, now, until)?;
+                match until {
+                    Some(u) => writeln!(
+                        w,
+                        "union signals for {net} ignored on this member for {} (until {u})",
+                        for_.as_deref().unwrap_or("")
+                    )?,
+                    None => writeln!(
+                        w,
+                        "union signals for {net} ignored on this member until `shield union pardon {net} --remove`"
+                    )?,
                 }
             }
         }

@@ -37,7 +37,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::identity::{Identity, spki_der};
 use crate::signal::Envelope;
-use crate::transport::{BoxFuture, Have, Health, PeerStatus, Sink, Transport};
+use crate::transport::{BoxFuture, Have, Health, Held, PeerStatus, Sink, Transport};
 use crate::treaty::{Canonical, Treaty};
 
 /// Most envelopes in one push or pull answer (200 × the 4 KiB payload cap in
@@ -249,6 +249,9 @@ pub struct Mismatch {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Pull {
     pub have: Have,
+    /// Ranges held above `have` (absent from older members: they get rows past a gap again).
+    #[serde(default)]
+    pub held: Held,
 }
 
 /// One HTTP/1.1 connection to a peer, reopened on failure.
@@ -377,9 +380,15 @@ impl PeerClient {
         self.post_json("/union/v1/push", &envs).await.map(|_| ())
     }
 
-    pub async fn pull(&self, have: &Have) -> Result<Vec<Envelope>, DirectError> {
+    pub async fn pull(&self, have: &Have, held: &Held) -> Result<Vec<Envelope>, DirectError> {
         let b = self
-            .post_json("/union/v1/pull", &Pull { have: have.clone() })
+            .post_json(
+                "/union/v1/pull",
+                &Pull {
+                    have: have.clone(),
+                    held: held.clone(),
+                },
+            )
             .await?;
         serde_json::from_slice(&b).map_err(|e| self.err(format!("bad pull answer: {e}")))
     }
@@ -659,8 +668,8 @@ impl Direct {
         }
         // Pull until the peer has nothing more for us (bounded per round).
         for _ in 0..20 {
-            let have = sink.have();
-            match link.client.pull(&have).await {
+            let (have, held) = sink.have();
+            match link.client.pull(&have, &held).await {
                 Ok(envs) => {
                     link.set(Health::Up, None);
                     let n = envs.len();
@@ -738,10 +747,10 @@ async fn h_pull(
     Extension(PeerName(peer)): Extension<PeerName>,
     Json(p): Json<Pull>,
 ) -> Response {
-    if p.have.len() > 10_000 {
+    if p.have.len() > 10_000 || p.held.len() > 10_000 {
         return (StatusCode::PAYLOAD_TOO_LARGE, "too many origins in `have`").into_response();
     }
-    Json(sink.serve(&p.have, BATCH, &peer)).into_response()
+    Json(sink.serve(&p.have, &p.held, BATCH, &peer)).into_response()
 }
 
 impl Transport for Direct {

@@ -327,7 +327,7 @@ impl Nats {
         let mut have = Have::new();
         let mut new = 0;
         loop {
-            let page = sink.serve(&have, 512, "nats");
+            let page = sink.serve(&have, &Default::default(), 512, "nats");
             if page.is_empty() {
                 return Ok(new);
             }

@@ -425,6 +425,15 @@ impl Treaty {
         self.policies.get(scenario)
     }
 
+    /// The longest `max_duration` of any binding policy (zero without policies).
+    pub fn longest_duration(&self) -> Duration {
+        self.policies
+            .values()
+            .map(|p| p.max_duration)
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.get(name)
     }
