@@ -46,6 +46,13 @@ pub const BATCH: usize = 200;
 /// Largest answer body read from a peer.
 const MAX_ANSWER: usize = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most connections the union listener holds at once (each costs a file
+/// descriptor; every member keeps one open to us). A direct union is meant for
+/// up to a few hundred members; larger ones run on NATS.
+pub const MAX_CONNS: usize = 512;
+/// Most connections held at once from one source address: a member needs one
+/// or two, so one host cannot take the listener's whole budget.
+pub const MAX_CONNS_PER_IP: usize = 32;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SERVER_NAME: &str = "shield-union";
 
@@ -446,6 +453,10 @@ pub struct Direct {
     /// Handshakes refused because the client key is revoked / not a member.
     pub refused_revoked: Arc<AtomicU64>,
     pub refused_unknown: Arc<AtomicU64>,
+    /// Connections closed at once because the listener was at a connection cap.
+    pub refused_conn_cap: Arc<AtomicU64>,
+    /// Open connections per source address (std Mutex: a map update per accept and close).
+    per_ip: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     /// Key → member name, to name the peer of an accepted connection.
     names: Vec<(Vec<u8>, String)>,
 }
@@ -518,6 +529,8 @@ impl Direct {
             interval: treaty.sync_interval,
             refused_revoked,
             refused_unknown,
+            refused_conn_cap: Arc::new(AtomicU64::new(0)),
+            per_ip: Arc::default(),
             names: treaty
                 .members()
                 .map(|m| (spki_der(&m.key), m.name.clone()))
@@ -553,11 +566,19 @@ impl Direct {
                     }
                 },
             };
+            while conns.try_join_next().is_some() {}
+            let Some(slot) = ConnSlot::take(&self.per_ip, addr.ip(), conns.len()) else {
+                // Closing at once costs the sender a reconnect, us nothing.
+                self.refused_conn_cap.fetch_add(1, Ordering::Relaxed);
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let app = app.clone();
             let mut sd = shutdown.clone();
             conns.spawn(async move {
+                let _slot = slot;
                 let tls =
                     match tokio::time::timeout(CONNECT_TIMEOUT, this.acceptor.accept(tcp)).await {
                         Ok(Ok(t)) => t,
@@ -592,7 +613,6 @@ impl Direct {
                     _ = sd.changed() => {}
                 }
             });
-            while conns.try_join_next().is_some() {}
         }
         conns.shutdown().await;
     }
@@ -688,6 +708,47 @@ impl Direct {
                     link.set(Health::Down, Some(e.to_string()));
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// One source address's share of the listener, released when the connection ends.
+struct ConnSlot {
+    map: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnSlot {
+    /// A slot for `ip` if neither cap is reached (`open` = connections held now).
+    fn take(
+        map: &Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        open: usize,
+    ) -> Option<ConnSlot> {
+        if open >= MAX_CONNS {
+            return None;
+        }
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_CONNS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
             }
         }
     }

@@ -793,12 +793,19 @@ impl UnionHandle {
         let peers = self.transport.peers();
         let st = self.engine.lock();
         let mut counters = st.counters.clone();
-        let (rev, unk) = self.direct.as_ref().map_or((0, 0), |d| {
+        let (rev, unk, cap) = self.direct.as_ref().map_or((0, 0, 0), |d| {
             (
                 d.refused_revoked.load(Ordering::Relaxed),
                 d.refused_unknown.load(Ordering::Relaxed),
+                d.refused_conn_cap.load(Ordering::Relaxed),
             )
         });
+        if cap > 0 {
+            *counters
+                .refused
+                .entry(Refusal::ConnectionCap.as_str())
+                .or_default() += cap;
+        }
         if rev > 0 {
             *counters
                 .refused

@@ -321,3 +321,36 @@ async fn one_member_cannot_shorten_a_quorum_decision() {
     );
     na.stop().await;
 }
+
+/// Item 8: one host opens 400 connections to a member's union listener and
+/// holds them (no TLS handshake). The listener keeps at most its per-address
+/// share and closes the rest at once; honest members (another address) still
+/// get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_listener_caps_connections_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let t = treaty_text(&[&a, &b], "", "", "");
+    let mut na = start(dir.path(), &a, &t).await;
+    let nb = start(dir.path(), &b, &t).await;
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", a.port).parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        // From 127.0.0.2: all of 127/8 is loopback, and the members use 127.0.0.1.
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(c) = s.connect(target).await {
+            held.push(c);
+        }
+    }
+    let capped = 400 - shield_union::direct::MAX_CONNS_PER_IP as u64;
+    until(5000, "connections over the cap closed", || {
+        na.refused("connection_cap") >= capped
+    })
+    .await;
+    assert!(nb.h().publish(&decision("203.0.113.88/32"), &[]).unwrap());
+    let d = recv_n(&mut na.rx, 1, 5000).await;
+    assert_eq!(d[0].origin, Origin::Union("b".into()));
+    drop(held);
+    na.stop().await;
+}
