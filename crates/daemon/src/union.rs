@@ -14,7 +14,17 @@ use tokio::task::JoinHandle;
 use crate::plan::Plan;
 use crate::run::Msg;
 
-type Publish = UnboundedSender<(Decision, Vec<String>)>;
+/// What the decision thread asks of the union.
+pub enum ToUnion {
+    /// A local decision with its evidence: sign and share it if its scenario binds.
+    Publish(Decision, Vec<String>),
+    /// An operator deleted a decision for this target (it would have ended at the
+    /// given time): ignore union signals for it until then, and at least for the
+    /// treaty's longest decision, so the next signal does not ban it again.
+    Pardon(shield_core::Net, shield_core::UnixTime),
+}
+
+type Publish = UnboundedSender<ToUnion>;
 
 /// Starts the union when the config has a `[union]` table.
 pub async fn start(
@@ -36,7 +46,7 @@ pub async fn start(
     let handle = shield_union::UnionHandle::start(cfg, in_tx)
         .await
         .with_context(|| format!("starting the union member `{}`", u.member))?;
-    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(Decision, Vec<String>)>();
+    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<ToUnion>();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -44,11 +54,20 @@ pub async fn start(
                 Some(d) = in_rx.recv() => {
                     if tx.send(Msg::Admit { decision: d, reply: None }).is_err() { break; }
                 }
-                Some((d, ev)) = pub_rx.recv() => {
-                    if let Err(e) = handle.publish(&d, &ev) {
-                        tracing::warn!(error = %e, target = %d.target, "could not share the decision with the union");
+                Some(m) = pub_rx.recv() => match m {
+                    ToUnion::Publish(d, ev) => {
+                        if let Err(e) = handle.publish(&d, &ev) {
+                            tracing::warn!(error = %e, target = %d.target, "could not share the decision with the union");
+                        }
                     }
-                }
+                    ToUnion::Pardon(net, expires) => {
+                        let until = expires.max(shield_core::wall_now() + handle.pardon_span().as_secs() as i64);
+                        match handle.pardon(net, Some(until)) {
+                            Ok(()) => tracing::info!(target = %net, until, "deleted locally: union signals for it are ignored on this member until then"),
+                            Err(e) => tracing::warn!(error = %e, target = %net, "could not pardon the deleted target in the union; its next signal bans it again"),
+                        }
+                    }
+                },
                 _ = tick.tick() => {
                     let s = serde_json::to_value(handle.status()).ok();
                     *status.lock().unwrap_or_else(|p| p.into_inner()) = s;

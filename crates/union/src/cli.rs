@@ -351,6 +351,47 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn pardon_adds_lists_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("shield.db");
+        let pardon = |target: &str, for_: Option<&str>, remove: bool| {
+            let mut out = Vec::new();
+            run_to(
+                UnionCmd::Pardon {
+                    target: target.into(),
+                    for_: for_.map(str::to_string),
+                    remove,
+                    db: db.clone(),
+                },
+                &mut out,
+            )
+            .map(|()| String::from_utf8(out).unwrap())
+        };
+        assert!(
+            pardon("203.0.113.7", Some("2h"), false)
+                .unwrap()
+                .contains("for 2h")
+        );
+        let s = Store::open(&db).unwrap();
+        let now = crate::wall_now();
+        let p = s.pardons(now).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.to_string(), "203.0.113.7/32");
+        assert!(p[0].1.unwrap() >= now + 7199);
+        assert!(
+            s.pardons(now + 7300).unwrap().is_empty(),
+            "a timed pardon ends"
+        );
+        assert!(
+            pardon("203.0.113.7", None, true)
+                .unwrap()
+                .contains("removed")
+        );
+        assert!(pardon("203.0.113.7", None, true).is_err());
+        assert!(pardon("not-an-ip", None, false).is_err());
+    }
+
+    #[test]
     fn keygen_init_join_members() {
         let dir = tempfile::tempdir().unwrap();
         let k1 = dir.path().join("a.key");
