@@ -1,10 +1,12 @@
-//! `shield union ...`: keygen, init, join, status, members, pardon. The binary embeds
+//! `shield union ...`: keygen, init, join, status, members, pardon, and the
+//! amendments of the treaty's history: propose, sign, pending, ratify, history. The binary embeds
 //! [`UnionCmd`] as a clap subcommand and calls [`run`]. This is the CLI edge,
 //! so errors are `anyhow` with context that says what to do.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
+use crate::history::{Amendment, History};
 use crate::identity::{Identity, parse_public};
 use crate::store::Store;
 use crate::treaty::{MemberFile, PolicyFile, Treaty, TreatyFile};
@@ -96,6 +98,71 @@ pub enum UnionCmd {
         #[arg(long, default_value = "/var/lib/shield/shield.db")]
         db: PathBuf,
     },
+    /// Propose the next version of the treaty, signed by this member: a whole
+    /// new treaty file (`--new`), or one change (`--add` / `--revoke`). Writes
+    /// the amendment into the amendments directory for members to sign.
+    Propose {
+        #[arg(long, default_value = "/etc/shield/treaty.toml")]
+        treaty: PathBuf,
+        /// This member's name and key (the proposer signs first).
+        #[arg(long)]
+        member: String,
+        #[arg(long, default_value = "/etc/shield/union.key")]
+        key: PathBuf,
+        /// The complete proposed treaty (bindings, caps, quorum, transport, members).
+        #[arg(long, conflicts_with_all = ["add", "revoke"])]
+        new: Option<PathBuf>,
+        /// Add a member: its name (with --public-key and --endpoint).
+        #[arg(long, requires_all = ["public_key", "endpoint"], conflicts_with = "revoke")]
+        add: Option<String>,
+        #[arg(long)]
+        public_key: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Revoke a member: it leaves the treaty and its key is refused from this version on.
+        #[arg(long)]
+        revoke: Option<String>,
+        /// Where amendments are kept (default: `<treaty>.amendments/`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Sign an amendment as this member (a member of the version it amends).
+    Sign {
+        /// The amendment's id (or a unique prefix), or its file.
+        amendment: String,
+        #[arg(long, default_value = "/etc/shield/treaty.toml")]
+        treaty: PathBuf,
+        #[arg(long)]
+        member: String,
+        #[arg(long, default_value = "/etc/shield/union.key")]
+        key: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Amendments waiting for signatures: what each changes and how many it has.
+    Pending {
+        #[arg(long, default_value = "/etc/shield/treaty.toml")]
+        treaty: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Install the next version: of the pending amendments for it that a strict
+    /// majority signed, the one with the smallest id (the same on every member).
+    /// Writes the treaty file and its history; restart the member to apply it.
+    Ratify {
+        #[arg(long, default_value = "/etc/shield/treaty.toml")]
+        treaty: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The treaty's versions, each verified from the genesis digest.
+    History {
+        #[arg(long, default_value = "/etc/shield/treaty.toml")]
+        treaty: PathBuf,
+        /// The union's genesis digest to verify against (default: version 1's own).
+        #[arg(long)]
+        genesis: Option<String>,
+    },
     /// The treaty's members, policy and digest.
     Members {
         #[arg(long, default_value = "/etc/shield/treaty.toml")]
@@ -107,6 +174,48 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+fn amend_dir(treaty: &Path, dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| {
+        let mut p = treaty.as_os_str().to_owned();
+        p.push(".amendments");
+        PathBuf::from(p)
+    })
+}
+
+fn list_amendments(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Amendment)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in rd {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            out.push((p.clone(), crate::history::load_amendment(&p)?));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn find_amendment(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(what);
+    if p.is_file() {
+        return Ok(p.to_owned());
+    }
+    let hits: Vec<PathBuf> = list_amendments(dir)?
+        .into_iter()
+        .filter(|(_, a)| a.id().starts_with(what))
+        .map(|(p, _)| p)
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no amendment `{what}` in {}", dir.display()),
+        _ => bail!("`{what}` names several amendments; give more of the id"),
+    }
 }
 
 fn parse_bind(s: &str) -> anyhow::Result<PolicyFile> {
@@ -315,6 +424,213 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 );
             }
         }
+        UnionCmd::Propose {
+            treaty,
+            member,
+            key,
+            new,
+            add,
+            public_key,
+            endpoint,
+            revoke,
+            dir,
+        } => {
+            let h = History::load_or_genesis(&treaty)?;
+            let cur = h.current().clone();
+            let id = Identity::load(&key)?;
+            let cur_t = cur.parsed()?;
+            match cur_t.member(&member) {
+                Some(m) if m.key == id.public() => {}
+                Some(_) => bail!(
+                    "key {} is not `{member}`'s key in the current treaty",
+                    key.display()
+                ),
+                None => {
+                    bail!("`{member}` is not a member of the current treaty; only members propose")
+                }
+            }
+            let next = if let Some(p) = new {
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?
+            } else {
+                let mut file: TreatyFile =
+                    toml::from_str(&cur.treaty).context("parsing the current treaty")?;
+                if let Some(name) = add {
+                    let pk = public_key.unwrap_or_default();
+                    parse_public(&pk)?;
+                    if file.members.iter().any(|m| m.name == name) {
+                        bail!("`{name}` is already a member");
+                    }
+                    file.members.push(MemberFile {
+                        name,
+                        key: pk,
+                        endpoint: endpoint.unwrap_or_default(),
+                        max_signals_per_minute: None,
+                    });
+                } else if let Some(name) = revoke {
+                    let Some(i) = file.members.iter().position(|m| m.name == name) else {
+                        bail!("`{name}` is not a member");
+                    };
+                    let m = file.members.remove(i);
+                    file.revoked.push(m.key);
+                } else {
+                    bail!("say what changes: --new FILE, --add NAME or --revoke NAME");
+                }
+                toml::to_string_pretty(&file)?
+            };
+            let a = Amendment::propose(&cur, &next, &member, &id)?;
+            let next_t = a.parsed()?;
+            let (need, _) = crate::history::required(&cur_t, &next_t);
+            let d = amend_dir(&treaty, dir);
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            let path = d.join(format!("{}.json", &a.id()[..16]));
+            crate::history::save_amendment(&path, &a)?;
+            writeln!(
+                w,
+                "proposed version {} as amendment {} ({})",
+                a.version,
+                &a.id()[..16],
+                path.display()
+            )?;
+            for line in crate::treaty::Canonical::diff(cur_t.canonical(), next_t.canonical()) {
+                writeln!(w, "  {line}")?;
+            }
+            writeln!(
+                w,
+                "signatures: 1 of the {need} needed; members sign with `shield union sign {}`",
+                &a.id()[..16]
+            )?;
+        }
+        UnionCmd::Sign {
+            amendment,
+            treaty,
+            member,
+            key,
+            dir,
+        } => {
+            let path = find_amendment(&amend_dir(&treaty, dir), &amendment)?;
+            let mut a = crate::history::load_amendment(&path)?;
+            let h = History::load_or_genesis(&treaty)?;
+            let cur = h.current();
+            if a.version != cur.version + 1 || a.prev != cur.digest {
+                bail!(
+                    "amendment {} is for version {} after digest {}, the current version is {} ({}); it is stale or replayed: not signed",
+                    &a.id()[..16],
+                    a.version,
+                    a.prev,
+                    cur.version,
+                    cur.digest
+                );
+            }
+            let cur_t = cur.parsed()?;
+            let id = Identity::load(&key)?;
+            match cur_t.member(&member) {
+                Some(m) if m.key == id.public() => {}
+                _ => bail!(
+                    "`{member}` with key {} is not a member of the current treaty",
+                    key.display()
+                ),
+            }
+            a.parsed()?;
+            a.sign(&member, &id);
+            let have = a.valid_signers(&cur_t)?.len();
+            let (need, _) = crate::history::required(&cur_t, &a.parsed()?);
+            crate::history::save_amendment(&path, &a)?;
+            writeln!(
+                w,
+                "signed amendment {} as `{member}`: {have} of {need} signatures",
+                &a.id()[..16]
+            )?;
+        }
+        UnionCmd::Pending { treaty, dir } => {
+            let h = History::load_or_genesis(&treaty)?;
+            let cur = h.current();
+            let cur_t = cur.parsed()?;
+            for (path, a) in list_amendments(&amend_dir(&treaty, dir))? {
+                let state = match crate::history::check_next(cur, &cur_t, &a) {
+                    Ok(_) => "ratifiable".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                writeln!(
+                    w,
+                    "{} version {} by {} ({}): {state}",
+                    &a.id()[..16],
+                    a.version,
+                    a.proposer,
+                    path.display()
+                )?;
+                if let Ok(next) = a.parsed() {
+                    for line in crate::treaty::Canonical::diff(cur_t.canonical(), next.canonical())
+                    {
+                        writeln!(w, "  {line}")?;
+                    }
+                }
+            }
+        }
+        UnionCmd::Ratify { treaty, dir } => {
+            let mut h = History::load_or_genesis(&treaty)?;
+            let cur = h.current().clone();
+            let cur_t = cur.parsed()?;
+            let ok: Vec<Amendment> = list_amendments(&amend_dir(&treaty, dir))?
+                .into_iter()
+                .map(|(_, a)| a)
+                .filter(|a| crate::history::check_next(&cur, &cur_t, a).is_ok())
+                .collect();
+            let Some(win) = crate::history::choose(&ok).cloned() else {
+                bail!(
+                    "no pending amendment for version {} has a strict majority of signatures yet (see `shield union pending`)",
+                    cur.version + 1
+                );
+            };
+            let t = h.ratify(win.clone())?;
+            h.save(&treaty)?;
+            writeln!(
+                w,
+                "ratified version {} (amendment {}); treaty digest {}",
+                win.version,
+                &win.id()[..16],
+                t.digest_hex()
+            )?;
+            if ok.len() > 1 {
+                writeln!(
+                    w,
+                    "{} other amendment(s) for this version lost to the smallest id and are void",
+                    ok.len() - 1
+                )?;
+            }
+            writeln!(w, "restart this member to apply it")?;
+        }
+        UnionCmd::History { treaty, genesis } => {
+            let h = History::load_or_genesis(&treaty)?;
+            let anchor = genesis.unwrap_or_else(|| h.versions[0].digest.clone());
+            let verdict = match h.verify(&anchor) {
+                Ok(_) => "verified".to_string(),
+                Err(e) => format!("NOT VERIFIED: {e}"),
+            };
+            writeln!(w, "union {} genesis {anchor}: {verdict}", h.current().union)?;
+            for a in &h.versions {
+                let signers: Vec<&str> = a.approvals.iter().map(|x| x.member.as_str()).collect();
+                writeln!(
+                    w,
+                    "  v{} {} {}",
+                    a.version,
+                    &a.digest[..16],
+                    if a.version == 1 {
+                        "genesis".to_string()
+                    } else {
+                        format!("by {} signed by {}", a.proposer, signers.join(", "))
+                    }
+                )?;
+            }
+            let file = Treaty::load(&treaty)?;
+            if file.digest_hex() != h.current().digest {
+                writeln!(
+                    w,
+                    "WARNING: {} (digest {}) is not the history's current version",
+                    treaty.display(),
+                    file.digest_hex()
+                )?;
+            }
+        }
         UnionCmd::Members { treaty } => {
             let t = Treaty::load(&treaty)?;
             writeln!(w, "union {} digest {}", t.name, t.digest_hex())?;
@@ -349,6 +665,126 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn amendments_propose_sign_ratify_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let tp = dir.path().join("treaty.toml");
+        let ids: Vec<(String, Identity, PathBuf)> = (0..5)
+            .map(|i| {
+                let id = Identity::from_seed([i + 1; 32]);
+                let k = dir.path().join(format!("m{i}.key"));
+                id.write(&k, false).unwrap();
+                (format!("m{i}"), id, k)
+            })
+            .collect();
+        let v: Vec<(&str, &Identity, u16)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, (n, id, _))| (n.as_str(), id, 7000 + i as u16))
+            .collect();
+        std::fs::write(&tp, crate::treaty::tests::sample(&v, "")).unwrap();
+        let genesis = Treaty::load(&tp).unwrap().digest_hex();
+        let run = |c: UnionCmd| {
+            let mut out = Vec::new();
+            run_to(c, &mut out).map(|()| String::from_utf8(out).unwrap())
+        };
+        let out = run(UnionCmd::Propose {
+            treaty: tp.clone(),
+            member: "m0".into(),
+            key: ids[0].2.clone(),
+            new: None,
+            add: None,
+            public_key: None,
+            endpoint: None,
+            revoke: Some("m4".into()),
+            dir: None,
+        })
+        .unwrap();
+        assert!(
+            out.contains("my treaty has member `m4` that yours does not"),
+            "{out}"
+        );
+        assert!(out.contains("1 of the 3 needed"), "{out}");
+        let amend_id = out.split_whitespace().nth(5).unwrap().to_string();
+        let sign = |i: usize| {
+            run(UnionCmd::Sign {
+                amendment: amend_id.clone(),
+                treaty: tp.clone(),
+                member: ids[i].0.clone(),
+                key: ids[i].2.clone(),
+                dir: None,
+            })
+        };
+        sign(1).unwrap();
+        // 2 of the 4 voters: a minority cannot ratify; the treaty is unchanged.
+        let e = run(UnionCmd::Ratify {
+            treaty: tp.clone(),
+            dir: None,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("strict majority"), "{e}");
+        assert_eq!(Treaty::load(&tp).unwrap().digest_hex(), genesis);
+        let pending = run(UnionCmd::Pending {
+            treaty: tp.clone(),
+            dir: None,
+        })
+        .unwrap();
+        assert!(pending.contains("2 valid signature(s)"), "{pending}");
+        // A signer with the wrong key is refused.
+        let e = run(UnionCmd::Sign {
+            amendment: amend_id.clone(),
+            treaty: tp.clone(),
+            member: "m2".into(),
+            key: ids[3].2.clone(),
+            dir: None,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("is not a member"), "{e}");
+        assert!(sign(2).unwrap().contains("3 of 3"));
+        let out = run(UnionCmd::Ratify {
+            treaty: tp.clone(),
+            dir: None,
+        })
+        .unwrap();
+        assert!(out.contains("ratified version 2"), "{out}");
+        let t = Treaty::load(&tp).unwrap();
+        assert!(t.member("m4").is_none() && t.is_revoked(&ids[4].1.public()));
+        let h = run(UnionCmd::History {
+            treaty: tp.clone(),
+            genesis: Some(genesis.clone()),
+        })
+        .unwrap();
+        assert!(h.contains("verified") && h.contains("v2"), "{h}");
+        // The old amendment again: stale, neither signed nor ratified.
+        assert!(
+            sign(3)
+                .unwrap_err()
+                .to_string()
+                .contains("stale or replayed")
+        );
+        assert!(
+            run(UnionCmd::Ratify {
+                treaty: tp.clone(),
+                dir: None
+            })
+            .is_err()
+        );
+        // The revoked member can no longer propose.
+        let e = run(UnionCmd::Propose {
+            treaty: tp.clone(),
+            member: "m4".into(),
+            key: ids[4].2.clone(),
+            new: None,
+            add: Some("x".into()),
+            public_key: Some(Identity::from_seed([77; 32]).public_string()),
+            endpoint: Some("127.0.0.1:1".into()),
+            revoke: None,
+            dir: None,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not a member"), "{e}");
+    }
 
     #[test]
     fn pardon_adds_lists_and_removes() {

@@ -26,6 +26,7 @@
 pub mod cli;
 pub mod direct;
 pub mod drill;
+pub mod history;
 pub mod identity;
 pub mod nats;
 pub mod signal;
