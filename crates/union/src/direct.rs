@@ -7,7 +7,10 @@
 //! Protocol (JSON over HTTP/1.1, all POST):
 //! - `/union/v1/hello` `{member, treaty}` → 200, or 409 `{differences}` naming what differs;
 //! - `/union/v1/push`  `[Envelope]` → 204 (409 if the sender's treaty differs);
-//! - `/union/v1/pull`  `{have}` → `[Envelope]` above `have` per origin, every origin (relay).
+//! - `/union/v1/pull`  `{have, held}` → `[Envelope]` missing per origin, every origin (relay);
+//! - `/union/v1/gov`   `{since}` → `{history, pending}`: treaty versions after `since` and the
+//!   amendments pending on the current one (served even to a peer on another treaty version,
+//!   so it can catch up).
 //!
 //! Owns sockets, TLS, the listener and per-peer workers (push queue and the
 //! anti-entropy loop). Trust decisions belong to the [`Sink`].
@@ -254,6 +257,11 @@ pub struct Mismatch {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct GovAsk {
+    pub since: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Pull {
     pub have: Have,
     /// Ranges held above `have` (absent from older members: they get rows past a gap again).
@@ -385,6 +393,11 @@ impl PeerClient {
 
     pub async fn push(&self, envs: &[Envelope]) -> Result<(), DirectError> {
         self.post_json("/union/v1/push", &envs).await.map(|_| ())
+    }
+
+    pub async fn gov(&self, since: u64) -> Result<crate::history::Gov, DirectError> {
+        let b = self.post_json("/union/v1/gov", &GovAsk { since }).await?;
+        serde_json::from_slice(&b).map_err(|e| self.err(format!("bad governance answer: {e}")))
     }
 
     pub async fn pull(&self, have: &Have, held: &Held) -> Result<Vec<Envelope>, DirectError> {
@@ -552,6 +565,7 @@ impl Direct {
             .route("/union/v1/hello", post(h_hello))
             .route("/union/v1/push", post(h_push))
             .route("/union/v1/pull", post(h_pull))
+            .route("/union/v1/gov", post(h_gov))
             .with_state(sink);
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -672,12 +686,27 @@ impl Direct {
         }
     }
 
+    /// Exchange treaty versions and amendments with a peer (whatever its
+    /// treaty version: this is how a member behind catches up).
+    async fn gov_once(&self, link: &PeerLink, sink: &Arc<dyn Sink>) {
+        // One version back, so a conflicting last version is compared too.
+        let since = sink.gov_version().saturating_sub(1);
+        match link.client.gov(since).await {
+            Ok(g) if !g.history.is_empty() || !g.pending.is_empty() => {
+                sink.gov_absorb(&link.client.name, g)
+            }
+            Ok(_) => sink.gov_absorb(&link.client.name, Default::default()),
+            Err(e) => tracing::debug!(peer = %link.client.name, "governance exchange: {e}"),
+        }
+    }
+
     async fn sync_once(&self, link: &PeerLink, sink: &Arc<dyn Sink>) {
         if link.health() != Health::Up {
             match link.client.hello(&self.me, &self.canonical).await {
                 Ok(()) => link.set(Health::Up, None),
                 Err(e @ DirectError::Refused { status: 409, .. }) => {
                     link.set(Health::TreatyMismatch, Some(e.to_string()));
+                    self.gov_once(link, sink).await;
                     return;
                 }
                 Err(e) => {
@@ -686,6 +715,7 @@ impl Direct {
                 }
             }
         }
+        self.gov_once(link, sink).await;
         // Pull until the peer has nothing more for us (bounded per round).
         for _ in 0..20 {
             let (have, held) = sink.have();
@@ -801,6 +831,10 @@ async fn h_push(
         )
             .into_response()
     }
+}
+
+async fn h_gov(State(sink): State<Arc<dyn Sink>>, Json(a): Json<GovAsk>) -> Response {
+    Json(sink.gov_answer(a.since)).into_response()
 }
 
 async fn h_pull(

@@ -566,3 +566,174 @@ mod tests {
         ));
     }
 }
+
+/// What one member offers another over the transport: the versions after the
+/// asker's, and the amendments pending on its own current version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Gov {
+    pub history: Vec<Amendment>,
+    pub pending: Vec<Amendment>,
+}
+
+/// Most amendments in one answer (a union that amends more often catches up
+/// over several rounds).
+pub const MAX_GOV: usize = 64;
+
+/// Where the amendments of `treaty_path` wait for signatures.
+pub fn amendments_dir(treaty_path: &Path) -> PathBuf {
+    let mut p = treaty_path.as_os_str().to_owned();
+    p.push(".amendments");
+    PathBuf::from(p)
+}
+
+/// Amendments in `dir` (unreadable files are skipped: they are not ours to fix).
+pub fn pending_in(dir: &Path) -> Vec<(PathBuf, Amendment)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, Amendment)> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| load_amendment(&p).ok().map(|a| (p, a)))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The answer to a peer at `since`.
+pub fn gov_answer(treaty_path: &Path, since: u64) -> Gov {
+    let Ok(h) = History::load_or_genesis(treaty_path) else {
+        return Gov::default();
+    };
+    let cur = h.current().version;
+    Gov {
+        history: h
+            .versions
+            .iter()
+            .filter(|a| a.version > since)
+            .take(MAX_GOV)
+            .cloned()
+            .collect(),
+        pending: pending_in(&amendments_dir(treaty_path))
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| a.version == cur + 1)
+            .take(MAX_GOV)
+            .collect(),
+    }
+}
+
+/// What taking a peer's [`Gov`] changed here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Absorbed {
+    /// The new current version, when the treaty file was rewritten.
+    pub installed: Option<u64>,
+    /// Amendments stored or given new signatures.
+    pub merged: usize,
+    /// Amendments refused (forged, stale, replayed, from a stranger).
+    pub refused: usize,
+}
+
+/// Take a peer's history and pending amendments: extend our history with
+/// versions that verify against it (replacing our last versions when a peer's
+/// conflicting one for the same version has the smaller id — every member
+/// ends on the same chain), merge valid signatures into our pending
+/// amendments, and ratify the next version as soon as one has a strict
+/// majority. Writes the treaty file when the current version changes.
+pub fn absorb(treaty_path: &Path, gov: &Gov) -> Result<Absorbed, HistoryError> {
+    let mut h = History::load_or_genesis(treaty_path)?;
+    let mut out = Absorbed::default();
+    let before = h.current().digest.clone();
+    for a in &gov.history {
+        if a.version <= 1 {
+            continue;
+        }
+        let i = (a.version - 1) as usize; // index of version a.version
+        if i > h.versions.len() {
+            continue; // a gap: the missing versions come in this or a later answer
+        }
+        if i < h.versions.len() {
+            let ours = &h.versions[i];
+            if ours.digest == a.digest || ours.id() <= a.id() {
+                continue;
+            }
+            // Same version, other content, smaller id: check it, then adopt it.
+            let prev = h.versions[i - 1].clone();
+            match check_next(&prev, &prev.parsed()?, a) {
+                Ok(_) => h.versions.truncate(i),
+                Err(_) => {
+                    out.refused += 1;
+                    continue;
+                }
+            }
+        }
+        match h.ratify(a.clone()) {
+            Ok(_) => {}
+            Err(_) => out.refused += 1,
+        }
+    }
+    let dir = amendments_dir(treaty_path);
+    let cur = h.current().clone();
+    let cur_t = cur.parsed()?;
+    let mine = pending_in(&dir);
+    for a in &gov.pending {
+        if a.version != cur.version + 1 || a.prev != cur.digest || a.parsed().is_err() {
+            out.refused += 1;
+            continue;
+        }
+        // Keep only signatures that verify, one by one.
+        let valid: Vec<Approval> = a
+            .approvals
+            .iter()
+            .filter(|p| {
+                let mut one = a.clone();
+                one.approvals = vec![(*p).clone()];
+                one.valid_signers(&cur_t).is_ok()
+            })
+            .cloned()
+            .collect();
+        if !valid.iter().any(|p| p.member == a.proposer) {
+            out.refused += 1;
+            continue;
+        }
+        let id = a.id();
+        let (path, mut local) = match mine.iter().find(|(_, m)| m.id() == id) {
+            Some((p, m)) => (p.clone(), m.clone()),
+            None => {
+                let mut m = a.clone();
+                m.approvals.clear();
+                (dir.join(format!("{}.json", &id[..16])), m)
+            }
+        };
+        let n = local.approvals.len();
+        for p in valid {
+            if !local.approvals.iter().any(|x| x.member == p.member) {
+                local.approvals.push(p);
+            }
+        }
+        local.approvals.sort_by(|a, b| a.member.cmp(&b.member));
+        if local.approvals.len() > n {
+            std::fs::create_dir_all(&dir).map_err(|source| HistoryError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            save_amendment(&path, &local)?;
+            out.merged += 1;
+        }
+    }
+    // Ratify the next version when one has its majority.
+    let ratifiable: Vec<Amendment> = pending_in(&dir)
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| check_next(&cur, &cur_t, a).is_ok())
+        .collect();
+    if let Some(win) = choose(&ratifiable) {
+        h.ratify(win.clone())?;
+    }
+    if h.current().digest != before {
+        h.save(treaty_path)?;
+        out.installed = Some(h.current().version);
+    }
+    Ok(out)
+}

@@ -154,6 +154,11 @@ struct Engine {
     treaty: Treaty,
     /// Targets no signal may ban (member endpoints, NATS hosts, special ranges).
     protected: Protected,
+    /// The treaty file; its history and amendments live beside it.
+    treaty_path: PathBuf,
+    /// Serializes this member's writes of the treaty files (peers' answers
+    /// arrive on several tasks); held during file I/O, never with `state`.
+    gov: Mutex<()>,
     state: Mutex<State>,
     inbound: mpsc::Sender<Decision>,
 }
@@ -594,6 +599,48 @@ impl Sink for SinkImpl {
     fn delivered(&self, n: usize) {
         self.0.lock().counters.sent += n as u64;
     }
+
+    fn gov_version(&self) -> u64 {
+        history::History::load_or_genesis(&self.0.treaty_path)
+            .map(|h| h.current().version)
+            .unwrap_or(1)
+    }
+
+    fn gov_answer(&self, since: u64) -> history::Gov {
+        history::gov_answer(&self.0.treaty_path, since)
+    }
+
+    fn gov_absorb(&self, from: &str, gov: history::Gov) {
+        let r = {
+            let _one_writer = self.0.gov.lock().unwrap_or_else(|p| p.into_inner());
+            history::absorb(&self.0.treaty_path, &gov)
+        };
+        let mut st = self.0.lock();
+        match r {
+            Ok(a) => {
+                st.counters.amendments_refused += a.refused as u64;
+                if a.merged > 0 {
+                    tracing::info!(peer = from, merged = a.merged, "treaty amendments received");
+                }
+                if let Some(v) = a.installed {
+                    tracing::info!(
+                        peer = from,
+                        version = v,
+                        "treaty version {v} ratified and installed; the member applies it now"
+                    );
+                }
+            }
+            Err(e) => {
+                if let Some(s) = st.log.allow("gov") {
+                    tracing::warn!(
+                        suppressed = s,
+                        peer = from,
+                        "cannot take treaty amendments: {e}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Every minute (and at start), forget signals older than the treaty's
@@ -728,6 +775,8 @@ impl UnionHandle {
             me: cfg.name.clone(),
             id,
             protected,
+            treaty_path: cfg.treaty_path.clone(),
+            gov: Mutex::new(()),
             treaty,
             state: Mutex::new(state),
             inbound,

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+use crate::history::Gov;
 use crate::signal::Envelope;
 use crate::treaty::Canonical;
 
@@ -41,6 +42,16 @@ pub trait Sink: Send + Sync + 'static {
     fn check_treaty(&self, peer: &str, theirs: &Canonical) -> Result<(), Vec<String>>;
     /// A delivery to a peer succeeded (for counters).
     fn delivered(&self, n: usize);
+    /// This member's treaty version (its history's current one).
+    fn gov_version(&self) -> u64 {
+        1
+    }
+    /// Treaty versions after `since` and amendments pending here, for a peer.
+    fn gov_answer(&self, _since: u64) -> Gov {
+        Gov::default()
+    }
+    /// A peer's versions and pending amendments: verify, merge, ratify.
+    fn gov_absorb(&self, _from: &str, _gov: Gov) {}
 }
 
 /// How a peer looks from here.

@@ -101,6 +101,8 @@ pub struct Counters {
     pub relayed: u64,
     /// Signals held until their quorum is reached.
     pub held_for_quorum: u64,
+    /// Treaty amendments or versions from peers refused (forged, stale, replayed, out of order).
+    pub amendments_refused: u64,
     /// Refusals by reason.
     pub refused: BTreeMap<&'static str, u64>,
 }

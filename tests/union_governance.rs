@@ -1,0 +1,191 @@
+//! Issue #23, governance over the union's own transport, with real daemons on
+//! loopback: an amendment proposed on one member reaches the others by
+//! itself, is signed there, is ratified once a strict majority signed, and
+//! every member installs and enforces the new version without a file copied
+//! by hand or a restart. The revoked member (its key held by this test) is
+//! refused by every member afterwards.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, free_port, shield, wait_for};
+use shield_core::{DecisionType, Net, Scope};
+use shield_union::direct::PeerClient;
+use shield_union::{Identity, SignalBody, Treaty};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn cli(args: &[&str]) -> String {
+    let o = shield().arg("union").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "shield union {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn digest_of(dir: &Path) -> String {
+    Treaty::load(dir.join("treaty.toml")).unwrap().digest_hex()
+}
+
+fn running_digest(d: &Daemon) -> String {
+    d.status()["union"]["treaty_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_revocation_spreads_is_signed_ratified_and_enforced_by_every_member() {
+    let root = tempfile::tempdir().unwrap();
+    let names = ["b", "c", "d"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let ids: Vec<Identity> = names
+        .iter()
+        .map(|_| Identity::generate().unwrap())
+        .collect();
+    let m = Identity::generate().unwrap();
+    let mut treaty = String::from("name = \"gov\"\n[transport]\nsync_interval = \"200ms\"\n");
+    for (i, n) in names.iter().enumerate() {
+        treaty.push_str(&format!(
+            "[[member]]\nname = \"{n}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:{}\"\n",
+            ids[i].public_string(),
+            ports[i]
+        ));
+    }
+    treaty.push_str(&format!(
+        "[[member]]\nname = \"m\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:1\"\n[[policy]]\nscenario = \"ssh-test\"\ntype = \"ban\"\nduration = \"1h\"\n",
+        m.public_string()
+    ));
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let d = root.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            ids[i].write(&d.join("member.key"), false).unwrap();
+            // The one time the treaty is installed by hand: version 1.
+            std::fs::write(d.join("treaty.toml"), &treaty).unwrap();
+            d
+        })
+        .collect();
+    let v1 = digest_of(&dirs[0]);
+    let ds: Vec<Daemon> = (0..3)
+        .map(|i| {
+            Daemon::start(
+                &dirs[i],
+                &format!(
+                    "[store]\npath = \"@DIR@/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n[decisions]\nallow_own_addresses = false\n[union]\nmember = \"{}\"\nkey = \"@DIR@/member.key\"\ntreaty = \"@DIR@/treaty.toml\"\nlisten = \"127.0.0.1:{}\"\n",
+                    names[i], ports[i]
+                ),
+            )
+        })
+        .collect();
+    for d in &ds {
+        let up = wait_for(Duration::from_secs(20), || {
+            (running_digest(d) == v1).then_some(())
+        });
+        assert!(up.is_some(), "{}", d.log());
+    }
+
+    // b proposes to revoke m; nobody copies the amendment anywhere.
+    let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
+    let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
+    let out = cli(&[
+        "propose",
+        "--treaty",
+        &t(0),
+        "--member",
+        "b",
+        "--key",
+        &key(0),
+        "--revoke",
+        "m",
+    ]);
+    let id = out.split_whitespace().nth(5).unwrap().to_string();
+    // It reaches c over the transport; c signs it there.
+    let arrived = wait_for(Duration::from_secs(20), || {
+        let p = cli(&["pending", "--treaty", &t(1)]);
+        p.contains(&id).then_some(())
+    });
+    assert!(
+        arrived.is_some(),
+        "the amendment never reached c:\n{}",
+        ds[1].log()
+    );
+    // A minority (b alone, 1 of the 3 voters) has not ratified anything.
+    assert_eq!(digest_of(&dirs[2]), v1);
+    cli(&[
+        "sign",
+        &id,
+        "--treaty",
+        &t(1),
+        "--member",
+        "c",
+        "--key",
+        &key(1),
+    ]);
+    let signed = Instant::now();
+    let mut v2 = String::new();
+    for (i, d) in ds.iter().enumerate() {
+        let got = wait_for(Duration::from_secs(20), || {
+            let r = running_digest(d);
+            (r != v1 && !r.is_empty()).then_some(r)
+        });
+        let got =
+            got.unwrap_or_else(|| panic!("{} never installed version 2:\n{}", names[i], d.log()));
+        if v2.is_empty() {
+            v2 = got.clone();
+        }
+        assert_eq!(got, v2, "members ended on different versions");
+    }
+    println!(
+        "last signature → every member enforcing version 2: {:?}",
+        signed.elapsed()
+    );
+    for dir in &dirs {
+        let h = cli(&[
+            "history",
+            "--treaty",
+            dir.join("treaty.toml").to_str().unwrap(),
+            "--genesis",
+            &v1,
+        ]);
+        assert!(h.contains("verified") && h.contains("v2"), "{h}");
+    }
+    // m is refused by every member now; its key no longer opens a connection.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target: Net = "203.0.113.51/32".parse().unwrap();
+    let env = SignalBody {
+        origin: "m".into(),
+        seq: 1,
+        time: now(),
+        scope: Scope::of(&target),
+        target,
+        kind: DecisionType::Ban,
+        duration_s: 3600,
+        scenario: "ssh-test".into(),
+        evidence: vec![],
+        treaty: Treaty::load(dirs[0].join("treaty.toml")).unwrap().digest(),
+    }
+    .sign(&m);
+    for (i, n) in names.iter().enumerate() {
+        let c =
+            PeerClient::new(&m, n, &ids[i].public(), &format!("127.0.0.1:{}", ports[i])).unwrap();
+        assert!(
+            rt.block_on(c.push(std::slice::from_ref(&env))).is_err(),
+            "{n} still hears m"
+        );
+    }
+    for d in &ds {
+        assert!(!d.active().iter().any(|x| x["target"] == "203.0.113.51/32"));
+    }
+}
