@@ -189,3 +189,219 @@ fn a_revocation_spreads_is_signed_ratified_and_enforced_by_every_member() {
         assert!(!d.active().iter().any(|x| x["target"] == "203.0.113.51/32"));
     }
 }
+
+fn member_config(name: &str, port: u16) -> String {
+    format!(
+        r#"
+[store]
+path = "@DIR@/shield.db"
+[engine]
+no_default_scenarios = true
+[firewall]
+backend = "dry-run"
+[api]
+listen = ""
+socket = "@DIR@/shield.sock"
+[decisions]
+allow_own_addresses = false
+[decisions.escalation]
+enabled = false
+[union]
+member = "{name}"
+key = "@DIR@/member.key"
+treaty = "@DIR@/treaty.toml"
+listen = "127.0.0.1:{port}"
+[[source]]
+name = "sshd"
+paths = ["@DIR@/auth.log"]
+packs = ["sshd"]
+[[scenario]]
+name = "ssh-test"
+rules = ["sshd-failed-password"]
+capacity = 3
+leak = "1h"
+duration = "1h"
+"#
+    )
+}
+
+fn attack(log: &Path, ip: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    for i in 0..5 {
+        writeln!(f, "{}", common::ssh_fail(ip, i)).unwrap();
+    }
+}
+
+fn has(d: &Daemon, ip: &str, origin: &str) -> bool {
+    d.active()
+        .iter()
+        .any(|x| x["target"] == format!("{ip}/32").as_str() && x["origin"] == origin)
+}
+
+/// A new host joins with `join --via` an invitation once the members ratified
+/// its admission: it receives the treaty and history over the transport,
+/// verifies them from the genesis digest, and enforces the union's bans —
+/// the one made before its admission (signed under version 1) and a new one.
+#[test]
+fn a_new_member_joins_via_an_invitation_without_copying_files() {
+    let root = tempfile::tempdir().unwrap();
+    let names = ["b", "c", "e"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            let d = root.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("auth.log"), "").unwrap();
+            cli(&["keygen", "--out", d.join("member.key").to_str().unwrap()]);
+            d
+        })
+        .collect();
+    let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
+    let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
+    cli(&[
+        "init",
+        "--union",
+        "gov",
+        "--member",
+        "b",
+        "--key",
+        &key(0),
+        "--endpoint",
+        &format!("127.0.0.1:{}", ports[0]),
+        "--bind",
+        "ssh-test=ban:1h",
+        "--out",
+        &t(0),
+    ]);
+    cli(&[
+        "join",
+        "--treaty",
+        &t(0),
+        "--member",
+        "c",
+        "--key",
+        &key(1),
+        "--endpoint",
+        &format!("127.0.0.1:{}", ports[1]),
+    ]);
+    let text = std::fs::read_to_string(t(0))
+        .unwrap()
+        .replace("sync_interval = \"2s\"", "sync_interval = \"200ms\"");
+    std::fs::write(t(0), &text).unwrap();
+    // Version 1 is installed by hand on the founding members, as today.
+    std::fs::write(t(1), &text).unwrap();
+    let genesis = digest_of(&dirs[0]);
+    let mut ds: Vec<Daemon> = (0..2)
+        .map(|i| Daemon::start(&dirs[i], &member_config(names[i], ports[i])))
+        .collect();
+    attack(&dirs[0].join("auth.log"), "203.0.113.71");
+    let ok = wait_for(Duration::from_secs(20), || {
+        has(&ds[1], "203.0.113.71", "union:b").then_some(())
+    });
+    assert!(ok.is_some(), "{}", ds[1].log());
+
+    // Before admission the new host is refused.
+    let inv = cli(&["invite", "--treaty", &t(0), "--member", "b"]);
+    let o = shield()
+        .args([
+            "union",
+            "join",
+            "--treaty",
+            &t(2),
+            "--member",
+            "e",
+            "--key",
+            &key(2),
+            "--via",
+            inv.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("until the union ratified"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let e_pub = Identity::load(&dirs[2].join("member.key"))
+        .unwrap()
+        .public_string();
+    let out = cli(&[
+        "propose",
+        "--treaty",
+        &t(0),
+        "--member",
+        "b",
+        "--key",
+        &key(0),
+        "--add",
+        "e",
+        "--public-key",
+        &e_pub,
+        "--endpoint",
+        &format!("127.0.0.1:{}", ports[2]),
+    ]);
+    let id = out.split_whitespace().nth(5).unwrap().to_string();
+    let arrived = wait_for(Duration::from_secs(20), || {
+        cli(&["pending", "--treaty", &t(1)])
+            .contains(&id)
+            .then_some(())
+    });
+    assert!(arrived.is_some(), "{}", ds[1].log());
+    cli(&[
+        "sign",
+        &id,
+        "--treaty",
+        &t(1),
+        "--member",
+        "c",
+        "--key",
+        &key(1),
+    ]);
+    for d in &ds {
+        let v2 = wait_for(Duration::from_secs(20), || {
+            let r = running_digest(d);
+            (r != genesis && !r.is_empty()).then_some(())
+        });
+        assert!(v2.is_some(), "{}", d.log());
+    }
+    // The new host: an invitation, no file copied.
+    let out = cli(&[
+        "join",
+        "--treaty",
+        &t(2),
+        "--member",
+        "e",
+        "--key",
+        &key(2),
+        "--via",
+        inv.trim(),
+    ]);
+    assert!(out.contains("version 2") && out.contains(&genesis), "{out}");
+    assert_eq!(digest_of(&dirs[2]), digest_of(&dirs[0]));
+    ds.push(Daemon::start(&dirs[2], &member_config("e", ports[2])));
+    // The ban made under version 1 reaches e by anti-entropy, and a new one by push.
+    let old = wait_for(Duration::from_secs(20), || {
+        has(&ds[2], "203.0.113.71", "union:b").then_some(())
+    });
+    assert!(
+        old.is_some(),
+        "e never got the earlier ban:\n{}",
+        ds[2].log()
+    );
+    attack(&dirs[1].join("auth.log"), "203.0.113.72");
+    for i in [0, 2] {
+        let ok = wait_for(Duration::from_secs(20), || {
+            has(&ds[i], "203.0.113.72", "union:c").then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{} never got c's ban:\n{}",
+            names[i],
+            ds[i].log()
+        );
+    }
+}

@@ -45,7 +45,10 @@ pub enum UnionCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Add a member to a treaty file. Every member must then install the same file.
+    /// Add a member to a treaty file (every member must then install the same
+    /// file), or, with `--via TOKEN` on the new host once the union ratified
+    /// its admission, fetch the treaty and its history from a member, verify
+    /// the chain from the union's genesis digest, and write them.
     Join {
         #[arg(long, default_value = "/etc/shield/treaty.toml")]
         treaty: PathBuf,
@@ -59,8 +62,21 @@ pub enum UnionCmd {
         #[arg(long)]
         key: Option<PathBuf>,
         /// The new member's endpoint `host:port`.
+        #[arg(long, required_unless_present = "via")]
+        endpoint: Option<String>,
+        /// An invitation from `shield union invite` (with `--key`).
+        #[arg(long, requires = "key", conflicts_with_all = ["endpoint", "public_key"])]
+        via: Option<String>,
+    },
+    /// Print an invitation for a new host: this member's endpoint and key and
+    /// the union's genesis digest (the trust anchor `join --via` verifies the
+    /// history from). It carries no secret; admission is the ratified amendment.
+    Invite {
+        #[arg(long, default_value = "/etc/shield/treaty.toml")]
+        treaty: PathBuf,
+        /// This member's name (the new host connects to it).
         #[arg(long)]
-        endpoint: String,
+        member: String,
     },
     /// What this member's store holds: signals per origin and verdict, newest signal age.
     Status {
@@ -176,6 +192,16 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// What `shield union invite` prints (base64url JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Invitation {
+    union: String,
+    genesis: String,
+    member: String,
+    key: String,
+    endpoint: String,
+}
+
 fn amend_dir(treaty: &Path, dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| {
         let mut p = treaty.as_os_str().to_owned();
@@ -285,13 +311,96 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             write_atomic(&out, &toml::to_string_pretty(&file)?)?;
             writeln!(w, "wrote {} (digest {})", out.display(), t.digest_hex())?;
         }
+        UnionCmd::Invite { treaty, member } => {
+            let h = History::load_or_genesis(&treaty)?;
+            let t = h.current().parsed()?;
+            let Some(m) = t.member(&member) else {
+                bail!("`{member}` is not a member of the current treaty");
+            };
+            let inv = Invitation {
+                union: t.name.clone(),
+                genesis: h.versions[0].digest.clone(),
+                member: m.name.clone(),
+                key: crate::identity::public_to_string(&m.key),
+                endpoint: m.endpoint.clone(),
+            };
+            use base64::Engine as _;
+            let tok =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&inv)?);
+            writeln!(w, "{tok}")?;
+        }
+        UnionCmd::Join {
+            treaty,
+            member,
+            key: Some(key),
+            via: Some(tok),
+            ..
+        } => {
+            use base64::Engine as _;
+            let inv: Invitation = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(tok.trim())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .context(
+                    "the invitation is not one `shield union invite` printed; ask for it again",
+                )?;
+            let id = Identity::load(&key)?;
+            let via_key = parse_public(&inv.key)?;
+            let client = crate::direct::PeerClient::new(&id, &inv.member, &via_key, &inv.endpoint)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let gov = rt.block_on(client.gov(0)).with_context(|| format!(
+                "fetching the treaty from `{}` at {}: until the union ratified an amendment adding `{member}` with this key, members refuse this host",
+                inv.member, inv.endpoint
+            ))?;
+            let h = History {
+                versions: gov.history,
+            };
+            let t = h.verify(&inv.genesis).context(
+                "the history the member sent does not verify from the invitation's genesis digest",
+            )?;
+            if h.versions.len() >= crate::history::MAX_GOV {
+                bail!(
+                    "the union's history is longer than one answer ({} versions); join from a member's copy of the files",
+                    crate::history::MAX_GOV
+                );
+            }
+            match t.member(&member) {
+                Some(m) if m.key == id.public() && !t.is_revoked(&m.key) => {}
+                _ => bail!(
+                    "the union's current treaty (version {}) does not list `{member}` with this key; have a member propose it (`shield union propose --add`) and the union ratify it",
+                    h.current().version
+                ),
+            }
+            h.save(&treaty)?;
+            writeln!(
+                w,
+                "joined union {} as `{member}` at version {} (digest {}); the chain verifies from genesis {}",
+                t.name,
+                h.current().version,
+                t.digest_hex(),
+                inv.genesis
+            )?;
+            writeln!(
+                w,
+                "add [union] to shield.toml (member = \"{member}\", key, treaty = \"{}\") and start shield",
+                treaty.display()
+            )?;
+        }
         UnionCmd::Join {
             treaty,
             member,
             public_key,
             key,
             endpoint,
+            ..
         } => {
+            let Some(endpoint) = endpoint else {
+                bail!(
+                    "give the new member's --endpoint (or --via TOKEN with --key on the new host)"
+                );
+            };
             let text = std::fs::read_to_string(&treaty)
                 .with_context(|| format!("reading {}", treaty.display()))?;
             let mut file: TreatyFile =
@@ -885,7 +994,8 @@ mod tests {
                 member: "b".into(),
                 public_key: None,
                 key: Some(k2),
-                endpoint: "127.0.0.1:2".into(),
+                endpoint: Some("127.0.0.1:2".into()),
+                via: None,
             },
             &mut out,
         )
@@ -905,7 +1015,8 @@ mod tests {
                 member: "b".into(),
                 public_key: Some(id.public_string()),
                 key: None,
-                endpoint: "x:1".into(),
+                endpoint: Some("x:1".into()),
+                via: None,
             },
             &mut Vec::new(),
         );

@@ -156,6 +156,10 @@ struct Engine {
     protected: Protected,
     /// The treaty file; its history and amendments live beside it.
     treaty_path: PathBuf,
+    /// Digests of the earlier versions in this treaty's history: a signal
+    /// signed under one of them (before an amendment) is still judged, under
+    /// the current treaty's rules and keys.
+    past: Vec<[u8; 32]>,
     /// Serializes this member's writes of the treaty files (peers' answers
     /// arrive on several tasks); held during file I/O, never with `state`.
     gov: Mutex<()>,
@@ -278,7 +282,7 @@ impl Engine {
                 );
                 continue;
             }
-            if b.treaty != self.treaty.digest() {
+            if b.treaty != self.treaty.digest() && !self.past.contains(&b.treaty) {
                 self.refuse(st, Refusal::TreatyMismatch, via, &format!(
                     "signal {}#{} was made under treaty {}, ours is {}; the treaties must be made identical",
                     b.origin, b.seq, treaty::hex(&b.treaty[..6]), treaty::hex(&self.treaty.digest()[..6])));
@@ -676,6 +680,27 @@ async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The digests of the versions before the current one, when the history
+/// beside the treaty file ends at it and verifies from its own genesis.
+fn past_digests(treaty_path: &std::path::Path, t: &Treaty) -> Vec<[u8; 32]> {
+    let Ok(h) = history::History::load_or_genesis(treaty_path) else {
+        return Vec::new();
+    };
+    if h.current().digest != t.digest_hex() || h.verify(&h.versions[0].digest).is_err() {
+        return Vec::new();
+    }
+    h.versions[..h.versions.len() - 1]
+        .iter()
+        .filter_map(|a| {
+            let b: Vec<u8> = (0..a.digest.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(a.digest.get(i..i + 2)?, 16).ok())
+                .collect();
+            b.try_into().ok()
+        })
+        .collect()
+}
+
 /// The protected set, with the treaty's host names resolved (a name that does
 /// not resolve protects nothing more and is logged).
 async fn protected_targets(t: &Treaty) -> Protected {
@@ -777,6 +802,7 @@ impl UnionHandle {
             protected,
             treaty_path: cfg.treaty_path.clone(),
             gov: Mutex::new(()),
+            past: past_digests(&cfg.treaty_path, &treaty),
             treaty,
             state: Mutex::new(state),
             inbound,
