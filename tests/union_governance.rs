@@ -405,3 +405,101 @@ fn a_new_member_joins_via_an_invitation_without_copying_files() {
         );
     }
 }
+
+/// A member offline through two amendments catches the chain up when it
+/// returns (versions 2 and 3 from a peer, each verified) and runs the current
+/// version, without anything copied.
+#[test]
+fn a_member_offline_through_two_amendments_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let names = ["b", "c", "d"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let ids: Vec<Identity> = names
+        .iter()
+        .map(|_| Identity::generate().unwrap())
+        .collect();
+    let x = Identity::generate().unwrap();
+    let mut treaty = String::from("name = \"gov\"\n[transport]\nsync_interval = \"200ms\"\n");
+    for (i, n) in names.iter().enumerate() {
+        treaty.push_str(&format!(
+            "[[member]]\nname = \"{n}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:{}\"\n",
+            ids[i].public_string(),
+            ports[i]
+        ));
+    }
+    treaty.push_str(&format!(
+        "[[member]]\nname = \"x\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:1\"\n[[policy]]\nscenario = \"ssh-test\"\ntype = \"ban\"\nduration = \"1h\"\n",
+        x.public_string()
+    ));
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let d = root.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            ids[i].write(&d.join("member.key"), false).unwrap();
+            std::fs::write(d.join("treaty.toml"), &treaty).unwrap();
+            d
+        })
+        .collect();
+    let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
+    let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
+    let cfg = |i: usize| {
+        format!(
+            "[store]\npath = \"@DIR@/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n[decisions]\nallow_own_addresses = false\n[union]\nmember = \"{}\"\nkey = \"@DIR@/member.key\"\ntreaty = \"@DIR@/treaty.toml\"\nlisten = \"127.0.0.1:{}\"\n",
+            names[i], ports[i]
+        )
+    };
+    let v1 = digest_of(&dirs[0]);
+    let ds: Vec<Daemon> = (0..2).map(|i| Daemon::start(&dirs[i], &cfg(i))).collect();
+    // d stays down through two amendments: revoke x, then add y.
+    let y = Identity::generate().unwrap().public_string();
+    let steps: [&[&str]; 2] = [
+        &["--revoke", "x"],
+        &[
+            "--add",
+            "y",
+            "--public-key",
+            &y,
+            "--endpoint",
+            "127.0.0.1:3",
+        ],
+    ];
+    let mut digest = v1.clone();
+    let (t0, k0) = (t(0), key(0));
+    for step in steps {
+        let mut args = vec!["propose", "--treaty", &t0, "--member", "b", "--key", &k0];
+        args.extend_from_slice(step);
+        let out = cli(&args);
+        let id = out.split_whitespace().nth(5).unwrap().to_string();
+        let arrived = wait_for(Duration::from_secs(20), || {
+            cli(&["pending", "--treaty", &t(1)])
+                .contains(&id)
+                .then_some(())
+        });
+        assert!(arrived.is_some(), "{}", ds[1].log());
+        cli(&[
+            "sign",
+            &id,
+            "--treaty",
+            &t(1),
+            "--member",
+            "c",
+            "--key",
+            &key(1),
+        ]);
+        let next = wait_for(Duration::from_secs(20), || {
+            let r = running_digest(&ds[0]);
+            (r != digest && r == running_digest(&ds[1])).then_some(r)
+        });
+        digest = next.unwrap_or_else(|| panic!("step {step:?} not installed:\n{}", ds[0].log()));
+    }
+    assert_eq!(digest_of(&dirs[2]), v1, "d was down: still on version 1");
+    let d = Daemon::start(&dirs[2], &cfg(2));
+    let caught = wait_for(Duration::from_secs(20), || {
+        (running_digest(&d) == digest).then_some(())
+    });
+    assert!(caught.is_some(), "d never caught up:\n{}", d.log());
+    let h = cli(&["history", "--treaty", &t(2), "--genesis", &v1]);
+    assert!(h.contains("verified") && h.contains("v3"), "{h}");
+}
