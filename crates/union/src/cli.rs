@@ -679,7 +679,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             let mut h = History::load_or_genesis(&treaty)?;
             let cur = h.current().clone();
             let cur_t = cur.parsed()?;
-            let ok: Vec<Amendment> = list_amendments(&amend_dir(&treaty, dir))?
+            let dir = amend_dir(&treaty, dir);
+            let ok: Vec<Amendment> = list_amendments(&dir)?
                 .into_iter()
                 .map(|(_, a)| a)
                 .filter(|a| crate::history::check_next(&cur, &cur_t, a).is_ok())
@@ -692,6 +693,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             };
             let t = h.ratify(win.clone())?;
             h.save(&treaty)?;
+            crate::history::drop_void(&dir, win.version);
             writeln!(
                 w,
                 "ratified version {} (amendment {}); treaty digest {}",
@@ -851,6 +853,12 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("is not a member"), "{e}");
         assert!(sign(2).unwrap().contains("3 of 3"));
+        let replay = dir.path().join("replay.json");
+        std::fs::copy(
+            find_amendment(&amend_dir(&tp, None), &amend_id).unwrap(),
+            &replay,
+        )
+        .unwrap();
         let out = run(UnionCmd::Ratify {
             treaty: tp.clone(),
             dir: None,
@@ -865,13 +873,18 @@ mod tests {
         })
         .unwrap();
         assert!(h.contains("verified") && h.contains("v2"), "{h}");
-        // The old amendment again: stale, neither signed nor ratified.
-        assert!(
-            sign(3)
-                .unwrap_err()
-                .to_string()
-                .contains("stale or replayed")
-        );
+        // Ratified amendments leave the pending directory; the old one again
+        // (a replayed copy) is stale: neither signed nor ratified.
+        assert!(sign(3).unwrap_err().to_string().contains("no amendment"));
+        let e = run(UnionCmd::Sign {
+            amendment: replay.to_str().unwrap().into(),
+            treaty: tp.clone(),
+            member: ids[3].0.clone(),
+            key: ids[3].2.clone(),
+            dir: None,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("stale or replayed"), "{e}");
         assert!(
             run(UnionCmd::Ratify {
                 treaty: tp.clone(),

@@ -521,6 +521,67 @@ mod tests {
     }
 
     #[test]
+    fn absorb_merges_signatures_caps_proposals_and_ratifies() {
+        let m = ids(3);
+        let all: Vec<_> = m.iter().collect();
+        let dir = tempfile::tempdir().unwrap();
+        let tp = dir.path().join("treaty.toml");
+        std::fs::write(&tp, text(&all, "")).unwrap();
+        let g = History::load_or_genesis(&tp).unwrap().current().clone();
+        // m2 floods proposals: 4 are kept, the rest refused.
+        let flood: Vec<Amendment> = (0..6)
+            .map(|i| {
+                let t = text(
+                    &all,
+                    &format!("[limits]\nmax_signals_per_minute = {}\n", 100 + i),
+                );
+                Amendment::propose(&g, &t, "m2", &m[2].1).unwrap()
+            })
+            .collect();
+        let r = absorb(
+            &tp,
+            &Gov {
+                history: vec![],
+                pending: flood,
+            },
+        )
+        .unwrap();
+        assert_eq!((r.merged, r.refused, r.installed), (4, 2, None));
+        // A forged co-signature is dropped; m1's real one completes the majority.
+        let t = text(&all, "[limits]\nquorum = 2\n");
+        let mut a = Amendment::propose(&g, &t, "m0", &m[0].1).unwrap();
+        a.approvals.push(Approval {
+            member: "m1".into(),
+            sig: a.approvals[0].sig.clone(),
+        });
+        let r = absorb(
+            &tp,
+            &Gov {
+                history: vec![],
+                pending: vec![a.clone()],
+            },
+        )
+        .unwrap();
+        assert_eq!((r.merged, r.installed), (1, None));
+        let mut b = a.clone();
+        b.approvals.clear();
+        b.sign("m1", &m[1].1);
+        b.sign("m0", &m[0].1);
+        let r = absorb(
+            &tp,
+            &Gov {
+                history: vec![],
+                pending: vec![b],
+            },
+        )
+        .unwrap();
+        assert_eq!(r.installed, Some(2));
+        assert_eq!(Treaty::load(&tp).unwrap().digest_hex(), a.digest);
+        // Every pending amendment of version 2 is void now and removed.
+        assert!(pending_in(&amendments_dir(&tp)).is_empty());
+    }
+
+    #[test]
     fn conflicting_amendments_resolve_by_smallest_id_and_chain_verifies() {
         let m = ids(3);
         let all: Vec<_> = m.iter().collect();
@@ -577,7 +638,23 @@ pub struct Gov {
 
 /// Most amendments in one answer (a union that amends more often catches up
 /// over several rounds).
-pub const MAX_GOV: usize = 64;
+pub const MAX_GOV: usize = 16;
+/// Pending amendments kept per proposer: a member cannot fill the others'
+/// disks with proposals. More are refused (counted) until some are ratified
+/// or voided.
+pub const MAX_PENDING_PER_PROPOSER: usize = 4;
+/// Largest treaty text an amendment may carry.
+pub const MAX_TREATY_BYTES: usize = 1 << 20;
+
+/// Delete pending amendments that can no longer be ratified (their version is
+/// installed or passed). Returns how many were removed.
+pub fn drop_void(dir: &Path, current_version: u64) -> usize {
+    pending_in(dir)
+        .into_iter()
+        .filter(|(_, a)| a.version <= current_version)
+        .filter(|(p, _)| std::fs::remove_file(p).is_ok())
+        .count()
+}
 
 /// Where the amendments of `treaty_path` wait for signatures.
 pub fn amendments_dir(treaty_path: &Path) -> PathBuf {
@@ -676,9 +753,14 @@ pub fn absorb(treaty_path: &Path, gov: &Gov) -> Result<Absorbed, HistoryError> {
     let dir = amendments_dir(treaty_path);
     let cur = h.current().clone();
     let cur_t = cur.parsed()?;
-    let mine = pending_in(&dir);
+    drop_void(&dir, cur.version);
+    let mut mine = pending_in(&dir);
     for a in &gov.pending {
-        if a.version != cur.version + 1 || a.prev != cur.digest || a.parsed().is_err() {
+        if a.treaty.len() > MAX_TREATY_BYTES
+            || a.version != cur.version + 1
+            || a.prev != cur.digest
+            || a.parsed().is_err()
+        {
             out.refused += 1;
             continue;
         }
@@ -701,6 +783,14 @@ pub fn absorb(treaty_path: &Path, gov: &Gov) -> Result<Absorbed, HistoryError> {
         let (path, mut local) = match mine.iter().find(|(_, m)| m.id() == id) {
             Some((p, m)) => (p.clone(), m.clone()),
             None => {
+                let from_proposer = mine
+                    .iter()
+                    .filter(|(_, m)| m.proposer == a.proposer)
+                    .count();
+                if from_proposer >= MAX_PENDING_PER_PROPOSER {
+                    out.refused += 1;
+                    continue;
+                }
                 let mut m = a.clone();
                 m.approvals.clear();
                 (dir.join(format!("{}.json", &id[..16])), m)
@@ -720,6 +810,10 @@ pub fn absorb(treaty_path: &Path, gov: &Gov) -> Result<Absorbed, HistoryError> {
             })?;
             save_amendment(&path, &local)?;
             out.merged += 1;
+            match mine.iter_mut().find(|(p, _)| *p == path) {
+                Some(slot) => slot.1 = local,
+                None => mine.push((path, local)),
+            }
         }
     }
     // Ratify the next version when one has its majority.
@@ -734,6 +828,7 @@ pub fn absorb(treaty_path: &Path, gov: &Gov) -> Result<Absorbed, HistoryError> {
     if h.current().digest != before {
         h.save(treaty_path)?;
         out.installed = Some(h.current().version);
+        drop_void(&dir, h.current().version);
     }
     Ok(out)
 }
