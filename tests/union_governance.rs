@@ -503,3 +503,136 @@ fn a_member_offline_through_two_amendments_catches_up() {
     let h = cli(&["history", "--treaty", &t(2), "--genesis", &v1]);
     assert!(h.contains("verified") && h.contains("v3"), "{h}");
 }
+
+/// A member rotates its own key: it proposes the new key (the old one is
+/// revoked from that version on), another member signs, and once the new key
+/// file is installed the member's signals flow again under the new key.
+#[test]
+fn a_key_rotation_keeps_the_members_signals_flowing() {
+    let root = tempfile::tempdir().unwrap();
+    let names = ["b", "c", "d"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            let d = root.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("auth.log"), "").unwrap();
+            cli(&["keygen", "--out", d.join("member.key").to_str().unwrap()]);
+            d
+        })
+        .collect();
+    let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
+    let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
+    cli(&[
+        "init",
+        "--union",
+        "gov",
+        "--member",
+        "b",
+        "--key",
+        &key(0),
+        "--endpoint",
+        &format!("127.0.0.1:{}", ports[0]),
+        "--bind",
+        "ssh-test=ban:1h",
+        "--out",
+        &t(0),
+    ]);
+    for i in 1..3 {
+        cli(&[
+            "join",
+            "--treaty",
+            &t(0),
+            "--member",
+            names[i],
+            "--key",
+            &key(i),
+            "--endpoint",
+            &format!("127.0.0.1:{}", ports[i]),
+        ]);
+    }
+    let text = std::fs::read_to_string(t(0))
+        .unwrap()
+        .replace("sync_interval = \"2s\"", "sync_interval = \"200ms\"");
+    for i in 0..3 {
+        std::fs::write(t(i), &text).unwrap();
+    }
+    let v1 = digest_of(&dirs[0]);
+    let ds: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start(&dirs[i], &member_config(names[i], ports[i])))
+        .collect();
+    attack(&dirs[2].join("auth.log"), "203.0.113.81");
+    for d in &ds[..2] {
+        let ok = wait_for(Duration::from_secs(20), || {
+            has(d, "203.0.113.81", "union:d").then_some(())
+        });
+        assert!(ok.is_some(), "{}", d.log());
+    }
+    // d makes a new key and proposes it, signed with its current key.
+    let new_key = dirs[2].join("new.key");
+    let new_pub = cli(&["keygen", "--out", new_key.to_str().unwrap()]);
+    let out = cli(&[
+        "propose",
+        "--treaty",
+        &t(2),
+        "--member",
+        "d",
+        "--key",
+        &key(2),
+        "--rotate-key",
+        "--public-key",
+        new_pub.trim(),
+    ]);
+    let id = out.split_whitespace().nth(5).unwrap().to_string();
+    let arrived = wait_for(Duration::from_secs(20), || {
+        cli(&["pending", "--treaty", &t(0)])
+            .contains(&id)
+            .then_some(())
+    });
+    assert!(arrived.is_some(), "{}", ds[0].log());
+    cli(&[
+        "sign",
+        &id,
+        "--treaty",
+        &t(0),
+        "--member",
+        "b",
+        "--key",
+        &key(0),
+    ]);
+    for d in &ds[..2] {
+        let v2 = wait_for(Duration::from_secs(20), || {
+            let r = running_digest(d);
+            (r != v1 && !r.is_empty()).then_some(())
+        });
+        assert!(v2.is_some(), "{}", d.log());
+    }
+    // d installs its new key; its union restarts on version 2 by itself.
+    let installed = wait_for(Duration::from_secs(20), || {
+        (digest_of(&dirs[2]) != v1).then_some(())
+    });
+    assert!(installed.is_some(), "{}", ds[2].log());
+    std::fs::rename(&new_key, dirs[2].join("member.key")).unwrap();
+    let v2 = digest_of(&dirs[0]);
+    let up = wait_for(Duration::from_secs(20), || {
+        (running_digest(&ds[2]) == v2).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "d never ran version 2 with its new key:\n{}",
+        ds[2].log()
+    );
+    attack(&dirs[2].join("auth.log"), "203.0.113.82");
+    for i in 0..2 {
+        let ok = wait_for(Duration::from_secs(20), || {
+            has(&ds[i], "203.0.113.82", "union:d").then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{} never got d's ban after the rotation:\n{}",
+            names[i],
+            ds[i].log()
+        );
+    }
+}

@@ -50,7 +50,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut handle = Some(handle);
-        let mut seen = treaty_stamp(&cfg.treaty_path);
+        let mut seen = stamp(&cfg);
         let mut retry = false;
         loop {
             tokio::select! {
@@ -75,9 +75,9 @@ pub async fn start(
                     }
                 }
                 _ = tick.tick() => {
-                    let stamp = treaty_stamp(&cfg.treaty_path);
-                    if stamp != seen || retry {
-                        seen = stamp;
+                    let now = stamp(&cfg);
+                    if now != seen || retry {
+                        seen = now;
                         retry = reload(&cfg, &in_tx, &mut handle).await;
                     }
                     let s = handle.as_ref().and_then(|h| serde_json::to_value(h.status()).ok());
@@ -92,10 +92,18 @@ pub async fn start(
     Ok((Some(pub_tx), Some(task)))
 }
 
-/// When the treaty file was last changed (and its size), to notice a new version.
-fn treaty_stamp(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+/// When a file was last changed (and its size).
+fn file_stamp(p: &std::path::Path) -> Stamp {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
+}
+
+/// The treaty's and the key's stamps: a new treaty version, or the new key
+/// file installed after a ratified key rotation, restarts the union.
+fn stamp(cfg: &shield_union::UnionConfig) -> (Stamp, Stamp) {
+    (file_stamp(&cfg.treaty_path), file_stamp(&cfg.key_path))
 }
 
 /// The treaty file changed (e.g. `shield union ratify` installed a new

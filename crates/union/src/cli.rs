@@ -138,6 +138,10 @@ pub enum UnionCmd {
         /// Revoke a member: it leaves the treaty and its key is refused from this version on.
         #[arg(long)]
         revoke: Option<String>,
+        /// Rotate this member's own key to --public-key (the old key is revoked
+        /// from the new version on; install the new key file once ratified).
+        #[arg(long, requires = "public_key", conflicts_with_all = ["add", "revoke", "new"])]
+        rotate_key: bool,
         /// Where amendments are kept (default: `<treaty>.amendments/`).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -542,6 +546,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             public_key,
             endpoint,
             revoke,
+            rotate_key,
             dir,
         } => {
             let h = History::load_or_genesis(&treaty)?;
@@ -575,6 +580,14 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                         endpoint: endpoint.unwrap_or_default(),
                         max_signals_per_minute: None,
                     });
+                } else if rotate_key {
+                    let pk = public_key.unwrap_or_default();
+                    parse_public(&pk)?;
+                    let Some(m) = file.members.iter_mut().find(|m| m.name == member) else {
+                        bail!("`{member}` is not in the treaty file");
+                    };
+                    let old = std::mem::replace(&mut m.key, pk);
+                    file.revoked.push(old);
                 } else if let Some(name) = revoke {
                     let Some(i) = file.members.iter().position(|m| m.name == name) else {
                         bail!("`{name}` is not a member");
@@ -582,7 +595,9 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     let m = file.members.remove(i);
                     file.revoked.push(m.key);
                 } else {
-                    bail!("say what changes: --new FILE, --add NAME or --revoke NAME");
+                    bail!(
+                        "say what changes: --new FILE, --add NAME, --revoke NAME or --rotate-key"
+                    );
                 }
                 toml::to_string_pretty(&file)?
             };
@@ -809,6 +824,7 @@ mod tests {
             public_key: None,
             endpoint: None,
             revoke: Some("m4".into()),
+            rotate_key: false,
             dir: None,
         })
         .unwrap();
@@ -902,6 +918,7 @@ mod tests {
             public_key: Some(Identity::from_seed([77; 32]).public_string()),
             endpoint: Some("127.0.0.1:1".into()),
             revoke: None,
+            rotate_key: false,
             dir: None,
         })
         .unwrap_err();
