@@ -221,8 +221,9 @@ pub struct DecisionWorker {
     pub table: Arc<RwLock<DecisionTable>>,
     pub counters: Arc<Counters>,
     pub sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
-    /// Local decisions go here to be signed and shared with the union.
-    pub publish: Option<tokio::sync::mpsc::UnboundedSender<(Decision, Vec<String>)>>,
+    /// Local decisions go here to be signed and shared with the union, and
+    /// deleted ones to be pardoned there.
+    pub publish: Option<tokio::sync::mpsc::UnboundedSender<crate::union::ToUnion>>,
     pub keep: Duration,
     pub forget: Duration,
 }
@@ -352,8 +353,8 @@ impl DecisionWorker {
             .fetch_add(ext, Ordering::Relaxed);
         self.apply(&changes, now);
         if let Some(p) = &self.publish {
-            for item in to_publish {
-                let _ = p.send(item);
+            for (d, evidence) in to_publish {
+                let _ = p.send(crate::union::ToUnion::Publish(d, evidence));
             }
         }
         if let Ok(mut s) = self.sources.lock()
@@ -435,6 +436,12 @@ impl DecisionWorker {
                     if let Ok(ds) = &res {
                         let c: Vec<Change> = ds.iter().cloned().map(Change::Remove).collect();
                         self.apply(&c, t);
+                        // An operator's delete sticks: the union ignores the target for a while.
+                        if let Some(p) = &self.publish {
+                            for d in ds {
+                                let _ = p.send(crate::union::ToUnion::Pardon(d.target, d.expires));
+                            }
+                        }
                     }
                     let _ = reply.send(res.map_err(|e| e.to_string()));
                 }

@@ -14,7 +14,17 @@ use tokio::task::JoinHandle;
 use crate::plan::Plan;
 use crate::run::Msg;
 
-type Publish = UnboundedSender<(Decision, Vec<String>)>;
+/// What the decision thread asks of the union.
+pub enum ToUnion {
+    /// A local decision with its evidence: sign and share it if its scenario binds.
+    Publish(Decision, Vec<String>),
+    /// An operator deleted a decision for this target (it would have ended at the
+    /// given time): ignore union signals for it until then, and at least for the
+    /// treaty's longest decision, so the next signal does not ban it again.
+    Pardon(shield_core::Net, shield_core::UnixTime),
+}
+
+type Publish = UnboundedSender<ToUnion>;
 
 /// Starts the union when the config has a `[union]` table.
 pub async fn start(
@@ -33,29 +43,114 @@ pub async fn start(
         listen: u.listen,
         db_path: plan.store_path.clone(),
     };
-    let handle = shield_union::UnionHandle::start(cfg, in_tx)
+    let handle = shield_union::UnionHandle::start(cfg.clone(), in_tx.clone())
         .await
         .with_context(|| format!("starting the union member `{}`", u.member))?;
-    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(Decision, Vec<String>)>();
+    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<ToUnion>();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut handle = Some(handle);
+        let mut seen = stamp(&cfg);
+        let mut retry = false;
         loop {
             tokio::select! {
                 Some(d) = in_rx.recv() => {
                     if tx.send(Msg::Admit { decision: d, reply: None }).is_err() { break; }
                 }
-                Some((d, ev)) = pub_rx.recv() => {
-                    if let Err(e) = handle.publish(&d, &ev) {
-                        tracing::warn!(error = %e, target = %d.target, "could not share the decision with the union");
+                Some(m) = pub_rx.recv() => {
+                    let Some(h) = &handle else { continue };
+                    match m {
+                        ToUnion::Publish(d, ev) => {
+                            if let Err(e) = h.publish(&d, &ev) {
+                                tracing::warn!(error = %e, target = %d.target, "could not share the decision with the union");
+                            }
+                        }
+                        ToUnion::Pardon(net, expires) => {
+                            let until = expires.max(shield_core::wall_now() + h.pardon_span().as_secs() as i64);
+                            match h.pardon(net, Some(until)) {
+                                Ok(()) => tracing::info!(target = %net, until, "deleted locally: union signals for it are ignored on this member until then"),
+                                Err(e) => tracing::warn!(error = %e, target = %net, "could not pardon the deleted target in the union; its next signal bans it again"),
+                            }
+                        }
                     }
                 }
                 _ = tick.tick() => {
-                    let s = serde_json::to_value(handle.status()).ok();
+                    let now = stamp(&cfg);
+                    if now != seen || retry {
+                        seen = now;
+                        retry = reload(&cfg, &in_tx, &mut handle).await;
+                    }
+                    let s = handle.as_ref().and_then(|h| serde_json::to_value(h.status()).ok());
                     *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
                 }
             }
         }
-        handle.shutdown().await;
+        if let Some(h) = handle {
+            h.shutdown().await;
+        }
     });
     Ok((Some(pub_tx), Some(task)))
+}
+
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+/// When a file was last changed (and its size).
+fn file_stamp(p: &std::path::Path) -> Stamp {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The treaty's and the key's stamps: a new treaty version, or the new key
+/// file installed after a ratified key rotation, restarts the union.
+fn stamp(cfg: &shield_union::UnionConfig) -> (Stamp, Stamp) {
+    (file_stamp(&cfg.treaty_path), file_stamp(&cfg.key_path))
+}
+
+/// The treaty file changed (e.g. `shield union ratify` installed a new
+/// version): if it is valid for this member and has another digest, restart
+/// the union on it (same key, store and listener). A treaty that does not
+/// check keeps the running union; a member without a running union retries.
+/// Returns true when a restart failed and should be tried again.
+async fn reload(
+    cfg: &shield_union::UnionConfig,
+    in_tx: &tokio::sync::mpsc::Sender<Decision>,
+    handle: &mut Option<shield_union::UnionHandle>,
+) -> bool {
+    let digest = match shield_union::UnionHandle::check(cfg) {
+        Ok((t, _)) => t.digest_hex(),
+        Err(
+            e @ (shield_union::UnionError::SelfRevoked(_)
+            | shield_union::UnionError::NotMember { .. }),
+        ) => {
+            tracing::error!(error = %e, "the union's new treaty removes this member; the union stops here");
+            if let Some(h) = handle.take() {
+                h.shutdown().await;
+            }
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the union's treaty changed but cannot be used; the union keeps its current treaty");
+            return false;
+        }
+    };
+    if handle
+        .as_ref()
+        .is_some_and(|h| h.treaty().digest_hex() == digest)
+    {
+        return false;
+    }
+    if let Some(h) = handle.take() {
+        h.shutdown().await;
+    }
+    match shield_union::UnionHandle::start(cfg.clone(), in_tx.clone()).await {
+        Ok(h) => {
+            tracing::info!(digest = %digest, "union restarted on the new treaty version");
+            *handle = Some(h);
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot restart the union on the new treaty (retrying every second)");
+            true
+        }
+    }
 }

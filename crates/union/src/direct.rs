@@ -7,7 +7,10 @@
 //! Protocol (JSON over HTTP/1.1, all POST):
 //! - `/union/v1/hello` `{member, treaty}` → 200, or 409 `{differences}` naming what differs;
 //! - `/union/v1/push`  `[Envelope]` → 204 (409 if the sender's treaty differs);
-//! - `/union/v1/pull`  `{have}` → `[Envelope]` above `have` per origin, every origin (relay).
+//! - `/union/v1/pull`  `{have, held}` → `[Envelope]` missing per origin, every origin (relay);
+//! - `/union/v1/gov`   `{since}` → `{history, pending}`: treaty versions after `since` and the
+//!   amendments pending on the current one (served even to a peer on another treaty version,
+//!   so it can catch up).
 //!
 //! Owns sockets, TLS, the listener and per-peer workers (push queue and the
 //! anti-entropy loop). Trust decisions belong to the [`Sink`].
@@ -37,7 +40,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::identity::{Identity, spki_der};
 use crate::signal::Envelope;
-use crate::transport::{BoxFuture, Have, Health, PeerStatus, Sink, Transport};
+use crate::transport::{BoxFuture, Have, Health, Held, PeerStatus, Sink, Transport};
 use crate::treaty::{Canonical, Treaty};
 
 /// Most envelopes in one push or pull answer (200 × the 4 KiB payload cap in
@@ -46,6 +49,13 @@ pub const BATCH: usize = 200;
 /// Largest answer body read from a peer.
 const MAX_ANSWER: usize = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most connections the union listener holds at once (each costs a file
+/// descriptor; every member keeps one open to us). A direct union is meant for
+/// up to a few hundred members; larger ones run on NATS.
+pub const MAX_CONNS: usize = 512;
+/// Most connections held at once from one source address: a member needs one
+/// or two, so one host cannot take the listener's whole budget.
+pub const MAX_CONNS_PER_IP: usize = 32;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SERVER_NAME: &str = "shield-union";
 
@@ -247,8 +257,16 @@ pub struct Mismatch {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct GovAsk {
+    pub since: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Pull {
     pub have: Have,
+    /// Ranges held above `have` (absent from older members: they get rows past a gap again).
+    #[serde(default)]
+    pub held: Held,
 }
 
 /// One HTTP/1.1 connection to a peer, reopened on failure.
@@ -377,9 +395,20 @@ impl PeerClient {
         self.post_json("/union/v1/push", &envs).await.map(|_| ())
     }
 
-    pub async fn pull(&self, have: &Have) -> Result<Vec<Envelope>, DirectError> {
+    pub async fn gov(&self, since: u64) -> Result<crate::history::Gov, DirectError> {
+        let b = self.post_json("/union/v1/gov", &GovAsk { since }).await?;
+        serde_json::from_slice(&b).map_err(|e| self.err(format!("bad governance answer: {e}")))
+    }
+
+    pub async fn pull(&self, have: &Have, held: &Held) -> Result<Vec<Envelope>, DirectError> {
         let b = self
-            .post_json("/union/v1/pull", &Pull { have: have.clone() })
+            .post_json(
+                "/union/v1/pull",
+                &Pull {
+                    have: have.clone(),
+                    held: held.clone(),
+                },
+            )
             .await?;
         serde_json::from_slice(&b).map_err(|e| self.err(format!("bad pull answer: {e}")))
     }
@@ -437,6 +466,10 @@ pub struct Direct {
     /// Handshakes refused because the client key is revoked / not a member.
     pub refused_revoked: Arc<AtomicU64>,
     pub refused_unknown: Arc<AtomicU64>,
+    /// Connections closed at once because the listener was at a connection cap.
+    pub refused_conn_cap: Arc<AtomicU64>,
+    /// Open connections per source address (std Mutex: a map update per accept and close).
+    per_ip: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     /// Key → member name, to name the peer of an accepted connection.
     names: Vec<(Vec<u8>, String)>,
 }
@@ -509,6 +542,8 @@ impl Direct {
             interval: treaty.sync_interval,
             refused_revoked,
             refused_unknown,
+            refused_conn_cap: Arc::new(AtomicU64::new(0)),
+            per_ip: Arc::default(),
             names: treaty
                 .members()
                 .map(|m| (spki_der(&m.key), m.name.clone()))
@@ -530,6 +565,7 @@ impl Direct {
             .route("/union/v1/hello", post(h_hello))
             .route("/union/v1/push", post(h_push))
             .route("/union/v1/pull", post(h_pull))
+            .route("/union/v1/gov", post(h_gov))
             .with_state(sink);
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -544,11 +580,19 @@ impl Direct {
                     }
                 },
             };
+            while conns.try_join_next().is_some() {}
+            let Some(slot) = ConnSlot::take(&self.per_ip, addr.ip(), conns.len()) else {
+                // Closing at once costs the sender a reconnect, us nothing.
+                self.refused_conn_cap.fetch_add(1, Ordering::Relaxed);
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let app = app.clone();
             let mut sd = shutdown.clone();
             conns.spawn(async move {
+                let _slot = slot;
                 let tls =
                     match tokio::time::timeout(CONNECT_TIMEOUT, this.acceptor.accept(tcp)).await {
                         Ok(Ok(t)) => t,
@@ -583,7 +627,6 @@ impl Direct {
                     _ = sd.changed() => {}
                 }
             });
-            while conns.try_join_next().is_some() {}
         }
         conns.shutdown().await;
     }
@@ -643,12 +686,27 @@ impl Direct {
         }
     }
 
+    /// Exchange treaty versions and amendments with a peer (whatever its
+    /// treaty version: this is how a member behind catches up).
+    async fn gov_once(&self, link: &PeerLink, sink: &Arc<dyn Sink>) {
+        // One version back, so a conflicting last version is compared too.
+        let since = sink.gov_version().saturating_sub(1);
+        match link.client.gov(since).await {
+            Ok(g) if !g.history.is_empty() || !g.pending.is_empty() => {
+                sink.gov_absorb(&link.client.name, g)
+            }
+            Ok(_) => sink.gov_absorb(&link.client.name, Default::default()),
+            Err(e) => tracing::debug!(peer = %link.client.name, "governance exchange: {e}"),
+        }
+    }
+
     async fn sync_once(&self, link: &PeerLink, sink: &Arc<dyn Sink>) {
         if link.health() != Health::Up {
             match link.client.hello(&self.me, &self.canonical).await {
                 Ok(()) => link.set(Health::Up, None),
                 Err(e @ DirectError::Refused { status: 409, .. }) => {
                     link.set(Health::TreatyMismatch, Some(e.to_string()));
+                    self.gov_once(link, sink).await;
                     return;
                 }
                 Err(e) => {
@@ -657,10 +715,11 @@ impl Direct {
                 }
             }
         }
+        self.gov_once(link, sink).await;
         // Pull until the peer has nothing more for us (bounded per round).
         for _ in 0..20 {
-            let have = sink.have();
-            match link.client.pull(&have).await {
+            let (have, held) = sink.have();
+            match link.client.pull(&have, &held).await {
                 Ok(envs) => {
                     link.set(Health::Up, None);
                     let n = envs.len();
@@ -679,6 +738,47 @@ impl Direct {
                     link.set(Health::Down, Some(e.to_string()));
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// One source address's share of the listener, released when the connection ends.
+struct ConnSlot {
+    map: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnSlot {
+    /// A slot for `ip` if neither cap is reached (`open` = connections held now).
+    fn take(
+        map: &Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        open: usize,
+    ) -> Option<ConnSlot> {
+        if open >= MAX_CONNS {
+            return None;
+        }
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_CONNS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
             }
         }
     }
@@ -733,15 +833,19 @@ async fn h_push(
     }
 }
 
+async fn h_gov(State(sink): State<Arc<dyn Sink>>, Json(a): Json<GovAsk>) -> Response {
+    Json(sink.gov_answer(a.since)).into_response()
+}
+
 async fn h_pull(
     State(sink): State<Arc<dyn Sink>>,
     Extension(PeerName(peer)): Extension<PeerName>,
     Json(p): Json<Pull>,
 ) -> Response {
-    if p.have.len() > 10_000 {
+    if p.have.len() > 10_000 || p.held.len() > 10_000 {
         return (StatusCode::PAYLOAD_TOO_LARGE, "too many origins in `have`").into_response();
     }
-    Json(sink.serve(&p.have, BATCH, &peer)).into_response()
+    Json(sink.serve(&p.have, &p.held, BATCH, &peer)).into_response()
 }
 
 impl Transport for Direct {

@@ -9,13 +9,16 @@
 //! not enforce anything: trusted decisions leave on the `inbound` channel the
 //! daemon passes to [`UnionHandle::start`], with `Origin::Union(member)`.
 //!
-//! Known limits (see issue #5):
+//! Storage per signal (issue #23): an accepted signal is stored whole (it is
+//! relayed); an authentic signal refused by policy is stored as a tombstone —
+//! its number, verdict and a hash, no payload — so anti-entropy stops asking
+//! for it; a signal refused for its rate (counted by arrival) or a future
+//! time is not stored at all and is fetched again later. Pruning forgets every
+//! row older than `max_age`, past sequence gaps too.
+//!
+//! Known limits:
 //! - Only the origin pushes; relays serve pulls, so a member cut off from the
 //!   origin but not from a relay learns a signal within one `sync_interval`.
-//! - Authentic signals refused by policy (rate cap, allowlist, ...) are stored
-//!   so anti-entropy converges; a member with a valid key can therefore grow the
-//!   others' `union_signals` until `max_age` pruning. A large sequence jump
-//!   stalls that origin's contiguity mark (more duplicate traffic, no loss).
 //! - A member that lost its database restarts its sequence at 1 until it pulls
 //!   its own history back from a peer (first sync at start); signals it signs
 //!   before that are refused by peers as `conflict`.
@@ -23,6 +26,7 @@
 pub mod cli;
 pub mod direct;
 pub mod drill;
+pub mod history;
 pub mod identity;
 pub mod nats;
 pub mod signal;
@@ -35,7 +39,7 @@ use serde::Serialize;
 use shield_core::Net;
 use shield_core::wall_now;
 use shield_core::{Decision, Origin, UnixTime};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -50,8 +54,8 @@ pub use treaty::{Treaty, TreatyError};
 pub use trust::{Counters, Refusal};
 
 use store::{Inserted, Store};
-use transport::{BoxFuture, Have, Sink, Transport};
-use trust::{RateLog, RateWindow, SeqTracker};
+use transport::{BoxFuture, Have, Held, Sink, Transport};
+use trust::{Protected, RateLog, RateWindow, SeqTracker};
 
 /// Where this member's union state and identity live.
 #[derive(Debug, Clone)]
@@ -129,11 +133,15 @@ struct State {
     store: Store,
     seqs: BTreeMap<String, SeqTracker>,
     rate: BTreeMap<String, RateWindow>,
-    pardons: Vec<Net>,
+    /// Pardons in force, re-read from the store at every batch so that
+    /// `shield union pardon` on a running member applies at once.
+    pardons: Vec<(Net, Option<i64>)>,
     last_time: BTreeMap<String, i64>,
     counters: Counters,
     log: RateLog,
-    quorum_done: HashSet<(Net, String)>,
+    /// (target, scenario) whose quorum was reached → when the decision it
+    /// produced ends; a new report after that counts again.
+    quorum_done: HashMap<(Net, String), i64>,
     mismatched_peers: BTreeMap<String, Vec<String>>,
     /// While a batch transaction is open: each origin's tracker as it was
     /// before the batch touched it, to restore if the commit fails.
@@ -144,6 +152,17 @@ struct Engine {
     me: String,
     id: Identity,
     treaty: Treaty,
+    /// Targets no signal may ban (member endpoints, NATS hosts, special ranges).
+    protected: Protected,
+    /// The treaty file; its history and amendments live beside it.
+    treaty_path: PathBuf,
+    /// Digests of the earlier versions in this treaty's history: a signal
+    /// signed under one of them (before an amendment) is still judged, under
+    /// the current treaty's rules and keys.
+    past: Vec<[u8; 32]>,
+    /// Serializes this member's writes of the treaty files (peers' answers
+    /// arrive on several tasks); held during file I/O, never with `state`.
+    gov: Mutex<()>,
     state: Mutex<State>,
     inbound: mpsc::Sender<Decision>,
 }
@@ -173,6 +192,17 @@ impl Engine {
     /// deliver them again).
     fn judge(&self, envs: Vec<Envelope>, via: &str, now: UnixTime) -> (Vec<Decision>, bool) {
         let mut st = self.lock();
+        match st.store.pardons(now) {
+            Ok(p) => st.pardons = p,
+            Err(e) => {
+                if let Some(s) = st.log.allow("pardons") {
+                    tracing::warn!(
+                        suppressed = s,
+                        "cannot read union pardons (the last ones read still apply): {e}"
+                    );
+                }
+            }
+        }
         // One transaction per batch; without it each insert commits on its own.
         let batched = envs.len() > 1;
         if batched && let Err(e) = st.store.begin() {
@@ -252,7 +282,7 @@ impl Engine {
                 );
                 continue;
             }
-            if b.treaty != self.treaty.digest() {
+            if b.treaty != self.treaty.digest() && !self.past.contains(&b.treaty) {
                 self.refuse(st, Refusal::TreatyMismatch, via, &format!(
                     "signal {}#{} was made under treaty {}, ours is {}; the treaties must be made identical",
                     b.origin, b.seq, treaty::hex(&b.treaty[..6]), treaty::hex(&self.treaty.digest()[..6])));
@@ -263,17 +293,9 @@ impl Engine {
                 continue;
             }
             if st.seqs.get(&b.origin).is_some_and(|s| s.contains(b.seq)) {
-                match st.store.insert(
-                    &b.origin,
-                    b.seq,
-                    b.time,
-                    &b.target,
-                    &b.scenario,
-                    "dup",
-                    &env,
-                    now,
-                ) {
-                    Ok(Inserted::Conflict) => self.refuse(
+                // Seen before: only look (a pruned number is not stored again).
+                match st.store.existing(&b.origin, b.seq, &env) {
+                    Ok(Some(Inserted::Conflict)) => self.refuse(
                         st,
                         Refusal::Conflict,
                         via,
@@ -288,12 +310,24 @@ impl Engine {
             }
             // Our own signals coming back (e.g. after we lost our database): adopt the numbers.
             let own = b.origin == self.me;
+            let policy = self.treaty.policy(&b.scenario);
+            // The treaty, not the sender, bounds how long a decision lasts.
+            let duration_s = match policy {
+                Some(p) => b
+                    .duration_s
+                    .clamp(p.duration.as_secs(), p.max_duration.as_secs()),
+                None => b.duration_s,
+            };
             let verdict: Result<(), Refusal> = if own {
                 Err(Refusal::Duplicate)
+            } else if trust::evidence_too_long(b) {
+                Err(Refusal::Evidence)
             } else {
-                trust::check_policy(&self.treaty, b, now).and_then(|()| {
+                trust::check_policy(&self.treaty, &self.protected, b, now).and_then(|()| {
                     if trust::pardoned(&st.pardons, &b.target) {
                         Err(Refusal::Pardoned)
+                    } else if b.time.saturating_add(duration_s as i64) <= now {
+                        Err(Refusal::Expired)
                     } else {
                         Ok(())
                     }
@@ -301,45 +335,48 @@ impl Engine {
             };
             let verdict = verdict.and_then(|()| {
                 let cap = m.max_signals_per_minute;
-                if st
-                    .rate
-                    .entry(b.origin.clone())
-                    .or_default()
-                    .admit(b.time, cap, now)
-                {
+                if st.rate.entry(b.origin.clone()).or_default().admit(cap, now) {
                     Ok(())
                 } else {
                     Err(Refusal::RateCap)
                 }
             });
-            let policy = self.treaty.policy(&b.scenario);
             let quorum = policy.map(|p| p.quorum).unwrap_or(1);
-            let expired = b.time
-                + b.duration_s
-                    .min(policy.map(|p| p.max_duration.as_secs()).unwrap_or(0))
-                    as i64
-                <= now;
-            let verdict = if expired {
-                verdict.and(Err(Refusal::Expired))
-            } else {
-                verdict
-            };
             let label = match (&verdict, own) {
                 (_, true) => "own",
                 (Ok(()), _) if quorum > 1 => "quorum_pending",
                 (Ok(()), _) => "accepted",
                 (Err(r), _) => r.as_str(),
             };
-            match st.store.insert(
-                &b.origin,
-                b.seq,
-                b.time,
-                &b.target,
-                &b.scenario,
-                label,
-                &env,
-                now,
-            ) {
+            // Over the rate cap or ahead of our clock: neither stored nor marked
+            // seen, so anti-entropy brings it again when it may pass.
+            let retry_later = matches!(verdict, Err(Refusal::RateCap | Refusal::Future));
+            let inserted = if retry_later {
+                Ok(Inserted::New)
+            } else if own || verdict.is_ok() {
+                st.store.insert(
+                    &b.origin,
+                    b.seq,
+                    b.time,
+                    &b.target,
+                    &b.scenario,
+                    label,
+                    &env,
+                    now,
+                )
+            } else {
+                st.store.insert_tombstone(
+                    &b.origin,
+                    b.seq,
+                    b.time,
+                    &b.target,
+                    &b.scenario,
+                    label,
+                    &env,
+                    now,
+                )
+            };
+            match inserted {
                 Ok(Inserted::New) => {}
                 Ok(_) => {
                     self.refuse(st, Refusal::Duplicate, via, "");
@@ -354,14 +391,16 @@ impl Engine {
                     continue;
                 }
             }
-            if let Some(undo) = &mut st.batch_undo
-                && !undo.contains_key(&b.origin)
-            {
-                undo.insert(b.origin.clone(), st.seqs.get(&b.origin).cloned());
+            if !retry_later {
+                if let Some(undo) = &mut st.batch_undo
+                    && !undo.contains_key(&b.origin)
+                {
+                    undo.insert(b.origin.clone(), st.seqs.get(&b.origin).cloned());
+                }
+                st.seqs.entry(b.origin.clone()).or_default().insert(b.seq);
+                let lt = st.last_time.entry(b.origin.clone()).or_insert(b.time);
+                *lt = (*lt).max(b.time.min(now + trust::MAX_FUTURE_S));
             }
-            st.seqs.entry(b.origin.clone()).or_default().insert(b.seq);
-            let lt = st.last_time.entry(b.origin.clone()).or_insert(b.time);
-            *lt = (*lt).max(b.time);
             if own {
                 continue;
             }
@@ -381,9 +420,6 @@ impl Engine {
                 );
                 continue;
             }
-            let max = policy
-                .map(|p| p.max_duration.as_secs())
-                .unwrap_or(b.duration_s);
             let dec = Decision {
                 id: 0,
                 scope: b.scope,
@@ -392,7 +428,7 @@ impl Engine {
                 scenario: b.scenario.clone(),
                 origin: Origin::Union(b.origin.clone()),
                 created: b.time,
-                expires: b.time + b.duration_s.min(max) as i64,
+                expires: b.time + duration_s as i64,
             };
             if quorum > 1 {
                 let since = now - policy.map(|p| p.max_duration.as_secs() as i64).unwrap_or(0);
@@ -401,11 +437,12 @@ impl Engine {
                     .reporters(&b.target, &b.scenario, since)
                     .unwrap_or(0);
                 let key = (b.target, b.scenario.clone());
-                if n < quorum || st.quorum_done.contains(&key) {
+                let done = st.quorum_done.get(&key).is_some_and(|&until| until > now);
+                if n < quorum || done {
                     st.counters.held_for_quorum += 1;
                     continue;
                 }
-                st.quorum_done.insert(key);
+                st.quorum_done.insert(key, dec.expires);
             }
             st.counters.received += 1;
             out.push(dec);
@@ -426,6 +463,7 @@ impl Engine {
         let mut st = self.lock();
         if self.treaty.allowlist().overlaps(&d.target).is_some()
             || d.target.prefix_len() < self.treaty.min_prefix_for(&d.target)
+            || self.protected.hit(&d.target).is_some()
             || trust::pardoned(&st.pardons, &d.target)
         {
             return Ok(false);
@@ -435,12 +473,7 @@ impl Engine {
             .member(&self.me)
             .map(|m| m.max_signals_per_minute)
             .unwrap_or(0);
-        if !st
-            .rate
-            .entry(self.me.clone())
-            .or_default()
-            .admit(d.created, cap, now)
-        {
+        if !st.rate.entry(self.me.clone()).or_default().admit(cap, now) {
             if let Some(s) = st.log.allow("own_rate") {
                 tracing::warn!(
                     suppressed = s,
@@ -509,21 +542,26 @@ impl Sink for SinkImpl {
         })
     }
 
-    fn have(&self) -> Have {
-        self.0
-            .lock()
+    fn have(&self) -> (Have, Held) {
+        let st = self.0.lock();
+        let have = st.seqs.iter().map(|(o, s)| (o.clone(), s.contig)).collect();
+        let held = st
             .seqs
             .iter()
-            .map(|(o, s)| (o.clone(), s.contig))
-            .collect()
+            .filter_map(|(o, s)| {
+                let r = s.ranges_above(store::MAX_HELD_RANGES);
+                (!r.is_empty()).then(|| (o.clone(), r))
+            })
+            .collect();
+        (have, held)
     }
 
-    fn serve(&self, have: &Have, limit: usize, to: &str) -> Vec<Envelope> {
+    fn serve(&self, have: &Have, held: &Held, limit: usize, to: &str) -> Vec<Envelope> {
         let mut st = self.0.lock();
         if st.mismatched_peers.contains_key(to) {
             return Vec::new();
         }
-        match st.store.since(have, limit) {
+        match st.store.since(have, held, limit) {
             Ok(rows) => {
                 let relayed = rows
                     .iter()
@@ -565,36 +603,125 @@ impl Sink for SinkImpl {
     fn delivered(&self, n: usize) {
         self.0.lock().counters.sent += n as u64;
     }
+
+    fn gov_version(&self) -> u64 {
+        history::History::load_or_genesis(&self.0.treaty_path)
+            .map(|h| h.current().version)
+            .unwrap_or(1)
+    }
+
+    fn gov_answer(&self, since: u64) -> history::Gov {
+        history::gov_answer(&self.0.treaty_path, since)
+    }
+
+    fn gov_absorb(&self, from: &str, gov: history::Gov) {
+        let r = {
+            let _one_writer = self.0.gov.lock().unwrap_or_else(|p| p.into_inner());
+            history::absorb(&self.0.treaty_path, &gov)
+        };
+        let mut st = self.0.lock();
+        match r {
+            Ok(a) => {
+                st.counters.amendments_refused += a.refused as u64;
+                if a.merged > 0 {
+                    tracing::info!(peer = from, merged = a.merged, "treaty amendments received");
+                }
+                if let Some(v) = a.installed {
+                    tracing::info!(
+                        peer = from,
+                        version = v,
+                        "treaty version {v} ratified and installed; the member applies it now"
+                    );
+                }
+            }
+            Err(e) => {
+                if let Some(s) = st.log.allow("gov") {
+                    tracing::warn!(
+                        suppressed = s,
+                        peer = from,
+                        "cannot take treaty amendments: {e}"
+                    );
+                }
+            }
+        }
+    }
 }
 
-/// Every 10 minutes (and at start), forget signals older than the treaty's
-/// max_age: they would be refused as stale anyway.
+/// Every minute (and at start), forget signals older than the treaty's
+/// max_age — past sequence gaps too —: they would be refused as stale anyway.
 async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     loop {
         {
             let mut st = engine.lock();
-            let contig: BTreeMap<String, u64> =
-                st.seqs.iter().map(|(o, s)| (o.clone(), s.contig)).collect();
-            let cutoff = wall_now() - engine.treaty.max_age.as_secs() as i64;
-            match st.store.prune(cutoff, &contig) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(rows = n, "pruned old union signals"),
+            let now = wall_now();
+            let cutoff = now - engine.treaty.max_age.as_secs() as i64;
+            match st.store.prune(cutoff) {
+                Ok((n, floors)) => {
+                    for (o, f) in floors {
+                        st.seqs.entry(o).or_default().raise_floor(f);
+                    }
+                    if n > 0 {
+                        tracing::debug!(rows = n, "pruned old union signals");
+                    }
+                }
                 Err(e) => {
                     if let Some(s) = st.log.allow("prune") {
                         tracing::warn!(suppressed = s, "cannot prune union signals: {e}");
                     }
                 }
             }
-            // Quorum bookkeeping only matters within a policy's lifetime.
-            if st.quorum_done.len() > 100_000 {
-                st.quorum_done.clear();
-            }
+            // A quorum mark only matters while the decision it produced lasts.
+            st.quorum_done.retain(|_, until| *until > now);
         }
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
         }
     }
+}
+
+/// The digests of the versions before the current one, when the history
+/// beside the treaty file ends at it and verifies from its own genesis.
+fn past_digests(treaty_path: &std::path::Path, t: &Treaty) -> Vec<[u8; 32]> {
+    let Ok(h) = history::History::load_or_genesis(treaty_path) else {
+        return Vec::new();
+    };
+    if h.current().digest != t.digest_hex() || h.verify(&h.versions[0].digest).is_err() {
+        return Vec::new();
+    }
+    h.versions[..h.versions.len() - 1]
+        .iter()
+        .filter_map(|a| {
+            let b: Vec<u8> = (0..a.digest.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(a.digest.get(i..i + 2)?, 16).ok())
+                .collect();
+            b.try_into().ok()
+        })
+        .collect()
+}
+
+/// The protected set, with the treaty's host names resolved (a name that does
+/// not resolve protects nothing more and is logged).
+async fn protected_targets(t: &Treaty) -> Protected {
+    let mut p = Protected::from_treaty(t);
+    for h in trust::endpoint_hosts(t) {
+        if h.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            tokio::net::lookup_host((h.as_str(), 0)),
+        )
+        .await;
+        match r {
+            Ok(Ok(addrs)) => addrs.for_each(|a| p.add_ip(a.ip(), "union endpoint")),
+            _ => {
+                tracing::warn!(host = %h, "cannot resolve a union endpoint; signals naming its address are not refused as `protected`")
+            }
+        }
+    }
+    p
 }
 
 /// A running union member.
@@ -650,14 +777,14 @@ impl UnionHandle {
             list.into_iter().for_each(|s| t.insert(s));
         }
         let state = State {
-            pardons: store.pardons()?,
+            pardons: store.pardons(wall_now())?,
             last_time: store.last_times()?,
             store,
             seqs,
             rate: BTreeMap::new(),
             counters: Counters::default(),
             log: RateLog::default(),
-            quorum_done: HashSet::new(),
+            quorum_done: HashMap::new(),
             mismatched_peers: BTreeMap::new(),
             batch_undo: None,
         };
@@ -668,9 +795,14 @@ impl UnionHandle {
             (d.clone(), Some(d))
         };
         let listen = direct.as_ref().and_then(|d| d.local_addr());
+        let protected = protected_targets(&treaty).await;
         let engine = Arc::new(Engine {
             me: cfg.name.clone(),
             id,
+            protected,
+            treaty_path: cfg.treaty_path.clone(),
+            gov: Mutex::new(()),
+            past: past_digests(&cfg.treaty_path, &treaty),
             treaty,
             state: Mutex::new(state),
             inbound,
@@ -705,14 +837,22 @@ impl UnionHandle {
         self.engine.publish(self.transport.as_ref(), d, evidence)
     }
 
-    /// Ignore `net` in union signals on this member from now on (persisted).
-    pub fn pardon(&self, net: Net) -> Result<(), UnionError> {
+    /// Ignore `net` in union signals on this member (persisted) until `until`
+    /// (Unix seconds; `None` = until `shield union pardon --remove`). The
+    /// daemon calls this when an operator deletes a decision, so the next
+    /// signal for the same target does not ban it again at once.
+    pub fn pardon(&self, net: Net, until: Option<UnixTime>) -> Result<(), UnionError> {
+        let now = wall_now();
         let mut st = self.engine.lock();
-        st.store.add_pardon(&net, wall_now())?;
-        if !st.pardons.contains(&net) {
-            st.pardons.push(net);
-        }
+        st.store.add_pardon(&net, now, until)?;
+        st.pardons = st.store.pardons(now)?;
         Ok(())
+    }
+
+    /// How long a pardon that follows a local delete lasts: the treaty's
+    /// longest decision, so no signal still in flight re-bans the target.
+    pub fn pardon_span(&self) -> std::time::Duration {
+        self.engine.treaty.longest_duration()
     }
 
     /// The address the union listener is bound to.
@@ -729,12 +869,19 @@ impl UnionHandle {
         let peers = self.transport.peers();
         let st = self.engine.lock();
         let mut counters = st.counters.clone();
-        let (rev, unk) = self.direct.as_ref().map_or((0, 0), |d| {
+        let (rev, unk, cap) = self.direct.as_ref().map_or((0, 0, 0), |d| {
             (
                 d.refused_revoked.load(Ordering::Relaxed),
                 d.refused_unknown.load(Ordering::Relaxed),
+                d.refused_conn_cap.load(Ordering::Relaxed),
             )
         });
+        if cap > 0 {
+            *counters
+                .refused
+                .entry(Refusal::ConnectionCap.as_str())
+                .or_default() += cap;
+        }
         if rev > 0 {
             *counters
                 .refused

@@ -56,6 +56,14 @@ pub enum NatsError {
     /// Both token and user/password were given.
     #[error("give either `token` or `user`+`password` for NATS, not both")]
     TwoAuths,
+    /// `password_file` cannot be read.
+    #[error(
+        "cannot read the NATS password file {path}: {source}; fix `password_file` in the treaty's [transport] or create the file"
+    )]
+    PasswordFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Connecting or setting up the stream/consumer failed (retried by `run`).
     #[error("NATS at {url}: {msg} (is nats-server running with JetStream, `-js`?)")]
     Server { url: String, msg: String },
@@ -123,8 +131,11 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
-    pub fn from_treaty(t: &Treaty) -> Result<Settings, NatsError> {
+    /// Resolve the treaty's `[transport]` for `member` (`{member}` in `user`,
+    /// `password_env` and `password_file` becomes its name).
+    pub fn from_treaty(t: &Treaty, member: &str) -> Result<Settings, NatsError> {
         let f = &t.transport_file;
+        let subst = |s: &str| s.replace("{member}", member);
         let url = f
             .url
             .clone()
@@ -137,14 +148,20 @@ impl Settings {
             (None, Some(e)) => Some(env(e)?),
             _ => None,
         };
-        let password = match (&f.password, &f.password_env) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(e)) => Some(env(e)?),
+        let password = match (&f.password, &f.password_env, &f.password_file) {
+            (Some(p), _, _) => Some(p.clone()),
+            (None, Some(e), _) => Some(env(&subst(e))?),
+            (None, None, Some(file)) => {
+                let path = PathBuf::from(subst(&file.to_string_lossy()));
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| NatsError::PasswordFile { path, source })?;
+                Some(text.trim_end_matches(['\n', '\r']).to_string())
+            }
             _ => None,
         };
         let user_pass = match (&f.user, password) {
-            (Some(u), Some(p)) => Some((u.clone(), p)),
-            (Some(u), None) => Some((u.clone(), String::new())),
+            (Some(u), Some(p)) => Some((subst(u), p)),
+            (Some(u), None) => Some((subst(u), String::new())),
             _ => None,
         };
         if token.is_some() && user_pass.is_some() {
@@ -163,10 +180,17 @@ impl Settings {
         })
     }
 
-    /// Connect with these settings (token or user/password, TLS roots).
-    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, NatsError> {
+    /// Connect with these settings (token or user/password, TLS roots). Replies
+    /// come to `inbox_prefix` (per member: `_INBOX_<member>`), so a NATS user
+    /// may subscribe to its own replies only.
+    pub async fn connect(
+        &self,
+        name: &str,
+        inbox_prefix: &str,
+    ) -> Result<async_nats::Client, NatsError> {
         let mut o = async_nats::ConnectOptions::new()
             .name(name)
+            .custom_inbox_prefix(inbox_prefix)
             .connection_timeout(Duration::from_secs(5));
         if let Some(t) = &self.token {
             o = o.token(t.clone());
@@ -207,6 +231,103 @@ pub async fn ensure_stream(
     })
     .await
     .map_err(|e| format!("cannot create or open stream {}: {e}", stream_name(union)))
+}
+
+/// The pull consumer each member reads the union's stream through.
+pub fn consumer_config(union: &str, member: &str) -> consumer::pull::Config {
+    let durable = consumer_name(member);
+    consumer::pull::Config {
+        durable_name: Some(durable),
+        filter_subject: format!("shield.{}.sig.>", token(union)),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// A member's durable consumer name.
+pub fn consumer_name(member: &str) -> String {
+    format!("shield_{}", token(member))
+}
+
+/// What is wrong with the union's stream, if anything: a stream that does not
+/// take every member's subject, is sealed, or deletes messages once one
+/// consumer acked them would silence members.
+pub fn check_stream(union: &str, c: &stream::Config) -> Result<(), String> {
+    let want = format!("shield.{}.sig.>", token(union));
+    let mut bad = Vec::new();
+    if c.subjects != [want.clone()] {
+        bad.push(format!("subjects are {:?}, not [{want:?}]", c.subjects));
+    }
+    if c.sealed {
+        bad.push("it is sealed".to_string());
+    }
+    if c.retention != stream::RetentionPolicy::Limits {
+        bad.push(format!("retention is {:?}, not limits", c.retention));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "stream {} is not configured for the union: {}; an admin must recreate it as docs/nats.md shows",
+            stream_name(union),
+            bad.join(", ")
+        ))
+    }
+}
+
+/// What is wrong with a member's consumer, if anything: one that filters out
+/// subjects, starts at new messages or does not need acks loses signals.
+pub fn check_consumer(union: &str, member: &str, c: &consumer::Config) -> Result<(), String> {
+    let want = format!("shield.{}.sig.>", token(union));
+    let mut bad = Vec::new();
+    if c.filter_subject != want {
+        bad.push(format!(
+            "filter_subject is {:?}, not {want:?}",
+            c.filter_subject
+        ));
+    }
+    if c.deliver_policy != consumer::DeliverPolicy::All {
+        bad.push(format!("deliver_policy is {:?}, not all", c.deliver_policy));
+    }
+    if c.ack_policy != consumer::AckPolicy::Explicit {
+        bad.push(format!("ack_policy is {:?}, not explicit", c.ack_policy));
+    }
+    if c.deliver_subject.is_some() {
+        bad.push("it is a push consumer".to_string());
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "consumer {} is not configured for the union: {}; signals would be lost. An admin must delete it (the member recreates it, or see docs/nats.md)",
+            consumer_name(member),
+            bad.join(", ")
+        ))
+    }
+}
+
+/// The admin's setup for per-member NATS users: the union's stream and one
+/// durable consumer per member, created (or checked) with an admin
+/// connection. Members whose user may not create them then only open them.
+pub async fn provision(
+    js: &jetstream::Context,
+    union: &str,
+    max_age: Duration,
+    members: &[&str],
+) -> Result<(), String> {
+    let st = ensure_stream(js, union, max_age).await?;
+    check_stream(union, &st.cached_info().config)?;
+    for m in members {
+        let c: consumer::PullConsumer = st
+            .get_or_create_consumer(&consumer_name(m), consumer_config(union, m))
+            .await
+            .map_err(|e| format!("cannot create consumer {}: {e}", consumer_name(m)))?;
+        check_consumer(union, m, &c.cached_info().config)?;
+    }
+    Ok(())
 }
 
 /// Publish one envelope with its de-duplication id; `Ok(true)` if the server
@@ -256,7 +377,7 @@ pub struct Nats {
 impl Nats {
     /// Resolve settings from the treaty; nothing connects until [`Transport::run`].
     pub fn new(me: &str, treaty: &Treaty) -> Result<Nats, NatsError> {
-        let settings = Settings::from_treaty(treaty)?;
+        let settings = Settings::from_treaty(treaty, me)?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Nats {
             me: me.to_string(),
@@ -295,50 +416,69 @@ impl Nats {
         }
     }
 
+    /// Connect, open (or create, when this user may) the stream and this
+    /// member's consumer, and check both are configured as the union needs:
+    /// someone holding other NATS credentials may have replaced them.
     async fn open(&self) -> Result<(jetstream::Context, consumer::PullConsumer), String> {
         let client = self
             .settings
-            .connect(&format!("shield-{}", self.me))
+            .connect(
+                &format!("shield-{}", self.me),
+                &format!("_INBOX_{}", token(&self.me)),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let js = jetstream::new(client);
         let st = ensure_stream(&js, &self.union, self.max_age).await?;
-        let durable = format!("shield_{}", token(&self.me));
-        let c = st
-            .get_or_create_consumer(
-                &durable,
-                consumer::pull::Config {
-                    durable_name: Some(durable.clone()),
-                    filter_subject: format!("shield.{}.sig.>", token(&self.union)),
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
+        check_stream(&self.union, &st.cached_info().config)?;
+        let durable = consumer_name(&self.me);
+        let c: consumer::PullConsumer = st
+            .get_or_create_consumer(&durable, consumer_config(&self.union, &self.me))
             .await
-            .map_err(|e| format!("cannot create or open consumer {durable}: {e}"))?;
+            .map_err(|e| format!("cannot create or open consumer {durable}: {e} (with per-member NATS users an admin creates it: docs/nats.md)"))?;
+        check_consumer(&self.union, &self.me, &c.cached_info().config)?;
         Ok((js, c))
     }
 
-    /// Publish every signal the store holds (all origins), page by page.
+    /// Publish every signal the store holds, page by page: this member's own,
+    /// and the other origins' as long as the server lets this user publish on
+    /// their subjects (with per-member NATS users it does not: the first
+    /// refusal stops republishing others', each origin republishes its own).
     async fn republish(&self, js: &jetstream::Context, sink: &dyn Sink) -> Result<u64, String> {
         let mut have = Have::new();
         let mut new = 0;
+        let mut others = true;
         loop {
-            let page = sink.serve(&have, 512, "nats");
+            let page = sink.serve(&have, &Default::default(), 512, "nats");
             if page.is_empty() {
                 return Ok(new);
             }
             for env in page {
                 let Ok(d) = env.decode() else { continue };
                 let (o, s) = (d.body.origin, d.body.seq);
-                if publish_env(js, &self.union, &o, s, &env).await? {
-                    new += 1;
-                }
-                let h = have.entry(o).or_default();
+                let h = have.entry(o.clone()).or_default();
                 *h = (*h).max(s);
+                if o == self.me {
+                    if publish_env(js, &self.union, &o, s, &env).await? {
+                        new += 1;
+                    }
+                } else if others {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        publish_env(js, &self.union, &o, s, &env),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(true)) => new += 1,
+                        Ok(Ok(false)) => {}
+                        _ => {
+                            tracing::info!(
+                                "union NATS: this member may not publish other members' signals (per-member users); each origin republishes its own"
+                            );
+                            others = false;
+                        }
+                    }
+                }
             }
         }
     }

@@ -67,6 +67,24 @@ CREATE TABLE IF NOT EXISTS union_pardons (
 );
 ";
 
+/// Added after the first release: pardons may end (`until`, NULL = never).
+const MIGRATE_PARDON_UNTIL: &str = "ALTER TABLE union_pardons ADD COLUMN until INTEGER";
+
+/// Most held ranges per origin a pull may name; past them a peer may send
+/// rows we hold (refused as duplicates), never fewer than we miss.
+pub const MAX_HELD_RANGES: usize = 256;
+
+/// A row kept only so anti-entropy knows the signal was seen: no payload, and
+/// the signature column holds `h:` + the payload's sha256 so a different
+/// payload under the same number is still detected as a conflict.
+fn tombstone_sig(payload: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "h:{}",
+        crate::treaty::hex(&sha2::Sha256::digest(payload.as_bytes()))
+    )
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let e = |source| StoreError {
@@ -80,6 +98,17 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
+        let has_until: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('union_pardons') WHERE name = 'until'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(e)?
+            > 0;
+        if !has_until {
+            conn.execute_batch(MIGRATE_PARDON_UNTIL).map_err(e)?;
+        }
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -108,6 +137,65 @@ impl Store {
         })
     }
 
+    /// What is stored under (origin, seq) compared with `env`, without storing anything.
+    pub fn existing(
+        &self,
+        origin: &str,
+        seq: u64,
+        env: &Envelope,
+    ) -> Result<Option<Inserted>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT payload, sig FROM union_signals WHERE origin = ?1 AND seq = ?2",
+                params![origin, seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(p, sig)| {
+            let same = if p.is_empty() {
+                sig == tombstone_sig(&env.payload)
+            } else {
+                p == env.payload
+            };
+            if same {
+                Inserted::Duplicate
+            } else {
+                Inserted::Conflict
+            }
+        }))
+    }
+
+    /// Keep a refused signal's number and verdict, not its content: what
+    /// anti-entropy needs to stop asking for it, at a few dozen bytes a row.
+    /// Tombstones are never served to peers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_tombstone(
+        &self,
+        origin: &str,
+        seq: u64,
+        time: i64,
+        target: &Net,
+        scenario: &str,
+        verdict: &str,
+        env: &Envelope,
+        received: i64,
+    ) -> Result<Inserted, StoreError> {
+        if let Some(x) = self.existing(origin, seq, env)? {
+            return Ok(x);
+        }
+        let scenario: String = scenario.chars().take(64).collect();
+        self.conn
+            .execute(
+                "INSERT INTO union_signals (origin, seq, time, target, scenario, verdict, payload, sig, received)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8)",
+                params![origin, seq as i64, time, target.to_string(), scenario, verdict, tombstone_sig(&env.payload), received],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(Inserted::New)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
@@ -120,21 +208,8 @@ impl Store {
         env: &Envelope,
         received: i64,
     ) -> Result<Inserted, StoreError> {
-        let existing: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT payload FROM union_signals WHERE origin = ?1 AND seq = ?2",
-                params![origin, seq as i64],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        if let Some(p) = existing {
-            return Ok(if p == env.payload {
-                Inserted::Duplicate
-            } else {
-                Inserted::Conflict
-            });
+        if let Some(x) = self.existing(origin, seq, env)? {
+            return Ok(x);
         }
         self.conn
             .execute(
@@ -191,28 +266,29 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Forget signals older than `cutoff`, but only a contiguous prefix per origin
-    /// up to `contig[origin]`, and remember that prefix as the origin's floor so
-    /// anti-entropy never asks for it again. Returns the rows deleted.
-    pub fn prune(&self, cutoff: i64, contig: &BTreeMap<String, u64>) -> Result<usize, StoreError> {
+    /// Forget signals older than `cutoff`: per origin, every row up to the
+    /// highest sequence whose signal time is older (rows above a gap too — a
+    /// gap no longer holds anything back), and remember that sequence as the
+    /// origin's floor so anti-entropy never asks for it again. Honest origins
+    /// number their signals in time order, so nothing younger is lost; an
+    /// origin that back-dates high numbers only loses its own. Returns the
+    /// rows deleted and the new floors.
+    pub fn prune(&self, cutoff: i64) -> Result<(usize, BTreeMap<String, u64>), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
-        let mut n = 0;
-        for (origin, &c) in contig {
-            // The first seq (≤ contig) that is still young bounds the prefix.
-            let first_young: Option<i64> = tx
-                .query_row(
-                    "SELECT MIN(seq) FROM union_signals WHERE origin = ?1 AND seq <= ?2 AND time >= ?3",
-                    params![origin, c as i64, cutoff],
-                    |r| r.get(0),
+        let uptos: Vec<(String, i64)> = {
+            let mut st = tx
+                .prepare(
+                    "SELECT origin, MAX(seq) FROM union_signals WHERE time < ?1 GROUP BY origin",
                 )
                 .map_err(|e| self.err(e))?;
-            let upto = match first_young {
-                Some(s) => s - 1,
-                None => c as i64,
-            };
-            if upto <= 0 {
-                continue;
-            }
+            let rows = st
+                .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        let mut n = 0;
+        let mut floors = BTreeMap::new();
+        for (origin, upto) in uptos {
             n += tx
                 .execute(
                     "DELETE FROM union_signals WHERE origin = ?1 AND seq <= ?2",
@@ -225,9 +301,10 @@ impl Store {
                 params![origin, upto],
             )
             .map_err(|e| self.err(e))?;
+            floors.insert(origin, upto as u64);
         }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(n)
+        Ok((n, floors))
     }
 
     /// Latest signal time per origin.
@@ -242,10 +319,15 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Signals with seq above `have[origin]` (0 when absent), at most `limit` in all.
+    /// Signals a peer misses, at most `limit` in all: per origin, those above
+    /// `have[origin]` (0 when absent) that fall outside the peer's `held`
+    /// ranges — so rows past a gap are served too —, shared fairly: every
+    /// origin with something missing gets its share of `limit` before any
+    /// origin gets more. Tombstones (refused signals) are never served.
     pub fn since(
         &self,
         have: &BTreeMap<String, u64>,
+        held: &BTreeMap<String, Vec<(u64, u64)>>,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
         let origins: Vec<String> = {
@@ -256,34 +338,88 @@ impl Store {
             let rows = st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
         };
+        // Per origin, the sequence ranges the peer misses (inclusive).
+        let gaps: Vec<(String, Vec<(i64, i64)>)> = origins
+            .into_iter()
+            .map(|o| {
+                let mut lo = have.get(&o).copied().unwrap_or(0).saturating_add(1) as i64;
+                let mut g = Vec::new();
+                let mut ranges: Vec<(u64, u64)> = held
+                    .get(&o)
+                    .map(|r| r.iter().take(MAX_HELD_RANGES).copied().collect())
+                    .unwrap_or_default();
+                ranges.sort_unstable();
+                for (s, e) in ranges {
+                    let (s, e) = (s.min(i64::MAX as u64) as i64, e.min(i64::MAX as u64) as i64);
+                    if e < lo || s > e {
+                        continue;
+                    }
+                    if s > lo {
+                        g.push((lo, s - 1));
+                    }
+                    lo = lo.max(e.saturating_add(1));
+                }
+                g.push((lo, i64::MAX));
+                (o, g)
+            })
+            .collect();
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT seq, payload, sig FROM union_signals WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, payload, sig FROM union_signals
+                 WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 AND payload != '' ORDER BY seq LIMIT ?4",
             )
             .map_err(|e| self.err(e))?;
+        let mut fetch = |o: &str, g: &[(i64, i64)], after: i64, max: usize| {
+            let mut out: Vec<Row> = Vec::new();
+            for &(lo, hi) in g {
+                if out.len() >= max {
+                    break;
+                }
+                let lo = lo.max(after.saturating_add(1));
+                if lo > hi {
+                    continue;
+                }
+                let rows = st
+                    .query_map(params![o, lo, hi, (max - out.len()) as i64], |r| {
+                        Ok(Row {
+                            origin: o.to_string(),
+                            seq: r.get::<_, i64>(0)? as u64,
+                            env: Envelope {
+                                payload: r.get(1)?,
+                                sig: r.get(2)?,
+                            },
+                        })
+                    })
+                    .map_err(|e| self.err(e))?;
+                for r in rows {
+                    out.push(r.map_err(|e| self.err(e))?);
+                }
+            }
+            Ok::<_, StoreError>(out)
+        };
+        let share = (limit / gaps.len().max(1)).max(1);
         let mut out = Vec::new();
-        for o in origins {
+        let mut last = vec![0i64; gaps.len()];
+        for (i, (o, g)) in gaps.iter().enumerate() {
             if out.len() >= limit {
                 break;
             }
-            let from = have.get(&o).copied().unwrap_or(0) as i64;
-            let left = (limit - out.len()) as i64;
-            let rows = st
-                .query_map(params![o, from, left], |r| {
-                    Ok(Row {
-                        origin: o.clone(),
-                        seq: r.get::<_, i64>(0)? as u64,
-                        env: Envelope {
-                            payload: r.get(1)?,
-                            sig: r.get(2)?,
-                        },
-                    })
-                })
-                .map_err(|e| self.err(e))?;
-            for r in rows {
-                out.push(r.map_err(|e| self.err(e))?);
+            let rows = fetch(o, g, 0, share.min(limit - out.len()))?;
+            last[i] = rows.last().map_or(i64::MAX, |r| r.seq as i64);
+            if rows.len() < share {
+                last[i] = i64::MAX; // nothing more from this origin
             }
+            out.extend(rows);
+        }
+        for (i, (o, g)) in gaps.iter().enumerate() {
+            if out.len() >= limit {
+                break;
+            }
+            if last[i] == i64::MAX {
+                continue;
+            }
+            out.extend(fetch(o, g, last[i], limit - out.len())?);
         }
         Ok(out)
     }
@@ -302,29 +438,51 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    pub fn add_pardon(&self, target: &Net, now: i64) -> Result<(), StoreError> {
+    /// Pardon `target` until `until` (Unix seconds; `None` = until removed). A
+    /// pardon that already exists is extended, never shortened.
+    pub fn add_pardon(&self, target: &Net, now: i64, until: Option<i64>) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO union_pardons (target, created) VALUES (?1, ?2)",
-                params![target.to_string(), now],
+                "INSERT INTO union_pardons (target, created, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(target) DO UPDATE SET until = CASE
+                   WHEN until IS NULL OR excluded.until IS NULL THEN NULL
+                   ELSE MAX(until, excluded.until) END",
+                params![target.to_string(), now, until],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    pub fn pardons(&self) -> Result<Vec<Net>, StoreError> {
+    /// Remove a pardon; returns whether there was one.
+    pub fn remove_pardon(&self, target: &Net) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM union_pardons WHERE target = ?1",
+                params![target.to_string()],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Pardons in force at `now`, with their end (`None` = until removed).
+    pub fn pardons(&self, now: i64) -> Result<Vec<(Net, Option<i64>)>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT target FROM union_pardons")
+            .prepare_cached(
+                "SELECT target, until FROM union_pardons WHERE until IS NULL OR until > ?1",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
+            .query_map(params![now], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
+            let (t, until) = r.map_err(|e| self.err(e))?;
             // A row we cannot parse was not written by us; skip it rather than fail start.
-            if let Ok(n) = r.map_err(|e| self.err(e))?.parse() {
-                out.push(n);
+            if let Ok(n) = t.parse() {
+                out.push((n, until));
             }
         }
         Ok(out)
@@ -364,18 +522,69 @@ mod tests {
         s.insert("b", 1, 12, &t, "x", "quorum_pending", &e2, 12)
             .unwrap();
         let have = BTreeMap::from([("a".to_string(), 1)]);
-        let rows = s.since(&have, 10).unwrap();
+        let none = BTreeMap::new();
+        let rows = s.since(&have, &none, 10).unwrap();
         let got: Vec<_> = rows.iter().map(|r| (r.origin.as_str(), r.seq)).collect();
         assert_eq!(got, vec![("a", 2), ("b", 1)]);
-        assert_eq!(s.since(&BTreeMap::new(), 1).unwrap().len(), 1);
+        assert_eq!(s.since(&BTreeMap::new(), &none, 1).unwrap().len(), 1);
         assert_eq!(s.reporters(&t, "x", 0).unwrap(), 2);
         assert_eq!(s.reporters(&t, "x", 12).unwrap(), 1);
-        // Prune what is older than 12 (a, 1..=2 at 10 and 11), only below contig.
-        let contig = BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)]);
-        assert_eq!(s.prune(12, &contig).unwrap(), 2);
+        // Prune what is older than 12 (a, 1..=2 at 10 and 11).
+        assert_eq!(s.prune(12).unwrap().0, 2);
         assert_eq!(s.floors().unwrap(), BTreeMap::from([("a".to_string(), 2)]));
-        assert_eq!(s.since(&BTreeMap::new(), 10).unwrap().len(), 1);
-        s.add_pardon(&t, 5).unwrap();
-        assert_eq!(s.pardons().unwrap(), vec![t]);
+        assert_eq!(s.since(&BTreeMap::new(), &none, 10).unwrap().len(), 1);
+        s.add_pardon(&t, 5, Some(100)).unwrap();
+        assert_eq!(s.pardons(50).unwrap(), vec![(t, Some(100))]);
+        assert!(s.pardons(100).unwrap().is_empty());
+        s.add_pardon(&t, 5, None).unwrap();
+        assert_eq!(s.pardons(1000).unwrap(), vec![(t, None)]);
+        assert!(s.remove_pardon(&t).unwrap());
+        assert!(s.pardons(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn since_serves_past_gaps_fairly_and_never_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let t: Net = "203.0.113.7/32".parse().unwrap();
+        let env = |i: u64| Envelope {
+            payload: format!("p{i}"),
+            sig: "s".into(),
+        };
+        // `m` jumped to 1000..1299; `z` sorts after it and has one row.
+        for seq in 1000..1300 {
+            s.insert("m", seq, 10, &t, "x", "accepted", &env(seq), 10)
+                .unwrap();
+        }
+        s.insert("z", 1, 10, &t, "x", "accepted", &env(1), 10)
+            .unwrap();
+        s.insert_tombstone("z", 2, 10, &t, "x", "stale", &env(2), 10)
+            .unwrap();
+        let none = BTreeMap::new();
+        let rows = s.since(&BTreeMap::new(), &none, 200).unwrap();
+        assert_eq!(rows.len(), 200);
+        assert!(
+            rows.iter().any(|r| r.origin == "z" && r.seq == 1),
+            "z starved"
+        );
+        assert!(
+            !rows.iter().any(|r| r.origin == "z" && r.seq == 2),
+            "tombstone served"
+        );
+        // Holding 1000..=1199 past the gap, the next pull gets 1200.. not the same rows.
+        let held = BTreeMap::from([("m".to_string(), vec![(1000, 1199)])]);
+        let have = BTreeMap::from([("z".to_string(), 2)]);
+        let rows = s.since(&have, &held, 200).unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1200..1300).collect::<Vec<_>>());
+        // A tombstone still detects a conflicting payload.
+        assert_eq!(
+            s.existing("z", 2, &env(2)).unwrap(),
+            Some(Inserted::Duplicate)
+        );
+        assert_eq!(
+            s.existing("z", 2, &env(3)).unwrap(),
+            Some(Inserted::Conflict)
+        );
     }
 }

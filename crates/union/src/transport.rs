@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+use crate::history::Gov;
 use crate::signal::Envelope;
 use crate::treaty::Canonical;
 
@@ -21,6 +22,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Per-origin highest contiguous sequence number a member holds.
 pub type Have = BTreeMap<String, u64>;
 
+/// Per origin, the inclusive sequence ranges a member holds above its [`Have`]
+/// mark (at most [`crate::store::MAX_HELD_RANGES`] each), so a peer serves what
+/// is missing past a gap instead of the same rows again.
+pub type Held = BTreeMap<String, Vec<(u64, u64)>>;
+
 /// What the union engine offers a transport.
 pub trait Sink: Send + Sync + 'static {
     /// Signals from `via` (a peer, or `nats`): verify, store, enforce. Refusals
@@ -28,13 +34,24 @@ pub trait Sink: Send + Sync + 'static {
     /// not keep a signal it should have: the carrier should deliver it again.
     fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, bool>;
     /// What this member holds, to ask peers for the rest.
-    fn have(&self) -> Have;
-    /// Signals above `have` this member can serve to a peer (relay), at most `limit`.
-    fn serve(&self, have: &Have, limit: usize, to: &str) -> Vec<Envelope>;
+    fn have(&self) -> (Have, Held);
+    /// Signals above `have` and outside `held` this member can serve to a peer
+    /// (relay), at most `limit`, shared fairly between origins.
+    fn serve(&self, have: &Have, held: &Held, limit: usize, to: &str) -> Vec<Envelope>;
     /// Compare a peer's treaty with ours; `Err` lists the differences.
     fn check_treaty(&self, peer: &str, theirs: &Canonical) -> Result<(), Vec<String>>;
     /// A delivery to a peer succeeded (for counters).
     fn delivered(&self, n: usize);
+    /// This member's treaty version (its history's current one).
+    fn gov_version(&self) -> u64 {
+        1
+    }
+    /// Treaty versions after `since` and amendments pending here, for a peer.
+    fn gov_answer(&self, _since: u64) -> Gov {
+        Gov::default()
+    }
+    /// A peer's versions and pending amendments: verify, merge, ratify.
+    fn gov_absorb(&self, _from: &str, _gov: Gov) {}
 }
 
 /// How a peer looks from here.

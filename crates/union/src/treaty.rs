@@ -134,9 +134,14 @@ pub struct TransportFile {
     pub token: Option<String>,
     pub token_env: Option<String>,
     /// `nats` only: user/password auth (`password_env` as for `token_env`).
+    /// `{member}` in `user`, `password_env` and `password_file` is replaced by
+    /// the member's name, so one shared treaty gives every member its own NATS
+    /// user (see docs/nats.md, "Per-member users").
     pub user: Option<String>,
     pub password: Option<String>,
     pub password_env: Option<String>,
+    /// `nats` only: a file holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
     /// `nats` only: PEM file of the CA that signed the NATS servers' certificates.
     pub ca_file: Option<PathBuf>,
 }
@@ -152,6 +157,7 @@ impl Default for TransportFile {
             user: None,
             password: None,
             password_env: None,
+            password_file: None,
             ca_file: None,
         }
     }
@@ -423,6 +429,15 @@ impl Treaty {
 
     pub fn policy(&self, scenario: &str) -> Option<&Policy> {
         self.policies.get(scenario)
+    }
+
+    /// The longest `max_duration` of any binding policy (zero without policies).
+    pub fn longest_duration(&self) -> Duration {
+        self.policies
+            .values()
+            .map(|p| p.max_duration)
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn member(&self, name: &str) -> Option<&Member> {

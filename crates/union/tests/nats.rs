@@ -21,6 +21,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(|_| None)
+    }
+
+    /// A server from a config file `conf(port)` writes (`None`: flags only).
+    fn start_with(conf: impl FnOnce(u16) -> Option<String>) -> Server {
         let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .map(PathBuf::from)
@@ -30,10 +35,24 @@ impl Server {
             });
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(bin)
-            .args(["-js", "-sd"])
-            .arg(dir.path())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(bin);
+        match conf(port) {
+            Some(text) => {
+                let f = dir.path().join("nats.conf");
+                let text = text.replace("@STORE@", dir.path().join("js").to_str().unwrap());
+                std::fs::write(&f, text).unwrap();
+                cmd.arg("-c").arg(f);
+            }
+            None => {
+                cmd.args(["-js", "-sd"]).arg(dir.path()).args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ]);
+            }
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -317,4 +336,174 @@ impl ParseForTest for Treaty {
         std::fs::write(&p, text).unwrap();
         Treaty::load(&p).unwrap().digest()
     }
+}
+
+/// Issue #23 item 3: someone holding shared NATS credentials deletes a
+/// member's durable consumer and recreates it with another filter and
+/// `deliver_policy new`. The member must notice on open (status `down`, the
+/// error says what is wrong), not keep reading nothing while reporting `up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_consumer_is_detected_not_trusted() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let t = treaty_text(&[&a, &b], "", &nats_transport(&srv.url), "");
+    let mut na = start(dir.path(), &a, &t).await;
+    let nb = start(dir.path(), &b, &t).await;
+    assert!(nb.h().publish(&decision("203.0.113.21/32"), &[]).unwrap());
+    recv_n(&mut na.rx, 1, 10_000).await;
+    na.stop().await;
+
+    let client = async_nats::connect(&srv.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let st = js
+        .get_stream(nats::stream_name("test-union"))
+        .await
+        .unwrap();
+    st.delete_consumer(&nats::consumer_name("a")).await.unwrap();
+    let mut hostile = nats::consumer_config("test-union", "a");
+    hostile.filter_subject = "shield.test-union.sig.nobody".into();
+    hostile.deliver_policy = async_nats::jetstream::consumer::DeliverPolicy::New;
+    st.create_consumer(hostile).await.unwrap();
+
+    na.restart().await;
+    until(10_000, "a reports the replaced consumer", || {
+        na.h().status().members.iter().any(|m| {
+            m.name == "b"
+                && m.health == shield_union::Health::Down
+                && m.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("filter_subject") && e.contains("deliver_policy"))
+        })
+    })
+    .await;
+    na.stop().await;
+}
+
+/// The NATS config docs/nats.md gives for per-member users: `m` holds its own
+/// user; it cannot delete or replace `a`'s consumer, seal the stream, or
+/// publish on `a`'s subject, and honest traffic flows meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_member_nats_users_confine_a_hostile_member() {
+    let union = "test-union";
+    let user = |m: &str| {
+        format!(
+            r#"    {{ user: {m}, password: "pw-{m}", permissions: {{
+        publish: {{ allow: ["shield.{union}.sig.{m}", "$JS.API.STREAM.INFO.SHIELD_{union}",
+                             "$JS.API.CONSUMER.INFO.SHIELD_{union}.shield_{m}",
+                             "$JS.API.CONSUMER.MSG.NEXT.SHIELD_{union}.shield_{m}",
+                             "$JS.ACK.SHIELD_{union}.shield_{m}.>"] }}
+        subscribe: {{ allow: ["_INBOX_{m}.>"] }} }} }}
+"#
+        )
+    };
+    let srv = Server::start_with(|port| {
+        Some(format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"@STORE@\" }}\nauthorization {{ users = [\n    {{ user: admin, password: \"pw-admin\" }}\n{}{}{}] }}\n",
+            user("a"),
+            user("b"),
+            user("m")
+        ))
+    });
+    let admin =
+        async_nats::ConnectOptions::with_user_and_password("admin".into(), "pw-admin".into())
+            .connect(&srv.url)
+            .await
+            .unwrap();
+    let js = async_nats::jetstream::new(admin);
+    nats::provision(&js, union, Duration::from_secs(86_400), &["a", "b", "m"])
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, m) = (spec("a"), spec("b"), spec("m"));
+    for s in [&a, &b] {
+        std::fs::create_dir_all(dir.path().join(s.name)).unwrap();
+        std::fs::write(
+            dir.path().join(s.name).join("nats.pass"),
+            format!("pw-{}\n", s.name),
+        )
+        .unwrap();
+    }
+    let transport = format!(
+        "kind = \"nats\"\nurl = \"{}\"\nuser = \"{{member}}\"\npassword_file = \"{}/{{member}}/nats.pass\"\n",
+        srv.url,
+        dir.path().display()
+    );
+    let t = treaty_text(&[&a, &b, &m], "", &transport, "");
+    let na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    assert!(na.h().publish(&decision("203.0.113.31/32"), &[]).unwrap());
+    let d = recv_n(&mut nb.rx, 1, 10_000).await;
+    assert_eq!(d[0].origin, Origin::Union("a".into()));
+
+    // m, with its own user.
+    let mc = async_nats::ConnectOptions::with_user_and_password("m".into(), "pw-m".into())
+        .custom_inbox_prefix("_INBOX_m")
+        .connect(&srv.url)
+        .await
+        .unwrap();
+    let mjs = async_nats::jetstream::new(mc.clone());
+    let st = tokio::time::timeout(
+        Duration::from_secs(3),
+        mjs.get_stream(nats::stream_name(union)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let del = tokio::time::timeout(
+        Duration::from_secs(3),
+        st.delete_consumer(&nats::consumer_name("a")),
+    )
+    .await;
+    assert!(!matches!(del, Ok(Ok(_))), "m deleted a's consumer");
+    let mut sealed = st.cached_info().config.clone();
+    sealed.sealed = true;
+    let upd = tokio::time::timeout(Duration::from_secs(3), mjs.update_stream(sealed)).await;
+    assert!(!matches!(upd, Ok(Ok(_))), "m sealed the stream");
+    let digest = na.h().treaty().digest();
+    let target: Net = "203.0.113.32/32".parse().unwrap();
+    let body = |origin: &str, seq| SignalBody {
+        origin: origin.into(),
+        seq,
+        time: now(),
+        scope: Scope::of(&target),
+        target,
+        kind: DecisionType::Ban,
+        duration_s: 3600,
+        scenario: SCEN.into(),
+        evidence: vec![],
+        treaty: digest,
+    };
+    // On a's subject (whatever it signs) m is refused by the server.
+    let env = body("m", 1).sign(&m.id);
+    let spoof = tokio::time::timeout(
+        Duration::from_secs(3),
+        nats::publish_env(&mjs, union, "a", 99, &env),
+    )
+    .await;
+    assert!(!matches!(spoof, Ok(Ok(_))), "m published on a's subject");
+    // On its own subject m is heard like any member.
+    let own = tokio::time::timeout(
+        Duration::from_secs(3),
+        nats::publish_env(&mjs, union, "m", 1, &env),
+    )
+    .await;
+    assert!(matches!(own, Ok(Ok(true))), "{own:?}");
+    let d = recv_n(&mut nb.rx, 1, 10_000).await;
+    assert_eq!(d[0].origin, Origin::Union("m".into()));
+    // a's consumer is intact and honest traffic still flows.
+    assert!(na.h().publish(&decision("203.0.113.33/32"), &[]).unwrap());
+    let d = recv_n(&mut nb.rx, 1, 10_000).await;
+    assert_eq!(d[0].target.to_string(), "203.0.113.33/32");
+    let ci = js
+        .get_stream(nats::stream_name(union))
+        .await
+        .unwrap()
+        .consumer_info(nats::consumer_name("a"))
+        .await
+        .unwrap()
+        .config
+        .clone();
+    nats::check_consumer(union, "a", &ci).unwrap();
 }

@@ -398,7 +398,9 @@ async fn pardon_is_local_and_persisted() {
     let t = treaty_text(&[&a, &b], "", "", "");
     let na = start(dir.path(), &a, &t).await;
     let mut nb = start(dir.path(), &b, &t).await;
-    nb.h().pardon("203.0.113.0/24".parse().unwrap()).unwrap();
+    nb.h()
+        .pardon("203.0.113.0/24".parse().unwrap(), None)
+        .unwrap();
     assert!(na.h().publish(&decision("203.0.113.90/32"), &[]).unwrap());
     until(3000, "pardoned counted", || nb.refused("pardoned") == 1).await;
     nb.stop().await;
