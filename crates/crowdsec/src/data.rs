@@ -17,6 +17,9 @@ use crate::config::DataConfig;
 struct DataFile {
     strings: Vec<String>,
     regexes: Vec<regex::Regex>,
+    /// Every line of a `regex` file as one alternation (`RegexpInFile` asks whether any
+    /// matches: one automaton instead of one search per line); None if it would not build.
+    any_regex: Option<regex::Regex>,
     /// `type: map` rows: (pattern, tag, kind).
     map_rows: Vec<(String, String, String)>,
 }
@@ -88,6 +91,20 @@ impl DataStore {
                 _ => {}
             }
         }
+        if !entry.regexes.is_empty() {
+            // Each line compiled on its own above; in a non-capturing group of its own its
+            // flags (`(?i)`) stay inside it, so the alternation matches where any line does.
+            let alt = entry
+                .regexes
+                .iter()
+                .map(|r| format!("(?:{})", r.as_str()))
+                .collect::<Vec<_>>()
+                .join("|");
+            entry.any_regex = regex::RegexBuilder::new(&alt)
+                .size_limit(32 << 20)
+                .build()
+                .ok();
+        }
     }
 
     fn strings(&self, name: &str) -> &[String] {
@@ -98,9 +115,10 @@ impl DataStore {
     }
 
     fn regexp_in_file(&self, data: &str, name: &str) -> bool {
-        self.files
-            .get(name)
-            .is_some_and(|f| f.regexes.iter().any(|r| r.is_match(data)))
+        self.files.get(name).is_some_and(|f| match &f.any_regex {
+            Some(all) => all.is_match(data),
+            None => f.regexes.iter().any(|r| r.is_match(data)),
+        })
     }
 
     fn lookup(&self, haystack: &str, name: &str) -> &str {
@@ -205,6 +223,8 @@ impl Exprs {
         let mut c = Compiler::new();
         let d = data.clone();
         c.register("File", Arity::exact(1), FileFn(d));
+        // Files are loaded before anything is compiled: `File('x')` is a constant list.
+        c.pure("File");
         let d = data.clone();
         c.register_fn("RegexpInFile", Arity::exact(2), move |args| {
             Ok(Value::Bool(

@@ -3,6 +3,7 @@
 //! (expr builtin or registered helper, arity checked), compiles constant regexes, and turns
 //! `x in [constants]` into a constant-set test. Owns nothing at run time.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -117,6 +118,8 @@ pub(crate) enum Node {
     Call {
         func: Arc<dyn Function>,
         args: Vec<Node>,
+        /// Registered as pure ([`crate::Compiler::pure`]).
+        pure: bool,
     },
     Builtin {
         b: Builtin,
@@ -152,6 +155,21 @@ pub(crate) enum Node {
     InConsts {
         left: Box<Node>,
         items: Box<[Const]>,
+        /// The same items as a hash set when they are many strings (`x in File('..')`).
+        set: Option<HashSet<Box<str>>>,
+    },
+    /// `any(LIST, {X op #})` / `none(..)` over a constant string list, `op` one of
+    /// `contains`, `startsWith`, `endsWith`, `==` (`#` possibly under a pure call such as
+    /// `Upper(#)`, applied to the list at compile time): `X` is evaluated once and tested
+    /// against every element at once. `list` and `body` are the closure as written; it runs
+    /// instead when `X` is not a string (so errors and conversions stay the generic ones).
+    AnyStrings {
+        op: ClosureOp,
+        list: Box<Node>,
+        body: Box<Node>,
+        /// `X` is the left operand of the body (else the right, for `# == X`).
+        x_left: bool,
+        set: StrSet,
     },
     /// `x matches 'constant'`, compiled once.
     MatchesConst {
@@ -163,6 +181,205 @@ pub(crate) enum Node {
         body: Box<Node>,
     },
     Chain(Box<Node>),
+}
+
+/// A constant set of strings tested all at once.
+pub(crate) enum StrSet {
+    /// `x == element`.
+    Eq(HashSet<Box<str>>),
+    /// `x contains` / `startsWith` / `endsWith` an element: the escaped elements as one
+    /// alternation (the regex crate runs it as a literal automaton); `x matches` an element:
+    /// the patterns as one alternation.
+    Re(Regex),
+}
+
+impl StrSet {
+    pub(crate) fn is_match(&self, x: &str) -> bool {
+        match self {
+            StrSet::Eq(set) => set.contains(x),
+            StrSet::Re(re) => re.is_match(x),
+        }
+    }
+
+    fn new(op: BinOp, items: &[String]) -> Option<StrSet> {
+        if op == BinOp::Eq {
+            return Some(StrSet::Eq(
+                items.iter().map(|s| s.as_str().into()).collect(),
+            ));
+        }
+        if op == BinOp::Matches {
+            // Each element a pattern of its own (in its own group, so its flags stay there);
+            // any that does not compile leaves the closure to report it when it gets there.
+            let mut alt = Vec::with_capacity(items.len());
+            for p in items {
+                crate::re::go_regex(p).ok()?;
+                alt.push(format!("(?:{})", crate::re::go_to_rust(p)));
+            }
+            return regex::RegexBuilder::new(&alt.join("|"))
+                .size_limit(32 << 20)
+                .build()
+                .ok()
+                .map(StrSet::Re);
+        }
+        let alt = items
+            .iter()
+            .map(|s| regex::escape(s))
+            .collect::<Vec<_>>()
+            .join("|");
+        let pattern = match op {
+            BinOp::Contains => format!("(?:{alt})"),
+            BinOp::StartsWith => format!(r"\A(?:{alt})"),
+            BinOp::EndsWith => format!(r"(?:{alt})\z"),
+            _ => return None,
+        };
+        regex::RegexBuilder::new(&pattern)
+            .size_limit(32 << 20)
+            .build()
+            .ok()
+            .map(StrSet::Re)
+    }
+}
+
+/// Many constant strings behind `in` are looked up in a hash set rather than one by one.
+const IN_SET_MIN: usize = 16;
+
+fn in_set(items: &[Const]) -> Option<HashSet<Box<str>>> {
+    if items.len() < IN_SET_MIN {
+        return None;
+    }
+    items
+        .iter()
+        .map(|c| match c {
+            Const::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node whose value does not depend on a closure's element or a `let`, and whose
+/// evaluation changes nothing: safe to evaluate once instead of once per element.
+fn independent(n: &Node) -> bool {
+    match n {
+        Node::Const(_) | Node::Var(_) | Node::Path { .. } | Node::ConstStrings(_) => true,
+        Node::Field { obj, .. } | Node::Chain(obj) => independent(obj),
+        Node::Index { obj, index, .. } => independent(obj) && independent(index),
+        Node::Call { args, pure, .. } => *pure && args.iter().all(independent),
+        Node::Builtin { args, .. } => args.iter().all(independent),
+        Node::Coalesce(a, b) => independent(a) && independent(b),
+        _ => false,
+    }
+}
+
+/// `#`, or a pure one-argument call on `#` (`Upper(#)`): the function to apply to each
+/// element (None for `#` itself).
+fn element_side(n: &Node) -> Option<Option<&dyn Function>> {
+    let is_elem = |n: &Node| {
+        matches!(
+            n,
+            Node::Pointer {
+                up: 0,
+                what: PointerKind::Elem
+            }
+        )
+    };
+    match n {
+        n if is_elem(n) => Some(None),
+        Node::Call {
+            func,
+            args,
+            pure: true,
+        } if args.len() == 1 && is_elem(&args[0]) => Some(Some(&**func)),
+        _ => None,
+    }
+}
+
+/// The elements as the body sees them (`Upper(#)` applied), or None when a call fails or
+/// gives something other than a string.
+fn mapped(items: &[String], f: Option<&dyn Function>) -> Option<Vec<String>> {
+    let Some(f) = f else {
+        return Some(items.to_vec());
+    };
+    items
+        .iter()
+        .map(|s| match f.call(&[crate::Value::Str(crate::Str::Ref(s))]) {
+            Ok(crate::Value::Str(out)) => Some(out.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`Node::AnyStrings`] for `any`/`none` over a constant string list with a body of the
+/// shape `X op #`, else the closure as it is.
+fn specialise_closure(
+    op: ClosureOp,
+    list: Box<Node>,
+    body: Box<Node>,
+    extra: Option<Box<Node>>,
+) -> Node {
+    let generic = |list, body, extra| Node::Closure {
+        op,
+        list,
+        body,
+        extra,
+    };
+    if !matches!(op, ClosureOp::Any | ClosureOp::None) || extra.is_some() {
+        return generic(list, body, extra);
+    }
+    let Node::ConstStrings(items) = &*list else {
+        return generic(list, body, extra);
+    };
+    let Node::Binary {
+        op: bop,
+        left,
+        right,
+    } = &*body
+    else {
+        return generic(list, body, extra);
+    };
+    let found = match bop {
+        BinOp::Contains | BinOp::StartsWith | BinOp::EndsWith | BinOp::Eq | BinOp::Matches
+            if independent(left) =>
+        {
+            element_side(right).map(|f| (true, f))
+        }
+        BinOp::Eq if independent(right) => element_side(left).map(|f| (false, f)),
+        _ => None,
+    };
+    let Some((x_left, f)) = found else {
+        return generic(list, body, extra);
+    };
+    let Some(set) = mapped(items, f).and_then(|m| StrSet::new(*bop, &m)) else {
+        return generic(list, body, extra);
+    };
+    Node::AnyStrings {
+        op,
+        list,
+        body,
+        x_left,
+        set,
+    }
+}
+
+/// A call to a pure function with constant arguments, made now: its result as a constant
+/// node, or None (not all constants, the call fails, or a result that is not a constant).
+fn fold_call(func: &dyn Function, args: &[Node]) -> Option<Node> {
+    let vals: Vec<crate::Value<'_>> = args
+        .iter()
+        .map(|a| match a {
+            Node::Const(c) => Some(c.value()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some(match func.call(&vals).ok()? {
+        crate::Value::Nil => Node::Const(Const::Nil),
+        crate::Value::Bool(b) => Node::Const(Const::Bool(b)),
+        crate::Value::Int(i) => Node::Const(Const::Int(i)),
+        crate::Value::Float(f) => Node::Const(Const::Float(f)),
+        crate::Value::Str(s) => Node::Const(Const::Str(s.as_str().into())),
+        // The same borrowed list `File(..)` gives at run time, owned by the program.
+        crate::Value::List(crate::List::Strings(v)) => Node::ConstStrings(v.to_vec()),
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,11 +625,15 @@ impl<'c> Lowerer<'c> {
                 ));
             }
             let func = def.func.clone();
-            let args = args
+            let pure = def.pure;
+            let args: Vec<Node> = args
                 .iter()
                 .map(|a| self.lower(a))
                 .collect::<Result<_, _>>()?;
-            return Ok(Node::Call { func, args });
+            if pure && let Some(folded) = fold_call(&*func, &args) {
+                return Ok(folded);
+            }
+            return Ok(Node::Call { func, args, pure });
         }
         if let Some(op) = ClosureOp::from_name(name) {
             let (min, max) = op.arity();
@@ -452,12 +673,7 @@ impl<'c> Lowerer<'c> {
                 .get(2)
                 .map(|a| self.lower(a).map(Box::new))
                 .transpose()?;
-            return Ok(Node::Closure {
-                op,
-                list,
-                body,
-                extra,
-            });
+            return Ok(specialise_closure(op, list, body, extra));
         }
         if let Some(b) = Builtin::from_name(name) {
             let arity = b.arity();
@@ -541,24 +757,48 @@ impl<'c> Lowerer<'c> {
                 ));
             }
         };
+        let r = self.lower(right)?;
         if matches!(bin, BinOp::Eq | BinOp::Ne)
-            && let Some(c) = const_of(right)
+            && let Node::Const(c) = r
         {
-            // `x == 'literal'`, the most common hub test: no node for the constant.
+            // `x == 'literal'` (or `Upper('literal')`, folded), the most common hub test:
+            // no node for the constant.
             return Ok(Node::EqConst {
                 left: l,
                 c,
                 negate: bin == BinOp::Ne,
             });
         }
-        if bin == BinOp::In
-            && let AstKind::Array(items) = &right.kind
-            && let Some(consts) = items.iter().map(const_of).collect::<Option<Vec<_>>>()
+        if bin == BinOp::In {
+            let consts: Option<Vec<Const>> = match &r {
+                Node::ConstStrings(v) => {
+                    Some(v.iter().map(|s| Const::Str(s.as_str().into())).collect())
+                }
+                Node::Array(items) => items
+                    .iter()
+                    .map(|n| match n {
+                        Node::Const(c) => Some(c.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            if let Some(consts) = consts {
+                return Ok(Node::InConsts {
+                    left: l,
+                    set: in_set(&consts),
+                    items: consts.into(),
+                });
+            }
+        }
+        if bin == BinOp::Matches
+            && !matches!(right.kind, AstKind::Str(_))
+            && let Node::Const(Const::Str(pattern)) = &r
+            && let Ok(re) = crate::re::go_regex(pattern)
         {
-            return Ok(Node::InConsts {
-                left: l,
-                items: consts.into(),
-            });
+            // A folded pattern (`Upper('..')`): compiled once; one that does not compile
+            // is left to fail at run time, as it did before folding.
+            return Ok(Node::MatchesConst { left: l, re });
         }
         if bin == BinOp::Matches
             && let AstKind::Str(pattern) = &right.kind
@@ -577,18 +817,7 @@ impl<'c> Lowerer<'c> {
         Ok(Node::Binary {
             op: bin,
             left: l,
-            right: Box::new(self.lower(right)?),
+            right: Box::new(r),
         })
     }
-}
-
-fn const_of(a: &Ast) -> Option<Const> {
-    Some(match &a.kind {
-        AstKind::Nil => Const::Nil,
-        AstKind::Bool(b) => Const::Bool(*b),
-        AstKind::Int(i) => Const::Int(*i),
-        AstKind::Float(f) => Const::Float(*f),
-        AstKind::Str(s) => Const::Str(s.as_str().into()),
-        _ => return None,
-    })
 }

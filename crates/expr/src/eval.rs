@@ -180,7 +180,7 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
                 method(base, name, a).map_err(Fail::from)
             })
         }
-        Node::Call { func, args } => {
+        Node::Call { func, args, .. } => {
             with_args(args, ctx, frame, |a| func.call(a).map_err(Fail::from))
         }
         Node::Builtin { b, args } => with_args(args, ctx, frame, |a| {
@@ -244,9 +244,35 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Ctx<'_, 'a>, frame: Option<&Frame<'
             let v = eval(left, ctx, frame)?;
             Ok(Value::Bool(equal_const(&v, c) != *negate))
         }
-        Node::InConsts { left, items } => {
+        Node::InConsts { left, items, set } => {
             let v = eval(left, ctx, frame)?;
+            if let (Some(set), Value::Str(s)) = (set, &v) {
+                return Ok(Value::Bool(set.contains(s.as_str())));
+            }
             Ok(Value::Bool(items.iter().any(|c| equal_const(&v, c))))
+        }
+        Node::AnyStrings {
+            op,
+            list,
+            body,
+            x_left,
+            set,
+        } => {
+            let (Node::ConstStrings(items), Node::Binary { left, right, .. }) = (&**list, &**body)
+            else {
+                return closure(*op, list, body, None, ctx, frame);
+            };
+            if items.is_empty() {
+                return closure(*op, list, body, None, ctx, frame);
+            }
+            let x = eval(if *x_left { left } else { right }, ctx, frame)?;
+            match &x {
+                Value::Str(s) => {
+                    let hit = set.is_match(s.as_str());
+                    Ok(Value::Bool(if *op == ClosureOp::Any { hit } else { !hit }))
+                }
+                _ => closure(*op, list, body, None, ctx, frame),
+            }
         }
         Node::MatchesConst { left, re } => match eval(left, ctx, frame)? {
             Value::Str(s) => Ok(Value::Bool(re.is_match(&s))),

@@ -148,6 +148,9 @@ impl fmt::Display for Arity {
 pub(crate) struct FunctionDef {
     pub(crate) arity: Arity,
     pub(crate) func: Arc<dyn Function>,
+    /// Same arguments, same result, no side effect: called at compile time when every
+    /// argument is a constant (see [`Compiler::pure`]).
+    pub(crate) pure: bool,
 }
 
 /// What expressions may name: variables (by slot) and functions. Compiles [`Program`]s.
@@ -211,9 +214,26 @@ impl Compiler {
             FunctionDef {
                 arity,
                 func: Arc::new(func),
+                pure: false,
             },
         );
         self
+    }
+
+    /// Declare the registered function `name` pure: the same arguments always give the same
+    /// result and calling it changes nothing (`Upper`, or `File` once its files are loaded).
+    /// A call to it whose arguments are all constants is then made once, at compile time,
+    /// and `any(F(..), {X contains #})` over the constant list it returns becomes one
+    /// automaton. A call that fails at compile time is left to fail at run time. Returns
+    /// false when no function of that name is registered.
+    pub fn pure(&mut self, name: &str) -> bool {
+        match self.functions.get_mut(name) {
+            Some(def) => {
+                def.pure = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Register a closure: `compiler.register_fn("Double", Arity::exact(1), |a| ...)`.

@@ -94,6 +94,20 @@ pub fn register(c: &mut Compiler) {
     kv::register(c);
     time::register(c);
     register_misc(c);
+    // String helpers with no state: their calls on constants (`Upper('/remote_agent.php')`)
+    // are made once at compile time.
+    for name in [
+        "Upper",
+        "Lower",
+        "TrimSpace",
+        "Trim",
+        "TrimLeft",
+        "TrimRight",
+        "TrimPrefix",
+        "TrimSuffix",
+    ] {
+        c.pure(name);
+    }
 }
 
 fn register_strings(c: &mut Compiler) {
