@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 use shield_expr::{Object, Value};
@@ -16,7 +17,7 @@ use crate::data::Exprs;
 use crate::event::{Alert, AlertEvent, Event, Kind, Overflow, Source};
 use crate::gotime::GoTime;
 use crate::host::EvtView;
-use crate::parser::eval;
+use crate::parser::{eval, eval_changed};
 
 /// A scenario that failed to load, with what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +297,8 @@ impl Limiter {
 
 #[derive(Debug)]
 struct Bucket {
-    queue: VecDeque<Event>,
+    /// The poured events, shared between the buckets one line was poured into.
+    queue: VecDeque<Arc<Event>>,
     limiter: Option<Limiter>,
     first_ts: Option<GoTime>,
     last_ts: Option<GoTime>,
@@ -330,7 +332,7 @@ impl Bucket {
         }
     }
 
-    fn add(&mut self, limit: usize, e: Event) {
+    fn add(&mut self, limit: usize, e: Arc<Event>) {
         while self.queue.len() > limit {
             self.queue.pop_front();
         }
@@ -373,10 +375,14 @@ fn eval_ro<T>(
     f(r)
 }
 
-fn run_condition(p: &shield_expr::Program, evt: &Event, queue: &VecDeque<Event>) -> Option<bool> {
+fn run_condition(
+    p: &shield_expr::Program,
+    evt: &Event,
+    queue: &VecDeque<Arc<Event>>,
+) -> Option<bool> {
     let ev = EvtView::new(evt);
     let q = QueueView {
-        views: queue.iter().map(EvtView::new).collect(),
+        views: queue.iter().map(|e| EvtView::new(e)).collect(),
     };
     p.run(&[Value::Object(&ev), Value::Object(&q), Value::Nil])
         .ok()
@@ -418,20 +424,34 @@ impl Buckets {
     /// overflows this caused, in scenario order.
     pub fn pour(&mut self, evt: &mut Event) -> Vec<Event> {
         let mut out = Vec::new();
+        // One copy of the event for every bucket it goes into, made when the first needs it
+        // and made again only if an expression wrote into the event since.
+        let mut shared: Option<Arc<Event>> = None;
         for i in 0..self.scenarios.len() {
             let s = &self.scenarios[i];
-            match eval(&s.filter, evt, |r| r.map(|v| v.as_bool())) {
+            let (r, changed) = eval_changed(&s.filter, evt, |r| r.map(|v| v.as_bool()));
+            if changed {
+                shared = None;
+            }
+            match r {
                 Ok(Some(true)) => {}
                 Ok(_) => continue,
                 Err(_) => return out,
             }
             let group = match &s.groupby {
                 None => String::new(),
-                Some(g) => match eval(g, evt, |r| r.map(|v| v.as_str().map(str::to_owned))) {
-                    Ok(Some(k)) => k,
-                    Ok(None) => continue,
-                    Err(_) => return out,
-                },
+                Some(g) => {
+                    let (r, changed) =
+                        eval_changed(g, evt, |r| r.map(|v| v.as_str().map(str::to_owned)));
+                    if changed {
+                        shared = None;
+                    }
+                    match r {
+                        Ok(Some(k)) => k,
+                        Ok(None) => continue,
+                        Err(_) => return out,
+                    }
+                }
             };
             let key = (i, group);
             if let Some(b) = self.live.get(&key)
@@ -444,14 +464,21 @@ impl Buckets {
             if !self.live.contains_key(&key) {
                 self.live.insert(key.clone(), Bucket::new(s));
             }
-            if let Some(ov) = self.pour_one(i, &key, evt) {
+            if let Some(ov) = self.pour_one(i, &key, evt, &mut shared) {
                 out.push(ov);
             }
         }
         out
     }
 
-    fn pour_one(&mut self, i: usize, key: &(usize, String), evt: &Event) -> Option<Event> {
+    fn pour_one(
+        &mut self,
+        i: usize,
+        key: &(usize, String),
+        evt: &Event,
+        shared: &mut Option<Arc<Event>>,
+    ) -> Option<Event> {
+        let mut copy = || shared.get_or_insert_with(|| Arc::new(evt.clone())).clone();
         let s = &self.scenarios[i];
         let b = self.live.get_mut(key)?;
         let mut pending = false;
@@ -464,7 +491,7 @@ impl Buckets {
                 b.last_ts = ts;
                 b.ovflw_ts = ts;
                 b.total = 1;
-                b.add(s.queue_size, evt.clone());
+                b.add(s.queue_size, copy());
                 pending = true;
                 break 'end;
             }
@@ -497,7 +524,7 @@ impl Buckets {
                     Some(l) => l.allow(d.ts),
                     None => true,
                 };
-                b.add(s.queue_size, evt.clone());
+                b.add(s.queue_size, copy());
                 if !(allowed || s.kind == BucketKind::Conditional) {
                     b.ovflw_ts = Some(d);
                     pending = true;
@@ -557,7 +584,7 @@ impl Buckets {
         let alert = self.new_alert(s, &b, &mapkey)?;
         if let Some(f) = &s.overflow_filter {
             let q = QueueView {
-                views: b.queue.iter().map(EvtView::new).collect(),
+                views: b.queue.iter().map(|e| EvtView::new(e)).collect(),
             };
             if f.run(&[Value::Object(&q), Value::Nil, Value::Nil])
                 .ok()

@@ -42,16 +42,26 @@ pub(crate) fn eval<T>(
     evt: &mut Event,
     f: impl FnOnce(Result<Value<'_>, String>) -> T,
 ) -> T {
+    eval_changed(p, evt, f).0
+}
+
+/// [`eval`], also telling whether the expression wrote into the event.
+pub(crate) fn eval_changed<T>(
+    p: &Program,
+    evt: &mut Event,
+    f: impl FnOnce(Result<Value<'_>, String>) -> T,
+) -> (T, bool) {
     let view = EvtView::new(evt);
     let out = {
         let r = p.run(&[Value::Object(&view)]).map_err(|e| e.to_string());
         f(r)
     };
     let changes = view.changes();
-    if !changes.is_empty() {
+    let changed = !changes.is_empty();
+    if changed {
         changes.apply(evt);
     }
-    out
+    (out, changed)
 }
 
 /// What an expression gives for a string target (`RuntimeStatic.Apply`'s conversions).
