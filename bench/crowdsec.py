@@ -28,7 +28,6 @@ sys.dont_write_bytecode = True
 import json
 import os
 import shutil
-import statistics
 import subprocess
 from pathlib import Path
 
@@ -155,7 +154,8 @@ def main():
         for kind, n in (("nginx", CS_LINES), ("sshd", CS_SSHD_LINES)):
             pre = sbs.prefix(logs[kind], n) if n < LINES else logs[kind]
             r = sbs.crowdsec_replay(f"crowdsec-debian-{kind}", pre, n, typ[kind])
-            r["banned"] = sorted(v for s, v, _ in r.pop("flagged") if s == "ip")
+            # One decision row per overflow: compare the banned addresses.
+            r["banned"] = sorted({v for s, v, _ in r.pop("flagged") if s == "ip"})
             res["runs"][f"crowdsec-debian-{kind}"] = [r]
             # Shield on the same prefix, for the decisions.
             s = shield(f"shield-debian-{kind}-prefix", cfgs["debian"], typ[kind], pre, n)
@@ -175,8 +175,13 @@ def main():
         if cs:
             sh = res["summary"][f"shield-debian-{kind}"]
             same = res["runs"][f"crowdsec-debian-{kind}"][0]["same_bans_as_shield"]
-            print(f"\n{kind}: shield/crowdsec lines/s {sh['lines_per_s'] / cs['lines_per_s']:,.0f}x, "
-                  f"peak RSS crowdsec/shield {cs['rss_mb'] / sh['rss_mb']:.1f}x, same bans on the prefix: {same}")
+            pre = res["summary"][f"shield-debian-{kind}-prefix"]
+            cpu = res["runs"][f"crowdsec-debian-{kind}"][0]
+            cpu_cs = (cpu["user_s"] + cpu["sys_s"]) / cs["lines"]
+            cpu_sh = min(r["user_s"] + r["sys_s"] for r in res["runs"][f"shield-debian-{kind}"]) / sh["lines"]
+            print(f"\n{kind}: shield/crowdsec lines/s {sh['lines_per_s'] / cs['lines_per_s']:,.0f}x "
+                  f"(CPU per line {cpu_cs / cpu_sh:,.0f}x), peak RSS on the same prefix crowdsec/shield "
+                  f"{cs['rss_mb'] / pre['rss_mb']:.1f}x, same banned addresses on the prefix: {same}")
     print(f"\nraw: {out}")
 
 
