@@ -38,7 +38,7 @@ pub fn replay(
         // line bound as `shield replay`: an over-long line is skipped and
         // counted, never held whole.
         let reader = shield_sources::open(f).with_context(|| format!("opening {}", f.display()))?;
-        let mut lines = shield_sources::LineReader::new(reader, shield_daemon::run::MAX_LINE);
+        let mut lines = shield_sources::LineReader::new(reader, shield_daemon::state::MAX_LINE);
         let src = f.to_string_lossy().into_owned();
         while let Some(line) = lines.next_line() {
             let line = line.with_context(|| format!("reading {}", f.display()))?;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use shield_core::Decision;
+use shield_core::wall_now as now;
 use shield_daemon::api::{AddRequest, manual_decision, valid_bouncer_name};
 use shield_daemon::client::{ClientError, request};
 use shield_daemon::decide::{Outcome, parse_target};
 use shield_daemon::plan::Plan;
-use shield_daemon::run::now;
 use shield_daemon::store::Store;
 
 use crate::Format;

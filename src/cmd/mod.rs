@@ -12,12 +12,13 @@ pub mod hubtest;
 pub mod import;
 pub mod manage;
 pub mod replay;
+pub mod run;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = cli.config.clone();
     match cli.cmd {
         Cmd::Run => {
-            shield_daemon::run::run(config)?;
+            run::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check => {

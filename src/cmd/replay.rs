@@ -261,7 +261,7 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let now = shield_daemon::run::now();
+    let now = shield_core::wall_now();
     // A fail2ban filter's matches whose host is a name (`rhost=host.example`)
     // are explained from the filter itself, with what `usedns` makes of them.
     let mut names = match &a.f2b.fail2ban_filter {
@@ -276,7 +276,7 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
     // The same bound as the daemon's readers: a line longer than MAX_LINE is
     // skipped (and counted) instead of being held whole in memory.
     let mut lines =
-        shield_sources::LineReader::new(std::io::stdin().lock(), shield_daemon::run::MAX_LINE);
+        shield_sources::LineReader::new(std::io::stdin().lock(), shield_daemon::state::MAX_LINE);
     let mut out = std::io::stdout().lock();
     while let Some(line) = lines.next_line() {
         let line = line.context("reading stdin")?;
@@ -324,7 +324,7 @@ pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCo
         eprintln!(
             "shield explain: skipped {} line(s) longer than {} bytes (the daemon skips them too)",
             lines.skipped_long(),
-            shield_daemon::run::MAX_LINE
+            shield_daemon::state::MAX_LINE
         );
     }
     Ok(ExitCode::SUCCESS)

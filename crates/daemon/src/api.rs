@@ -1,14 +1,8 @@
-//! The daemon's HTTP edge: the control API on a Unix socket (for the CLI; file
-//! mode 0600, so only root), and on the TCP listener the gate, the
-//! CrowdSec-compatible bouncer API and — only when a token is configured —
-//! the same control API behind `Authorization: Bearer <token>` (wrong tokens
-//! share the bouncer keys' budget of 10 per minute per address). Both
-//! listeners run in `shield_enforce`'s accept loop with `[api]`'s connection
-//! limits (per peer, total, header deadline).
+//! The control API's routes and handlers (status, decisions, alerts,
+//! bouncers), its bearer-token check (wrong tokens share the bouncer keys'
+//! budget of 10 per minute per address) and the TCP edge's request guard
+//! (timeout, refusal counters). Which listener serves what is `server`.
 
-use std::os::unix::fs::PermissionsExt;
-
-use anyhow::Context;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -19,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use shield_core::{Decision, DecisionType, Origin, Scope};
 
 use crate::decide::{Outcome, parse_duration, parse_target};
-use crate::plan::Plan;
-use crate::run::{Msg, Shared, SourceStatus, now};
+use crate::state::{Counters, Msg, Shared, SourceStatus};
 
 /// An API error: a status and a reason, sent as `{"message": "..."}`.
 pub struct ApiError(pub StatusCode, pub String);
@@ -69,26 +62,25 @@ pub fn control_router(shared: Shared) -> Router {
         .route("/api/alerts", get(list_alerts))
         .route("/api/bouncers", get(list_bouncers).post(add_bouncer))
         .route("/api/bouncers/{name}", delete(delete_bouncer))
-        .with_state(shared.clone())
-        .merge(crate::web::api_router(shared))
+        .with_state(shared)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
 async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
-    let t = now();
+    let t = s.clock.now();
     let active = s.active_count(t);
     let sources = s.source_snapshot();
     let c = &s.counters;
     use std::sync::atomic::Ordering::Relaxed;
-    let tcp = tcp_stats();
+    let tcp = c.edge.tcp_stats();
     let counters = serde_json::json!({
         "decisions_new": c.decisions_new.load(Relaxed),
         "decisions_extended": c.decisions_extended.load(Relaxed),
         "allowlisted": c.allowlisted.load(Relaxed),
         "firewall_errors": c.firewall_errors.load(Relaxed),
         "store_errors": c.store_errors.load(Relaxed),
-        "api_refused": EDGE.refused.load(Relaxed),
-        "api_timeouts": EDGE.timeouts.load(Relaxed),
+        "api_refused": c.edge.refused.load(Relaxed),
+        "api_timeouts": c.edge.timeouts.load(Relaxed),
         "api_conn_errors": tcp.conn_errors + tcp.timed_out,
         "api_conn_rejected": tcp.refused_peer + tcp.refused_full,
         "api_conn_evicted": tcp.evicted,
@@ -136,7 +128,7 @@ async fn list_decisions(
             .recent_decisions(q.limit.unwrap_or(1000).min(100_000))
             .map_err(internal)?
     } else {
-        store.active_decisions(now()).map_err(internal)?
+        store.active_decisions(s.clock.now()).map_err(internal)?
     };
     if let Some(l) = q.limit {
         v.truncate(l);
@@ -215,7 +207,7 @@ async fn add_decision(
     State(s): State<Shared>,
     Json(req): Json<AddRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let d = manual_decision(&req, now()).map_err(bad)?;
+    let d = manual_decision(&req, s.clock.now()).map_err(bad)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.tx.send(Msg::Admit {
         decision: d,
@@ -440,49 +432,24 @@ async fn require_token(State(check): State<TokenCheck>, req: Request, next: Next
 /// A whole request (body included) must be answered within this time.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// What the TCP edge refused in requests: shown in `shield status` counters.
-/// Connection-level refusals are the listener's [`shield_enforce::ListenStats`].
-#[derive(Default)]
-pub struct EdgeCounters {
-    /// Requests answered with a 4xx status (bad input, wrong key, too large, unknown path).
-    pub refused: std::sync::atomic::AtomicU64,
-    /// Requests cut off by [`REQUEST_TIMEOUT`] (slow body).
-    pub timeouts: std::sync::atomic::AtomicU64,
-}
-
-/// One daemon per process, so the edge counters are process-wide.
-pub static EDGE: EdgeCounters = EdgeCounters {
-    refused: std::sync::atomic::AtomicU64::new(0),
-    timeouts: std::sync::atomic::AtomicU64::new(0),
-};
-
-/// The TCP listener's limiter, for `shield status` (one daemon per process).
-static TCP_LIMITER: std::sync::Mutex<Option<std::sync::Arc<shield_enforce::Limiter>>> =
-    std::sync::Mutex::new(None);
-
-/// The TCP listener's connection counters (zero when it is off).
-pub fn tcp_stats() -> shield_enforce::ListenStats {
-    TCP_LIMITER
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|l| l.stats())
-        .unwrap_or_default()
-}
-
 /// Bounds every TCP request in time and counts what is refused.
-async fn edge_guard(req: Request, next: Next) -> Response {
+async fn edge_guard(
+    State(c): State<std::sync::Arc<Counters>>,
+    req: Request,
+    next: Next,
+) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
+    let edge = &c.edge;
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => {
             if r.status().is_client_error() {
-                EDGE.refused.fetch_add(1, Relaxed);
+                edge.refused.fetch_add(1, Relaxed);
             }
             r
         }
         Err(_) => {
-            EDGE.timeouts.fetch_add(1, Relaxed);
-            EDGE.refused.fetch_add(1, Relaxed);
+            edge.timeouts.fetch_add(1, Relaxed);
+            edge.refused.fetch_add(1, Relaxed);
             ApiError(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
@@ -495,65 +462,20 @@ async fn edge_guard(req: Request, next: Next) -> Response {
     }
 }
 
-/// Starts the socket and TCP servers. Returns a handle that stops them when aborted.
-pub async fn serve(plan: &Plan, shared: Shared) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut set = tokio::task::JoinSet::new();
+/// `router` behind the request guard: answered within [`REQUEST_TIMEOUT`],
+/// refusals counted in `counters.edge`.
+pub(crate) fn guarded(router: Router, counters: std::sync::Arc<Counters>) -> Router {
+    router.layer(middleware::from_fn_with_state(counters, edge_guard))
+}
 
-    let sock = plan.api.socket.clone();
-    if let Some(dir) = sock.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if sock.exists() {
-        // A live daemon answers on it; a stale file is left by a crash.
-        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-            anyhow::bail!(
-                "another shield daemon is answering on {}; stop it first (or set [api] socket)",
-                sock.display()
-            );
-        }
-        std::fs::remove_file(&sock)
-            .with_context(|| format!("removing stale {}", sock.display()))?;
-    }
-    let ul = tokio::net::UnixListener::bind(&sock)
-        .with_context(|| format!("binding the control socket {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
-    let control = control_router(shared.clone());
-    // Root only (0600), but still bounded: a stuck CLI or script must not pile up connections.
-    let socket_limits = shield_enforce::Limiter::new(shield_enforce::ListenLimits {
-        trusted: Vec::new(),
-        ..plan.api.limits.clone()
-    });
-    set.spawn(shield_enforce::serve_unix(ul, control, socket_limits));
-
-    if let Some(addr) = plan.api.listen {
-        let cfg = shield_enforce::ApiConfig {
-            trusted_proxies: plan.api.trusted_proxies.clone(),
-            client_header: plan.api.client_header.clone(),
-            ..Default::default()
-        };
-        let state = shield_enforce::ApiState::new(shared.table.clone(), shared.auth.clone(), cfg);
-        let guesses = state.guesses();
-        let mut app = shield_enforce::gate_router(state.clone())
-            .merge(shield_enforce::bouncer_router(state))
-            .merge(crate::metrics::router(shared.clone()))
-            .merge(crate::web::ui_router(plan.api.token.is_some()));
-        if let Some(token) = plan.api.token.clone() {
-            let mgmt = control_router(shared.clone()).layer(middleware::from_fn_with_state(
-                TokenCheck { token, guesses },
-                require_token,
-            ));
-            app = app.merge(mgmt);
-        }
-        let tl = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the API listener {addr} ([api] listen)"))?;
-        tracing::info!(%addr, "gate and bouncer API listening");
-        let app = app.layer(middleware::from_fn(edge_guard));
-        let limiter = shield_enforce::Limiter::new(plan.api.limits.clone());
-        *TCP_LIMITER.lock().unwrap_or_else(|p| p.into_inner()) = Some(limiter.clone());
-        set.spawn(shield_enforce::serve_tcp(tl, app, limiter));
-    }
-    Ok(tokio::spawn(async move {
-        while set.join_next().await.is_some() {}
-    }))
+/// `router` behind the `[api] token` check, sharing `guesses` with the bouncer keys.
+pub(crate) fn behind_token(
+    router: Router,
+    token: String,
+    guesses: std::sync::Arc<shield_enforce::Guesses>,
+) -> Router {
+    router.layer(middleware::from_fn_with_state(
+        TokenCheck { token, guesses },
+        require_token,
+    ))
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use shield_detect::Engine;
 use shield_sources::journald::{Journal, JournalEntry, JournalSpec};
 
-use crate::run::{Msg, SourceStatus, now};
+use crate::state::{Msg, SourceStatus};
+use shield_core::wall_now as now;
 
 /// The program lines of sshd on every current system: OpenSSH >= 9.8 logs
 /// from `sshd-session` (Debian 13) and 10.x also from `sshd-auth`; the

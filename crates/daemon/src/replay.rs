@@ -46,7 +46,7 @@ use shield_detect::{Engine, Matched, Matcher, Scenarios};
 use shield_sources::LineReader;
 
 use crate::decide::Decider;
-use crate::run::MAX_LINE;
+use crate::state::MAX_LINE;
 
 /// One decision replay would take (the stable JSON shape other tools read).
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -360,7 +360,7 @@ fn file_clock(f: &Path) -> UnixTime {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64)
-        .unwrap_or_else(crate::run::now)
+        .unwrap_or_else(shield_core::wall_now)
 }
 
 /// The calling thread's part: scenarios, decisions and counts.

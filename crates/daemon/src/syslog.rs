@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use shield_detect::Engine;
 use shield_sources::syslog::{SyslogListener, SyslogSpec};
 
-use crate::run::{MAX_LINE, Msg, SourceStatus, now};
+use crate::state::{MAX_LINE, Msg, SourceStatus};
+use shield_core::wall_now as now;
 
 /// Messages waiting for the engine, at most.
 const QUEUE: usize = 65_536;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use crate::plan::Plan;
-use crate::run::Msg;
+use crate::state::Msg;
 
 /// What the decision thread asks of the union.
 pub enum ToUnion {

@@ -3,7 +3,7 @@
 //! control API (`/api/timeline`, `/api/overview`). The page signs in with the
 //! `[api] token`, keeps it in `sessionStorage` and sends it as a bearer
 //! token; the data routes sit behind the same token check as the control API
-//! (see `api::serve`). Without a token the page says how to enable it.
+//! (see `server::serve`). Without a token the page says how to enable it.
 //!
 //! It owns no state: every panel is computed from the store's reader
 //! connection, the in-memory decision table, the per-source status and the
@@ -20,7 +20,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
-use crate::run::{Shared, now};
+use crate::state::Shared;
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
@@ -129,7 +129,7 @@ async fn timeline(
     State(s): State<Shared>,
     Query(q): Query<TimelineQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let (from, width, n) = window(q.hours, now());
+    let (from, width, n) = window(q.hours, s.clock.now());
     // Reader connection: one short query each, never blocks the writer (WAL).
     let store = s.reader.lock().unwrap_or_else(|p| p.into_inner());
     let (alerts, decisions) = store.timeline(from, width, n).map_err(internal)?;
@@ -162,7 +162,7 @@ pub struct Overview {
     pub top_addresses: Vec<Top>,
     pub top_ranges: Vec<Top>,
     pub top_scenarios: Vec<Top>,
-    pub sources: Vec<crate::run::SourceStatus>,
+    pub sources: Vec<crate::state::SourceStatus>,
     pub union: Option<serde_json::Value>,
 }
 
@@ -189,7 +189,7 @@ pub fn top(counts: HashMap<String, u64>, n: usize) -> Vec<Top> {
 }
 
 async fn overview(State(s): State<Shared>) -> Result<Json<Overview>, ApiError> {
-    let t = now();
+    let t = s.clock.now();
     // Counted in SQL over every alert the store keeps (one row per distinct
     // target / scenario comes back), ranges folded from the per-target counts.
     let (targets, scenarios) = {

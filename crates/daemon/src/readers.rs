@@ -1,0 +1,388 @@
+//! The reader threads: one per pipeline, each tailing its input (files,
+//! stdin; journald and syslog in their own modules), feeding the pipeline's
+//! engine and handing alerts with the checkpoint after them to the decision
+//! thread as [`Msg::Batch`]. Also the reload's reader swap.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use shield_core::{Checkpoint, Clock, UnixTime};
+use shield_sources::{FileSpec, Tailer};
+
+use crate::plan::{Input, Pipeline, Plan};
+use crate::state::{MAX_LINE, Msg, SourceStatus};
+use crate::store::Store;
+
+/// A running reader thread.
+pub struct Reader {
+    pub stop: Arc<AtomicBool>,
+    /// `None` for readers that block in a read nobody can interrupt (stdin):
+    /// they are left to end with the process instead of being joined.
+    pub handle: Option<JoinHandle<()>>,
+    /// The pipeline's name.
+    pub name: String,
+}
+
+impl Reader {
+    /// A stdin reader cannot be stopped and started again (the stopped one
+    /// would still hold stdin's lock until one more line came): reloads keep it.
+    fn is_stdin(&self) -> bool {
+        self.handle.is_none()
+    }
+}
+
+/// Starts the reader thread of one pipeline.
+pub fn start_reader(
+    pipe: Pipeline,
+    plan: &Plan,
+    saved: &[(String, Checkpoint)],
+    tx: mpsc::Sender<Msg>,
+    sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    clock: &Clock,
+) -> anyhow::Result<Reader> {
+    let clock = clock.clone();
+    let mut engine = pipe
+        .engine(plan.engine)
+        .map_err(|e| anyhow::anyhow!("pipeline `{}`: {e}", pipe.name))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let name = pipe.name.clone();
+    let prefix = format!("{name}\t");
+    let mine: Vec<(String, Checkpoint)> = saved
+        .iter()
+        .filter_map(|(k, c)| k.strip_prefix(&prefix).map(|k| (k.to_string(), c.clone())))
+        .collect();
+    {
+        let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(
+            name.clone(),
+            SourceStatus {
+                name: name.clone(),
+                kind: kind_name(&pipe.input).into(),
+                ..Default::default()
+            },
+        );
+    }
+    let handle = match pipe.input.clone() {
+        Input::File { globs, from_start } => {
+            let mut tailer = Tailer::new(
+                FileSpec {
+                    globs,
+                    from_start,
+                    max_line: MAX_LINE,
+                },
+                mine,
+            )
+            .with_context(|| format!("source `{name}`"))?;
+            // Record where every followed file starts right away: a file rotated
+            // before its first line, followed by a crash, is then still known.
+            let first: Vec<(String, Checkpoint)> = tailer
+                .checkpoints()
+                .into_iter()
+                .map(|(k, c)| (format!("{prefix}{k}"), c))
+                .collect();
+            if !first.is_empty() {
+                let _ = tx.send(Msg::Batch {
+                    pipeline: name.clone(),
+                    alerts: Vec::new(),
+                    checkpoints: first,
+                    lines: 0,
+                    matched: 0,
+                    cursor: None,
+                });
+            }
+            std::thread::Builder::new()
+                .name(format!("src-{name}"))
+                .spawn(move || {
+                    let mut alerts = Vec::new();
+                    while !stop2.load(Ordering::Relaxed) {
+                        let t = clock.now();
+                        let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
+                        let res = tailer.read_available(&mut |_path, bytes| {
+                            lines += 1;
+                            let before = engine.stats().matched;
+                            match std::str::from_utf8(bytes) {
+                                Ok(l) => {
+                                    engine.feed(l, t, &mut |a| alerts.push(a));
+                                }
+                                Err(_) => {
+                                    bad += 1;
+                                    let l = String::from_utf8_lossy(bytes);
+                                    engine.feed(&l, t, &mut |a| alerts.push(a));
+                                }
+                            }
+                            matched += engine.stats().matched - before;
+                        });
+                        if let Err(e) = &res {
+                            tracing::warn!(source = %name, error = %e, "reading failed; retrying");
+                        }
+                        if lines > 0 {
+                            let cps: Vec<(String, Checkpoint)> = tailer
+                                .checkpoints()
+                                .into_iter()
+                                .map(|(k, c)| (format!("{prefix}{k}"), c))
+                                .collect();
+                            update_status(
+                                &sources,
+                                &name,
+                                lines,
+                                matched,
+                                bad,
+                                t,
+                                &tailer,
+                                engine.stats(),
+                            );
+                            if tx
+                                .send(Msg::Batch {
+                                    pipeline: name.clone(),
+                                    alerts: std::mem::take(&mut alerts),
+                                    checkpoints: cps,
+                                    lines,
+                                    matched,
+                                    cursor: None,
+                                })
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        // A backlog larger than one pass is read on at once.
+                        if !res.as_ref().is_ok_and(|r| r.more) {
+                            tailer.wait(Duration::from_millis(250));
+                        }
+                    }
+                })?
+        }
+        Input::Stdin => std::thread::Builder::new()
+            .name(format!("src-{name}"))
+            .spawn(move || {
+                let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
+                let mut alerts = Vec::new();
+                let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
+                while let Some(Ok(bytes)) = r.next_line() {
+                    if stop2.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let t = clock.now();
+                    lines += 1;
+                    let before = engine.stats().matched;
+                    match std::str::from_utf8(bytes) {
+                        Ok(l) => {
+                            engine.feed(l, t, &mut |a| alerts.push(a));
+                        }
+                        Err(_) => {
+                            bad += 1;
+                            let l = String::from_utf8_lossy(bytes);
+                            engine.feed(&l, t, &mut |a| alerts.push(a));
+                        }
+                    }
+                    matched += engine.stats().matched - before;
+                    // Report every line like the file reader does: at once
+                    // when an alert fired, else when the next read would block
+                    // (or after a long run), so the counts are never left behind.
+                    if alerts.is_empty() && r.has_buffered_line() && lines < 4096 {
+                        continue;
+                    }
+                    if let Ok(mut s) = sources.lock()
+                        && let Some(st) = s.get_mut(&name)
+                    {
+                        st.lines += lines;
+                        st.matched += matched;
+                        st.invalid_utf8 += bad;
+                        st.last_line_at = Some(t);
+                        st.keys_evicted = engine.stats().keys_evicted;
+                        for rule in engine.stats().rules.iter().filter(|r| r.hits > 0) {
+                            st.rules.insert(rule.name.clone(), rule.hits);
+                        }
+                    }
+                    let batch = Msg::Batch {
+                        pipeline: name.clone(),
+                        alerts: std::mem::take(&mut alerts),
+                        checkpoints: vec![],
+                        lines,
+                        matched,
+                        cursor: None,
+                    };
+                    (lines, matched, bad) = (0, 0, 0);
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            })?,
+        Input::Journald { matches, directory } => {
+            let key = format!("{prefix}journald");
+            let cursor = Store::open(&plan.store_path)
+                .ok()
+                .and_then(|s| s.meta(&key).ok().flatten());
+            let spec = shield_sources::journald::JournalSpec {
+                matches,
+                extra_args: directory
+                    .map(|d| vec![format!("--directory={d}")])
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor)?
+        }
+        Input::Syslog { udp, tcp } => {
+            crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
+        }
+    };
+    let handle = (!matches!(pipe.input, Input::Stdin)).then_some(handle);
+    Ok(Reader {
+        stop,
+        handle,
+        name: pipe.name,
+    })
+}
+
+fn kind_name(i: &Input) -> &'static str {
+    match i {
+        Input::File { .. } => "file",
+        Input::Journald { .. } => "journald",
+        Input::Stdin => "stdin",
+        Input::Syslog { .. } => "syslog",
+    }
+}
+
+fn update_status(
+    sources: &Mutex<BTreeMap<String, SourceStatus>>,
+    name: &str,
+    lines: u64,
+    matched: u64,
+    bad: u64,
+    t: UnixTime,
+    tailer: &Tailer,
+    stats: &shield_detect::Stats,
+) {
+    if let Ok(mut s) = sources.lock()
+        && let Some(st) = s.get_mut(name)
+    {
+        st.lines += lines;
+        st.matched += matched;
+        st.invalid_utf8 += bad;
+        st.last_line_at = Some(t);
+        st.files = tailer.checkpoints().into_iter().map(|(k, _)| k).collect();
+        st.keys_evicted = stats.keys_evicted;
+        for r in stats.rules.iter().filter(|r| r.hits > 0) {
+            st.rules.insert(r.name.clone(), r.hits);
+        }
+    }
+}
+
+/// A reload's reader swap: stops the running readers (a stdin reader is
+/// kept: it cannot be restarted), reads the checkpoints they left with `load`
+/// and starts `new`'s pipelines from them. When the checkpoints cannot be
+/// read, the error is logged and the readers start from `saved`, the last
+/// ones read (lines since then may be decided twice, none is skipped): a
+/// failed reload never leaves the daemon without readers. `saved` is
+/// updated on success.
+pub fn restart_readers(
+    readers: &mut Vec<Reader>,
+    new: &Plan,
+    load: impl FnOnce() -> anyhow::Result<Vec<(String, Checkpoint)>>,
+    saved: &mut Vec<(String, Checkpoint)>,
+    tx: &mpsc::Sender<Msg>,
+    sources: &Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    clock: &Clock,
+) {
+    let (kept, stopping): (Vec<Reader>, Vec<Reader>) =
+        readers.drain(..).partition(Reader::is_stdin);
+    let mut stopping = stopping;
+    stop_readers(&mut stopping);
+    *readers = kept;
+    match load() {
+        Ok(cps) => *saved = cps,
+        Err(e) => tracing::error!(
+            "reload: reading the checkpoints failed, restarting the readers from the last ones read (some lines may be read twice); check the store:\n{e:#}"
+        ),
+    }
+    {
+        let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+        s.retain(|name, _| readers.iter().any(|r| &r.name == name));
+    }
+    for p in new.pipelines.iter().cloned() {
+        if matches!(p.input, Input::Stdin) && readers.iter().any(Reader::is_stdin) {
+            tracing::warn!(source = %p.name, "the stdin source keeps its running reader; its changes apply at the next start");
+            continue;
+        }
+        match start_reader(p, new, saved, tx.clone(), sources.clone(), clock) {
+            Ok(r) => readers.push(r),
+            Err(e) => tracing::error!("{e:#}"),
+        }
+    }
+}
+
+pub fn stop_readers(readers: &mut Vec<Reader>) {
+    for r in readers.iter() {
+        r.stop.store(true, Ordering::Relaxed);
+    }
+    for r in readers.drain(..) {
+        if let Some(h) = r.handle {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config;
+
+    pub(crate) fn plan_for(dir: &std::path::Path, extra: &str) -> Plan {
+        std::fs::write(dir.join("auth.log"), "").unwrap();
+        let text = format!(
+            "[store]\npath = \"{d}/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n{extra}\n\
+             [[source]]\nname = \"auth\"\npaths = [\"{d}/auth.log\"]\npacks = [\"sshd\"]\n",
+            d = dir.display()
+        );
+        let loaded = config::parse(&text, None).expect("config parses");
+        crate::plan::plan(&loaded).expect("config plans")
+    }
+
+    /// A reload whose checkpoints cannot be read logs it and restarts the
+    /// readers from the last checkpoints instead of leaving none running
+    /// (issue 22: a `?` there ended the daemon after its readers were stopped).
+    #[test]
+    fn reload_with_unreadable_checkpoints_still_restarts_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("auth.log"), "").unwrap();
+        let plan = plan_for(dir.path(), "");
+        let (tx, rx) = mpsc::channel();
+        let sources = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut saved = Vec::new();
+        let mut readers = vec![
+            start_reader(
+                plan.pipelines[0].clone(),
+                &plan,
+                &saved,
+                tx.clone(),
+                sources.clone(),
+                &Clock::system(),
+            )
+            .unwrap(),
+        ];
+        restart_readers(
+            &mut readers,
+            &plan,
+            || Err(anyhow::anyhow!("disk I/O error")),
+            &mut saved,
+            &tx,
+            &sources,
+            &Clock::system(),
+        );
+        assert_eq!(
+            readers.len(),
+            1,
+            "the pipeline runs again after a failed reload"
+        );
+        assert!(readers[0].handle.as_ref().is_some_and(|h| !h.is_finished()));
+        assert!(sources.lock().unwrap().contains_key("auth"));
+        stop_readers(&mut readers);
+        drop(rx);
+    }
+}

@@ -1,0 +1,370 @@
+//! The decision thread: the store's one writer and the firewall's one driver.
+//! It takes [`Msg`]s from the readers, the API and the union, decides through
+//! the [`Decider`], commits alerts, decisions and checkpoints in one
+//! transaction, applies the changes to the layer and the in-memory table, and
+//! sweeps expired decisions and old rows.
+//!
+//! Durability: a reader never saves its own checkpoint. It hands its alerts
+//! *and* the checkpoint after the lines that produced them to this thread,
+//! which commits both in one SQLite transaction. A crash before the commit
+//! re-reads those lines on restart and decides them then; a crash after it
+//! resumes after them. No line is lost or decided twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shield_core::{Alert, Checkpoint, Clock, UnixTime};
+use shield_enforce::{Change, DecisionTable, Firewall};
+
+use crate::config::Backend;
+use crate::decide::{Decider, Outcome};
+use crate::plan::Plan;
+use crate::state::{Counters, Msg, SourceStatus};
+use crate::store::Store;
+
+/// Builds the firewall layer the plan chose.
+pub fn build_firewall(plan: &Plan) -> anyhow::Result<Box<dyn Firewall>> {
+    let f = &plan.firewall;
+    Ok(match f.backend {
+        Backend::Nftables | Backend::Auto => shield_enforce::nftables(shield_enforce::NftOptions {
+            table: f.table.clone(),
+            forward: f.forward,
+            priority: f.priority,
+            netns: f.netns.clone(),
+            netlink: f.netlink,
+        })
+        .context(
+            "starting the nftables layer (is the `nftables` package installed and are we root?)",
+        )?,
+        Backend::Ipset => shield_enforce::ipset(shield_enforce::IpsetOptions::default())
+            .context("starting the ipset layer")?,
+        Backend::DryRun => shield_enforce::dry_run(),
+        Backend::None => shield_enforce::dry_run(),
+    })
+}
+
+/// The decision thread: sole writer of the store, sole driver of the firewall.
+pub struct DecisionWorker {
+    pub store: Store,
+    pub decider: Decider,
+    pub firewall: Box<dyn Firewall>,
+    pub table: Arc<RwLock<DecisionTable>>,
+    pub counters: Arc<Counters>,
+    pub sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    /// Local decisions go here to be signed and shared with the union, and
+    /// deleted ones to be pardoned there.
+    pub publish: Option<tokio::sync::mpsc::UnboundedSender<crate::union::ToUnion>>,
+    pub keep: Duration,
+    pub forget: Duration,
+    /// Time for decisions, expiry sweeps and the hourly prune.
+    pub clock: Clock,
+}
+
+impl DecisionWorker {
+    fn apply(&mut self, changes: &[Change], now: UnixTime) {
+        if changes.is_empty() {
+            return;
+        }
+        self.table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(changes);
+        let started = Instant::now();
+        let res = self.firewall.apply(changes, now);
+        self.counters
+            .metrics
+            .firewall_apply
+            .observe(crate::metrics::secs(started.elapsed()));
+        if let Err(e) = res {
+            self.counters
+                .firewall_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, layer = self.firewall.name(), "firewall batch failed; the store keeps the decisions and the next start reconciles");
+        }
+    }
+
+    /// Reconciles the layers with the store (at start).
+    pub fn reconcile(&mut self, now: UnixTime) -> anyhow::Result<usize> {
+        let active = self.store.active_decisions(now)?;
+        let adds: Vec<Change> = active.iter().cloned().map(Change::Add).collect();
+        self.table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&adds);
+        self.firewall.reconcile(&active, now).with_context(|| {
+            format!(
+                "reconciling the {} layer with the store",
+                self.firewall.name()
+            )
+        })?;
+        Ok(active.len())
+    }
+
+    fn on_batch(
+        &mut self,
+        pipeline: &str,
+        alerts: Vec<Alert>,
+        cps: Vec<(String, Checkpoint)>,
+        cursor: Option<(String, String)>,
+        lines: u64,
+        matched: u64,
+        now: UnixTime,
+    ) {
+        let decider = &self.decider;
+        let mut changes = Vec::new();
+        let mut to_publish = Vec::new();
+        let mut allowlisted = 0u64;
+        let started = Instant::now();
+        let res = self.store.atomically(|s| {
+            for a in &alerts {
+                let out = decider.on_alert(s, a, now)?;
+                let id = match out {
+                    Outcome::New(d) => {
+                        to_publish.push((d.clone(), a.evidence.clone()));
+                        let id = d.id;
+                        changes.push(Change::Add(d));
+                        Some(id)
+                    }
+                    Outcome::Extended(d) => {
+                        let id = d.id;
+                        changes.push(Change::Add(d));
+                        Some(id)
+                    }
+                    Outcome::Covered(id) => Some(id),
+                    Outcome::Allowlisted(net) => {
+                        allowlisted += 1;
+                        tracing::info!(target = %a.target, allowlisted_by = %net, scenario = %a.scenario, "alert on an allowlisted address: no decision");
+                        None
+                    }
+                };
+                s.insert_alert(a, id)?;
+            }
+            s.save_checkpoints(&cps, now)?;
+            if let Some((k, c)) = &cursor {
+                s.set_meta(k, c)?;
+            }
+            s.add_counter(&format!("lines:{pipeline}"), lines)?;
+            s.add_counter(&format!("matched:{pipeline}"), matched)?;
+            Ok(())
+        });
+        if let Err(e) = res {
+            // Nothing was committed: neither the decisions nor the checkpoint,
+            // so the lines are read again after a restart.
+            self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "store commit failed; these lines will be decided again after restart");
+            return;
+        }
+        let m = &self.counters.metrics;
+        m.batch_commit
+            .observe(crate::metrics::secs(started.elapsed()));
+        for a in &alerts {
+            m.alert(&a.scenario);
+        }
+        self.counters
+            .allowlisted
+            .fetch_add(allowlisted, Ordering::Relaxed);
+        let (mut new, mut ext) = (0, 0);
+        for c in &changes {
+            if let Change::Add(d) = c {
+                if to_publish.iter().any(|(p, _)| p.id == d.id) {
+                    m.decision(d, "new");
+                    new += 1;
+                    self.counters.webhook.notify(d, m);
+                } else {
+                    m.decision(d, "extended");
+                    ext += 1
+                }
+                tracing::info!(target = %d.target, r#type = %d.kind, scenario = %d.scenario, duration_s = d.duration_s(), "decision");
+            }
+        }
+        self.counters
+            .decisions_new
+            .fetch_add(new, Ordering::Relaxed);
+        self.counters
+            .decisions_extended
+            .fetch_add(ext, Ordering::Relaxed);
+        self.apply(&changes, now);
+        if let Some(p) = &self.publish {
+            for (d, evidence) in to_publish {
+                let _ = p.send(crate::union::ToUnion::Publish(d, evidence));
+            }
+        }
+        if let Ok(mut s) = self.sources.lock()
+            && let Some(st) = s.get_mut(pipeline)
+        {
+            st.alerts += alerts.len() as u64;
+        }
+    }
+
+    /// Takes a reloaded `[decisions]` policy, with its offence horizon.
+    fn set_policy(&mut self, d: Decider) {
+        self.forget = d.escalation.forget;
+        self.decider = d;
+    }
+
+    /// Runs until `Msg::Stop` or every sender is gone.
+    pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut swept = self.clock.now();
+        let mut pruned = self.clock.instant();
+        loop {
+            let msg = rx.recv_timeout(Duration::from_millis(500));
+            let t = self.clock.now();
+            self.counters.heartbeat.store(t, Ordering::Relaxed);
+            match msg {
+                Ok(Msg::Batch {
+                    pipeline,
+                    alerts,
+                    checkpoints,
+                    lines,
+                    matched,
+                    cursor,
+                }) => self.on_batch(&pipeline, alerts, checkpoints, cursor, lines, matched, t),
+                Ok(Msg::Admit { decision, reply }) => {
+                    let res = self
+                        .store
+                        .atomically(|s| self.decider.admit(s, decision, t));
+                    let res = res.map_err(|e| e.to_string());
+                    match &res {
+                        Ok(Outcome::New(d)) | Ok(Outcome::Extended(d)) => {
+                            self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
+                            let how = if matches!(res, Ok(Outcome::New(_))) {
+                                "new"
+                            } else {
+                                "extended"
+                            };
+                            self.counters.metrics.decision(d, how);
+                            self.counters.webhook.notify(d, &self.counters.metrics);
+                            let c = [Change::Add(d.clone())];
+                            self.apply(&c, t);
+                        }
+                        Ok(Outcome::Allowlisted(_)) => {
+                            self.counters.allowlisted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                    if let Some(r) = reply {
+                        let _ = r.send(res);
+                    }
+                }
+                Ok(Msg::Delete { id, target, reply }) => {
+                    let res = self.store.atomically(|s| {
+                        let mut out = Vec::new();
+                        let ids: Vec<i64> = match (id, target) {
+                            (Some(id), _) => vec![id],
+                            (None, Some(net)) => {
+                                s.active_for(&net, t)?.iter().map(|d| d.id).collect()
+                            }
+                            (None, None) => vec![],
+                        };
+                        for id in ids {
+                            if let Some(d) = s.delete_decision(id, t)?
+                                && d.is_active(t)
+                            {
+                                out.push(d);
+                            }
+                        }
+                        Ok(out)
+                    });
+                    if let Ok(ds) = &res {
+                        let c: Vec<Change> = ds.iter().cloned().map(Change::Remove).collect();
+                        self.apply(&c, t);
+                        // An operator's delete sticks: the union ignores the target for a while.
+                        if let Some(p) = &self.publish {
+                            for d in ds {
+                                let _ = p.send(crate::union::ToUnion::Pardon(d.target, d.expires));
+                            }
+                        }
+                    }
+                    let _ = reply.send(res.map_err(|e| e.to_string()));
+                }
+                Ok(Msg::Policy(d)) => self.set_policy(d),
+                Ok(Msg::Bouncer {
+                    name,
+                    key_hash,
+                    reply,
+                }) => {
+                    let res = match &key_hash {
+                        Some(h) => self.store.add_bouncer(&name, h, t),
+                        None => self.store.delete_bouncer(&name),
+                    };
+                    let _ = reply.send(res.map_err(|e| e.to_string()));
+                }
+                Ok(Msg::LastPull(pulls)) => {
+                    let res = self.store.atomically(|s| {
+                        pulls
+                            .iter()
+                            .try_for_each(|(name, at)| s.set_last_pull(name, *at))
+                    });
+                    if let Err(e) = res {
+                        tracing::warn!(error = %e, "recording the bouncers' last pulls failed");
+                    }
+                }
+                Ok(Msg::Checkpoints(reply)) => {
+                    let _ = reply.send(self.store.load_checkpoints().map_err(Into::into));
+                }
+                Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            // Sweep decisions that ended out of the in-memory table (the
+            // kernel expires its own elements by their timeouts).
+            if t > swept {
+                if let Ok(ended) = self.store.ended_between(swept, t) {
+                    let c: Vec<Change> = ended.into_iter().map(Change::Remove).collect();
+                    let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+                    if !c.is_empty() {
+                        table.apply(&c);
+                    }
+                    table.purge_expired(t);
+                }
+                swept = t;
+            }
+            if self.clock.elapsed(pruned) > Duration::from_secs(3600) {
+                pruned = self.clock.instant();
+                match self
+                    .store
+                    .prune(t, self.keep.as_secs(), self.forget.as_secs())
+                {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old rows from the store"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offence horizon used to prune the store follows a reloaded
+    /// `[decisions]` policy (it was fixed at start).
+    #[test]
+    fn reloaded_policy_moves_the_offence_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = crate::readers::tests::plan_for(dir.path(), "");
+        let new = crate::readers::tests::plan_for(
+            dir.path(),
+            "[decisions.escalation]\nforget = \"3d\"\n",
+        );
+        assert_ne!(old.decider.escalation.forget, new.decider.escalation.forget);
+        let mut w = DecisionWorker {
+            store: Store::open(&old.store_path).unwrap(),
+            decider: old.decider.clone(),
+            firewall: shield_enforce::dry_run(),
+            table: Default::default(),
+            counters: Default::default(),
+            sources: Default::default(),
+            publish: None,
+            keep: old.keep,
+            forget: old.decider.escalation.forget,
+            clock: Clock::system(),
+        };
+        w.set_policy(new.decider.clone());
+        assert_eq!(w.forget, new.decider.escalation.forget);
+    }
+}
