@@ -1,0 +1,161 @@
+//! The whole daemon inside the test process, as any user (no root, no
+//! namespace): `run` on a plan with the dry-run layer, listeners bound on
+//! `127.0.0.1:0` and a socket in a tempdir, a manual clock. Lines appended
+//! to a followed file raise a decision that the HTTP API lists; moving the
+//! clock past its expiry takes it off; `Control::Stop` ends `run` cleanly.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shield_core::Clock;
+use shield_daemon::run::Control;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "in-process-test-token-9f2c7a41d8e3b605";
+
+fn plan(dir: &std::path::Path) -> shield_daemon::plan::Plan {
+    let text = format!(
+        r#"
+[store]
+path = "{d}/shield.db"
+
+[firewall]
+backend = "dry-run"
+
+[api]
+listen = "127.0.0.1:0"
+socket = "{d}/shield.sock"
+token = "{TOKEN}"
+
+[decisions]
+allow_own_addresses = false
+
+[engine]
+no_default_scenarios = true
+
+[[scenario]]
+name = "ssh-test"
+rules = ["sshd*"]
+capacity = 4
+leak = "1h"
+decision = "ban"
+duration = "10m"
+
+[[source]]
+name = "sshd"
+paths = ["{d}/auth.log"]
+packs = ["sshd"]
+# The file is empty at start; lines appended before the reader opens it are read too.
+from_start = true
+"#,
+        d = dir.display()
+    );
+    let loaded = shield_daemon::config::parse(&text, None).expect("the config parses");
+    shield_daemon::plan::plan(&loaded).expect("the config plans")
+}
+
+/// `GET path` with the token; the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: shield\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
+}
+
+async fn decisions(addr: SocketAddr) -> Vec<serde_json::Value> {
+    let (code, body) = get(addr, "/api/decisions").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_daemon_in_process_bans_expires_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let plan = plan(dir.path());
+    let listeners = shield_daemon::server::bind(&plan).await.unwrap();
+    let addr = listeners.api.as_ref().unwrap().local_addr().unwrap();
+    assert_ne!(addr.port(), 0);
+    let socket = listeners.control_path.clone();
+    let clock = Clock::manual(shield_core::wall_now());
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(shield_daemon::run::run(plan, listeners, rx, clock.clone()));
+
+    // The API answers before any line: nothing decided yet.
+    assert!(decisions(addr).await.is_empty());
+
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let stamp = jiff::Timestamp::from_second(clock.now())
+        .unwrap()
+        .strftime("%b %e %H:%M:%S");
+    for i in 0..6 {
+        writeln!(
+            f,
+            "{stamp} myhost sshd[{}]: Failed password for root from 203.0.113.7 port {} ssh2",
+            1000 + i,
+            40000 + i
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+
+    // Waits for the reader and the decision thread (no timing asserted: the
+    // deadline only keeps a broken daemon from hanging the suite).
+    let mut banned = Vec::new();
+    for _ in 0..200 {
+        banned = decisions(addr).await;
+        if !banned.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, status) = get(addr, "/api/status").await;
+    assert_eq!(
+        banned.len(),
+        1,
+        "one decision on the attacker: {banned:?}; {status}"
+    );
+    let d = &banned[0];
+    assert_eq!(d["target"], "203.0.113.7/32");
+    assert_eq!(d["scenario"], "ssh-test");
+    // Stamped by the manual clock, for the scenario's 10 minutes.
+    assert_eq!(d["created"], clock.now());
+    assert_eq!(d["expires"], clock.now() + 600);
+    let (code, status) = get(addr, "/api/status").await;
+    assert_eq!(code, 200, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["active_decisions"], 1, "{status}");
+    assert_eq!(status["sources"][0]["lines"], 6, "{status}");
+
+    // Past the expiry, without sleeping ten minutes.
+    clock.advance(Duration::from_secs(601));
+    assert!(
+        decisions(addr).await.is_empty(),
+        "expired decision still listed"
+    );
+    let (_, status) = get(addr, "/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["active_decisions"], 0, "{status}");
+
+    tx.send(Control::Stop).await.unwrap();
+    daemon
+        .await
+        .expect("run did not panic")
+        .expect("run ends cleanly");
+    assert!(!socket.exists(), "the control socket is removed at stop");
+    // The store holds the decision after the stop: the one writer committed it.
+    let store = shield_daemon::store::Store::open(&dir.path().join("shield.db")).unwrap();
+    assert_eq!(store.recent_decisions(10).unwrap().len(), 1);
+}
