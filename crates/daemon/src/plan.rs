@@ -94,6 +94,42 @@ pub struct Plan {
     pub api: ApiPlan,
     pub union: Option<UnionConfig>,
     pub webhook: Option<crate::webhook::WebhookPlan>,
+    /// The pipelines' engines, built while validating them; the readers take
+    /// them instead of compiling the rules again.
+    pub built: BuiltEngines,
+}
+
+/// Engines a plan built, by pipeline name, each taken once. Clones of a plan
+/// share them; a pipeline whose engine was taken (a second start of the same
+/// plan) builds a new one.
+#[derive(Clone, Default)]
+pub struct BuiltEngines(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Engine>>>,
+);
+
+impl BuiltEngines {
+    fn put(&self, pipeline: &str, e: Engine) {
+        // Mutex: touched at plan time and once per reader start, never per line.
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pipeline.to_string(), e);
+    }
+
+    /// The engine built for `pipeline`, if it is still there.
+    pub fn take(&self, pipeline: &str) -> Option<Engine> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pipeline)
+    }
+}
+
+impl std::fmt::Debug for BuiltEngines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_set().entries(m.keys()).finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -291,6 +327,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
 
     let known_packs = shield_detect::pack_names();
     let mut pipelines = Vec::new();
+    let built = BuiltEngines::default();
     let mut used_scenarios = vec![false; c.scenarios.len()];
     let mut used_rules = vec![false; custom.len()];
     for s in &c.sources {
@@ -450,9 +487,12 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             }
         }
         pipe.scenarios = scen;
-        if let Err(e) = Engine::new(matcher, &pipe.scenarios, settings.options()) {
-            errs.push(l.error_at(span.clone(), format!("source `{}`: {e}", s.name), None));
-            continue;
+        match Engine::new(matcher, &pipe.scenarios, settings.options()) {
+            Ok(e) => built.put(&pipe.name, e),
+            Err(e) => {
+                errs.push(l.error_at(span.clone(), format!("source `{}`: {e}", s.name), None));
+                continue;
+            }
         }
         pipelines.push(pipe);
     }
@@ -544,7 +584,10 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             scenarios: vec![scenario],
         };
         match pipe.engine(settings) {
-            Ok(_) => pipelines.push(pipe),
+            Ok(e) => {
+                built.put(&pipe.name, e);
+                pipelines.push(pipe)
+            }
             Err(e) => errs.push(l.error_at(
                 j.filter.span(),
                 format!("jail `{}`: {e}", j.name),
@@ -711,6 +754,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         },
         union: c.union.clone(),
         webhook,
+        built,
     })
 }
 

@@ -46,9 +46,13 @@ pub fn start_reader(
     clock: &Clock,
 ) -> anyhow::Result<Reader> {
     let clock = clock.clone();
-    let mut engine = pipe
-        .engine(plan.engine)
-        .map_err(|e| anyhow::anyhow!("pipeline `{}`: {e}", pipe.name))?;
+    // Built by the plan; built again only when this plan already started it.
+    let mut engine = match plan.built.take(&pipe.name) {
+        Some(e) => e,
+        None => pipe
+            .engine(plan.engine)
+            .map_err(|e| anyhow::anyhow!("pipeline `{}`: {e}", pipe.name))?,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let name = pipe.name.clone();
@@ -384,5 +388,36 @@ pub(crate) mod tests {
         assert!(sources.lock().unwrap().contains_key("auth"));
         stop_readers(&mut readers);
         drop(rx);
+    }
+
+    /// The reader runs the engine the plan built while validating the config
+    /// (the rules are not compiled again at start); a second start of the
+    /// same plan builds its own.
+    #[test]
+    fn a_reader_takes_the_engine_the_plan_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_for(dir.path(), "");
+        assert!(format!("{:?}", plan.built).contains("auth"));
+        let (tx, _rx) = mpsc::channel();
+        let sources = Arc::new(Mutex::new(BTreeMap::new()));
+        let clock = Clock::system();
+        let pipe = plan.pipelines[0].clone();
+        let mut readers = vec![
+            start_reader(
+                pipe.clone(),
+                &plan,
+                &[],
+                tx.clone(),
+                sources.clone(),
+                &clock,
+            )
+            .unwrap(),
+        ];
+        assert!(
+            plan.built.take("auth").is_none(),
+            "the reader took the plan's engine"
+        );
+        readers.push(start_reader(pipe, &plan, &[], tx, sources, &clock).unwrap());
+        stop_readers(&mut readers);
     }
 }
