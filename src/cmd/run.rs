@@ -49,7 +49,7 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         });
         let res = shield_daemon::run::run(plan, listeners, rx, Clock::system()).await;
         signals.abort();
-        res
+        Ok(res?)
     })
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod decide;
+pub mod error;
 pub mod fail2ban;
 pub mod journald;
 pub mod metrics;

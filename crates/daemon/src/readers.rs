@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
 use shield_core::{Checkpoint, Clock, UnixTime};
 use shield_sources::{FileSpec, Tailer};
 
+use crate::error::RunError;
 use crate::plan::{Input, Pipeline, Plan};
 use crate::state::{MAX_LINE, Msg, SourceStatus};
 use crate::store::Store;
@@ -44,14 +44,17 @@ pub fn start_reader(
     tx: mpsc::Sender<Msg>,
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     clock: &Clock,
-) -> anyhow::Result<Reader> {
+) -> Result<Reader, RunError> {
     let clock = clock.clone();
     // Built by the plan; built again only when this plan already started it.
     let mut engine = match plan.built.take(&pipe.name) {
         Some(e) => e,
         None => pipe
             .engine(plan.engine)
-            .map_err(|e| anyhow::anyhow!("pipeline `{}`: {e}", pipe.name))?,
+            .map_err(|reason| RunError::Engine {
+                pipeline: pipe.name.clone(),
+                reason,
+            })?,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -72,6 +75,7 @@ pub fn start_reader(
             },
         );
     }
+    let thread_err = |e| RunError::Thread(format!("src-{}", pipe.name), e);
     let handle = match pipe.input.clone() {
         Input::File { globs, from_start } => {
             let mut tailer = Tailer::new(
@@ -82,7 +86,10 @@ pub fn start_reader(
                 },
                 mine,
             )
-            .with_context(|| format!("source `{name}`"))?;
+            .map_err(|e| RunError::Source {
+                source_name: name.clone(),
+                source: e.into(),
+            })?;
             // Record where every followed file starts right away: a file rotated
             // before its first line, followed by a crash, is then still known.
             let first: Vec<(String, Checkpoint)> = tailer
@@ -160,7 +167,8 @@ pub fn start_reader(
                             tailer.wait(Duration::from_millis(250));
                         }
                     }
-                })?
+                })
+                .map_err(thread_err)?
         }
         Input::Stdin => std::thread::Builder::new()
             .name(format!("src-{name}"))
@@ -217,7 +225,8 @@ pub fn start_reader(
                         break;
                     }
                 }
-            })?,
+            })
+            .map_err(thread_err)?,
         Input::Journald { matches, directory } => {
             let key = format!("{prefix}journald");
             let cursor = Store::open(&plan.store_path)
@@ -230,10 +239,16 @@ pub fn start_reader(
                     .unwrap_or_default(),
                 ..Default::default()
             };
-            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor)?
+            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor)
+                .map_err(thread_err)?
         }
         Input::Syslog { udp, tcp } => {
-            crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources)?
+            crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources).map_err(|e| {
+                RunError::Source {
+                    source_name: pipe.name.clone(),
+                    source: e.into(),
+                }
+            })?
         }
     };
     let handle = (!matches!(pipe.input, Input::Stdin)).then_some(handle);
@@ -288,7 +303,7 @@ fn update_status(
 pub fn restart_readers(
     readers: &mut Vec<Reader>,
     new: &Plan,
-    load: impl FnOnce() -> anyhow::Result<Vec<(String, Checkpoint)>>,
+    load: impl FnOnce() -> Result<Vec<(String, Checkpoint)>, RunError>,
     saved: &mut Vec<(String, Checkpoint)>,
     tx: &mpsc::Sender<Msg>,
     sources: &Arc<Mutex<BTreeMap<String, SourceStatus>>>,
@@ -373,7 +388,7 @@ pub(crate) mod tests {
         restart_readers(
             &mut readers,
             &plan,
-            || Err(anyhow::anyhow!("disk I/O error")),
+            || Err(RunError::DecisionThread("did not answer")),
             &mut saved,
             &tx,
             &sources,

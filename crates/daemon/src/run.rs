@@ -16,6 +16,7 @@ use std::time::Duration;
 use shield_core::Clock;
 use shield_enforce::DecisionTable;
 
+use crate::error::RunError;
 use crate::plan::Plan;
 use crate::readers::{restart_readers, start_reader, stop_readers};
 use crate::server::Listeners;
@@ -40,7 +41,7 @@ pub async fn run(
     listeners: Listeners,
     mut control: tokio::sync::mpsc::Receiver<Control>,
     clock: Clock,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let store = Store::open(&plan.store_path)?;
     let reader_store = Store::open(&plan.store_path)?;
     let mut saved = store.load_checkpoints()?;
@@ -75,7 +76,8 @@ pub async fn run(
     tracing::info!(active = n, layer = %fw_name, "layers reconciled with the store");
     let decision_thread = std::thread::Builder::new()
         .name("decide".into())
-        .spawn(move || worker.run(rx))?;
+        .spawn(move || worker.run(rx))
+        .map_err(|e| RunError::Thread("decide".into(), e))?;
 
     let shared = Shared {
         tx: tx.clone(),
@@ -133,9 +135,10 @@ pub async fn run(
         let load = || {
             let (rtx, rrx) = mpsc::channel();
             tx.send(Msg::Checkpoints(rtx))
-                .map_err(|_| anyhow::anyhow!("the decision thread has stopped"))?;
-            rrx.recv_timeout(Duration::from_secs(30))
-                .map_err(|_| anyhow::anyhow!("the decision thread did not answer within 30 s"))?
+                .map_err(|_| RunError::DecisionThread("has stopped"))?;
+            Ok(rrx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| RunError::DecisionThread("did not answer within 30 s"))??)
         };
         restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources, &clock);
         let _ = tx.send(Msg::Policy(new.decider.clone()));

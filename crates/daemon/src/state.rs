@@ -14,7 +14,7 @@ use shield_core::{Alert, Checkpoint, Clock, Decision, UnixTime};
 use shield_enforce::DecisionTable;
 
 use crate::decide::{Decider, Outcome};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Longest line a source delivers; longer ones are skipped and counted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -34,25 +34,25 @@ pub enum Msg {
     /// A decision from an operator or the union.
     Admit {
         decision: Decision,
-        reply: Option<tokio::sync::oneshot::Sender<Result<Outcome, String>>>,
+        reply: Option<tokio::sync::oneshot::Sender<Result<Outcome, StoreError>>>,
     },
     /// End decisions now: by id, or every active one on a target.
     Delete {
         id: Option<i64>,
         target: Option<shield_core::Net>,
-        reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, StoreError>>,
     },
     /// New decision policy after a reload.
     Policy(Decider),
     /// Every saved checkpoint, read after the batches queued before this
     /// message are committed (a reload asks once its readers have stopped).
-    Checkpoints(mpsc::Sender<anyhow::Result<Vec<(String, Checkpoint)>>>),
+    Checkpoints(mpsc::Sender<Result<Vec<(String, Checkpoint)>, StoreError>>),
     /// Add (with its key's hash) or delete a bouncer; answers whether a row
     /// changed. Bouncers go through the one writer like everything else.
     Bouncer {
         name: String,
         key_hash: Option<String>,
-        reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
     },
     /// When bouncers last pulled, batched by [`KeyAuth::take_pulls`].
     LastPull(Vec<(String, UnixTime)>),

@@ -6,11 +6,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use shield_core::Decision;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
+use crate::error::RunError;
 use crate::plan::Plan;
 use crate::state::Msg;
 
@@ -31,7 +31,7 @@ pub async fn start(
     plan: &Plan,
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<Option<serde_json::Value>>>,
-) -> anyhow::Result<(Option<Publish>, Option<JoinHandle<()>>)> {
+) -> Result<(Option<Publish>, Option<JoinHandle<()>>), RunError> {
     let Some(u) = &plan.union else {
         return Ok((None, None));
     };
@@ -45,7 +45,10 @@ pub async fn start(
     };
     let handle = shield_union::UnionHandle::start(cfg.clone(), in_tx.clone())
         .await
-        .with_context(|| format!("starting the union member `{}`", u.member))?;
+        .map_err(|source| RunError::Union {
+            member: u.member.clone(),
+            source,
+        })?;
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<ToUnion>();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -16,18 +16,18 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use shield_core::{Alert, Checkpoint, Clock, UnixTime};
 use shield_enforce::{Change, DecisionTable, Firewall};
 
 use crate::config::Backend;
 use crate::decide::{Decider, Outcome};
+use crate::error::RunError;
 use crate::plan::Plan;
 use crate::state::{Counters, Msg, SourceStatus};
 use crate::store::Store;
 
 /// Builds the firewall layer the plan chose.
-pub fn build_firewall(plan: &Plan) -> anyhow::Result<Box<dyn Firewall>> {
+pub fn build_firewall(plan: &Plan) -> Result<Box<dyn Firewall>, RunError> {
     let f = &plan.firewall;
     Ok(match f.backend {
         Backend::Nftables | Backend::Auto => shield_enforce::nftables(shield_enforce::NftOptions {
@@ -37,11 +37,20 @@ pub fn build_firewall(plan: &Plan) -> anyhow::Result<Box<dyn Firewall>> {
             netns: f.netns.clone(),
             netlink: f.netlink,
         })
-        .context(
-            "starting the nftables layer (is the `nftables` package installed and are we root?)",
-        )?,
-        Backend::Ipset => shield_enforce::ipset(shield_enforce::IpsetOptions::default())
-            .context("starting the ipset layer")?,
+        .map_err(|source| RunError::Layer {
+            layer: "nftables",
+            hint: " (is the `nftables` package installed and are we root?)",
+            source,
+        })?,
+        Backend::Ipset => {
+            shield_enforce::ipset(shield_enforce::IpsetOptions::default()).map_err(|source| {
+                RunError::Layer {
+                    layer: "ipset",
+                    hint: "",
+                    source,
+                }
+            })?
+        }
         Backend::DryRun => shield_enforce::dry_run(),
         Backend::None => shield_enforce::dry_run(),
     })
@@ -88,19 +97,19 @@ impl DecisionWorker {
     }
 
     /// Reconciles the layers with the store (at start).
-    pub fn reconcile(&mut self, now: UnixTime) -> anyhow::Result<usize> {
+    pub fn reconcile(&mut self, now: UnixTime) -> Result<usize, RunError> {
         let active = self.store.active_decisions(now)?;
         let adds: Vec<Change> = active.iter().cloned().map(Change::Add).collect();
         self.table
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .apply(&adds);
-        self.firewall.reconcile(&active, now).with_context(|| {
-            format!(
-                "reconciling the {} layer with the store",
-                self.firewall.name()
-            )
-        })?;
+        self.firewall
+            .reconcile(&active, now)
+            .map_err(|source| RunError::Reconcile {
+                layer: self.firewall.name().to_string(),
+                source,
+            })?;
         Ok(active.len())
     }
 
@@ -227,7 +236,6 @@ impl DecisionWorker {
                     let res = self
                         .store
                         .atomically(|s| self.decider.admit(s, decision, t));
-                    let res = res.map_err(|e| e.to_string());
                     match &res {
                         Ok(Outcome::New(d)) | Ok(Outcome::Extended(d)) => {
                             self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
@@ -279,7 +287,7 @@ impl DecisionWorker {
                             }
                         }
                     }
-                    let _ = reply.send(res.map_err(|e| e.to_string()));
+                    let _ = reply.send(res);
                 }
                 Ok(Msg::Policy(d)) => self.set_policy(d),
                 Ok(Msg::Bouncer {
@@ -291,7 +299,7 @@ impl DecisionWorker {
                         Some(h) => self.store.add_bouncer(&name, h, t),
                         None => self.store.delete_bouncer(&name),
                     };
-                    let _ = reply.send(res.map_err(|e| e.to_string()));
+                    let _ = reply.send(res);
                 }
                 Ok(Msg::LastPull(pulls)) => {
                     let res = self.store.atomically(|s| {
@@ -304,7 +312,7 @@ impl DecisionWorker {
                     }
                 }
                 Ok(Msg::Checkpoints(reply)) => {
-                    let _ = reply.send(self.store.load_checkpoints().map_err(Into::into));
+                    let _ = reply.send(self.store.load_checkpoints());
                 }
                 Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
