@@ -20,6 +20,8 @@ fi
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No crate may have a module cycle (reads the sources; fails naming the cycle).
+cargo test --locked --test module_cycles
 # Tests that create network namespaces or run nginx run one at a time within
 # their binaries where they must; the rest run in parallel.
 cargo test --workspace --locked -- --test-threads=2

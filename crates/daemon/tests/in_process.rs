@@ -15,6 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TOKEN: &str = "in-process-test-token-9f2c7a41d8e3b605";
 
 fn plan(dir: &std::path::Path) -> shield_daemon::plan::Plan {
+    plan_with(dir, "auth.log")
+}
+
+/// The plan, following `file` in `dir`.
+fn plan_with(dir: &std::path::Path, file: &str) -> shield_daemon::plan::Plan {
     let text = format!(
         r#"
 [store]
@@ -44,7 +49,7 @@ duration = "10m"
 
 [[source]]
 name = "sshd"
-paths = ["{d}/auth.log"]
+paths = ["{d}/{file}"]
 packs = ["sshd"]
 # The file is empty at start; lines appended before the reader opens it are read too.
 from_start = true
@@ -96,20 +101,7 @@ async fn a_whole_daemon_in_process_bans_expires_and_stops() {
     // The API answers before any line: nothing decided yet.
     assert!(decisions(addr).await.is_empty());
 
-    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    let stamp = jiff::Timestamp::from_second(clock.now())
-        .unwrap()
-        .strftime("%b %e %H:%M:%S");
-    for i in 0..6 {
-        writeln!(
-            f,
-            "{stamp} myhost sshd[{}]: Failed password for root from 203.0.113.7 port {} ssh2",
-            1000 + i,
-            40000 + i
-        )
-        .unwrap();
-    }
-    f.flush().unwrap();
+    attack(&log, "203.0.113.7", 6, &clock);
 
     // Waits for the reader and the decision thread (no timing asserted: the
     // deadline only keeps a broken daemon from hanging the suite).
@@ -158,4 +150,88 @@ async fn a_whole_daemon_in_process_bans_expires_and_stops() {
     // The store holds the decision after the stop: the one writer committed it.
     let store = shield_daemon::store::Store::open(&dir.path().join("shield.db")).unwrap();
     assert_eq!(store.recent_decisions(10).unwrap().len(), 1);
+}
+
+/// Appends `n` failed logins from `ip`, stamped at the clock's time.
+fn attack(path: &std::path::Path, ip: &str, n: usize, clock: &Clock) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let stamp = jiff::Timestamp::from_second(clock.now())
+        .unwrap()
+        .strftime("%b %e %H:%M:%S");
+    for i in 0..n {
+        writeln!(
+            f,
+            "{stamp} myhost sshd[{}]: Failed password for root from {ip} port {} ssh2",
+            1000 + i,
+            40000 + i
+        )
+        .unwrap();
+    }
+}
+
+async fn wait_for_target(addr: SocketAddr, target: &str) -> Vec<serde_json::Value> {
+    let mut v = Vec::new();
+    for _ in 0..200 {
+        v = decisions(addr).await;
+        if v.iter().any(|d| d["target"] == target) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    v
+}
+
+/// `Control::Reload` swaps the readers for the new plan's: after a reload
+/// that follows another file, lines in the old file raise nothing and lines
+/// in the new one raise a decision. The control socket is root's only
+/// (0600), and the daemon stops when its control channel closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_follows_the_new_plan_and_a_closed_channel_stops() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("auth.log"), dir.path().join("other.log"));
+    std::fs::write(&old, "").unwrap();
+    std::fs::write(&new, "").unwrap();
+    let plan = plan_with(dir.path(), "auth.log");
+    let listeners = shield_daemon::server::bind(&plan).await.unwrap();
+    let addr = listeners.api.as_ref().unwrap().local_addr().unwrap();
+    let mode = std::fs::metadata(&listeners.control_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the control socket is 0600");
+    let clock = Clock::manual(shield_core::wall_now());
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(shield_daemon::run::run(plan, listeners, rx, clock.clone()));
+
+    attack(&old, "203.0.113.1", 6, &clock);
+    assert_eq!(wait_for_target(addr, "203.0.113.1/32").await.len(), 1);
+
+    tx.send(Control::Reload(Box::new(plan_with(
+        dir.path(),
+        "other.log",
+    ))))
+    .await
+    .unwrap();
+    // The new plan's reader follows other.log: its attacker is decided ...
+    attack(&new, "203.0.113.2", 6, &clock);
+    let v = wait_for_target(addr, "203.0.113.2/32").await;
+    assert!(v.iter().any(|d| d["target"] == "203.0.113.2/32"), "{v:?}");
+    // ... and auth.log is no longer read (its reader was stopped before the
+    // new one started, so this attack is in no reader's future).
+    attack(&old, "203.0.113.3", 6, &clock);
+    attack(&new, "203.0.113.4", 6, &clock);
+    let v = wait_for_target(addr, "203.0.113.4/32").await;
+    assert!(v.iter().any(|d| d["target"] == "203.0.113.4/32"), "{v:?}");
+    assert!(!v.iter().any(|d| d["target"] == "203.0.113.3/32"), "{v:?}");
+
+    drop(tx);
+    daemon
+        .await
+        .unwrap()
+        .expect("a closed control channel stops run cleanly");
 }
