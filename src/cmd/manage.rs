@@ -12,6 +12,7 @@ use shield_daemon::api::{AddRequest, manual_decision, valid_bouncer_name};
 use shield_daemon::client::{ClientError, request};
 use shield_daemon::decide::{Outcome, parse_target};
 use shield_daemon::plan::Plan;
+use shield_daemon::state::Which;
 use shield_daemon::store::Store;
 
 use crate::Format;
@@ -169,13 +170,14 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
             }
         }
         DecisionsCmd::Delete { target, id } => {
-            let q = match (&target, id) {
-                (_, Some(id)) => format!("id={id}"),
-                (Some(t), None) => {
-                    let net = parse_target(t).map_err(anyhow::Error::msg)?;
-                    format!("target={}", net.to_string().replace('/', "%2F"))
-                }
+            let which = match (&target, id) {
+                (_, Some(id)) => Which::Id(id),
+                (Some(t), None) => Which::Target(parse_target(t).map_err(anyhow::Error::msg)?),
                 (None, None) => anyhow::bail!("give a TARGET or --id N"),
+            };
+            let q = match &which {
+                Which::Id(id) => format!("id={id}"),
+                Which::Target(net) => format!("target={}", net.to_string().replace('/', "%2F")),
             };
             match daemon(&p, "DELETE", &format!("/api/decisions?{q}"), None)? {
                 Some(v) => {
@@ -184,29 +186,7 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
                 }
                 None => {
                     let mut s = Store::open(&p.store_path)?;
-                    let t = now();
-                    let n = s.atomically(|s| {
-                        let ids: Vec<i64> = match (&target, id) {
-                            (_, Some(id)) => vec![id],
-                            (Some(tg), None) => {
-                                let net = parse_target(tg).map_err(|e| {
-                                    shield_daemon::store::StoreError::Corrupt {
-                                        path: "-".into(),
-                                        what: e,
-                                    }
-                                })?;
-                                s.active_for(&net, t)?.iter().map(|d| d.id).collect()
-                            }
-                            _ => vec![],
-                        };
-                        let mut n = 0;
-                        for i in ids {
-                            if s.delete_decision(i, t)?.is_some_and(|d| d.is_active(t)) {
-                                n += 1;
-                            }
-                        }
-                        Ok(n)
-                    })?;
+                    let n = shield_daemon::worker::end_decisions(&mut s, &which, now())?.len();
                     if n == 0 {
                         anyhow::bail!("no active decision matches");
                     }

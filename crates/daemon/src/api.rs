@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use shield_core::{Decision, DecisionType, Origin, Scope};
 
 use crate::decide::{Outcome, parse_duration, parse_target};
-use crate::state::{Counters, Msg, Shared, SourceStatus};
+use crate::state::{Counters, Msg, Shared, SourceStatus, Which};
 
 /// An API error: a status and a reason, sent as `{"message": "..."}`.
 pub struct ApiError(pub StatusCode, pub String);
@@ -244,20 +244,15 @@ async fn delete_decisions(
     State(s): State<Shared>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Json<Vec<Decision>>, ApiError> {
-    let target = match &q.target {
-        Some(t) => Some(parse_target(t).map_err(bad)?),
-        None => None,
+    // An id wins over a target.
+    let which = match (q.id, &q.target) {
+        (Some(id), _) => Which::Id(id),
+        (None, Some(t)) => Which::Target(parse_target(t).map_err(bad)?),
+        (None, None) => return Err(bad("give ?id=N or ?target=ADDRESS")),
     };
-    if q.id.is_none() && target.is_none() {
-        return Err(bad("give ?id=N or ?target=ADDRESS"));
-    }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    s.tx.send(Msg::Delete {
-        id: q.id,
-        target,
-        reply: tx,
-    })
-    .map_err(internal)?;
+    s.tx.send(Msg::Delete { which, reply: tx })
+        .map_err(internal)?;
     let v = rx.await.map_err(internal)?.map_err(internal)?;
     if v.is_empty() {
         return Err(ApiError(

@@ -36,10 +36,9 @@ pub enum Msg {
         decision: Decision,
         reply: Option<tokio::sync::oneshot::Sender<Result<Outcome, StoreError>>>,
     },
-    /// End decisions now: by id, or every active one on a target.
+    /// End decisions now (see `worker::end_decisions`).
     Delete {
-        id: Option<i64>,
-        target: Option<shield_core::Net>,
+        which: Which,
         reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, StoreError>>,
     },
     /// New decision policy after a reload.
@@ -58,6 +57,15 @@ pub enum Msg {
     LastPull(Vec<(String, UnixTime)>),
     /// Flush and stop.
     Stop,
+}
+
+/// Which decisions an operator ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// The decision with this store id.
+    Id(i64),
+    /// Every decision in force on this address or range.
+    Target(shield_core::Net),
 }
 
 /// Per-source facts for `shield status` and the dashboard.

@@ -16,15 +16,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shield_core::{Alert, Checkpoint, Clock, UnixTime};
+use shield_core::{Alert, Checkpoint, Clock, Decision, UnixTime};
 use shield_enforce::{Change, DecisionTable, Firewall};
 
 use crate::config::Backend;
 use crate::decide::{Decider, Outcome};
 use crate::error::RunError;
 use crate::plan::Plan;
-use crate::state::{Counters, Msg, SourceStatus};
-use crate::store::Store;
+use crate::state::{Counters, Msg, SourceStatus, Which};
+use crate::store::{Store, StoreError};
 
 /// Builds the firewall layer the plan chose.
 pub fn build_firewall(plan: &Plan) -> Result<Box<dyn Firewall>, RunError> {
@@ -53,6 +53,32 @@ pub fn build_firewall(plan: &Plan) -> Result<Box<dyn Firewall>, RunError> {
         }
         Backend::DryRun => shield_enforce::dry_run(),
         Backend::None => shield_enforce::dry_run(),
+    })
+}
+
+/// Ends decisions at `t` in one transaction: the one `which` names, or every
+/// one in force on its target. Returns those that were in force (the ones a
+/// layer must drop). The one delete path: the decision thread runs it for
+/// the API, `shield decisions delete` when no daemon runs.
+pub fn end_decisions(
+    store: &mut Store,
+    which: &Which,
+    t: UnixTime,
+) -> Result<Vec<Decision>, StoreError> {
+    store.atomically(|s| {
+        let ids: Vec<i64> = match which {
+            Which::Id(id) => vec![*id],
+            Which::Target(net) => s.active_for(net, t)?.iter().map(|d| d.id).collect(),
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(d) = s.delete_decision(id, t)?
+                && d.is_active(t)
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
     })
 }
 
@@ -258,25 +284,8 @@ impl DecisionWorker {
                         let _ = r.send(res);
                     }
                 }
-                Ok(Msg::Delete { id, target, reply }) => {
-                    let res = self.store.atomically(|s| {
-                        let mut out = Vec::new();
-                        let ids: Vec<i64> = match (id, target) {
-                            (Some(id), _) => vec![id],
-                            (None, Some(net)) => {
-                                s.active_for(&net, t)?.iter().map(|d| d.id).collect()
-                            }
-                            (None, None) => vec![],
-                        };
-                        for id in ids {
-                            if let Some(d) = s.delete_decision(id, t)?
-                                && d.is_active(t)
-                            {
-                                out.push(d);
-                            }
-                        }
-                        Ok(out)
-                    });
+                Ok(Msg::Delete { which, reply }) => {
+                    let res = end_decisions(&mut self.store, &which, t);
                     if let Ok(ds) = &res {
                         let c: Vec<Change> = ds.iter().cloned().map(Change::Remove).collect();
                         self.apply(&c, t);
@@ -374,5 +383,42 @@ mod tests {
         };
         w.set_policy(new.decider.clone());
         assert_eq!(w.forget, new.decider.escalation.forget);
+    }
+
+    /// The one delete path ends a decision by target or by id, returns only
+    /// decisions that were in force, and ends each once.
+    #[test]
+    fn end_decisions_by_target_and_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = crate::readers::tests::plan_for(dir.path(), "");
+        let mut store = Store::open(&plan.store_path).unwrap();
+        let t = 1_000_000;
+        let mut admit = |target: &str| {
+            let req: crate::api::AddRequest =
+                serde_json::from_value(serde_json::json!({ "target": target })).unwrap();
+            let d = crate::api::manual_decision(&req, t).unwrap();
+            match store.atomically(|s| plan.decider.admit(s, d, t)).unwrap() {
+                Outcome::New(d) => d,
+                o => panic!("{o:?}"),
+            }
+        };
+        let a = admit("203.0.113.9");
+        let b = admit("198.51.100.1");
+        let by_target = Which::Target(a.target);
+        let ended = end_decisions(&mut store, &by_target, t + 1).unwrap();
+        assert_eq!(ended.iter().map(|d| d.id).collect::<Vec<_>>(), [a.id]);
+        assert!(
+            end_decisions(&mut store, &by_target, t + 2)
+                .unwrap()
+                .is_empty()
+        );
+        let ended = end_decisions(&mut store, &Which::Id(b.id), t + 3).unwrap();
+        assert_eq!(ended.iter().map(|d| d.id).collect::<Vec<_>>(), [b.id]);
+        assert!(
+            end_decisions(&mut store, &Which::Id(b.id), t + 4)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.active_decisions(t + 5).unwrap().is_empty());
     }
 }
