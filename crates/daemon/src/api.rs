@@ -104,7 +104,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
         sources,
         counters,
         store_counters,
-        union: s.union.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        union: s.union.status().and_then(|u| serde_json::to_value(u).ok()),
     }))
 }
 

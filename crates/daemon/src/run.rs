@@ -56,9 +56,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Msg>();
 
     // The union, when configured.
-    let union_status = Arc::new(Mutex::new(None));
-    let (publish_tx, union_task) =
-        crate::union::start(&plan, tx.clone(), union_status.clone()).await?;
+    let union = crate::union::start(&plan, tx.clone()).await?;
 
     let mut worker = DecisionWorker {
         store,
@@ -67,7 +65,7 @@ pub async fn run(
         table: table.clone(),
         counters: counters.clone(),
         sources: sources.clone(),
-        publish: publish_tx,
+        publish: union.publish,
         keep: plan.keep,
         forget: plan.decider.escalation.forget,
         clock: clock.clone(),
@@ -89,7 +87,7 @@ pub async fn run(
         started: clock.now(),
         config_file: plan.config_file.clone(),
         firewall: fw_name,
-        union: union_status,
+        union: union.view,
         clock: clock.clone(),
     };
     let Listeners {
@@ -157,7 +155,7 @@ pub async fn run(
     if let Some(t) = webhook_task {
         t.abort();
     }
-    if let Some(t) = union_task {
+    if let Some(t) = union.task {
         t.abort();
     }
     // The socket bound at start, not a reloaded config's (`[api]` is not reloaded).

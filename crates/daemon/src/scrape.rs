@@ -170,15 +170,11 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     reg.register("uptime_seconds", "Seconds since the daemon started", up);
 
     // Union: every numeric counter of the union status, and member health.
-    let union = shared
-        .union
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    if let Some(u) = union {
+    if let Some(u) = shared.union.status() {
         let signals = Family::<Labels, Counter>::default();
-        if let Some(obj) = u.get("counters").and_then(|c| c.as_object()) {
-            flatten_counters("", obj, &mut |name, v| {
+        // Every numeric field, nested ones as `parent_field`, whatever the union adds.
+        if let Ok(serde_json::Value::Object(obj)) = serde_json::to_value(&u.counters) {
+            flatten_counters("", &obj, &mut |name, v| {
                 signals
                     .get_or_create(&vec![("counter".into(), name)])
                     .inc_by(v);
@@ -191,27 +187,20 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         );
         let health = Family::<Labels, Gauge>::default();
         let age = Family::<Labels, Gauge>::default();
-        for m in u
-            .get("members")
-            .and_then(|m| m.as_array())
-            .into_iter()
-            .flatten()
-        {
-            let name = m.get("name").and_then(|n| n.as_str()).unwrap_or("?");
-            let h = m
-                .get("health")
-                .map(|h| match h {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .unwrap_or_default();
+        for m in &u.members {
+            let name = m.name.as_str();
+            let h = match serde_json::to_value(&m.health) {
+                Ok(serde_json::Value::String(s)) => s,
+                Ok(other) => other.to_string(),
+                Err(_) => String::new(),
+            };
             health
                 .get_or_create(&vec![
                     ("member".into(), name.into()),
                     ("health".into(), h.to_lowercase()),
                 ])
                 .set(1);
-            if let Some(a) = m.get("last_signal_age_s").and_then(|a| a.as_i64()) {
+            if let Some(a) = m.last_signal_age_s {
                 age.get_or_create(&vec![("member".into(), name.into())])
                     .set(a);
             }

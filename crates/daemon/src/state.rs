@@ -200,6 +200,48 @@ impl shield_enforce::BouncerAuth for KeyAuth {
     }
 }
 
+/// The running union member, shared by the union task (which publishes
+/// through it) and the status readers (API, dashboard, `/metrics`), which ask
+/// it for a typed [`shield_union::UnionStatus`] when they need one.
+#[derive(Clone, Default)]
+pub struct UnionView(Arc<Mutex<Option<shield_union::UnionHandle>>>);
+
+impl UnionView {
+    /// A view of `handle`.
+    pub fn new(handle: shield_union::UnionHandle) -> Self {
+        UnionView(Arc::new(Mutex::new(Some(handle))))
+    }
+
+    /// The union's status now; `None` without a union (or after it stopped).
+    pub fn status(&self) -> Option<shield_union::UnionStatus> {
+        // Mutex: held for one status() or publish() call, never across an await.
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|h| h.status())
+    }
+
+    /// Runs `f` on the handle, if the union runs.
+    pub fn with<T>(&self, f: impl FnOnce(&shield_union::UnionHandle) -> T) -> Option<T> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(f)
+    }
+
+    /// Takes the handle out (to shut it down); later reads see no union.
+    pub fn take(&self) -> Option<shield_union::UnionHandle> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Puts a (restarted) handle back.
+    pub fn put(&self, h: shield_union::UnionHandle) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+}
+
 /// Handles the async edge uses to reach the rest of the daemon.
 #[derive(Clone)]
 pub struct Shared {
@@ -214,7 +256,8 @@ pub struct Shared {
     pub started: UnixTime,
     pub config_file: String,
     pub firewall: String,
-    pub union: Arc<Mutex<Option<serde_json::Value>>>,
+    /// The union member, when `[union]` is set; its status is read on demand.
+    pub union: UnionView,
     /// The daemon's time (the system clock, or a test's manual one).
     pub clock: Clock,
 }

@@ -3,7 +3,6 @@
 //! decision stage as every other origin, so the local allowlist still wins).
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shield_core::Decision;
@@ -12,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::RunError;
 use crate::plan::Plan;
-use crate::state::Msg;
+use crate::state::{Msg, UnionView};
 
 /// What the decision thread asks of the union.
 pub enum ToUnion {
@@ -26,14 +25,22 @@ pub enum ToUnion {
 
 type Publish = UnboundedSender<ToUnion>;
 
+/// A started union; empty without `[union]`.
+#[derive(Default)]
+pub struct Started {
+    /// Where the decision thread sends local decisions to share and deleted
+    /// ones to pardon.
+    pub publish: Option<Publish>,
+    /// The task moving decisions in and out; abort it to stop.
+    pub task: Option<JoinHandle<()>>,
+    /// The member, for status readers.
+    pub view: UnionView,
+}
+
 /// Starts the union when the config has a `[union]` table.
-pub async fn start(
-    plan: &Plan,
-    tx: mpsc::Sender<Msg>,
-    status: Arc<Mutex<Option<serde_json::Value>>>,
-) -> Result<(Option<Publish>, Option<JoinHandle<()>>), RunError> {
+pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>) -> Result<Started, RunError> {
     let Some(u) = &plan.union else {
-        return Ok((None, None));
+        return Ok(Started::default());
     };
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Decision>(4096);
     let cfg = shield_union::UnionConfig {
@@ -49,10 +56,14 @@ pub async fn start(
             member: u.member.clone(),
             source,
         })?;
+    let view = UnionView::new(handle);
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<ToUnion>();
+    let task_view = view.clone();
     let task = tokio::spawn(async move {
+        let view = task_view;
+        // Only to notice a changed treaty or key file: the status is read
+        // from the member when asked.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut handle = Some(handle);
         let mut seen = stamp(&cfg);
         let mut retry = false;
         loop {
@@ -61,8 +72,7 @@ pub async fn start(
                     if tx.send(Msg::Admit { decision: d, reply: None }).is_err() { break; }
                 }
                 Some(m) = pub_rx.recv() => {
-                    let Some(h) = &handle else { continue };
-                    match m {
+                    view.with(|h| match m {
                         ToUnion::Publish(d, ev) => {
                             if let Err(e) = h.publish(&d, &ev) {
                                 tracing::warn!(error = %e, target = %d.target, "could not share the decision with the union");
@@ -75,24 +85,31 @@ pub async fn start(
                                 Err(e) => tracing::warn!(error = %e, target = %net, "could not pardon the deleted target in the union; its next signal bans it again"),
                             }
                         }
-                    }
+                    });
                 }
                 _ = tick.tick() => {
                     let now = stamp(&cfg);
                     if now != seen || retry {
                         seen = now;
+                        // Out of the view while it restarts: status readers see no union meanwhile.
+                        let mut handle = view.take();
                         retry = reload(&cfg, &in_tx, &mut handle).await;
+                        if let Some(h) = handle {
+                            view.put(h);
+                        }
                     }
-                    let s = handle.as_ref().and_then(|h| serde_json::to_value(h.status()).ok());
-                    *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
                 }
             }
         }
-        if let Some(h) = handle {
+        if let Some(h) = view.take() {
             h.shutdown().await;
         }
     });
-    Ok((Some(pub_tx), Some(task)))
+    Ok(Started {
+        publish: Some(pub_tx),
+        task: Some(task),
+        view,
+    })
 }
 
 type Stamp = Option<(std::time::SystemTime, u64)>;

@@ -20,6 +20,11 @@ fn plan(dir: &std::path::Path) -> shield_daemon::plan::Plan {
 
 /// The plan, following `file` in `dir`.
 fn plan_with(dir: &std::path::Path, file: &str) -> shield_daemon::plan::Plan {
+    plan_extra(dir, file, "")
+}
+
+/// The plan, following `file`, with `extra` config appended.
+fn plan_extra(dir: &std::path::Path, file: &str, extra: &str) -> shield_daemon::plan::Plan {
     let text = format!(
         r#"
 [store]
@@ -53,6 +58,7 @@ paths = ["{d}/{file}"]
 packs = ["sshd"]
 # The file is empty at start; lines appended before the reader opens it are read too.
 from_start = true
+{extra}
 "#,
         d = dir.display()
     );
@@ -234,4 +240,73 @@ async fn reload_follows_the_new_plan_and_a_closed_channel_stops() {
         .await
         .unwrap()
         .expect("a closed control channel stops run cleanly");
+}
+
+/// The union member's status is read from the running member when asked
+/// (typed, not a JSON copy refreshed every second): `/api/status` names the
+/// member and `/metrics` carries its counters and health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_status_is_read_from_the_member() {
+    use shield_union::cli::{UnionCmd, run_to};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("auth.log"), "").unwrap();
+    let (key, treaty) = (
+        dir.path().join("member.key"),
+        dir.path().join("treaty.toml"),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sink = Vec::new();
+    run_to(
+        UnionCmd::Keygen {
+            out: key.clone(),
+            force: false,
+        },
+        &mut sink,
+    )
+    .unwrap();
+    run_to(
+        UnionCmd::Init {
+            union: "lab".into(),
+            member: "solo".into(),
+            key: key.clone(),
+            endpoint: format!("127.0.0.1:{port}"),
+            binds: vec!["ssh-test=ban:1h".into()],
+            out: treaty.clone(),
+            force: false,
+        },
+        &mut sink,
+    )
+    .unwrap();
+    let extra = format!(
+        "[union]\nmember = \"solo\"\nkey = \"{}\"\ntreaty = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n",
+        key.display(),
+        treaty.display()
+    );
+    let plan = plan_extra(dir.path(), "auth.log", &extra);
+    let listeners = shield_daemon::server::bind(&plan).await.unwrap();
+    let addr = listeners.api.as_ref().unwrap().local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(shield_daemon::run::run(
+        plan,
+        listeners,
+        rx,
+        Clock::manual(shield_core::wall_now()),
+    ));
+
+    let (code, status) = get(addr, "/api/status").await;
+    assert_eq!(code, 200, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["union"]["member"], "solo", "{status}");
+    assert_eq!(status["union"]["union"], "lab", "{status}");
+    assert!(status["union"]["counters"].is_object(), "{status}");
+    let (code, metrics) = get(addr, "/metrics").await;
+    assert_eq!(code, 200, "{metrics}");
+    assert!(metrics.contains("shield_union_signals_total{"), "{metrics}");
+
+    tx.send(Control::Stop).await.unwrap();
+    daemon.await.unwrap().unwrap();
 }

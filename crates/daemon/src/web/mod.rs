@@ -214,7 +214,7 @@ async fn overview(State(s): State<Shared>) -> Result<Json<Overview>, ApiError> {
         top_ranges: top(range, 10),
         top_scenarios: top(scen, 10),
         sources,
-        union: s.union.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        union: s.union.status().and_then(|u| serde_json::to_value(u).ok()),
     }))
 }
 
