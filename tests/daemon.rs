@@ -513,3 +513,60 @@ fn start_on_stdin(
     );
     (cfg, child)
 }
+
+/// SIGHUP on a config that does not plan is refused by the binary (logged,
+/// the previous config keeps running); a valid one then reloads, and the
+/// reloaded source raises decisions (issue 22: signals live in the binary and
+/// reach the daemon as Control messages).
+#[test]
+fn sighup_refuses_a_broken_config_and_applies_a_valid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("auth.log"), "").unwrap();
+    let good = config(&sshd_source(dir.path()), "");
+    let mut d = Daemon::start(dir.path(), &good);
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+    };
+    std::fs::write(&d.config, "[[source]]\nname = 1\n").unwrap();
+    hup();
+    let refused = wait_for(Duration::from_secs(10), || {
+        d.log().contains("reload refused").then_some(())
+    });
+    assert!(refused.is_some(), "no refusal logged:\n{}", d.log());
+    assert!(
+        d.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the daemon exited on a refused reload:\n{}",
+        d.log()
+    );
+
+    // Now follow other.log instead.
+    let other = dir.path().join("other.log");
+    std::fs::write(&other, "").unwrap();
+    let text = good
+        .replace("@DIR@", dir.path().to_str().unwrap())
+        .replace("auth.log*", "other.log");
+    std::fs::write(&d.config, text).unwrap();
+    hup();
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        d.log().contains("config reloaded").then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload:\n{}", d.log());
+    let lines: Vec<String> = (0..5).map(|i| ssh_fail("198.51.100.44", i)).collect();
+    append(&other, &lines);
+    let banned = wait_for(Duration::from_secs(10), || {
+        let v = d.json(&["decisions", "list", "--format", "json"]);
+        v.as_array()
+            .filter(|a| a.iter().any(|x| x["target"] == "198.51.100.44/32"))
+            .cloned()
+    });
+    assert!(
+        banned.is_some(),
+        "the reloaded source did not decide:\n{}",
+        d.log()
+    );
+    d.stop();
+}
