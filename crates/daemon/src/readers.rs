@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shield_core::{Checkpoint, Clock, UnixTime};
+use shield_core::{Alert, Checkpoint, Clock, UnixTime};
+use shield_detect::Engine;
 use shield_sources::{FileSpec, Tailer};
 
 use crate::error::RunError;
@@ -47,7 +48,7 @@ pub fn start_reader(
 ) -> Result<Reader, RunError> {
     let clock = clock.clone();
     // Built by the plan; built again only when this plan already started it.
-    let mut engine = match plan.built.take(&pipe.name) {
+    let engine = match plan.built.take(&pipe.name) {
         Some(e) => e,
         None => pipe
             .engine(plan.engine)
@@ -107,58 +108,24 @@ pub fn start_reader(
                     cursor: None,
                 });
             }
+            let mut feed = Feed::new(name, engine, tx, sources);
             std::thread::Builder::new()
-                .name(format!("src-{name}"))
+                .name(format!("src-{}", feed.name))
                 .spawn(move || {
-                    let mut alerts = Vec::new();
                     while !stop2.load(Ordering::Relaxed) {
                         let t = clock.now();
-                        let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
-                        let res = tailer.read_available(&mut |_path, bytes| {
-                            lines += 1;
-                            let before = engine.stats().matched;
-                            match std::str::from_utf8(bytes) {
-                                Ok(l) => {
-                                    engine.feed(l, t, &mut |a| alerts.push(a));
-                                }
-                                Err(_) => {
-                                    bad += 1;
-                                    let l = String::from_utf8_lossy(bytes);
-                                    engine.feed(&l, t, &mut |a| alerts.push(a));
-                                }
-                            }
-                            matched += engine.stats().matched - before;
-                        });
+                        let res = tailer.read_available(&mut |_path, bytes| feed.line(bytes, t));
                         if let Err(e) = &res {
-                            tracing::warn!(source = %name, error = %e, "reading failed; retrying");
+                            tracing::warn!(source = %feed.name, error = %e, "reading failed; retrying");
                         }
-                        if lines > 0 {
-                            let cps: Vec<(String, Checkpoint)> = tailer
-                                .checkpoints()
+                        if feed.pending() > 0 {
+                            let cps = tailer.checkpoints();
+                            let files = cps.iter().map(|(k, _)| k.clone()).collect();
+                            let cps = cps
                                 .into_iter()
                                 .map(|(k, c)| (format!("{prefix}{k}"), c))
                                 .collect();
-                            update_status(
-                                &sources,
-                                &name,
-                                lines,
-                                matched,
-                                bad,
-                                t,
-                                &tailer,
-                                engine.stats(),
-                            );
-                            if tx
-                                .send(Msg::Batch {
-                                    pipeline: name.clone(),
-                                    alerts: std::mem::take(&mut alerts),
-                                    checkpoints: cps,
-                                    lines,
-                                    matched,
-                                    cursor: None,
-                                })
-                                .is_err()
-                            {
+                            if !feed.flush(t, cps, Some(files)) {
                                 break;
                             }
                         }
@@ -170,63 +137,31 @@ pub fn start_reader(
                 })
                 .map_err(thread_err)?
         }
-        Input::Stdin => std::thread::Builder::new()
-            .name(format!("src-{name}"))
-            .spawn(move || {
-                let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
-                let mut alerts = Vec::new();
-                let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
-                while let Some(Ok(bytes)) = r.next_line() {
-                    if stop2.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let t = clock.now();
-                    lines += 1;
-                    let before = engine.stats().matched;
-                    match std::str::from_utf8(bytes) {
-                        Ok(l) => {
-                            engine.feed(l, t, &mut |a| alerts.push(a));
+        Input::Stdin => {
+            let mut feed = Feed::new(name, engine, tx, sources);
+            std::thread::Builder::new()
+                .name(format!("src-{}", feed.name))
+                .spawn(move || {
+                    let mut r = shield_sources::LineReader::new(std::io::stdin().lock(), MAX_LINE);
+                    while let Some(Ok(bytes)) = r.next_line() {
+                        if stop2.load(Ordering::Relaxed) {
+                            break;
                         }
-                        Err(_) => {
-                            bad += 1;
-                            let l = String::from_utf8_lossy(bytes);
-                            engine.feed(&l, t, &mut |a| alerts.push(a));
+                        let t = clock.now();
+                        feed.line(bytes, t);
+                        // Report every line like the file reader does: at once
+                        // when an alert fired, else when the next read would block
+                        // (or after a long run), so the counts are never left behind.
+                        if !feed.has_alerts() && r.has_buffered_line() && feed.pending() < 4096 {
+                            continue;
                         }
-                    }
-                    matched += engine.stats().matched - before;
-                    // Report every line like the file reader does: at once
-                    // when an alert fired, else when the next read would block
-                    // (or after a long run), so the counts are never left behind.
-                    if alerts.is_empty() && r.has_buffered_line() && lines < 4096 {
-                        continue;
-                    }
-                    if let Ok(mut s) = sources.lock()
-                        && let Some(st) = s.get_mut(&name)
-                    {
-                        st.lines += lines;
-                        st.matched += matched;
-                        st.invalid_utf8 += bad;
-                        st.last_line_at = Some(t);
-                        st.keys_evicted = engine.stats().keys_evicted;
-                        for rule in engine.stats().rules.iter().filter(|r| r.hits > 0) {
-                            st.rules.insert(rule.name.clone(), rule.hits);
+                        if !feed.flush(t, Vec::new(), None) {
+                            break;
                         }
                     }
-                    let batch = Msg::Batch {
-                        pipeline: name.clone(),
-                        alerts: std::mem::take(&mut alerts),
-                        checkpoints: vec![],
-                        lines,
-                        matched,
-                        cursor: None,
-                    };
-                    (lines, matched, bad) = (0, 0, 0);
-                    if tx.send(batch).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(thread_err)?,
+                })
+                .map_err(thread_err)?
+        }
         Input::Journald { matches, directory } => {
             let key = format!("{prefix}journald");
             let cursor = Store::open(&plan.store_path)
@@ -268,28 +203,102 @@ fn kind_name(i: &Input) -> &'static str {
     }
 }
 
-fn update_status(
-    sources: &Mutex<BTreeMap<String, SourceStatus>>,
-    name: &str,
+/// A reader's engine and what it read since its last batch. The file and
+/// stdin loops feed their lines through it and hand each batch to the
+/// decision thread the same way.
+struct Feed {
+    name: String,
+    engine: Engine,
+    tx: mpsc::Sender<Msg>,
+    sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    alerts: Vec<Alert>,
     lines: u64,
     matched: u64,
     bad: u64,
-    t: UnixTime,
-    tailer: &Tailer,
-    stats: &shield_detect::Stats,
-) {
-    if let Ok(mut s) = sources.lock()
-        && let Some(st) = s.get_mut(name)
-    {
-        st.lines += lines;
-        st.matched += matched;
-        st.invalid_utf8 += bad;
-        st.last_line_at = Some(t);
-        st.files = tailer.checkpoints().into_iter().map(|(k, _)| k).collect();
-        st.keys_evicted = stats.keys_evicted;
-        for r in stats.rules.iter().filter(|r| r.hits > 0) {
-            st.rules.insert(r.name.clone(), r.hits);
+}
+
+impl Feed {
+    fn new(
+        name: String,
+        engine: Engine,
+        tx: mpsc::Sender<Msg>,
+        sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    ) -> Self {
+        Feed {
+            name,
+            engine,
+            tx,
+            sources,
+            alerts: Vec::new(),
+            lines: 0,
+            matched: 0,
+            bad: 0,
         }
+    }
+
+    /// Feeds one line read at `t`; invalid UTF-8 is counted and fed lossily.
+    fn line(&mut self, bytes: &[u8], t: UnixTime) {
+        self.lines += 1;
+        let before = self.engine.stats().matched;
+        let alerts = &mut self.alerts;
+        match std::str::from_utf8(bytes) {
+            Ok(l) => {
+                self.engine.feed(l, t, &mut |a| alerts.push(a));
+            }
+            Err(_) => {
+                self.bad += 1;
+                let l = String::from_utf8_lossy(bytes);
+                self.engine.feed(&l, t, &mut |a| alerts.push(a));
+            }
+        }
+        self.matched += self.engine.stats().matched - before;
+    }
+
+    /// Lines fed since the last batch.
+    fn pending(&self) -> u64 {
+        self.lines
+    }
+
+    fn has_alerts(&self) -> bool {
+        !self.alerts.is_empty()
+    }
+
+    /// Adds the counts to the source's status (with the followed `files`,
+    /// when the reader has files) and sends them, the alerts and the
+    /// `checkpoints` after them as one batch. False when the decision thread
+    /// is gone.
+    fn flush(
+        &mut self,
+        t: UnixTime,
+        checkpoints: Vec<(String, Checkpoint)>,
+        files: Option<Vec<String>>,
+    ) -> bool {
+        let stats = self.engine.stats();
+        if let Ok(mut s) = self.sources.lock()
+            && let Some(st) = s.get_mut(&self.name)
+        {
+            st.lines += self.lines;
+            st.matched += self.matched;
+            st.invalid_utf8 += self.bad;
+            st.last_line_at = Some(t);
+            if let Some(f) = files {
+                st.files = f;
+            }
+            st.keys_evicted = stats.keys_evicted;
+            for r in stats.rules.iter().filter(|r| r.hits > 0) {
+                st.rules.insert(r.name.clone(), r.hits);
+            }
+        }
+        let batch = Msg::Batch {
+            pipeline: self.name.clone(),
+            alerts: std::mem::take(&mut self.alerts),
+            checkpoints,
+            lines: self.lines,
+            matched: self.matched,
+            cursor: None,
+        };
+        (self.lines, self.matched, self.bad) = (0, 0, 0);
+        self.tx.send(batch).is_ok()
     }
 }
 
