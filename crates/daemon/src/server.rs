@@ -110,6 +110,7 @@ pub fn serve(
         let cfg = shield_enforce::ApiConfig {
             trusted_proxies: plan.api.trusted_proxies.clone(),
             client_header: plan.api.client_header.clone(),
+            clock: shared.clock.clone(),
             ..Default::default()
         };
         let state = shield_enforce::ApiState::new(shared.table.clone(), shared.auth.clone(), cfg);

@@ -68,9 +68,14 @@ from_start = true
 
 /// `GET path` with the token; the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, "").await
+}
+
+/// `GET path` with the token and `headers` (each ending in CRLF).
+async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: shield\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: shield\r\nAuthorization: Bearer {TOKEN}\r\n{headers}Connection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
@@ -136,6 +141,15 @@ async fn a_whole_daemon_in_process_bans_expires_and_stops() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["active_decisions"], 1, "{status}");
     assert_eq!(status["sources"][0]["lines"], 6, "{status}");
+    // The forward-auth gate (nginx auth_request) refuses the attacker, by the same clock.
+    let attacker = "X-Real-IP: 203.0.113.7\r\n";
+    assert_eq!(get_with(addr, "/gate", attacker).await.0, 403);
+    assert_eq!(
+        get_with(addr, "/gate", "X-Real-IP: 198.51.100.9\r\n")
+            .await
+            .0,
+        200
+    );
 
     // Past the expiry, without sleeping ten minutes.
     clock.advance(Duration::from_secs(601));
@@ -146,6 +160,11 @@ async fn a_whole_daemon_in_process_bans_expires_and_stops() {
     let (_, status) = get(addr, "/api/status").await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["active_decisions"], 0, "{status}");
+    assert_eq!(
+        get_with(addr, "/gate", attacker).await.0,
+        200,
+        "gate after expiry"
+    );
 
     tx.send(Control::Stop).await.unwrap();
     daemon

@@ -33,7 +33,6 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::{BouncerAuth, Guesses, random_bytes};
 use crate::gate::{Buckets, ClientHeader};
 use crate::table::DecisionTable;
-use crate::wall_now;
 
 /// Settings of the HTTP layers (gate and bouncer API).
 #[derive(Clone, Debug)]
@@ -58,6 +57,8 @@ pub struct ApiConfig {
     pub captcha_pass_s: u64,
     /// Mark the pass cookie `Secure` (set when the site is served over HTTPS).
     pub cookie_secure: bool,
+    /// The time decisions are checked against (the daemon's clock).
+    pub clock: shield_core::Clock,
 }
 
 impl Default for ApiConfig {
@@ -73,6 +74,7 @@ impl Default for ApiConfig {
             captcha_difficulty: 16,
             captcha_pass_s: 3600,
             cookie_secure: false,
+            clock: shield_core::Clock::system(),
         }
     }
 }
@@ -579,7 +581,7 @@ async fn decisions(
         );
         return r;
     }
-    let now = wall_now();
+    let now = state.inner.cfg.clock.now();
     let body = {
         let table = state.table();
         let found: Vec<&Decision> = match q.target {
@@ -726,7 +728,7 @@ async fn stream(State(state): State<ApiState>, req: axum::extract::Request) -> R
         return StatusCode::OK.into_response();
     }
     let key = stream_key(&name, peer);
-    let now = wall_now();
+    let now = state.inner.cfg.clock.now();
     let body = {
         let table = state.table();
         stream_answer(&table, &state.inner.streams, &key, startup, &filters, now)

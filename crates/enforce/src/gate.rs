@@ -40,7 +40,6 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::api::ApiState;
 use crate::auth::{ct_eq, hex};
-use crate::wall_now;
 
 const COOKIE: &str = "shield_pass";
 /// How long a challenge stays solvable, in seconds.
@@ -356,7 +355,7 @@ async fn gate(State(state): State<ApiState>, req: Request) -> Response {
         Err(r) => return r.into_response(),
     };
     let inner = &state.inner;
-    let now = wall_now();
+    let now = state.inner.cfg.clock.now();
     let kind = state.table().lookup(Addr::new(ip), now).map(|d| d.kind);
     let c = &inner.counters;
     match kind {
@@ -407,7 +406,7 @@ async fn challenge_get(State(state): State<ApiState>, req: Request) -> Response 
         Ok(ip) => ip,
         Err(r) => return r.into_response(),
     };
-    challenge_page(&state, ip, wall_now())
+    challenge_page(&state, ip, state.inner.cfg.clock.now())
 }
 
 /// `c=<challenge>&n=<nonce>`; both are plain ASCII (digits, hex, dot), so no decoding is needed.
@@ -433,7 +432,7 @@ async fn challenge_post(State(state): State<ApiState>, req: Request) -> Response
     let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "form too large\n").into_response();
     };
-    let now = wall_now();
+    let now = state.inner.cfg.clock.now();
     let Some((c, n)) = parse_form(&body) else {
         return (StatusCode::BAD_REQUEST, "expected form fields c and n\n").into_response();
     };

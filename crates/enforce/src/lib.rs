@@ -38,6 +38,3 @@ pub use nft::{NftOptions, nftables};
 pub use table::DecisionTable;
 
 pub use shield_core::UnixTime;
-
-/// Wall-clock Unix seconds, for the HTTP layers (firewall calls get `now` from the daemon).
-pub(crate) use shield_core::wall_now;
