@@ -1,7 +1,7 @@
 //! Why the running daemon could not start or keep going: one typed error
-//! for `run` and the parts it starts (store, layer, union, readers), each
-//! naming what failed and what to do. A leaf: it names other crates' errors
-//! and the store's, nothing that runs.
+//! for `run` and the parts it starts (store, listeners, layer, union,
+//! readers), each naming what failed and what to do. A leaf: it names other
+//! crates' errors and the store's, nothing that runs.
 
 use std::path::PathBuf;
 
@@ -47,6 +47,9 @@ pub enum RunError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A listener could not be put in place.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// A thread could not be spawned (out of memory or process limits).
     #[error("starting the `{0}` thread (check the process and memory limits)")]
     Thread(String, #[source] std::io::Error),
@@ -56,4 +59,24 @@ pub enum RunError {
     /// The control socket could not be removed at stop.
     #[error("removing the control socket {0}")]
     Socket(PathBuf, #[source] std::io::Error),
+}
+
+/// Why a listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The socket's directory could not be created.
+    #[error("creating {0} for the control socket (set [api] socket to a writable place)")]
+    Dir(PathBuf, #[source] std::io::Error),
+    /// A daemon already answers on the socket.
+    #[error("another shield daemon is answering on {0}; stop it first (or set [api] socket)")]
+    InUse(PathBuf),
+    /// A stale socket file could not be removed.
+    #[error("removing the stale control socket {0}")]
+    Stale(PathBuf, #[source] std::io::Error),
+    /// The control socket could not be bound or restricted to root.
+    #[error("binding the control socket {0} (mode 0600)")]
+    Socket(PathBuf, #[source] std::io::Error),
+    /// The TCP listener could not be bound.
+    #[error("binding the API listener {0} ([api] listen): is another process on that port?")]
+    Tcp(std::net::SocketAddr, #[source] std::io::Error),
 }

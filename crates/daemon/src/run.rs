@@ -90,12 +90,14 @@ pub async fn run(
         union: union.view,
         clock: clock.clone(),
     };
-    let Listeners {
-        control: control_socket,
-        control_path,
-        api,
-    } = listeners;
-    let servers = crate::server::serve(control_socket, api, &plan, shared.clone());
+    let control_path = listeners.control_path.clone();
+    let servers = match crate::server::serve(listeners, &plan, shared.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Msg::Stop);
+            return Err(e.into());
+        }
+    };
     // Bouncers' last pulls reach the store once a minute, not once per poll.
     let pulls_task = {
         let (auth, tx) = (shared.auth.clone(), tx.clone());

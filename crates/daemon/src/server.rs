@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 
+pub use crate::error::BindError;
 use crate::plan::Plan;
 use crate::state::Shared;
 
@@ -23,28 +24,13 @@ pub struct Listeners {
     pub control: tokio::net::UnixListener,
     /// Its path, removed when the daemon stops.
     pub control_path: PathBuf,
+    /// Where `control` is bound until the daemon serves: [`bind`] binds it
+    /// beside `control_path` and [`serve`] renames it into place, so the
+    /// socket appears only once the store, the layer and the union are up
+    /// (clients and tests take a connectable socket as "started").
+    pub staged_at: Option<PathBuf>,
     /// `[api] listen`, when set.
     pub api: Option<tokio::net::TcpListener>,
-}
-
-/// Why a listener could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    /// The socket's directory could not be created.
-    #[error("creating {0} for the control socket (set [api] socket to a writable place)")]
-    Dir(PathBuf, #[source] std::io::Error),
-    /// A daemon already answers on the socket.
-    #[error("another shield daemon is answering on {0}; stop it first (or set [api] socket)")]
-    InUse(PathBuf),
-    /// A stale socket file could not be removed.
-    #[error("removing the stale control socket {0}")]
-    Stale(PathBuf, #[source] std::io::Error),
-    /// The control socket could not be bound or restricted to root.
-    #[error("binding the control socket {0} (mode 0600)")]
-    Socket(PathBuf, #[source] std::io::Error),
-    /// The TCP listener could not be bound.
-    #[error("binding the API listener {0} ([api] listen): is another process on that port?")]
-    Tcp(std::net::SocketAddr, #[source] std::io::Error),
 }
 
 /// Binds the control socket at `[api] socket` (0600; a stale file left by a
@@ -61,10 +47,17 @@ pub async fn bind(plan: &Plan) -> Result<Listeners, BindError> {
         }
         std::fs::remove_file(&sock).map_err(|e| BindError::Stale(sock.clone(), e))?;
     }
-    let control =
-        tokio::net::UnixListener::bind(&sock).map_err(|e| BindError::Socket(sock.clone(), e))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| BindError::Socket(sock.clone(), e))?;
+    let mut staged = sock.clone().into_os_string();
+    staged.push(".starting");
+    let staged = PathBuf::from(staged);
+    if staged.exists() {
+        // Left by a start that failed before it served.
+        std::fs::remove_file(&staged).map_err(|e| BindError::Stale(staged.clone(), e))?;
+    }
+    let control = tokio::net::UnixListener::bind(&staged)
+        .map_err(|e| BindError::Socket(staged.clone(), e))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| BindError::Socket(staged.clone(), e))?;
     let api = match plan.api.listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -76,6 +69,7 @@ pub async fn bind(plan: &Plan) -> Result<Listeners, BindError> {
     Ok(Listeners {
         control,
         control_path: sock,
+        staged_at: Some(staged),
         api,
     })
 }
@@ -86,14 +80,24 @@ fn control(shared: &Shared) -> Router {
     crate::api::control_router(shared.clone()).merge(crate::web::api_router(shared.clone()))
 }
 
-/// Serves the control socket and, when bound, the TCP listener. Returns a
-/// handle that stops them when aborted.
+/// Serves the control socket (moved to its configured path first, when it
+/// was staged) and, when bound, the TCP listener. Returns a handle that stops
+/// them when aborted.
 pub fn serve(
-    control_socket: tokio::net::UnixListener,
-    api: Option<tokio::net::TcpListener>,
+    listeners: Listeners,
     plan: &Plan,
     shared: Shared,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<tokio::task::JoinHandle<()>, BindError> {
+    let Listeners {
+        control: control_socket,
+        control_path,
+        staged_at,
+        api,
+    } = listeners;
+    if let Some(staged) = staged_at {
+        std::fs::rename(&staged, &control_path)
+            .map_err(|e| BindError::Socket(control_path.clone(), e))?;
+    }
     let mut set = tokio::task::JoinSet::new();
     // Root only (0600), but still bounded: a stuck CLI or script must not pile up connections.
     let socket_limits = shield_enforce::Limiter::new(shield_enforce::ListenLimits {
@@ -130,5 +134,7 @@ pub fn serve(
         shared.counters.edge.set_tcp_limiter(limiter.clone());
         set.spawn(shield_enforce::serve_tcp(tl, app, limiter));
     }
-    tokio::spawn(async move { while set.join_next().await.is_some() {} })
+    Ok(tokio::spawn(async move {
+        while set.join_next().await.is_some() {}
+    }))
 }

@@ -224,17 +224,19 @@ async fn reload_follows_the_new_plan_and_a_closed_channel_stops() {
     let plan = plan_with(dir.path(), "auth.log");
     let listeners = shield_daemon::server::bind(&plan).await.unwrap();
     let addr = listeners.api.as_ref().unwrap().local_addr().unwrap();
-    let mode = std::fs::metadata(&listeners.control_path)
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "the control socket is 0600");
+    let socket = listeners.control_path.clone();
+    assert!(
+        !socket.exists(),
+        "the socket appears only once the daemon serves"
+    );
     let clock = Clock::manual(shield_core::wall_now());
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let daemon = tokio::spawn(shield_daemon::run::run(plan, listeners, rx, clock.clone()));
 
     attack(&old, "203.0.113.1", 6, &clock);
     assert_eq!(wait_for_target(addr, "203.0.113.1/32").await.len(), 1);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the control socket is 0600");
 
     tx.send(Control::Reload(Box::new(plan_with(
         dir.path(),
