@@ -577,6 +577,11 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The program lines of sshd on every current system: OpenSSH >= 9.8 logs
+/// from `sshd-session` (Debian 13) and 10.x also from `sshd-auth`; the
+/// built-in default follows all three (journalctl ORs values of one field).
+pub const SSHD_MATCHES: &[&str] = &["_COMM=sshd", "_COMM=sshd-session", "_COMM=sshd-auth"];
+
 /// The config Shield runs on when there is no config file: guard sshd from
 /// auth.log (or journald where there is no such file), state in /var/lib/shield.
 pub fn builtin_default() -> Config {
@@ -603,10 +608,7 @@ pub fn builtin_default() -> Config {
             packs: vec![Spanned::new(0..0, "sshd".to_string())],
             rules: Vec::new(),
             from_start: false,
-            journal_match: crate::journald::SSHD_MATCHES
-                .iter()
-                .map(|m| m.to_string())
-                .collect(),
+            journal_match: SSHD_MATCHES.iter().map(|m| m.to_string()).collect(),
             journal_directory: None,
             listen: None,
             protocols: Vec::new(),

@@ -21,10 +21,8 @@ use shield_sources::journald::{Journal, JournalEntry, JournalSpec};
 use crate::state::{Msg, SourceStatus};
 use shield_core::wall_now as now;
 
-/// The program lines of sshd on every current system: OpenSSH >= 9.8 logs
-/// from `sshd-session` (Debian 13) and 10.x also from `sshd-auth`; the
-/// built-in default follows all three (journalctl ORs values of one field).
-pub const SSHD_MATCHES: &[&str] = &["_COMM=sshd", "_COMM=sshd-session", "_COMM=sshd-auth"];
+/// Defined with the built-in default config (a leaf), used here too.
+pub use crate::config::SSHD_MATCHES;
 
 /// What the rules read of `e`, written into `buf` (reused):
 /// `IDENTIFIER[PID]: MESSAGE`, newlines in the message as spaces.
