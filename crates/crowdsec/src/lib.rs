@@ -16,6 +16,7 @@ pub mod host;
 pub mod hub;
 pub mod hubtest;
 pub mod parser;
+pub mod setup;
 
 use std::path::PathBuf;
 
