@@ -24,8 +24,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Check => {
             let loaded = shield_daemon::config::load(config.as_deref())?;
             let plan = shield_daemon::plan::plan(&loaded)?;
+            // Broken CrowdSec items were named (file:line) on stderr as the plan loaded them.
+            let skipped = plan
+                .crowdsec()
+                .map(|s| s.problems.len())
+                .filter(|&n| n > 0)
+                .map(|n| format!(", {n} CrowdSec item(s) skipped"))
+                .unwrap_or_default();
             println!(
-                "{}: ok ({} pipeline(s), {} scenario(s), firewall {:?}, store {})",
+                "{}: ok ({} pipeline(s), {} scenario(s), firewall {:?}, store {}{skipped})",
                 plan.config_file,
                 plan.pipelines.len(),
                 plan.pipelines

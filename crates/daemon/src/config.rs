@@ -62,6 +62,47 @@ pub struct Config {
     pub union: Option<UnionConfig>,
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// CrowdSec content run on sources that name a `log_type` (see `crate::crowdsec`).
+    #[serde(default)]
+    pub crowdsec: Option<Spanned<CrowdsecConfig>>,
+}
+
+/// `[crowdsec]`: which CrowdSec content the daemon runs.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdsecConfig {
+    /// A CrowdSec configuration directory (`/etc/crowdsec`): runs what that installation runs.
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
+    /// With `config_dir`: the data files directory (default: its config.yaml's `data_dir`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// A hub checkout (`parsers/`, `scenarios/`, `.index.json`), instead of `config_dir`.
+    #[serde(default)]
+    pub hub: Option<PathBuf>,
+    /// With `hub`: the grok patterns directory (default: `patterns` beside the hub).
+    #[serde(default)]
+    pub patterns: Option<PathBuf>,
+    /// With `hub`: the data files directory (default: `data` beside the hub).
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// With `hub`: collections to run, e.g. `["crowdsecurity/linux", "crowdsecurity/nginx"]`.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// With `hub`: more items by hub name.
+    #[serde(default)]
+    pub parsers: Vec<String>,
+    #[serde(default)]
+    pub scenarios: Vec<String>,
+    #[serde(default)]
+    pub postoverflows: Vec<String>,
+    /// Ban length for scenarios with `remediation: true` (CrowdSec's default profile: 4h).
+    #[serde(default = "default_ban", with = "humantime_serde")]
+    pub ban: Duration,
+}
+
+fn default_ban() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
 
 /// `[webhook]`: a JSON POST on every new decision, rate-limited.
@@ -176,6 +217,10 @@ pub struct SourceConfig {
     /// Transports of the syslog listener: `udp`, `tcp` (default both).
     #[serde(default)]
     pub protocols: Vec<String>,
+    /// CrowdSec log type of these lines (acquis.yaml's `labels.type`, e.g. `nginx`): they go
+    /// through the `[crowdsec]` content instead of packs and rules.
+    #[serde(default)]
+    pub log_type: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -600,6 +645,7 @@ pub fn builtin_default() -> Config {
             journal_directory: None,
             listen: None,
             protocols: Vec::new(),
+            log_type: None,
         },
         None => SourceConfig {
             name: "sshd".into(),
@@ -612,6 +658,7 @@ pub fn builtin_default() -> Config {
             journal_directory: None,
             listen: None,
             protocols: Vec::new(),
+            log_type: None,
         },
     };
     Config {

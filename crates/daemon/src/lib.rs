@@ -5,6 +5,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod crowdsec;
 pub mod decide;
 pub mod error;
 pub mod fail2ban;

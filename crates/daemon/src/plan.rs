@@ -47,6 +47,8 @@ pub enum MatcherPlan {
         filter: String,
         dir: PathBuf,
     },
+    /// CrowdSec content on lines of one CrowdSec log type.
+    Crowdsec(crate::crowdsec::CrowdsecPipe),
 }
 
 /// One input with its rules and scenarios: becomes one reader thread.
@@ -139,6 +141,16 @@ pub struct EngineSettings {
     pub v6_prefix: u8,
 }
 
+impl Plan {
+    /// The CrowdSec content of this plan, if a source runs it.
+    pub fn crowdsec(&self) -> Option<std::sync::Arc<crate::crowdsec::Shared>> {
+        self.pipelines.iter().find_map(|p| match &p.matcher {
+            MatcherPlan::Crowdsec(c) => Some(c.shared.clone()),
+            _ => None,
+        })
+    }
+}
+
 impl EngineSettings {
     pub fn options(&self) -> EngineOptions {
         EngineOptions {
@@ -160,6 +172,7 @@ impl Pipeline {
                     .map_err(|e| e.to_string())
             }
             MatcherPlan::Fail2ban { filter, dir } => crate::fail2ban::load(filter, dir),
+            MatcherPlan::Crowdsec(c) => Ok(Box::new(c.matcher())),
         }
     }
 
@@ -325,6 +338,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         ));
     }
 
+    let crowdsec = crate::crowdsec::prepare(l, c.crowdsec.as_ref(), &mut errs);
     let known_packs = shield_detect::pack_names();
     let mut pipelines = Vec::new();
     let built = BuiltEngines::default();
@@ -410,6 +424,18 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                 }
             }
         };
+        if s.log_type.is_some() {
+            match crate::crowdsec::pipe(l, s, span.clone(), crowdsec.as_ref()) {
+                Ok(cs) => pipelines.push(Pipeline {
+                    name: s.name.clone(),
+                    input,
+                    scenarios: cs.scenarios(),
+                    matcher: MatcherPlan::Crowdsec(cs),
+                }),
+                Err(e) => errs.push(e),
+            }
+            continue;
+        }
         let mut packs = Vec::new();
         for p in &s.packs {
             if !known_packs.contains(&p.get_ref().as_str()) {
