@@ -65,6 +65,8 @@ pub enum Cmd {
     Hubtest(cmd::hubtest::Args),
     /// Turn an existing fail2ban configuration into a Shield config.
     ImportFail2ban(cmd::import::Args),
+    /// Turn a CrowdSec installation's acquis.yaml (and acquis.d) into Shield sources running its content.
+    ImportCrowdsec(cmd::crowdsec::ImportArgs),
     /// Exercise the union: N members in network namespaces, an attack on one, when each enforced it (root).
     Drill(cmd::drill::Args),
     /// Union membership: keys, treaty, status.

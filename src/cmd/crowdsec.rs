@@ -102,3 +102,185 @@ pub fn replay(
     };
     Ok(rep)
 }
+
+/// `shield import-crowdsec`: a CrowdSec installation's acquisition as Shield sources.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// CrowdSec's configuration directory (its config.yaml names acquis.yaml and acquis.d).
+    #[arg(default_value = "/etc/crowdsec")]
+    pub dir: PathBuf,
+    /// Write the config here instead of stdout.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// True when a path (or a glob's directory) exists on this host.
+fn present(p: &str) -> bool {
+    match p.find(['*', '?', '[']) {
+        Some(i) => {
+            let dir = p[..i].rsplit_once('/').map(|x| x.0).unwrap_or("/");
+            std::path::Path::new(if dir.is_empty() { "/" } else { dir }).is_dir()
+        }
+        None => std::path::Path::new(p).exists(),
+    }
+}
+
+/// Renders the datasources as Shield config text with the notes on what was not carried over
+/// (the notes are also written into the text as comments).
+pub fn render_import(
+    dir: &std::path::Path,
+    acq: &[shield_crowdsec::acquis::Acquisition],
+) -> (String, Vec<String>) {
+    use std::fmt::Write as _;
+    let mut notes = Vec::new();
+    let mut body = String::new();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for a in acq {
+        let at = a.file.display();
+        let Some(log_type) = a.log_type.clone().filter(|t| !t.is_empty()) else {
+            notes.push(format!(
+                "{at}: a `{}` datasource without labels.type is left out (CrowdSec needs it too)",
+                a.source
+            ));
+            continue;
+        };
+        if !matches!(a.source.as_str(), "file" | "journalctl" | "syslog") {
+            notes.push(format!(
+                "{at}: `{}` datasource (log type {log_type}) is not supported by Shield; left out{}",
+                a.source,
+                if a.other_keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (with {})", a.other_keys.join(", "))
+                }
+            ));
+            continue;
+        }
+        let n = names.entry(log_type.clone()).or_default();
+        *n += 1;
+        let name = if *n == 1 {
+            log_type.clone()
+        } else {
+            format!("{log_type}-{n}")
+        };
+        if !a.other_keys.is_empty() {
+            notes.push(format!(
+                "{at}: source `{name}`: keys not carried over: {}",
+                a.other_keys.join(", ")
+            ));
+        }
+        let mut src = String::new();
+        let mut commented = false;
+        match a.source.as_str() {
+            "file" => {
+                let mut paths = Vec::new();
+                for f in &a.filenames {
+                    if !f.starts_with('/') {
+                        notes.push(format!(
+                            "{at}: source `{name}`: relative path `{f}` left out (write it absolute)"
+                        ));
+                    } else {
+                        paths.push(f.clone());
+                    }
+                }
+                if paths.is_empty() {
+                    notes.push(format!(
+                        "{at}: source `{name}` has no absolute file; left out"
+                    ));
+                    continue;
+                }
+                if !paths.iter().any(|p| present(p)) {
+                    commented = true;
+                    notes.push(format!(
+                        "{at}: source `{name}`: none of {paths:?} exists on this host; written commented out (uncomment once the service logs there)"
+                    ));
+                }
+                let list: Vec<String> = paths.iter().map(|p| toml_str(p)).collect();
+                let _ = writeln!(src, "paths = [{}]", list.join(", "));
+            }
+            "journalctl" => {
+                let _ = writeln!(src, "type = \"journald\"");
+                let mut matches = Vec::new();
+                for f in &a.journalctl_filter {
+                    let ok = f.split_once('=').is_some_and(|(k, _)| {
+                        !k.is_empty()
+                            && k.chars()
+                                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    });
+                    if ok {
+                        matches.push(toml_str(f));
+                    } else {
+                        notes.push(format!(
+                            "{at}: source `{name}`: journalctl argument `{f}` is not a FIELD=value match; left out (e.g. `-u ssh` is _SYSTEMD_UNIT=ssh.service)"
+                        ));
+                    }
+                }
+                let _ = writeln!(src, "journal_match = [{}]", matches.join(", "));
+            }
+            "syslog" => {
+                let addr = a.listen_addr.as_deref().unwrap_or("127.0.0.1");
+                let port = a.listen_port.unwrap_or(514);
+                let listen = if addr.contains(':') {
+                    format!("[{addr}]:{port}")
+                } else {
+                    format!("{addr}:{port}")
+                };
+                let _ = writeln!(
+                    src,
+                    "type = \"syslog\"\nlisten = {}\nprotocols = [\"udp\"]",
+                    toml_str(&listen)
+                );
+            }
+            // Unsupported datasources were left out (with a note) above.
+            _ => continue,
+        }
+        let _ = writeln!(src, "log_type = {}", toml_str(&log_type));
+        let c = if commented { "# " } else { "" };
+        let _ = writeln!(body, "{c}[[source]]\n{c}name = {}", toml_str(&name));
+        for l in src.lines() {
+            let _ = writeln!(body, "{c}{l}");
+        }
+        let _ = writeln!(body);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Generated by `shield import-crowdsec {}`.\n# Check it with `shield check --config <this file>`.",
+        dir.display()
+    );
+    for n in &notes {
+        let _ = writeln!(out, "# not carried over: {n}");
+    }
+    let _ = writeln!(
+        out,
+        "\n[crowdsec]\nconfig_dir = {}\n",
+        toml_str(&dir.display().to_string())
+    );
+    out.push_str(&body);
+    (out, notes)
+}
+
+pub fn import(a: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
+    let acq = shield_crowdsec::acquis::read_installation(&a.dir)
+        .with_context(|| format!("reading the acquisition of {}", a.dir.display()))?;
+    if acq.is_empty() {
+        anyhow::bail!(
+            "{}: no acquis.yaml or acquis.d/*.yaml found (is this CrowdSec's configuration directory?)",
+            a.dir.display()
+        );
+    }
+    let (text, notes) = render_import(&a.dir, &acq);
+    match &a.out {
+        Some(p) => std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    for n in &notes {
+        eprintln!("not carried over: {n}");
+    }
+    eprintln!("{} datasource(s) read, {} note(s)", acq.len(), notes.len());
+    Ok(std::process::ExitCode::SUCCESS)
+}

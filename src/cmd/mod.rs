@@ -51,6 +51,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { format } => manage::status(config, format),
         Cmd::Bouncers(c) => manage::bouncers(config, c),
         Cmd::ImportFail2ban(a) => import::run(a),
+        Cmd::ImportCrowdsec(a) => crowdsec::import(a),
         Cmd::Drill(a) => drill::run(a),
         Cmd::Union(c) => {
             shield_union::cli::run(c)?;

@@ -4,6 +4,7 @@
 //! language itself lives in `shield-expr`; the data-dependent helpers (`File`, `RegexpInFile`,
 //! `LookupFile`, `GetFromStash` ...) are registered into it from `data`.
 
+pub mod acquis;
 mod assertview;
 pub mod bucket;
 pub mod config;
