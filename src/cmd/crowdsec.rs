@@ -284,3 +284,46 @@ pub fn import(a: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
     eprintln!("{} datasource(s) read, {} note(s)", acq.len(), notes.len());
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+/// `shield explain --crowdsec CFG_DIR --log-type T [FILE]`: `cscli explain`'s view of each line.
+pub fn explain(
+    dir: &std::path::Path,
+    a: &CrowdsecArgs,
+    file: Option<&std::path::Path>,
+    format: crate::Format,
+) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write as _;
+    let log_type = a.log_type.clone().context(
+        "--crowdsec needs --log-type (the acquis.yaml labels.type of these lines, e.g. nginx)",
+    )?;
+    let loaded = shield_crowdsec::setup::load(&shield_crowdsec::setup::Content::Installation {
+        config_dir: dir.to_owned(),
+        data_dir: a.crowdsec_data.clone(),
+    })
+    .with_context(|| format!("loading CrowdSec configuration {}", dir.display()))?;
+    for p in &loaded.problems {
+        eprintln!("warning: {p}");
+    }
+    let mut ex = shield_crowdsec::explain::Explainer::new(loaded, &log_type);
+    let (reader, src): (Box<dyn std::io::Read>, String) = match file {
+        Some(f) => (
+            shield_sources::open(f).with_context(|| format!("opening {}", f.display()))?,
+            f.to_string_lossy().into_owned(),
+        ),
+        None => (Box::new(std::io::stdin().lock()), "stdin".to_owned()),
+    };
+    let mut lines = shield_sources::LineReader::new(reader, shield_daemon::state::MAX_LINE);
+    let mut out = std::io::stdout().lock();
+    while let Some(line) = lines.next_line() {
+        let line = String::from_utf8_lossy(line.context("reading lines")?).into_owned();
+        if line.is_empty() {
+            continue;
+        }
+        let x = ex.explain(&line, &src);
+        match format {
+            crate::Format::Json => writeln!(out, "{}", x.to_json())?,
+            crate::Format::Text => writeln!(out, "{}", x.to_text())?,
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -66,6 +66,12 @@ pub struct ExplainArgs {
     pub list: bool,
     #[command(flatten)]
     pub f2b: F2bArgs,
+    /// With --crowdsec: show what a CrowdSec installation's parsers and scenarios make of each line.
+    #[command(flatten)]
+    pub cs: CrowdsecArgs,
+    /// With --crowdsec: read lines from this file instead of stdin.
+    #[arg(requires = "crowdsec")]
+    pub file: Option<PathBuf>,
 }
 
 /// The engines and policy replay uses: the config's when `--config` is given,
@@ -252,6 +258,9 @@ fn host_name_match(
 }
 
 pub fn explain(config: Option<PathBuf>, a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &a.cs.crowdsec {
+        return super::crowdsec::explain(dir, &a.cs, a.file.as_deref(), a.format);
+    }
     let (mut engines, _) = engines(config, &a.f2b)?;
     if a.list {
         for e in &engines {

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod config;
 pub mod data;
 pub mod event;
+pub mod explain;
 pub mod gotime;
 pub mod grok;
 mod grok_base;

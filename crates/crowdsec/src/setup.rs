@@ -78,6 +78,9 @@ pub struct Loaded {
     pub engine: Engine,
     pub scenarios: Vec<ScenarioInfo>,
     pub problems: Vec<Problem>,
+    /// Each loaded scenario's `filter`, compiled apart (`shield explain` shows what a line
+    /// would be poured into without touching the buckets).
+    pub filters: Vec<(String, shield_expr::Program)>,
 }
 
 /// One parser or postoverflow file: its stage and the nodes that parsed.
@@ -202,6 +205,7 @@ pub fn load(content: &Content) -> Result<Loaded, Error> {
     let postoverflows = compile_stages(&povfw_files, &exprs, &patterns, &mut problems);
     let mut scenarios = Vec::new();
     let mut infos = Vec::new();
+    let mut filters = Vec::new();
     for (path, docs) in &scen_files {
         let hash = {
             use sha2::Digest;
@@ -213,6 +217,9 @@ pub fn load(content: &Content) -> Result<Loaded, Error> {
             match Scenario::compile(s, &exprs, &hash, "") {
                 Ok(sc) => {
                     scenarios.push(sc);
+                    if let Ok(f) = exprs.compile(&s.filter) {
+                        filters.push((s.name.clone(), f));
+                    }
                     infos.push(ScenarioInfo {
                         name: s.name.clone(),
                         remediation: remediation(s),
@@ -239,6 +246,7 @@ pub fn load(content: &Content) -> Result<Loaded, Error> {
         },
         scenarios: infos,
         problems,
+        filters,
     })
 }
 
