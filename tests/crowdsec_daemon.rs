@@ -110,12 +110,17 @@ fn check_names_a_broken_hub_item_and_still_loads_the_rest() {
     )
     .unwrap();
     std::fs::write(
+        p.join("badgrok.yaml"),
+        "name: t/badgrok\nfilter: \"1 == 1\"\ngrok:\n  pattern: '%{NO_SUCH_PATTERN:x}'\n  apply_on: Line.Raw\n",
+    )
+    .unwrap();
+    std::fs::write(
         cs.join("scenarios/badexpr.yaml"),
         "type: leaky\nname: t/badexpr\ndescription: d\nfilter: \"evt.Meta.source_ip in [\"\ncapacity: 1\nleakspeed: 10s\n",
     )
     .unwrap();
     std::fs::write(
-        cs.join("scenarios/nogrok.yaml"),
+        cs.join("scenarios/good.yaml"),
         "type: leaky\nname: t/ok\ndescription: d\nfilter: \"evt.Meta.source_ip != ''\"\ncapacity: 1\nleakspeed: 10s\nlabels:\n  remediation: true\n",
     )
     .unwrap();
@@ -142,14 +147,19 @@ fn check_names_a_broken_hub_item_and_still_loads_the_rest() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
-        stderr.contains("typo.yaml:5:") && stderr.contains("aply_on"),
+        stderr.contains("typo.yaml:5:3: unknown field `aply_on`"),
         "{stderr}"
     );
     assert!(
         stderr.contains("badexpr.yaml:4:") && stderr.contains("filter"),
         "{stderr}"
     );
-    // One pipeline with the scenario that loaded; two items skipped.
+    assert!(
+        stderr.contains("badgrok.yaml:4:")
+            && stderr.contains("'NO_SUCH_PATTERN' pattern doesn't exist"),
+        "{stderr}"
+    );
+    // One pipeline with the scenario that loaded; three items skipped.
     assert!(stdout.contains("1 pipeline(s), 1 scenario(s)"), "{stdout}");
-    assert!(stdout.contains("2 CrowdSec item(s) skipped"), "{stdout}");
+    assert!(stdout.contains("3 CrowdSec item(s) skipped"), "{stdout}");
 }

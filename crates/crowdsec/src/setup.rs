@@ -51,11 +51,20 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = self.path.display().to_string();
-        // A YAML error already names its line; do not say it twice.
+        // One line: a YAML error's source snippet is left out, and its
+        // "error: line L column C: " prefix becomes `file:L:C:`.
         let msg = self
             .message
             .strip_prefix(&format!("{p}: "))
             .unwrap_or(&self.message);
+        let msg = msg.lines().next().unwrap_or("");
+        let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+        if let Some(rest) = msg.strip_prefix("line ")
+            && let Some((l, rest)) = rest.split_once(" column ")
+            && let Some((c, rest)) = rest.split_once(": ")
+        {
+            return write!(f, "{p}:{l}:{c}: {rest} (item skipped)");
+        }
         match self.line {
             Some(l) => write!(f, "{p}:{l}: {msg} (item skipped)"),
             None => write!(f, "{p}: {msg} (item skipped)"),
