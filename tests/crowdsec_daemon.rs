@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Daemon, config, shield, wait_for};
+use common::{Daemon, Netns, config, nginx_conf, require, shield, wait_for};
 
 const DATA: &str = "/work/shared/data/crowdsec";
 
@@ -162,4 +163,92 @@ fn check_names_a_broken_hub_item_and_still_loads_the_rest() {
     // One pipeline with the scenario that loaded; three items skipped.
     assert!(stdout.contains("1 pipeline(s), 1 scenario(s)"), "{stdout}");
     assert!(stdout.contains("3 CrowdSec item(s) skipped"), "{stdout}");
+}
+
+fn curl(ns: &Netns, url: &str) -> bool {
+    ns.exec(&["curl", "-s", "-o", "/dev/null", "--max-time", "2", url])
+        .status
+        .success()
+}
+
+/// End to end with real components: nginx and the daemon (nftables layer) in a server
+/// namespace; an attacker namespace probes for sensitive files; CrowdSec's
+/// http-sensitive-files scenario (from the hub, run by Shield) overflows on nginx's access log
+/// and the attacker lands in the kernel set, while another client is still served.
+#[test]
+fn crowdsec_scenario_drops_a_real_prober_in_the_kernel() {
+    let Some(root) = data_root() else {
+        eprintln!("skipped: {DATA}/hub absent");
+        return;
+    };
+    require("nginx", "nginx-light");
+    require("nft", "nftables");
+    require("curl", "curl");
+    let srv = Netns::new("css");
+    let atk = Netns::new("csa");
+    let cli = Netns::new("csc");
+    srv.link(&atk, "s-atk", "10.232.1.1/24", "a-srv", "10.232.1.2/24");
+    srv.link(&cli, "s-cli", "10.232.2.1/24", "c-srv", "10.232.2.2/24");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = nginx_conf(dir.path(), "");
+    let mut nginx = srv
+        .cmd("nginx")
+        .args(["-c", conf.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_for(Duration::from_secs(10), || {
+        curl(&cli, "http://10.232.2.1/").then_some(())
+    });
+    assert!(up.is_some(), "nginx did not serve");
+    let access = dir.path().join("access.log");
+    let config = format!(
+        "[store]\npath = \"@DIR@/shield.db\"\n\n[firewall]\nbackend = \"nftables\"\n\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n\n{}\n[[source]]\nname = \"web\"\npaths = [\"{}\"]\nlog_type = \"nginx\"\n",
+        crowdsec_table(root),
+        access.display()
+    );
+    let d = Daemon::start_in(Some(&srv.name), dir.path(), &config);
+    for p in [
+        "/.env",
+        "/.git/config",
+        "/.bash_history",
+        "/.htpasswd",
+        "/.ssh/id_rsa",
+        "/.aws/credentials",
+        "/backup.sql",
+    ] {
+        curl(&atk, &format!("http://10.232.1.1{p}"));
+    }
+    let in_set = wait_for(Duration::from_secs(15), || {
+        let s = srv.ok(&["nft", "list", "set", "inet", "shield", "ban4"]);
+        s.contains("10.232.1.2").then_some(s)
+    });
+    assert!(
+        in_set.is_some(),
+        "prober not in the kernel set:\n{}\n{}",
+        std::fs::read_to_string(&access).unwrap_or_default(),
+        d.log()
+    );
+    let dec = d
+        .active()
+        .into_iter()
+        .find(|x| x["target"] == "10.232.1.2/32")
+        .unwrap();
+    assert!(
+        dec["scenario"]
+            .as_str()
+            .unwrap()
+            .starts_with("crowdsecurity/http-"),
+        "{dec}"
+    );
+    assert!(
+        !curl(&atk, "http://10.232.1.1/"),
+        "the prober still gets pages"
+    );
+    assert!(
+        curl(&cli, "http://10.232.2.1/"),
+        "the other client lost service"
+    );
+    let _ = nginx.kill();
+    let _ = nginx.wait();
 }
