@@ -1,7 +1,9 @@
 //! `shield replay --crowdsec CFG_DIR --log-type T FILE...`: a CrowdSec installation's parsers,
 //! scenarios and postoverflows over log files in time-machine mode, with CrowdSec's default
 //! profiles turning overflows into decisions (ban 4h on Ip or Range scope when the scenario
-//! has `remediation: true`). Prints the same report as `shield replay`.
+//! has `remediation: true`; with `--config`, its `[decisions] allowlist` protects addresses).
+//! Prints the same report as `shield replay`. Also `shield import-crowdsec` (acquisition →
+//! sources) and `shield explain --crowdsec` (cscli explain's view of each line).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ pub fn replay(
     dir: &std::path::Path,
     a: &CrowdsecArgs,
     files: &[PathBuf],
+    allow: &shield_core::Allowlist,
 ) -> anyhow::Result<ReplayReport> {
     let log_type = a.log_type.clone().context(
         "--crowdsec needs --log-type (the acquis.yaml labels.type of these logs, e.g. nginx)",
@@ -79,6 +82,13 @@ pub fn replay(
                         },
                         _ => continue,
                     };
+                    // Shield's [decisions] allowlist (with --config) protects these too.
+                    if let Ok(net) = value.parse::<shield_core::Net>()
+                        && allow.overlaps(&net).is_some()
+                    {
+                        rep.allowlisted += 1;
+                        continue;
+                    }
                     if seen.insert((scope, value.clone())) {
                         rep.decisions.push(ReplayDecision {
                             scope,

@@ -135,10 +135,18 @@ fn engines(config: Option<PathBuf>, f2b: &F2bArgs) -> anyhow::Result<(Vec<Engine
 
 pub fn replay(config: Option<PathBuf>, a: Args) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &a.crowdsec.crowdsec {
-        if config.is_some() || a.f2b.fail2ban_filter.is_some() {
-            anyhow::bail!("give --crowdsec alone, without --config or --fail2ban-filter");
+        if a.f2b.fail2ban_filter.is_some() {
+            anyhow::bail!("give --crowdsec without --fail2ban-filter");
         }
-        let rep = super::crowdsec::replay(dir, &a.crowdsec, &a.files)?;
+        // With --config, its [decisions] allowlist applies to CrowdSec's decisions too.
+        let allow = match &config {
+            Some(p) => {
+                let loaded = shield_daemon::config::load(Some(p))?;
+                shield_daemon::plan::plan(&loaded)?.decider.allowlist
+            }
+            None => Allowlist::default(),
+        };
+        let rep = super::crowdsec::replay(dir, &a.crowdsec, &a.files, &allow)?;
         print_report(&rep, a.format)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -1,6 +1,8 @@
-//! `shield explain --crowdsec CFG --log-type T`: per line, each stage's parser results and the
-//! scenarios the line was poured into, like `cscli explain`. Runs on a CrowdSec configuration
-//! directory laid out from the hub snapshot in ../shared/data/crowdsec (skipped when absent).
+//! CrowdSec content through the CLI: `shield explain --crowdsec CFG --log-type T` (per line,
+//! each stage's parser results and the scenarios the line was poured into, like `cscli
+//! explain`) and `shield replay --crowdsec` with a config's allowlist. Runs on a CrowdSec
+//! configuration directory laid out from the hub snapshot in ../shared/data/crowdsec (skipped
+//! when absent).
 
 mod common;
 
@@ -172,4 +174,75 @@ fn explain_shows_each_stage_and_the_scenarios_of_two_hub_lines() {
         text.contains("\t|\t└ 🔴 crowdsecurity/nginx-logs\n\t└-------- parser failure 🔴"),
         "{text}"
     );
+}
+
+/// `shield replay --crowdsec` with `--config`: the config's `[decisions] allowlist` protects
+/// addresses from CrowdSec's decisions as it does from Shield's own.
+#[test]
+fn replay_crowdsec_applies_the_config_allowlist() {
+    let root = Path::new(DATA);
+    if !root.join("hub/parsers").is_dir() {
+        eprintln!("skipped: {DATA}/hub absent");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("crowdsec");
+    crowdsec_config(root, &cfg);
+    let log = std::fs::read_to_string(
+        root.join("hub/.tests/nginx-http-sensitive-files/nginx-http-sensitive-files.log"),
+    )
+    .unwrap();
+    let text = log.replace("127.0.0.1", "203.0.113.9") + &log.replace("127.0.0.1", "198.51.100.4");
+    let file = dir.path().join("access.log");
+    std::fs::write(&file, text).unwrap();
+    let shield_toml = dir.path().join("shield.toml");
+    std::fs::write(
+        &shield_toml,
+        "[decisions]\nallowlist = [\"198.51.100.0/24\"]\nallow_own_addresses = false\nallow_ssh_sessions = false\n",
+    )
+    .unwrap();
+    let run = |with_config: bool| -> serde_json::Value {
+        let mut c = shield();
+        if with_config {
+            c.arg("--config").arg(&shield_toml);
+        }
+        let out = c
+            .args([
+                "replay",
+                "--format",
+                "json",
+                "--log-type",
+                "nginx",
+                "--crowdsec",
+            ])
+            .arg(&cfg)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let banned = |v: &serde_json::Value| -> Vec<String> {
+        let mut b: Vec<String> = v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["value"].as_str().unwrap().to_owned())
+            .collect();
+        b.sort();
+        b
+    };
+    let plain = run(false);
+    assert_eq!(
+        banned(&plain),
+        vec!["198.51.100.4", "203.0.113.9"],
+        "{plain}"
+    );
+    let with = run(true);
+    assert_eq!(banned(&with), vec!["203.0.113.9"], "{with}");
+    assert!(with["allowlisted"].as_u64().unwrap() >= 1, "{with}");
 }
