@@ -62,6 +62,16 @@ pub fn prepare(
 ) -> Option<Arc<Shared>> {
     let t = table?;
     let span = t.span();
+    if !l
+        .config
+        .sources
+        .iter()
+        .any(|s| s.get_ref().log_type.is_some())
+    {
+        tracing::warn!(
+            "[crowdsec] is set but no [[source]] names a log_type: no line goes through CrowdSec's content (add log_type = \"nginx\" or another acquis.yaml labels.type to a source)"
+        );
+    }
     let c = t.get_ref();
     let content = match (&c.config_dir, &c.hub) {
         (Some(dir), None) => Content::Installation {
