@@ -8,6 +8,7 @@
 #   scripts/package.sh --bin PATH --version 0.0.9 --out DIR   # package a given binary
 #
 # Needs dpkg-dev (dpkg-shlibdeps) and binutils (strip). Prints the .deb's path.
+# SHIELD_DEB_COMPRESSION=gzip builds faster (tests); the default is xz.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 bin="" version="" out="$repo/dist"
@@ -70,5 +71,5 @@ chmod 0644 "$root/DEBIAN/md5sums"
 
 mkdir -p "$out"
 deb="$out/shield_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+dpkg-deb --root-owner-group "-Z${SHIELD_DEB_COMPRESSION:-xz}" --build "$root" "$deb" >/dev/null
 echo "$deb"
