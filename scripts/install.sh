@@ -25,7 +25,9 @@ install -d -m 0700 /var/lib/shield && chmod 0700 /var/lib/shield
 mkdir -p /etc/shield
 shield check
 if [ -d /run/systemd/system ]; then
-  install -m 0644 dist/shield.service /etc/systemd/system/shield.service
+  # The package's hardened unit, pointed at the binary installed above.
+  sed 's#/usr/bin/shield#/usr/local/bin/shield#g' packaging/shield.service > /etc/systemd/system/shield.service
+  chmod 0644 /etc/systemd/system/shield.service
   systemctl daemon-reload
   systemctl enable --now shield
   sleep 1
