@@ -383,43 +383,18 @@ fn crate_sources() -> Vec<(String, PathBuf)> {
     out
 }
 
-/// Cycles that predate this check, in crates other helpers are rewriting:
-/// (crate, the cycle's modules). A new cycle, or one of these growing, fails.
-/// Remove an entry when its cycle is gone (the test says so).
-const KNOWN: &[(&str, &[&str])] = &[
-    // src/cmd: `shield replay --crowdsec` calls cmd::crowdsec, which takes replay's args.
-    ("shield", &["cmd::crowdsec", "cmd::replay"]),
-    // enforce: the gate takes the bouncer API's state, the API the gate's buckets.
-    ("enforce", &["api", "gate"]),
-    // expr (being reworked for speed): values print through format, format reads values;
-    // builtins compare through eval, eval calls builtins; compile and helpers sit on that loop.
-    ("expr", &["format", "value"]),
-    (
-        "expr",
-        &["builtins", "compile", "eval", "helpers", "helpers::time"],
-    ),
-];
-
 #[test]
 fn no_crate_has_a_module_cycle() {
     let mut found = Vec::new();
-    let mut seen_known = Vec::new();
     let crates = crate_sources();
     assert!(crates.len() > 5, "the crates were not found: {crates:?}");
     for (name, src) in &crates {
         let g = graph(src);
         for (members, path) in components(&g) {
-            let known = KNOWN.iter().any(|(c, m)| {
-                c == name && m.iter().copied().eq(members.iter().map(String::as_str))
-            });
-            if known {
-                seen_known.push((name.clone(), members));
-            } else {
-                found.push(format!(
-                    "crate {name}: {path}  (modules: {})",
-                    members.join(", ")
-                ));
-            }
+            found.push(format!(
+                "crate {name}: {path}  (modules: {})",
+                members.join(", ")
+            ));
         }
     }
     // The graph is read from the real tree: the daemon's runner reaches the
@@ -431,14 +406,6 @@ fn no_crate_has_a_module_cycle() {
         "module cycles (move the shared types into a leaf module both sides import):\n  {}",
         found.join("\n  ")
     );
-    for (c, m) in KNOWN {
-        if !seen_known
-            .iter()
-            .any(|(n, ms)| n == c && m.iter().copied().eq(ms.iter().map(String::as_str)))
-        {
-            eprintln!("crate {c}: the known cycle {m:?} is gone; remove it from KNOWN");
-        }
-    }
 }
 
 /// The check finds a cycle made through a `use` group, a `super::` path and

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use shield_daemon::replay::{ReplayDecision, ReplayReport};
 
-use super::replay::CrowdsecArgs;
+use super::args::CrowdsecArgs;
 
 /// CrowdSec's default profiles: `ban` for 4 hours.
 const BAN_SECONDS: u64 = 4 * 3600;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::{Cli, Cmd};
 
+pub mod args;
 pub mod crowdsec;
 pub mod docs;
 pub mod drill;

@@ -10,6 +10,7 @@ use shield_daemon::config::Escalation;
 use shield_daemon::decide::Decider;
 use shield_detect::{Engine, EngineOptions, NativeMatcher};
 
+use super::args::CrowdsecArgs;
 use crate::Format;
 
 #[derive(clap::Args, Debug)]
@@ -23,21 +24,6 @@ pub struct Args {
     pub f2b: F2bArgs,
     #[command(flatten)]
     pub crowdsec: CrowdsecArgs,
-}
-
-/// Run a CrowdSec installation's parsers, scenarios and postoverflows instead.
-#[derive(clap::Args, Debug)]
-pub struct CrowdsecArgs {
-    /// A CrowdSec configuration directory (e.g. /etc/crowdsec): its installed parsers,
-    /// scenarios, postoverflows and patterns.
-    #[arg(long, value_name = "CFG_DIR")]
-    pub crowdsec: Option<PathBuf>,
-    /// The CrowdSec log type of the files (acquis.yaml's `labels.type`, e.g. nginx, syslog).
-    #[arg(long, requires = "crowdsec")]
-    pub log_type: Option<String>,
-    /// Data files directory (default: config_paths.data_dir of CFG_DIR/config.yaml).
-    #[arg(long, requires = "crowdsec")]
-    pub crowdsec_data: Option<PathBuf>,
 }
 
 /// Use one fail2ban filter instead of the config or the built-in packs.

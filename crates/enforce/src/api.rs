@@ -31,7 +31,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{BouncerAuth, Guesses, random_bytes};
-use crate::gate::{Buckets, ClientHeader};
+use crate::client::{Buckets, ClientHeader, peer_of};
 use crate::table::DecisionTable;
 
 /// Settings of the HTTP layers (gate and bouncer API).
@@ -311,7 +311,7 @@ impl IntoResponse for Denied {
     }
 }
 
-/// The TCP peer of a request (see [`crate::gate::peer_of`]), canonical.
+/// The TCP peer of a request (see [`peer_of`]), canonical.
 pub(crate) struct Peer(Option<IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
@@ -321,9 +321,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            crate::gate::peer_of(&parts.extensions).map(|p| Addr::new(p).ip()),
-        ))
+        Ok(Peer(peer_of(&parts.extensions).map(|p| Addr::new(p).ip())))
     }
 }
 
@@ -707,7 +705,7 @@ pub(crate) fn parse_stream_query(pairs: &[(String, String)]) -> Result<(bool, Fi
 async fn stream(State(state): State<ApiState>, req: axum::extract::Request) -> Response {
     let (method, headers) = (req.method(), req.headers());
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri());
-    let peer = crate::gate::peer_of(req.extensions()).map(|p| Addr::new(p).ip());
+    let peer = peer_of(req.extensions()).map(|p| Addr::new(p).ip());
     let name = match authenticate(&state, headers, Peer(peer)) {
         Ok(n) => n,
         Err(r) => return r.into_response(),

@@ -18,6 +18,7 @@
 
 mod api;
 mod auth;
+mod client;
 mod firewall;
 mod gate;
 mod ipset;
@@ -30,8 +31,9 @@ pub use api::{ApiConfig, ApiState, ApiStats, bouncer_router, format_go_duration,
 pub use auth::{
     BouncerAuth, Guesses, KeyRing, MIN_SECRET_BITS, generate_api_key, hash_api_key, secret_bits,
 };
+pub use client::ClientHeader;
 pub use firewall::{Change, DryRun, Firewall, LayerError, dry_run};
-pub use gate::{ClientHeader, gate_router};
+pub use gate::gate_router;
 pub use ipset::{IpsetOptions, ipset};
 pub use listener::{Limiter, ListenLimits, ListenStats, serve_tcp, serve_unix};
 pub use nft::{NftOptions, nftables};

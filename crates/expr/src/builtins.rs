@@ -6,9 +6,9 @@
 //! Owns: these functions' semantics, after expr's `builtin/` package and Go's `time`.
 //! Does not own: CrowdSec's helpers (`helpers`).
 
-use crate::eval::{compare, equal};
 use crate::format::{go_duration, rfc3339_nano};
-use crate::value::{List, Object, Str, Time, Value};
+use crate::ops::{compare, equal, go_lower, go_upper, list_of, sub};
+use crate::value::{Object, Str, Time, Value};
 use crate::{Arity, EvalError};
 
 /// Builtins taking a predicate (`{ ... }`) as second argument.
@@ -146,30 +146,6 @@ fn want_str<'v, 'a>(b: Builtin, v: &'v Value<'a>) -> Result<&'v Str<'a>, EvalErr
             b,
             format!("expected string, got {}", other.type_name()),
         )),
-    }
-}
-
-/// A substring of `s`: borrowed when `s` is borrowed, copied otherwise.
-pub(crate) fn sub<'a>(s: &Str<'a>, part: &str) -> Value<'a> {
-    match s {
-        Str::Ref(r) => {
-            // `part` lies inside `r`: re-slice `r` so the result keeps lifetime 'a.
-            let start = part.as_ptr() as usize - r.as_ptr() as usize;
-            Value::str(&r[start..start + part.len()])
-        }
-        Str::Rc(_) => Value::string(part.to_string()),
-    }
-}
-
-/// The elements of a list-like value (lists, list-like objects), or `None`.
-pub(crate) fn list_of<'a>(v: &Value<'a>) -> Option<List<'a>> {
-    match v {
-        Value::List(l) => Some(l.clone()),
-        Value::Object(o) => match o.to_value() {
-            Some(Value::List(l)) => Some(l),
-            _ => None,
-        },
-        _ => None,
     }
 }
 
@@ -563,43 +539,6 @@ pub(crate) fn to_float<'a>(v: &Value<'_>) -> Result<Value<'a>, String> {
             .map_err(|_| format!("invalid operation: float({:?})", s.as_str()))?,
         other => return Err(format!("invalid operation: float({})", other.type_name())),
     }))
-}
-
-/// Go's `strings.ToUpper`: simple (one-to-one) case mapping, so `ß` stays `ß`.
-pub(crate) fn go_upper(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_uppercase();
-    }
-    s.chars()
-        .map(|c| {
-            let mut up = c.to_uppercase();
-            match (up.next(), up.next()) {
-                (Some(u), None) => u,
-                _ => c,
-            }
-        })
-        .collect()
-}
-
-/// Go's `strings.ToLower` (simple case mapping).
-pub(crate) fn go_lower(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_lowercase();
-    }
-    s.chars()
-        .map(|c| {
-            let mut low = c.to_lowercase();
-            match (low.next(), low.next()) {
-                (Some(l), None) => l,
-                _ => c,
-            }
-        })
-        .collect()
-}
-
-/// Go's `strconv.ParseFloat(s, 64)`: no surrounding spaces, `inf`/`nan` spellings, `_` never.
-pub(crate) fn go_parse_float(s: &str) -> Result<f64, std::num::ParseFloatError> {
-    s.parse::<f64>()
 }
 
 /// Go's `strings.SplitN` / `SplitAfterN` (n < 0: all).

@@ -13,7 +13,8 @@ use std::rc::Rc;
 use crate::EvalError;
 use crate::builtins::{self, ClosureOp};
 use crate::compile::{BinOp, Const, Node, PointerKind};
-use crate::value::{List, Map, Object, Str, Time, Value};
+use crate::ops::{compare, equal};
+use crate::value::{List, Map, Str, Time, Value};
 
 /// Why evaluation of a node stopped early.
 pub(crate) enum Fail {
@@ -568,65 +569,11 @@ fn closure<'a>(
     }
 }
 
-/// expr's `==`: never an error; different kinds are unequal except int/float.
-pub(crate) fn equal(a: &Value<'_>, b: &Value<'_>) -> bool {
-    match (a, b) {
-        (Value::Nil, Value::Nil) => true,
-        (Value::Bool(x), Value::Bool(y)) => x == y,
-        (Value::Int(x), Value::Int(y)) => x == y,
-        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (*x as f64) == *y,
-        (Value::Float(x), Value::Float(y)) => x == y,
-        (Value::Str(x), Value::Str(y)) => x.as_str() == y.as_str(),
-        (Value::Time(x), Value::Time(y)) => x.ts == y.ts,
-        (Value::Duration(x), Value::Duration(y)) => x == y,
-        (Value::Duration(x), Value::Int(y)) | (Value::Int(y), Value::Duration(x)) => x == y,
-        (Value::List(x), Value::List(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| equal(&p, &q))
-        }
-        (Value::Map(x), Value::Map(y)) => {
-            x.len() == y.len()
-                && x.entries()
-                    .iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| equal(v, &w)))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            std::ptr::addr_eq(*x as *const dyn Object, *y as *const dyn Object)
-                || match (x.to_value(), y.to_value()) {
-                    (Some(p), Some(q)) => equal(&p, &q),
-                    _ => false,
-                }
-        }
-        (Value::Object(o), other) | (other, Value::Object(o)) => {
-            o.to_value().is_some_and(|v| equal(&v, other))
-        }
-        (Value::Shared(o), other) | (other, Value::Shared(o)) => {
-            o.to_value().is_some_and(|v| equal(&v.into_owned(), other))
-        }
-        _ => false,
-    }
-}
-
 fn equal_const(a: &Value<'_>, c: &Const) -> bool {
     match (a, c) {
         (Value::Str(s), Const::Str(t)) => s.as_str() == &**t,
         (Value::Str(_), _) => false,
         _ => equal(a, &c.value()),
-    }
-}
-
-/// expr's ordering for `<` `<=` `>` `>=`: numbers, strings, times, durations.
-pub(crate) fn compare(a: &Value<'_>, b: &Value<'_>) -> Option<Ordering> {
-    match (a, b) {
-        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
-        (Value::Int(x), Value::Float(y)) => (*x as f64).partial_cmp(y),
-        (Value::Float(x), Value::Int(y)) => x.partial_cmp(&(*y as f64)),
-        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y),
-        (Value::Str(x), Value::Str(y)) => Some(x.as_str().cmp(y.as_str())),
-        (Value::Time(x), Value::Time(y)) => Some(x.ts.cmp(&y.ts)),
-        (Value::Duration(x), Value::Duration(y)) => Some(x.cmp(y)),
-        (Value::Duration(x), Value::Int(y)) => Some(x.cmp(y)),
-        (Value::Int(x), Value::Duration(y)) => Some(x.cmp(y)),
-        _ => None,
     }
 }
 

@@ -203,6 +203,21 @@ pub(crate) fn to_json(v: &Value<'_>) -> serde_json::Value {
     }
 }
 
+impl Value<'_> {
+    /// This value as JSON (what `toJSON` and `ToJsonString` print; objects through
+    /// [`Object::to_value`], else `null`).
+    pub fn to_json(&self) -> serde_json::Value {
+        to_json(self)
+    }
+}
+
+/// Go's `%v` formatting (what `Sprintf("%v", x)` and `string(x)` print).
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        go_v(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,7 @@ mod error;
 mod eval;
 mod format;
 pub mod helpers;
+mod ops;
 mod parse;
 mod re;
 mod value;

@@ -2,7 +2,7 @@
 //! (the CrowdSec engine) lends its own data — the event, its maps, overflows — to an evaluation.
 //!
 //! Owns: [`Value`] and its parts ([`Str`], [`List`], [`Map`], [`Time`]), conversions to and from
-//! JSON, Go-style formatting (`%v`). Does not own: operators (see `eval`), helper functions.
+//! JSON. Does not own: printing (`format`), operators (`eval`, `ops`), helper functions.
 //!
 //! Values borrow from the host for the length of one evaluation (`'a`), so reading
 //! `evt.Meta.log_type` and comparing it allocates nothing. Values made during evaluation
@@ -324,12 +324,6 @@ impl<'a> Value<'a> {
             Value::Shared(o) => o.type_name(),
         }
     }
-
-    /// This value as JSON (what `toJSON` and `ToJsonString` print; objects through
-    /// [`Object::to_value`], else `null`).
-    pub fn to_json(&self) -> serde_json::Value {
-        crate::format::to_json(self)
-    }
 }
 
 impl fmt::Debug for Value<'_> {
@@ -347,13 +341,6 @@ impl fmt::Debug for Value<'_> {
             Value::Object(o) => write!(f, "<{}>", o.type_name()),
             Value::Shared(o) => write!(f, "<{}>", o.type_name()),
         }
-    }
-}
-
-/// Go's `%v` formatting (what `Sprintf("%v", x)` and `string(x)` print).
-impl fmt::Display for Value<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::format::go_v(self, f)
     }
 }
 

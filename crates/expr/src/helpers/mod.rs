@@ -17,7 +17,7 @@ mod sprintf;
 pub mod time;
 mod xml;
 
-use crate::builtins::{list_of, sub};
+use crate::ops::{list_of, sub};
 use crate::value::{Str, Value};
 use crate::{Arity, Compiler, EvalError};
 
@@ -112,14 +112,10 @@ pub fn register(c: &mut Compiler) {
 
 fn register_strings(c: &mut Compiler) {
     c.register_fn("Upper", Arity::exact(1), |a| {
-        Ok(Value::string(crate::builtins::go_upper(arg_str(
-            "Upper", a, 0,
-        )?)))
+        Ok(Value::string(crate::ops::go_upper(arg_str("Upper", a, 0)?)))
     });
     c.register_fn("Lower", Arity::exact(1), |a| {
-        Ok(Value::string(crate::builtins::go_lower(arg_str(
-            "Lower", a, 0,
-        )?)))
+        Ok(Value::string(crate::ops::go_lower(arg_str("Lower", a, 0)?)))
     });
     c.register_fn("TrimSpace", Arity::exact(1), |a| {
         let s = arg_str("TrimSpace", a, 0)?;
@@ -263,7 +259,7 @@ fn register_misc(c: &mut Compiler) {
     c.register_fn("Atof", Arity::exact(1), |a| {
         // CrowdSec logs a warning and returns 0 when the text is not a float.
         Ok(Value::Float(
-            crate::builtins::go_parse_float(arg_str("Atof", a, 0)?).unwrap_or(0.0),
+            crate::ops::go_parse_float(arg_str("Atof", a, 0)?).unwrap_or(0.0),
         ))
     });
     c.register_fn("FloatApproxEqual", Arity::exact(2), |a| {
@@ -362,7 +358,7 @@ fn flatten_into<'a>(v: Value<'a>, out: &mut Vec<Value<'a>>) {
 fn distinct(v: Vec<Value<'_>>) -> Vec<Value<'_>> {
     let mut out: Vec<Value<'_>> = Vec::new();
     for e in v {
-        if !out.iter().any(|o| crate::eval::equal(o, &e)) {
+        if !out.iter().any(|o| crate::ops::equal(o, &e)) {
             out.push(e);
         }
     }

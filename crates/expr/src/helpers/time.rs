@@ -8,8 +8,8 @@
 use jiff::fmt::strtime;
 use jiff::tz::{Offset, TimeZone};
 
-use crate::builtins::list_of;
 use crate::format::rfc3339_nano;
+use crate::ops::list_of;
 use crate::value::{Time, Value};
 use crate::{Arity, Compiler, EvalError};
 
