@@ -150,7 +150,9 @@ impl DecisionWorker {
         now: UnixTime,
     ) {
         let decider = &self.decider;
-        let mut changes = Vec::new();
+        // Each decision made or lengthened, and whether it is new: the
+        // decider knows, so nothing downstream recomputes it.
+        let mut decided: Vec<(Decision, bool)> = Vec::new();
         let mut to_publish = Vec::new();
         let mut allowlisted = 0u64;
         let started = Instant::now();
@@ -161,12 +163,12 @@ impl DecisionWorker {
                     Outcome::New(d) => {
                         to_publish.push((d.clone(), a.evidence.clone()));
                         let id = d.id;
-                        changes.push(Change::Add(d));
+                        decided.push((d, true));
                         Some(id)
                     }
                     Outcome::Extended(d) => {
                         let id = d.id;
-                        changes.push(Change::Add(d));
+                        decided.push((d, false));
                         Some(id)
                     }
                     Outcome::Covered(id) => Some(id),
@@ -202,26 +204,10 @@ impl DecisionWorker {
         self.counters
             .allowlisted
             .fetch_add(allowlisted, Ordering::Relaxed);
-        let (mut new, mut ext) = (0, 0);
-        for c in &changes {
-            if let Change::Add(d) = c {
-                if to_publish.iter().any(|(p, _)| p.id == d.id) {
-                    m.decision(d, "new");
-                    new += 1;
-                    self.counters.webhook.notify(d, m);
-                } else {
-                    m.decision(d, "extended");
-                    ext += 1
-                }
-                tracing::info!(target = %d.target, r#type = %d.kind, scenario = %d.scenario, duration_s = d.duration_s(), "decision");
-            }
+        for (d, new) in &decided {
+            self.count_decision(d, *new);
         }
-        self.counters
-            .decisions_new
-            .fetch_add(new, Ordering::Relaxed);
-        self.counters
-            .decisions_extended
-            .fetch_add(ext, Ordering::Relaxed);
+        let changes: Vec<Change> = decided.into_iter().map(|(d, _)| Change::Add(d)).collect();
         self.apply(&changes, now);
         if let Some(p) = &self.publish {
             for (d, evidence) in to_publish {
@@ -233,6 +219,24 @@ impl DecisionWorker {
         {
             st.alerts += alerts.len() as u64;
         }
+    }
+
+    /// Counts a decision made (`new`) or lengthened, in the counters and the
+    /// metrics, logs it, and hands a new one to the webhook. The one place
+    /// both the alert path and the operator/union path count through.
+    fn count_decision(&self, d: &Decision, new: bool) {
+        let m = &self.counters.metrics;
+        if new {
+            m.decision(d, "new");
+            self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
+            self.counters.webhook.notify(d, m);
+        } else {
+            m.decision(d, "extended");
+            self.counters
+                .decisions_extended
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(target = %d.target, r#type = %d.kind, scenario = %d.scenario, duration_s = d.duration_s(), new, "decision");
     }
 
     /// Takes a reloaded `[decisions]` policy, with its offence horizon.
@@ -264,14 +268,7 @@ impl DecisionWorker {
                         .atomically(|s| self.decider.admit(s, decision, t));
                     match &res {
                         Ok(Outcome::New(d)) | Ok(Outcome::Extended(d)) => {
-                            self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
-                            let how = if matches!(res, Ok(Outcome::New(_))) {
-                                "new"
-                            } else {
-                                "extended"
-                            };
-                            self.counters.metrics.decision(d, how);
-                            self.counters.webhook.notify(d, &self.counters.metrics);
+                            self.count_decision(d, matches!(res, Ok(Outcome::New(_))));
                             let c = [Change::Add(d.clone())];
                             self.apply(&c, t);
                         }

@@ -331,3 +331,61 @@ async fn union_status_is_read_from_the_member() {
     tx.send(Control::Stop).await.unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+/// `POST path` with the token and a JSON body; the status code and the body.
+async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: shield\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
+}
+
+/// An operator's decision that lengthens one in force counts as extended,
+/// not new: `/api/status` counts one new and one extended after
+/// a 1h ban, the same ban for 2h, and the same for 30m (covered: neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_decision_that_lengthens_a_ban_counts_as_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("auth.log"), "").unwrap();
+    let plan = plan(dir.path());
+    let listeners = shield_daemon::server::bind(&plan).await.unwrap();
+    let addr = listeners.api.as_ref().unwrap().local_addr().unwrap();
+    let clock = Clock::manual(shield_core::wall_now());
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(shield_daemon::run::run(plan, listeners, rx, clock.clone()));
+
+    let add = |duration: &str| {
+        format!(r#"{{"target": "198.51.100.20", "duration": "{duration}", "reason": "op"}}"#)
+    };
+    let (code, body) = post(addr, "/api/decisions", &add("1h")).await;
+    assert_eq!(code, 201, "new: {body}");
+    let (code, body) = post(addr, "/api/decisions", &add("2h")).await;
+    assert_eq!(code, 201, "extended: {body}");
+    let extended: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(extended["expires"], clock.now() + 7200, "{body}");
+    let (code, body) = post(addr, "/api/decisions", &add("30m")).await;
+    assert_eq!(code, 200, "covered: {body}");
+
+    let (_, status) = get(addr, "/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["active_decisions"], 1, "{status}");
+    assert_eq!(status["counters"]["decisions_new"], 1, "{status}");
+    assert_eq!(status["counters"]["decisions_extended"], 1, "{status}");
+
+    tx.send(Control::Stop).await.unwrap();
+    daemon
+        .await
+        .expect("run did not panic")
+        .expect("run ends cleanly");
+}
