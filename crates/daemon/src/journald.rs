@@ -19,7 +19,7 @@ use shield_detect::Engine;
 use shield_sources::journald::{Journal, JournalEntry, JournalSpec};
 
 use crate::state::{Msg, SourceStatus};
-use shield_core::wall_now as now;
+use shield_core::Clock;
 
 /// Defined with the built-in default config (a leaf), used here too.
 pub use crate::config::SSHD_MATCHES;
@@ -40,7 +40,8 @@ pub fn entry_line<'b>(e: &JournalEntry, buf: &'b mut String) -> &'b str {
 }
 
 /// Starts following the journal for one pipeline: `spec` says which entries
-/// (matches, `--directory`), `cursor` where to resume (`None`: at the end).
+/// (matches, `--directory`), `cursor` where to resume (`None`: at the end);
+/// `clock` stamps the status (the engine takes each entry's own time).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     name: String,
@@ -51,6 +52,7 @@ pub fn spawn(
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     cursor_key: String,
     cursor: Option<String>,
+    clock: Clock,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
         let mut cursor = cursor;
@@ -87,7 +89,7 @@ pub fn spawn(
                         break;
                     }
                 };
-                let t = now();
+                let t = clock.now();
                 let before = engine.stats().matched;
                 engine.feed(entry_line(&e, &mut buf), e.unix_time(), &mut |a| alerts.push(a));
                 lines += 1;

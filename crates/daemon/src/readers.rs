@@ -174,17 +174,16 @@ pub fn start_reader(
                     .unwrap_or_default(),
                 ..Default::default()
             };
-            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor)
+            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor, clock)
                 .map_err(thread_err)?
         }
-        Input::Syslog { udp, tcp } => {
-            crate::syslog::spawn(name, udp, tcp, engine, tx, stop2, sources).map_err(|e| {
-                RunError::Source {
-                    source_name: pipe.name.clone(),
-                    source: e.into(),
-                }
-            })?
-        }
+        Input::Syslog { udp, tcp } => crate::syslog::spawn(
+            name, udp, tcp, engine, tx, stop2, sources, clock,
+        )
+        .map_err(|e| RunError::Source {
+            source_name: pipe.name.clone(),
+            source: e.into(),
+        })?,
     };
     let handle = (!matches!(pipe.input, Input::Stdin)).then_some(handle);
     Ok(Reader {

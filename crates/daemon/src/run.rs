@@ -56,7 +56,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Msg>();
 
     // The union, when configured.
-    let union = crate::union::start(&plan, tx.clone()).await?;
+    let union = crate::union::start(&plan, tx.clone(), clock.clone()).await?;
 
     let mut worker = DecisionWorker {
         store,

@@ -21,12 +21,24 @@ use shield_detect::Engine;
 use shield_sources::syslog::{SyslogListener, SyslogSpec};
 
 use crate::state::{MAX_LINE, Msg, SourceStatus};
-use shield_core::wall_now as now;
+use shield_core::Clock;
 
 /// Messages waiting for the engine, at most.
 const QUEUE: usize = 65_536;
 
-/// Starts the listener and the reader thread of one syslog pipeline.
+/// Why a syslog source did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyslogError {
+    /// The address is taken or not ours.
+    #[error("{0} (pick another `listen` port, or stop what holds this one)")]
+    Listen(shield_sources::SourceError),
+    /// The reader thread could not be started.
+    #[error("starting the reader thread (check the process and memory limits)")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Starts the listener and the reader thread of one syslog pipeline; `clock`
+/// stamps the messages (the engine's time and the status's last line).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     name: String,
@@ -36,7 +48,8 @@ pub fn spawn(
     tx: mpsc::Sender<Msg>,
     stop: Arc<AtomicBool>,
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
-) -> anyhow::Result<JoinHandle<()>> {
+    clock: Clock,
+) -> Result<JoinHandle<()>, SyslogError> {
     let (qtx, qrx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     let on_message: shield_sources::syslog::OnMessage = {
@@ -55,11 +68,7 @@ pub fn spawn(
         max_message: MAX_LINE,
         ..SyslogSpec::default()
     };
-    let listener = SyslogListener::start(&spec, on_message).map_err(|e| {
-        anyhow::anyhow!(
-            "source `{name}`: {e} (pick another `listen` port, or stop what holds this one)"
-        )
-    })?;
+    let listener = SyslogListener::start(&spec, on_message).map_err(SyslogError::Listen)?;
     {
         let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(st) = s.get_mut(&name) {
@@ -82,7 +91,7 @@ pub fn spawn(
             let mut reported_drops = 0;
             while !stop.load(Ordering::Relaxed) {
                 let got = qrx.recv_timeout(Duration::from_millis(200));
-                let t = now();
+                let t = clock.now();
                 if let Ok(bytes) = got {
                     lines += 1;
                     let before = engine.stats().matched;
@@ -137,6 +146,7 @@ pub fn spawn(
                 }
             }
             listener.stop();
-        })?;
+        })
+        .map_err(SyslogError::Thread)?;
     Ok(h)
 }

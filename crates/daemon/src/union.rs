@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shield_core::Decision;
+use shield_core::{Clock, Decision};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
@@ -37,8 +37,9 @@ pub struct Started {
     pub view: UnionView,
 }
 
-/// Starts the union when the config has a `[union]` table.
-pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>) -> Result<Started, RunError> {
+/// Starts the union when the config has a `[union]` table. `clock` dates the
+/// pardons of locally deleted targets (the member keeps its own time).
+pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>, clock: Clock) -> Result<Started, RunError> {
     let Some(u) = &plan.union else {
         return Ok(Started::default());
     };
@@ -79,7 +80,7 @@ pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>) -> Result<Started, RunErr
                             }
                         }
                         ToUnion::Pardon(net, expires) => {
-                            let until = expires.max(shield_core::wall_now() + h.pardon_span().as_secs() as i64);
+                            let until = expires.max(clock.now() + h.pardon_span().as_secs() as i64);
                             match h.pardon(net, Some(until)) {
                                 Ok(()) => tracing::info!(target = %net, until, "deleted locally: union signals for it are ignored on this member until then"),
                                 Err(e) => tracing::warn!(error = %e, target = %net, "could not pardon the deleted target in the union; its next signal bans it again"),

@@ -389,3 +389,80 @@ async fn an_operator_decision_that_lengthens_a_ban_counts_as_extended() {
         .expect("run did not panic")
         .expect("run ends cleanly");
 }
+
+/// The syslog reader stamps its lines with the daemon's clock, not the wall:
+/// with the manual clock 30 days behind, the decision its messages raise is
+/// created at the clock's time and the source's last line is at it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_syslog_reader_runs_on_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("auth.log"), "").unwrap();
+    let extra = r#"
+[[source]]
+name = "syslog"
+type = "syslog"
+listen = "127.0.0.1:0"
+protocols = ["udp"]
+packs = ["sshd"]
+"#;
+    let plan = plan_extra(dir.path(), "auth.log", extra);
+    let listeners = shield_daemon::server::bind(&plan).await.unwrap();
+    let addr = listeners.api.as_ref().unwrap().local_addr().unwrap();
+    let clock = Clock::manual(shield_core::wall_now() - 30 * 86_400);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(shield_daemon::run::run(plan, listeners, rx, clock.clone()));
+
+    // The listener's port, as the status names it (`udp://127.0.0.1:PORT`).
+    let syslog = |status: &serde_json::Value| {
+        status["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "syslog")
+            .cloned()
+            .unwrap_or_else(|| panic!("no syslog source in {status}"))
+    };
+    // The readers start once the API answers: wait for the listener.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, body) = get(addr, "/api/status").await;
+        status = serde_json::from_str(&body).unwrap();
+        let up = status["sources"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|s| s["name"] == "syslog" && s["files"][0].is_string())
+        });
+        if up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let to: SocketAddr = syslog(&status)["files"][0]
+        .as_str()
+        .and_then(|f| f.strip_prefix("udp://"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no UDP listener in {status}"));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..6 {
+        let msg = format!(
+            "<38>Jan  1 00:00:00 host sshd[7]: Failed password for root from 203.0.113.50 port {} ssh2",
+            40000 + i
+        );
+        sock.send_to(msg.as_bytes(), to).unwrap();
+    }
+
+    let banned = wait_for_target(addr, "203.0.113.50/32").await;
+    let (_, status) = get(addr, "/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let d = banned
+        .iter()
+        .find(|d| d["target"] == "203.0.113.50/32")
+        .unwrap_or_else(|| panic!("no ban from syslog: {banned:?}; {status}"));
+    assert_eq!(d["created"], clock.now(), "{d}");
+    assert_eq!(syslog(&status)["last_line_at"], clock.now(), "{status}");
+
+    tx.send(Control::Stop).await.unwrap();
+    daemon
+        .await
+        .expect("run did not panic")
+        .expect("run ends cleanly");
+}
