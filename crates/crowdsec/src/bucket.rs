@@ -54,6 +54,8 @@ pub struct Scenario {
     /// Lifetime of an idle bucket (`(capacity+1)*leakspeed`, `duration`, or `leakspeed`).
     duration: i64,
     filter: shield_expr::Program,
+    /// The filter's leading `evt.Meta.log_type in [..]`-like test, checked without running it.
+    gate: Option<crate::host::Gate>,
     groupby: Option<shield_expr::Program>,
     distinct: Option<shield_expr::Program>,
     cancel_on: Option<shield_expr::Program>,
@@ -236,6 +238,7 @@ impl Scenario {
             capacity: c.capacity,
             leakspeed,
             duration,
+            gate: crate::host::Gate::of(&filter),
             filter,
             groupby: compile(&c.groupby, "groupby")?,
             distinct: compile(&c.distinct, "distinct")?,
@@ -429,6 +432,9 @@ impl Buckets {
         let mut shared: Option<Arc<Event>> = None;
         for i in 0..self.scenarios.len() {
             let s = &self.scenarios[i];
+            if s.gate.as_ref().is_some_and(|g| !g.admits(evt)) {
+                continue;
+            }
             let (r, changed) = eval_changed(&s.filter, evt, |r| r.map(|v| v.as_bool()));
             if changed {
                 shared = None;

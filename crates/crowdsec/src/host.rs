@@ -682,3 +682,54 @@ mod tests {
         assert_eq!(evt.meta.get("b").map(String::as_str), Some("2"));
     }
 }
+
+/// The leading test of a filter read straight from the event, without building an
+/// [`EvtView`]: `evt.Meta.K in [..]` / `evt.Parsed.K == '..'` / `evt.Enriched.K ..` first in
+/// a filter's `&&` chain (see [`shield_expr::Program::leading_string_test`]). When it does
+/// not admit an event, running the filter would give `false` and write nothing.
+#[derive(Debug)]
+pub struct Gate {
+    map: GateMap,
+    key: String,
+    values: std::collections::HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum GateMap {
+    Meta,
+    Parsed,
+    Enriched,
+}
+
+impl Gate {
+    /// The gate of a program compiled over `evt` (slot 0), if it has one.
+    pub fn of(p: &shield_expr::Program) -> Option<Gate> {
+        let (path, values) = p.leading_string_test(0)?;
+        let [map, key] = &path[..] else {
+            return None;
+        };
+        let map = match map.as_str() {
+            "Meta" => GateMap::Meta,
+            "Parsed" => GateMap::Parsed,
+            "Enriched" => GateMap::Enriched,
+            _ => return None,
+        };
+        Some(Gate {
+            map,
+            key: key.clone(),
+            values: values.into_iter().collect(),
+        })
+    }
+
+    /// Whether the filter could be true for `e`: its value for the key (`""` when absent,
+    /// as a `map[string]string` reads) is one of the gate's strings.
+    pub fn admits(&self, e: &Event) -> bool {
+        let m = match self.map {
+            GateMap::Meta => &e.meta,
+            GateMap::Parsed => &e.parsed,
+            GateMap::Enriched => &e.enriched,
+        };
+        self.values
+            .contains(m.get(&self.key).map_or("", String::as_str))
+    }
+}

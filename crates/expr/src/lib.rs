@@ -302,6 +302,43 @@ impl Program {
         }
     }
 
+    /// A test that gates the whole program: when it is `P == 'c'`, `P in ['a', 'b', ..]`, or
+    /// either as the first operand of a top-level `&&` chain, with `P` a constant path
+    /// `var.a.b` on variable `slot`, gives `P`'s field names and the strings `P` must equal.
+    /// That test is evaluated first and reading `P` writes nothing, so whenever `P` reads as a
+    /// string outside the set the program gives `Ok(false)` and evaluates nothing else: a
+    /// caller may skip running it (CrowdSec's `evt.Meta.log_type in [..] && ..` filters).
+    pub fn leading_string_test(&self, slot: usize) -> Option<(Vec<String>, Vec<String>)> {
+        let first = match &self.root {
+            compile::Node::And(items) => items.first()?,
+            n => n,
+        };
+        let (left, values) = match first {
+            compile::Node::EqConst {
+                left,
+                c: compile::Const::Str(c),
+                negate: false,
+            } => (left, vec![c.to_string()]),
+            compile::Node::InConsts { left, items, .. } => {
+                let mut v = Vec::with_capacity(items.len());
+                for c in items.iter() {
+                    let compile::Const::Str(c) = c else {
+                        return None;
+                    };
+                    v.push(c.to_string());
+                }
+                (left, v)
+            }
+            _ => return None,
+        };
+        match &**left {
+            compile::Node::Path { slot: s, names } if *s == slot => {
+                Some((names.iter().map(|n| n.to_string()).collect(), values))
+            }
+            _ => None,
+        }
+    }
+
     /// Evaluate and require a bool, as CrowdSec does for `filter`, `condition` and
     /// whitelist expressions.
     pub fn run_bool<'a>(&'a self, vars: &[Value<'a>]) -> Result<bool, EvalError> {

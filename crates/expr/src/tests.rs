@@ -399,3 +399,33 @@ fn json_numbers_are_float64_like_go() {
     assert_eq!(run("Sprintf('%v|%d', evt.Json.f, evt.Json.n)"), "\"1.5|%!d(float64=3)\"");
 }
 
+
+#[test]
+fn leading_string_test_names_the_gate_of_a_filter_and_only_when_it_is_first() {
+    let mut c = Compiler::new();
+    let slot = c.var("evt");
+    let gate = |src: &str| c.compile(src).unwrap().leading_string_test(slot);
+    let meta = vec!["Meta".to_string(), "log_type".to_string()];
+    assert_eq!(
+        gate("evt.Meta.log_type == 'ssh_failed-auth'"),
+        Some((meta.clone(), vec!["ssh_failed-auth".to_string()]))
+    );
+    assert_eq!(
+        gate("evt.Meta.log_type in ['a', 'b'] && evt.Meta.service == 'http' && 1/0 == 1"),
+        Some((meta.clone(), vec!["a".to_string(), "b".to_string()]))
+    );
+    // Not first, negated, not all strings, or under `||`: no gate (the rest could run
+    // first, with effects or errors of its own).
+    assert_eq!(gate("evt.Meta.x == 'y' && evt.Meta.log_type == 'a'").unwrap().0[1], "x");
+    assert_eq!(gate("1 == 1 && evt.Meta.log_type == 'a'"), None);
+    assert_eq!(gate("evt.Meta.log_type != 'a'"), None);
+    assert_eq!(gate("evt.Meta.log_type in ['a', 1]"), None);
+    assert_eq!(gate("evt.Meta.log_type == 'a' || true"), None);
+    // The promise itself: outside the set the program is false without evaluating the rest
+    // (here a division by zero that would fail).
+    let evt = event();
+    let p = c.compile("evt.Meta.log_type in ['x', 'y'] && 1 % 0 == 1").unwrap();
+    assert_eq!(p.run_bool(&[Value::Object(&evt)]), Ok(false));
+    let p = c.compile("evt.Meta.log_type in ['http_access-log'] && 1 % 0 == 1").unwrap();
+    assert!(p.run_bool(&[Value::Object(&evt)]).is_err());
+}
