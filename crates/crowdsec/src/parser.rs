@@ -393,6 +393,8 @@ pub struct Node {
     pub stage: String,
     next_stage: bool,
     filter: Option<Program>,
+    /// The filter's leading `evt.Parsed.program == '..'`-like test, checked without running it.
+    gate: Option<crate::host::Gate>,
     grok: Option<RtGrok>,
     statics: Vec<RtStatic>,
     stashes: Vec<RtStash>,
@@ -540,6 +542,7 @@ impl Node {
             name: name.to_owned(),
             stage: stage.to_owned(),
             next_stage: cfg.onsuccess == "next_stage",
+            gate: filter.as_ref().and_then(crate::host::Gate::of),
             filter,
             grok,
             statics,
@@ -577,6 +580,9 @@ impl Node {
 
     /// `Node.process`: true when the node succeeded.
     pub fn process(&self, evt: &mut Event, cx: &RunCx<'_>) -> Result<bool, NodeError> {
+        if self.gate.as_ref().is_some_and(|g| !g.admits(evt)) {
+            return Ok(false);
+        }
         if let Some(f) = &self.filter {
             let ok = eval(f, evt, |r| matches!(r, Ok(Value::Bool(true))));
             if !ok {
