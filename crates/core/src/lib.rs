@@ -14,7 +14,7 @@ pub mod stamp;
 
 pub use allowlist::Allowlist;
 pub use decision::{Alert, Decision, DecisionType, Origin, ParseError, Scope};
-pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo};
+pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo, SplitMatcher};
 pub use net::{Addr, AddrError, Net, host_net, key_for};
 
 /// Unix time in seconds. Log time during replay, wall time when live.

@@ -19,7 +19,7 @@
 //!   was wrong.
 //! - Rules that carry state from line to line (a fail2ban filter's
 //!   multi-line failure ids and its last date template) split their work
-//!   ([`shield_core::LineMatcher::scanner`]): matcher threads do what each
+//!   ([`shield_core::SplitMatcher::scanner`]): matcher threads do what each
 //!   line decides alone and leave a record for the lines a rule may take,
 //!   and the calling thread settles those records in order with the
 //!   engine's own rules. What a scan depends on besides the line (its

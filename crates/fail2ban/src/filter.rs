@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
-use shield_core::{Carry, Hit, LineMatcher, RuleInfo, UnixTime};
+use shield_core::{Carry, Hit, LineMatcher, RuleInfo, SplitMatcher, UnixTime};
 
 use crate::LoadError;
 use crate::date::Detector;
@@ -275,7 +275,7 @@ pub struct Filter {
     /// Added to the process clock; only tests move it.
     clock_skew: Duration,
     /// A copy that scans lines for the original to settle
-    /// ([`LineMatcher::scanner`]), and whether a line it scanned needed
+    /// ([`SplitMatcher::scanner`]), and whether a line it scanned needed
     /// state it did not have.
     scanning: bool,
     scan_tainted: bool,
@@ -1214,7 +1214,7 @@ impl Filter {
 
     /// The process clock for the id cache's 5-minute expiry. A line
     /// matched on its own reads it afresh; lines a replay settles in order
-    /// ([`LineMatcher::settle`]) read it once every 64 look-ups, which are
+    /// ([`SplitMatcher::settle`]) read it once every 64 look-ups, which are
     /// microseconds apart: reading it costs as much as the rest of a
     /// look-up.
     fn clock(&mut self) -> Instant {
@@ -1732,12 +1732,14 @@ impl LineMatcher for Filter {
         }
         self.hit()
     }
+}
 
+impl SplitMatcher for Filter {
     /// With `maxlines` 1 a line's regex work depends on the line and the
     /// date template that matched last (the [`Carry`]); the multi-line
     /// failure ids are settled in order.
-    fn scanner(&self) -> Option<Box<dyn LineMatcher>> {
-        (self.maxlines == 1).then(|| Box::new(self.scanner_copy()) as Box<dyn LineMatcher>)
+    fn scanner(&self) -> Option<Box<dyn SplitMatcher>> {
+        (self.maxlines == 1).then(|| Box::new(self.scanner_copy()) as Box<dyn SplitMatcher>)
     }
 
     fn scan(&mut self, line: &str, now: UnixTime, rec: &mut Vec<u32>) -> Option<Option<UnixTime>> {
