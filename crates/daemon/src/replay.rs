@@ -164,7 +164,7 @@ struct Block {
     bytes_read: u64,
     /// Filled by a matcher thread: what the rules matched or may match,
     /// by line then engine.
-    found: Vec<Found>,
+    found: Vec<BlockHit>,
     /// The records of the lines scanning copies left to settle.
     rec: Vec<u32>,
     /// Filled by a matcher thread: lines in `text`.
@@ -180,7 +180,7 @@ struct Block {
 }
 
 /// A line some rule of one engine matched, or may match.
-struct Found {
+struct BlockHit {
     engine: u32,
     /// The line (without `\n`) in [`Block::text`].
     start: u32,
@@ -193,7 +193,8 @@ struct Found {
 
 const NO_REC: u32 = u32::MAX;
 
-enum Msg {
+/// What the reader and matcher threads send on towards the calling thread.
+enum BlockMsg {
     Lines(Block),
     /// End of the file (after block `seq - 1`): lines skipped as over-long,
     /// bytes read in all.
@@ -224,7 +225,7 @@ const MAX_MATCHERS: usize = 4;
 /// blocks exist at once.
 fn read_blocks(
     reader: Box<dyn Read + Send>,
-    tx: mpsc::SyncSender<Msg>,
+    tx: mpsc::SyncSender<BlockMsg>,
     recycle: mpsc::Receiver<Block>,
     pool: usize,
 ) {
@@ -250,7 +251,7 @@ fn read_blocks(
         let (invalid, end) = match lr.next_block(&mut b.text, BLOCK) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Msg::Err(e));
+                let _ = tx.send(BlockMsg::Err(e));
                 return;
             }
         };
@@ -259,12 +260,12 @@ fn read_blocks(
             seq += 1;
             b.invalid_utf8 = invalid;
             b.bytes_read = lr.bytes_read();
-            if tx.send(Msg::Lines(b)).is_err() {
+            if tx.send(BlockMsg::Lines(b)).is_err() {
                 return;
             }
         }
         if end {
-            let _ = tx.send(Msg::End {
+            let _ = tx.send(BlockMsg::End {
                 seq,
                 skipped_long: lr.skipped_long(),
                 bytes_read: lr.bytes_read(),
@@ -281,8 +282,8 @@ fn read_blocks(
 /// from `start`, and its copies from the carry they have, recorded in the
 /// block with the one they end with.
 fn match_blocks(
-    rx: &Mutex<mpsc::Receiver<Msg>>,
-    tx: mpsc::Sender<Msg>,
+    rx: &Mutex<mpsc::Receiver<BlockMsg>>,
+    tx: mpsc::Sender<BlockMsg>,
     mut matchers: Vec<&mut Matcher>,
     start: UnixTime,
     in_order: bool,
@@ -295,7 +296,7 @@ fn match_blocks(
         };
         let Ok(msg) = msg else { return };
         let msg = match msg {
-            Msg::Lines(mut b) => {
+            BlockMsg::Lines(mut b) => {
                 if !in_order {
                     clock = start;
                 }
@@ -319,7 +320,7 @@ fn match_blocks(
                 if !in_order {
                     b.carry_out.extend(matchers.iter().map(|m| m.carry()));
                 }
-                Msg::Lines(b)
+                BlockMsg::Lines(b)
             }
             other => other,
         };
@@ -337,7 +338,7 @@ fn match_block(
     matchers: &mut [&mut Matcher],
     text: &str,
     clock: &mut UnixTime,
-    found: &mut Vec<Found>,
+    found: &mut Vec<BlockHit>,
     rec: &mut Vec<u32>,
 ) -> u64 {
     let base = text.as_ptr() as usize;
@@ -353,7 +354,7 @@ fn match_block(
                 *clock = t;
             }
             if r.rule.is_some() || at.is_some() {
-                found.push(Found {
+                found.push(BlockHit {
                     engine: i as u32,
                     start: start as u32,
                     end: (start + line.len()) as u32,
@@ -377,8 +378,9 @@ fn file_clock(f: &Path) -> UnixTime {
         .unwrap_or_else(shield_core::wall_now)
 }
 
-/// The calling thread's part: scenarios, decisions and counts.
-struct Sink<'d> {
+/// The calling thread's part: scenarios, decisions (on a [`MemoryLedger`])
+/// and the report's counts.
+struct Tally<'d> {
     decider: &'d Decider,
     ledger: MemoryLedger,
     rep: ReplayReport,
@@ -387,7 +389,7 @@ struct Sink<'d> {
     hits_of: Vec<u64>,
 }
 
-impl Sink<'_> {
+impl Tally<'_> {
     /// Runs the scenarios over a matched block's hits, in order, settling
     /// the lines scanning copies left records for with `own`, the engines'
     /// own rules.
@@ -453,7 +455,7 @@ fn replay_on(
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<ReplayReport> {
     let started = Instant::now();
-    let mut sink = Sink {
+    let mut tally = Tally {
         decider,
         ledger: MemoryLedger::default(),
         rep: ReplayReport::default(),
@@ -528,12 +530,12 @@ fn replay_on(
                 let mut b = match early.remove(&next) {
                     Some(b) => b,
                     None => match mrx.recv() {
-                        Ok(Msg::Lines(b)) if b.seq == next => b,
-                        Ok(Msg::Lines(b)) => {
+                        Ok(BlockMsg::Lines(b)) if b.seq == next => b,
+                        Ok(BlockMsg::Lines(b)) => {
                             early.insert(b.seq, b);
                             continue;
                         }
-                        Ok(Msg::End {
+                        Ok(BlockMsg::End {
                             seq,
                             skipped_long,
                             bytes_read,
@@ -541,7 +543,7 @@ fn replay_on(
                             end = Some((seq, skipped_long, bytes_read));
                             continue;
                         }
-                        Ok(Msg::Err(e)) => anyhow::bail!("{}: {e}", f.display()),
+                        Ok(BlockMsg::Err(e)) => anyhow::bail!("{}: {e}", f.display()),
                         Err(_) => anyhow::bail!("{}: a replay thread stopped early", f.display()),
                     },
                 };
@@ -569,8 +571,8 @@ fn replay_on(
                         *c = m.carry().unwrap_or_default();
                     }
                 }
-                sink.rep.invalid_utf8 += b.invalid_utf8;
-                sink.apply(&mut scenarios, own.as_deref_mut().unwrap_or_default(), &b);
+                tally.rep.invalid_utf8 += b.invalid_utf8;
+                tally.apply(&mut scenarios, own.as_deref_mut().unwrap_or_default(), &b);
                 progress(bytes_done + b.bytes_read);
                 let _ = back.send(b);
             }
@@ -579,7 +581,7 @@ fn replay_on(
                 m.set_carry(*c);
             }
             if let Some((_, skipped_long, bytes_read)) = end {
-                sink.rep.skipped_long += skipped_long;
+                tally.rep.skipped_long += skipped_long;
                 bytes_done += bytes_read;
                 progress(bytes_done);
             }
@@ -587,7 +589,7 @@ fn replay_on(
         });
         res?;
     }
-    let mut rep = sink.rep;
+    let mut rep = tally.rep;
     for e in engines.iter() {
         let s = e.stats();
         rep.keys_evicted += s.keys_evicted;

@@ -399,7 +399,7 @@ pub struct Matched {
 /// [`Scenarios`] on its own thread; the results are the same as long as the
 /// lines and clocks it is given are.
 pub struct Matcher {
-    matcher: Compiled,
+    matcher: EngineRules,
     stamps: StampCache,
     hasher: foldhash::fast::RandomState,
     /// Field names some scenario counts distinct values of.
@@ -453,7 +453,7 @@ impl From<Box<dyn SplitMatcher>> for Rules {
 
 /// An engine's rules, ready to run: [`Rules`] with what the engine reads
 /// from Shield's own rules' findings.
-enum Compiled {
+enum EngineRules {
     Native {
         rules: Box<NativeMatcher>,
         plan: NativePlan,
@@ -461,18 +461,18 @@ enum Compiled {
     Other(Box<dyn SplitMatcher>),
 }
 
-impl Compiled {
+impl EngineRules {
     fn as_dyn(&self) -> &dyn SplitMatcher {
         match self {
-            Compiled::Native { rules, .. } => &**rules,
-            Compiled::Other(m) => &**m,
+            EngineRules::Native { rules, .. } => &**rules,
+            EngineRules::Other(m) => &**m,
         }
     }
 
     fn as_dyn_mut(&mut self) -> &mut dyn SplitMatcher {
         match self {
-            Compiled::Native { rules, .. } => &mut **rules,
-            Compiled::Other(m) => &mut **m,
+            EngineRules::Native { rules, .. } => &mut **rules,
+            EngineRules::Other(m) => &mut **m,
         }
     }
 }
@@ -655,9 +655,9 @@ impl Engine {
                         })
                         .collect(),
                 };
-                Compiled::Native { rules, plan }
+                EngineRules::Native { rules, plan }
             }
-            Rules::Other(m) => Compiled::Other(m),
+            Rules::Other(m) => EngineRules::Other(m),
         };
         Ok(Engine {
             m: Matcher {
@@ -759,16 +759,16 @@ impl Matcher {
     /// matched with [`Matcher::scan_line`] and settled by the original.
     pub fn fork(&self) -> Option<Matcher> {
         let (matcher, scanning) = match &self.matcher {
-            Compiled::Native { rules, plan } => (
-                Compiled::Native {
+            EngineRules::Native { rules, plan } => (
+                EngineRules::Native {
                     rules: rules.clone(),
                     plan: plan.clone(),
                 },
                 false,
             ),
-            Compiled::Other(m) => match m.fork() {
-                Some(f) => (Compiled::Other(f), false),
-                None => (Compiled::Other(m.scanner()?), true),
+            EngineRules::Other(m) => match m.fork() {
+                Some(f) => (EngineRules::Other(f), false),
+                None => (EngineRules::Other(m.scanner()?), true),
             },
         };
         Some(Matcher {
@@ -842,7 +842,7 @@ impl Matcher {
 
     /// One line (no newline) through the rules; `now` as for [`Engine::feed`].
     pub fn match_line(&mut self, line: &str, now: UnixTime) -> Matched {
-        if matches!(self.matcher, Compiled::Native { .. }) {
+        if matches!(self.matcher, EngineRules::Native { .. }) {
             let m = self.match_native(line, now);
             debug_assert_eq!(m, self.match_any(line, now), "{line}");
             return m;
@@ -855,7 +855,7 @@ impl Matcher {
     /// [`Hit`] by name.
     fn match_native(&mut self, line: &str, now: UnixTime) -> Matched {
         let Matcher {
-            matcher: Compiled::Native { rules: n, plan },
+            matcher: EngineRules::Native { rules: n, plan },
             stamps,
             hasher,
             ..

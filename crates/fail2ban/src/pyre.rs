@@ -244,11 +244,11 @@ pub(crate) enum Re {
 /// finds the groups then stops where the tail starts.
 #[derive(Debug, Clone)]
 pub(crate) struct Lin {
-    full: Engine,
-    tail: Option<(Engine, Vec<usize>)>,
+    full: CompiledPattern,
+    tail: Option<(CompiledPattern, Vec<usize>)>,
     /// For `^(?P<g>M)E(?P<content>.+)$` (a prefregex): `(?:E)\z`, and
     /// whether the tail was `.+` (see `rewrite::Trimmed::head_split`).
-    split: Option<(Engine, bool)>,
+    split: Option<(CompiledPattern, bool)>,
     /// When `E` matches empty and each of its other matches ends with one
     /// of these: text ending with none of them needs no search for `E`.
     split_ends: Option<Vec<Vec<u8>>>,
@@ -281,16 +281,16 @@ fn split_ends(pattern: &str) -> Option<Vec<Vec<u8>>> {
 /// One compiled pattern (its [`Core`], shared with clones) with its own
 /// reusable capture slots.
 #[derive(Debug)]
-struct Engine {
+struct CompiledPattern {
     core: Arc<Core>,
     scratch: RefCell<Scratch>,
 }
 
 /// A clone shares every compiled automaton (and whatever is compiled lazily
 /// later) and starts with fresh scratch state: one clone per matcher thread.
-impl Clone for Engine {
-    fn clone(&self) -> Engine {
-        Engine {
+impl Clone for CompiledPattern {
+    fn clone(&self) -> CompiledPattern {
+        CompiledPattern {
             core: Arc::clone(&self.core),
             scratch: Default::default(),
         }
@@ -500,9 +500,9 @@ impl Split {
     }
 }
 
-impl Engine {
-    fn new(pattern: &str) -> Option<Engine> {
-        Some(Engine {
+impl CompiledPattern {
+    fn new(pattern: &str) -> Option<CompiledPattern> {
+        Some(CompiledPattern {
             core: Arc::new(Core::new(pattern)?),
             scratch: Default::default(),
         })
@@ -821,16 +821,16 @@ impl Core {
 
 impl Lin {
     fn new(pattern: &str) -> Option<Lin> {
-        let full = Engine::new(pattern)?;
+        let full = CompiledPattern::new(pattern)?;
         let mut split = None;
         let tail = rewrite::trim_tail(pattern).and_then(|t| {
-            let e = Engine::new(&t.pattern)?;
+            let e = CompiledPattern::new(&t.pattern)?;
             // same groups, same order
             let same = e.core().capture_names().eq(full.core().capture_names());
             split = t
                 .head_split
                 .as_deref()
-                .and_then(Engine::new)
+                .and_then(CompiledPattern::new)
                 .map(|s| (s, t.plus));
             same.then_some((e, t.groups))
         });
@@ -851,7 +851,13 @@ impl Lin {
     /// The groups of `^(?P<g>M)E(?P<content>.+)$` on a single-line `hay`
     /// without the backtracker, when the DFA's match end decides them;
     /// None when it does not (`E` could match text there).
-    fn split_captures(&self, t: &Engine, hay: &str, end: usize, locs: &mut Locs) -> Option<bool> {
+    fn split_captures(
+        &self,
+        t: &CompiledPattern,
+        hay: &str,
+        end: usize,
+        locs: &mut Locs,
+    ) -> Option<bool> {
         let (e, plus) = self.split.as_ref()?;
         let Some((_, m_end)) = t.find(hay) else {
             return Some(false);
@@ -1541,7 +1547,7 @@ mod tests {
     /// the whole pattern when the literal occurs twice.
     /// `e` matches `hay` when the one-regex form `whole` of its pattern
     /// does, with the same groups (left in `locs`); returns whether it did.
-    fn agrees(e: &Engine, whole: &regex::Regex, hay: &str, locs: &mut Locs) -> bool {
+    fn agrees(e: &CompiledPattern, whole: &regex::Regex, hay: &str, locs: &mut Locs) -> bool {
         let got = e.captures(hay, locs);
         let want = whole.captures(hay);
         assert_eq!(got, want.is_some(), "{hay:?}");
@@ -1555,7 +1561,7 @@ mod tests {
     #[test]
     fn literal_split_agrees() {
         let p = r"^Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+|\w+)(?: port \d+)?";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         for hay in [
             "Failed password for root from 1.2.3.4 port 22 ssh2\n",
@@ -1603,7 +1609,7 @@ mod tests {
         assert!(ls.first);
         assert_eq!(ls.head, r"(?iu)^(?:[^\[]*)\z");
         assert_eq!(ls.rest, r"(?iu)^\[(?P<d>\d+)(?P<m>[a-z]+)\]");
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         for hay in [
             "1.2.3.4 - [12Mar] x [13apr] y",
@@ -1624,7 +1630,7 @@ mod tests {
         // whole pattern (the same date, then a differing byte within or
         // right after the match)
         let p = r"^[^\[]*\[(?P<d>\d+)(?P<f>\.\d+)?(?P<g>\b)?";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         let lines = [
             "a [12.5x",
@@ -1661,7 +1667,7 @@ mod tests {
     #[test]
     fn backtracker_direct_and_guarded() {
         let p = r"^a(?P<x>\d+)(?P<y>b|bc)?";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         assert!(e.core.twin().unwrap().bt.is_some());
         let mut locs = Locs::default();
@@ -1723,7 +1729,7 @@ mod tests {
             (r"", "abc"),
         ];
         for (p, hay) in cases {
-            let e = Engine::new(p).unwrap();
+            let e = CompiledPattern::new(p).unwrap();
             let re = regex::Regex::new(p).unwrap();
             let want = re.find(hay).map(|m| (m.start(), m.end()));
             assert_eq!(e.find(hay), want, "{p:?} on {hay:?}");
@@ -1752,7 +1758,7 @@ mod tests {
         send::<Re>();
         sync::<Core>();
         let p = r"^Failed (?P<m>\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+)";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let c = e.clone();
         assert!(Arc::ptr_eq(&e.core, &c.core));
         let mut locs = Locs::default();
