@@ -1,5 +1,15 @@
-//! Helpers for tests that run the real `shield` binary.
+//! Helpers for tests that run the real `shield` binary: the binary, a daemon
+//! in a temp dir, its config, nginx. What every crate's tests share (waiting,
+//! ports, tools, namespaces, nats-server, attack lines, decisions) is in
+//! `shield-testkit`, re-exported here.
 #![allow(dead_code)]
+
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use shield_testkit::{
+    NatsServer, Netns, Reap, ban, decision, free_port, now, require, run, run_ok, ssh_fail,
+    wait_for,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,29 +31,6 @@ pub fn ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// Polls `f` until it returns Some or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A free TCP port on loopback (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A daemon running in a temp dir with its own store, socket and config.
@@ -208,124 +195,6 @@ allow_own_addresses = false
 {sources}
 "#
     )
-}
-
-/// An sshd failure line in syslog format at the current time.
-pub fn ssh_fail(ip: &str, n: usize) -> String {
-    let t = jiff::Timestamp::now();
-    format!(
-        "{} myhost sshd[{}]: Failed password for root from {ip} port {} ssh2",
-        t.strftime("%b %e %H:%M:%S"),
-        1000 + n,
-        40000 + n
-    )
-}
-
-/// Fail (never skip) when a tool is missing, naming the Debian package.
-pub fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is missing: install the Debian package `{package}` (run .ci/install-deps as root)"
-    );
-}
-
-pub fn run(cmd: &[&str]) -> Output {
-    Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"))
-}
-
-/// A network namespace made for one test and deleted when dropped (also on panic).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    /// `sh-<tag>-<pid>` (short: interface names derive from it), loopback up.
-    pub fn new(tag: &str) -> Netns {
-        require("ip", "iproute2");
-        let name = format!("sh-{tag}-{}", std::process::id());
-        let _ = run(&["ip", "netns", "del", &name]);
-        let o = run(&["ip", "netns", "add", &name]);
-        assert!(
-            o.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let ns = Netns { name };
-        ns.ok(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
-        c
-    }
-
-    pub fn exec(&self, cmd: &[&str]) -> Output {
-        self.cmd(cmd[0]).args(&cmd[1..]).output().unwrap()
-    }
-
-    pub fn ok(&self, cmd: &[&str]) -> String {
-        let o = self.exec(cmd);
-        assert!(
-            o.status.success(),
-            "{cmd:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Links `self` (address `a`) and `other` (address `b`) with a veth pair; `a`/`b` in CIDR form.
-    pub fn link(&self, other: &Netns, ifa: &str, a: &str, ifb: &str, b: &str) {
-        let o = run(&[
-            "ip",
-            "link",
-            "add",
-            ifa,
-            "netns",
-            &self.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ifb,
-            "netns",
-            &other.name,
-        ]);
-        assert!(
-            o.status.success(),
-            "veth: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        self.ok(&["ip", "addr", "add", a, "dev", ifa]);
-        self.ok(&["ip", "link", "set", ifa, "up"]);
-        other.ok(&["ip", "addr", "add", b, "dev", ifb]);
-        other.ok(&["ip", "link", "set", ifb, "up"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill whatever still runs inside, then remove the namespace.
-        if let Ok(o) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = run(&["ip", "netns", "del", &self.name]);
-    }
 }
 
 /// A real nginx serving `root` on port 80 in the current namespace of the command, logging to `dir`.
