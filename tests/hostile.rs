@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_port, wait_for};
+use common::{Config, Daemon, free_port, wait_for};
 
 const TOKEN: &str = "t0ken-for-the-hostile-test-0123456789";
 
@@ -23,29 +23,11 @@ fn start_with(api: &str) -> (tempfile::TempDir, Daemon, u16, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join("auth.log"), "").unwrap();
-    let cfg = format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "dry-run"
-
-[api]
-listen = "127.0.0.1:{port}"
-socket = "@DIR@/shield.sock"
-token = "{TOKEN}"
-{api}
-
-[decisions]
-allow_own_addresses = false
-
-[[source]]
-name = "sshd"
-paths = ["@DIR@/auth.log"]
-packs = ["sshd"]
-"#
-    );
+    let cfg = Config::new()
+        .listen(&format!("127.0.0.1:{port}"))
+        .api(&format!("token = \"{TOKEN}\"\n{api}"))
+        .source("[[source]]\nname = \"sshd\"\npaths = [\"@DIR@/auth.log\"]\npacks = [\"sshd\"]")
+        .build();
     let d = Daemon::start(dir.path(), &cfg);
     let out = d.cli(&["bouncers", "add", "fw"]);
     assert!(

@@ -176,25 +176,136 @@ impl Drop for Daemon {
 
 /// A daemon config on a dry-run firewall, state in the temp dir.
 pub fn config(sources: &str, extra: &str) -> String {
-    format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
+    Config::new().decisions(extra).source(sources).build()
+}
 
-[firewall]
-backend = "dry-run"
+/// A daemon config, built: state and socket in the temp dir (`@DIR@`, see
+/// [`Daemon::start`]), a dry-run firewall, no TCP listener, this host's own
+/// addresses not protected (tests ban loopback-side addresses). Each method
+/// changes one part; [`Config::build`] writes the TOML.
+#[derive(Clone, Debug)]
+pub struct Config {
+    firewall: String,
+    listen: String,
+    api: String,
+    decisions: String,
+    allow_own_addresses: bool,
+    escalation: bool,
+    scenarios: Option<String>,
+    sources: String,
+    extra: String,
+}
 
-[api]
-listen = ""
-socket = "@DIR@/shield.sock"
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            firewall: "dry-run".into(),
+            listen: String::new(),
+            api: String::new(),
+            decisions: String::new(),
+            allow_own_addresses: false,
+            escalation: true,
+            scenarios: None,
+            sources: String::new(),
+            extra: String::new(),
+        }
+    }
+}
 
-[decisions]
-allow_own_addresses = false
-{extra}
+impl Config {
+    pub fn new() -> Config {
+        Config::default()
+    }
 
-{sources}
-"#
-    )
+    /// `[firewall] backend` (e.g. "nftables" in a test's namespace).
+    pub fn firewall(mut self, backend: &str) -> Config {
+        self.firewall = backend.into();
+        self
+    }
+
+    /// `[api] listen`, e.g. `127.0.0.1:<port>`.
+    pub fn listen(mut self, addr: &str) -> Config {
+        self.listen = addr.into();
+        self
+    }
+
+    /// More `[api]` lines (token, limits).
+    pub fn api(mut self, lines: &str) -> Config {
+        self.api.push_str(lines);
+        self.api.push('\n');
+        self
+    }
+
+    /// More `[decisions]` lines (allowlist, allow_ssh_sessions), or tables
+    /// that follow it.
+    pub fn decisions(mut self, lines: &str) -> Config {
+        self.decisions.push_str(lines);
+        self.decisions.push('\n');
+        self
+    }
+
+    /// `[decisions] allow_own_addresses` (off by default here).
+    pub fn allow_own_addresses(mut self, on: bool) -> Config {
+        self.allow_own_addresses = on;
+        self
+    }
+
+    /// Repeat offenders get the base duration every time.
+    pub fn no_escalation(mut self) -> Config {
+        self.escalation = false;
+        self
+    }
+
+    /// No default scenarios; one, `ssh-test`: 3 events of any `sshd*` rule
+    /// within the hour ban for `duration` (e.g. "10m").
+    pub fn ssh_test_scenario(mut self, duration: &str) -> Config {
+        self.scenarios = Some(format!(
+            "[[scenario]]\nname = \"ssh-test\"\nrules = [\"sshd*\"]\ncapacity = 3\nleak = \"1h\"\ndecision = \"ban\"\nduration = \"{duration}\"\n"
+        ));
+        self
+    }
+
+    /// A `[[source]]` table (or several), as TOML.
+    pub fn source(mut self, toml: &str) -> Config {
+        self.sources.push_str(toml);
+        self.sources.push('\n');
+        self
+    }
+
+    /// The sshd pack on the files `paths` (a glob allowed), read from their start.
+    pub fn sshd_files(self, paths: &str) -> Config {
+        self.source(&format!(
+            "[[source]]\nname = \"sshd\"\npaths = [\"{paths}\"]\npacks = [\"sshd\"]\nfrom_start = true\n"
+        ))
+    }
+
+    /// Tables of any other section, written last.
+    pub fn extra(mut self, toml: &str) -> Config {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut s = format!(
+            "\n[store]\npath = \"@DIR@/shield.db\"\n\n[firewall]\nbackend = \"{}\"\n\n\
+             [api]\nlisten = \"{}\"\nsocket = \"@DIR@/shield.sock\"\n{}\n\
+             [decisions]\nallow_own_addresses = {}\n{}\n",
+            self.firewall, self.listen, self.api, self.allow_own_addresses, self.decisions
+        );
+        if !self.escalation {
+            s.push_str("[decisions.escalation]\nenabled = false\n\n");
+        }
+        if let Some(sc) = &self.scenarios {
+            s.push_str("[engine]\nno_default_scenarios = true\n\n");
+            s.push_str(sc);
+            s.push('\n');
+        }
+        s.push_str(&self.sources);
+        s.push('\n');
+        s.push_str(&self.extra);
+        s
+    }
 }
 
 /// A real nginx serving `root` on port 80 in the current namespace of the command, logging to `dir`.
