@@ -12,7 +12,7 @@
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use crate::pyre::{Locs, Re};
+use shield_pyre::{Locs, Re};
 use shield_core::UnixTime;
 
 /// fail2ban's `DEFAULT_TEMPLATES`, in order (datedetector.py).

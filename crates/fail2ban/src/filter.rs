@@ -4,7 +4,7 @@
 //! multi-line failure ids (`<F-MLFID>`, `<F-MLFFORGET>`, `<F-MLFGAINED>`).
 //!
 //! It owns matching; reading the INI files is `ini.rs`, tags `tags.rs`,
-//! regex translation `pyre.rs`, dates `date.rs`.
+//! regex translation `shield_pyre`, dates `date.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use shield_core::{Carry, Hit, LineMatcher, RuleInfo, SplitMatcher, UnixTime};
 use crate::LoadError;
 use crate::date::Detector;
 use crate::ini::{Config, layered};
-use crate::pyre::{Locs, Re};
+use shield_pyre::{Locs, Re};
 use crate::tags::{resolve_regex_tags, substitute_recursive};
 
 /// A filter named as a jail names it: `sshd`, `sshd[mode=aggressive]`,
@@ -1396,7 +1396,7 @@ impl Clone for Prefilter {
 
 impl Prefilter {
     fn build(pref: Option<&Rx>, fails: &[Rx], multiline: bool) -> Option<Prefilter> {
-        use crate::pyre::relax;
+        use shield_pyre::relax;
         if fails.is_empty() {
             return None;
         }
@@ -1483,7 +1483,7 @@ impl Prefilter {
     fn run(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
         self.partial.set(false);
         if let Some(f) = &self.first
-            && crate::pyre::is_ascii(hay)
+            && shield_pyre::is_ascii(hay)
         {
             use regex_automata::{Anchored, Input};
             let mut cache = self.first_cache.borrow_mut();
@@ -1525,7 +1525,7 @@ impl Prefilter {
         self.partial.set(false);
         raw.clear();
         raw.resize(self.pats.len(), false);
-        let ascii = if crate::pyre::is_ascii(hay) {
+        let ascii = if shield_pyre::is_ascii(hay) {
             self.ascii()
         } else {
             None

@@ -14,6 +14,9 @@
 //! the start come from [`bt::Prog`], match spans from a lazy DFA searched
 //! with the engine's own cache; every automaton is compiled on first use and
 //! shared by the engine's clones (one per matcher thread).
+//!
+//! A crate of its own because it is one: nothing here knows of fail2ban's
+//! files, tags or dates (`shield-fail2ban` uses [`Re`] and [`Locs`]).
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -22,13 +25,14 @@ use regex_automata::nfa::thompson::{self, backtrack};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{Anchored, Input};
 
-use crate::{bt, rewrite};
+mod bt;
+mod rewrite;
 
 /// A translated pattern and whether it needs the backtracking engine.
 #[derive(Debug, Clone)]
-pub(crate) struct Translated {
-    pub(crate) pattern: String,
-    pub(crate) fancy: bool,
+pub struct Translated {
+    pub pattern: String,
+    pub fancy: bool,
 }
 
 fn is_quantifier(s: &[u8]) -> Option<(usize, String)> {
@@ -72,7 +76,7 @@ fn push_literal(out: &mut String, c: char) {
 
 /// Translates a Python pattern. `multiline` is fail2ban's `re.MULTILINE`
 /// (set when `maxlines > 1`).
-pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
+pub fn translate(py: &str, multiline: bool) -> Translated {
     let mut out = String::with_capacity(py.len() + 16);
     let mut fancy = false;
     let chars: Vec<char> = py.chars().collect();
@@ -229,7 +233,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
 /// A compiled translated pattern. A clone shares every compiled automaton
 /// and has its own scratch state (capture slots, memos).
 #[derive(Debug, Clone)]
-pub(crate) enum Re {
+pub enum Re {
     /// The linear engine.
     Fast(Box<Lin>),
     /// A pattern rewritten for the linear engine (conditionals expanded,
@@ -243,7 +247,7 @@ pub(crate) enum Re {
 /// single-line haystacks (see `rewrite::trim_tail`): the backtracker that
 /// finds the groups then stops where the tail starts.
 #[derive(Debug, Clone)]
-pub(crate) struct Lin {
+pub struct Lin {
     full: CompiledPattern,
     tail: Option<(CompiledPattern, Vec<usize>)>,
     /// For `^(?P<g>M)E(?P<content>.+)$` (a prefregex): `(?:E)\z`, and
@@ -941,7 +945,7 @@ impl Lin {
 
 /// A rewritten pattern: see [`Re::Checked`].
 #[derive(Debug)]
-pub(crate) struct Checked {
+pub struct Checked {
     lin: Lin,
     checks: Arc<[rewrite::Check]>,
     /// (group index, check index) of the groups that record lookaheads.
@@ -1130,10 +1134,10 @@ const DFA_CACHE: usize = 16 << 20;
 const LAZY_NFA_LIMIT: usize = 256 << 20;
 
 /// Backtracking steps allowed per match before fancy-regex gives up on a line.
-pub(crate) const BACKTRACK_LIMIT: usize = 1_000_000;
+pub const BACKTRACK_LIMIT: usize = 1_000_000;
 
 impl Re {
-    pub(crate) fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
+    pub fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
         let t = translate(py, multiline);
         if !t.fancy
             && let Some(lin) = Lin::new(&t.pattern)
@@ -1154,7 +1158,7 @@ impl Re {
         Ok((Re::Fancy(f), t.pattern))
     }
 
-    pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
+    pub fn capture_names(&self) -> Vec<Option<String>> {
         match self {
             Re::Fast(l) => l
                 .core()
@@ -1172,20 +1176,20 @@ impl Re {
     }
 
     /// True when every line runs on the backtracking engine.
-    pub(crate) fn is_fancy(&self) -> bool {
+    pub fn is_fancy(&self) -> bool {
         matches!(self, Re::Fancy(_))
     }
 
     /// Searches `hay`; fills `slots[i]` with the span of group `i`. A fancy
     /// pattern that exceeds its backtrack limit counts as no match.
-    pub(crate) fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+    pub fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
         self.captures_hinted(hay, locs, None)
     }
 
     /// The linear alternatives a prefilter can run for this pattern, in
     /// order: the anchored ways of a rewritten pattern (see
     /// `Rewritten::ways`), or empty when it has none.
-    pub(crate) fn ways(&self) -> Vec<&str> {
+    pub fn ways(&self) -> Vec<&str> {
         match self {
             Re::Checked(c) => c.ways.iter().map(|(w, _)| w.core().as_str()).collect(),
             _ => Vec::new(),
@@ -1194,7 +1198,7 @@ impl Re {
 
     /// [`Re::captures`], told which of [`Re::ways`] can match `hay`
     /// (`ways[i]` false: way `i` cannot; one entry per way).
-    pub(crate) fn captures_hinted(
+    pub fn captures_hinted(
         &self,
         hay: &str,
         locs: &mut Locs,
@@ -1216,7 +1220,7 @@ impl Re {
         }
     }
 
-    pub(crate) fn is_match(&self, hay: &str) -> bool {
+    pub fn is_match(&self, hay: &str) -> bool {
         match self {
             Re::Fast(l) => l.is_match(hay),
             Re::Checked(c) => {
@@ -1230,8 +1234,8 @@ impl Re {
 
 /// An ASCII-only compilation of a pattern, used when the haystack is ASCII.
 #[derive(Debug)]
-pub(crate) struct Ascii {
-    pub(crate) re: regex::bytes::Regex,
+pub struct Ascii {
+    pub re: regex::bytes::Regex,
     /// For a pattern anchored at the start: the backtracker `re` runs
     /// for groups, to run without `re`'s DFA pass first.
     bt: Option<backtrack::BoundedBacktracker>,
@@ -1274,7 +1278,7 @@ impl Ascii {
 /// tail: the standard one checks up to 31 tail bytes one by one, and every
 /// line and group search asks (twice as fast on a 90-byte line).
 #[inline]
-pub(crate) fn is_ascii(s: &str) -> bool {
+pub fn is_ascii(s: &str) -> bool {
     let b = s.as_bytes();
     let Some(tail) = b.last_chunk::<8>() else {
         return b.iter().all(|&x| x < 0x80);
@@ -1286,7 +1290,7 @@ pub(crate) fn is_ascii(s: &str) -> bool {
     all & 0x8080_8080_8080_8080 == 0
 }
 
-pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
+pub fn ascii_twin(pattern: &str) -> Option<Ascii> {
     let p = ascii_pattern(pattern)?;
     let re = regex::bytes::RegexBuilder::new(&p)
         .unicode(false)
@@ -1384,8 +1388,8 @@ fn hir_names(h: &regex_syntax::hir::Hir, names: &mut Vec<Option<Box<str>>>) {
 
 /// The group spans of the last successful [`Re::captures`].
 #[derive(Debug, Default)]
-pub(crate) struct Locs {
-    pub(crate) spans: Vec<Option<(usize, usize)>>,
+pub struct Locs {
+    pub spans: Vec<Option<(usize, usize)>>,
 }
 
 #[cfg(test)]
@@ -1831,7 +1835,7 @@ fn group_end(p: &[u8], start: usize) -> Option<usize> {
 /// prefiltering: lookarounds dropped, back-references widened to `.*?`,
 /// conditionals turned into alternations, group names removed. `None` when
 /// the pattern cannot be relaxed.
-pub(crate) fn relax(p: &str) -> Option<String> {
+pub fn relax(p: &str) -> Option<String> {
     let b = p.as_bytes();
     let mut out = String::with_capacity(p.len());
     let mut i = 0;
