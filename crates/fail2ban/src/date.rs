@@ -12,8 +12,8 @@
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use shield_pyre::{Locs, Re};
 use shield_core::UnixTime;
+use shield_pyre::{Locs, Re};
 
 /// fail2ban's `DEFAULT_TEMPLATES`, in order (datedetector.py).
 const DEFAULT_TEMPLATES: [&str; 17] = [

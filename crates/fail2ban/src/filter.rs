@@ -20,8 +20,8 @@ use shield_core::{Carry, Hit, LineMatcher, RuleInfo, SplitMatcher, UnixTime};
 use crate::LoadError;
 use crate::date::Detector;
 use crate::ini::{Config, layered};
-use shield_pyre::{Locs, Re};
 use crate::tags::{resolve_regex_tags, substitute_recursive};
+use shield_pyre::{Locs, Re};
 
 /// A filter named as a jail names it: `sshd`, `sshd[mode=aggressive]`,
 /// `/path/to/x.conf[mode=ddos, publickey=any]`.

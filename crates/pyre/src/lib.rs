@@ -1198,12 +1198,7 @@ impl Re {
 
     /// [`Re::captures`], told which of [`Re::ways`] can match `hay`
     /// (`ways[i]` false: way `i` cannot; one entry per way).
-    pub fn captures_hinted(
-        &self,
-        hay: &str,
-        locs: &mut Locs,
-        ways: Option<&[bool]>,
-    ) -> bool {
+    pub fn captures_hinted(&self, hay: &str, locs: &mut Locs, ways: Option<&[bool]>) -> bool {
         match self {
             Re::Fast(l) => l.captures(hay, locs),
             Re::Checked(c) => c.captures(hay, locs, ways),

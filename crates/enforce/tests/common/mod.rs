@@ -52,6 +52,8 @@ pub struct Gate {
     pub table: std::sync::Arc<std::sync::RwLock<shield_enforce::DecisionTable>>,
     pub state: shield_enforce::ApiState,
     pub port: u16,
+    /// The listener's limits and counters.
+    pub limiter: std::sync::Arc<shield_enforce::Limiter>,
 }
 
 impl Gate {
@@ -76,16 +78,18 @@ impl Gate {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
+        let limiter = Limiter::new(ListenLimits::default());
         rt.spawn(serve_tcp(
             listener,
             gate_router(state.clone()),
-            Limiter::new(ListenLimits::default()),
+            limiter.clone(),
         ));
         Gate {
             rt,
             table,
             state,
             port,
+            limiter,
         }
     }
 }
