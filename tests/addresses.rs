@@ -13,49 +13,20 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Daemon, Netns, require, ssh_fail, wait_for};
+use common::{Config, Daemon, Netns, require, ssh_fail, wait_for};
 
 const PORT: u16 = 18019;
 
 fn cfg(dir: &std::path::Path) -> String {
-    format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "nftables"
-
-[api]
-listen = "127.0.0.1:{PORT}"
-socket = "@DIR@/shield.sock"
-
-[decisions]
-allowlist = ["10.0.0.0/8"]
-allow_own_addresses = true
-
-[decisions.escalation]
-enabled = false
-
-[engine]
-no_default_scenarios = true
-
-[[scenario]]
-name = "ssh-test"
-rules = ["sshd*"]
-capacity = 3
-leak = "1h"
-decision = "ban"
-duration = "10m"
-
-[[source]]
-name = "sshd"
-paths = ["{}/auth.log"]
-packs = ["sshd"]
-from_start = true
-"#,
-        dir.display()
-    )
+    Config::new()
+        .firewall("nftables")
+        .listen(&format!("127.0.0.1:{PORT}"))
+        .decisions(r#"allowlist = ["10.0.0.0/8"]"#)
+        .allow_own_addresses(true)
+        .no_escalation()
+        .ssh_test_scenario("10m")
+        .sshd_files(&format!("{}/auth.log", dir.display()))
+        .build()
 }
 
 /// Elements of an nftables set of the daemon's table, as nft prints them.

@@ -14,48 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Daemon, Netns, require, ssh_fail, wait_for};
+use common::{Config, Daemon, Netns, require, ssh_fail, wait_for};
 
 const CYCLES: usize = 25;
 
 fn cfg(dir: &Path) -> String {
-    format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "nftables"
-
-[api]
-listen = ""
-socket = "@DIR@/shield.sock"
-
-[decisions]
-allow_own_addresses = true
-
-[decisions.escalation]
-enabled = false
-
-[engine]
-no_default_scenarios = true
-
-[[scenario]]
-name = "ssh-test"
-rules = ["sshd*"]
-capacity = 3
-leak = "1h"
-decision = "ban"
-duration = "2h"
-
-[[source]]
-name = "sshd"
-paths = ["{}/auth.log*"]
-packs = ["sshd"]
-from_start = true
-"#,
-        dir.display()
-    )
+    Config::new()
+        .firewall("nftables")
+        .allow_own_addresses(true)
+        .no_escalation()
+        .ssh_test_scenario("2h")
+        .sshd_files(&format!("{}/auth.log*", dir.display()))
+        .build()
 }
 
 /// What the writer has written so far.

@@ -94,30 +94,11 @@ fn dashboard_pardon_in_headless_chromium() {
     assert_eq!(attackers.len(), 5);
 
     let port = free_port();
-    let cfg = format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "dry-run"
-
-[api]
-listen = "127.0.0.1:{port}"
-socket = "@DIR@/shield.sock"
-token = "{TOKEN}"
-
-[decisions]
-allow_own_addresses = false
-
-[[source]]
-name = "sshd"
-paths = ["{}"]
-packs = ["sshd"]
-from_start = true
-"#,
-        log.display()
-    );
+    let cfg = Config::new()
+        .listen(&format!("127.0.0.1:{port}"))
+        .api(&format!("token = \"{TOKEN}\""))
+        .sshd_files(&log.display().to_string())
+        .build();
     let d = Daemon::start(dir.path(), &cfg);
     let banned = wait_for(Duration::from_secs(30), || {
         let a = d.active();

@@ -10,36 +10,24 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_port, wait_for};
+use common::{Config, Daemon, free_port, wait_for};
 
 const TOKEN: &str = "t0ken-for-the-hostile-test-0123456789";
 
 fn start() -> (tempfile::TempDir, Daemon, u16, String) {
+    start_with("")
+}
+
+/// A daemon with the TCP listener on a free port; `api` adds keys to `[api]`.
+fn start_with(api: &str) -> (tempfile::TempDir, Daemon, u16, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join("auth.log"), "").unwrap();
-    let cfg = format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "dry-run"
-
-[api]
-listen = "127.0.0.1:{port}"
-socket = "@DIR@/shield.sock"
-token = "{TOKEN}"
-
-[decisions]
-allow_own_addresses = false
-
-[[source]]
-name = "sshd"
-paths = ["@DIR@/auth.log"]
-packs = ["sshd"]
-"#
-    );
+    let cfg = Config::new()
+        .listen(&format!("127.0.0.1:{port}"))
+        .api(&format!("token = \"{TOKEN}\"\n{api}"))
+        .source("[[source]]\nname = \"sshd\"\npaths = [\"@DIR@/auth.log\"]\npacks = [\"sshd\"]")
+        .build();
     let d = Daemon::start(dir.path(), &cfg);
     let out = d.cli(&["bouncers", "add", "fw"]);
     assert!(
@@ -412,6 +400,73 @@ fn slow_clients_are_timed_out_and_others_are_served() {
         "timed-out connections should be counted: {}",
         d.status()["counters"]
     );
+}
+
+/// A request whose head arrived but whose body never completes is answered
+/// 408 by the edge's request deadline (`api::REQUEST_TIMEOUT`, 15 s), not
+/// held open, and counted as a timeout. The listener's header deadline does
+/// not apply here: the head is whole.
+#[test]
+fn a_body_that_never_completes_is_answered_408_after_the_request_deadline() {
+    let (_dir, d, port, _key) = start();
+    assert_eq!(d.status()["counters"]["api_timeouts"], 0);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        format!(
+            "POST /api/decisions HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"target\":",
+            bearer()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Long enough for the 15 s deadline; a server that waits for the body
+    // forever fails here.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).expect("no answer within 60s");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("not complete within 15s"), "{text}");
+    assert_eq!(d.status()["counters"]["api_timeouts"], 1);
+    assert!(d.active().is_empty(), "half a body decided something");
+}
+
+/// The TCP listener holds at most `[api] max_connections` (1024 by default)
+/// at once: 1,100 connections that each hold half a request head (the
+/// header deadline is set long so nothing else closes them) leave exactly
+/// 1,024 open, the oldest ones closed to make room; a real request is still
+/// answered.
+#[test]
+fn the_listener_holds_at_most_1024_connections() {
+    // One client address holds them all: lift the per-address limit.
+    let (_dir, d, port, key) =
+        start_with("max_connections_per_peer = 5000\nheader_timeout = \"10m\"");
+    let held: Vec<TcpStream> = (0..1100)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            // Refused or evicted already: that is the listener's business.
+            let _ = s.write_all(b"GET /v1/decisions HTTP/1.1\r\nHost: x\r\n");
+            s
+        })
+        .collect();
+    let counters = || d.status()["counters"].clone();
+    let made_room = wait_for(Duration::from_secs(30), || {
+        let c = counters();
+        let n = c["api_conn_evicted"].as_u64()? + c["api_conn_rejected"].as_u64()?;
+        (n >= 76).then_some(c)
+    })
+    .unwrap_or_else(|| panic!("1,100 connections and none closed: {}", counters()));
+    assert_eq!(made_room["api_conn_open"], 1024, "{made_room}");
+    assert_eq!(
+        made_room["api_conn_evicted"].as_u64().unwrap()
+            + made_room["api_conn_rejected"].as_u64().unwrap(),
+        76,
+        "{made_room}"
+    );
+    let (st, _) = get(port, "/v1/decisions", &format!("X-Api-Key: {key}\r\n"));
+    assert_eq!(st, 200);
+    assert!(counters()["api_conn_open"].as_u64().unwrap() <= 1024);
+    drop(held);
 }
 
 /// Issue 19, item 8: nothing limited guesses of `[api] token` or bouncer keys.

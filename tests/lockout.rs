@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, Netns, require, ssh_fail, wait_for};
+use common::{Config, Daemon, Netns, require, ssh_fail, wait_for};
 
 const HOST: &str = "10.77.0.1";
 const OPERATOR: &str = "10.77.0.2";
@@ -19,41 +19,14 @@ const ATTACKER: &str = "203.0.113.66";
 const LISTED: &str = "198.51.100.40";
 
 fn cfg(dir: &std::path::Path, allow_ssh_sessions: bool) -> String {
-    format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "dry-run"
-
-[api]
-listen = ""
-socket = "@DIR@/shield.sock"
-
-[decisions]
-allowlist = ["{LISTED}/32"]
-allow_ssh_sessions = {allow_ssh_sessions}
-
-[engine]
-no_default_scenarios = true
-
-[[scenario]]
-name = "ssh-test"
-rules = ["sshd*"]
-capacity = 3
-leak = "1h"
-decision = "ban"
-duration = "10m"
-
-[[source]]
-name = "sshd"
-paths = ["{}/auth.log"]
-packs = ["sshd"]
-from_start = true
-"#,
-        dir.display()
-    )
+    Config::new()
+        .decisions(&format!(
+            "allowlist = [\"{LISTED}/32\"]\nallow_ssh_sessions = {allow_ssh_sessions}"
+        ))
+        .allow_own_addresses(true)
+        .ssh_test_scenario("10m")
+        .sshd_files(&format!("{}/auth.log", dir.display()))
+        .build()
 }
 
 /// A stand-in sshd on port 22 in `host`, and an operator in `client` holding

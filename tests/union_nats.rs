@@ -7,44 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Daemon, free_port, shield, ssh_fail, wait_for};
-
-/// The server and its store directory (kept until the server is gone).
-struct Nats(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats_server() -> (Nats, String) {
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nats-server not found: install the Debian package `nats-server`");
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["-js", "-sd"])
-        .arg(dir.path())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Nats(child, dir), format!("nats://127.0.0.1:{port}"))
-}
+use common::{Daemon, NatsServer, free_port, shield, ssh_fail, wait_for};
 
 fn union_cli(args: &[&std::ffi::OsStr]) {
     let o = shield().arg("union").args(args).output().unwrap();
@@ -109,7 +74,8 @@ fn has(d: &Daemon, ip: &str) -> bool {
 
 #[test]
 fn daemons_share_bans_over_nats_and_a_returning_member_gets_what_it_missed() {
-    let (_nats, url) = nats_server();
+    let nats = NatsServer::start();
+    let url = nats.url.clone();
     let root = tempfile::tempdir().unwrap();
     let treaty = root.path().join("treaty.toml");
     let names = ["a", "b", "c"];

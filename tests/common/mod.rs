@@ -1,5 +1,15 @@
-//! Helpers for tests that run the real `shield` binary.
+//! Helpers for tests that run the real `shield` binary: the binary, a daemon
+//! in a temp dir, its config, nginx. What every crate's tests share (waiting,
+//! ports, tools, namespaces, nats-server, attack lines, decisions) is in
+//! `shield-testkit`, re-exported here.
 #![allow(dead_code)]
+
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use shield_testkit::{
+    NatsServer, Netns, Reap, ban, decision, free_port, now, require, run, run_ok, ssh_fail,
+    wait_for,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,29 +31,6 @@ pub fn ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// Polls `f` until it returns Some or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A free TCP port on loopback (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A daemon running in a temp dir with its own store, socket and config.
@@ -189,142 +176,135 @@ impl Drop for Daemon {
 
 /// A daemon config on a dry-run firewall, state in the temp dir.
 pub fn config(sources: &str, extra: &str) -> String {
-    format!(
-        r#"
-[store]
-path = "@DIR@/shield.db"
-
-[firewall]
-backend = "dry-run"
-
-[api]
-listen = ""
-socket = "@DIR@/shield.sock"
-
-[decisions]
-allow_own_addresses = false
-{extra}
-
-{sources}
-"#
-    )
+    Config::new().decisions(extra).source(sources).build()
 }
 
-/// An sshd failure line in syslog format at the current time.
-pub fn ssh_fail(ip: &str, n: usize) -> String {
-    let t = jiff::Timestamp::now();
-    format!(
-        "{} myhost sshd[{}]: Failed password for root from {ip} port {} ssh2",
-        t.strftime("%b %e %H:%M:%S"),
-        1000 + n,
-        40000 + n
-    )
+/// A daemon config, built: state and socket in the temp dir (`@DIR@`, see
+/// [`Daemon::start`]), a dry-run firewall, no TCP listener, this host's own
+/// addresses not protected (tests ban loopback-side addresses). Each method
+/// changes one part; [`Config::build`] writes the TOML.
+#[derive(Clone, Debug)]
+pub struct Config {
+    firewall: String,
+    listen: String,
+    api: String,
+    decisions: String,
+    allow_own_addresses: bool,
+    escalation: bool,
+    scenarios: Option<String>,
+    sources: String,
+    extra: String,
 }
 
-/// Fail (never skip) when a tool is missing, naming the Debian package.
-pub fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is missing: install the Debian package `{package}` (run .ci/install-deps as root)"
-    );
-}
-
-pub fn run(cmd: &[&str]) -> Output {
-    Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"))
-}
-
-/// A network namespace made for one test and deleted when dropped (also on panic).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    /// `sh-<tag>-<pid>` (short: interface names derive from it), loopback up.
-    pub fn new(tag: &str) -> Netns {
-        require("ip", "iproute2");
-        let name = format!("sh-{tag}-{}", std::process::id());
-        let _ = run(&["ip", "netns", "del", &name]);
-        let o = run(&["ip", "netns", "add", &name]);
-        assert!(
-            o.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let ns = Netns { name };
-        ns.ok(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
-        c
-    }
-
-    pub fn exec(&self, cmd: &[&str]) -> Output {
-        self.cmd(cmd[0]).args(&cmd[1..]).output().unwrap()
-    }
-
-    pub fn ok(&self, cmd: &[&str]) -> String {
-        let o = self.exec(cmd);
-        assert!(
-            o.status.success(),
-            "{cmd:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Links `self` (address `a`) and `other` (address `b`) with a veth pair; `a`/`b` in CIDR form.
-    pub fn link(&self, other: &Netns, ifa: &str, a: &str, ifb: &str, b: &str) {
-        let o = run(&[
-            "ip",
-            "link",
-            "add",
-            ifa,
-            "netns",
-            &self.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ifb,
-            "netns",
-            &other.name,
-        ]);
-        assert!(
-            o.status.success(),
-            "veth: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        self.ok(&["ip", "addr", "add", a, "dev", ifa]);
-        self.ok(&["ip", "link", "set", ifa, "up"]);
-        other.ok(&["ip", "addr", "add", b, "dev", ifb]);
-        other.ok(&["ip", "link", "set", ifb, "up"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill whatever still runs inside, then remove the namespace.
-        if let Ok(o) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            firewall: "dry-run".into(),
+            listen: String::new(),
+            api: String::new(),
+            decisions: String::new(),
+            allow_own_addresses: false,
+            escalation: true,
+            scenarios: None,
+            sources: String::new(),
+            extra: String::new(),
         }
-        let _ = run(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+impl Config {
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// `[firewall] backend` (e.g. "nftables" in a test's namespace).
+    pub fn firewall(mut self, backend: &str) -> Config {
+        self.firewall = backend.into();
+        self
+    }
+
+    /// `[api] listen`, e.g. `127.0.0.1:<port>`.
+    pub fn listen(mut self, addr: &str) -> Config {
+        self.listen = addr.into();
+        self
+    }
+
+    /// More `[api]` lines (token, limits).
+    pub fn api(mut self, lines: &str) -> Config {
+        self.api.push_str(lines);
+        self.api.push('\n');
+        self
+    }
+
+    /// More `[decisions]` lines (allowlist, allow_ssh_sessions), or tables
+    /// that follow it.
+    pub fn decisions(mut self, lines: &str) -> Config {
+        self.decisions.push_str(lines);
+        self.decisions.push('\n');
+        self
+    }
+
+    /// `[decisions] allow_own_addresses` (off by default here).
+    pub fn allow_own_addresses(mut self, on: bool) -> Config {
+        self.allow_own_addresses = on;
+        self
+    }
+
+    /// Repeat offenders get the base duration every time.
+    pub fn no_escalation(mut self) -> Config {
+        self.escalation = false;
+        self
+    }
+
+    /// No default scenarios; one, `ssh-test`: 3 events of any `sshd*` rule
+    /// within the hour ban for `duration` (e.g. "10m").
+    pub fn ssh_test_scenario(mut self, duration: &str) -> Config {
+        self.scenarios = Some(format!(
+            "[[scenario]]\nname = \"ssh-test\"\nrules = [\"sshd*\"]\ncapacity = 3\nleak = \"1h\"\ndecision = \"ban\"\nduration = \"{duration}\"\n"
+        ));
+        self
+    }
+
+    /// A `[[source]]` table (or several), as TOML.
+    pub fn source(mut self, toml: &str) -> Config {
+        self.sources.push_str(toml);
+        self.sources.push('\n');
+        self
+    }
+
+    /// The sshd pack on the files `paths` (a glob allowed), read from their start.
+    pub fn sshd_files(self, paths: &str) -> Config {
+        self.source(&format!(
+            "[[source]]\nname = \"sshd\"\npaths = [\"{paths}\"]\npacks = [\"sshd\"]\nfrom_start = true\n"
+        ))
+    }
+
+    /// Tables of any other section, written last.
+    pub fn extra(mut self, toml: &str) -> Config {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut s = format!(
+            "\n[store]\npath = \"@DIR@/shield.db\"\n\n[firewall]\nbackend = \"{}\"\n\n\
+             [api]\nlisten = \"{}\"\nsocket = \"@DIR@/shield.sock\"\n{}\n\
+             [decisions]\nallow_own_addresses = {}\n{}\n",
+            self.firewall, self.listen, self.api, self.allow_own_addresses, self.decisions
+        );
+        if !self.escalation {
+            s.push_str("[decisions.escalation]\nenabled = false\n\n");
+        }
+        if let Some(sc) = &self.scenarios {
+            s.push_str("[engine]\nno_default_scenarios = true\n\n");
+            s.push_str(sc);
+            s.push('\n');
+        }
+        s.push_str(&self.sources);
+        s.push('\n');
+        s.push_str(&self.extra);
+        s
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a rule makes of one line: a [`Hit`] borrowed from the line and the
 //! matcher, and the [`LineMatcher`] seam every rule engine implements (Shield's
-//! own packs, fail2ban `filter.d` files).
+//! own packs, fail2ban `filter.d` files). How replay spreads one matcher's
+//! work over threads is a second, separate seam: [`SplitMatcher`].
 //!
 //! A `Hit` lives only until the next line: it never allocates.
 
@@ -81,9 +82,7 @@ impl<'a> Hit<'a> {
 /// `match_line` takes `&mut self` so an engine can keep reusable capture
 /// buffers and multi-line state without allocating per line.
 ///
-/// `Any` lets an engine that knows a concrete matcher call its own interface
-/// (Shield's native rules give their findings without building a [`Hit`]).
-pub trait LineMatcher: Send + std::any::Any {
+pub trait LineMatcher: Send {
     /// The rules, indexed by [`Hit::rule`].
     fn rules(&self) -> &[RuleInfo];
 
@@ -98,25 +97,32 @@ pub trait LineMatcher: Send + std::any::Any {
     fn unmatched_stamp(&self) -> Option<UnixTime> {
         None
     }
+}
 
+/// How replay splits one matcher's work over threads: whole copies for
+/// matchers whose lines are independent ([`SplitMatcher::fork`]), or a scan
+/// on copies and a settle in order on the original for matchers that carry
+/// state from line to line ([`SplitMatcher::scanner`]). Every method has a
+/// default meaning "no split": such a matcher runs on one thread, in order.
+pub trait SplitMatcher: LineMatcher {
     /// An independent copy for another thread, if what a line matches depends
     /// only on the line and `now` (no state carried from one line to the next,
     /// caches aside). Replay then matches blocks of a file on several threads.
     /// `None`, the default, for matchers with multi-line state.
-    fn fork(&self) -> Option<Box<dyn LineMatcher>> {
+    fn fork(&self) -> Option<Box<dyn SplitMatcher>> {
         None
     }
 
     /// For a matcher that carries state from line to line (fail2ban's
     /// multi-line failure ids), a copy for another thread that does the work
-    /// a line decides on its own ([`LineMatcher::scan`]), so that the
+    /// a line decides on its own ([`SplitMatcher::scan`]), so that the
     /// original, seeing the lines in order, only finishes it
-    /// ([`LineMatcher::settle`]). `None`, the default: no such split.
-    fn scanner(&self) -> Option<Box<dyn LineMatcher>> {
+    /// ([`SplitMatcher::settle`]). `None`, the default: no such split.
+    fn scanner(&self) -> Option<Box<dyn SplitMatcher>> {
         None
     }
 
-    /// On a [`LineMatcher::scanner`] copy: the part of matching `line` that
+    /// On a [`SplitMatcher::scanner`] copy: the part of matching `line` that
     /// depends on the line, `now` and [`Carry`] only. When some rule may take
     /// the line it appends a record to `rec` (words only this matcher reads)
     /// and returns the line's time; `None` when no rule can take the line.
@@ -134,7 +140,7 @@ pub trait LineMatcher: Send + std::any::Any {
     }
 
     /// The state a scanner's results depend on besides the line, at this
-    /// point; `None` when a line since the last [`LineMatcher::set_carry`]
+    /// point; `None` when a line since the last [`SplitMatcher::set_carry`]
     /// needed state this copy did not have (its results are then not to be
     /// used).
     fn carry(&self) -> Option<Carry> {
@@ -149,7 +155,7 @@ pub trait LineMatcher: Send + std::any::Any {
 }
 
 /// What a matcher carries from one line to the next that a scanner's
-/// results depend on (see [`LineMatcher::scanner`]).
+/// results depend on (see [`SplitMatcher::scanner`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Carry {
     /// Results depend on it: a copy that started a block with another key

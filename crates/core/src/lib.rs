@@ -14,7 +14,7 @@ pub mod stamp;
 
 pub use allowlist::Allowlist;
 pub use decision::{Alert, Decision, DecisionType, Origin, ParseError, Scope};
-pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo};
+pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo, SplitMatcher};
 pub use net::{Addr, AddrError, Net, host_net, key_for};
 
 /// Unix time in seconds. Log time during replay, wall time when live.
@@ -128,16 +128,6 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Where a stored read position is kept: sources persist their offsets through
-/// this seam so a restart neither re-reads nor skips a line.
-pub trait CheckpointStore: Send {
-    /// The saved position for `key` (a file fingerprint, a journald cursor...).
-    fn load(&self, key: &str) -> Option<Checkpoint>;
-    /// Save `cp` under `key`. Implementations must make this durable before
-    /// returning, or at least before the decisions of the lines it covers.
-    fn save(&mut self, key: &str, cp: &Checkpoint);
 }
 
 /// A saved read position in a followed file.

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shield_core::{Addr, DecisionType, Hit, LineMatcher, Net, RuleInfo, Scope, UnixTime};
+use shield_core::{
+    Addr, DecisionType, Hit, LineMatcher, Net, RuleInfo, Scope, SplitMatcher, UnixTime,
+};
 use shield_crowdsec::event::Event;
 use shield_crowdsec::hub::Engine;
 use shield_crowdsec::setup::{Content, Problem, ScenarioInfo};
@@ -252,6 +254,10 @@ pub struct CrowdsecMatcher {
     /// Scenario name → (rule index, remediation).
     by_name: HashMap<String, (u32, bool)>,
 }
+
+/// No split: CrowdSec's buckets carry state from line to line, so replay
+/// runs this matcher on one thread, in order.
+impl SplitMatcher for CrowdsecMatcher {}
 
 impl LineMatcher for CrowdsecMatcher {
     fn rules(&self) -> &[RuleInfo] {

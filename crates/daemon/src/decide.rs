@@ -4,11 +4,16 @@
 //! decision at least as long is not decided twice. The peers of established
 //! SSH sessions to this host (the operator's own connection) are protected
 //! here too, from a view of the kernel's socket table refreshed as it ages.
+//!
+//! The policy ([`Decider`]) is written once, against a narrow [`Ledger`]:
+//! the daemon's SQLite [`Store`] is one, replay's in-memory map
+//! ([`crate::replay`]) the other. Where the decisions are kept is the
+//! ledger's business; what is decided is this module's.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use shield_core::{Addr, Alert, Allowlist, Decision, Net, Origin, Scope, UnixTime};
+use shield_core::{Addr, Alert, Allowlist, Decision, DecisionType, Net, Origin, Scope, UnixTime};
 
 use crate::config::Escalation;
 use crate::store::{Store, StoreError};
@@ -24,6 +29,91 @@ pub enum Outcome {
     Covered(i64),
     /// The target touches the allowlist: nothing is decided.
     Allowlisted(Net),
+}
+
+/// Where the decision policy keeps what it decided: offence counts and
+/// decisions. The SQLite [`Store`] is the daemon's; replay keeps its own in
+/// memory. Every method reads or writes exactly what its name says; the
+/// policy in [`Decider`] decides.
+pub trait Ledger {
+    type Error;
+    /// Counts an offence by `target` at `now`: one more than the last count
+    /// if the last offence is at most `forget_s` before `now`, else 1.
+    /// Returns the new count.
+    fn bump_offence(
+        &mut self,
+        target: &Net,
+        now: UnixTime,
+        forget_s: u64,
+    ) -> Result<u32, Self::Error>;
+    /// The oldest decision of type `kind` on exactly `target` that is still
+    /// in force at `now` (expires after it), if any.
+    fn active(
+        &mut self,
+        target: &Net,
+        kind: DecisionType,
+        now: UnixTime,
+    ) -> Result<Option<Decision>, Self::Error>;
+    /// Moves the end of decision `id` to `expires`.
+    fn set_expiry(&mut self, id: i64, expires: UnixTime) -> Result<(), Self::Error>;
+    /// Records a new decision; returns it with its id.
+    fn insert(&mut self, d: &Decision) -> Result<Decision, Self::Error>;
+}
+
+/// The daemon's ledger: the store, inside the caller's transaction.
+impl Ledger for &Store {
+    type Error = StoreError;
+    fn bump_offence(
+        &mut self,
+        target: &Net,
+        now: UnixTime,
+        forget_s: u64,
+    ) -> Result<u32, StoreError> {
+        Store::bump_offence(self, target, now, forget_s)
+    }
+    fn active(
+        &mut self,
+        target: &Net,
+        kind: DecisionType,
+        now: UnixTime,
+    ) -> Result<Option<Decision>, StoreError> {
+        Ok(self
+            .active_for(target, now)?
+            .into_iter()
+            .find(|d| d.kind == kind))
+    }
+    fn set_expiry(&mut self, id: i64, expires: UnixTime) -> Result<(), StoreError> {
+        Store::set_expiry(self, id, expires)
+    }
+    fn insert(&mut self, d: &Decision) -> Result<Decision, StoreError> {
+        self.insert_decision(d)
+    }
+}
+
+impl<L: Ledger + ?Sized> Ledger for &mut L {
+    type Error = L::Error;
+    fn bump_offence(
+        &mut self,
+        target: &Net,
+        now: UnixTime,
+        forget_s: u64,
+    ) -> Result<u32, L::Error> {
+        (**self).bump_offence(target, now, forget_s)
+    }
+    fn active(
+        &mut self,
+        target: &Net,
+        kind: DecisionType,
+        now: UnixTime,
+    ) -> Result<Option<Decision>, L::Error> {
+        (**self).active(target, kind, now)
+    }
+    fn set_expiry(&mut self, id: i64, expires: UnixTime) -> Result<(), L::Error> {
+        (**self).set_expiry(id, expires)
+    }
+    fn insert(&mut self, d: &Decision) -> Result<Decision, L::Error> {
+        (**self).insert(d)
+    }
 }
 
 /// Decision policy: allowlist, SSH-session protection and escalation.
@@ -70,17 +160,18 @@ impl Decider {
     }
 
     /// Decides on a local alert: allowlist, escalation (offences are counted
-    /// in the store, so they survive restarts), then [`Decider::admit`].
-    pub fn on_alert(
+    /// in the ledger, so with the store they survive restarts), then
+    /// [`Decider::admit`].
+    pub fn on_alert<L: Ledger>(
         &self,
-        store: &Store,
+        mut ledger: L,
         alert: &Alert,
         now: UnixTime,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, L::Error> {
         if let Some(net) = self.protected(&alert.target) {
             return Ok(Outcome::Allowlisted(net));
         }
-        let n = store.bump_offence(&alert.target, now, self.escalation.forget.as_secs())?;
+        let n = ledger.bump_offence(&alert.target, now, self.escalation.forget.as_secs())?;
         let duration = self.escalated(alert.duration_s, n);
         let d = Decision {
             id: 0,
@@ -92,29 +183,31 @@ impl Decider {
             created: now,
             expires: now + duration as i64,
         };
-        self.admit(store, d, now)
+        self.admit(ledger, d, now)
     }
 
     /// Admits a decision from any origin: refused if it touches the
     /// allowlist; merged with an active decision of the same type on the same target.
-    pub fn admit(&self, store: &Store, d: Decision, now: UnixTime) -> Result<Outcome, StoreError> {
+    pub fn admit<L: Ledger>(
+        &self,
+        mut ledger: L,
+        d: Decision,
+        now: UnixTime,
+    ) -> Result<Outcome, L::Error> {
         if let Some(net) = self.protected(&d.target) {
             return Ok(Outcome::Allowlisted(net));
         }
-        for old in store.active_for(&d.target, now)? {
-            if old.kind != d.kind {
-                continue;
-            }
+        if let Some(old) = ledger.active(&d.target, d.kind, now)? {
             if old.expires >= d.expires {
                 return Ok(Outcome::Covered(old.id));
             }
-            store.set_expiry(old.id, d.expires)?;
+            ledger.set_expiry(old.id, d.expires)?;
             return Ok(Outcome::Extended(Decision {
                 expires: d.expires,
                 ..old
             }));
         }
-        Ok(Outcome::New(store.insert_decision(&d)?))
+        Ok(Outcome::New(ledger.insert(&d)?))
     }
 }
 

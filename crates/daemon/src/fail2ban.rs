@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shield_core::LineMatcher;
+use shield_detect::Rules;
 use shield_fail2ban::{Filter, FilterRef};
 
 /// The `journalmatch` of a fail2ban filter, if it sets one.
@@ -16,11 +16,11 @@ pub fn journalmatch(filter: &str, dir: &Path) -> Result<Option<String>, String> 
 }
 
 /// Loads a fail2ban filter (`name`, `name[mode=..]` or a path) as a line matcher.
-pub fn load(filter: &str, dir: &Path) -> Result<Box<dyn LineMatcher>, String> {
+pub fn load(filter: &str, dir: &Path) -> Result<Rules, String> {
     let r: FilterRef = filter
         .parse()
         .map_err(|e| format!("filter `{filter}`: {e}"))?;
     Filter::load(&r, dir)
-        .map(|f| Box::new(f) as Box<dyn LineMatcher>)
+        .map(|f| Rules::Other(Box::new(f)))
         .map_err(|e| e.to_string())
 }

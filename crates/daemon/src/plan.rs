@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shield_core::Net;
-use shield_core::{Allowlist, DecisionType, LineMatcher, Scope};
-use shield_detect::{BucketKind, Engine, EngineOptions, NativeMatcher, RuleSpec, ScenarioSpec};
+use shield_core::{Allowlist, DecisionType, Scope};
+use shield_detect::{
+    BucketKind, Engine, EngineOptions, NativeMatcher, RuleSpec, Rules, ScenarioSpec,
+};
 
 use crate::config::{
     Backend, ConfigError, ConfigErrors, Escalation, Loaded, SourceKind, UnionConfig,
@@ -163,16 +165,16 @@ impl EngineSettings {
 
 impl Pipeline {
     /// Builds the rule engine of this pipeline (compiles its regexes).
-    pub fn matcher(&self) -> Result<Box<dyn LineMatcher>, String> {
+    pub fn matcher(&self) -> Result<Rules, String> {
         match &self.matcher {
             MatcherPlan::Native { packs, custom } => {
                 let packs: Vec<&str> = packs.iter().map(String::as_str).collect();
                 NativeMatcher::new(&packs, custom)
-                    .map(|m| Box::new(m) as Box<dyn LineMatcher>)
+                    .map(Rules::from)
                     .map_err(|e| e.to_string())
             }
             MatcherPlan::Fail2ban { filter, dir } => crate::fail2ban::load(filter, dir),
-            MatcherPlan::Crowdsec(c) => Ok(Box::new(c.matcher())),
+            MatcherPlan::Crowdsec(c) => Ok(Rules::Other(Box::new(c.matcher()))),
         }
     }
 

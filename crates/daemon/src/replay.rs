@@ -19,7 +19,7 @@
 //!   was wrong.
 //! - Rules that carry state from line to line (a fail2ban filter's
 //!   multi-line failure ids and its last date template) split their work
-//!   ([`shield_core::LineMatcher::scanner`]): matcher threads do what each
+//!   ([`shield_core::SplitMatcher::scanner`]): matcher threads do what each
 //!   line decides alone and leave a record for the lines a rule may take,
 //!   and the calling thread settles those records in order with the
 //!   engine's own rules. What a scan depends on besides the line (its
@@ -29,7 +29,7 @@
 //!   clock, as one thread would.
 //!
 //! Decisions are taken with the daemon's policy ([`Decider`]) on an in-memory
-//! ledger ([`Ledger`]) instead of an SQLite store: replay keeps nothing, and
+//! [`Ledger`] ([`MemoryLedger`]) instead of an SQLite store: replay keeps nothing, and
 //! the store's statements cost more than the rules on alert-heavy logs. This
 //! module does not tail, enforce or persist.
 
@@ -41,11 +41,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use shield_core::Net;
-use shield_core::{Alert, Carry, DecisionType, Scope, UnixTime};
+use shield_core::{Alert, Carry, Decision, DecisionType, UnixTime};
 use shield_detect::{Engine, Matched, Matcher, Scenarios};
 use shield_sources::LineReader;
 
-use crate::decide::Decider;
+use crate::decide::{Decider, Ledger, Outcome};
 use crate::state::MAX_LINE;
 
 /// One decision replay would take (the stable JSON shape other tools read).
@@ -57,6 +57,18 @@ pub struct ReplayDecision {
     pub kind: &'static str,
     pub scenario: String,
     pub duration_s: u64,
+}
+
+impl ReplayDecision {
+    fn of(d: Decision) -> Self {
+        ReplayDecision {
+            scope: d.scope.as_str(),
+            value: d.value(),
+            kind: d.kind.as_str(),
+            duration_s: d.duration_s(),
+            scenario: d.scenario,
+        }
+    }
 }
 
 /// What `shield replay --format json` prints.
@@ -76,64 +88,66 @@ pub struct ReplayReport {
     pub scenarios: BTreeMap<String, u64>,
 }
 
-/// What became of an alert in the ledger (the replay view of
-/// [`crate::decide::Outcome`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    New(ReplayDecision),
-    Allowlisted,
-    /// Covered by or extending a decision already taken.
-    Merged,
-}
-
-/// The decisions and offence counts of one replay, in memory: the same rules
-/// as [`Decider::on_alert`] on a [`crate::store::Store`] (allowlist, escalation
-/// by offences within `forget`, a decision of the same type on the same target
-/// is covered or extended), without SQL. `tests::ledger_agrees_with_the_store`
-/// keeps the two in step.
+/// The decisions and offence counts of one replay, in memory: the daemon's
+/// policy ([`Decider`]) runs on it as on the SQLite store, without SQL.
+/// Decisions that ended are kept, as the store keeps them: the files of one
+/// replay may go back in time.
 #[derive(Default)]
-struct Ledger {
+struct MemoryLedger {
     /// target → (offences, last offence).
-    offences: HashMap<Net, (i64, UnixTime)>,
-    /// target → decisions taken on it, oldest first: (type, expires).
-    decisions: HashMap<Net, Vec<(DecisionType, UnixTime)>>,
+    offences: HashMap<Net, (u32, UnixTime)>,
+    /// target → decisions taken on it, oldest (lowest id) first.
+    decisions: HashMap<Net, Vec<Decision>>,
+    /// id → (target, index in its list), for [`Ledger::set_expiry`].
+    ids: Vec<(Net, usize)>,
 }
 
-impl Ledger {
-    fn on_alert(&mut self, decider: &Decider, alert: &Alert, now: UnixTime) -> Verdict {
-        if decider.protected(&alert.target).is_some() {
-            return Verdict::Allowlisted;
-        }
-        let forget = decider.escalation.forget.as_secs() as i64;
-        let off = self.offences.entry(alert.target).or_insert((0, now));
-        let n = if off.0 > 0 && now - off.1 <= forget {
+impl Ledger for MemoryLedger {
+    type Error = std::convert::Infallible;
+    fn bump_offence(
+        &mut self,
+        target: &Net,
+        now: UnixTime,
+        forget_s: u64,
+    ) -> Result<u32, Self::Error> {
+        let off = self.offences.entry(*target).or_insert((0, now));
+        let n = if off.0 > 0 && now - off.1 <= forget_s as i64 {
             off.0 + 1
         } else {
             1
         };
         *off = (n, now);
-        let duration = decider.escalated(alert.duration_s, n as u32);
-        let expires = now + duration as i64;
-        let taken = self.decisions.entry(alert.target).or_default();
-        if let Some(old) = taken
-            .iter_mut()
-            .find(|(kind, exp)| *exp > now && *kind == alert.kind)
+        Ok(n)
+    }
+    fn active(
+        &mut self,
+        target: &Net,
+        kind: DecisionType,
+        now: UnixTime,
+    ) -> Result<Option<Decision>, Self::Error> {
+        Ok(self.decisions.get(target).and_then(|ds| {
+            ds.iter()
+                .find(|d| d.expires > now && d.kind == kind)
+                .cloned()
+        }))
+    }
+    fn set_expiry(&mut self, id: i64, expires: UnixTime) -> Result<(), Self::Error> {
+        if let Some((target, i)) = usize::try_from(id - 1).ok().and_then(|i| self.ids.get(i))
+            && let Some(d) = self.decisions.get_mut(target).and_then(|ds| ds.get_mut(*i))
         {
-            old.1 = old.1.max(expires);
-            return Verdict::Merged;
+            d.expires = expires;
         }
-        taken.push((alert.kind, expires));
-        let scope = Scope::of(&alert.target);
-        Verdict::New(ReplayDecision {
-            scope: scope.as_str(),
-            value: match scope {
-                Scope::Ip => alert.target.addr().to_string(),
-                Scope::Range => alert.target.to_string(),
-            },
-            kind: alert.kind.as_str(),
-            scenario: alert.scenario.clone(),
-            duration_s: duration,
-        })
+        Ok(())
+    }
+    fn insert(&mut self, d: &Decision) -> Result<Decision, Self::Error> {
+        let taken = self.decisions.entry(d.target).or_default();
+        self.ids.push((d.target, taken.len()));
+        let d = Decision {
+            id: self.ids.len() as i64,
+            ..d.clone()
+        };
+        taken.push(d.clone());
+        Ok(d)
     }
 }
 
@@ -150,7 +164,7 @@ struct Block {
     bytes_read: u64,
     /// Filled by a matcher thread: what the rules matched or may match,
     /// by line then engine.
-    found: Vec<Found>,
+    found: Vec<BlockHit>,
     /// The records of the lines scanning copies left to settle.
     rec: Vec<u32>,
     /// Filled by a matcher thread: lines in `text`.
@@ -166,7 +180,7 @@ struct Block {
 }
 
 /// A line some rule of one engine matched, or may match.
-struct Found {
+struct BlockHit {
     engine: u32,
     /// The line (without `\n`) in [`Block::text`].
     start: u32,
@@ -179,7 +193,8 @@ struct Found {
 
 const NO_REC: u32 = u32::MAX;
 
-enum Msg {
+/// What the reader and matcher threads send on towards the calling thread.
+enum BlockMsg {
     Lines(Block),
     /// End of the file (after block `seq - 1`): lines skipped as over-long,
     /// bytes read in all.
@@ -210,7 +225,7 @@ const MAX_MATCHERS: usize = 4;
 /// blocks exist at once.
 fn read_blocks(
     reader: Box<dyn Read + Send>,
-    tx: mpsc::SyncSender<Msg>,
+    tx: mpsc::SyncSender<BlockMsg>,
     recycle: mpsc::Receiver<Block>,
     pool: usize,
 ) {
@@ -236,7 +251,7 @@ fn read_blocks(
         let (invalid, end) = match lr.next_block(&mut b.text, BLOCK) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Msg::Err(e));
+                let _ = tx.send(BlockMsg::Err(e));
                 return;
             }
         };
@@ -245,12 +260,12 @@ fn read_blocks(
             seq += 1;
             b.invalid_utf8 = invalid;
             b.bytes_read = lr.bytes_read();
-            if tx.send(Msg::Lines(b)).is_err() {
+            if tx.send(BlockMsg::Lines(b)).is_err() {
                 return;
             }
         }
         if end {
-            let _ = tx.send(Msg::End {
+            let _ = tx.send(BlockMsg::End {
                 seq,
                 skipped_long: lr.skipped_long(),
                 bytes_read: lr.bytes_read(),
@@ -267,8 +282,8 @@ fn read_blocks(
 /// from `start`, and its copies from the carry they have, recorded in the
 /// block with the one they end with.
 fn match_blocks(
-    rx: &Mutex<mpsc::Receiver<Msg>>,
-    tx: mpsc::Sender<Msg>,
+    rx: &Mutex<mpsc::Receiver<BlockMsg>>,
+    tx: mpsc::Sender<BlockMsg>,
     mut matchers: Vec<&mut Matcher>,
     start: UnixTime,
     in_order: bool,
@@ -281,7 +296,7 @@ fn match_blocks(
         };
         let Ok(msg) = msg else { return };
         let msg = match msg {
-            Msg::Lines(mut b) => {
+            BlockMsg::Lines(mut b) => {
                 if !in_order {
                     clock = start;
                 }
@@ -305,7 +320,7 @@ fn match_blocks(
                 if !in_order {
                     b.carry_out.extend(matchers.iter().map(|m| m.carry()));
                 }
-                Msg::Lines(b)
+                BlockMsg::Lines(b)
             }
             other => other,
         };
@@ -323,7 +338,7 @@ fn match_block(
     matchers: &mut [&mut Matcher],
     text: &str,
     clock: &mut UnixTime,
-    found: &mut Vec<Found>,
+    found: &mut Vec<BlockHit>,
     rec: &mut Vec<u32>,
 ) -> u64 {
     let base = text.as_ptr() as usize;
@@ -339,7 +354,7 @@ fn match_block(
                 *clock = t;
             }
             if r.rule.is_some() || at.is_some() {
-                found.push(Found {
+                found.push(BlockHit {
                     engine: i as u32,
                     start: start as u32,
                     end: (start + line.len()) as u32,
@@ -363,17 +378,18 @@ fn file_clock(f: &Path) -> UnixTime {
         .unwrap_or_else(shield_core::wall_now)
 }
 
-/// The calling thread's part: scenarios, decisions and counts.
-struct Sink<'d> {
+/// The calling thread's part: scenarios, decisions (on a [`MemoryLedger`])
+/// and the report's counts.
+struct Tally<'d> {
     decider: &'d Decider,
-    ledger: Ledger,
+    ledger: MemoryLedger,
     rep: ReplayReport,
     alerts: Vec<Alert>,
     /// Per engine: hits in the current block.
     hits_of: Vec<u64>,
 }
 
-impl Sink<'_> {
+impl Tally<'_> {
     /// Runs the scenarios over a matched block's hits, in order, settling
     /// the lines scanning copies left records for with `own`, the engines'
     /// own rules.
@@ -406,10 +422,11 @@ impl Sink<'_> {
     fn decide(&mut self) {
         for a in self.alerts.drain(..) {
             self.rep.alerts += 1;
-            match self.ledger.on_alert(self.decider, &a, a.time) {
-                Verdict::New(d) => self.rep.decisions.push(d),
-                Verdict::Allowlisted => self.rep.allowlisted += 1,
-                Verdict::Merged => {}
+            let Ok(out) = self.decider.on_alert(&mut self.ledger, &a, a.time);
+            match out {
+                Outcome::New(d) => self.rep.decisions.push(ReplayDecision::of(d)),
+                Outcome::Allowlisted(_) => self.rep.allowlisted += 1,
+                Outcome::Covered(_) | Outcome::Extended(_) => {}
             }
         }
     }
@@ -438,9 +455,9 @@ fn replay_on(
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<ReplayReport> {
     let started = Instant::now();
-    let mut sink = Sink {
+    let mut tally = Tally {
         decider,
-        ledger: Ledger::default(),
+        ledger: MemoryLedger::default(),
         rep: ReplayReport::default(),
         alerts: Vec::new(),
         hits_of: vec![0; engines.len()],
@@ -513,12 +530,12 @@ fn replay_on(
                 let mut b = match early.remove(&next) {
                     Some(b) => b,
                     None => match mrx.recv() {
-                        Ok(Msg::Lines(b)) if b.seq == next => b,
-                        Ok(Msg::Lines(b)) => {
+                        Ok(BlockMsg::Lines(b)) if b.seq == next => b,
+                        Ok(BlockMsg::Lines(b)) => {
                             early.insert(b.seq, b);
                             continue;
                         }
-                        Ok(Msg::End {
+                        Ok(BlockMsg::End {
                             seq,
                             skipped_long,
                             bytes_read,
@@ -526,7 +543,7 @@ fn replay_on(
                             end = Some((seq, skipped_long, bytes_read));
                             continue;
                         }
-                        Ok(Msg::Err(e)) => anyhow::bail!("{}: {e}", f.display()),
+                        Ok(BlockMsg::Err(e)) => anyhow::bail!("{}: {e}", f.display()),
                         Err(_) => anyhow::bail!("{}: a replay thread stopped early", f.display()),
                     },
                 };
@@ -554,8 +571,8 @@ fn replay_on(
                         *c = m.carry().unwrap_or_default();
                     }
                 }
-                sink.rep.invalid_utf8 += b.invalid_utf8;
-                sink.apply(&mut scenarios, own.as_deref_mut().unwrap_or_default(), &b);
+                tally.rep.invalid_utf8 += b.invalid_utf8;
+                tally.apply(&mut scenarios, own.as_deref_mut().unwrap_or_default(), &b);
                 progress(bytes_done + b.bytes_read);
                 let _ = back.send(b);
             }
@@ -564,7 +581,7 @@ fn replay_on(
                 m.set_carry(*c);
             }
             if let Some((_, skipped_long, bytes_read)) = end {
-                sink.rep.skipped_long += skipped_long;
+                tally.rep.skipped_long += skipped_long;
                 bytes_done += bytes_read;
                 progress(bytes_done);
             }
@@ -572,7 +589,7 @@ fn replay_on(
         });
         res?;
     }
-    let mut rep = sink.rep;
+    let mut rep = tally.rep;
     for e in engines.iter() {
         let s = e.stats();
         rep.keys_evicted += s.keys_evicted;
@@ -596,11 +613,12 @@ mod tests {
     use crate::store::Store;
     use shield_core::Allowlist;
 
-    /// The in-memory ledger takes exactly the decisions the SQLite-backed
-    /// decider takes, alert for alert (escalation, forgetting, covered and
-    /// extended decisions, types, ranges, allowlist, time going backwards).
+    /// The policy on the in-memory ledger has exactly the outcomes it has on
+    /// the store, alert for alert, ids and expiries included (escalation,
+    /// forgetting, covered and extended decisions, types, ranges, allowlist,
+    /// time going backwards): the two ledgers keep the same records.
     #[test]
-    fn ledger_agrees_with_the_store() {
+    fn memory_ledger_agrees_with_the_store() {
         let store = Store::open(Path::new(":memory:")).unwrap();
         let allow = Allowlist::new(vec!["192.0.2.0/28".parse().unwrap()]);
         let esc = Escalation {
@@ -608,7 +626,7 @@ mod tests {
             ..Escalation::default()
         };
         let decider = Decider::new(allow, esc);
-        let mut ledger = Ledger::default();
+        let mut ledger = MemoryLedger::default();
         let targets = [
             "203.0.113.7/32",
             "203.0.113.0/24",
@@ -630,7 +648,7 @@ mod tests {
             x % n
         };
         let mut t = 1_000_000i64;
-        let (mut new, mut merged) = (0, 0);
+        let (mut new, mut covered, mut extended) = (0, 0, 0);
         for _ in 0..5000 {
             // Mostly forward, sometimes back (several files, unordered logs).
             t += next(4_000) as i64 - 500;
@@ -646,26 +664,20 @@ mod tests {
                 kind: kinds[next(3) as usize],
                 duration_s: [60, 600, 3600][next(3) as usize],
             };
-            let want = match decider.on_alert(&store, &a, t).unwrap() {
-                Outcome::New(d) => Verdict::New(ReplayDecision {
-                    scope: d.scope.as_str(),
-                    value: d.value(),
-                    kind: d.kind.as_str(),
-                    scenario: d.scenario.clone(),
-                    duration_s: d.duration_s(),
-                }),
-                Outcome::Allowlisted(_) => Verdict::Allowlisted,
-                Outcome::Covered(_) | Outcome::Extended(_) => Verdict::Merged,
-            };
-            let got = ledger.on_alert(&decider, &a, t);
+            let want = decider.on_alert(&store, &a, t).unwrap();
+            let Ok(got) = decider.on_alert(&mut ledger, &a, t);
             match &got {
-                Verdict::New(_) => new += 1,
-                Verdict::Merged => merged += 1,
-                Verdict::Allowlisted => {}
+                Outcome::New(_) => new += 1,
+                Outcome::Covered(_) => covered += 1,
+                Outcome::Extended(_) => extended += 1,
+                Outcome::Allowlisted(_) => {}
             }
             assert_eq!(got, want, "{a:?}");
         }
-        assert!(new > 100 && merged > 100, "new {new}, merged {merged}");
+        assert!(
+            new > 100 && covered > 100 && extended > 100,
+            "new {new}, covered {covered}, extended {extended}"
+        );
     }
 
     fn all_packs() -> Engine {

@@ -22,7 +22,7 @@ pub mod r#gen;
 
 pub use rules::{NativeMatcher, RuleError, RuleSpec, pack_names};
 pub use scenario::{
-    BucketKind, Engine, EngineOptions, Event, Explain, Matched, Matcher, ScenarioError,
+    BucketKind, Engine, EngineOptions, Event, Explain, Matched, Matcher, Rules, ScenarioError,
     ScenarioSpec, Scenarios, Stats, default_scenarios,
 };
-pub use shield_core::{LineMatcher, RuleInfo, UnixTime};
+pub use shield_core::{LineMatcher, RuleInfo, SplitMatcher, UnixTime};

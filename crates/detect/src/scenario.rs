@@ -28,8 +28,8 @@ use hashbrown::HashMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use shield_core::{
-    Addr, Alert, Carry, DecisionType, Hit, LineMatcher, MAX_FIELDS, Net, RuleInfo, Scope, UnixTime,
-    key_for,
+    Addr, Alert, Carry, DecisionType, Hit, LineMatcher, MAX_FIELDS, Net, RuleInfo, Scope,
+    SplitMatcher, UnixTime, key_for,
 };
 
 use crate::rules::{NativeMatcher, line_time};
@@ -399,7 +399,7 @@ pub struct Matched {
 /// [`Scenarios`] on its own thread; the results are the same as long as the
 /// lines and clocks it is given are.
 pub struct Matcher {
-    matcher: Rules,
+    matcher: EngineRules,
     stamps: StampCache,
     hasher: foldhash::fast::RandomState,
     /// Field names some scenario counts distinct values of.
@@ -407,36 +407,72 @@ pub struct Matcher {
     /// Per rule: indexes in `distinct` its scenarios count.
     need: Vec<Vec<u16>>,
     /// A copy that scans lines for the original to settle
-    /// ([`LineMatcher::scanner`]).
+    /// ([`SplitMatcher::scanner`]).
     scanning: bool,
     /// A scanned line's time would have differed had the original found
     /// no hit there (see [`Matcher::scan_line`]).
     tainted: bool,
 }
 
-/// The rules of an engine: Shield's own, called directly (their findings
-/// become events without a [`Hit`] in between), or any other matcher
-/// through [`LineMatcher`].
-enum Rules {
+/// The rules an [`Engine`] is built from: Shield's own, which the engine
+/// calls directly (their findings become events without a [`Hit`] in
+/// between), or any other matcher through [`LineMatcher`] and, for replay on
+/// several threads, [`SplitMatcher`].
+pub enum Rules {
+    Native(Box<NativeMatcher>),
+    Other(Box<dyn SplitMatcher>),
+}
+
+impl Rules {
+    /// The rules' names and services, indexed by [`Hit::rule`].
+    pub fn rules(&self) -> &[RuleInfo] {
+        match self {
+            Rules::Native(m) => m.rules(),
+            Rules::Other(m) => m.rules(),
+        }
+    }
+}
+
+impl From<NativeMatcher> for Rules {
+    fn from(m: NativeMatcher) -> Self {
+        Rules::Native(Box::new(m))
+    }
+}
+
+impl From<Box<NativeMatcher>> for Rules {
+    fn from(m: Box<NativeMatcher>) -> Self {
+        Rules::Native(m)
+    }
+}
+
+impl From<Box<dyn SplitMatcher>> for Rules {
+    fn from(m: Box<dyn SplitMatcher>) -> Self {
+        Rules::Other(m)
+    }
+}
+
+/// An engine's rules, ready to run: [`Rules`] with what the engine reads
+/// from Shield's own rules' findings.
+enum EngineRules {
     Native {
         rules: Box<NativeMatcher>,
         plan: NativePlan,
     },
-    Other(Box<dyn LineMatcher>),
+    Other(Box<dyn SplitMatcher>),
 }
 
-impl Rules {
-    fn as_dyn(&self) -> &dyn LineMatcher {
+impl EngineRules {
+    fn as_dyn(&self) -> &dyn SplitMatcher {
         match self {
-            Rules::Native { rules, .. } => &**rules,
-            Rules::Other(m) => &**m,
+            EngineRules::Native { rules, .. } => &**rules,
+            EngineRules::Other(m) => &**m,
         }
     }
 
-    fn as_dyn_mut(&mut self) -> &mut dyn LineMatcher {
+    fn as_dyn_mut(&mut self) -> &mut dyn SplitMatcher {
         match self {
-            Rules::Native { rules, .. } => &mut **rules,
-            Rules::Other(m) => &mut **m,
+            EngineRules::Native { rules, .. } => &mut **rules,
+            EngineRules::Other(m) => &mut **m,
         }
     }
 }
@@ -473,10 +509,11 @@ impl Engine {
     /// Resolves each scenario's rules against the matcher and checks its
     /// parameters. A scenario naming no existing rule is an error naming it.
     pub fn new(
-        matcher: Box<dyn LineMatcher>,
+        matcher: impl Into<Rules>,
         scenarios: &[ScenarioSpec],
         opts: EngineOptions,
     ) -> Result<Self, ScenarioError> {
+        let matcher: Rules = matcher.into();
         let rules = matcher.rules();
         let mut by_rule = vec![Vec::new(); rules.len()];
         let mut scens = Vec::with_capacity(scenarios.len());
@@ -605,23 +642,22 @@ impl Engine {
                 n
             })
             .collect();
-        let matcher = if (&*matcher as &dyn std::any::Any).is::<NativeMatcher>() {
-            let any: Box<dyn std::any::Any> = matcher;
-            let rules = any.downcast::<NativeMatcher>().expect("checked above");
-            let plan = NativePlan {
-                repeat: rules.repeat_id(),
-                need: need
-                    .iter()
-                    .map(|fs| {
-                        fs.iter()
-                            .filter_map(|&d| Some((d, rules.field_id(&distinct[d as usize])?)))
-                            .collect()
-                    })
-                    .collect(),
-            };
-            Rules::Native { rules, plan }
-        } else {
-            Rules::Other(matcher)
+        let matcher = match matcher {
+            Rules::Native(rules) => {
+                let plan = NativePlan {
+                    repeat: rules.repeat_id(),
+                    need: need
+                        .iter()
+                        .map(|fs| {
+                            fs.iter()
+                                .filter_map(|&d| Some((d, rules.field_id(&distinct[d as usize])?)))
+                                .collect()
+                        })
+                        .collect(),
+                };
+                EngineRules::Native { rules, plan }
+            }
+            Rules::Other(m) => EngineRules::Other(m),
         };
         Ok(Engine {
             m: Matcher {
@@ -716,23 +752,23 @@ impl Engine {
 }
 
 impl Matcher {
-    /// An independent copy for another thread (see [`LineMatcher::fork`]),
+    /// An independent copy for another thread (see [`SplitMatcher::fork`]),
     /// with the same hash keys, so distinct values count alike whichever copy
     /// matched them. Rules that carry state from line to line give a
-    /// scanning copy instead ([`LineMatcher::scanner`]): its lines are
+    /// scanning copy instead ([`SplitMatcher::scanner`]): its lines are
     /// matched with [`Matcher::scan_line`] and settled by the original.
     pub fn fork(&self) -> Option<Matcher> {
         let (matcher, scanning) = match &self.matcher {
-            Rules::Native { rules, plan } => (
-                Rules::Native {
+            EngineRules::Native { rules, plan } => (
+                EngineRules::Native {
                     rules: rules.clone(),
                     plan: plan.clone(),
                 },
                 false,
             ),
-            Rules::Other(m) => match m.fork() {
-                Some(f) => (Rules::Other(f), false),
-                None => (Rules::Other(m.scanner()?), true),
+            EngineRules::Other(m) => match m.fork() {
+                Some(f) => (EngineRules::Other(f), false),
+                None => (EngineRules::Other(m.scanner()?), true),
             },
         };
         Some(Matcher {
@@ -789,7 +825,7 @@ impl Matcher {
         }
     }
 
-    /// See [`LineMatcher::carry`]: `None` also when a scanned line's time
+    /// See [`SplitMatcher::carry`]: `None` also when a scanned line's time
     /// was not known for sure.
     pub fn carry(&self) -> Option<Carry> {
         if self.tainted {
@@ -798,7 +834,7 @@ impl Matcher {
         self.matcher.as_dyn().carry()
     }
 
-    /// See [`LineMatcher::set_carry`].
+    /// See [`SplitMatcher::set_carry`].
     pub fn set_carry(&mut self, carry: Carry) {
         self.tainted = false;
         self.matcher.as_dyn_mut().set_carry(carry);
@@ -806,7 +842,7 @@ impl Matcher {
 
     /// One line (no newline) through the rules; `now` as for [`Engine::feed`].
     pub fn match_line(&mut self, line: &str, now: UnixTime) -> Matched {
-        if matches!(self.matcher, Rules::Native { .. }) {
+        if matches!(self.matcher, EngineRules::Native { .. }) {
             let m = self.match_native(line, now);
             debug_assert_eq!(m, self.match_any(line, now), "{line}");
             return m;
@@ -819,7 +855,7 @@ impl Matcher {
     /// [`Hit`] by name.
     fn match_native(&mut self, line: &str, now: UnixTime) -> Matched {
         let Matcher {
-            matcher: Rules::Native { rules: n, plan },
+            matcher: EngineRules::Native { rules: n, plan },
             stamps,
             hasher,
             ..

@@ -22,6 +22,7 @@ fn caddy_forward_auth_blocks_banned_clients() {
         rt: _rt,
         table,
         state: _,
+        limiter: _,
         port: gate_port,
     } = Gate::serve();
 

@@ -10,7 +10,7 @@ use shield_enforce::{Change, IpsetOptions, ipset};
 
 /// `member → timeout` from `ipset list NAME` inside the namespace.
 fn members(ns: &Netns, set: &str) -> Vec<(String, u64)> {
-    let out = ns.exec_ok(&["ipset", "list", set]);
+    let out = ns.ok(&["ipset", "list", set]);
     let mut v: Vec<(String, u64)> = out
         .split("Members:")
         .nth(1)
@@ -56,9 +56,9 @@ fn ipset_backend_in_namespace() {
         m[0].1.abs_diff(100) <= 2 && m[1].1.abs_diff(200) <= 2,
         "{m:?}"
     );
-    let rules = ns.exec_ok(&["iptables", "-S", "INPUT"]);
+    let rules = ns.ok(&["iptables", "-S", "INPUT"]);
     assert!(rules.contains("--match-set shield4 src -j DROP"), "{rules}");
-    let rules6 = ns.exec_ok(&["ip6tables", "-S", "INPUT"]);
+    let rules6 = ns.ok(&["ip6tables", "-S", "INPUT"]);
     assert!(
         rules6.contains("--match-set shield6 src -j DROP"),
         "{rules6}"
@@ -90,11 +90,11 @@ fn ipset_backend_in_namespace() {
         ["203.0.113.5"]
     );
     assert!(members(&ns, "shield6").is_empty());
-    let rules = ns.exec_ok(&["iptables", "-S", "INPUT"]);
+    let rules = ns.ok(&["iptables", "-S", "INPUT"]);
     assert_eq!(rules.matches("shield4").count(), 1, "{rules}");
 
     fw.teardown().unwrap();
-    assert!(!ns.exec_ok(&["iptables", "-S", "INPUT"]).contains("shield4"));
+    assert!(!ns.ok(&["iptables", "-S", "INPUT"]).contains("shield4"));
     assert!(
         !ns.exec(&["ipset", "list", "shield4"]).status.success(),
         "set destroyed"

@@ -33,7 +33,7 @@ fn fw_over(ns: &Netns, netlink: bool) -> Box<dyn Firewall> {
 
 /// `element text → timeout seconds` of one set, read back with `nft -j`.
 fn set_elements(ns: &Netns, set: &str) -> BTreeMap<String, u64> {
-    let out = ns.exec_ok(&["nft", "-j", "list", "set", "inet", "shield", set]);
+    let out = ns.ok(&["nft", "-j", "list", "set", "inet", "shield", set]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("nft -j prints JSON");
     let mut m = BTreeMap::new();
     for item in v["nftables"].as_array().unwrap() {
@@ -99,7 +99,7 @@ fn reconcile_apply_and_timeouts(netlink: bool) {
     assert_timeout(&b4, "192.0.2.1", 100);
     assert_timeout(&set_elements(&ns, "ban4net"), "198.51.100.0/24", 200);
     assert_timeout(&set_elements(&ns, "ban6"), "2001:db8::7", 300);
-    let rules = ns.exec_ok(&["nft", "list", "chain", "inet", "shield", "input"]);
+    let rules = ns.ok(&["nft", "list", "chain", "inet", "shield", "input"]);
     assert!(
         rules.contains("priority filter - 10") || rules.contains("priority -10"),
         "{rules}"
@@ -156,7 +156,7 @@ fn reconcile_apply_and_timeouts(netlink: bool) {
     assert_eq!(fw.failures(), 0);
 
     fw.teardown().unwrap();
-    let tables = ns.exec_ok(&["nft", "list", "tables"]);
+    let tables = ns.ok(&["nft", "list", "tables"]);
     assert!(!tables.contains("shield"), "{tables}");
     // Teardown twice is fine.
     fw.teardown().unwrap();
@@ -263,10 +263,10 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
         "ip", "link", "add", &vs, "netns", &srv.name, "type", "veth", "peer", "name", &vc, "netns",
         &cli.name,
     ]);
-    srv.exec_ok(&["ip", "addr", "add", "10.231.0.1/24", "dev", &vs]);
-    srv.exec_ok(&["ip", "link", "set", &vs, "up"]);
-    cli.exec_ok(&["ip", "addr", "add", "10.231.0.2/24", "dev", &vc]);
-    cli.exec_ok(&["ip", "link", "set", &vc, "up"]);
+    srv.ok(&["ip", "addr", "add", "10.231.0.1/24", "dev", &vs]);
+    srv.ok(&["ip", "link", "set", &vs, "up"]);
+    cli.ok(&["ip", "addr", "add", "10.231.0.2/24", "dev", &vc]);
+    cli.ok(&["ip", "link", "set", &vc, "up"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "hello\n").unwrap();
     let _server = Reap(
@@ -311,7 +311,7 @@ fn real_traffic_is_dropped_while_banned_and_flows_after_expiry() {
         "000",
         "the banned client must time out"
     );
-    let counters = srv.exec_ok(&["nft", "list", "chain", "inet", "shield", "input"]);
+    let counters = srv.ok(&["nft", "list", "chain", "inet", "shield", "input"]);
     assert!(
         !counters.contains("ip saddr @ban4 counter packets 0 "),
         "drop rule counted nothing: {counters}"
@@ -342,7 +342,7 @@ fn a_refused_element_does_not_block_the_rest_of_its_batch() {
     let t = now();
     fw.reconcile(&[], t).unwrap();
     // Someone else put an overlapping range into our interval set behind our back.
-    ns.exec_ok(&[
+    ns.ok(&[
         "nft",
         "add",
         "element",

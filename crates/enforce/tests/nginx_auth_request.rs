@@ -33,6 +33,7 @@ fn nginx_auth_request_blocks_banned_clients() {
         table,
         state,
         port: gate_port,
+        limiter: _,
     } = Gate::serve();
 
     let dir = tempfile::tempdir().unwrap();

@@ -10,15 +10,12 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use common::{ban, now};
-use shield_enforce::{
-    ApiConfig, ApiState, Change, DecisionTable, KeyRing, Limiter, ListenLimits, gate_router,
-    serve_tcp,
-};
+use common::{Gate, ban, now};
+use shield_enforce::Change;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -86,18 +83,12 @@ async fn slowloris(
 
 #[test]
 fn slowloris_from_many_addresses_does_not_starve_real_clients() {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let table = Arc::new(RwLock::new(DecisionTable::new()));
-    table
+    let gate = Gate::serve();
+    gate.table
         .write()
         .unwrap()
         .apply(&[Change::Add(ban(1, "192.0.2.66", now() + 600))]);
-    let state = ApiState::new(table, Arc::new(KeyRing::new()), ApiConfig::default());
-    let limiter = Limiter::new(ListenLimits::default());
+    let limiter = gate.limiter.clone();
     let (max, per_peer) = (
         limiter.limits().max_connections,
         limiter.limits().max_per_peer,
@@ -106,11 +97,7 @@ fn slowloris_from_many_addresses_does_not_starve_real_clients() {
         usize::from(ATTACKERS) * PER_ATTACKER > max && usize::from(ATTACKERS) * per_peer > max,
         "the attack must be able to fill the listener"
     );
-    let listener = server
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    server.spawn(serve_tcp(listener, gate_router(state), limiter.clone()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], gate.port));
 
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

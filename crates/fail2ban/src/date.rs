@@ -12,8 +12,8 @@
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use crate::pyre::{Locs, Re};
 use shield_core::UnixTime;
+use shield_pyre::{Locs, Re};
 
 /// fail2ban's `DEFAULT_TEMPLATES`, in order (datedetector.py).
 const DEFAULT_TEMPLATES: [&str; 17] = [
@@ -804,7 +804,7 @@ impl Clone for Detector {
 
 /// The date found in a line.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Found {
+pub(crate) struct DateSpan {
     pub(crate) start: usize,
     pub(crate) end: usize,
     pub(crate) time: Option<UnixTime>,
@@ -952,12 +952,12 @@ impl Detector {
     }
 
     /// Finds the date in `line` (fail2ban's `matchTime` + `getTime`).
-    pub(crate) fn detect(&mut self, line: &str, now: UnixTime, tz: &TimeZone) -> Option<Found> {
+    pub(crate) fn detect(&mut self, line: &str, now: UnixTime, tz: &TimeZone) -> Option<DateSpan> {
         if let Some(i) = self.syslog_fast
             && let Some(time) = self.syslog_time(line, now, tz)
         {
             self.last = Some(i);
-            return Some(Found {
+            return Some(DateSpan {
                 start: 0,
                 end: SYSLOG_LEN,
                 time,
@@ -970,7 +970,7 @@ impl Detector {
                 && let Some((s, e)) = t.find(line, &mut self.locs)
             {
                 let time = self.time(i, line, now, tz);
-                return Some(Found {
+                return Some(DateSpan {
                     start: s,
                     end: e,
                     time,
@@ -998,7 +998,7 @@ impl Detector {
         t.find(line, &mut self.locs)?;
         let time = self.time(i, line, now, tz);
         self.last = Some(i);
-        Some(Found {
+        Some(DateSpan {
             start: s,
             end: e,
             time,

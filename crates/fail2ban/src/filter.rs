@@ -4,7 +4,7 @@
 //! multi-line failure ids (`<F-MLFID>`, `<F-MLFFORGET>`, `<F-MLFGAINED>`).
 //!
 //! It owns matching; reading the INI files is `ini.rs`, tags `tags.rs`,
-//! regex translation `pyre.rs`, dates `date.rs`.
+//! regex translation `shield_pyre`, dates `date.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -15,13 +15,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
-use shield_core::{Carry, Hit, LineMatcher, RuleInfo, UnixTime};
+use shield_core::{Carry, Hit, LineMatcher, RuleInfo, SplitMatcher, UnixTime};
 
 use crate::LoadError;
 use crate::date::Detector;
 use crate::ini::{Config, layered};
-use crate::pyre::{Locs, Re};
 use crate::tags::{resolve_regex_tags, substitute_recursive};
+use shield_pyre::{Locs, Re};
 
 /// A filter named as a jail names it: `sshd`, `sshd[mode=aggressive]`,
 /// `/path/to/x.conf[mode=ddos, publickey=any]`.
@@ -275,7 +275,7 @@ pub struct Filter {
     /// Added to the process clock; only tests move it.
     clock_skew: Duration,
     /// A copy that scans lines for the original to settle
-    /// ([`LineMatcher::scanner`]), and whether a line it scanned needed
+    /// ([`SplitMatcher::scanner`]), and whether a line it scanned needed
     /// state it did not have.
     scanning: bool,
     scan_tainted: bool,
@@ -1214,7 +1214,7 @@ impl Filter {
 
     /// The process clock for the id cache's 5-minute expiry. A line
     /// matched on its own reads it afresh; lines a replay settles in order
-    /// ([`LineMatcher::settle`]) read it once every 64 look-ups, which are
+    /// ([`SplitMatcher::settle`]) read it once every 64 look-ups, which are
     /// microseconds apart: reading it costs as much as the rest of a
     /// look-up.
     fn clock(&mut self) -> Instant {
@@ -1396,7 +1396,7 @@ impl Clone for Prefilter {
 
 impl Prefilter {
     fn build(pref: Option<&Rx>, fails: &[Rx], multiline: bool) -> Option<Prefilter> {
-        use crate::pyre::relax;
+        use shield_pyre::relax;
         if fails.is_empty() {
             return None;
         }
@@ -1483,7 +1483,7 @@ impl Prefilter {
     fn run(&self, hay: &str, raw: &mut Vec<bool>, hits: &mut [bool]) -> bool {
         self.partial.set(false);
         if let Some(f) = &self.first
-            && crate::pyre::is_ascii(hay)
+            && shield_pyre::is_ascii(hay)
         {
             use regex_automata::{Anchored, Input};
             let mut cache = self.first_cache.borrow_mut();
@@ -1525,7 +1525,7 @@ impl Prefilter {
         self.partial.set(false);
         raw.clear();
         raw.resize(self.pats.len(), false);
-        let ascii = if crate::pyre::is_ascii(hay) {
+        let ascii = if shield_pyre::is_ascii(hay) {
             self.ascii()
         } else {
             None
@@ -1732,12 +1732,14 @@ impl LineMatcher for Filter {
         }
         self.hit()
     }
+}
 
+impl SplitMatcher for Filter {
     /// With `maxlines` 1 a line's regex work depends on the line and the
     /// date template that matched last (the [`Carry`]); the multi-line
     /// failure ids are settled in order.
-    fn scanner(&self) -> Option<Box<dyn LineMatcher>> {
-        (self.maxlines == 1).then(|| Box::new(self.scanner_copy()) as Box<dyn LineMatcher>)
+    fn scanner(&self) -> Option<Box<dyn SplitMatcher>> {
+        (self.maxlines == 1).then(|| Box::new(self.scanner_copy()) as Box<dyn SplitMatcher>)
     }
 
     fn scan(&mut self, line: &str, now: UnixTime, rec: &mut Vec<u32>) -> Option<Option<UnixTime>> {

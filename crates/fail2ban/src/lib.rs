@@ -8,14 +8,11 @@
 //! fail2ban's own files are GPL: this crate reads them at run time from the
 //! system's `fail2ban` package and carries no copy of them.
 
-mod bt;
 mod date;
 pub mod dns;
 mod filter;
 mod ini;
 mod jail;
-mod pyre;
-mod rewrite;
 mod tags;
 
 use std::path::PathBuf;

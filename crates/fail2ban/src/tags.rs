@@ -3,7 +3,7 @@
 //! `substituteRecursiveTags`) and the regex tags `<HOST>`, `<ADDR>`, `<IP4>`,
 //! `<F-USER>…</F-USER>` and friends (failregex.py's `_resolveHostTag`).
 //!
-//! It produces Python-flavoured regex text; `pyre.rs` turns that into Rust.
+//! It produces Python-flavoured regex text; `shield_pyre` turns that into Rust.
 
 use std::collections::HashMap;
 

@@ -7,7 +7,8 @@
 //! `# fileOptions:` merge into them, `# addFILE:` appends a log, journal
 //! cases get their time from the journal (fail2ban's TEST_NOW), and times are
 //! compared in fail2ban's test time zone. It prints per-filter agreement and
-//! fails below the floor.
+//! fails below the floor, when any filter of the package does not load, or
+//! when a log an `# addFILE:` line names cannot be read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -132,7 +133,10 @@ fn run_filter(name: &str, tz: &TimeZone) -> Score {
     let mut ignore_block = false;
     let mut i = 0;
     while i < files.len() {
-        let text = std::fs::read(&files[i]).unwrap_or_default();
+        // A log named by `# addFILE:` that is not there is a broken sample
+        // set, not an empty log: its cases would silently not be run.
+        let text = std::fs::read(&files[i])
+            .unwrap_or_else(|e| panic!("{name}: cannot read {}: {e}", files[i].display()));
         let text = String::from_utf8_lossy(&text).into_owned();
         i += 1;
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -337,6 +341,15 @@ fn agreement_with_fail2ban_sample_logs() {
     assert!(
         cases > 500,
         "too few cases found ({cases}): is the fail2ban package complete?"
+    );
+    let cannot_load: Vec<String> = results
+        .iter()
+        .filter_map(|(n, s)| Some(format!("{n}: {}", s.load_error.as_ref()?)))
+        .collect();
+    assert!(
+        cannot_load.is_empty(),
+        "{load_fail} of Debian's filters do not load:\n{}",
+        cannot_load.join("\n")
     );
     assert!(
         overall >= FLOOR_PERCENT,

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use regex::{CaptureLocations, Regex, RegexBuilder, RegexSet};
-use shield_core::{Addr, Hit, LineMatcher, MAX_FIELDS, RuleInfo, UnixTime};
+use shield_core::{Addr, Hit, LineMatcher, MAX_FIELDS, RuleInfo, SplitMatcher, UnixTime};
 
 use crate::time::{StampCache, StampKind};
 
@@ -1219,13 +1219,15 @@ impl LineMatcher for NativeMatcher {
     fn unmatched_stamp(&self) -> Option<UnixTime> {
         self.stamp
     }
+}
 
+impl SplitMatcher for NativeMatcher {
     /// Every rule reads one line; the matcher's state is caches and scratch,
     /// and the nginx-error guard: a copy starts without one, so a replay
     /// block that begins within 2 KiB after an nginx line the client may
     /// have continued can take a line the daemon, reading in order, refuses
     /// (replay enforces nothing).
-    fn fork(&self) -> Option<Box<dyn LineMatcher>> {
+    fn fork(&self) -> Option<Box<dyn SplitMatcher>> {
         Some(Box::new(self.clone()))
     }
 }

@@ -11,20 +11,9 @@ use tokio::sync::mpsc;
 
 pub const SCEN: &str = "sshd-bruteforce";
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use shield_testkit::{free_port, now};
 
 pub struct Spec {
     pub name: &'static str,

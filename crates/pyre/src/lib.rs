@@ -14,6 +14,9 @@
 //! the start come from [`bt::Prog`], match spans from a lazy DFA searched
 //! with the engine's own cache; every automaton is compiled on first use and
 //! shared by the engine's clones (one per matcher thread).
+//!
+//! A crate of its own because it is one: nothing here knows of fail2ban's
+//! files, tags or dates (`shield-fail2ban` uses [`Re`] and [`Locs`]).
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -22,13 +25,14 @@ use regex_automata::nfa::thompson::{self, backtrack};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{Anchored, Input};
 
-use crate::{bt, rewrite};
+mod bt;
+mod rewrite;
 
 /// A translated pattern and whether it needs the backtracking engine.
 #[derive(Debug, Clone)]
-pub(crate) struct Translated {
-    pub(crate) pattern: String,
-    pub(crate) fancy: bool,
+pub struct Translated {
+    pub pattern: String,
+    pub fancy: bool,
 }
 
 fn is_quantifier(s: &[u8]) -> Option<(usize, String)> {
@@ -72,7 +76,7 @@ fn push_literal(out: &mut String, c: char) {
 
 /// Translates a Python pattern. `multiline` is fail2ban's `re.MULTILINE`
 /// (set when `maxlines > 1`).
-pub(crate) fn translate(py: &str, multiline: bool) -> Translated {
+pub fn translate(py: &str, multiline: bool) -> Translated {
     let mut out = String::with_capacity(py.len() + 16);
     let mut fancy = false;
     let chars: Vec<char> = py.chars().collect();
@@ -229,7 +233,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> usize {
 /// A compiled translated pattern. A clone shares every compiled automaton
 /// and has its own scratch state (capture slots, memos).
 #[derive(Debug, Clone)]
-pub(crate) enum Re {
+pub enum Re {
     /// The linear engine.
     Fast(Box<Lin>),
     /// A pattern rewritten for the linear engine (conditionals expanded,
@@ -243,12 +247,12 @@ pub(crate) enum Re {
 /// single-line haystacks (see `rewrite::trim_tail`): the backtracker that
 /// finds the groups then stops where the tail starts.
 #[derive(Debug, Clone)]
-pub(crate) struct Lin {
-    full: Engine,
-    tail: Option<(Engine, Vec<usize>)>,
+pub struct Lin {
+    full: CompiledPattern,
+    tail: Option<(CompiledPattern, Vec<usize>)>,
     /// For `^(?P<g>M)E(?P<content>.+)$` (a prefregex): `(?:E)\z`, and
     /// whether the tail was `.+` (see `rewrite::Trimmed::head_split`).
-    split: Option<(Engine, bool)>,
+    split: Option<(CompiledPattern, bool)>,
     /// When `E` matches empty and each of its other matches ends with one
     /// of these: text ending with none of them needs no search for `E`.
     split_ends: Option<Vec<Vec<u8>>>,
@@ -281,16 +285,16 @@ fn split_ends(pattern: &str) -> Option<Vec<Vec<u8>>> {
 /// One compiled pattern (its [`Core`], shared with clones) with its own
 /// reusable capture slots.
 #[derive(Debug)]
-struct Engine {
+struct CompiledPattern {
     core: Arc<Core>,
     scratch: RefCell<Scratch>,
 }
 
 /// A clone shares every compiled automaton (and whatever is compiled lazily
 /// later) and starts with fresh scratch state: one clone per matcher thread.
-impl Clone for Engine {
-    fn clone(&self) -> Engine {
-        Engine {
+impl Clone for CompiledPattern {
+    fn clone(&self) -> CompiledPattern {
+        CompiledPattern {
             core: Arc::clone(&self.core),
             scratch: Default::default(),
         }
@@ -500,9 +504,9 @@ impl Split {
     }
 }
 
-impl Engine {
-    fn new(pattern: &str) -> Option<Engine> {
-        Some(Engine {
+impl CompiledPattern {
+    fn new(pattern: &str) -> Option<CompiledPattern> {
+        Some(CompiledPattern {
             core: Arc::new(Core::new(pattern)?),
             scratch: Default::default(),
         })
@@ -821,16 +825,16 @@ impl Core {
 
 impl Lin {
     fn new(pattern: &str) -> Option<Lin> {
-        let full = Engine::new(pattern)?;
+        let full = CompiledPattern::new(pattern)?;
         let mut split = None;
         let tail = rewrite::trim_tail(pattern).and_then(|t| {
-            let e = Engine::new(&t.pattern)?;
+            let e = CompiledPattern::new(&t.pattern)?;
             // same groups, same order
             let same = e.core().capture_names().eq(full.core().capture_names());
             split = t
                 .head_split
                 .as_deref()
-                .and_then(Engine::new)
+                .and_then(CompiledPattern::new)
                 .map(|s| (s, t.plus));
             same.then_some((e, t.groups))
         });
@@ -851,7 +855,13 @@ impl Lin {
     /// The groups of `^(?P<g>M)E(?P<content>.+)$` on a single-line `hay`
     /// without the backtracker, when the DFA's match end decides them;
     /// None when it does not (`E` could match text there).
-    fn split_captures(&self, t: &Engine, hay: &str, end: usize, locs: &mut Locs) -> Option<bool> {
+    fn split_captures(
+        &self,
+        t: &CompiledPattern,
+        hay: &str,
+        end: usize,
+        locs: &mut Locs,
+    ) -> Option<bool> {
         let (e, plus) = self.split.as_ref()?;
         let Some((_, m_end)) = t.find(hay) else {
             return Some(false);
@@ -935,7 +945,7 @@ impl Lin {
 
 /// A rewritten pattern: see [`Re::Checked`].
 #[derive(Debug)]
-pub(crate) struct Checked {
+pub struct Checked {
     lin: Lin,
     checks: Arc<[rewrite::Check]>,
     /// (group index, check index) of the groups that record lookaheads.
@@ -1124,10 +1134,10 @@ const DFA_CACHE: usize = 16 << 20;
 const LAZY_NFA_LIMIT: usize = 256 << 20;
 
 /// Backtracking steps allowed per match before fancy-regex gives up on a line.
-pub(crate) const BACKTRACK_LIMIT: usize = 1_000_000;
+pub const BACKTRACK_LIMIT: usize = 1_000_000;
 
 impl Re {
-    pub(crate) fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
+    pub fn compile(py: &str, multiline: bool) -> Result<(Re, String), String> {
         let t = translate(py, multiline);
         if !t.fancy
             && let Some(lin) = Lin::new(&t.pattern)
@@ -1148,7 +1158,7 @@ impl Re {
         Ok((Re::Fancy(f), t.pattern))
     }
 
-    pub(crate) fn capture_names(&self) -> Vec<Option<String>> {
+    pub fn capture_names(&self) -> Vec<Option<String>> {
         match self {
             Re::Fast(l) => l
                 .core()
@@ -1166,20 +1176,20 @@ impl Re {
     }
 
     /// True when every line runs on the backtracking engine.
-    pub(crate) fn is_fancy(&self) -> bool {
+    pub fn is_fancy(&self) -> bool {
         matches!(self, Re::Fancy(_))
     }
 
     /// Searches `hay`; fills `slots[i]` with the span of group `i`. A fancy
     /// pattern that exceeds its backtrack limit counts as no match.
-    pub(crate) fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
+    pub fn captures(&self, hay: &str, locs: &mut Locs) -> bool {
         self.captures_hinted(hay, locs, None)
     }
 
     /// The linear alternatives a prefilter can run for this pattern, in
     /// order: the anchored ways of a rewritten pattern (see
     /// `Rewritten::ways`), or empty when it has none.
-    pub(crate) fn ways(&self) -> Vec<&str> {
+    pub fn ways(&self) -> Vec<&str> {
         match self {
             Re::Checked(c) => c.ways.iter().map(|(w, _)| w.core().as_str()).collect(),
             _ => Vec::new(),
@@ -1188,12 +1198,7 @@ impl Re {
 
     /// [`Re::captures`], told which of [`Re::ways`] can match `hay`
     /// (`ways[i]` false: way `i` cannot; one entry per way).
-    pub(crate) fn captures_hinted(
-        &self,
-        hay: &str,
-        locs: &mut Locs,
-        ways: Option<&[bool]>,
-    ) -> bool {
+    pub fn captures_hinted(&self, hay: &str, locs: &mut Locs, ways: Option<&[bool]>) -> bool {
         match self {
             Re::Fast(l) => l.captures(hay, locs),
             Re::Checked(c) => c.captures(hay, locs, ways),
@@ -1210,7 +1215,7 @@ impl Re {
         }
     }
 
-    pub(crate) fn is_match(&self, hay: &str) -> bool {
+    pub fn is_match(&self, hay: &str) -> bool {
         match self {
             Re::Fast(l) => l.is_match(hay),
             Re::Checked(c) => {
@@ -1224,8 +1229,8 @@ impl Re {
 
 /// An ASCII-only compilation of a pattern, used when the haystack is ASCII.
 #[derive(Debug)]
-pub(crate) struct Ascii {
-    pub(crate) re: regex::bytes::Regex,
+pub struct Ascii {
+    pub re: regex::bytes::Regex,
     /// For a pattern anchored at the start: the backtracker `re` runs
     /// for groups, to run without `re`'s DFA pass first.
     bt: Option<backtrack::BoundedBacktracker>,
@@ -1268,7 +1273,7 @@ impl Ascii {
 /// tail: the standard one checks up to 31 tail bytes one by one, and every
 /// line and group search asks (twice as fast on a 90-byte line).
 #[inline]
-pub(crate) fn is_ascii(s: &str) -> bool {
+pub fn is_ascii(s: &str) -> bool {
     let b = s.as_bytes();
     let Some(tail) = b.last_chunk::<8>() else {
         return b.iter().all(|&x| x < 0x80);
@@ -1280,7 +1285,7 @@ pub(crate) fn is_ascii(s: &str) -> bool {
     all & 0x8080_8080_8080_8080 == 0
 }
 
-pub(crate) fn ascii_twin(pattern: &str) -> Option<Ascii> {
+pub fn ascii_twin(pattern: &str) -> Option<Ascii> {
     let p = ascii_pattern(pattern)?;
     let re = regex::bytes::RegexBuilder::new(&p)
         .unicode(false)
@@ -1378,8 +1383,8 @@ fn hir_names(h: &regex_syntax::hir::Hir, names: &mut Vec<Option<Box<str>>>) {
 
 /// The group spans of the last successful [`Re::captures`].
 #[derive(Debug, Default)]
-pub(crate) struct Locs {
-    pub(crate) spans: Vec<Option<(usize, usize)>>,
+pub struct Locs {
+    pub spans: Vec<Option<(usize, usize)>>,
 }
 
 #[cfg(test)]
@@ -1541,7 +1546,7 @@ mod tests {
     /// the whole pattern when the literal occurs twice.
     /// `e` matches `hay` when the one-regex form `whole` of its pattern
     /// does, with the same groups (left in `locs`); returns whether it did.
-    fn agrees(e: &Engine, whole: &regex::Regex, hay: &str, locs: &mut Locs) -> bool {
+    fn agrees(e: &CompiledPattern, whole: &regex::Regex, hay: &str, locs: &mut Locs) -> bool {
         let got = e.captures(hay, locs);
         let want = whole.captures(hay);
         assert_eq!(got, want.is_some(), "{hay:?}");
@@ -1555,7 +1560,7 @@ mod tests {
     #[test]
     fn literal_split_agrees() {
         let p = r"^Failed (?:(?P<k>publickey)|\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+|\w+)(?: port \d+)?";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         for hay in [
             "Failed password for root from 1.2.3.4 port 22 ssh2\n",
@@ -1603,7 +1608,7 @@ mod tests {
         assert!(ls.first);
         assert_eq!(ls.head, r"(?iu)^(?:[^\[]*)\z");
         assert_eq!(ls.rest, r"(?iu)^\[(?P<d>\d+)(?P<m>[a-z]+)\]");
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         for hay in [
             "1.2.3.4 - [12Mar] x [13apr] y",
@@ -1624,7 +1629,7 @@ mod tests {
         // whole pattern (the same date, then a differing byte within or
         // right after the match)
         let p = r"^[^\[]*\[(?P<d>\d+)(?P<f>\.\d+)?(?P<g>\b)?";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         let lines = [
             "a [12.5x",
@@ -1661,7 +1666,7 @@ mod tests {
     #[test]
     fn backtracker_direct_and_guarded() {
         let p = r"^a(?P<x>\d+)(?P<y>b|bc)?";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let whole = regex::Regex::new(p).unwrap();
         assert!(e.core.twin().unwrap().bt.is_some());
         let mut locs = Locs::default();
@@ -1723,7 +1728,7 @@ mod tests {
             (r"", "abc"),
         ];
         for (p, hay) in cases {
-            let e = Engine::new(p).unwrap();
+            let e = CompiledPattern::new(p).unwrap();
             let re = regex::Regex::new(p).unwrap();
             let want = re.find(hay).map(|m| (m.start(), m.end()));
             assert_eq!(e.find(hay), want, "{p:?} on {hay:?}");
@@ -1752,7 +1757,7 @@ mod tests {
         send::<Re>();
         sync::<Core>();
         let p = r"^Failed (?P<m>\S+) for (?P<user>[^:]+) from (?P<ip>[\d.]+)";
-        let e = Engine::new(p).unwrap();
+        let e = CompiledPattern::new(p).unwrap();
         let c = e.clone();
         assert!(Arc::ptr_eq(&e.core, &c.core));
         let mut locs = Locs::default();
@@ -1825,7 +1830,7 @@ fn group_end(p: &[u8], start: usize) -> Option<usize> {
 /// prefiltering: lookarounds dropped, back-references widened to `.*?`,
 /// conditionals turned into alternations, group names removed. `None` when
 /// the pattern cannot be relaxed.
-pub(crate) fn relax(p: &str) -> Option<String> {
+pub fn relax(p: &str) -> Option<String> {
     let b = p.as_bytes();
     let mut out = String::with_capacity(p.len());
     let mut i = 0;
