@@ -149,7 +149,7 @@ async fn main() {
             .expect("connect to nats"),
     );
     let js = &clients[0];
-    let stream = nats::ensure_stream(js, &union, Duration::from_secs(3600))
+    let stream = nats::ensure_stream(js, &union, Duration::from_secs(3600), 1)
         .await
         .expect("stream");
     let t1 = Instant::now();

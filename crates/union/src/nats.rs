@@ -113,10 +113,13 @@ pub fn parse_envelope(payload: &[u8]) -> Envelope {
 /// Connection settings resolved from the treaty (secrets read from the environment here).
 #[derive(Clone)]
 pub struct Settings {
+    /// The server URL(s) as the treaty gives them, comma-separated.
     pub url: String,
     token: Option<String>,
     user_pass: Option<(String, String)>,
     ca_file: Option<PathBuf>,
+    /// Replicas of the stream when this member creates it.
+    pub replicas: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -126,6 +129,7 @@ impl std::fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("user", &self.user_pass.as_ref().map(|u| &u.0))
             .field("ca_file", &self.ca_file)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -177,10 +181,23 @@ impl Settings {
             token,
             user_pass,
             ca_file: f.ca_file.clone(),
+            replicas: f.replicas.unwrap_or(1).max(1),
         })
     }
 
-    /// Connect with these settings (token or user/password, TLS roots). Replies
+    /// The servers to try, in the treaty's order: the first is this member's
+    /// own (nearest) node, the others are where it reconnects when that node dies.
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Connect with these settings (token or user/password, TLS roots) to the
+    /// first server of [`Settings::urls`] that answers, in order. Replies
     /// come to `inbox_prefix` (per member: `_INBOX_<member>`), so a NATS user
     /// may subscribe to its own replies only.
     pub async fn connect(
@@ -191,7 +208,8 @@ impl Settings {
         let mut o = async_nats::ConnectOptions::new()
             .name(name)
             .custom_inbox_prefix(inbox_prefix)
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            .retain_servers_order();
         if let Some(t) = &self.token {
             o = o.token(t.clone());
         }
@@ -201,7 +219,7 @@ impl Settings {
         if let Some(ca) = &self.ca_file {
             o = o.add_root_certificates(ca.clone()).require_tls(true);
         }
-        o.connect(self.url.as_str())
+        o.connect(self.urls().as_slice())
             .await
             .map_err(|e| self.err(format!("cannot connect: {e}")))
     }
@@ -214,12 +232,14 @@ impl Settings {
     }
 }
 
-/// Create (or open) the union's stream. An existing stream is used as it is,
-/// so operators may pre-create it with replicas (see docs/nats.md).
+/// Create (or open) the union's stream with `replicas` copies (1 on a single
+/// server, 3 on a 3-node cluster). An existing stream is used as it is, so
+/// operators may pre-create it (see docs/nats.md).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     union: &str,
     max_age: Duration,
+    replicas: usize,
 ) -> Result<stream::Stream, String> {
     js.get_or_create_stream(stream::Config {
         name: stream_name(union),
@@ -227,6 +247,7 @@ pub async fn ensure_stream(
         duplicate_window: DUPLICATE_WINDOW,
         max_age,
         storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
         ..Default::default()
     })
     .await
@@ -318,7 +339,7 @@ pub async fn provision(
     max_age: Duration,
     members: &[&str],
 ) -> Result<(), String> {
-    let st = ensure_stream(js, union, max_age).await?;
+    let st = ensure_stream(js, union, max_age, 1).await?;
     check_stream(union, &st.cached_info().config)?;
     for m in members {
         let c: consumer::PullConsumer = st
@@ -429,7 +450,7 @@ impl Nats {
             .await
             .map_err(|e| e.to_string())?;
         let js = jetstream::new(client);
-        let st = ensure_stream(&js, &self.union, self.max_age).await?;
+        let st = ensure_stream(&js, &self.union, self.max_age, self.settings.replicas).await?;
         check_stream(&self.union, &st.cached_info().config)?;
         let durable = consumer_name(&self.me);
         let c: consumer::PullConsumer = st

@@ -144,6 +144,10 @@ pub struct TransportFile {
     pub password_file: Option<PathBuf>,
     /// `nats` only: PEM file of the CA that signed the NATS servers' certificates.
     pub ca_file: Option<PathBuf>,
+    /// `nats` only: replicas of the union's stream when Shield creates it
+    /// (default 1; 3 on a 3-node JetStream cluster). An existing stream is
+    /// used as it is.
+    pub replicas: Option<usize>,
 }
 
 impl Default for TransportFile {
@@ -159,6 +163,7 @@ impl Default for TransportFile {
             password_env: None,
             password_file: None,
             ca_file: None,
+            replicas: None,
         }
     }
 }
