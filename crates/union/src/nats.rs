@@ -36,6 +36,11 @@ use crate::treaty::Treaty;
 const BATCH: usize = 256;
 /// How long NATS waits before delivering again what the local store could not keep.
 const NAK_DELAY: Duration = Duration::from_secs(5);
+/// How long one pull request waits on the server before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// Idle heartbeat of a pull request: two missed ones make the client pull
+/// again, e.g. through another node after a cluster node died.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the server remembers a `Nats-Msg-Id` for de-duplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -528,7 +533,14 @@ impl Nats {
     }
 
     async fn consume(&self, c: &consumer::PullConsumer, sink: &dyn Sink) -> Result<(), String> {
+        // A pull request lives on the node the client was connected to; when
+        // that node dies and the client reconnects elsewhere, only a missed
+        // idle heartbeat makes the stream pull again. A short heartbeat keeps
+        // that failover to seconds (the default, 15 s, stalls delivery longer).
         let mut msgs = c
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| format!("cannot pull from consumer: {e}"))?;

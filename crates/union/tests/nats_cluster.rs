@@ -240,6 +240,21 @@ async fn nats_cluster_node_killed_and_restarted_during_traffic_loses_nothing_app
             cb.len(),
             cc.len()
         );
+        if std::env::var("TRACE_PROGRESS").is_ok() && flow_end.elapsed().as_millis() % 1000 < 12 {
+            eprintln!(
+                "{:?}: a {} b {} c {} {:?}",
+                flow_end.elapsed(),
+                ca.len(),
+                cb.len(),
+                cc.len(),
+                nc.h()
+                    .status()
+                    .members
+                    .iter()
+                    .find(|m| m.name == "a")
+                    .map(|m| (m.health.clone(), m.last_error.clone()))
+            );
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!(
