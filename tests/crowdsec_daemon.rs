@@ -92,6 +92,70 @@ fn daemon_bans_what_a_crowdsec_scenario_overflows_on() {
     assert!(web["matched"].as_u64().unwrap() > 0, "{web}");
 }
 
+/// CrowdSec's `remediation: false`: the overflow is an alert (stored with its evidence, listed by
+/// `shield alerts list`) and decides nothing; a line that overflows a scenario with remediation
+/// is still banned. A small installation written here (no hub needed).
+#[test]
+fn a_scenario_without_remediation_raises_an_alert_and_decides_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = dir.path().join("crowdsec");
+    let p = cs.join("parsers/s01-parse");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::create_dir_all(cs.join("patterns")).unwrap();
+    std::fs::create_dir_all(cs.join("scenarios")).unwrap();
+    std::fs::write(
+        p.join("app.yaml"),
+        "name: t/app\nfilter: \"1 == 1\"\nonsuccess: next_stage\ngrok:\n  pattern: '%{WORD:what} from %{IP:source_ip}'\n  apply_on: Line.Raw\nstatics:\n  - meta: source_ip\n    expression: evt.Parsed.source_ip\n  - meta: log_type\n    expression: \"'t_' + evt.Parsed.what\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cs.join("patterns/base"),
+        "WORD \\b\\w+\\b\nIP (?:\\d{1,3}\\.){3}\\d{1,3}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cs.join("scenarios/watch.yaml"),
+        "type: trigger\nname: t/watch\ndescription: d\nfilter: \"evt.Meta.log_type == 't_watch'\"\ngroupby: evt.Meta.source_ip\nlabels:\n  remediation: false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cs.join("scenarios/fail.yaml"),
+        "type: leaky\nname: t/fail\ndescription: d\nfilter: \"evt.Meta.log_type == 't_fail'\"\ncapacity: 1\nleakspeed: 10s\ngroupby: evt.Meta.source_ip\nlabels:\n  remediation: true\n",
+    )
+    .unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(
+        &log,
+        "watch from 203.0.113.8\nfail from 203.0.113.9\nfail from 203.0.113.9\nfail from 203.0.113.9\n",
+    )
+    .unwrap();
+    let source = format!(
+        "[[source]]\nname = \"app\"\npaths = [\"{}\"]\nfrom_start = true\nlog_type = \"app\"\n",
+        log.display()
+    );
+    let table = format!("[crowdsec]\nconfig_dir = \"{}\"\n", cs.display());
+    let d = Daemon::start(dir.path(), &config(&source, &table));
+    let banned = wait_for(Duration::from_secs(20), || {
+        d.active()
+            .into_iter()
+            .find(|x| x["target"] == "203.0.113.9/32")
+    });
+    let banned = banned.unwrap_or_else(|| panic!("no ban from t/fail:\n{}", d.log()));
+    assert_eq!(banned["scenario"], "t/fail", "{banned}");
+    let alerts = d.json(&["alerts", "list", "--format", "json"]);
+    let alerts = alerts.as_array().unwrap();
+    let watch: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["scenario"] == "t/watch")
+        .collect();
+    assert_eq!(watch.len(), 1, "{alerts:#?}\n{}", d.log());
+    assert_eq!(watch[0]["target"], "203.0.113.8/32", "{:#?}", watch[0]);
+    assert!(
+        d.active().iter().all(|x| x["target"] != "203.0.113.8/32"),
+        "remediation: false banned its source"
+    );
+}
+
 #[test]
 fn check_names_a_broken_hub_item_and_still_loads_the_rest() {
     let dir = tempfile::tempdir().unwrap();

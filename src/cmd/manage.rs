@@ -165,6 +165,8 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
                         Outcome::Allowlisted(n) => {
                             anyhow::bail!("{} is in the allowlist ({n})", req.target)
                         }
+                        // Only alerts of a scenario that decides nothing get this.
+                        Outcome::AlertOnly => anyhow::bail!("nothing decided"),
                     }
                 }
             }

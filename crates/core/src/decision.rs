@@ -175,7 +175,8 @@ pub struct Alert {
     pub evidence: Vec<String>,
     /// What the scenario asks for.
     pub kind: DecisionType,
-    /// Base duration in seconds, before escalation.
+    /// Base duration in seconds, before escalation; 0: an alert only, nothing is
+    /// decided (a scenario with `duration = "0s"`, CrowdSec's `remediation: false`).
     pub duration_s: u64,
 }
 

@@ -223,6 +223,9 @@ async fn add_decision(
             StatusCode::OK,
             Json(serde_json::json!({"message": "already covered by an active decision", "id": id})),
         )),
+        // Only alerts of a scenario that decides nothing get this; an operator's
+        // decision never does.
+        Outcome::AlertOnly => Err(internal("nothing decided")),
         Outcome::Allowlisted(net) => Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

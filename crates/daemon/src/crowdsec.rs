@@ -4,7 +4,8 @@
 //! postoverflows; each overflow becomes a Shield alert through the same scenario and decision
 //! stage as Shield's own rules, with CrowdSec's default profile: `ban` (4 h unless `[crowdsec]
 //! ban` says otherwise) on the overflow's Ip or Range when the scenario has `remediation: true`;
-//! scenarios without remediation are logged and decide nothing.
+//! a scenario with `remediation: false` raises its alert (stored, listed by `shield alerts list`)
+//! and decides nothing.
 //!
 //! The seam is [`LineMatcher`]: a line that overflows a CrowdSec scenario is a hit of the rule
 //! named after that scenario, and each such rule feeds a one-event scenario of the same name.
@@ -194,12 +195,12 @@ pub fn pipe(
 }
 
 impl CrowdsecPipe {
-    /// One Shield scenario per CrowdSec scenario with remediation: every overflow is an alert.
+    /// One Shield scenario per CrowdSec scenario: every overflow is an alert; one with
+    /// `remediation: false` decides nothing (duration 0s: an alert only).
     pub fn scenarios(&self) -> Vec<ScenarioSpec> {
         self.shared
             .scenarios
             .iter()
-            .filter(|s| s.remediation)
             .map(|s| {
                 let range = s.scope.eq_ignore_ascii_case("range");
                 ScenarioSpec {
@@ -212,7 +213,11 @@ impl CrowdsecPipe {
                     quiet: Duration::ZERO,
                     decision: DecisionType::Ban,
                     scope: if range { Scope::Range } else { Scope::Ip },
-                    duration: self.shared.ban,
+                    duration: if s.remediation {
+                        self.shared.ban
+                    } else {
+                        Duration::ZERO
+                    },
                     v6_prefix: Some(if range { 64 } else { 128 }),
                     ignore: Vec::new(),
                 }
@@ -264,14 +269,20 @@ impl LineMatcher for CrowdsecMatcher {
         &self.rules
     }
 
-    fn match_line<'a>(&'a mut self, line: &'a str, _now: UnixTime) -> Option<Hit<'a>> {
-        let evt = Event::from_line(line, "", self.labels.clone());
+    fn match_line<'a>(&'a mut self, line: &'a str, now: UnixTime) -> Option<Hit<'a>> {
+        let mut evt = Event::from_line(line, "", self.labels.clone());
+        // As CrowdSec's acquisition stamps a live line with the time it was read: a line whose
+        // date no parser reads is counted at arrival (dateparse-enrich overwrites this when it
+        // reads one), instead of never filling a bucket.
+        if let Ok(t) = jiff::Timestamp::from_second(now) {
+            evt.marshaled_time = shield_crowdsec::gotime::GoTime::utc(t).marshal();
+        }
         let mut engine = self.shared.engine.lock().unwrap_or_else(|p| p.into_inner());
         let before = engine.parsed;
         let overflows = engine.process(evt, None);
         let parsed = engine.parsed > before;
         drop(engine);
-        let mut best: Option<(u32, Addr)> = None;
+        let mut best: Option<(u32, Addr, bool)> = None;
         for ov in &overflows {
             if ov.overflow.whitelisted {
                 continue;
@@ -286,18 +297,17 @@ impl LineMatcher for CrowdsecMatcher {
                     _ => None,
                 };
                 let Some(target) = target else { continue };
-                if !remediation {
-                    tracing::info!(scenario = %a.scenario, source = %a.source.value, "CrowdSec alert (remediation: false): no decision");
-                    continue;
-                }
                 // One hit per line: several overflows of one line blame the same source
-                // (CrowdSec groups by it), so the first decides for all.
-                if best.is_none() {
-                    best = Some((rule, target));
+                // (CrowdSec groups by it), so the first with remediation decides for all;
+                // without any, the first raises its alert only.
+                match best {
+                    None => best = Some((rule, target, remediation)),
+                    Some((_, _, false)) if remediation => best = Some((rule, target, true)),
+                    _ => {}
                 }
             }
         }
-        if let Some((rule, host)) = best {
+        if let Some((rule, host, _)) = best {
             return Some(Hit::new(rule, host, None));
         }
         if parsed {

@@ -29,6 +29,10 @@ pub enum Outcome {
     Covered(i64),
     /// The target touches the allowlist: nothing is decided.
     Allowlisted(Net),
+    /// The alert's scenario decides nothing (`duration = "0s"`, CrowdSec's
+    /// `remediation: false`): the alert is kept, no offence is counted.
+    /// Only [`Decider::on_alert`] answers this.
+    AlertOnly,
 }
 
 /// Where the decision policy keeps what it decided: offence counts and
@@ -170,6 +174,9 @@ impl Decider {
     ) -> Result<Outcome, L::Error> {
         if let Some(net) = self.protected(&alert.target) {
             return Ok(Outcome::Allowlisted(net));
+        }
+        if alert.duration_s == 0 {
+            return Ok(Outcome::AlertOnly);
         }
         let n = ledger.bump_offence(&alert.target, now, self.escalation.forget.as_secs())?;
         let duration = self.escalated(alert.duration_s, n);
@@ -402,6 +409,26 @@ mod tests {
         };
         assert_eq!(second.duration_s(), 1200);
         assert_eq!(d.escalated(600, 40), 7 * 86400);
+    }
+
+    #[test]
+    fn a_scenario_without_remediation_decides_nothing_and_counts_no_offence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let d = Decider::new(Allowlist::default(), Escalation::default());
+        let quiet = alert("203.0.113.7/32", 0);
+        for t in [1000, 2000, 3000] {
+            assert_eq!(d.on_alert(&store, &quiet, t).unwrap(), Outcome::AlertOnly);
+        }
+        assert!(store.active_decisions(3000).unwrap().is_empty());
+        // The alerts-only scenario counted no offence: the first real ban is not escalated.
+        let Outcome::New(ban) = d
+            .on_alert(&store, &alert("203.0.113.7/32", 600), 4000)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(ban.duration_s(), 600);
     }
 
     #[test]

@@ -426,7 +426,7 @@ impl Tally<'_> {
             match out {
                 Outcome::New(d) => self.rep.decisions.push(ReplayDecision::of(d)),
                 Outcome::Allowlisted(_) => self.rep.allowlisted += 1,
-                Outcome::Covered(_) | Outcome::Extended(_) => {}
+                Outcome::Covered(_) | Outcome::Extended(_) | Outcome::AlertOnly => {}
             }
         }
     }
@@ -670,7 +670,7 @@ mod tests {
                 Outcome::New(_) => new += 1,
                 Outcome::Covered(_) => covered += 1,
                 Outcome::Extended(_) => extended += 1,
-                Outcome::Allowlisted(_) => {}
+                Outcome::Allowlisted(_) | Outcome::AlertOnly => {}
             }
             assert_eq!(got, want, "{a:?}");
         }

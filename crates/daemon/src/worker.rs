@@ -172,6 +172,7 @@ impl DecisionWorker {
                         Some(id)
                     }
                     Outcome::Covered(id) => Some(id),
+                    Outcome::AlertOnly => None,
                     Outcome::Allowlisted(net) => {
                         allowlisted += 1;
                         tracing::info!(target = %a.target, allowlisted_by = %net, scenario = %a.scenario, "alert on an allowlisted address: no decision");

@@ -79,7 +79,8 @@ pub struct ScenarioSpec {
     /// `range`: the alert's target is the key widened to /24 (IPv4) or /64 (IPv6).
     #[serde(default = "default_ip")]
     pub scope: Scope,
-    /// Base decision duration.
+    /// Base decision duration; `0s`: the scenario raises alerts (stored, with
+    /// their evidence) but decides nothing, like CrowdSec's `remediation: false`.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
     /// IPv6 grouping prefix (default: [`EngineOptions::default_v6_prefix`]).
@@ -544,9 +545,6 @@ impl Engine {
                 return Err(bad(format!(
                     "a window needs a `capacity` from 1 to {WINDOW_MAX}"
                 )));
-            }
-            if s.duration.is_zero() {
-                return Err(bad("`duration` must be longer than 0s, e.g. \"4h\"".into()));
             }
             let v6_prefix = s.v6_prefix.unwrap_or(opts.default_v6_prefix);
             if v6_prefix > 128 {
