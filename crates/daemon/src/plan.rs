@@ -241,14 +241,6 @@ pub fn fail2ban_pipeline(
     }
 }
 
-/// True if the rule-name pattern `pat` (exact, or a prefix ending in `*`) names `rule`.
-pub fn rule_matches(pat: &str, rule: &str) -> bool {
-    match pat.strip_suffix('*') {
-        Some(prefix) => rule.starts_with(prefix),
-        None => pat == rule,
-    }
-}
-
 /// Validates and resolves a loaded config.
 /// Keys set on `s` that belong to another source kind: (key, its kind).
 fn misplaced_keys(s: &crate::config::SourceConfig) -> Vec<(&'static str, &'static str)> {
@@ -505,10 +497,11 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         };
         for (i, user) in c.scenarios.iter().enumerate() {
             let u = user.get_ref();
-            if u.rules
-                .iter()
-                .any(|pat| rule_names.iter().any(|r| rule_matches(pat, r)))
-            {
+            if u.rules.iter().any(|pat| {
+                rule_names
+                    .iter()
+                    .any(|r| shield_detect::rule_matches(pat, r))
+            }) {
                 used_scenarios[i] = true;
                 scen.retain(|d| d.name != u.name);
                 scen.push(u.clone());

@@ -23,6 +23,6 @@ pub mod r#gen;
 pub use rules::{NativeMatcher, RuleError, RuleSpec, pack_names};
 pub use scenario::{
     BucketKind, Engine, EngineOptions, Event, Explain, Matched, Matcher, Rules, ScenarioError,
-    ScenarioSpec, Scenarios, Stats, default_scenarios,
+    ScenarioSpec, Scenarios, Stats, default_scenarios, rule_matches,
 };
 pub use shield_core::{LineMatcher, RuleInfo, SplitMatcher, UnixTime};

@@ -178,6 +178,15 @@ pub struct Explain {
 const EVIDENCE_BYTES: usize = 256;
 const DISTINCT_MAX: usize = 64;
 const WINDOW_MAX: u32 = 10_000;
+/// True if the rule-name pattern `pat` (exact, or a prefix ending in `*`, as a scenario's
+/// `rules` and a config's rule lists write it) names `rule`.
+pub fn rule_matches(pat: &str, rule: &str) -> bool {
+    match pat.strip_suffix('*') {
+        Some(prefix) => rule.starts_with(prefix),
+        None => pat == rule,
+    }
+}
+
 const NIL: u32 = u32::MAX;
 
 struct Scen {
@@ -553,11 +562,7 @@ impl Engine {
             for pat in &s.rules {
                 let mut any = false;
                 for (ri, r) in rules.iter().enumerate() {
-                    let ok = match pat.strip_suffix('*') {
-                        Some(prefix) => r.name.starts_with(prefix),
-                        None => r.name == *pat,
-                    };
-                    if ok {
+                    if rule_matches(pat, &r.name) {
                         any = true;
                         if !by_rule[ri].contains(&(si as u16)) {
                             by_rule[ri].push(si as u16);
