@@ -43,16 +43,21 @@ fn running_digest(d: &Daemon) -> String {
         .to_string()
 }
 
-#[test]
-fn a_revocation_spreads_is_signed_ratified_and_enforced_by_every_member() {
-    let root = tempfile::tempdir().unwrap();
-    let names = ["b", "c", "d"];
+/// Members `names` on free loopback ports, each in its own directory under `root` with its
+/// key and the same hand-written version-1 treaty (the one time a treaty is installed by
+/// hand), which also names `extra` (an identity with no daemon) and binds `ssh-test` to a
+/// 1 h ban. Returns the ports, the identities and the directories, in `names`' order.
+fn hand_written_union(
+    root: &Path,
+    names: [&str; 3],
+    extra_name: &str,
+    extra: &Identity,
+) -> (Vec<u16>, Vec<Identity>, Vec<PathBuf>) {
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let ids: Vec<Identity> = names
         .iter()
         .map(|_| Identity::generate().unwrap())
         .collect();
-    let m = Identity::generate().unwrap();
     let mut treaty = String::from("name = \"gov\"\n[transport]\nsync_interval = \"200ms\"\n");
     for (i, n) in names.iter().enumerate() {
         treaty.push_str(&format!(
@@ -62,32 +67,39 @@ fn a_revocation_spreads_is_signed_ratified_and_enforced_by_every_member() {
         ));
     }
     treaty.push_str(&format!(
-        "[[member]]\nname = \"m\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:1\"\n[[policy]]\nscenario = \"ssh-test\"\ntype = \"ban\"\nduration = \"1h\"\n",
-        m.public_string()
+        "[[member]]\nname = \"{extra_name}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:1\"\n[[policy]]\nscenario = \"ssh-test\"\ntype = \"ban\"\nduration = \"1h\"\n",
+        extra.public_string()
     ));
-    let dirs: Vec<PathBuf> = names
+    let dirs = names
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let d = root.path().join(n);
+            let d = root.join(n);
             std::fs::create_dir_all(&d).unwrap();
             ids[i].write(&d.join("member.key"), false).unwrap();
-            // The one time the treaty is installed by hand: version 1.
             std::fs::write(d.join("treaty.toml"), &treaty).unwrap();
             d
         })
         .collect();
+    (ports, ids, dirs)
+}
+
+/// A union member with no source (it enforces what the union sends), on the dry-run layer.
+fn bare_member_config(name: &str, port: u16) -> String {
+    format!(
+        "[store]\npath = \"@DIR@/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n[decisions]\nallow_own_addresses = false\n[union]\nmember = \"{name}\"\nkey = \"@DIR@/member.key\"\ntreaty = \"@DIR@/treaty.toml\"\nlisten = \"127.0.0.1:{port}\"\n"
+    )
+}
+
+#[test]
+fn a_revocation_spreads_is_signed_ratified_and_enforced_by_every_member() {
+    let root = tempfile::tempdir().unwrap();
+    let names = ["b", "c", "d"];
+    let m = Identity::generate().unwrap();
+    let (ports, ids, dirs) = hand_written_union(root.path(), names, "m", &m);
     let v1 = digest_of(&dirs[0]);
     let ds: Vec<Daemon> = (0..3)
-        .map(|i| {
-            Daemon::start(
-                &dirs[i],
-                &format!(
-                    "[store]\npath = \"@DIR@/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n[decisions]\nallow_own_addresses = false\n[union]\nmember = \"{}\"\nkey = \"@DIR@/member.key\"\ntreaty = \"@DIR@/treaty.toml\"\nlisten = \"127.0.0.1:{}\"\n",
-                    names[i], ports[i]
-                ),
-            )
-        })
+        .map(|i| Daemon::start(&dirs[i], &bare_member_config(names[i], ports[i])))
         .collect();
     for d in &ds {
         let up = wait_for(Duration::from_secs(20), || {
@@ -225,6 +237,61 @@ duration = "1h"
     )
 }
 
+/// A union made with the CLI as a user would: each of `names` gets a directory under `root`
+/// (key from `shield union keygen`, an empty auth.log), the first runs `union init`, the next
+/// `founders - 1` run `union join`, and the resulting version-1 treaty (sync every 200 ms) is
+/// installed by hand on the `founders`. Returns the ports and directories in `names`' order.
+fn founded_by_cli(root: &Path, names: [&str; 3], founders: usize) -> (Vec<u16>, Vec<PathBuf>) {
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            let d = root.join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("auth.log"), "").unwrap();
+            cli(&["keygen", "--out", d.join("member.key").to_str().unwrap()]);
+            d
+        })
+        .collect();
+    let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
+    let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
+    cli(&[
+        "init",
+        "--union",
+        "gov",
+        "--member",
+        names[0],
+        "--key",
+        &key(0),
+        "--endpoint",
+        &format!("127.0.0.1:{}", ports[0]),
+        "--bind",
+        "ssh-test=ban:1h",
+        "--out",
+        &t(0),
+    ]);
+    for i in 1..founders {
+        cli(&[
+            "join",
+            "--treaty",
+            &t(0),
+            "--member",
+            names[i],
+            "--key",
+            &key(i),
+            "--endpoint",
+            &format!("127.0.0.1:{}", ports[i]),
+        ]);
+    }
+    let text = std::fs::read_to_string(t(0))
+        .unwrap()
+        .replace("sync_interval = \"2s\"", "sync_interval = \"200ms\"");
+    for i in 0..founders {
+        std::fs::write(t(i), &text).unwrap();
+    }
+    (ports, dirs)
+}
+
 fn attack(log: &Path, ip: &str) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
@@ -247,51 +314,10 @@ fn has(d: &Daemon, ip: &str, origin: &str) -> bool {
 fn a_new_member_joins_via_an_invitation_without_copying_files() {
     let root = tempfile::tempdir().unwrap();
     let names = ["b", "c", "e"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let dirs: Vec<PathBuf> = names
-        .iter()
-        .map(|n| {
-            let d = root.path().join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("auth.log"), "").unwrap();
-            cli(&["keygen", "--out", d.join("member.key").to_str().unwrap()]);
-            d
-        })
-        .collect();
+    // Version 1 is installed by hand on the founding members b and c, as today.
+    let (ports, dirs) = founded_by_cli(root.path(), names, 2);
     let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
     let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
-    cli(&[
-        "init",
-        "--union",
-        "gov",
-        "--member",
-        "b",
-        "--key",
-        &key(0),
-        "--endpoint",
-        &format!("127.0.0.1:{}", ports[0]),
-        "--bind",
-        "ssh-test=ban:1h",
-        "--out",
-        &t(0),
-    ]);
-    cli(&[
-        "join",
-        "--treaty",
-        &t(0),
-        "--member",
-        "c",
-        "--key",
-        &key(1),
-        "--endpoint",
-        &format!("127.0.0.1:{}", ports[1]),
-    ]);
-    let text = std::fs::read_to_string(t(0))
-        .unwrap()
-        .replace("sync_interval = \"2s\"", "sync_interval = \"200ms\"");
-    std::fs::write(t(0), &text).unwrap();
-    // Version 1 is installed by hand on the founding members, as today.
-    std::fs::write(t(1), &text).unwrap();
     let genesis = digest_of(&dirs[0]);
     let mut ds: Vec<Daemon> = (0..2)
         .map(|i| Daemon::start(&dirs[i], &member_config(names[i], ports[i])))
@@ -413,43 +439,11 @@ fn a_new_member_joins_via_an_invitation_without_copying_files() {
 fn a_member_offline_through_two_amendments_catches_up() {
     let root = tempfile::tempdir().unwrap();
     let names = ["b", "c", "d"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let ids: Vec<Identity> = names
-        .iter()
-        .map(|_| Identity::generate().unwrap())
-        .collect();
     let x = Identity::generate().unwrap();
-    let mut treaty = String::from("name = \"gov\"\n[transport]\nsync_interval = \"200ms\"\n");
-    for (i, n) in names.iter().enumerate() {
-        treaty.push_str(&format!(
-            "[[member]]\nname = \"{n}\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:{}\"\n",
-            ids[i].public_string(),
-            ports[i]
-        ));
-    }
-    treaty.push_str(&format!(
-        "[[member]]\nname = \"x\"\nkey = \"{}\"\nendpoint = \"127.0.0.1:1\"\n[[policy]]\nscenario = \"ssh-test\"\ntype = \"ban\"\nduration = \"1h\"\n",
-        x.public_string()
-    ));
-    let dirs: Vec<PathBuf> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let d = root.path().join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            ids[i].write(&d.join("member.key"), false).unwrap();
-            std::fs::write(d.join("treaty.toml"), &treaty).unwrap();
-            d
-        })
-        .collect();
+    let (ports, _ids, dirs) = hand_written_union(root.path(), names, "x", &x);
     let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
     let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
-    let cfg = |i: usize| {
-        format!(
-            "[store]\npath = \"@DIR@/shield.db\"\n[firewall]\nbackend = \"dry-run\"\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n[decisions]\nallow_own_addresses = false\n[union]\nmember = \"{}\"\nkey = \"@DIR@/member.key\"\ntreaty = \"@DIR@/treaty.toml\"\nlisten = \"127.0.0.1:{}\"\n",
-            names[i], ports[i]
-        )
-    };
+    let cfg = |i: usize| bare_member_config(names[i], ports[i]);
     let v1 = digest_of(&dirs[0]);
     let ds: Vec<Daemon> = (0..2).map(|i| Daemon::start(&dirs[i], &cfg(i))).collect();
     // d stays down through two amendments: revoke x, then add y.
@@ -511,53 +505,9 @@ fn a_member_offline_through_two_amendments_catches_up() {
 fn a_key_rotation_keeps_the_members_signals_flowing() {
     let root = tempfile::tempdir().unwrap();
     let names = ["b", "c", "d"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let dirs: Vec<PathBuf> = names
-        .iter()
-        .map(|n| {
-            let d = root.path().join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("auth.log"), "").unwrap();
-            cli(&["keygen", "--out", d.join("member.key").to_str().unwrap()]);
-            d
-        })
-        .collect();
+    let (ports, dirs) = founded_by_cli(root.path(), names, 3);
     let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
     let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
-    cli(&[
-        "init",
-        "--union",
-        "gov",
-        "--member",
-        "b",
-        "--key",
-        &key(0),
-        "--endpoint",
-        &format!("127.0.0.1:{}", ports[0]),
-        "--bind",
-        "ssh-test=ban:1h",
-        "--out",
-        &t(0),
-    ]);
-    for i in 1..3 {
-        cli(&[
-            "join",
-            "--treaty",
-            &t(0),
-            "--member",
-            names[i],
-            "--key",
-            &key(i),
-            "--endpoint",
-            &format!("127.0.0.1:{}", ports[i]),
-        ]);
-    }
-    let text = std::fs::read_to_string(t(0))
-        .unwrap()
-        .replace("sync_interval = \"2s\"", "sync_interval = \"200ms\"");
-    for i in 0..3 {
-        std::fs::write(t(i), &text).unwrap();
-    }
     let v1 = digest_of(&dirs[0]);
     let ds: Vec<Daemon> = (0..3)
         .map(|i| Daemon::start(&dirs[i], &member_config(names[i], ports[i])))
