@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Daemon, Netns, config, nginx_conf, require, shield, wait_for};
+use common::{Daemon, WebLab, config, curl, shield, wait_for};
 
 const DATA: &str = "/work/shared/data/crowdsec";
 
@@ -229,12 +228,6 @@ fn check_names_a_broken_hub_item_and_still_loads_the_rest() {
     assert!(stdout.contains("3 CrowdSec item(s) skipped"), "{stdout}");
 }
 
-fn curl(ns: &Netns, url: &str) -> bool {
-    ns.exec(&["curl", "-s", "-o", "/dev/null", "--max-time", "2", url])
-        .status
-        .success()
-}
-
 /// End to end with real components: nginx and the daemon (nftables layer) in a server
 /// namespace; an attacker namespace probes for sensitive files; CrowdSec's
 /// http-sensitive-files scenario (from the hub, run by Shield) overflows on nginx's access log
@@ -245,26 +238,9 @@ fn crowdsec_scenario_drops_a_real_prober_in_the_kernel() {
         eprintln!("skipped: {DATA}/hub absent");
         return;
     };
-    require("nginx", "nginx-light");
-    require("nft", "nftables");
-    require("curl", "curl");
-    let srv = Netns::new("css");
-    let atk = Netns::new("csa");
-    let cli = Netns::new("csc");
-    srv.link(&atk, "s-atk", "10.232.1.1/24", "a-srv", "10.232.1.2/24");
-    srv.link(&cli, "s-cli", "10.232.2.1/24", "c-srv", "10.232.2.2/24");
     let dir = tempfile::tempdir().unwrap();
-    let conf = nginx_conf(dir.path(), "");
-    let mut nginx = srv
-        .cmd("nginx")
-        .args(["-c", conf.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = wait_for(Duration::from_secs(10), || {
-        curl(&cli, "http://10.232.2.1/").then_some(())
-    });
-    assert!(up.is_some(), "nginx did not serve");
+    let lab = WebLab::start(["css", "csa", "csc"], 232, dir.path());
+    let (srv, atk, cli) = (&lab.srv, &lab.atk, &lab.cli);
     let access = dir.path().join("access.log");
     let config = format!(
         "[store]\npath = \"@DIR@/shield.db\"\n\n[firewall]\nbackend = \"nftables\"\n\n[api]\nlisten = \"\"\nsocket = \"@DIR@/shield.sock\"\n\n{}\n[[source]]\nname = \"web\"\npaths = [\"{}\"]\nlog_type = \"nginx\"\n",
@@ -281,7 +257,7 @@ fn crowdsec_scenario_drops_a_real_prober_in_the_kernel() {
         "/.aws/credentials",
         "/backup.sql",
     ] {
-        curl(&atk, &format!("http://10.232.1.1{p}"));
+        curl(atk, &format!("http://10.232.1.1{p}"));
     }
     let in_set = wait_for(Duration::from_secs(15), || {
         let s = srv.ok(&["nft", "list", "set", "inet", "shield", "ban4"]);
@@ -306,13 +282,11 @@ fn crowdsec_scenario_drops_a_real_prober_in_the_kernel() {
         "{dec}"
     );
     assert!(
-        !curl(&atk, "http://10.232.1.1/"),
+        !curl(atk, "http://10.232.1.1/"),
         "the prober still gets pages"
     );
     assert!(
-        curl(&cli, "http://10.232.2.1/"),
+        curl(cli, "http://10.232.2.1/"),
         "the other client lost service"
     );
-    let _ = nginx.kill();
-    let _ = nginx.wait();
 }

@@ -7,42 +7,17 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Netns, nginx_conf, require, wait_for};
-
-fn curl(ns: &Netns, url: &str) -> bool {
-    ns.exec(&["curl", "-s", "-o", "/dev/null", "--max-time", "2", url])
-        .status
-        .success()
-}
+use common::{Daemon, WebLab, curl, wait_for};
 
 #[test]
 fn attacker_dropped_in_kernel_while_others_served_until_ban_expires() {
-    require("nginx", "nginx-light");
-    require("nft", "nftables");
-    require("curl", "curl");
-    let srv = Netns::new("srv");
-    let atk = Netns::new("atk");
-    let cli = Netns::new("cli");
-    srv.link(&atk, "s-atk", "10.231.1.1/24", "a-srv", "10.231.1.2/24");
-    srv.link(&cli, "s-cli", "10.231.2.1/24", "c-srv", "10.231.2.2/24");
-
     let dir = tempfile::tempdir().unwrap();
-    let conf = nginx_conf(dir.path(), "");
-    let mut nginx = srv
-        .cmd("nginx")
-        .args(["-c", conf.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = wait_for(Duration::from_secs(10), || {
-        curl(&cli, "http://10.231.2.1/").then_some(())
-    });
-    assert!(up.is_some(), "nginx did not serve");
+    let lab = WebLab::start(["srv", "atk", "cli"], 231, dir.path());
+    let (srv, atk, cli) = (&lab.srv, &lab.atk, &lab.cli);
     assert!(
-        curl(&atk, "http://10.231.1.1/"),
+        curl(atk, "http://10.231.1.1/"),
         "attacker reaches nginx before any ban"
     );
 
@@ -95,7 +70,7 @@ duration = "6s"
         "/phpmyadmin/",
         "/.aws/credentials",
     ] {
-        curl(&atk, &format!("http://10.231.1.1{p}"));
+        curl(atk, &format!("http://10.231.1.1{p}"));
     }
     let banned_at = Instant::now();
     let in_set = wait_for(Duration::from_secs(10), || {
@@ -111,17 +86,17 @@ duration = "6s"
 
     // Dropped: the attacker's connection times out; the other client is served.
     assert!(
-        !curl(&atk, "http://10.231.1.1/"),
+        !curl(atk, "http://10.231.1.1/"),
         "attacker still served after the ban"
     );
     assert!(
-        curl(&cli, "http://10.231.2.1/"),
+        curl(cli, "http://10.231.2.1/"),
         "innocent client must still be served"
     );
 
     // When the 6 s ban runs out in the kernel, the attacker gets through again.
     let back = wait_for(Duration::from_secs(20), || {
-        curl(&atk, "http://10.231.1.1/").then_some(())
+        curl(atk, "http://10.231.1.1/").then_some(())
     });
     assert!(
         back.is_some(),
@@ -132,8 +107,6 @@ duration = "6s"
         "ban lifted too early"
     );
     assert!(d.active().is_empty());
-    let _ = nginx.kill();
-    let _ = nginx.wait();
     drop(d);
     // The test's namespaces (and their rules) are removed by Drop.
 }

@@ -308,6 +308,64 @@ impl Config {
     }
 }
 
+/// Whether `curl` from `ns` gets a page from `url` within 2 s.
+pub fn curl(ns: &Netns, url: &str) -> bool {
+    ns.exec(&["curl", "-s", "-o", "/dev/null", "--max-time", "2", url])
+        .status
+        .success()
+}
+
+/// Real nginx in a server namespace, linked to an attacker namespace (`10.NET.1.0/24`) and a
+/// client namespace (`10.NET.2.0/24`); the server is `.1` on both and logs to `dir`
+/// (`access.log`). nginx serves the client once [`WebLab::start`] returns, and is stopped
+/// when the lab is dropped (before its namespaces).
+pub struct WebLab {
+    nginx: Child,
+    pub srv: Netns,
+    pub atk: Netns,
+    pub cli: Netns,
+}
+
+impl WebLab {
+    /// `names`: the server, attacker and client namespaces' name prefixes.
+    pub fn start(names: [&str; 3], net: u8, dir: &Path) -> WebLab {
+        require("nginx", "nginx-light");
+        require("nft", "nftables");
+        require("curl", "curl");
+        let srv = Netns::new(names[0]);
+        let atk = Netns::new(names[1]);
+        let cli = Netns::new(names[2]);
+        let addr = |side: u8, host: u8| format!("10.{net}.{side}.{host}/24");
+        srv.link(&atk, "s-atk", &addr(1, 1), "a-srv", &addr(1, 2));
+        srv.link(&cli, "s-cli", &addr(2, 1), "c-srv", &addr(2, 2));
+        let conf = nginx_conf(dir, "");
+        let nginx = srv
+            .cmd("nginx")
+            .args(["-c", conf.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lab = WebLab {
+            nginx,
+            srv,
+            atk,
+            cli,
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            curl(&lab.cli, &format!("http://10.{net}.2.1/")).then_some(())
+        });
+        assert!(up.is_some(), "nginx did not serve");
+        lab
+    }
+}
+
+impl Drop for WebLab {
+    fn drop(&mut self) {
+        let _ = self.nginx.kill();
+        let _ = self.nginx.wait();
+    }
+}
+
 /// A real nginx serving `root` on port 80 in the current namespace of the command, logging to `dir`.
 pub fn nginx_conf(dir: &Path, extra_server: &str) -> PathBuf {
     let d = dir.display();
