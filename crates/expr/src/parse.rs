@@ -1126,50 +1126,42 @@ impl<'s> Parser<'s> {
     fn index(&mut self, node: Ast, optional: bool) -> Result<Ast, CompileError> {
         let pos = self.pos();
         self.expect("[")?;
-        if self.is_op(":") {
-            self.bump();
-            let to = if self.is_op("]") {
-                None
-            } else {
-                Some(Box::new(self.expression(0)?))
-            };
-            self.expect("]")?;
-            return Ok(Ast {
-                pos,
-                kind: AstKind::Slice {
-                    obj: Box::new(node),
-                    from: None,
-                    to,
-                },
-            });
+        // `[prop]`, or a slice `[from:to]` where either bound may be left out.
+        let from = if self.is_op(":") {
+            None
+        } else {
+            Some(self.expression(0)?)
+        };
+        match from {
+            Some(prop) if !self.is_op(":") => {
+                self.expect("]")?;
+                Ok(Ast {
+                    pos,
+                    kind: AstKind::Member {
+                        obj: Box::new(node),
+                        prop: Box::new(prop),
+                        optional,
+                    },
+                })
+            }
+            from => {
+                self.expect(":")?;
+                let to = if self.is_op("]") {
+                    None
+                } else {
+                    Some(Box::new(self.expression(0)?))
+                };
+                self.expect("]")?;
+                Ok(Ast {
+                    pos,
+                    kind: AstKind::Slice {
+                        obj: Box::new(node),
+                        from: from.map(Box::new),
+                        to,
+                    },
+                })
+            }
         }
-        let from = self.expression(0)?;
-        if self.is_op(":") {
-            self.bump();
-            let to = if self.is_op("]") {
-                None
-            } else {
-                Some(Box::new(self.expression(0)?))
-            };
-            self.expect("]")?;
-            return Ok(Ast {
-                pos,
-                kind: AstKind::Slice {
-                    obj: Box::new(node),
-                    from: Some(Box::new(from)),
-                    to,
-                },
-            });
-        }
-        self.expect("]")?;
-        Ok(Ast {
-            pos,
-            kind: AstKind::Member {
-                obj: Box::new(node),
-                prop: Box::new(from),
-                optional,
-            },
-        })
     }
 }
 
@@ -1277,6 +1269,7 @@ mod tests {
         assert_eq!(show(&p("q.Queue[-4:]")), "q[\"Queue\"][(- 4):]");
         assert_eq!(show(&p("a[1:2]")), "a[1:2]");
         assert_eq!(show(&p("a[:2]")), "a[:2]");
+        assert_eq!(show(&p("a[:]")), "a[:]");
         assert_eq!(show(&p("a?.b.c")), "chain(a?[\"b\"][\"c\"])");
         assert_eq!(show(&p("r[\"s00\"][0].Evt")), "r[\"s00\"][0][\"Evt\"]");
     }
