@@ -229,15 +229,16 @@ fn host_name_match(
     let usedns = f.usedns();
     let note = match usedns {
         UseDns::No => "usedns = no: a host name is not counted".to_string(),
-        _ => match resolve_now(&d.host) {
+        UseDns::Warn => {
+            "usedns = warn: a host name is not counted (its owner, often the attacker, \
+                         chooses what it resolves to); set usedns = yes to count it for its address"
+                .to_string()
+        }
+        UseDns::Yes => match resolve_now(&d.host) {
             Some(a) => format!(
-                "usedns = {}: resolves to {a}; the daemon counts it for {a} once its background resolver has the answer",
-                if usedns == UseDns::Yes { "yes" } else { "warn" }
+                "usedns = yes: resolves to {a}; the daemon counts it for {a} once its background resolver has the answer"
             ),
-            None => format!(
-                "usedns = {}: does not resolve here, so it is not counted",
-                if usedns == UseDns::Yes { "yes" } else { "warn" }
-            ),
+            None => "usedns = yes: does not resolve here, so it is not counted".to_string(),
         },
     };
     let mut fields: std::collections::BTreeMap<String, String> = d.fields.into_iter().collect();

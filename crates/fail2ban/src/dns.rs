@@ -1,6 +1,12 @@
 //! fail2ban's `usedns` for hosts a filter matched as a name
-//! (`rhost=host.example.net`): `no` ignores such a match; `warn` (fail2ban's
-//! default) and `yes` use the name's address. Names are never resolved on
+//! (`rhost=host.example.net`): `no` and `warn` (the default) do not count
+//! such a match; only an explicit `yes` uses the name's address. That is
+//! stricter than fail2ban, whose `warn` resolves too: the name in a log line
+//! usually comes from the reverse DNS of the connecting address, which its
+//! owner (the attacker) writes, so resolving it lets an attacker name the
+//! host to be banned (a PTR record saying `mail.example.org` bans
+//! example.org's mail server). `warn` counts the names it skipped
+//! ([`names_skipped`]). Names are never resolved on
 //! the matching path: a name not yet known is handed to one background
 //! thread (the system resolver, `getaddrinfo`, each name once, a bounded
 //! queue) and counted from the first match after its answer arrives; the
@@ -17,10 +23,13 @@ use std::sync::{Mutex, OnceLock};
 pub enum UseDns {
     /// Host names are matched and ignored.
     No,
-    /// Names resolve (fail2ban logs a warning for each).
+    /// Host names are matched, counted in [`names_skipped`] and ignored
+    /// (fail2ban's `warn` resolves them; see the module comment for why
+    /// Shield does not).
     #[default]
     Warn,
-    /// Names resolve.
+    /// Names resolve: the operator accepts that whoever controls a name's
+    /// DNS chooses the address banned.
     Yes,
 }
 
@@ -34,6 +43,19 @@ impl UseDns {
             _ => UseDns::Warn,
         }
     }
+}
+
+static SKIPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Failures whose host was a name that `usedns = warn` did not resolve,
+/// since the process started.
+pub fn names_skipped() -> u64 {
+    SKIPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one failure skipped because its host is a name (`usedns = warn`).
+pub(crate) fn skip_name() {
+    SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Most names kept; the cache starts over when full.

@@ -1009,9 +1009,9 @@ impl Filter {
     }
 
     /// The [`Hit`] of the last failure. A host matched as a name takes the
-    /// name's address once [`crate::dns`] has it (`usedns` `warn`/`yes`;
-    /// never waited for here), else the match yields no hit, as does an
-    /// `<F-ID>` that is no address.
+    /// name's address once [`crate::dns`] has it, with `usedns = yes` only
+    /// (never waited for here); otherwise the match yields no hit, as does
+    /// an `<F-ID>` that is no address.
     fn hit(&self) -> Option<Hit<'_>> {
         let (d, fail) = (&self.st.out, &self.st.fail);
         let host = fail.get(self.st.host_key).unwrap_or("");
@@ -1023,8 +1023,13 @@ impl Filter {
         }
         let host: IpAddr = match host.parse() {
             Ok(a) => a,
-            Err(_) if self.usedns != UseDns::No && is_host_name(host) => crate::dns::lookup(host)?,
-            Err(_) => return None,
+            Err(_) if self.usedns == UseDns::Yes && is_host_name(host) => crate::dns::lookup(host)?,
+            Err(_) => {
+                if self.usedns == UseDns::Warn && is_host_name(host) {
+                    crate::dns::skip_name();
+                }
+                return None;
+            }
         };
         let mut hit = Hit::new(d.rule as u32, host, d.time);
         hit.nofail = d.nofail;
