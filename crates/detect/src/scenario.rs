@@ -11,10 +11,19 @@
 //!
 //! Options: `distinct` counts only new values of a field (a small ring of
 //! value hashes per bucket, no allocation once warm); `quiet` ignores a key for
-//! a while after it fired. State is bounded: at most `max_keys` buckets over
-//! all scenarios, kept in least-recently-used order in a slab with an intrusive
-//! list, so the coldest is evicted in O(1) and counted. Keys are attacker
-//! controlled, so the map uses a randomly seeded hasher (foldhash).
+//! a while after it fired.
+//!
+//! State is bounded: at most `max_keys` tracked keys. An address whose first
+//! hit cannot decide anything alone is tracked as one compact *first hit*
+//! (64 bytes for all the scenarios it feeds, [`First`]); its second hit
+//! replays the first into full buckets, one per scenario, which give the same
+//! counts as if they had existed all along. When the table is full, the
+//! oldest first hit goes first (a single hit, long ago, is what is least
+//! likely to grow into a decision); only when no first hit is left does the
+//! least recently used bucket go. Every eviction is counted. Evidence lines
+//! live once in a bounded [`evidence`] log, buckets hold references. Both
+//! tables are slabs indexed by a `HashTable<u32>` (the key is stored once);
+//! keys are attacker controlled, so the hasher is randomly seeded (foldhash).
 //!
 //! The clock is the line's own time (or `now` for lines without one): nothing
 //! here reads the system clock. This module does not decide anything (ban
@@ -24,7 +33,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use shield_core::{
@@ -34,6 +43,7 @@ use shield_core::{
 
 use crate::rules::{NativeMatcher, line_time};
 use crate::time::{StampCache, to_rfc3339};
+use evidence::EvidenceLog;
 
 /// How a scenario counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +125,7 @@ pub enum ScenarioError {
 pub struct EngineOptions {
     /// Most buckets tracked over all scenarios; the coldest is evicted beyond.
     pub max_keys: usize,
-    /// Lines of evidence kept per bucket (each truncated to 256 bytes).
+    /// Lines of evidence kept per bucket (each truncated to 256 bytes; at most 8).
     pub evidence_lines: usize,
     /// IPv6 grouping for scenarios that do not set `v6_prefix`.
     pub default_v6_prefix: u8,
@@ -175,7 +185,8 @@ pub struct Explain {
     pub fields: BTreeMap<String, String>,
 }
 
-const EVIDENCE_BYTES: usize = 256;
+/// Most evidence lines per bucket.
+const EVIDENCE_MAX: usize = 8;
 const DISTINCT_MAX: usize = 64;
 const WINDOW_MAX: u32 = 10_000;
 /// True if the rule-name pattern `pat` (exact, or a prefix ending in `*`, as a scenario's
@@ -205,48 +216,87 @@ struct Scen {
     ignore: Vec<IpNet>,
 }
 
+/// A tracked key: a scenario and an address grouped by its prefix
+/// ([`GROUP`] as `scen` for a first hit, which serves every scenario).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
+    addr: [u64; 2],
     scen: u16,
     v6: bool,
     plen: u8,
-    addr: u128,
 }
 
+/// The `scen` of a first hit's key.
+const GROUP: u16 = u16::MAX;
+
 impl Key {
+    fn addr(&self) -> u128 {
+        (u128::from(self.addr[0]) << 64) | u128::from(self.addr[1])
+    }
+
     fn net(&self) -> IpNet {
         if self.v6 {
-            IpNet::V6(Ipv6Net::new(self.addr.into(), self.plen).expect("prefix from key_for"))
+            IpNet::V6(Ipv6Net::new(self.addr().into(), self.plen).expect("prefix from key_for"))
         } else {
             IpNet::V4(
-                Ipv4Net::new((self.addr as u32).into(), self.plen).expect("prefix from key_for"),
+                Ipv4Net::new((self.addr() as u32).into(), self.plen).expect("prefix from key_for"),
             )
         }
     }
+
+    fn with_scen(self, scen: u16) -> Key {
+        Key { scen, ..self }
+    }
 }
 
+/// One scenario's state for one key.
 struct Bucket {
-    key: Key,
-    prev: u32,
-    next: u32,
     level: f64,
     last: UnixTime,
     first_seen: UnixTime,
-    events: u32,
     quiet_until: UnixTime,
-    /// Hashes of distinct values seen (a ring when full).
+    key: Key,
+    prev: u32,
+    next: u32,
+    events: u32,
+    /// Hashes of distinct values seen (a ring when full; allocated for
+    /// scenarios with `distinct` only).
     seen: Vec<u64>,
-    seen_next: usize,
     /// Window kind: times of the last `capacity` events (a ring).
     times: Vec<UnixTime>,
-    times_next: usize,
-    /// Evidence ring; strings keep their capacity across reuse.
-    evidence: Vec<String>,
-    ev_next: usize,
-    ev_len: usize,
+    times_next: u16,
+    seen_next: u8,
+    /// Evidence ring: references into the [`EvidenceLog`].
+    ev_next: u8,
+    ev_len: u8,
+    ev: [u32; EVIDENCE_MAX],
     /// What the latest connections have counted already.
     conns: ConnCredit,
 }
+
+/// An address's first hit, kept for all the scenarios it feeds until a
+/// second hit (which replays it into buckets) or its eviction. Only hits
+/// that decide nothing alone are kept this way.
+struct First {
+    key: Key,
+    rule: u16,
+    /// The distinct field the counting scenarios read (`NO_FIELD`: none) and
+    /// its value's hash.
+    field: u16,
+    hash: u64,
+    time: UnixTime,
+    /// Bit `i`: scenario `by_rule[rule][i]` counted the hit.
+    mask: u32,
+    conn: u32,
+    /// Evidence reference.
+    ev: u32,
+    prev: u32,
+    next: u32,
+    weight: u16,
+    once: bool,
+}
+
+const NO_FIELD: u16 = u16::MAX;
 
 /// Per bucket, the last few connections (sshd process ids) and what each
 /// has counted, so a connection counts as many attempts as it has attempt
@@ -266,13 +316,12 @@ struct ConnCredit {
 
 #[derive(Clone, Copy, Default)]
 struct ConnSlot {
+    /// The connection (0: a free slot; a line of connection 0 never gets one).
     conn: u32,
-    /// Attempts counted so far.
-    attempts: u32,
-    /// Whether a line of the connection counted.
-    counted: bool,
-    /// The rule of the first summing-up line (+1; 0: none).
-    once_rule: u32,
+    /// Attempts counted so far (saturating).
+    attempts: u16,
+    /// The rule of the first summing-up line (+1, saturating; 0: none).
+    once_rule: u16,
 }
 
 const CONN_SLOTS: usize = 8;
@@ -282,8 +331,10 @@ impl ConnCredit {
     /// `w` attempts, a summing-up line (`once`) adds nothing; the total of a
     /// connection is max(attempts, 1). Returns the increase of that total.
     fn weight(&mut self, conn: u32, rule: u32, once: bool, w: u32) -> u32 {
-        let i = match self.slots.iter().position(|s| s.conn == conn) {
-            Some(i) => i,
+        // A slot found has counted a line of its connection: its total is
+        // at least 1. (Lines of connection 0 never come here.)
+        let (i, counted) = match self.slots.iter().position(|s| s.conn == conn) {
+            Some(i) => (i, true),
             None => {
                 let i = self.next as usize;
                 self.next = ((i + 1) % CONN_SLOTS) as u8;
@@ -291,22 +342,26 @@ impl ConnCredit {
                     conn,
                     ..ConnSlot::default()
                 };
-                i
+                (i, false)
             }
         };
         let s = &mut self.slots[i];
-        let before = s.attempts.max(u32::from(s.counted));
-        let key = rule.saturating_add(1);
-        if !once {
-            s.attempts = s.attempts.saturating_add(w);
+        let attempts = u32::from(s.attempts);
+        let before = attempts.max(u32::from(counted));
+        let key = u16::try_from(rule.saturating_add(1)).unwrap_or(u16::MAX);
+        let attempts = if !once {
+            attempts.saturating_add(w)
         } else if s.once_rule == key {
             // The same summary again: another attempt.
-            s.attempts = s.attempts.max(1).saturating_add(w);
-        } else if s.once_rule == 0 {
-            s.once_rule = key;
-        }
-        s.counted = true;
-        s.attempts.max(1) - before
+            attempts.max(1).saturating_add(w)
+        } else {
+            if s.once_rule == 0 {
+                s.once_rule = key;
+            }
+            attempts
+        };
+        s.attempts = u16::try_from(attempts).unwrap_or(u16::MAX);
+        attempts.max(1) - before
     }
 }
 
@@ -501,10 +556,22 @@ struct NativePlan {
 pub struct Scenarios {
     scens: Vec<Scen>,
     by_rule: Vec<Vec<u16>>,
-    map: HashMap<Key, u32, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+    /// Buckets: a slab, its index by key, and a least-recently-used list.
+    index: HashTable<u32>,
     slab: Vec<Bucket>,
     head: u32,
     tail: u32,
+    /// First hits: a slab (`first_free` chains the free slots through
+    /// `next`), its index by key, and a list from newest to oldest.
+    first_index: HashTable<u32>,
+    firsts: Vec<First>,
+    first_head: u32,
+    first_tail: u32,
+    first_free: u32,
+    /// Bucket slots freed by eviction, chained through `next`.
+    free: u32,
+    log: EvidenceLog,
     opts: EngineOptions,
     stats: Stats,
 }
@@ -629,6 +696,7 @@ impl Engine {
         };
         let opts = EngineOptions {
             max_keys: opts.max_keys.max(1),
+            evidence_lines: opts.evidence_lines.min(EVIDENCE_MAX),
             ..opts
         };
         let need: Vec<Vec<u16>> = by_rule
@@ -675,10 +743,18 @@ impl Engine {
             st: Scenarios {
                 scens,
                 by_rule,
-                map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+                hasher: foldhash::fast::RandomState::default(),
+                index: HashTable::new(),
                 slab: Vec::new(),
                 head: NIL,
                 tail: NIL,
+                first_index: HashTable::new(),
+                firsts: Vec::new(),
+                first_head: NIL,
+                first_tail: NIL,
+                first_free: NIL,
+                free: NIL,
+                log: EvidenceLog::default(),
                 opts,
                 stats,
             },
@@ -993,86 +1069,297 @@ impl Scenarios {
         let Some(scens) = self.by_rule.get(ev.rule as usize) else {
             return;
         };
-        for i in 0..scens.len() {
-            let si = self.by_rule[ev.rule as usize][i];
-            let s = &self.scens[si as usize];
-            if !s.ignore.is_empty() && s.ignore.iter().any(|n| n.contains(&ev.host.ip())) {
+        let n = scens.len();
+        // The scenarios that count the hit: whether they share one key (one
+        // IPv6 grouping) and read at most one distinct field, and whether
+        // the hit would decide something on its own.
+        let mut mask = 0u32;
+        let mut shared: Option<Key> = None;
+        let mut compact = ev.rule < u32::from(u16::MAX) && n <= 32;
+        let (mut field, mut hash) = (NO_FIELD, 0);
+        for i in 0..n {
+            let s = &self.scens[self.by_rule[ev.rule as usize][i] as usize];
+            let Some(d) = counts(s, ev) else { continue };
+            mask |= 1u32.checked_shl(i as u32).unwrap_or(0);
+            let k = make_key(GROUP, ev.host, s.v6_prefix);
+            match shared {
+                None => shared = Some(k),
+                Some(x) if x != k => compact = false,
+                Some(_) => {}
+            }
+            if let (Some(f), Some(h)) = (s.distinct, d) {
+                if field == NO_FIELD {
+                    (field, hash) = (f, h);
+                } else if field != f {
+                    compact = false;
+                }
+            }
+            compact &= !fires_alone(s, ev);
+        }
+        let Some(group) = shared else { return };
+        // A first hit of this address (under any grouping the scenarios use)
+        // becomes buckets before this hit counts.
+        let mut had_first = false;
+        for i in 0..n {
+            let s = &self.scens[self.by_rule[ev.rule as usize][i] as usize];
+            if i > 0
+                && s.v6_prefix == self.scens[self.by_rule[ev.rule as usize][0] as usize].v6_prefix
+            {
                 continue;
             }
-            let distinct = match s.distinct {
-                Some(f) => match ev.distinct(f) {
-                    Some(h) => Some(h),
-                    // A hit without the field cannot add a new value.
-                    None => continue,
-                },
-                None => None,
+            had_first |= self.take_first(make_key(GROUP, ev.host, s.v6_prefix));
+        }
+        if compact && !had_first && !self.has_bucket(group, ev.rule, mask) {
+            self.push_first(group, ev, mask, field, hash, line);
+            return;
+        }
+        let mut ev_ref = None;
+        for i in 0..n {
+            let si = self.by_rule[ev.rule as usize][i];
+            let s = &self.scens[si as usize];
+            let Some(distinct) = counts(s, ev) else {
+                continue;
             };
             let key = make_key(si, ev.host, s.v6_prefix);
             let slot = self.slot(key);
-            if let Some(alert) = self.event(si as usize, slot, ev, distinct, line) {
+            let log = &mut self.log;
+            let step = Step {
+                time: ev.time,
+                rule: ev.rule,
+                weight: ev.weight,
+                conn: ev.conn,
+                once: ev.once,
+                distinct,
+                ev: *ev_ref.get_or_insert_with(|| log.push(line)),
+            };
+            if let Some(alert) = self.event(si as usize, slot, &step) {
                 self.stats.scenarios[si as usize].alerts += 1;
                 on_alert(alert);
             }
         }
     }
 
-    /// The bucket for `key`, created (or recycled from the coldest) if needed,
-    /// and moved to the front of the LRU list.
+    /// Whether a scenario of `mask` (bits over `by_rule[rule]`) has a bucket
+    /// for `group`.
+    fn has_bucket(&self, group: Key, rule: u32, mask: u32) -> bool {
+        let scens = &self.by_rule[rule as usize];
+        (0..scens.len().min(32))
+            .filter(|i| mask & (1 << i) != 0)
+            .any(|i| {
+                let key = group.with_scen(scens[i]);
+                let h = self.hasher.hash_one(key);
+                self.index
+                    .find(h, |&j| self.slab[j as usize].key == key)
+                    .is_some()
+            })
+    }
+
+    /// Tracks `ev` as the first hit of `group`.
+    fn push_first(&mut self, group: Key, ev: &Event, mask: u32, field: u16, hash: u64, line: &str) {
+        if self.tracked() >= self.opts.max_keys {
+            self.evict();
+        }
+        let f = First {
+            key: group,
+            rule: ev.rule as u16,
+            field,
+            hash,
+            time: ev.time,
+            mask,
+            conn: ev.conn,
+            ev: self.log.push(line),
+            prev: NIL,
+            next: self.first_head,
+            weight: ev.weight.min(u32::from(u16::MAX)) as u16,
+            once: ev.once,
+        };
+        let i = if self.first_free != NIL {
+            let i = self.first_free;
+            self.first_free = self.firsts[i as usize].next;
+            self.firsts[i as usize] = f;
+            i
+        } else {
+            // Grow by half, not double: this table is most of the memory in a flood.
+            if self.firsts.len() == self.firsts.capacity() {
+                let room = self.opts.max_keys.saturating_sub(self.firsts.len()).max(1);
+                self.firsts.reserve_exact(
+                    (self.firsts.len() / 2)
+                        .clamp(1024, room.max(1024))
+                        .min(room),
+                );
+            }
+            self.firsts.push(f);
+            (self.firsts.len() - 1) as u32
+        };
+        if self.first_head != NIL {
+            self.firsts[self.first_head as usize].prev = i;
+        } else {
+            self.first_tail = i;
+        }
+        self.first_head = i;
+        let h = self.hasher.hash_one(group);
+        let (firsts, hasher) = (&self.firsts, &self.hasher);
+        self.first_index
+            .insert_unique(h, i, |&j| hasher.hash_one(firsts[j as usize].key));
+        self.stats.keys_tracked = self.tracked();
+    }
+
+    /// If `group` has a first hit: forgets it and replays it into buckets.
+    fn take_first(&mut self, group: Key) -> bool {
+        let h = self.hasher.hash_one(group);
+        let firsts = &self.firsts;
+        let Ok(e) = self
+            .first_index
+            .find_entry(h, |&j| firsts[j as usize].key == group)
+        else {
+            return false;
+        };
+        let (i, _) = e.remove();
+        self.free_first(i);
+        let f = &self.firsts[i as usize];
+        let (rule, mask, field, hash) = (f.rule, f.mask, f.field, f.hash);
+        let step = Step {
+            time: f.time,
+            rule: u32::from(f.rule),
+            weight: u32::from(f.weight),
+            conn: f.conn,
+            once: f.once,
+            distinct: None,
+            ev: f.ev,
+        };
+        for b in 0..self.by_rule[rule as usize].len().min(32) {
+            if mask & (1 << b) == 0 {
+                continue;
+            }
+            let si = self.by_rule[rule as usize][b];
+            let distinct = (self.scens[si as usize].distinct == Some(field)).then_some(hash);
+            let slot = self.slot(group.with_scen(si));
+            let fired = self.event(si as usize, slot, &Step { distinct, ..step });
+            debug_assert!(
+                fired.is_none(),
+                "a first hit is kept only if it decides nothing"
+            );
+        }
+        true
+    }
+
+    fn tracked(&self) -> usize {
+        self.index.len() + self.first_index.len()
+    }
+
+    /// Makes room for one key: the oldest first hit goes, else the least
+    /// recently used bucket.
+    fn evict(&mut self) {
+        self.stats.keys_evicted += 1;
+        if self.first_tail != NIL {
+            let i = self.first_tail;
+            let h = self.hasher.hash_one(self.firsts[i as usize].key);
+            if let Ok(e) = self.first_index.find_entry(h, |&j| j == i) {
+                e.remove();
+            }
+            self.free_first(i);
+        } else if self.tail != NIL {
+            let i = self.tail;
+            self.unlink(i);
+            let h = self.hasher.hash_one(self.slab[i as usize].key);
+            if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
+                e.remove();
+            }
+            self.slab[i as usize].next = self.free;
+            self.free = i;
+        }
+        self.stats.keys_tracked = self.tracked();
+    }
+
+    /// Unlinks first hit `i` and puts its slot on the free list (its fields
+    /// stay readable until the slot is reused).
+    fn free_first(&mut self, i: u32) {
+        let (p, n) = (self.firsts[i as usize].prev, self.firsts[i as usize].next);
+        if p == NIL {
+            self.first_head = n
+        } else {
+            self.firsts[p as usize].next = n
+        }
+        if n == NIL {
+            self.first_tail = p
+        } else {
+            self.firsts[n as usize].prev = p
+        }
+        self.firsts[i as usize].next = self.first_free;
+        self.first_free = i;
+    }
+
+    /// The bucket for `key`, created (evicting if the table is full) if
+    /// needed, and moved to the front of the LRU list.
     fn slot(&mut self, key: Key) -> u32 {
-        if let Some(&i) = self.map.get(&key) {
+        let h = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        if let Some(&i) = self.index.find(h, |&j| slab[j as usize].key == key) {
             self.unlink(i);
             self.push_front(i);
             return i;
         }
-        let i = if self.slab.len() < self.opts.max_keys {
-            let s = &self.scens[key.scen as usize];
-            let seen_cap = if s.distinct.is_some() {
-                (s.capacity as usize + 1).clamp(4, DISTINCT_MAX)
-            } else {
-                0
+        if self.tracked() >= self.opts.max_keys {
+            self.evict();
+        }
+        let s = &self.scens[key.scen as usize];
+        let seen_cap = if s.distinct.is_some() { seen_cap(s) } else { 0 };
+        let times_cap = if s.kind == BucketKind::Window {
+            s.capacity as usize
+        } else {
+            0
+        };
+        let fresh = Bucket {
+            level: 0.0,
+            last: 0,
+            first_seen: 0,
+            quiet_until: i64::MIN,
+            key,
+            prev: NIL,
+            next: NIL,
+            events: 0,
+            seen: Vec::new(),
+            times: Vec::new(),
+            times_next: 0,
+            seen_next: 0,
+            ev_next: 0,
+            ev_len: 0,
+            ev: [0; EVIDENCE_MAX],
+            conns: ConnCredit::default(),
+        };
+        let i = if self.free != NIL {
+            let i = self.free;
+            self.free = self.slab[i as usize].next;
+            let b = &mut self.slab[i as usize];
+            // Keep the rings' memory when it fits this scenario.
+            let (mut seen, mut times) = (std::mem::take(&mut b.seen), std::mem::take(&mut b.times));
+            seen.clear();
+            times.clear();
+            if seen.capacity() != seen_cap {
+                seen = Vec::with_capacity(seen_cap);
+            }
+            if times.capacity() != times_cap {
+                times = Vec::with_capacity(times_cap);
+            }
+            *b = Bucket {
+                seen,
+                times,
+                ..fresh
             };
-            let times_cap = if s.kind == BucketKind::Window {
-                s.capacity as usize
-            } else {
-                0
-            };
+            i
+        } else {
             self.slab.push(Bucket {
-                key,
-                prev: NIL,
-                next: NIL,
-                level: 0.0,
-                last: 0,
-                first_seen: 0,
-                events: 0,
-                quiet_until: i64::MIN,
                 seen: Vec::with_capacity(seen_cap),
-                seen_next: 0,
                 times: Vec::with_capacity(times_cap),
-                times_next: 0,
-                // Full size up front: a bucket never allocates after creation.
-                evidence: (0..self.opts.evidence_lines)
-                    .map(|_| String::with_capacity(EVIDENCE_BYTES))
-                    .collect(),
-                ev_next: 0,
-                ev_len: 0,
-                conns: ConnCredit::default(),
+                ..fresh
             });
             (self.slab.len() - 1) as u32
-        } else {
-            let victim = self.tail;
-            self.unlink(victim);
-            let old = self.slab[victim as usize].key;
-            self.map.remove(&old);
-            self.stats.keys_evicted += 1;
-            let b = &mut self.slab[victim as usize];
-            b.reset();
-            b.key = key;
-            b.quiet_until = i64::MIN;
-            victim
         };
-        self.map.insert(key, i);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.index
+            .insert_unique(h, i, |&j| hasher.hash_one(slab[j as usize].key));
         self.push_front(i);
-        self.stats.keys_tracked = self.map.len();
+        self.stats.keys_tracked = self.tracked();
         i
     }
 
@@ -1105,14 +1392,7 @@ impl Scenarios {
         self.head = i;
     }
 
-    fn event(
-        &mut self,
-        si: usize,
-        slot: u32,
-        ev: &Event,
-        distinct: Option<u64>,
-        line: &str,
-    ) -> Option<Alert> {
+    fn event(&mut self, si: usize, slot: u32, ev: &Step) -> Option<Alert> {
         let t = ev.time;
         let s = &self.scens[si];
         let evidence_lines = self.opts.evidence_lines;
@@ -1145,16 +1425,16 @@ impl Scenarios {
                 w => w,
             }
         };
-        if let Some(h) = distinct {
+        if let Some(h) = ev.distinct {
             if b.seen.contains(&h) {
                 return None;
             }
-            let cap = b.seen.capacity().max(1);
+            let cap = seen_cap(s);
             if b.seen.len() < cap {
                 b.seen.push(h);
             } else {
-                b.seen[b.seen_next] = h;
-                b.seen_next = (b.seen_next + 1) % cap;
+                b.seen[b.seen_next as usize] = h;
+                b.seen_next = ((b.seen_next as usize + 1) % cap) as u8;
             }
         }
         if b.events == 0 {
@@ -1163,12 +1443,9 @@ impl Scenarios {
         b.last = b.last.max(t);
         b.events = b.events.saturating_add(weight);
         if evidence_lines > 0 {
-            let at = b.ev_next % b.evidence.len();
-            let e = &mut b.evidence[at];
-            e.clear();
-            e.push_str(truncate(line, EVIDENCE_BYTES));
-            b.ev_next = (b.ev_next + 1) % evidence_lines;
-            b.ev_len = (b.ev_len + 1).min(evidence_lines);
+            b.ev[b.ev_next as usize] = ev.ev;
+            b.ev_next = ((b.ev_next as usize + 1) % evidence_lines) as u8;
+            b.ev_len = (b.ev_len as usize + 1).min(evidence_lines) as u8;
         }
         let fire = match s.kind {
             BucketKind::Leaky => {
@@ -1181,13 +1458,13 @@ impl Scenarios {
                     if b.times.len() < cap {
                         b.times.push(t);
                     } else {
-                        b.times[b.times_next] = t;
-                        b.times_next = (b.times_next + 1) % cap;
+                        b.times[b.times_next as usize] = t;
+                        b.times_next = ((b.times_next as usize + 1) % cap) as u16;
                     }
                 }
                 // With a full ring, `times_next` points at the oldest.
                 if b.times.len() >= cap {
-                    let oldest = b.times[b.times_next % cap];
+                    let oldest = b.times[b.times_next as usize % cap];
                     if t - oldest <= s.window_s {
                         b.first_seen = oldest;
                         true
@@ -1202,9 +1479,10 @@ impl Scenarios {
         if !fire {
             return None;
         }
-        let n = b.evidence.len();
-        let evidence = (0..b.ev_len)
-            .map(|k| b.evidence[(b.ev_next + n - b.ev_len + k) % n].clone())
+        let n = evidence_lines;
+        let (len, next) = (b.ev_len as usize, b.ev_next as usize);
+        let evidence = (0..len)
+            .filter_map(|k| self.log.get(b.ev[(next + n - len + k) % n]))
             .collect();
         let alert = Alert {
             scenario: s.name.clone(),
@@ -1222,19 +1500,66 @@ impl Scenarios {
     }
 }
 
+/// One hit as a bucket counts it (from an [`Event`] or a replayed [`First`]).
+#[derive(Clone, Copy)]
+struct Step {
+    time: UnixTime,
+    rule: u32,
+    weight: u32,
+    conn: u32,
+    once: bool,
+    distinct: Option<u64>,
+    /// Evidence reference of the line.
+    ev: u32,
+}
+
+/// Whether scenario `s` counts `ev`, and the distinct value it reads.
+fn counts(s: &Scen, ev: &Event) -> Option<Option<u64>> {
+    if !s.ignore.is_empty() && s.ignore.iter().any(|n| n.contains(&ev.host.ip())) {
+        return None;
+    }
+    match s.distinct {
+        // A hit without the field cannot add a new value.
+        Some(f) => ev.distinct(f).map(Some),
+        None => Some(None),
+    }
+}
+
+/// Whether `ev` alone fires a fresh bucket of `s` (then it is not kept as a
+/// first hit: it has to decide now).
+fn fires_alone(s: &Scen, ev: &Event) -> bool {
+    // A new connection's first line counts its weight, a summing-up one 1.
+    let w = if ev.conn != 0 && ev.once {
+        1
+    } else {
+        ev.weight
+    };
+    match s.kind {
+        BucketKind::Leaky => w as f64 > s.capacity as f64,
+        BucketKind::Window => w >= s.capacity,
+    }
+}
+
+fn seen_cap(s: &Scen) -> usize {
+    (s.capacity as usize + 1).clamp(4, DISTINCT_MAX)
+}
+
 fn make_key(si: u16, ip: Addr, v6_prefix: u8) -> Key {
     match key_for(ip, v6_prefix).get() {
         IpNet::V4(n) => Key {
             scen: si,
             v6: false,
             plen: n.prefix_len(),
-            addr: u32::from(n.addr()) as u128,
+            addr: [0, u64::from(u32::from(n.addr()))],
         },
         IpNet::V6(n) => Key {
             scen: si,
             v6: true,
             plen: n.prefix_len(),
-            addr: u128::from(n.addr()),
+            addr: {
+                let a = u128::from(n.addr());
+                [(a >> 64) as u64, a as u64]
+            },
         },
     }
 }
@@ -1548,5 +1873,6 @@ pub fn default_scenarios(packs: &[&str]) -> Vec<ScenarioSpec> {
     out
 }
 
+mod evidence;
 #[cfg(test)]
 mod tests;
