@@ -458,10 +458,10 @@ fn default_store() -> PathBuf {
 fn default_keep() -> Duration {
     Duration::from_secs(7 * 86400)
 }
-/// Each tracked key costs about 1 KB (bucket + evidence buffers): 50k keys
-/// keep the engine's worst case near 50 MB.
+/// An address seen once costs about 91 bytes (shield-detect's key_memory
+/// test), so 1M addresses fit in about 100 MB.
 fn default_max_keys() -> usize {
-    50_000
+    1_000_000
 }
 fn default_evidence() -> usize {
     3

@@ -134,7 +134,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            max_keys: 100_000,
+            max_keys: 1_000_000,
             evidence_lines: 3,
             default_v6_prefix: 64,
         }
