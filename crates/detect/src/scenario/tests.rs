@@ -465,3 +465,148 @@ fn authenticating_user_disconnects_are_failures_bare_closes_are_not() {
     let lines: Vec<_> = (0..10).map(|i| (i * 10, 200 + i as u32, c)).collect();
     assert!(defaults_on(&lines).is_empty(), "a health check every 10 s");
 }
+
+#[test]
+fn single_hits_are_evicted_oldest_first_before_any_bucket() {
+    let opts = EngineOptions {
+        max_keys: 3,
+        ..EngineOptions::default()
+    };
+    let mut e = engine(&[scen(BucketKind::Leaky, 2, 1000)], opts);
+    // a has two hits (a bucket) and is the least recently used key;
+    // b and c have one hit each.
+    run(
+        &mut e,
+        &[
+            fail(T0, "192.0.2.1", "x"),
+            fail(T0 + 1, "192.0.2.1", "x"),
+            fail(T0 + 2, "192.0.2.2", "x"),
+            fail(T0 + 3, "192.0.2.3", "x"),
+        ],
+    );
+    assert_eq!((e.stats().keys_tracked, e.stats().keys_evicted), (3, 0));
+    // d evicts b, the oldest single hit, not a.
+    run(&mut e, &[fail(T0 + 4, "192.0.2.4", "x")]);
+    assert_eq!((e.stats().keys_tracked, e.stats().keys_evicted), (3, 1));
+    let a = run(&mut e, &[fail(T0 + 5, "192.0.2.1", "x")]);
+    assert_eq!(a.len(), 1, "a kept its two hits: the third overflows");
+    // c kept its hit (two more overflow it); b starts over (two more do not).
+    let a = run(
+        &mut e,
+        &[
+            fail(T0 + 6, "192.0.2.3", "x"),
+            fail(T0 + 7, "192.0.2.3", "x"),
+        ],
+    );
+    assert_eq!(a.len(), 1, "c kept its first hit");
+    let a = run(
+        &mut e,
+        &[
+            fail(T0 + 8, "192.0.2.2", "x"),
+            fail(T0 + 9, "192.0.2.2", "x"),
+        ],
+    );
+    assert!(a.is_empty(), "b was evicted and counts from zero");
+}
+
+#[test]
+fn first_hit_replayed_into_buckets_counts_as_before() {
+    // Two scenarios on one rule, one with a distinct field: the first hit is
+    // kept compact, then replayed; the counts are those of buckets that
+    // existed all along (window fires at the 3rd, distinct users at the 3rd).
+    let mut w = scen(BucketKind::Window, 3, 600);
+    w.name = "w".into();
+    let mut d = scen(BucketKind::Leaky, 2, 1000);
+    d.name = "d".into();
+    d.distinct = Some("user".into());
+    let mut e = engine(&[w, d], EngineOptions::default());
+    let a = run(&mut e, &[fail(T0, "198.51.100.20", "u1")]);
+    assert!(a.is_empty());
+    assert_eq!(
+        e.stats().keys_tracked,
+        1,
+        "one first hit for both scenarios"
+    );
+    let a = run(
+        &mut e,
+        &[
+            fail(T0 + 1, "198.51.100.20", "u1"),
+            fail(T0 + 2, "198.51.100.20", "u2"),
+        ],
+    );
+    assert_eq!(e.stats().keys_tracked, 2, "now one bucket per scenario");
+    let names: Vec<&str> = a.iter().map(|a| a.scenario.as_str()).collect();
+    assert_eq!(
+        names,
+        ["w"],
+        "window: 3 hits; distinct: only 2 users so far"
+    );
+    assert_eq!(
+        a[0].first_seen, T0,
+        "the replayed first hit opened the window"
+    );
+    assert_eq!(a[0].evidence.len(), 3, "its line is evidence too");
+    assert!(a[0].evidence[0].contains("for u1 from"));
+    let a = run(&mut e, &[fail(T0 + 3, "198.51.100.20", "u3")]);
+    let names: Vec<&str> = a.iter().map(|a| a.scenario.as_str()).collect();
+    assert_eq!(names, ["d"], "the third distinct user overflows capacity 2");
+}
+
+/// One slow attacker (sshd-slow-bruteforce: 15 failures within an hour, one
+/// every 4 minutes) among 20,000 addresses that fail once each, with room for
+/// 2,000 keys: the flood's single hits are evicted first, so the attacker's
+/// buckets survive. (Evicting the least recently used bucket, as before,
+/// loses them: some 1,300 flood addresses, 2 buckets each, come between two
+/// of its attempts.)
+#[test]
+fn slow_attacker_survives_a_flood_of_single_hits() {
+    let mut e = Engine::new(
+        Box::new(NativeMatcher::new(&["sshd"], &[]).unwrap()),
+        &default_scenarios(&["sshd"]),
+        EngineOptions {
+            max_keys: 2_000,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let n = 20_000u32;
+    let mut alerts = Vec::new();
+    let mut next_attack = 0u32;
+    for i in 0..n {
+        let t = T0 + i64::from(i) * 3600 / i64::from(n);
+        if next_attack < 15 && t >= T0 + i64::from(next_attack) * 240 {
+            let l = format!(
+                "{} web sshd[{}]: Failed password for root from 203.0.113.9 port 22 ssh2",
+                to_rfc3339(t),
+                50_000 + next_attack
+            );
+            e.feed(&l, t, &mut |a| alerts.push(a));
+            next_attack += 1;
+        }
+        let b = (0x0B00_0000 + i).to_be_bytes();
+        let l = format!(
+            "{} web sshd[{}]: Failed password for root from {}.{}.{}.{} port 22 ssh2",
+            to_rfc3339(t),
+            100_000 + i,
+            b[0],
+            b[1],
+            b[2],
+            b[3]
+        );
+        e.feed(&l, t, &mut |a| alerts.push(a));
+    }
+    assert_eq!(next_attack, 15);
+    let got: Vec<(&str, String)> = alerts
+        .iter()
+        .map(|a| (a.scenario.as_str(), a.target.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [("sshd-slow-bruteforce", "203.0.113.9/32".to_string())]
+    );
+    assert!(
+        e.stats().keys_evicted >= u64::from(n) - 2_000,
+        "the flood filled the table: {} evicted",
+        e.stats().keys_evicted
+    );
+}
