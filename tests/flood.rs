@@ -5,6 +5,12 @@
 //!
 //! The test uses 1M addresses to fit the CI budget;
 //! runs with `SHIELD_FLOOD_N=10000000 cargo test --release --test flood` give the 10M figure in BENCHMARKS.md.
+//!
+//! No evasion by numbers: a distributed brute force (N addresses, 5 failures
+//! each within 10 minutes) with one slow attacker (15 failures over an hour)
+//! among them, under the default `[engine]` settings: every one is decided and
+//! no key is evicted. CI runs 20,000 addresses; `SHIELD_EVASION_N=200000`
+//! gives the 200k figure in BENCHMARKS.md `flood-memory`.
 
 mod common;
 
@@ -240,5 +246,124 @@ fn live_tail_flood_stays_bounded_and_catches_attackers() {
         "flood live tail: {n} distinct addresses in {secs:.1}s, daemon peak RSS {} MiB, {} attackers caught",
         peak / 1024,
         attackers.len()
+    );
+}
+
+/// Runs `shield replay --format json` on `log` with `cfg`; returns the report,
+/// the peak RSS (kB) and the seconds it took.
+fn replay_json(cfg: &Path, log: &Path) -> (serde_json::Value, u64, f64) {
+    let mut child = shield()
+        .arg("--config")
+        .arg(cfg)
+        .args(["replay", "--format", "json"])
+        .arg(log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let peak = peak_rss_kb(&mut child);
+    let secs = t.elapsed().as_secs_f64();
+    let out = reader.join().unwrap();
+    assert!(child.wait().unwrap().success(), "replay failed: {out}");
+    (serde_json::from_str(&out).unwrap(), peak, secs)
+}
+
+/// Address i of the distributed brute force: from 11.0.0.0 up.
+fn botnet_ip(i: u32) -> String {
+    let b = (0x0B00_0000 + i).to_be_bytes();
+    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+}
+
+const SLOW: &str = "203.0.113.99";
+
+/// Writes the brute force: address i fails at s_i + 0, 2, 4, 6 and 8 minutes
+/// (s_i spread over 50 minutes), and SLOW fails every 4 minutes from the
+/// start (15 times, the last at 56 minutes), in time order, one connection
+/// (pid) per line. Returns the number of lines.
+fn generate_bruteforce(path: &Path, n: u32) -> u64 {
+    let mut ev: Vec<(u32, u32)> = Vec::with_capacity(n as usize * 5 + 15);
+    for i in 0..n {
+        let s = (u64::from(i) * 3000 / u64::from(n)) as u32;
+        ev.extend((0..5).map(|k| (s + k * 120, i)));
+    }
+    ev.extend((0..15).map(|k| (k * 240, u32::MAX)));
+    ev.sort_by_key(|&(t, _)| t);
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    for (pid, &(t, i)) in ev.iter().enumerate() {
+        let ip = if i == u32::MAX {
+            SLOW.to_string()
+        } else {
+            botnet_ip(i)
+        };
+        writeln!(
+            w,
+            "2024-03-01T10:{:02}:{:02}Z web sshd[{}]: Failed password for root from {ip} port 22 ssh2",
+            t / 60,
+            t % 60,
+            pid + 1000
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    ev.len() as u64
+}
+
+#[test]
+fn distributed_bruteforce_and_slow_attacker_are_all_decided() {
+    let n: u32 = std::env::var("SHIELD_EVASION_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let lines = generate_bruteforce(&log, n);
+    // The default scenarios and `[engine]` settings, as installed.
+    let cfg = dir.path().join("shield.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[source]]\nname = \"sshd\"\npaths = [\"{}\"]\npacks = [\"sshd\"]\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let (rep, peak, secs) = replay_json(&cfg, &log);
+    assert_eq!(rep["lines"].as_u64().unwrap(), lines);
+    assert_eq!(rep["keys_evicted"].as_u64().unwrap(), 0, "no key evicted");
+    let decisions = rep["decisions"].as_array().unwrap();
+    let by_value: std::collections::HashMap<&str, &str> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["value"].as_str().unwrap(),
+                d["scenario"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_value.get(SLOW).copied(),
+        Some("sshd-slow-bruteforce"),
+        "the slow attacker is decided"
+    );
+    let missed: Vec<String> = (0..n)
+        .map(botnet_ip)
+        .filter(|a| by_value.get(a.as_str()) != Some(&"sshd-bruteforce"))
+        .take(5)
+        .collect();
+    assert!(missed.is_empty(), "addresses not decided, e.g. {missed:?}");
+    assert_eq!(decisions.len(), n as usize + 1, "no other decision");
+    assert!(peak > 0, "could not read VmHWM of the replay");
+    eprintln!(
+        "distributed brute force: {n} addresses x 5 + slow attacker x 15 ({lines} lines): \
+         all {} decided, 0 evicted, peak RSS {} MiB, {secs:.1}s",
+        decisions.len(),
+        peak / 1024
     );
 }
