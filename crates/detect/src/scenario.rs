@@ -1179,15 +1179,7 @@ impl Scenarios {
             self.firsts[i as usize] = f;
             i
         } else {
-            // Grow by half, not double: this table is most of the memory in a flood.
-            if self.firsts.len() == self.firsts.capacity() {
-                let room = self.opts.max_keys.saturating_sub(self.firsts.len()).max(1);
-                self.firsts.reserve_exact(
-                    (self.firsts.len() / 2)
-                        .clamp(1024, room.max(1024))
-                        .min(room),
-                );
-            }
+            grow(&mut self.firsts, self.opts.max_keys);
             self.firsts.push(f);
             (self.firsts.len() - 1) as u32
         };
@@ -1348,6 +1340,7 @@ impl Scenarios {
             };
             i
         } else {
+            grow(&mut self.slab, self.opts.max_keys);
             self.slab.push(Bucket {
                 seen: Vec::with_capacity(seen_cap),
                 times: Vec::with_capacity(times_cap),
@@ -1537,6 +1530,16 @@ fn fires_alone(s: &Scen, ev: &Event) -> bool {
     match s.kind {
         BucketKind::Leaky => w as f64 > s.capacity as f64,
         BucketKind::Window => w >= s.capacity,
+    }
+}
+
+/// Makes room for one more in a full slab: by half its length (at least
+/// 1024, at most up to `max`), not by doubling, since the slabs are most of
+/// the engine's memory in a flood.
+fn grow<T>(v: &mut Vec<T>, max: usize) {
+    if v.len() == v.capacity() {
+        let room = max.saturating_sub(v.len()).max(1);
+        v.reserve_exact((v.len() / 2).max(1024).min(room));
     }
 }
 
