@@ -6,7 +6,7 @@
 
 use super::truncate;
 
-/// Bytes of lines kept (the ring grows to this, then wraps).
+/// Bytes of lines kept (the ring fills to this, then wraps).
 pub(super) const LOG_BYTES: usize = 16 << 20;
 /// Lines are cut to this many bytes (on a character boundary).
 pub(super) const LINE_BYTES: usize = 256;
@@ -59,7 +59,12 @@ impl EvidenceLog {
             let at = (self.head % LOG_BYTES as u64) as usize;
             let n = b.len().min(LOG_BYTES - at);
             if self.buf.len() < LOG_BYTES {
-                // Still growing: `at` is the end of `buf`.
+                // Still filling: `at` is the end of `buf`. Reserved whole at
+                // once so that it never moves (pages are only resident once
+                // written).
+                if self.buf.capacity() < LOG_BYTES {
+                    self.buf.reserve_exact(LOG_BYTES);
+                }
                 self.buf.extend_from_slice(&b[..n]);
             } else {
                 self.buf[at..at + n].copy_from_slice(&b[..n]);
