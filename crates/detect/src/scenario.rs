@@ -168,9 +168,9 @@ pub struct Stats {
     pub rules: Vec<RuleCount>,
     /// Alerts per scenario, in the order given.
     pub scenarios: Vec<ScenarioCount>,
-    /// Buckets tracked now.
+    /// Keys tracked now: buckets, plus first hits (one per address for all its scenarios).
     pub keys_tracked: usize,
-    /// Buckets evicted because `max_keys` was reached.
+    /// Keys (first hits, then buckets) evicted because `max_keys` was reached.
     pub keys_evicted: u64,
 }
 
