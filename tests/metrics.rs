@@ -6,39 +6,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-
-fn scrape(port: u16) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    (head.to_string(), body.to_string())
-}
-
-/// Sum of every sample of `name` whose labels contain all of `labels`.
-fn sum(body: &str, name: &str, labels: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, lab) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest),
-                None => (series, ""),
-            };
-            (n == name && labels.iter().all(|x| lab.contains(x)))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
 
 #[test]
 fn metrics_after_a_known_replay() {
@@ -74,7 +44,11 @@ fn metrics_after_a_known_replay() {
                 if let Some((head, body)) = t.split_once("\r\n\r\n") {
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_string)
+                        })
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0);
                     if body.len() >= len {
@@ -82,7 +56,8 @@ fn metrics_after_a_known_replay() {
                     }
                 }
             }
-            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = hook_tx.send(String::from_utf8_lossy(&req).to_string());
         }
     });
@@ -104,8 +79,7 @@ packs = ["sshd"]
 from_start = true
 [webhook]
 url = "http://127.0.0.1:{hook_port}/hook"
-min_interval = "1h"
-burst = 2
+min_interval = "300ms"
 "#,
         log.display()
     );
@@ -124,57 +98,64 @@ burst = 2
 
     let src = ["source=\"sshd\"", "kind=\"file\""];
     assert_eq!(
-        sum(&body, "shield_source_lines_total", &src),
+        metric_sum(&body, "shield_source_lines_total", &src),
         5000.0,
         "{body}"
     );
-    let matched = sum(&body, "shield_source_matched_total", &src);
+    let matched = metric_sum(&body, "shield_source_matched_total", &src);
     assert!(
         matched > 0.0 && matched < 5000.0,
         "matched {matched}\n{body}"
     );
     // Per-rule hits add up to the lines matched, and the main sshd rule is among them.
     assert_eq!(
-        sum(&body, "shield_rule_hits_total", &["source=\"sshd\""]),
+        metric_sum(&body, "shield_rule_hits_total", &["source=\"sshd\""]),
         matched,
         "{body}"
     );
     assert!(
-        sum(
+        metric_sum(
             &body,
             "shield_rule_hits_total",
             &["rule=\"sshd-failed-password\""]
         ) > 0.0,
         "{body}"
     );
-    assert_eq!(sum(&body, "shield_keys_evicted_total", &src), 0.0, "{body}");
     assert_eq!(
-        sum(
+        metric_sum(&body, "shield_keys_evicted_total", &src),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric_sum(
             &body,
             "shield_decisions_total",
             &["origin=\"local\"", "type=\"ban\"", "outcome=\"new\""]
         ),
-        sum(
+        metric_sum(
             &body,
             "shield_daemon_events_total",
             &["event=\"decisions_new\""]
         ),
         "{body}"
     );
-    assert!(sum(&body, "shield_decisions_total", &["outcome=\"new\""]) >= 5.0);
+    assert!(metric_sum(&body, "shield_decisions_total", &["outcome=\"new\""]) >= 5.0);
     assert_eq!(
-        sum(&body, "shield_decisions_total", &["outcome=\"extended\""]),
-        sum(
+        metric_sum(&body, "shield_decisions_total", &["outcome=\"extended\""]),
+        metric_sum(
             &body,
             "shield_daemon_events_total",
             &["event=\"decisions_extended\""]
         ),
     );
-    let alerts = sum(&body, "shield_alerts_total", &[]);
+    let alerts = metric_sum(&body, "shield_alerts_total", &[]);
     assert!(alerts >= 5.0, "{body}");
-    assert_eq!(sum(&body, "shield_source_alerts_total", &src), alerts);
     assert_eq!(
-        sum(
+        metric_sum(&body, "shield_source_alerts_total", &src),
+        alerts
+    );
+    assert_eq!(
+        metric_sum(
             &body,
             "shield_active_decisions",
             &["layer=\"dry-run\"", "type=\"ban\""]
@@ -183,18 +164,18 @@ burst = 2
         "{body}"
     );
     assert!(
-        sum(&body, "shield_batch_commit_seconds_count", &[]) >= 1.0,
+        metric_sum(&body, "shield_batch_commit_seconds_count", &[]) >= 1.0,
         "{body}"
     );
     assert!(
-        sum(&body, "shield_firewall_apply_seconds_count", &[]) >= 1.0,
+        metric_sum(&body, "shield_firewall_apply_seconds_count", &[]) >= 1.0,
         "{body}"
     );
     assert!(body.contains("# TYPE shield_batch_commit_seconds histogram"));
     assert!(body.contains("shield_source_last_line_timestamp_seconds{"));
     // The listener counts its connections; the scrape itself is one of them, open.
     assert!(
-        sum(
+        metric_sum(
             &body,
             "shield_api_connections_total",
             &["outcome=\"accepted\""]
@@ -202,39 +183,55 @@ burst = 2
         "{body}"
     );
     assert!(
-        sum(&body, "shield_api_connections_open", &[]) >= 1.0,
+        metric_sum(&body, "shield_api_connections_open", &[]) >= 1.0,
         "{body}"
     );
 
-    // Webhook: the first two new decisions are POSTed as JSON, the rest are
-    // dropped by the token bucket (burst 2, then one per hour) and counted.
+    // Webhook: new decisions are POSTed as JSON batches, one per 300 ms
+    // window at most, together carrying every new decision.
     let first = hook_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(first.starts_with("POST /hook HTTP/1.1"), "{first}");
-    assert!(first.contains("\"event\":\"decision\""), "{first}");
-    let _second = hook_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(hook_rx.recv_timeout(Duration::from_millis(500)).is_err());
+    assert!(first.contains("\"event\":\"decisions\""), "{first}");
     let (_, body) = scrape(port);
-    let new = sum(
+    let new = metric_sum(
         &body,
         "shield_daemon_events_total",
         &["event=\"decisions_new\""],
     );
-    assert_eq!(
-        sum(
+    let mut posts = vec![first];
+    let carried = |posts: &[String]| -> u64 {
+        posts
+            .iter()
+            .map(|p| {
+                let json = &p[p.find("\r\n\r\n").unwrap() + 4..];
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                v["count"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    while carried(&posts) < new as u64 {
+        posts.push(hook_rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    assert_eq!(carried(&posts), new as u64);
+    let hook = ["channel=\"webhook\"", "kind=\"json\""];
+    wait_for(Duration::from_secs(10), || {
+        let (_, body) = scrape(port);
+        (metric_sum(
             &body,
-            "shield_webhook_notifications_total",
-            &["outcome=\"sent\""]
-        ),
-        2.0,
-        "{body}"
-    );
+            "shield_notify_decisions_total",
+            &[hook[0], "outcome=\"delivered\""],
+        ) == new)
+            .then_some(())
+    })
+    .expect("the webhook channel counts what it delivered");
+    let (_, body) = scrape(port);
     assert_eq!(
-        sum(
+        metric_sum(
             &body,
-            "shield_webhook_notifications_total",
-            &["outcome=\"dropped\""]
+            "shield_notify_messages_total",
+            &[hook[0], hook[1], "outcome=\"sent\""]
         ),
-        new - 2.0,
+        posts.len() as f64,
         "{body}"
     );
 
@@ -247,9 +244,9 @@ burst = 2
     );
     let (_, body) = scrape(port);
     assert_eq!(
-        sum(&body, "shield_decisions_total", &["origin=\"manual\""]),
+        metric_sum(&body, "shield_decisions_total", &["origin=\"manual\""]),
         1.0,
         "{body}"
     );
-    assert_eq!(sum(&body, "shield_active_decisions", &[]), 6.0);
+    assert_eq!(metric_sum(&body, "shield_active_decisions", &[]), 6.0);
 }

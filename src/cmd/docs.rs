@@ -267,7 +267,7 @@ fn man(root: &Command) -> String {
     );
     let _ = writeln!(
         s,
-        ".SH SIGNALS\nSIGTERM and SIGINT stop the daemon gracefully; SIGHUP re-reads the configuration and applies sources, rules, scenarios, jails, [engine] and [decisions]; [api], [firewall], [store], [union] and [webhook] apply at the next start."
+        ".SH SIGNALS\nSIGTERM and SIGINT stop the daemon gracefully; SIGHUP re-reads the configuration and applies sources, rules, scenarios, jails, [engine], [decisions], [[notify]], [[action]] and [webhook]; [api], [firewall], [store] and [union] apply at the next start."
     );
     let _ = writeln!(
         s,

@@ -260,6 +260,9 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
                         src.error.as_deref().unwrap_or("")
                     );
                 }
+                for n in &s.notify {
+                    println!("{}", shield_daemon::notify::describe(n));
+                }
                 println!("counters: {}", s.counters);
             }
             Ok(ExitCode::SUCCESS)

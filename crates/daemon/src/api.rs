@@ -47,6 +47,9 @@ pub struct Status {
     #[serde(default)]
     pub store_counters: std::collections::BTreeMap<String, u64>,
     pub union: Option<serde_json::Value>,
+    /// Notification channels and exec actions with their counters and last error.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::SinkStatus>,
 }
 
 /// The control routes, identical on the socket and (with a token) on TCP.
@@ -105,6 +108,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
         counters,
         store_counters,
         union: s.union.status().and_then(|u| serde_json::to_value(u).ok()),
+        notify: s.counters.notify.status(),
     }))
 }
 

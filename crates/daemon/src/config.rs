@@ -62,6 +62,12 @@ pub struct Config {
     pub union: Option<UnionConfig>,
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// Notification channels (`[[notify]]`), each sent one message per batch window.
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<Spanned<NotifyConfig>>,
+    /// Exec actions (`[[action]]`), each run once per batch window.
+    #[serde(default, rename = "action")]
+    pub actions: Vec<Spanned<ActionConfig>>,
     /// CrowdSec content run on sources that name a `log_type` (see `crate::crowdsec`).
     #[serde(default)]
     pub crowdsec: Option<Spanned<CrowdsecConfig>>,
@@ -105,18 +111,159 @@ fn default_ban() -> Duration {
     Duration::from_secs(4 * 3600)
 }
 
-/// `[webhook]`: a JSON POST on every new decision, rate-limited.
+/// `[webhook]`: the first notification channel, kept as it was written: a
+/// generic-JSON `[[notify]]` channel named `webhook` whose batch window is
+/// `min_interval`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://host[:port]/path` (https: put a local relay in front).
+    /// `http(s)://host[:port]/path`.
     pub url: String,
-    /// One notification per this interval once the burst is spent.
+    /// The batch window: at most one POST per interval, carrying every new decision of it.
     #[serde(default = "default_webhook_interval", with = "humantime_serde")]
     pub min_interval: Duration,
-    /// Notifications sent at once before the interval applies.
+    /// Accepted for old configs; batching replaced the burst.
     #[serde(default = "default_webhook_burst")]
     pub burst: u32,
+}
+
+/// The kinds of `[[notify]]` channel: each has its own message template.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// A Slack incoming webhook (`{"text": ...}`).
+    Slack,
+    /// A Discord webhook (`{"content": ...}`).
+    Discord,
+    /// A Telegram bot (`sendMessage` to `chat_id`).
+    Telegram,
+    /// An ntfy server and topic.
+    Ntfy,
+    /// A Gotify server and application token.
+    Gotify,
+    /// The batch as JSON, POSTed to `url`.
+    Json,
+    /// Email over SMTP with STARTTLS.
+    Email,
+    /// An `[[action]]` (never written in `[[notify]]`).
+    #[serde(skip_deserializing)]
+    Exec,
+}
+
+impl std::fmt::Display for NotifyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotifyKind::Slack => "slack",
+            NotifyKind::Discord => "discord",
+            NotifyKind::Telegram => "telegram",
+            NotifyKind::Ntfy => "ntfy",
+            NotifyKind::Gotify => "gotify",
+            NotifyKind::Json => "json",
+            NotifyKind::Email => "email",
+            NotifyKind::Exec => "exec",
+        })
+    }
+}
+
+/// `[[notify]]`: one notification channel. Which keys apply depends on `kind`
+/// (`plan` says which one is missing or out of place).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Names the channel in logs, `/metrics` and `shield status`.
+    pub name: String,
+    pub kind: NotifyKind,
+    /// The endpoint: the webhook URL (slack, discord, json), the server
+    /// (ntfy, gotify, telegram's API base, default `https://api.telegram.org`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Telegram bot token, Gotify application token, ntfy or json bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Telegram chat to post to.
+    #[serde(default)]
+    pub chat_id: Option<String>,
+    /// ntfy topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// A PEM file of CA certificates: the only roots trusted for this channel
+    /// (for a private CA); without it, the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Email: the SMTP server, `host` or `host:port` (default port 587).
+    #[serde(default)]
+    pub smtp: Option<String>,
+    /// Email: sender address.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Email: recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Email: SMTP login (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// One message per window, carrying every new decision of it.
+    #[serde(default = "default_notify_batch", with = "humantime_serde")]
+    pub batch: Duration,
+    /// Attempts after the first failure, with doubling `backoff`.
+    #[serde(default = "default_notify_retries")]
+    pub retries: u32,
+    #[serde(default = "default_notify_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_notify_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Decisions held for the next message at most; beyond, they are dropped and counted.
+    #[serde(default = "default_notify_queue")]
+    pub queue: usize,
+}
+
+/// `[[action]]`: a command run once per batch window with the batch as JSON on stdin.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// Names the action in logs, `/metrics` and `shield status`.
+    pub name: String,
+    /// The program (absolute path) and its arguments; no shell.
+    pub command: Vec<String>,
+    #[serde(default = "default_action_batch", with = "humantime_serde")]
+    pub batch: Duration,
+    /// The command is killed after this long.
+    #[serde(default = "default_action_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Runs at once at most; batches wait (and grow) meanwhile.
+    #[serde(default = "default_action_concurrency")]
+    pub concurrency: usize,
+    /// Decisions held for the next run at most; beyond, they are dropped and counted.
+    #[serde(default = "default_notify_queue")]
+    pub queue: usize,
+}
+
+fn default_notify_batch() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_notify_retries() -> u32 {
+    3
+}
+fn default_notify_backoff() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_notify_queue() -> usize {
+    10_000
+}
+fn default_action_batch() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_action_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_action_concurrency() -> usize {
+    1
 }
 
 fn default_webhook_interval() -> Duration {

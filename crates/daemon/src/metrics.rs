@@ -26,8 +26,6 @@ pub struct Metrics {
     pub batch_commit: Histogram,
     /// Time one firewall batch takes to apply.
     pub firewall_apply: Histogram,
-    /// Webhook notifications by outcome (`sent`, `dropped`, `failed`).
-    pub webhook: Family<Labels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -42,7 +40,6 @@ impl Default for Metrics {
             decisions: Family::default(),
             batch_commit: latency_buckets(),
             firewall_apply: latency_buckets(),
-            webhook: Family::default(),
         }
     }
 }
@@ -64,13 +61,6 @@ impl Metrics {
                 ("type".into(), d.kind.to_string()),
                 ("outcome".into(), outcome.into()),
             ])
-            .inc();
-    }
-
-    /// Counts one webhook outcome.
-    pub fn webhook(&self, outcome: &'static str) {
-        self.webhook
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
             .inc();
     }
 }

@@ -97,7 +97,8 @@ pub struct Plan {
     pub firewall: FirewallPlan,
     pub api: ApiPlan,
     pub union: Option<UnionConfig>,
-    pub webhook: Option<crate::webhook::WebhookPlan>,
+    /// Notification channels (`[[notify]]`, `[webhook]`) and exec actions (`[[action]]`).
+    pub notify: Vec<crate::notify::SinkPlan>,
     /// The pipelines' engines, built while validating them; the readers take
     /// them instead of compiling the rules again.
     pub built: BuiltEngines,
@@ -723,16 +724,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         }
     }
 
-    let webhook = match &c.webhook {
-        None => None,
-        Some(w) => match crate::webhook::WebhookPlan::parse(&w.url, w.min_interval, w.burst) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errs.push(l.error_at(0..0, e.to_string(), None));
-                None
-            }
-        },
-    };
+    let notify = crate::notify::plan(l, &c.notify, &c.actions, c.webhook.as_ref(), &mut errs);
 
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
@@ -774,7 +766,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             token: c.api.token.as_ref().map(|t| t.get_ref().clone()),
         },
         union: c.union.clone(),
-        webhook,
+        notify,
         built,
     })
 }

@@ -1,7 +1,7 @@
 //! The running daemon, wired: [`run`] takes a plan, the listeners the caller
 //! bound and a channel of [`Control`] messages, and starts the decision
 //! thread (`worker`), one reader thread per pipeline (`readers`), the servers
-//! (`server`), the union and the webhook; it stops them in order when told
+//! (`server`), the union and the notification sinks; it stops them in order when told
 //! to or when the channel closes. It handles no signal and binds no socket:
 //! the binary turns SIGTERM/SIGINT into [`Control::Stop`] and SIGHUP into a
 //! re-planned [`Control::Reload`], and a test starts the whole daemon
@@ -27,7 +27,7 @@ use crate::worker::{DecisionWorker, build_firewall};
 /// What the caller tells a running daemon.
 pub enum Control {
     /// Restart the readers and the decision policy on a new plan; `[api]`,
-    /// `[firewall]`, `[store]`, `[union]` and `[webhook]` keep the values
+    /// `[firewall]`, `[store]` and `[union]` keep the values
     /// the daemon started with until the next start.
     Reload(Box<Plan>),
     /// Stop the readers, commit what they read, and return.
@@ -112,9 +112,7 @@ pub async fn run(
             }
         })
     };
-    let webhook_task = plan.webhook.clone().and_then(|w| {
-        crate::webhook::start(w, &shared.counters.webhook, shared.counters.metrics.clone())
-    });
+    crate::notify::apply(&plan.notify, &shared.counters.notify, &clock);
 
     let mut readers = Vec::new();
     for p in plan.pipelines.clone() {
@@ -129,7 +127,7 @@ pub async fn run(
     }
     tracing::info!(pipelines = readers.len(), config = %plan.config_file, "shield is running");
     let (beat, beat_clock) = (shared.counters.clone(), clock.clone());
-    crate::notify::ready(move || beat_clock.now() - beat.heartbeat.load(Ordering::Relaxed) < 30);
+    crate::sd_notify::ready(move || beat_clock.now() - beat.heartbeat.load(Ordering::Relaxed) < 30);
 
     while let Some(Control::Reload(new)) = control.recv().await {
         let load = || {
@@ -142,6 +140,7 @@ pub async fn run(
         };
         restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources, &clock);
         let _ = tx.send(Msg::Policy(new.decider.clone()));
+        crate::notify::apply(&new.notify, &shared.counters.notify, &clock);
         tracing::info!(
             pipelines = readers.len(),
             "config reloaded (api, firewall and union settings apply at the next start)"
@@ -154,9 +153,6 @@ pub async fn run(
     let _ = tx.send(Msg::Stop);
     let _ = tokio::task::spawn_blocking(move || decision_thread.join()).await;
     servers.abort();
-    if let Some(t) = webhook_task {
-        t.abort();
-    }
     if let Some(t) = union.task {
         t.abort();
     }

@@ -34,11 +34,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         "Time to apply one batch to the firewall layer",
         m.firewall_apply.clone(),
     );
-    reg.register(
-        "webhook_notifications",
-        "Webhook notifications by outcome (sent, dropped by the rate limit, failed)",
-        m.webhook.clone(),
-    );
+    crate::notify::register_metrics(&shared.counters.notify, &mut reg);
 
     // Per-source snapshot.
     let lines = Family::<Labels, Counter>::default();

@@ -102,8 +102,9 @@ pub struct Counters {
     pub metrics: crate::metrics::Metrics,
     /// What the HTTP edge refused.
     pub edge: EdgeCounters,
-    /// Webhook notifications on decisions (a no-op without `[webhook]`).
-    pub webhook: crate::webhook::Notifier,
+    /// Notification channels and exec actions fed with new decisions (a
+    /// no-op without `[[notify]]`, `[[action]]` or `[webhook]`).
+    pub notify: crate::notify::Notifier,
 }
 
 /// What the TCP edge refused in requests: shown in `shield status` counters.

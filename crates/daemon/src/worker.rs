@@ -223,14 +223,14 @@ impl DecisionWorker {
     }
 
     /// Counts a decision made (`new`) or lengthened, in the counters and the
-    /// metrics, logs it, and hands a new one to the webhook. The one place
+    /// metrics, logs it, and hands a new one to the notification sinks. The one place
     /// both the alert path and the operator/union path count through.
     fn count_decision(&self, d: &Decision, new: bool) {
         let m = &self.counters.metrics;
         if new {
             m.decision(d, "new");
             self.counters.decisions_new.fetch_add(1, Ordering::Relaxed);
-            self.counters.webhook.notify(d, m);
+            self.counters.notify.send(d);
         } else {
             m.decision(d, "extended");
             self.counters

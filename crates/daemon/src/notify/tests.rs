@@ -1,0 +1,199 @@
+//! The sink task against a real HTTP server on 127.0.0.1: batching, retries
+//! with backoff, the failure counters and the bounded queue.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use super::*;
+
+fn decision(i: u32) -> Decision {
+    Decision {
+        id: i as i64,
+        scope: shield_core::Scope::Ip,
+        target: format!("192.0.2.{}/32", i % 250).parse().unwrap(),
+        kind: shield_core::DecisionType::Ban,
+        scenario: "ssh-bf".into(),
+        origin: shield_core::Origin::Local,
+        created: 100,
+        expires: 160,
+    }
+}
+
+/// A receiver answering `status` (changeable) and passing each body on.
+async fn receiver(
+    status: Arc<AtomicU16>,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    use axum::extract::State;
+    type St = (
+        Arc<AtomicU16>,
+        tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    );
+    async fn hook(
+        State((status, tx)): State<St>,
+        axum::Json(v): axum::Json<serde_json::Value>,
+    ) -> axum::http::StatusCode {
+        let _ = tx.send(v);
+        axum::http::StatusCode::from_u16(status.load(Ordering::Relaxed)).unwrap()
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state((status, tx));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, rx)
+}
+
+fn json_sink(url: &str, batch: Duration, queue: usize, retries: u32) -> SinkPlan {
+    let c: NotifyConfig = toml::from_str(&format!(
+        "name = \"hook\"\nkind = \"json\"\nurl = \"{url}\"\nbackoff = \"20ms\"\nretries = {retries}\nbatch = \"{}ms\"\nqueue = {queue}",
+        batch.as_millis()
+    ))
+    .unwrap();
+    plan_channel(&c).unwrap()
+}
+
+async fn until(f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+#[tokio::test]
+async fn one_message_per_window_carries_every_decision_of_it() {
+    let (url, mut rx) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let n = Notifier::default();
+    apply(
+        &[json_sink(&url, Duration::from_millis(300), 100, 0)],
+        &n,
+        &Clock::system(),
+    );
+    for i in 1..=7 {
+        n.send(&decision(i));
+    }
+    let body = rx.recv().await.unwrap();
+    assert_eq!(body["count"], 7, "{body}");
+    assert_eq!(body["decisions"][6]["address"], "192.0.2.7");
+    let s = n.stats()[0].clone();
+    until(|| s.sent.load(Relaxed) == 1).await;
+    assert_eq!(s.delivered.load(Relaxed), 7);
+    assert!(rx.try_recv().is_err(), "one message, not one per decision");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_then_counted_with_its_error() {
+    let status = Arc::new(AtomicU16::new(503));
+    let (url, mut rx) = receiver(status.clone()).await;
+    let n = Notifier::default();
+    apply(
+        &[json_sink(&url, Duration::from_millis(10), 100, 2)],
+        &n,
+        &Clock::system(),
+    );
+    n.send(&decision(1));
+    for _ in 0..3 {
+        rx.recv().await.unwrap();
+    }
+    let s = n.stats()[0].clone();
+    until(|| s.failed.load(Relaxed) == 1).await;
+    let st = s.snapshot();
+    assert_eq!((st.sent, st.retried), (0, 2));
+    assert!(
+        st.last_error.as_deref().unwrap().contains("HTTP 503"),
+        "{st:?}"
+    );
+    // The endpoint recovers: the next batch goes through.
+    status.store(200, Relaxed);
+    n.send(&decision(2));
+    let body = rx.recv().await.unwrap();
+    assert_eq!(body["decisions"][0]["address"], "192.0.2.2");
+    until(|| s.sent.load(Relaxed) == 1).await;
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried() {
+    let (url, mut rx) = receiver(Arc::new(AtomicU16::new(404))).await;
+    let n = Notifier::default();
+    apply(
+        &[json_sink(&url, Duration::from_millis(10), 100, 3)],
+        &n,
+        &Clock::system(),
+    );
+    n.send(&decision(1));
+    rx.recv().await.unwrap();
+    let s = n.stats()[0].clone();
+    until(|| s.failed.load(Relaxed) == 1).await;
+    assert_eq!(s.retried.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn beyond_the_queue_decisions_are_dropped_and_counted() {
+    let (url, mut rx) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let n = Notifier::default();
+    // A long window: everything sent below lands in the queue or the pending batch.
+    apply(
+        &[json_sink(&url, Duration::from_millis(500), 10, 0)],
+        &n,
+        &Clock::system(),
+    );
+    for i in 0..100 {
+        n.send(&decision(i));
+    }
+    let body = rx.recv().await.unwrap();
+    let s = n.stats()[0].clone();
+    until(|| s.sent.load(Relaxed) >= 1).await;
+    let carried = body["count"].as_u64().unwrap();
+    assert!(carried <= 10, "{body}");
+    // Every decision is either carried by a message or counted as dropped.
+    until(|| s.delivered.load(Relaxed) + s.dropped.load(Relaxed) == 100).await;
+    assert!(s.dropped.load(Relaxed) >= 80);
+}
+
+#[tokio::test]
+async fn reload_keeps_a_channels_counters_and_flushes_the_old_task() {
+    let (url, mut rx) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let n = Notifier::default();
+    let p = json_sink(&url, Duration::from_secs(3600), 100, 0);
+    apply(std::slice::from_ref(&p), &n, &Clock::system());
+    n.send(&decision(1));
+    // Replacing the sinks makes the old task send what it holds at once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    apply(std::slice::from_ref(&p), &n, &Clock::system());
+    let body = rx.recv().await.unwrap();
+    assert_eq!(body["count"], 1);
+    let s = n.stats()[0].clone();
+    until(|| s.sent.load(Relaxed) == 1).await;
+    apply(&[], &n, &Clock::system());
+    assert!(n.stats().is_empty());
+}
+
+#[test]
+fn plan_refuses_missing_and_misplaced_keys() {
+    let bad = |t: &str| {
+        let c: NotifyConfig = toml::from_str(t).unwrap();
+        plan_channel(&c).unwrap_err().0
+    };
+    assert!(bad("name='t'\nkind='telegram'\ntoken='1:a'").contains("chat_id"));
+    assert!(bad("name='n'\nkind='ntfy'").contains("topic"));
+    assert!(bad("name='g'\nkind='gotify'\nurl='https://g'").contains("token"));
+    assert!(bad("name='s'\nkind='slack'").contains("url"));
+    assert!(bad("name='s'\nkind='slack'\nurl='ftp://x'").contains("http"));
+    assert!(bad("name='s'\nkind='slack'\nurl='https://x'\ntopic='a'").contains("topic"));
+    assert!(
+        bad("name='s'\nkind='json'\nurl='https://x'\nca_file='/nonexistent'").contains("ca_file")
+    );
+    let c: NotifyConfig =
+        toml::from_str("name='t'\nkind='telegram'\ntoken='123:abc'\nchat_id='-1'").unwrap();
+    let Target::Http(t) = plan_channel(&c).unwrap().target;
+    assert_eq!(
+        t.url.as_str(),
+        "https://api.telegram.org/bot123:abc/sendMessage"
+    );
+}

@@ -1,0 +1,388 @@
+//! Notification channels and exec actions on the real binary, everything on
+//! 127.0.0.1 with a CA made here (rcgen): every channel kind POSTs its own
+//! message shape to a local HTTPS receiver, a channel without the CA fails
+//! on the certificate, a failing endpoint shows in `/metrics` and `shield
+//! status`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use common::*;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A CA and a server certificate for 127.0.0.1 it signed.
+struct TestCa {
+    ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn test_ca() -> TestCa {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shield test CA");
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
+    let pk = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, pk)
+        .unwrap();
+    TestCa {
+        ca_pem: ca.pem(),
+        server: Arc::new(server),
+    }
+}
+
+/// One request the HTTPS receiver took.
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    /// Lower-cased names.
+    headers: HashMap<String, String>,
+    body: serde_json::Value,
+}
+
+/// An HTTPS receiver on 127.0.0.1: answers 503 under `/fail`, 200 elsewhere,
+/// and passes every request on. Handshakes that fail are counted.
+struct Receiver {
+    port: u16,
+    rx: mpsc::Receiver<Request>,
+    tls_failures: Arc<Mutex<u32>>,
+}
+
+fn https_receiver(ca: &TestCa) -> Receiver {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    let tls_failures = Arc::new(Mutex::new(0));
+    let (cfg, fails) = (ca.server.clone(), tls_failures.clone());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { break };
+            let (cfg, tx, fails) = (cfg.clone(), tx.clone(), fails.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                match read_request(&mut tls) {
+                    Some(req) => {
+                        let status = if req.path.starts_with("/fail") {
+                            "503 Service Unavailable"
+                        } else {
+                            "200 OK"
+                        };
+                        let _ = write!(
+                            tls,
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{{\"ok\":true}}"
+                        );
+                        let _ = tls.flush();
+                        tls.conn.send_close_notify();
+                        let _ = tls.flush();
+                        let _ = tx.send(req);
+                    }
+                    None => *fails.lock().unwrap() += 1,
+                }
+            });
+        }
+    });
+    Receiver {
+        port,
+        rx,
+        tls_failures,
+    }
+}
+
+fn read_request(s: &mut impl Read) -> Option<Request> {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let path = line.split(' ').nth(1)?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Request {
+        path,
+        headers,
+        body: serde_json::from_slice(&body).ok()?,
+    })
+}
+
+/// A generated sshd log with `attackers` attackers; returns their addresses.
+fn sshd_log(dir: &Path, lines: usize, attackers: usize) -> (String, Vec<String>) {
+    let log = dir.join("auth.log");
+    let truth = dir.join("attackers.txt");
+    ok(&[
+        "gen-log",
+        "sshd",
+        "--lines",
+        &lines.to_string(),
+        "--attackers",
+        &attackers.to_string(),
+        "--out",
+        log.to_str().unwrap(),
+        "--truth",
+        truth.to_str().unwrap(),
+    ]);
+    let ips = std::fs::read_to_string(&truth)
+        .unwrap()
+        .split_whitespace()
+        .filter(|w| w.parse::<std::net::IpAddr>().is_ok())
+        .map(str::to_string)
+        .collect();
+    (log.display().to_string(), ips)
+}
+
+#[test]
+fn each_channel_kind_reaches_an_https_receiver_in_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let recv = https_receiver(&ca);
+    let (log, attackers) = sshd_log(dir.path(), 2000, 5);
+    assert_eq!(attackers.len(), 5, "gen-log names its attackers");
+    let base = format!("https://127.0.0.1:{}", recv.port);
+    let ca_line = format!("ca_file = \"{}\"", ca_file.display());
+    let common = format!("{ca_line}\nbatch = \"300ms\"\nbackoff = \"100ms\"");
+    let channels = format!(
+        r#"
+[[notify]]
+name = "slack"
+kind = "slack"
+url = "{base}/slack/T0/B0/xyz"
+{common}
+
+[[notify]]
+name = "discord"
+kind = "discord"
+url = "{base}/discord/api/webhooks/1/abc"
+{common}
+
+[[notify]]
+name = "telegram"
+kind = "telegram"
+url = "{base}/tg"
+token = "123456:secret"
+chat_id = "-1001"
+{common}
+
+[[notify]]
+name = "ntfy"
+kind = "ntfy"
+url = "{base}/ntfy"
+topic = "shield-alerts"
+token = "tk_ntfy"
+{common}
+
+[[notify]]
+name = "gotify"
+kind = "gotify"
+url = "{base}/gotify"
+token = "gotify-app-token"
+{common}
+
+[[notify]]
+name = "json"
+kind = "json"
+url = "{base}/json"
+token = "json-bearer"
+{common}
+
+[[notify]]
+name = "broken"
+kind = "json"
+url = "{base}/fail"
+retries = 1
+{common}
+
+[[notify]]
+name = "untrusted"
+kind = "slack"
+url = "{base}/untrusted"
+retries = 0
+batch = "300ms"
+"#
+    );
+    let port = free_port();
+    let cfg = Config::new()
+        .listen(&format!("127.0.0.1:{port}"))
+        .sshd_files(&log)
+        .extra(&channels)
+        .build();
+    let d = Daemon::start(dir.path(), &cfg);
+
+    // Gather requests until every channel's decisions have all arrived.
+    let mut got: Vec<Request> = Vec::new();
+    let carried = |got: &[Request], prefix: &str| -> usize {
+        got.iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .map(|r| match prefix {
+                "/json" | "/fail" => r.body["count"].as_u64().unwrap() as usize,
+                _ => 1,
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while carried(&got, "/json") < 5
+        || ["/slack", "/discord", "/tg", "/ntfy", "/gotify", "/fail"]
+            .iter()
+            .any(|p| carried(&got, p) == 0)
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match recv.rx.recv_timeout(left) {
+            Ok(r) => got.push(r),
+            Err(_) => panic!(
+                "not every channel posted: {:#?}\n{}",
+                got.iter().map(|r| &r.path).collect::<Vec<_>>(),
+                d.log()
+            ),
+        }
+    }
+    let first = |prefix: &str| got.iter().find(|r| r.path.starts_with(prefix)).unwrap();
+    let any_attacker = |text: &str| attackers.iter().any(|a| text.contains(a.as_str()));
+
+    // Slack: {"text"} to the webhook URL as given.
+    let s = first("/slack");
+    assert_eq!(s.path, "/slack/T0/B0/xyz");
+    let text = s.body["text"].as_str().unwrap();
+    assert!(text.contains("new decision"), "{text}");
+    assert!(any_attacker(text), "{text}");
+    assert!(text.contains("sshd"), "scenario named: {text}");
+    // Discord: {"username", "content"}.
+    let s = first("/discord");
+    assert_eq!(s.body["username"], "Shield");
+    assert!(
+        any_attacker(s.body["content"].as_str().unwrap()),
+        "{:?}",
+        s.body
+    );
+    // Telegram: sendMessage under the bot token, to the chat.
+    let s = first("/tg");
+    assert_eq!(s.path, "/tg/bot123456:secret/sendMessage");
+    assert_eq!(s.body["chat_id"], "-1001");
+    assert!(
+        any_attacker(s.body["text"].as_str().unwrap()),
+        "{:?}",
+        s.body
+    );
+    // ntfy: JSON publishing with the topic, a bearer token.
+    let s = first("/ntfy");
+    assert_eq!(s.body["topic"], "shield-alerts");
+    assert!(s.body["title"].as_str().unwrap().starts_with("Shield on "));
+    assert!(any_attacker(s.body["message"].as_str().unwrap()));
+    assert_eq!(s.headers["authorization"], "Bearer tk_ntfy");
+    // Gotify: POST /message with the application token in X-Gotify-Key.
+    let s = first("/gotify");
+    assert_eq!(s.path, "/gotify/message");
+    assert_eq!(s.headers["x-gotify-key"], "gotify-app-token");
+    assert_eq!(s.body["priority"], 5);
+    assert!(any_attacker(s.body["message"].as_str().unwrap()));
+    // Generic JSON: the batch, every decision with its fields.
+    let s = first("/json");
+    assert_eq!(s.headers["authorization"], "Bearer json-bearer");
+    assert_eq!(s.body["event"], "decisions");
+    assert!(!s.body["host"].as_str().unwrap().is_empty());
+    let item = &s.body["decisions"][0];
+    for k in ["address", "scenario", "origin", "duration_s", "type"] {
+        assert!(!item[k].is_null(), "{k} missing in {item}");
+    }
+    assert_eq!(item["origin"], "local");
+    let mut seen: Vec<String> = got
+        .iter()
+        .filter(|r| r.path == "/json")
+        .flat_map(|r| r.body["decisions"].as_array().unwrap().clone())
+        .map(|i| i["address"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    let mut want = attackers.clone();
+    want.sort();
+    assert_eq!(seen, want, "each attacker's ban in exactly one message");
+
+    // Without the CA the receiver's certificate is refused: no request arrives.
+    assert!(!got.iter().any(|r| r.path.starts_with("/untrusted")));
+    // The broken and untrusted channels show as failing in /metrics ...
+    let failed = |name: &str| {
+        let (_, body) = scrape(port);
+        metric_sum(
+            &body,
+            "shield_notify_messages_total",
+            &[&format!("channel=\"{name}\""), "outcome=\"failed\""],
+        )
+    };
+    wait_for(Duration::from_secs(30), || {
+        (failed("broken") >= 1.0 && failed("untrusted") >= 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("failures not counted:\n{}", scrape(port).1));
+    assert!(*recv.tls_failures.lock().unwrap() >= 1);
+    let (_, body) = scrape(port);
+    assert!(
+        metric_sum(
+            &body,
+            "shield_notify_messages_total",
+            &["channel=\"broken\"", "outcome=\"retried\""]
+        ) >= 1.0,
+        "{body}"
+    );
+    assert!(
+        body.lines().any(
+            |l| l.starts_with("shield_notify_last_error_timestamp_seconds{")
+                && l.contains("channel=\"broken\"")
+                && l.contains("HTTP 503")
+        ),
+        "{body}"
+    );
+    for ok_channel in ["slack", "discord", "telegram", "ntfy", "gotify", "json"] {
+        assert!(
+            metric_sum(
+                &body,
+                "shield_notify_messages_total",
+                &[&format!("channel=\"{ok_channel}\""), "outcome=\"sent\""]
+            ) >= 1.0,
+            "{ok_channel}: {body}"
+        );
+        assert_eq!(failed(ok_channel), 0.0, "{ok_channel}");
+    }
+    // ... and in `shield status`, with the reason.
+    let out = d.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("notify {name} ")))
+            .unwrap_or_else(|| panic!("no status line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("broken").contains("last error: the endpoint answered HTTP 503"),
+        "{text}"
+    );
+    let untrusted = line("untrusted");
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    assert!(!line("telegram").contains("secret"), "no token in status");
+    assert!(!d.log().contains("123456:secret"), "no token in the log");
+}
