@@ -386,3 +386,255 @@ batch = "300ms"
     assert!(!line("telegram").contains("secret"), "no token in status");
     assert!(!d.log().contains("123456:secret"), "no token in the log");
 }
+
+/// A mail an SMTP sink took.
+#[derive(Debug, Clone)]
+struct Mail {
+    /// Whether the session had been upgraded with STARTTLS when MAIL FROM came.
+    tls: bool,
+    /// The decoded `AUTH PLAIN` credentials, if any.
+    auth: Option<String>,
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+/// Reads one CRLF-terminated line (byte by byte: nothing is buffered past
+/// STARTTLS, where the stream changes hands).
+fn smtp_line(s: &mut impl Read) -> Option<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if s.read(&mut b).ok()? == 0 {
+            return None;
+        }
+        line.push(b[0]);
+    }
+    Some(String::from_utf8_lossy(&line[..line.len() - 2]).into_owned())
+}
+
+/// One SMTP session until QUIT or STARTTLS; returns true when the client asked to upgrade.
+fn smtp_session(
+    s: &mut (impl Read + Write),
+    tls: bool,
+    offer_starttls: bool,
+    tx: &mpsc::Sender<Mail>,
+) -> Option<bool> {
+    let mut mail = Mail {
+        tls,
+        auth: None,
+        from: String::new(),
+        to: Vec::new(),
+        data: String::new(),
+    };
+    loop {
+        let line = smtp_line(s)?;
+        let verb = line
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let reply: &str = match verb.as_str() {
+            "EHLO" if tls => "250-sink.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n",
+            "EHLO" if offer_starttls => "250-sink.test\r\n250 STARTTLS\r\n",
+            "EHLO" => "250-sink.test\r\n250 8BITMIME\r\n",
+            "STARTTLS" if offer_starttls && !tls => {
+                s.write_all(b"220 go ahead\r\n").ok()?;
+                return Some(true);
+            }
+            "AUTH" => {
+                let b64 = line.split(' ').nth(2).unwrap_or_default();
+                mail.auth = Some(String::from_utf8_lossy(&base64_decode(b64)).into_owned());
+                "235 ok\r\n"
+            }
+            "MAIL" => {
+                mail.from = line.clone();
+                "250 ok\r\n"
+            }
+            "RCPT" => {
+                mail.to.push(line.clone());
+                "250 ok\r\n"
+            }
+            "DATA" => {
+                s.write_all(b"354 end with .\r\n").ok()?;
+                loop {
+                    let l = smtp_line(s)?;
+                    if l == "." {
+                        break;
+                    }
+                    mail.data.push_str(&l);
+                    mail.data.push('\n');
+                }
+                let _ = tx.send(mail.clone());
+                "250 queued\r\n"
+            }
+            "RSET" | "NOOP" => "250 ok\r\n",
+            "QUIT" => {
+                let _ = s.write_all(b"221 bye\r\n");
+                return Some(false);
+            }
+            _ => "502 not here\r\n",
+        };
+        s.write_all(reply.as_bytes()).ok()?;
+        s.flush().ok()?;
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// An SMTP sink on 127.0.0.1 that upgrades with STARTTLS (when it offers it)
+/// on the test CA's certificate and passes every mail on.
+fn smtp_sink(ca: &TestCa, offer_starttls: bool) -> (u16, mpsc::Receiver<Mail>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    let cfg = ca.server.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let (cfg, tx) = (cfg.clone(), tx.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                if s.write_all(b"220 sink.test ESMTP\r\n").is_err() {
+                    return;
+                }
+                if smtp_session(&mut s, false, offer_starttls, &tx) == Some(true) {
+                    let conn = rustls::ServerConnection::new(cfg).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, s);
+                    let _ = smtp_session(&mut tls, true, offer_starttls, &tx);
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn email_arrives_only_after_starttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let (port_tls, mails) = smtp_sink(&ca, true);
+    let (port_plain, plain_mails) = smtp_sink(&ca, false);
+    let (log, attackers) = sshd_log(dir.path(), 2000, 5);
+    let mail = |name: &str, port: u16| {
+        format!(
+            r#"
+[[notify]]
+name = "{name}"
+kind = "email"
+smtp = "127.0.0.1:{port}"
+from = "Shield <shield@test.example>"
+to = ["ops@test.example", "oncall@test.example"]
+username = "shield"
+password = "s3cret"
+ca_file = "{}"
+batch = "300ms"
+retries = 0
+"#,
+            ca_file.display()
+        )
+    };
+    let api = free_port();
+    let cfg = Config::new()
+        .listen(&format!("127.0.0.1:{api}"))
+        .sshd_files(&log)
+        .extra(&mail("mail", port_tls))
+        .extra(&mail("plain", port_plain))
+        .build();
+    let d = Daemon::start(dir.path(), &cfg);
+
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let m = mails
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no mail after STARTTLS:\n{}", d.log()));
+        got.push(m);
+        let listed: usize = got
+            .iter()
+            .map(|m| {
+                attackers
+                    .iter()
+                    .filter(|a| m.data.contains(a.as_str()))
+                    .count()
+            })
+            .sum();
+        if listed == attackers.len() {
+            break;
+        }
+    }
+    let m = &got[0];
+    assert!(m.tls, "MAIL FROM only after STARTTLS");
+    assert_eq!(m.auth.as_deref(), Some("\0shield\0s3cret"));
+    assert_eq!(m.from, "MAIL FROM:<shield@test.example>");
+    assert_eq!(
+        m.to,
+        vec![
+            "RCPT TO:<ops@test.example>",
+            "RCPT TO:<oncall@test.example>"
+        ]
+    );
+    assert!(m.data.contains("Subject: Shield on "), "{}", m.data);
+    assert!(m.data.contains("new decision"), "{}", m.data);
+    for a in &attackers {
+        assert!(
+            got.iter().any(|m| m.data.contains(a.as_str())),
+            "{a} in no mail: {got:#?}"
+        );
+    }
+
+    // A server that offers no STARTTLS gets nothing, and the channel says why.
+    let count = |body: &str, channel: &str, outcome: &str| {
+        metric_sum(
+            body,
+            "shield_notify_messages_total",
+            &[
+                &format!("channel=\"{channel}\""),
+                &format!("outcome=\"{outcome}\""),
+            ],
+        )
+    };
+    wait_for(Duration::from_secs(30), || {
+        let (_, body) = scrape(api);
+        (count(&body, "plain", "failed") >= 1.0 && count(&body, "mail", "sent") >= 1.0)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("counters:\n{}\n{}", scrape(api).1, d.log()));
+    assert!(plain_mails.try_recv().is_err(), "no mail without TLS");
+    let st = d.status();
+    let plain = st["notify"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "plain")
+        .unwrap();
+    assert!(
+        plain["last_error"].as_str().unwrap().contains("STARTTLS")
+            || plain["last_error"].as_str().unwrap().contains("TLS"),
+        "{plain}"
+    );
+    assert!(!d.log().contains("s3cret"), "no password in the log");
+}

@@ -7,11 +7,13 @@
 //! and `shield status`). A full queue drops the decision for that sink and
 //! counts it: a slow or dead endpoint never slows the decision path.
 //!
-//! The message templates are `format`; the HTTPS sender is `http`. Which
+//! The message templates are `format`; the HTTPS sender is `http`, email
+//! `smtp`. Which
 //! decisions exist is not decided here (that is `decide`/`worker`).
 
 pub mod format;
 mod http;
+mod smtp;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -40,9 +42,9 @@ pub enum DeliverError {
     /// The attempt took longer than the channel's `timeout`.
     #[error("no answer within {0:?}; raise `timeout` or check the endpoint")]
     Timeout(Duration),
-    /// The SMTP server refused the mail or the session.
-    #[error("{0}")]
-    Smtp(String),
+    /// The SMTP session failed or the server refused the mail.
+    #[error("{message}")]
+    Smtp { message: String, permanent: bool },
 }
 
 impl DeliverError {
@@ -52,6 +54,7 @@ impl DeliverError {
             DeliverError::Status { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429
             }
+            DeliverError::Smtp { permanent, .. } => !permanent,
             _ => true,
         }
     }
@@ -62,6 +65,8 @@ impl DeliverError {
 pub enum Target {
     /// An HTTP(S) POST in one of the kinds' templates.
     Http(http::HttpTarget),
+    /// One mail over SMTP with STARTTLS.
+    Email(smtp::EmailTarget),
 }
 
 /// A validated channel or action, ready to start.
@@ -257,7 +262,7 @@ async fn collect(
     host: String,
     clock: Clock,
 ) {
-    let sender = match Sender::build(&plan) {
+    let sender = match Sender::build(&plan, &host) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             stats.set_error(clock.now(), &e);
@@ -352,18 +357,21 @@ async fn deliver(
 /// A started sink's means of delivery (an HTTP client, …).
 enum Sender {
     Http(http::HttpSender),
+    Email(smtp::EmailSender),
 }
 
 impl Sender {
-    fn build(plan: &SinkPlan) -> Result<Sender, String> {
+    fn build(plan: &SinkPlan, host: &str) -> Result<Sender, String> {
         match &plan.target {
             Target::Http(t) => Ok(Sender::Http(http::HttpSender::build(t)?)),
+            Target::Email(t) => Ok(Sender::Email(smtp::EmailSender::build(t, host)?)),
         }
     }
 
     async fn send(&self, batch: &Batch, _stats: &SinkStats) -> Result<(), DeliverError> {
         match self {
             Sender::Http(h) => h.send(batch).await,
+            Sender::Email(m) => m.send(batch).await,
         }
     }
 }
@@ -459,12 +467,7 @@ fn plan_channel(c: &NotifyConfig) -> Result<SinkPlan, PlanError> {
     }
     let target = match c.kind {
         NotifyKind::Exec => unreachable!("not deserialized"),
-        NotifyKind::Email => {
-            return Err((
-                "email is not supported by this build".into(),
-                Some("use a webhook kind".into()),
-            ));
-        }
+        NotifyKind::Email => Target::Email(smtp::EmailTarget::plan(c)?),
         _ => Target::Http(http::HttpTarget::plan(c)?),
     };
     Ok(SinkPlan {

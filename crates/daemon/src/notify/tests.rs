@@ -189,9 +189,24 @@ fn plan_refuses_missing_and_misplaced_keys() {
     assert!(
         bad("name='s'\nkind='json'\nurl='https://x'\nca_file='/nonexistent'").contains("ca_file")
     );
+    assert!(bad("name='m'\nkind='email'\nfrom='a@b'\nto=['c@d']").contains("smtp"));
+    assert!(bad("name='m'\nkind='email'\nsmtp='h'\nto=['c@d']").contains("from"));
+    assert!(bad("name='m'\nkind='email'\nsmtp='h'\nfrom='a@b'").contains("to"));
+    assert!(bad("name='m'\nkind='email'\nsmtp='h'\nfrom='nope'\nto=['c@d']").contains("from"));
+    assert!(bad("name='m'\nkind='email'\nsmtp='h:x'\nfrom='a@b'\nto=['c@d']").contains("port"));
+    assert!(
+        bad("name='m'\nkind='email'\nsmtp='h'\nfrom='a@b'\nto=['c@d']\nusername='u'")
+            .contains("password")
+    );
+    assert!(
+        bad("name='m'\nkind='email'\nsmtp='h'\nfrom='a@b'\nto=['c@d']\nurl='https://x'")
+            .contains("url")
+    );
     let c: NotifyConfig =
         toml::from_str("name='t'\nkind='telegram'\ntoken='123:abc'\nchat_id='-1'").unwrap();
-    let Target::Http(t) = plan_channel(&c).unwrap().target;
+    let Target::Http(t) = plan_channel(&c).unwrap().target else {
+        panic!("telegram is an HTTP channel")
+    };
     assert_eq!(
         t.url.as_str(),
         "https://api.telegram.org/bot123:abc/sendMessage"
