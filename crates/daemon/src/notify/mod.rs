@@ -8,9 +8,10 @@
 //! counts it: a slow or dead endpoint never slows the decision path.
 //!
 //! The message templates are `format`; the HTTPS sender is `http`, email
-//! `smtp`. Which
+//! `smtp`, the actions' runner `exec`. Which
 //! decisions exist is not decided here (that is `decide`/`worker`).
 
+mod exec;
 pub mod format;
 mod http;
 mod smtp;
@@ -45,6 +46,12 @@ pub enum DeliverError {
     /// The SMTP session failed or the server refused the mail.
     #[error("{message}")]
     Smtp { message: String, permanent: bool },
+    /// An action's program could not be started.
+    #[error("cannot run {0}; check the path and its permissions")]
+    Spawn(String),
+    /// An action's program ended with an error.
+    #[error("the action ended with {status}: {stderr}")]
+    Exit { status: String, stderr: String },
 }
 
 impl DeliverError {
@@ -55,6 +62,8 @@ impl DeliverError {
                 *status >= 500 || *status == 408 || *status == 429
             }
             DeliverError::Smtp { permanent, .. } => !permanent,
+            // Running an action again could repeat what it did: never retried.
+            DeliverError::Spawn(_) | DeliverError::Exit { .. } => false,
             _ => true,
         }
     }
@@ -67,6 +76,8 @@ pub enum Target {
     Http(http::HttpTarget),
     /// One mail over SMTP with STARTTLS.
     Email(smtp::EmailTarget),
+    /// A program run with the batch on stdin.
+    Exec(exec::ExecTarget),
 }
 
 /// A validated channel or action, ready to start.
@@ -358,6 +369,7 @@ async fn deliver(
 enum Sender {
     Http(http::HttpSender),
     Email(smtp::EmailSender),
+    Exec(exec::ExecTarget),
 }
 
 impl Sender {
@@ -365,13 +377,15 @@ impl Sender {
         match &plan.target {
             Target::Http(t) => Ok(Sender::Http(http::HttpSender::build(t)?)),
             Target::Email(t) => Ok(Sender::Email(smtp::EmailSender::build(t, host)?)),
+            Target::Exec(t) => Ok(Sender::Exec(t.clone())),
         }
     }
 
-    async fn send(&self, batch: &Batch, _stats: &SinkStats) -> Result<(), DeliverError> {
+    async fn send(&self, batch: &Batch, stats: &SinkStats) -> Result<(), DeliverError> {
         match self {
             Sender::Http(h) => h.send(batch).await,
             Sender::Email(m) => m.send(batch).await,
+            Sender::Exec(x) => x.run(batch, stats).await,
         }
     }
 }
@@ -482,8 +496,23 @@ fn plan_channel(c: &NotifyConfig) -> Result<SinkPlan, PlanError> {
     })
 }
 
-fn plan_action(_c: &ActionConfig) -> Result<SinkPlan, PlanError> {
-    Err(("actions are not supported by this build".into(), None))
+fn plan_action(c: &ActionConfig) -> Result<SinkPlan, PlanError> {
+    if c.name.is_empty() || c.name.chars().any(|ch| ch.is_control() || ch == '"') {
+        return Err((
+            "`name` must be non-empty printable text without quotes".into(),
+            None,
+        ));
+    }
+    Ok(SinkPlan {
+        name: c.name.clone(),
+        kind: Kind::Exec,
+        target: Target::Exec(exec::ExecTarget::plan(c)?),
+        batch: c.batch,
+        queue: c.queue.max(1),
+        retries: 0,
+        backoff: Duration::ZERO,
+        concurrency: c.concurrency,
+    })
 }
 
 /// One line of `shield status` for a sink.

@@ -212,3 +212,91 @@ fn plan_refuses_missing_and_misplaced_keys() {
         "https://api.telegram.org/bot123:abc/sendMessage"
     );
 }
+
+fn action(dir: &std::path::Path, name: &str, script: &str, timeout_ms: u64) -> SinkPlan {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(format!("{name}.sh"));
+    std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c: ActionConfig = toml::from_str(&format!(
+        "name = \"{name}\"\ncommand = [\"{}\", \"{}\"]\nbatch = \"50ms\"\ntimeout = \"{timeout_ms}ms\"",
+        p.display(),
+        dir.display()
+    ))
+    .unwrap();
+    plan_action(&c).unwrap()
+}
+
+#[tokio::test]
+async fn an_action_gets_the_batch_on_stdin_and_its_exits_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Notifier::default();
+    apply(
+        &[
+            action(
+                dir.path(),
+                "store",
+                "cat > \"$1/got.json\"; echo \"$SHIELD_ACTION $SHIELD_DECISIONS\"",
+                5000,
+            ),
+            action(
+                dir.path(),
+                "fails",
+                "cat >/dev/null; echo nope >&2; exit 3",
+                5000,
+            ),
+            action(dir.path(), "hangs", "exec sleep 30", 200),
+        ],
+        &n,
+        &Clock::system(),
+    );
+    for i in 1..=3 {
+        n.send(&decision(i));
+    }
+    let stats = n.stats();
+    let exits = |i: usize| stats[i].snapshot().exits;
+    until(|| {
+        exits(0).get("0") == Some(&1)
+            && exits(1).get("3") == Some(&1)
+            && exits(2).get("timeout") == Some(&1)
+    })
+    .await;
+    let got: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("got.json")).unwrap()).unwrap();
+    assert_eq!(got["count"], 3);
+    assert_eq!(got["decisions"][2]["address"], "192.0.2.3");
+    let fails = stats[1].snapshot();
+    assert_eq!(
+        (fails.failed, fails.retried),
+        (1, 0),
+        "a failed action is not run again"
+    );
+    assert!(
+        fails
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("exit status 3: nope"),
+        "{fails:?}"
+    );
+    assert!(
+        stats[2]
+            .snapshot()
+            .last_error
+            .unwrap()
+            .contains("no answer within")
+    );
+}
+
+#[test]
+fn plan_refuses_a_relative_or_missing_program() {
+    let bad = |cmd: &str| {
+        let c: ActionConfig = toml::from_str(&format!("name='a'\ncommand={cmd}")).unwrap();
+        plan_action(&c).unwrap_err().0
+    };
+    assert!(bad("[]").contains("empty"));
+    assert!(bad("['sh', '-c', 'x']").contains("absolute"));
+    assert!(bad("['/nonexistent/prog']").contains("/nonexistent/prog"));
+    let f = tempfile::NamedTempFile::new().unwrap();
+    assert!(bad(&format!("['{}']", f.path().display())).contains("executable"));
+}
