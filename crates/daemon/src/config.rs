@@ -218,6 +218,9 @@ pub struct NotifyConfig {
     /// Decisions held for the next message at most; beyond, they are dropped and counted.
     #[serde(default = "default_notify_queue")]
     pub queue: usize,
+    /// Which decisions: by origin, `local`, `manual`, `union`, `list` (default: all but `list`).
+    #[serde(default = "default_notify_origins")]
+    pub origins: Vec<String>,
 }
 
 /// `[[action]]`: a command run once per batch window with the batch as JSON on stdin.
@@ -239,6 +242,13 @@ pub struct ActionConfig {
     /// Decisions held for the next run at most; beyond, they are dropped and counted.
     #[serde(default = "default_notify_queue")]
     pub queue: usize,
+    /// Which decisions: by origin, `local`, `manual`, `union`, `list` (default: all but `list`).
+    #[serde(default = "default_notify_origins")]
+    pub origins: Vec<String>,
+}
+
+fn default_notify_origins() -> Vec<String> {
+    ["local", "manual", "union"].map(String::from).to_vec()
 }
 
 fn default_notify_batch() -> Duration {

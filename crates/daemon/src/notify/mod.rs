@@ -94,6 +94,42 @@ pub struct SinkPlan {
     pub backoff: Duration,
     /// Deliveries in flight at most.
     pub concurrency: usize,
+    /// The origins this sink takes ([`Origins`]).
+    pub origins: Origins,
+}
+
+/// A set of decision origins (`local`, `manual`, `union`, `list`), checked
+/// per decision without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origins(u8);
+
+impl Origins {
+    const NAMES: [&'static str; 4] = ["local", "manual", "union", "list"];
+
+    /// Parses origin names; an unknown one is named in the error.
+    pub fn parse(names: &[String]) -> Result<Origins, PlanError> {
+        let mut bits = 0;
+        for n in names {
+            let Some(i) = Self::NAMES.iter().position(|k| k == n) else {
+                return Err((
+                    format!("`origins`: unknown origin `{n}`"),
+                    Some("use local, manual, union or list".into()),
+                ));
+            };
+            bits |= 1 << i;
+        }
+        Ok(Origins(bits))
+    }
+
+    fn takes(self, o: &shield_core::Origin) -> bool {
+        let i = match o {
+            shield_core::Origin::Local => 0,
+            shield_core::Origin::Manual => 1,
+            shield_core::Origin::Union(_) => 2,
+            shield_core::Origin::List(_) => 3,
+        };
+        self.0 & (1 << i) != 0
+    }
 }
 
 /// Counters of one sink, shared by its task (writer) and the status readers.
@@ -182,6 +218,7 @@ pub struct SinkStatus {
 struct Handle {
     tx: mpsc::Sender<Arc<Decision>>,
     stats: Arc<SinkStats>,
+    origins: Origins,
 }
 
 /// The decision thread's end of the sinks. Empty (a no-op) until [`apply`]
@@ -203,11 +240,11 @@ impl Notifier {
     /// is full drops it and counts the drop.
     pub fn send(&self, d: &Decision) {
         let sinks = self.sinks.read().unwrap_or_else(|p| p.into_inner());
-        if sinks.is_empty() {
+        if !sinks.iter().any(|h| h.origins.takes(&d.origin)) {
             return;
         }
         let d = Arc::new(d.clone());
-        for h in sinks.iter() {
+        for h in sinks.iter().filter(|h| h.origins.takes(&d.origin)) {
             if h.tx.try_send(d.clone()).is_err() {
                 h.stats.dropped.fetch_add(1, Relaxed);
             }
@@ -252,7 +289,11 @@ pub fn apply(plans: &[SinkPlan], notifier: &Notifier, clock: &Clock) {
             host.clone(),
             clock.clone(),
         ));
-        sinks.push(Handle { tx, stats });
+        sinks.push(Handle {
+            tx,
+            stats,
+            origins: p.origins,
+        });
     }
     // `old` drops here: its tasks see their queue close, flush and stop.
 }
@@ -420,6 +461,7 @@ pub fn plan(
             backoff: Duration::from_secs(2),
             timeout: Duration::from_secs(10),
             queue: 10_000,
+            origins: ["local", "manual", "union"].map(String::from).to_vec(),
         };
         match plan_channel(&c) {
             Ok(p) => {
@@ -493,6 +535,7 @@ fn plan_channel(c: &NotifyConfig) -> Result<SinkPlan, PlanError> {
         retries: c.retries,
         backoff: c.backoff,
         concurrency: 1,
+        origins: Origins::parse(&c.origins)?,
     })
 }
 
@@ -512,6 +555,7 @@ fn plan_action(c: &ActionConfig) -> Result<SinkPlan, PlanError> {
         retries: 0,
         backoff: Duration::ZERO,
         concurrency: c.concurrency,
+        origins: Origins::parse(&c.origins)?,
     })
 }
 

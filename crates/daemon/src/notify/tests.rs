@@ -288,6 +288,33 @@ async fn an_action_gets_the_batch_on_stdin_and_its_exits_are_counted() {
     );
 }
 
+#[tokio::test]
+async fn a_sink_takes_only_its_origins() {
+    let (url, mut rx) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let n = Notifier::default();
+    apply(
+        &[json_sink(&url, Duration::from_millis(50), 100, 0)],
+        &n,
+        &Clock::system(),
+    );
+    let mut listed = decision(1);
+    listed.origin = shield_core::Origin::List("firehol".into());
+    n.send(&listed);
+    let mut manual = decision(2);
+    manual.origin = shield_core::Origin::Manual;
+    n.send(&manual);
+    let body = rx.recv().await.unwrap();
+    assert_eq!(
+        body["count"], 1,
+        "a list's decisions are left out by default: {body}"
+    );
+    assert_eq!(body["decisions"][0]["origin"], "manual");
+    assert_eq!(n.stats()[0].dropped.load(Relaxed), 0);
+    let bad: NotifyConfig =
+        toml::from_str("name='x'\nkind='json'\nurl='https://x'\norigins=['lists']").unwrap();
+    assert!(plan_channel(&bad).unwrap_err().0.contains("lists"));
+}
+
 #[test]
 fn plan_refuses_a_relative_or_missing_program() {
     let bad = |cmd: &str| {
