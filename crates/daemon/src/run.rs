@@ -91,7 +91,7 @@ pub async fn run(
         clock: clock.clone(),
     };
     let control_path = listeners.control_path.clone();
-    let servers = match crate::server::serve(listeners, &plan, shared.clone()) {
+    let mut servers = match crate::server::serve(listeners, &plan, shared.clone()) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Msg::Stop);
@@ -142,9 +142,12 @@ pub async fn run(
         };
         restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources, &clock);
         let _ = tx.send(Msg::Policy(new.decider.clone()));
+        if let Err(e) = servers.reload(&new.api).await {
+            tracing::error!("{e:#}");
+        }
         tracing::info!(
             pipelines = readers.len(),
-            "config reloaded (api, firewall and union settings apply at the next start)"
+            "config reloaded (firewall and union settings apply at the next start)"
         );
     }
     tracing::info!("stopping");
