@@ -40,7 +40,7 @@ pub enum Format {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the daemon (SIGTERM stops it gracefully; SIGHUP reloads sources, rules, scenarios, [engine] and [decisions]).
+    /// Run the daemon (SIGTERM stops it gracefully; SIGHUP reloads the config: every section, or the log names the key that needs a restart).
     Run,
     /// Validate the config (regexes, durations, paths, unknown keys) and exit.
     Check,

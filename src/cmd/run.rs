@@ -1,7 +1,8 @@
 //! `shield run`: plans the config, binds the listeners, turns signals into
 //! [`Control`] messages and runs the daemon until SIGTERM/SIGINT. SIGHUP
 //! re-plans the config; a config that does not plan is refused and the daemon
-//! keeps the previous one.
+//! keeps the previous one. What a plan that does plan changes, section by
+//! section, is `shield_daemon::reload`'s business.
 
 use std::path::PathBuf;
 

@@ -465,7 +465,7 @@ fn default_header_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UnionConfig {
     /// This member's name in the treaty.

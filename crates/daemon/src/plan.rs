@@ -63,7 +63,7 @@ pub struct Pipeline {
 }
 
 /// The chosen firewall backend and its options.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirewallPlan {
     pub backend: Backend,
     pub table: String,
@@ -73,7 +73,7 @@ pub struct FirewallPlan {
     pub netlink: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPlan {
     pub listen: Option<SocketAddr>,
     pub socket: PathBuf,

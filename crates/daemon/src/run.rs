@@ -26,9 +26,10 @@ use crate::worker::{DecisionWorker, build_firewall};
 
 /// What the caller tells a running daemon.
 pub enum Control {
-    /// Restart the readers and the decision policy on a new plan; `[api]`,
-    /// `[firewall]`, `[store]`, `[union]` and `[webhook]` keep the values
-    /// the daemon started with until the next start.
+    /// Apply a new plan: the readers and the decision policy restart on it,
+    /// and `[api]`, `[firewall]` and `[webhook]` are applied in place (see
+    /// `reload`); `[store]`, `[api] socket`, `[firewall] priority` and
+    /// `[union]` need a restart, which the log says, naming the key.
     Reload(Box<Plan>),
     /// Stop the readers, commit what they read, and return.
     Stop,
@@ -112,9 +113,14 @@ pub async fn run(
             }
         })
     };
-    let webhook_task = plan.webhook.clone().and_then(|w| {
-        crate::webhook::start(w, &shared.counters.webhook, shared.counters.metrics.clone())
-    });
+    // Always started: a reload may add `[webhook]`; the task drops
+    // notifications while there is none.
+    let (webhook, webhook_plans) = tokio::sync::watch::channel(plan.webhook.clone());
+    let webhook_task = crate::webhook::start(
+        webhook_plans,
+        &shared.counters.webhook,
+        shared.counters.metrics.clone(),
+    );
 
     let mut readers = Vec::new();
     for p in plan.pipelines.clone() {
@@ -131,6 +137,8 @@ pub async fn run(
     let (beat, beat_clock) = (shared.counters.clone(), clock.clone());
     crate::notify::ready(move || beat_clock.now() - beat.heartbeat.load(Ordering::Relaxed) < 30);
 
+    // What runs now, section by section, for the next reload to compare with.
+    let mut running = plan.clone();
     while let Some(Control::Reload(new)) = control.recv().await {
         let load = || {
             let (rtx, rrx) = mpsc::channel();
@@ -142,13 +150,45 @@ pub async fn run(
         };
         restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources, &clock);
         let _ = tx.send(Msg::Policy(new.decider.clone()));
-        if let Err(e) = servers.reload(&new.api).await {
-            tracing::error!("{e:#}");
+        // One line per section (see `reload`); a refused one keeps running as it was.
+        let mut report = crate::reload::Report::default();
+        report.section("[api]", servers.reload(&new.api).await);
+        let fw = {
+            // The decision thread answers a blocking channel: off the runtime's threads.
+            let (now, new, tx) = (running.firewall.clone(), new.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || crate::reload::firewall(&now, &new, &tx))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::reload::SectionError::Firewall(
+                        RunError::DecisionThread("reload task failed"),
+                    ))
+                })
+        };
+        if fw.is_ok() {
+            running.firewall = new.firewall.clone();
         }
-        tracing::info!(
-            pipelines = readers.len(),
-            "config reloaded (firewall and union settings apply at the next start)"
+        report.section("[firewall]", fw);
+        report.section(
+            "[store]",
+            crate::reload::store(&running.store_path, &new.store_path),
         );
+        report.section(
+            "[union]",
+            crate::reload::union(running.union.as_ref(), new.union.as_ref()),
+        );
+        report.section::<std::convert::Infallible>("[webhook]", {
+            let changed = webhook.send_if_modified(|w| {
+                let changed = *w != new.webhook;
+                *w = new.webhook.clone();
+                changed
+            });
+            Ok(if changed {
+                crate::reload::Outcome::Applied
+            } else {
+                crate::reload::Outcome::Same
+            })
+        });
+        report.log(readers.len());
     }
     tracing::info!("stopping");
     stop_readers(&mut readers);
@@ -163,7 +203,7 @@ pub async fn run(
     if let Some(t) = union.task {
         t.abort();
     }
-    // The socket bound at start, not a reloaded config's (`[api]` is not reloaded).
+    // The socket bound at start (`[api] socket` is not reloaded).
     let _ = std::fs::remove_file(&control_path);
     Ok(())
 }

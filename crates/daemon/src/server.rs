@@ -272,9 +272,20 @@ impl Servers {
     /// TLS (files re-read even when their paths did not change), and a new
     /// `listen` (bound before the old socket closes). Open connections finish
     /// on the settings they started with. On error nothing changed.
-    pub async fn reload(&mut self, api: &ApiPlan) -> Result<(), ApiReloadError> {
+    pub async fn reload(
+        &mut self,
+        api: &ApiPlan,
+    ) -> Result<crate::reload::Outcome, ApiReloadError> {
         if api.socket != self.api.socket {
             return Err(ApiReloadError::NeedsRestart("socket"));
+        }
+        if *api == self.api {
+            // Same settings: the certificate files are read again all the same
+            // (a renewed certificate at the same path).
+            if let (Some(files), Some(tls)) = (&api.tls, &self.tls) {
+                tls.reload(files.clone())?;
+            }
+            return Ok(crate::reload::Outcome::Same);
         }
         // Everything that can fail, first.
         let tls = match (&api.tls, &self.tls) {
@@ -310,7 +321,7 @@ impl Servers {
         self.tls_poll = tls.clone().map(poll_tls);
         self.tls = tls.or(self.tls.take());
         self.api = api.clone();
-        Ok(())
+        Ok(crate::reload::Outcome::Applied)
     }
 
     /// Stops every server (open connections end with the runtime).

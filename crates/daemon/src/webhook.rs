@@ -146,9 +146,12 @@ pub struct Body<'a> {
     pub decision: &'a Decision,
 }
 
-/// Starts the sender task and connects `notifier` to it. Call once.
+/// Starts the sender task and connects `notifier` to it. Call once. The
+/// target is read from `plans` for each notification, so a reload that sends
+/// a new `[webhook]` (or none: notifications are then dropped uncounted)
+/// applies to the next one; the bucket starts full after a change.
 pub fn start(
-    plan: WebhookPlan,
+    mut plans: tokio::sync::watch::Receiver<Option<WebhookPlan>>,
     notifier: &Notifier,
     metrics: Metrics,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -156,8 +159,20 @@ pub fn start(
     notifier.tx.set(tx).ok()?;
     let host = hostname();
     Some(tokio::spawn(async move {
-        let mut bucket = TokenBucket::new(plan.burst, plan.min_interval, Instant::now());
+        let mut plan = plans.borrow_and_update().clone();
+        let bucket_of = |p: &Option<WebhookPlan>| {
+            p.as_ref()
+                .map(|p| TokenBucket::new(p.burst, p.min_interval, Instant::now()))
+        };
+        let mut bucket = bucket_of(&plan);
         while let Some(d) = rx.recv().await {
+            if plans.has_changed().unwrap_or(false) {
+                plan = plans.borrow_and_update().clone();
+                bucket = bucket_of(&plan);
+            }
+            let (Some(plan), Some(bucket)) = (&plan, &mut bucket) else {
+                continue;
+            };
             if !bucket.take(Instant::now()) {
                 metrics.webhook("dropped");
                 continue;
@@ -170,7 +185,7 @@ pub fn start(
                 Ok(b) => b,
                 Err(_) => continue,
             };
-            match tokio::time::timeout(Duration::from_secs(5), post(&plan, &body)).await {
+            match tokio::time::timeout(Duration::from_secs(5), post(plan, &body)).await {
                 Ok(Ok(status)) if (200..300).contains(&status) => metrics.webhook("sent"),
                 Ok(Ok(status)) => {
                     metrics.webhook("failed");
@@ -305,7 +320,8 @@ mod tests {
             .unwrap();
         let n = Notifier::default();
         let m = Metrics::default();
-        let task = start(plan, &n, m.clone()).unwrap();
+        let (_plans, rx) = tokio::sync::watch::channel(Some(plan));
+        let task = start(rx, &n, m.clone()).unwrap();
         let d = Decision {
             id: 7,
             scope: shield_core::Scope::Ip,

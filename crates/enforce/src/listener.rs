@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 
 /// How much a listener lets its clients hold.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenLimits {
     /// Connections served at once, all peers together.
     pub max_connections: usize,
