@@ -44,6 +44,8 @@ pub enum Cmd {
     Run,
     /// Validate the config (regexes, durations, paths, unknown keys) and exit.
     Check,
+    /// Check the config, then have the running daemon reload it (SIGHUP to the process on the control socket).
+    Reload,
     /// Backtest: run log files through the rules and report what would be decided.
     Replay(cmd::replay::Args),
     /// Show which rule matches each line on stdin and what it captured.

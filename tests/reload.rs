@@ -1,4 +1,4 @@
-//! SIGHUP reloads every section, on the real binary: `[api]` (a new listen
+//! SIGHUP (and `shield reload`) reloads every section, on the real binary: `[api]` (a new listen
 //! address and token, TLS certificates — also when only the files change),
 //! `[firewall]` (a new table in the kernel with no ban missing at any
 //! moment), `[webhook]` (a receiver added), and refusals that name the key
@@ -32,6 +32,22 @@ fn reload(d: &Daemon, cfg: &str, n: usize) -> String {
     std::fs::write(&d.config, cfg.replace("@DIR@", d.dir.to_str().unwrap())).unwrap();
     let pid = d.child.as_ref().unwrap().id().to_string();
     run_ok(&["kill", "-HUP", &pid]);
+    wait_reloaded(d, n)
+}
+
+/// [`reload`] through `shield reload` instead of a signal.
+fn reload_by_cli(d: &Daemon, cfg: &str, n: usize) -> String {
+    std::fs::write(&d.config, cfg.replace("@DIR@", d.dir.to_str().unwrap())).unwrap();
+    let out = d.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "shield reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_reloaded(d, n)
+}
+
+fn wait_reloaded(d: &Daemon, n: usize) -> String {
     let done = wait_for(Duration::from_secs(30), || {
         let log = d.log();
         (log.matches("config reloaded").count() >= n).then_some(log)
@@ -350,7 +366,11 @@ fn webhook_reload_adds_a_receiver() {
     let d = Daemon::start(dir.path(), &base);
     let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", receiver.local_addr().unwrap());
-    let log = reload(&d, &format!("{base}\n[webhook]\nurl = \"{url}\"\n"), 1);
+    // `shield reload` checks the config first: a broken one is refused here.
+    std::fs::write(&d.config, "[webhook\n").unwrap();
+    let out = d.cli(&["reload"]);
+    assert!(!out.status.success(), "a broken config is not sent");
+    let log = reload_by_cli(&d, &format!("{base}\n[webhook]\nurl = \"{url}\"\n"), 1);
     assert!(last_reload(&log).contains("[webhook]"), "{log}");
     let add = d.cli(&["decisions", "add", "192.0.2.60", "--duration", "1h"]);
     assert!(add.status.success());
