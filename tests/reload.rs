@@ -389,3 +389,53 @@ fn webhook_reload_adds_a_receiver() {
         .unwrap_or_else(|_| panic!("no POST reached the receiver:\n{}", d.log()));
     assert!(got.starts_with("POST /hook"), "{got}");
 }
+
+#[test]
+fn union_reload_is_refused_naming_the_table_and_the_daemon_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = Config::new().source(&source(dir.path())).build();
+    let d = Daemon::start(dir.path(), &base);
+    let (key, treaty) = (
+        dir.path().join("member.key"),
+        dir.path().join("treaty.toml"),
+    );
+    let union = |args: &[&str]| {
+        let o = common::shield().arg("union").args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    union(&["keygen", "--out", key.to_str().unwrap()]);
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    union(&[
+        "init",
+        "--union",
+        "rld",
+        "--member",
+        "a",
+        "--key",
+        key.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+        "--bind",
+        "ssh-test=ban:1h",
+        "--out",
+        treaty.to_str().unwrap(),
+    ]);
+    let with_union = format!(
+        "{base}\n[union]\nmember = \"a\"\nkey = \"{}\"\ntreaty = \"{}\"\nlisten = \"{endpoint}\"\n",
+        key.display(),
+        treaty.display()
+    );
+    let log = reload(&d, &with_union, 1);
+    assert!(
+        last_reload(&log).contains("[union] added: restart the daemon to apply it"),
+        "{log}"
+    );
+    assert!(
+        std::net::TcpStream::connect(&endpoint).is_err(),
+        "no union member was started by the refused reload"
+    );
+    assert!(
+        d.cli(&["status"]).status.success(),
+        "the daemon keeps running"
+    );
+}
