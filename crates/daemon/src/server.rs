@@ -287,15 +287,8 @@ impl Servers {
             }
             return Ok(crate::reload::Outcome::Same);
         }
-        // Everything that can fail, first.
-        let tls = match (&api.tls, &self.tls) {
-            (None, _) => None,
-            (Some(files), Some(tls)) => {
-                tls.reload(files.clone())?;
-                Some(tls.clone())
-            }
-            (Some(files), None) => Some(shield_enforce::Tls::load(files.clone())?),
-        };
+        // Everything that can fail, first; the certificates last, as loading
+        // them swaps them in.
         let moved = api.listen != self.api.listen;
         let mut fresh = None;
         if moved && let Some(addr) = api.listen {
@@ -305,6 +298,14 @@ impl Servers {
                     .map_err(|e| BindError::Tcp(addr, e))?,
             );
         }
+        let tls = match (&api.tls, &self.tls) {
+            (None, _) => None,
+            (Some(files), Some(tls)) => {
+                tls.reload(files.clone())?;
+                Some(tls.clone())
+            }
+            (Some(files), None) => Some(shield_enforce::Tls::load(files.clone())?),
+        };
         // Then the swap: the old loop hands its socket back.
         let (old, prev) = match self.tcp.take() {
             Some(t) => {
