@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod cmd;
+mod logging;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,10 +40,12 @@ pub enum Format {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the daemon (SIGTERM stops it gracefully; SIGHUP reloads sources, rules, scenarios, [engine] and [decisions]).
+    /// Run the daemon (SIGTERM stops it gracefully; SIGHUP reloads the config: every section, or the log names the key that needs a restart).
     Run,
     /// Validate the config (regexes, durations, paths, unknown keys) and exit.
     Check,
+    /// Check the config, then have the running daemon reload it (SIGHUP to the process on the control socket).
+    Reload,
     /// Backtest: run log files through the rules and report what would be decided.
     Replay(cmd::replay::Args),
     /// Show which rule matches each line on stdin and what it captured.
@@ -89,25 +92,12 @@ fn main() -> ExitCode {
     // hold evidence copied from root-only logs or secrets: private by default.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.cmd, Cmd::Run));
+    logging::init(cli.log_format, matches!(cli.cmd, Cmd::Run));
     match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn init_logging(format: LogFormat, daemon: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if daemon { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_env("SHIELD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
     }
 }

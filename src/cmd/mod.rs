@@ -22,6 +22,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             run::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Reload => run::reload(config),
         Cmd::Check => {
             let loaded = shield_daemon::config::load(config.as_deref())?;
             let plan = shield_daemon::plan::plan(&loaded)?;

@@ -1,7 +1,8 @@
 //! `shield run`: plans the config, binds the listeners, turns signals into
 //! [`Control`] messages and runs the daemon until SIGTERM/SIGINT. SIGHUP
 //! re-plans the config; a config that does not plan is refused and the daemon
-//! keeps the previous one.
+//! keeps the previous one. What a plan that does plan changes, section by
+//! section, is `shield_daemon::reload`'s business.
 
 use std::path::PathBuf;
 
@@ -56,4 +57,30 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 fn replan(path: Option<&std::path::Path>) -> anyhow::Result<shield_daemon::plan::Plan> {
     let loaded = shield_daemon::config::load(path)?;
     Ok(shield_daemon::plan::plan(&loaded)?)
+}
+
+/// `shield reload`: plan, then SIGHUP the daemon behind the control socket.
+pub fn reload(config_path: Option<PathBuf>) -> anyhow::Result<std::process::ExitCode> {
+    let plan = replan(config_path.as_deref())
+        .context("the config does not plan; the daemon keeps the one it runs")?;
+    let sock = &plan.api.socket;
+    let stream = std::os::unix::net::UnixStream::connect(sock).with_context(|| {
+        format!(
+            "no daemon answers on {} ([api] socket); start it with `shield run` or `systemctl start shield`",
+            sock.display()
+        )
+    })?;
+    let cred = rustix::net::sockopt::socket_peercred(&stream)
+        .context("reading the daemon's process id from the control socket")?;
+    rustix::process::kill_process(cred.pid, rustix::process::Signal::HUP).with_context(|| {
+        format!(
+            "sending SIGHUP to the daemon (pid {})",
+            cred.pid.as_raw_nonzero()
+        )
+    })?;
+    eprintln!(
+        "reload sent to pid {}; its log says what was applied and names any key that needs a restart",
+        cred.pid.as_raw_nonzero()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }

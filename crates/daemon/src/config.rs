@@ -569,6 +569,25 @@ pub struct ApiConfig {
     /// Time a client has to send a complete request head.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// PEM certificate (then its intermediates) for `listen`; with `tls_key`,
+    /// `listen` speaks HTTPS only. Reloaded on SIGHUP and when the file changes.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that bouncers' client certificates must chain to; such a
+    /// certificate with an OU in `client_ou` replaces an API key, the bouncer
+    /// named by its CN. Unset: no client certificates.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// OUs of client certificates that identify a bouncer (CrowdSec's default: `bouncer-ou`).
+    #[serde(default = "default_client_ou")]
+    pub client_ou: Vec<String>,
+}
+
+fn default_client_ou() -> Vec<String> {
+    vec![shield_enforce::DEFAULT_CLIENT_OU.to_string()]
 }
 
 impl Default for ApiConfig {
@@ -582,6 +601,10 @@ impl Default for ApiConfig {
             max_connections: default_max_connections(),
             max_connections_per_peer: default_max_per_peer(),
             header_timeout: default_header_timeout(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            client_ou: default_client_ou(),
         }
     }
 }
@@ -599,7 +622,7 @@ fn default_header_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UnionConfig {
     /// This member's name in the treaty.

@@ -79,4 +79,7 @@ pub enum BindError {
     /// The TCP listener could not be bound.
     #[error("binding the API listener {0} ([api] listen): is another process on that port?")]
     Tcp(std::net::SocketAddr, #[source] std::io::Error),
+    /// The certificate, key or client CA of `[api]` did not load.
+    #[error("[api] TLS")]
+    Tls(#[source] shield_enforce::TlsError),
 }

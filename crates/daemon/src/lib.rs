@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod readers;
+pub mod reload;
 pub mod replay;
 pub mod run;
 pub mod scrape;

@@ -63,7 +63,7 @@ pub struct Pipeline {
 }
 
 /// The chosen firewall backend and its options.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirewallPlan {
     pub backend: Backend,
     pub table: String,
@@ -73,7 +73,7 @@ pub struct FirewallPlan {
     pub netlink: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiPlan {
     pub listen: Option<SocketAddr>,
     pub socket: PathBuf,
@@ -83,6 +83,8 @@ pub struct ApiPlan {
     /// Limits of the TCP listener (`trusted` = `trusted_proxies`); the socket
     /// uses the same total and header deadline.
     pub limits: shield_enforce::ListenLimits,
+    /// HTTPS on `listen`: certificate, key, client CA (loaded once to check them).
+    pub tls: Option<shield_enforce::TlsFiles>,
 }
 
 /// A validated config, ready to run.
@@ -685,6 +687,38 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             Some("e.g. \"5s\"".into()),
         ));
     }
+    let tls = match (&c.api.tls_cert, &c.api.tls_key) {
+        (None, None) => {
+            if c.api.client_ca.is_some() {
+                errs.push(l.error_at(
+                    0..0,
+                    "[api] client_ca needs tls_cert and tls_key: client certificates come over TLS",
+                    None,
+                ));
+            }
+            None
+        }
+        (Some(cert), Some(key)) => {
+            let files = shield_enforce::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: c.api.client_ca.clone(),
+                client_ou: c.api.client_ou.clone(),
+            };
+            if let Err(e) = shield_enforce::server_config(&files) {
+                errs.push(l.error_at(0..0, format!("[api] TLS: {e}"), None));
+            }
+            Some(files)
+        }
+        _ => {
+            errs.push(l.error_at(
+                0..0,
+                "[api] tls_cert and tls_key go together: set both for HTTPS, or neither",
+                None,
+            ));
+            None
+        }
+    };
     let listen = if c.api.listen.trim().is_empty() {
         None
     } else {
@@ -764,6 +798,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             trusted_proxies: proxies,
             client_header,
             token: c.api.token.as_ref().map(|t| t.get_ref().clone()),
+            tls,
         },
         union: c.union.clone(),
         notify,

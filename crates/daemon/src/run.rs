@@ -26,9 +26,10 @@ use crate::worker::{DecisionWorker, build_firewall};
 
 /// What the caller tells a running daemon.
 pub enum Control {
-    /// Restart the readers and the decision policy on a new plan; `[api]`,
-    /// `[firewall]`, `[store]` and `[union]` keep the values
-    /// the daemon started with until the next start.
+    /// Apply a new plan: the readers and the decision policy restart on it,
+    /// and `[api]`, `[firewall]`, `[webhook]` and `[[notify]]`/`[[action]]` are applied in place (see
+    /// `reload`); `[store]`, `[api] socket`, `[firewall] priority` and
+    /// `[union]` need a restart, which the log says, naming the key.
     Reload(Box<Plan>),
     /// Stop the readers, commit what they read, and return.
     Stop,
@@ -91,7 +92,7 @@ pub async fn run(
         clock: clock.clone(),
     };
     let control_path = listeners.control_path.clone();
-    let servers = match crate::server::serve(listeners, &plan, shared.clone()) {
+    let mut servers = match crate::server::serve(listeners, &plan, shared.clone()) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Msg::Stop);
@@ -129,6 +130,8 @@ pub async fn run(
     let (beat, beat_clock) = (shared.counters.clone(), clock.clone());
     crate::sd_notify::ready(move || beat_clock.now() - beat.heartbeat.load(Ordering::Relaxed) < 30);
 
+    // What runs now, section by section, for the next reload to compare with.
+    let mut running = plan.clone();
     while let Some(Control::Reload(new)) = control.recv().await {
         let load = || {
             let (rtx, rrx) = mpsc::channel();
@@ -140,11 +143,45 @@ pub async fn run(
         };
         restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources, &clock);
         let _ = tx.send(Msg::Policy(new.decider.clone()));
-        crate::notify::apply(&new.notify, &shared.counters.notify, &clock);
-        tracing::info!(
-            pipelines = readers.len(),
-            "config reloaded (api, firewall and union settings apply at the next start)"
+        // One line per section (see `reload`); a refused one keeps running as it was.
+        let mut report = crate::reload::Report::default();
+        report.section("[api]", servers.reload(&new.api).await);
+        let fw = {
+            // The decision thread answers a blocking channel: off the runtime's threads.
+            let (now, new, tx) = (running.firewall.clone(), new.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || crate::reload::firewall(&now, &new, &tx))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::reload::SectionError::Firewall(
+                        RunError::DecisionThread("reload task failed"),
+                    ))
+                })
+        };
+        if fw.is_ok() {
+            running.firewall = new.firewall.clone();
+        }
+        report.section("[firewall]", fw);
+        report.section(
+            "[store]",
+            crate::reload::store(&running.store_path, &new.store_path),
         );
+        report.section(
+            "[union]",
+            crate::reload::union(running.union.as_ref(), new.union.as_ref()),
+        );
+        // Notification sinks always restart on the new plan (each sends what
+        // it holds first, and keeps its counters when its name and kind stay).
+        crate::notify::apply(&new.notify, &shared.counters.notify, &clock);
+        report.section::<std::convert::Infallible>(
+            "[webhook]/[[notify]]/[[action]]",
+            Ok(if running.notify.is_empty() && new.notify.is_empty() {
+                crate::reload::Outcome::Same
+            } else {
+                crate::reload::Outcome::Applied
+            }),
+        );
+        running.notify = new.notify.clone();
+        report.log(readers.len());
     }
     tracing::info!("stopping");
     stop_readers(&mut readers);
@@ -156,7 +193,7 @@ pub async fn run(
     if let Some(t) = union.task {
         t.abort();
     }
-    // The socket bound at start, not a reloaded config's (`[api]` is not reloaded).
+    // The socket bound at start (`[api] socket` is not reloaded).
     let _ = std::fs::remove_file(&control_path);
     Ok(())
 }

@@ -43,6 +43,15 @@ pub enum Msg {
     },
     /// New decision policy after a reload.
     Policy(Decider),
+    /// A new firewall layer after a reload: the decision thread fills it
+    /// with the store's decisions, then swaps it in (tearing the old one down
+    /// when `teardown_old`, i.e. it lives elsewhere), so no ban lapses. On
+    /// error the old layer stays.
+    Firewall {
+        layer: Box<dyn shield_enforce::Firewall>,
+        teardown_old: bool,
+        reply: mpsc::Sender<Result<(), crate::error::RunError>>,
+    },
     /// Every saved checkpoint, read after the batches queued before this
     /// message are committed (a reload asks once its readers have stopped).
     Checkpoints(mpsc::Sender<Result<Vec<(String, Checkpoint)>, StoreError>>),

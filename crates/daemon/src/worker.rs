@@ -122,6 +122,29 @@ impl DecisionWorker {
         }
     }
 
+    /// Fills `new` with the decisions in force (one transaction), then makes
+    /// it the layer; the old one is torn down only after, and only when
+    /// `teardown_old` (another table, backend or namespace). Bans stay in the
+    /// kernel throughout: the old layer's elements until the new one holds them.
+    fn swap_firewall(
+        &mut self,
+        mut new: Box<dyn Firewall>,
+        teardown_old: bool,
+        now: UnixTime,
+    ) -> Result<(), RunError> {
+        let active = self.store.active_decisions(now)?;
+        new.reconcile(&active, now)
+            .map_err(|source| RunError::Reconcile {
+                layer: new.name().to_string(),
+                source,
+            })?;
+        let mut old = std::mem::replace(&mut self.firewall, new);
+        if teardown_old && let Err(e) = old.teardown() {
+            tracing::warn!(error = %e, layer = old.name(), "the previous firewall layer was not removed; remove it by hand");
+        }
+        Ok(())
+    }
+
     /// Reconciles the layers with the store (at start).
     pub fn reconcile(&mut self, now: UnixTime) -> Result<usize, RunError> {
         let active = self.store.active_decisions(now)?;
@@ -297,6 +320,13 @@ impl DecisionWorker {
                     let _ = reply.send(res);
                 }
                 Ok(Msg::Policy(d)) => self.set_policy(d),
+                Ok(Msg::Firewall {
+                    layer,
+                    teardown_old,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.swap_firewall(layer, teardown_old, t));
+                }
                 Ok(Msg::Bouncer {
                     name,
                     key_hash,

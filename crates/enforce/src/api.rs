@@ -7,7 +7,8 @@
 //! `duration` the remaining time in Go's format rounded to seconds
 //! (`3h59m58s`), `scope` `Ip`/`Range`; an empty `/v1/decisions` answer is the
 //! literal body `null`; the stream answers `{"deleted":…,"new":…}` with `null`
-//! for empty lists. Keys come in `X-Api-Key`.
+//! for empty lists. Keys come in `X-Api-Key`; over TLS a client certificate
+//! that names a bouncer ([`ClientCert`]) stands in for a key.
 //!
 //! It does not manage keys (the daemon does, through [`BouncerAuth`]) and does
 //! not write decisions: it reads the shared [`DecisionTable`].
@@ -33,6 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::{BouncerAuth, Guesses, random_bytes};
 use crate::client::{Buckets, ClientHeader, peer_of};
 use crate::table::DecisionTable;
+use crate::tls::ClientCert;
 
 /// Settings of the HTTP layers (gate and bouncer API).
 #[derive(Clone, Debug)]
@@ -129,7 +131,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: ApiConfig,
     /// Per-bouncer stream cursors. Locked only inside a synchronous section
     /// (after the table read lock, never the other way round), never across `.await`.
-    streams: Mutex<HashMap<String, Cursor>>,
+    /// Shared with the state [`ApiState::reconfigured`] makes.
+    streams: Arc<Mutex<HashMap<String, Cursor>>>,
     /// Wrong keys per address (bouncer keys here, bearer tokens in the daemon).
     pub(crate) guesses: Arc<Guesses>,
     /// Throttle token buckets; same locking rule as `streams`.
@@ -157,11 +160,31 @@ impl ApiState {
                 table,
                 auth,
                 cfg,
-                streams: Mutex::new(HashMap::new()),
+                streams: Arc::new(Mutex::new(HashMap::new())),
                 buckets: Mutex::new(buckets),
                 guesses: Arc::new(Guesses::default()),
                 cookie_key: random_bytes::<32>(),
                 counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// A state with new settings that keeps what clients built up: each
+    /// bouncer's stream cursor (so no unban is lost across a reload), the
+    /// wrong-key limiter and the captcha key (passes stay valid). Throttle
+    /// buckets and counters start afresh.
+    pub fn reconfigured(&self, cfg: ApiConfig) -> ApiState {
+        let old = &self.inner;
+        ApiState {
+            inner: Arc::new(Inner {
+                table: old.table.clone(),
+                auth: old.auth.clone(),
+                streams: old.streams.clone(),
+                buckets: Mutex::new(Buckets::new(cfg.max_buckets)),
+                guesses: old.guesses.clone(),
+                cookie_key: old.cookie_key,
+                counters: Counters::default(),
+                cfg,
             }),
         }
     }
@@ -311,8 +334,9 @@ impl IntoResponse for Denied {
     }
 }
 
-/// The TCP peer of a request (see [`peer_of`]), canonical.
-pub(crate) struct Peer(Option<IpAddr>);
+/// The TCP peer of a request (see [`peer_of`]), canonical, and the bouncer
+/// its verified client certificate names, if any.
+pub(crate) struct Peer(Option<IpAddr>, Option<ClientCert>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -321,7 +345,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Peer(peer_of(&parts.extensions).map(|p| Addr::new(p).ip())))
+        Ok(Peer(
+            peer_of(&parts.extensions).map(|p| Addr::new(p).ip()),
+            parts.extensions.get::<ClientCert>().cloned(),
+        ))
     }
 }
 
@@ -367,6 +394,10 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, peer: Peer) -> Result<Str
         Err(Denied::Key(status, msg))
     };
     let Some(key) = headers.get("x-api-key") else {
+        // A client certificate stands in for a key (CrowdSec's TLS auth).
+        if let Some(c) = peer.1 {
+            return Ok(c.name);
+        }
         return deny(
             StatusCode::UNAUTHORIZED,
             "missing X-Api-Key header: create a key with `shield bouncers add NAME`",
@@ -706,7 +737,8 @@ async fn stream(State(state): State<ApiState>, req: axum::extract::Request) -> R
     let (method, headers) = (req.method(), req.headers());
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri());
     let peer = peer_of(req.extensions()).map(|p| Addr::new(p).ip());
-    let name = match authenticate(&state, headers, Peer(peer)) {
+    let cert = req.extensions().get::<ClientCert>().cloned();
+    let name = match authenticate(&state, headers, Peer(peer, cert)) {
         Ok(n) => n,
         Err(r) => return r.into_response(),
     };

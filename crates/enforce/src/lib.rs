@@ -10,7 +10,8 @@
 //!   `auth_request`, Traefik ForwardAuth and Caddy `forward_auth`, and the
 //!   CrowdSec-compatible bouncer API ([`bouncer_router`]), and the accept loop
 //!   that serves them within per-peer, total and header-time limits
-//!   ([`serve_tcp`], [`Limiter`]).
+//!   ([`serve_tcp`], [`Limiter`]), over TLS with optional client
+//!   certificates when configured ([`serve_tls`], [`Tls`]).
 //!
 //! It does not own configuration files, the store, or the run loop: the daemon
 //! adds a decision to the store, then hands the same batch of [`Change`]s to
@@ -26,6 +27,7 @@ mod listener;
 mod netlink;
 mod nft;
 mod table;
+mod tls;
 
 pub use api::{ApiConfig, ApiState, ApiStats, bouncer_router, format_go_duration, loopback};
 pub use auth::{
@@ -35,8 +37,9 @@ pub use client::ClientHeader;
 pub use firewall::{Change, DryRun, Firewall, LayerError, dry_run};
 pub use gate::gate_router;
 pub use ipset::{IpsetOptions, ipset};
-pub use listener::{Limiter, ListenLimits, ListenStats, serve_tcp, serve_unix};
+pub use listener::{Limiter, ListenLimits, ListenStats, serve_tcp, serve_tls, serve_unix};
 pub use nft::{NftOptions, nftables};
 pub use table::DecisionTable;
+pub use tls::{ClientCert, DEFAULT_CLIENT_OU, Tls, TlsError, TlsFiles, server_config};
 
 pub use shield_core::UnixTime;

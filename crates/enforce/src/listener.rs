@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 
 /// How much a listener lets its clients hold.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenLimits {
     /// Connections served at once, all peers together.
     pub max_connections: usize,
@@ -75,9 +75,11 @@ pub struct ListenStats {
     pub refused_full: u64,
     /// Closed to make room: the oldest connection waiting for a request head.
     pub evicted: u64,
-    /// Closed for not sending a complete request head in time.
+    /// Closed for not sending a complete request head (or, over TLS, not
+    /// finishing the handshake) in time.
     pub timed_out: u64,
-    /// Closed with an HTTP error (malformed request, reset, head too large).
+    /// Closed with an HTTP error (malformed request, reset, head too large)
+    /// or a failed TLS handshake.
     pub conn_errors: u64,
     /// Open now.
     pub open: u64,
@@ -264,6 +266,7 @@ impl Limiter {
         stream: S,
         app: Router,
         peer: Option<SocketAddr>,
+        client: Option<crate::tls::ClientCert>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -273,6 +276,9 @@ impl Limiter {
             hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 if let Some(p) = peer {
                     req.extensions_mut().insert(ConnectInfo(p));
+                }
+                if let Some(c) = &client {
+                    req.extensions_mut().insert(c.clone());
                 }
                 conn.busy.store(true, Ordering::Relaxed);
                 let answer = app.clone().oneshot(req.map(axum::body::Body::new));
@@ -333,7 +339,15 @@ impl Limiter {
 /// Serves `app` on a TCP listener within `limiter`'s limits, with the peer
 /// address in each request (`ConnectInfo<SocketAddr>`). Runs until the task is
 /// dropped or aborted.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, app: Router, limiter: Arc<Limiter>) {
+/// `listener` by value or borrowed: a caller that stops the loop (drops the
+/// future) keeps its socket and can serve it again, so no connection is
+/// refused in between.
+pub async fn serve_tcp(
+    listener: impl std::borrow::Borrow<tokio::net::TcpListener>,
+    app: Router,
+    limiter: Arc<Limiter>,
+) {
+    let listener = listener.borrow();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -353,8 +367,64 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, app: Router, limiter: 
         tokio::spawn(
             limiter
                 .clone()
-                .serve_conn(slot, stream, app.clone(), Some(peer)),
+                .serve_conn(slot, stream, app.clone(), Some(peer), None),
         );
+    }
+}
+
+/// [`serve_tcp`] over TLS: each admitted connection has `header_timeout` to
+/// finish its handshake (a failed one counts in `conn_errors`, a slow one in
+/// `timed_out`, and an eviction ends it like any connection). The
+/// configuration is taken from `tls` at each handshake, so a reload applies to
+/// the next connection; a verified client certificate with an allowed OU
+/// rides along in each request as a [`crate::ClientCert`].
+pub async fn serve_tls(
+    listener: impl std::borrow::Borrow<tokio::net::TcpListener>,
+    app: Router,
+    limiter: Arc<Limiter>,
+    tls: Arc<crate::tls::Tls>,
+) {
+    let listener = listener.borrow();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = limiter.admit(Some(peer.ip())) else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (limiter, app, tls) = (limiter.clone(), app.clone(), tls.clone());
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let handshake =
+                tokio::time::timeout(limiter.limits.header_timeout, acceptor.accept(stream));
+            let stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        limiter.counters.conn_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        limiter.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+                () = slot.conn.kill.notified() => return,
+            };
+            let client = tls.identify(stream.get_ref().1.peer_certificates());
+            limiter
+                .clone()
+                .serve_conn(slot, stream, app, Some(peer), client)
+                .await;
+        });
     }
 }
 
@@ -374,7 +444,11 @@ pub async fn serve_unix(listener: tokio::net::UnixListener, app: Router, limiter
             drop(stream);
             continue;
         };
-        tokio::spawn(limiter.clone().serve_conn(slot, stream, app.clone(), None));
+        tokio::spawn(
+            limiter
+                .clone()
+                .serve_conn(slot, stream, app.clone(), None, None),
+        );
     }
 }
 
