@@ -71,6 +71,10 @@ pub struct Scenario {
     remediation: bool,
     reprocess: bool,
     queue_size: usize,
+    /// Whether an expression reads this scenario's queued events (condition, bayesian
+    /// conditions, overflow_filter, scope expression); otherwise its queue holds compact
+    /// copies that keep only what an alert is built from (see [`compact`]).
+    full_events: bool,
     hash: String,
     version: String,
 }
@@ -232,6 +236,10 @@ impl Scenario {
         }
         let labels = c.labels.clone().map(Json::Object).unwrap_or(Json::Null);
         let remediation = labels.get("remediation").and_then(Json::as_bool) == Some(true);
+        let full_events = condition.is_some()
+            || !bayes.is_empty()
+            || overflow_filter.is_some()
+            || scope_expr.is_some();
         Ok(Scenario {
             name: name.to_owned(),
             kind,
@@ -255,6 +263,7 @@ impl Scenario {
             remediation,
             reprocess: c.reprocess,
             queue_size,
+            full_events,
             hash: hash.to_owned(),
             version: version.to_owned(),
         })
@@ -398,6 +407,12 @@ pub struct Buckets {
     pub scenarios: Vec<Scenario>,
     live: HashMap<(usize, String), Bucket>,
     blackholes: Vec<Vec<(String, jiff::Timestamp)>>,
+    /// For each scenario, the first scenario whose groupby has the same text (most share
+    /// `evt.Meta.source_ip`): one evaluation per event serves them all. Only groupbys that
+    /// call no function are shared, so the same text on an unchanged event gives the same key.
+    groupby_of: Vec<Option<usize>>,
+    /// Group keys computed for the event being poured, by [`Buckets::groupby_of`] slot.
+    groups: Vec<Option<String>>,
 }
 
 fn event_time(e: &Event) -> Option<GoTime> {
@@ -411,10 +426,25 @@ impl Buckets {
     /// Buckets for these scenarios (none live yet).
     pub fn new(scenarios: Vec<Scenario>) -> Buckets {
         let n = scenarios.len();
+        let groupby_of = scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let g = s.groupby.as_ref()?.source().trim();
+                if g.contains('(') {
+                    return Some(i);
+                }
+                scenarios
+                    .iter()
+                    .position(|o| o.groupby.as_ref().is_some_and(|og| og.source().trim() == g))
+            })
+            .collect();
         Buckets {
             scenarios,
             live: HashMap::new(),
             blackholes: vec![Vec::new(); n],
+            groupby_of,
+            groups: vec![None; n],
         }
     }
 
@@ -426,10 +456,19 @@ impl Buckets {
     /// `PourItemToHolders`: pour `evt` into every scenario whose filter matches; returns the
     /// overflows this caused, in scenario order.
     pub fn pour(&mut self, evt: &mut Event) -> Vec<Event> {
+        let mut groups = std::mem::take(&mut self.groups);
+        groups.iter_mut().for_each(|g| *g = None);
+        let out = self.pour_with(evt, &mut groups);
+        self.groups = groups;
+        out
+    }
+
+    fn pour_with(&mut self, evt: &mut Event, groups: &mut [Option<String>]) -> Vec<Event> {
         let mut out = Vec::new();
-        // One copy of the event for every bucket it goes into, made when the first needs it
-        // and made again only if an expression wrote into the event since.
-        let mut shared: Option<Arc<Event>> = None;
+        // One copy of the event for every bucket it goes into (one compact, one full), made
+        // when the first needs it and made again only if an expression wrote into the event
+        // since.
+        let mut shared: [Option<Arc<Event>>; 2] = [None, None];
         for i in 0..self.scenarios.len() {
             let s = &self.scenarios[i];
             if s.gate.as_ref().is_some_and(|g| !g.admits(evt)) {
@@ -437,7 +476,8 @@ impl Buckets {
             }
             let (r, changed) = eval_changed(&s.filter, evt, |r| r.map(|v| v.as_bool()));
             if changed {
-                shared = None;
+                shared = [None, None];
+                groups.iter_mut().for_each(|g| *g = None);
             }
             match r {
                 Ok(Some(true)) => {}
@@ -447,15 +487,26 @@ impl Buckets {
             let group = match &s.groupby {
                 None => String::new(),
                 Some(g) => {
-                    let (r, changed) =
-                        eval_changed(g, evt, |r| r.map(|v| v.as_str().map(str::to_owned)));
-                    if changed {
-                        shared = None;
-                    }
-                    match r {
-                        Ok(Some(k)) => k,
-                        Ok(None) => continue,
-                        Err(_) => return out,
+                    let slot = self.groupby_of[i].unwrap_or(i);
+                    if let Some(k) = groups.get(slot).and_then(Option::as_ref) {
+                        k.clone()
+                    } else {
+                        let (r, changed) =
+                            eval_changed(g, evt, |r| r.map(|v| v.as_str().map(str::to_owned)));
+                        if changed {
+                            shared = [None, None];
+                            groups.iter_mut().for_each(|g| *g = None);
+                        }
+                        match r {
+                            Ok(Some(k)) => {
+                                if !changed && let Some(c) = groups.get_mut(slot) {
+                                    *c = Some(k.clone());
+                                }
+                                k
+                            }
+                            Ok(None) => continue,
+                            Err(_) => return out,
+                        }
                     }
                 }
             };
@@ -482,10 +533,15 @@ impl Buckets {
         i: usize,
         key: &(usize, String),
         evt: &Event,
-        shared: &mut Option<Arc<Event>>,
+        shared: &mut [Option<Arc<Event>>; 2],
     ) -> Option<Event> {
-        let mut copy = || shared.get_or_insert_with(|| Arc::new(evt.clone())).clone();
         let s = &self.scenarios[i];
+        let full = s.full_events;
+        let mut copy = || {
+            shared[usize::from(full)]
+                .get_or_insert_with(|| Arc::new(if full { evt.clone() } else { compact(evt) }))
+                .clone()
+        };
         let b = self.live.get_mut(key)?;
         let mut pending = false;
         let mut killed = false;
@@ -707,6 +763,24 @@ impl Buckets {
             sources,
             alerts,
         })
+    }
+}
+
+/// The copy of an event a bucket keeps when no expression reads its queue: what
+/// [`Buckets::new_alert`] and [`sources_of`] read (kind, meta, enriched, times, the overflow of
+/// an overflow event) and nothing else: no line, no parsed fields, no unmarshaled JSON,
+/// which are most of a log event's bytes.
+fn compact(e: &Event) -> Event {
+    Event {
+        kind: e.kind,
+        time_machine: e.time_machine,
+        whitelisted: e.whitelisted,
+        meta: e.meta.clone(),
+        enriched: e.enriched.clone(),
+        overflow: e.overflow.clone(),
+        time: e.time,
+        marshaled_time: e.marshaled_time.clone(),
+        ..Event::default()
     }
 }
 

@@ -520,6 +520,65 @@ pub fn translate(p: &str) -> String {
     out
 }
 
+/// Turns every capturing group no field reads into a non-capturing one, so the regex engine
+/// tracks only the groups that yield fields (grok patterns such as IPORHOST carry dozens of
+/// groups nobody reads). Returns the rewritten text and old group number → new group number;
+/// None when the text does not parse (the caller then compiles it as it is and reports).
+/// Group positions come from `regex-syntax`'s own parser, so the rewrite cannot misread an
+/// escaped or bracketed parenthesis.
+fn prune_groups(
+    translated: &str,
+    fields: &[(String, usize)],
+) -> Option<(String, Vec<Option<usize>>)> {
+    use regex_syntax::ast::{self, Ast, GroupKind};
+    struct Groups(Vec<(u32, usize)>);
+    impl ast::Visitor for Groups {
+        type Output = Vec<(u32, usize)>;
+        type Err = ();
+        fn finish(self) -> Result<Self::Output, ()> {
+            Ok(self.0)
+        }
+        fn visit_pre(&mut self, a: &Ast) -> Result<(), ()> {
+            if let Ast::Group(g) = a
+                && let GroupKind::CaptureIndex(i) = g.kind
+            {
+                self.0.push((i, g.span.start.offset));
+            }
+            Ok(())
+        }
+    }
+    let parsed = ast::parse::Parser::new().parse(translated).ok()?;
+    let mut groups = ast::visit(&parsed, Groups(Vec::new())).ok()?;
+    groups.sort_unstable();
+    let wanted = |i: usize| fields.iter().any(|f| f.1 == i);
+    let mut renumber: Vec<Option<usize>> = vec![Some(0)];
+    let mut drop_at: Vec<usize> = Vec::new();
+    let mut next = 1;
+    for (i, (index, offset)) in groups.iter().enumerate() {
+        // Capture indexes run 1..=n in order; anything else means a misread: leave it alone.
+        if *index as usize != i + 1 || translated.as_bytes().get(*offset) != Some(&b'(') {
+            return None;
+        }
+        if wanted(i + 1) {
+            renumber.push(Some(next));
+            next += 1;
+        } else {
+            renumber.push(None);
+            drop_at.push(*offset);
+        }
+    }
+    drop_at.sort_unstable();
+    let mut out = String::with_capacity(translated.len() + 2 * drop_at.len());
+    let mut last = 0;
+    for at in drop_at {
+        out.push_str(&translated[last..=at]);
+        out.push_str("?:");
+        last = at + 1;
+    }
+    out.push_str(&translated[last..]);
+    Some((out, renumber))
+}
+
 fn push_literal(out: &mut String, ch: char) {
     if ch.is_ascii_alphanumeric() || !ch.is_ascii() {
         out.push(ch);
@@ -531,7 +590,15 @@ fn push_literal(out: &mut String, ch: char) {
 
 impl Grok {
     fn new(text: &str, fields: Vec<(String, usize)>) -> Result<Grok, GrokError> {
-        let translated = translate(text);
+        let mut translated = translate(text);
+        let mut fields = fields;
+        if let Some((pruned, renumber)) = prune_groups(&translated, &fields) {
+            translated = pruned;
+            for f in &mut fields {
+                // A field pointing past the last group (grokky's count can) stays absent.
+                f.1 = renumber.get(f.1).copied().flatten().unwrap_or(usize::MAX);
+            }
+        }
         let regex = regex::RegexBuilder::new(&translated)
             .size_limit(64 << 20)
             .dfa_size_limit(16 << 20)
@@ -629,6 +696,26 @@ mod tests {
         let d = l.compile(r"^%{DATA:d}\d$").unwrap();
         assert!(!d.regex.is_match("x\u{0663}"));
         assert!(matches!(l.compile("%{NOPE:x}"), Err(GrokError::Missing(_))));
+    }
+
+    #[test]
+    fn unread_groups_stop_capturing_and_fields_keep_their_values() {
+        let mut l = Library::base();
+        let g = l
+            .compile(r"^(%{IPORHOST:host} )?%{IP:ip} (x|y)[)] %{WORD:w}(\(z\))?$")
+            .unwrap();
+        // Only the three field groups are left capturing (plus group 0).
+        assert_eq!(g.regex.captures_len(), 4);
+        let m = g.parse_map("example.org 2001:db8::1 y) abc(z)");
+        assert_eq!(m.get("host").map(String::as_str), Some("example.org"));
+        assert_eq!(m.get("ip").map(String::as_str), Some("2001:db8::1"));
+        assert_eq!(m.get("w").map(String::as_str), Some("abc"));
+        let m = g.parse_map("10.0.0.1 x) q");
+        assert_eq!(m.get("host").map(String::as_str), Some(""));
+        assert_eq!(m.get("ip").map(String::as_str), Some("10.0.0.1"));
+        // A field whose group number lies past the last group reads as "".
+        let (_, renumber) = prune_groups("(a)(b)", &[("f".into(), 2)]).unwrap();
+        assert_eq!(renumber, vec![Some(0), None, Some(1)]);
     }
 
     #[test]

@@ -603,12 +603,28 @@ impl Node {
         let mut state = true;
         let mut grok_ok = false;
         if let Some(g) = &self.grok {
-            let mut fields: Vec<(String, String)> = Vec::new();
-            let mut push = |k: &str, v: &str| fields.push((k.to_owned(), v.to_owned()));
+            // Grok::parse reports fields only on a match, so they go straight into Parsed.
+            fn set(parsed: &mut crate::event::StrMap, k: &str, v: &str) {
+                match parsed.get_mut(k) {
+                    Some(old) => {
+                        old.clear();
+                        old.push_str(v);
+                    }
+                    None => {
+                        parsed.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+            }
             // None: no input (missing field, failing expression): the grok fails.
             let n = match &g.input {
-                GrokInput::LineRaw => Some(g.grok.parse(&evt.line.raw, &mut push)),
-                GrokInput::Parsed(f) => evt.parsed.get(f).map(|s| g.grok.parse(s, &mut push)),
+                GrokInput::LineRaw => {
+                    let parsed = &mut evt.parsed;
+                    Some(g.grok.parse(&evt.line.raw, |k, v| set(parsed, k, v)))
+                }
+                GrokInput::Parsed(f) => evt.parsed.get(f).cloned().map(|s| {
+                    let parsed = &mut evt.parsed;
+                    g.grok.parse(&s, |k, v| set(parsed, k, v))
+                }),
                 GrokInput::Expr(p) => eval(p, evt, |r| match r {
                     Ok(Value::Str(s)) => Some(s.as_str().to_owned()),
                     Ok(Value::Int(i)) => Some(i.to_string()),
@@ -616,15 +632,15 @@ impl Node {
                     Ok(_) => Some(String::new()),
                     Err(_) => None,
                 })
-                .map(|s| g.grok.parse(&s, &mut push)),
+                .map(|s| {
+                    let parsed = &mut evt.parsed;
+                    g.grok.parse(&s, |k, v| set(parsed, k, v))
+                }),
             };
             if n.unwrap_or(0) == 0 {
                 state = false;
             } else {
                 grok_ok = true;
-                for (k, v) in fields {
-                    evt.parsed.insert(k, v);
-                }
                 for st in &g.statics {
                     if !st.apply(evt, cx.geoip) {
                         return Err(err(&self.name, "a static expression returned a bool"));
