@@ -96,7 +96,8 @@ pub fn spawn(
                 lines += 1;
                 matched += engine.stats().matched - before;
                 cursor = Some(e.cursor);
-                if !alerts.is_empty() || lines >= 1000 || last_send.elapsed() > Duration::from_secs(1) {
+                // Also before a read that would block: no line waits unreported.
+                if !alerts.is_empty() || lines >= 1000 || last_send.elapsed() > Duration::from_secs(1) || !journal.has_buffered_entry() {
                     // Lag: the entry's own time against now, at each batch.
                     let written = std::time::UNIX_EPOCH + Duration::from_micros(e.realtime_us.max(0) as u64);
                     let seconds = std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs_f64();
