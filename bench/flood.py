@@ -61,12 +61,13 @@ def rates(var, default):
 
 
 SHIELD_RATES = rates("SHIELD_RATES", "100000,250000,500000,1000000,2000000,3000000")
-F2B_RATES = rates("F2B_RATES", "1000,2500,5000,10000,25000,50000")
-CS_RATES = rates("CS_RATES", "1000,2500,5000,10000,25000,50000")
+F2B_RATES = rates("F2B_RATES", "1000,2000,3000,4000,5000,7500,10000,25000")
+CS_RATES = rates("CS_RATES", "500,1000,1500,2000,2500,5000,10000")
 SYSLOG_RATES = rates("SYSLOG_RATES", "50000,100000,250000,500000")
+JOURNAL_RATES = rates("JOURNAL_RATES", "25000,50000,100000,250000,500000")
 DROP_RATE = int(os.environ.get("DROP_RATE", "500000"))
 DROP_MARKERS_PER_S = float(os.environ.get("DROP_MARKERS_PER_S", "20"))
-TOOLS = os.environ.get("TOOLS", "shield,syslog,drop,fail2ban,crowdsec").split(",")
+TOOLS = os.environ.get("TOOLS", "shield,journald,syslog,drop,fail2ban,crowdsec").split(",")
 MARKER_FAILS = 8
 LAG_OK = 1.0
 GRACE = 10.0  # seconds after a step for markers to be decided before they count as missed
@@ -386,11 +387,33 @@ def shield_step(kind, rate, markers, markers_per_s=1.0, tag=None):
     tag = tag or f"shield-{kind}-{rate}"
     if kind == "file":
         src = '[[source]]\nname = "flood"\npaths = ["@LOG@"]\npacks = ["sshd"]\n'
-    else:
+    elif kind == "syslog":
         port = 20000 + os.getpid() % 20000
         src = f'[[source]]\nname = "flood"\ntype = "syslog"\nlisten = "127.0.0.1:{port}"\nprotocols = ["udp"]\npacks = ["sshd"]\n'
+    elif kind == "journald":
+        jdir = WORK / f"{tag}-journal"
+        shutil.rmtree(jdir, ignore_errors=True)
+        jdir.mkdir(parents=True)
+        jr = subprocess.Popen([JOURNAL_REMOTE, "-o", str(jdir / "flood.journal"), "-"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=open(WORK / f"{tag}-journal-remote.err", "wb"))
+        jr.stdin.write(export_entries(b"@@@@@@@@@@@@@@@ flood sshd[1]: Server listening on 0.0.0.0 port 22.\n", time.time()))
+        jr.stdin.flush()
+        if not wait_until(lambda: (jdir / "flood.journal").exists(), 10):
+            raise BenchError(f"systemd-journal-remote wrote no journal in {jdir}")
+        src = (f'[[source]]\nname = "flood"\ntype = "journald"\njournal_directory = "{jdir}"\n'
+               'journal_match = ["SYSLOG_IDENTIFIER=sshd"]\npacks = ["sshd"]\n')
     run = ShieldRun(tag, src)
     sink = None
+    if kind == "journald":
+        templates = {}
+
+        def sink(data, _n):
+            t = time.time()
+            e = templates.get(id(data))
+            if e is None or e[0] is not data:
+                e = templates[id(data)] = (data, export_entries(data, None))
+            jr.stdin.write(e[1].replace(b"@" * 16, b"%d" % int(t * 1e6)))
+        time.sleep(1.5)
     if kind == "syslog":
         udp = [None]
 
@@ -405,6 +428,7 @@ def shield_step(kind, rate, markers, markers_per_s=1.0, tag=None):
                     send(b"<38>" + line, ("127.0.0.1", port))
         # Datagrams must be sent inside the namespace: this process enters it.
         enter_netns()
+    udp_before = udp_rcvbuf_errors()
     try:
         timeline, written, offered = write_flood(run.log, rate, STEP_SECS, markers, markers_per_s, sink)
         total = timeline[-1][1]
@@ -420,6 +444,7 @@ def shield_step(kind, rate, markers, markers_per_s=1.0, tag=None):
             "tool": "shield", "source": kind, "offered_lines_per_s": round(offered), "target_lines_per_s": rate,
             "lines_written": total, "lines_read": src.get("lines", 0),
             "lines_dropped_by_source": dropped_of(src),
+            "udp_dropped_by_kernel": udp_rcvbuf_errors() - udp_before,
             "counter_lag_max_s": round(lag_counter, 3),
             "shield_lag_peak_s": round(src.get("lag_peak_seconds", 0.0), 3),
             "marker_lag_p50_s": pct(lags, 50), "marker_lag_p99_s": pct(lags, 99),
@@ -430,12 +455,46 @@ def shield_step(kind, rate, markers, markers_per_s=1.0, tag=None):
     finally:
         if kind == "syslog":
             leave_netns()
+        if kind == "journald":
+            jr.stdin.close()
+            stop(jr)
+            shutil.rmtree(jdir, ignore_errors=True)
         res_rss = run.close()
     res["peak_rss_mb"] = res_rss
     res["ok"] = (res["markers_missed"] == 0 and (res["marker_lag_max_s"] or 0) < LAG_OK
                  and res["counter_lag_max_s"] < LAG_OK and res["lines_read"] >= res["lines_written"])
     shutil.rmtree(run.d, ignore_errors=True)
     return res
+
+
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+
+
+def export_entries(data, t):
+    """Syslog-style lines as journal export entries (SYSLOG_IDENTIFIER, _PID, MESSAGE); the
+    realtime stamp is `t`, or a 16-byte placeholder (b'@' * 16) filled in at write time."""
+    ts = b"@" * 16 if t is None else b"%d" % int(t * 1e6)  # 16 digits until 2286
+    # journalctl --follow shows the current boot only: the entries carry its id.
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip().replace("-", "").encode()
+    out = []
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        head, _, msg = line[16:].partition(b": ")
+        ident, _, pid = head.split(b" ", 1)[1].partition(b"[")
+        out.append(b"__REALTIME_TIMESTAMP=%s\n__MONOTONIC_TIMESTAMP=%s\n_BOOT_ID=%s\nSYSLOG_IDENTIFIER=%s\n_PID=%s\n"
+                   b"MESSAGE=%s\n\n" % (ts, ts, boot, ident, pid.rstrip(b"]"), msg))
+    return b"".join(out)
+
+
+def udp_rcvbuf_errors():
+    """UDP datagrams the kernel dropped in the namespace for a full receive buffer."""
+    out = subprocess.run(["ip", "netns", "exec", NETNS, "cat", "/proc/net/snmp"], capture_output=True,
+                         text=True).stdout.splitlines()
+    udp = [line.split()[1:] for line in out if line.startswith("Udp:")]
+    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
+        return 0
+    return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
 def dropped_of(src):
@@ -446,18 +505,26 @@ def dropped_of(src):
 _host_ns = None
 
 
+def setns(fd):
+    """setns(2) for this thread (os.setns needs Python 3.12)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns")
+
+
 def enter_netns():
     global _host_ns
     _host_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
     fd = os.open(f"/run/netns/{NETNS}", os.O_RDONLY)
-    os.setns(fd, os.CLONE_NEWNET)
+    setns(fd)
     os.close(fd)
 
 
 def leave_netns():
     global _host_ns
     if _host_ns is not None:
-        os.setns(_host_ns, os.CLONE_NEWNET)
+        setns(_host_ns)
         os.close(_host_ns)
         _host_ns = None
 
@@ -593,7 +660,7 @@ def cs_step(rate, markers):
 
 # ---------------------------------------------------------------- chart
 
-COLORS = {"shield": "#1f77b4", "shield-syslog": "#17becf", "fail2ban": "#d62728", "crowdsec": "#2ca02c"}
+COLORS = {"shield": "#1f77b4", "shield-syslog": "#17becf", "shield-journald": "#9467bd", "fail2ban": "#d62728", "crowdsec": "#2ca02c"}
 
 
 def series(results):
@@ -701,7 +768,7 @@ def ladder(name, steps, step):
 def main():
     if os.geteuid() != 0:
         sys.exit("bench/flood.py needs root (a network namespace and nftables)")
-    shield_tools = {"shield", "syslog", "drop"} & set(TOOLS)
+    shield_tools = {"shield", "journald", "syslog", "drop"} & set(TOOLS)
     if shield_tools and not Path(SHIELD).exists():
         sys.exit(f"no shield binary at {SHIELD}: cargo build --release first, or set SHIELD_BIN")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -711,6 +778,8 @@ def main():
     try:
         if "shield" in TOOLS:
             results += ladder("shield file", SHIELD_RATES, lambda r, m: shield_step("file", r, m))
+        if "journald" in TOOLS:
+            results += ladder("shield journald", JOURNAL_RATES, lambda r, m: shield_step("journald", r, m))
         if "syslog" in TOOLS:
             results += ladder("shield syslog", SYSLOG_RATES, lambda r, m: shield_step("syslog", r, m))
         if "drop" in TOOLS:
