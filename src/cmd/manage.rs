@@ -251,12 +251,18 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
                 );
                 for src in &s.sources {
                     println!(
-                        "source {:<16} {:<8} lines {:>10} matched {:>8} alerts {:>6} {}",
+                        "source {:<16} {:<8} lines {:>10} matched {:>8} alerts {:>6} lag {:>6.1}s (peak {:.1}s{}) {}",
                         src.name,
                         src.kind,
                         src.lines,
                         src.matched,
                         src.alerts,
+                        src.lag_seconds,
+                        src.lag_peak_seconds,
+                        match src.bytes_behind {
+                            0 => String::new(),
+                            n => format!(", {n} bytes behind"),
+                        },
                         src.error.as_deref().unwrap_or("")
                     );
                 }

@@ -81,6 +81,7 @@ pub fn spawn(
             let mut alerts = Vec::new();
             let (mut lines, mut matched) = (0u64, 0u64);
             let mut last_send = Instant::now();
+            let mut warn = crate::lag::LagWarn::default();
             while let Some(next) = journal.next_entry() {
                 let e = match next {
                     Ok(e) => e,
@@ -95,7 +96,13 @@ pub fn spawn(
                 lines += 1;
                 matched += engine.stats().matched - before;
                 cursor = Some(e.cursor);
-                if !alerts.is_empty() || lines >= 1000 || last_send.elapsed() > Duration::from_secs(1) {
+                // Also before a read that would block: no line waits unreported.
+                if !alerts.is_empty() || lines >= 1000 || last_send.elapsed() > Duration::from_secs(1) || !journal.has_buffered_entry() {
+                    // Lag: the entry's own time against now, at each batch.
+                    let written = std::time::UNIX_EPOCH + Duration::from_micros(e.realtime_us.max(0) as u64);
+                    let seconds = std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs_f64();
+                    crate::lag::publish(&sources, &name, crate::lag::Behind { seconds, bytes: 0 });
+                    warn.update(&name, crate::lag::Behind { seconds, bytes: 0 });
                     if let Ok(mut s) = sources.lock()
                         && let Some(st) = s.get_mut(&name) {
                             st.lines += lines;

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod error;
 pub mod fail2ban;
 pub mod journald;
+pub mod lag;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

@@ -112,7 +112,11 @@ pub fn start_reader(
             std::thread::Builder::new()
                 .name(format!("src-{}", feed.name))
                 .spawn(move || {
+                    let (mut lag, mut warn) = (crate::lag::FileLag::default(), crate::lag::LagWarn::default());
                     while !stop2.load(Ordering::Relaxed) {
+                        let behind = lag.observe(&tailer.checkpoints(), std::time::SystemTime::now());
+                        crate::lag::publish(&feed.sources, &feed.name, behind);
+                        warn.update(&feed.name, behind);
                         let t = clock.now();
                         let res = tailer.read_available(&mut |_path, bytes| feed.line(bytes, t));
                         if let Err(e) = &res {

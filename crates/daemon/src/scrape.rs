@@ -44,6 +44,9 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let last = Family::<Labels, Gauge>::default();
     let rule_hits = Family::<Labels, Counter>::default();
     let evicted = Family::<Labels, Counter>::default();
+    let lag = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let lag_peak = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let behind = Family::<Labels, Gauge>::default();
     {
         // Lock held only to copy a few integers per source.
         let sources = shared.sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -60,6 +63,11 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
                 last.get_or_create(&l).set(t);
             }
             evicted.get_or_create(&l).inc_by(s.keys_evicted);
+            lag.get_or_create(&l).set(s.lag_seconds);
+            lag_peak.get_or_create(&l).set(s.lag_peak_seconds);
+            behind
+                .get_or_create(&l)
+                .set(i64::try_from(s.bytes_behind).unwrap_or(i64::MAX));
             for (rule, n) in &s.rules {
                 let rl = vec![
                     ("source".to_string(), s.name.clone()),
@@ -79,6 +87,21 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         "keys_evicted",
         "Tracked keys evicted at the [engine] max_keys cap, by source",
         evicted,
+    );
+    reg.register(
+        "source_lag_seconds",
+        "Seconds between a line being written and being read, now, by source (0 when caught up)",
+        lag,
+    );
+    reg.register(
+        "source_lag_peak_seconds",
+        "The highest source_lag_seconds since the source started",
+        lag_peak,
+    );
+    reg.register(
+        "source_bytes_behind",
+        "Bytes written to a source's files and not read yet",
+        behind,
     );
     reg.register("source_matched", "Lines a rule matched, by source", matched);
     reg.register("source_alerts", "Alerts raised, by source", src_alerts);

@@ -93,6 +93,15 @@ pub struct SourceStatus {
     /// Tracked keys evicted because `[engine] max_keys` was reached.
     #[serde(default)]
     pub keys_evicted: u64,
+    /// Seconds between a line being written and being read, now (see `lag`).
+    #[serde(default)]
+    pub lag_seconds: f64,
+    /// The highest `lag_seconds` since the source started.
+    #[serde(default)]
+    pub lag_peak_seconds: f64,
+    /// Bytes written to the source's files and not read yet.
+    #[serde(default)]
+    pub bytes_behind: u64,
     pub files: Vec<String>,
     pub error: Option<String>,
 }

@@ -50,14 +50,14 @@ pub fn spawn(
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     clock: Clock,
 ) -> Result<JoinHandle<()>, SyslogError> {
-    let (qtx, qrx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let (qtx, qrx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     let on_message: shield_sources::syslog::OnMessage = {
         let dropped = dropped.clone();
         Arc::new(move |_peer, msg: &[u8]| {
             let mut line = Vec::with_capacity(msg.len() + 32);
             shield_sources::syslog::parse(msg).to_line(&mut line);
-            if qtx.try_send(line).is_err() {
+            if qtx.try_send((Instant::now(), line)).is_err() {
                 dropped.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -89,10 +89,18 @@ pub fn spawn(
             let (mut lines, mut matched, mut bad) = (0u64, 0u64, 0u64);
             let mut last_send = Instant::now();
             let mut reported_drops = 0;
+            // Lag: how long the last message waited in the queue (0 once it is empty).
+            let (mut waited, mut warn) = (0.0, crate::lag::LagWarn::default());
             while !stop.load(Ordering::Relaxed) {
                 let got = qrx.recv_timeout(Duration::from_millis(200));
                 let t = clock.now();
-                if let Ok(bytes) = got {
+                if got.is_err() && waited > 0.0 {
+                    waited = 0.0;
+                    crate::lag::publish(&sources, &name, crate::lag::Behind::default());
+                    warn.update(&name, crate::lag::Behind::default());
+                }
+                if let Ok((queued, bytes)) = got {
+                    waited = queued.elapsed().as_secs_f64();
                     lines += 1;
                     let before = engine.stats().matched;
                     match std::str::from_utf8(&bytes) {
@@ -128,6 +136,12 @@ pub fn spawn(
                         }
                     }
                     reported_drops = d;
+                    let behind = crate::lag::Behind {
+                        seconds: waited,
+                        bytes: 0,
+                    };
+                    crate::lag::publish(&sources, &name, behind);
+                    warn.update(&name, behind);
                     if lines > 0 {
                         let sent = tx.send(Msg::Batch {
                             pipeline: name.clone(),

@@ -231,6 +231,13 @@ impl Journal {
         }
     }
 
+    /// Whether another line of journalctl output is already buffered, so
+    /// [`Journal::next_entry`] would not block for it: a reader reports what
+    /// it read before it blocks.
+    pub fn has_buffered_entry(&self) -> bool {
+        self.lines.has_buffered_line()
+    }
+
     /// The cursor of the last entry handed out (or the one it was started
     /// after): the checkpoint to store with the decisions of that entry.
     pub fn cursor(&self) -> Option<&str> {

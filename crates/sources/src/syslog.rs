@@ -66,6 +66,8 @@ pub struct SyslogCounters {
 
 /// How often the threads look at the stop flag.
 const TICK: Duration = Duration::from_millis(100);
+/// Receive buffer asked for the UDP socket (the kernel doubles it for bookkeeping).
+const UDP_RCVBUF: usize = 16 << 20;
 
 /// A running listener; [`SyslogListener::stop`] (or drop) ends its threads.
 pub struct SyslogListener {
@@ -104,6 +106,11 @@ impl SyslogListener {
                 UdpSocket::bind(addr).map_err(|source| SourceError::Bind { addr, source })?;
             sock.set_read_timeout(Some(TICK))
                 .map_err(|source| io("setting a UDP timeout", source))?;
+            // A flood arrives in bursts: the default receive buffer (~200
+            // datagrams) overflows in the kernel, where nobody counts it.
+            // Above net.core.rmem_max only as root (force); best effort.
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&sock, UDP_RCVBUF)
+                .or_else(|_| rustix::net::sockopt::set_socket_recv_buffer_size(&sock, UDP_RCVBUF));
             me.udp_addr = sock.local_addr().ok();
             let (stop, counters, cb) = (me.stop.clone(), me.counters.clone(), on_message.clone());
             me.threads.push(std::thread::spawn(move || {
