@@ -14,7 +14,7 @@ use shield_detect::{
 };
 
 use crate::config::{
-    Backend, ConfigError, ConfigErrors, Escalation, Loaded, SourceKind, UnionConfig,
+    Backend, ConfigError, ConfigErrors, Escalation, Loaded, SourceInput, UnionConfig,
 };
 use crate::decide::{self, Decider};
 
@@ -243,35 +243,6 @@ pub fn fail2ban_pipeline(
 }
 
 /// Validates and resolves a loaded config.
-/// Keys set on `s` that belong to another source kind: (key, its kind).
-fn misplaced_keys(s: &crate::config::SourceConfig) -> Vec<(&'static str, &'static str)> {
-    let set = [
-        ("paths", "file", !s.paths.is_empty()),
-        ("from_start", "file", s.from_start),
-        ("journal_match", "journald", !s.journal_match.is_empty()),
-        (
-            "journal_directory",
-            "journald",
-            s.journal_directory.is_some(),
-        ),
-        ("listen", "syslog", s.listen.is_some()),
-        ("protocols", "syslog", !s.protocols.is_empty()),
-    ];
-    set.into_iter()
-        .filter(|&(_, kind, is_set)| is_set && kind != kind_str(s.kind))
-        .map(|(key, kind, _)| (key, kind))
-        .collect()
-}
-
-fn kind_str(k: SourceKind) -> &'static str {
-    match k {
-        SourceKind::File => "file",
-        SourceKind::Journald => "journald",
-        SourceKind::Stdin => "stdin",
-        SourceKind::Syslog => "syslog",
-    }
-}
-
 pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     let c = &l.config;
     let mut errs: Vec<ConfigError> = Vec::new();
@@ -342,51 +313,35 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     for s in &c.sources {
         let span = s.span();
         let s = s.get_ref();
-        // The flat source table takes every kind's keys: refuse the ones that
-        // do not apply to this kind instead of ignoring them.
-        for (key, applies_to) in misplaced_keys(s) {
-            let at = match (key, s.paths.first()) {
-                ("paths", Some(p)) => p.span(),
-                _ => span.clone(),
-            };
-            errs.push(l.error_at(
-                at,
-                format!(
-                    "source `{}` (type = \"{}\"): `{key}` applies to type = \"{applies_to}\" only",
-                    s.name,
-                    kind_str(s.kind)
-                ),
-                Some(format!(
-                    "remove `{key}`, or set type = \"{applies_to}\" if that is what this source reads"
-                )),
-            ));
-        }
-        let input = match s.kind {
-            SourceKind::File => {
-                if s.paths.is_empty() {
+        let input = match &s.input {
+            SourceInput::File { paths, from_start } => {
+                if paths.is_empty() {
                     errs.push(l.error_at(
                         span.clone(),
                         format!("source `{}` has no paths", s.name),
                         Some("add paths = [\"/var/log/...\"] or set type = \"journald\"".into()),
                     ));
                 }
-                for p in &s.paths {
+                for p in paths {
                     if let Some(e) = check_path(p.get_ref()) {
                         errs.push(l.error_at(p.span(), e, Some("fix the path, or use a glob (e.g. /var/log/nginx/*.log) for files that may not exist yet".into())));
                     }
                 }
                 Input::File {
-                    globs: s.paths.iter().map(|p| p.get_ref().clone()).collect(),
-                    from_start: s.from_start,
+                    globs: paths.iter().map(|p| p.get_ref().clone()).collect(),
+                    from_start: *from_start,
                 }
             }
-            SourceKind::Journald => Input::Journald {
-                matches: s.journal_match.clone(),
-                directory: s.journal_directory.clone(),
+            SourceInput::Journald {
+                journal_match,
+                journal_directory,
+            } => Input::Journald {
+                matches: journal_match.clone(),
+                directory: journal_directory.clone(),
             },
-            SourceKind::Stdin => Input::Stdin,
-            SourceKind::Syslog => {
-                let addr = s.listen.as_deref().unwrap_or("127.0.0.1:5514");
+            SourceInput::Stdin => Input::Stdin,
+            SourceInput::Syslog { listen, protocols } => {
+                let addr = listen.as_deref().unwrap_or("127.0.0.1:5514");
                 let addr: Option<SocketAddr> = match addr.parse() {
                     Ok(a) => Some(a),
                     Err(_) => {
@@ -401,8 +356,8 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                         None
                     }
                 };
-                let (mut udp, mut tcp) = (s.protocols.is_empty(), s.protocols.is_empty());
-                for p in &s.protocols {
+                let (mut udp, mut tcp) = (protocols.is_empty(), protocols.is_empty());
+                for p in protocols {
                     match p.as_str() {
                         "udp" => udp = true,
                         "tcp" => tcp = true,
@@ -830,22 +785,40 @@ mod tests {
     use crate::config::parse;
 
     /// Issue 22: `paths` on a journald source (and the like) was silently
-    /// ignored; it is refused at its line with the fix.
+    /// ignored; the typed source refuses it at its line with the fix.
     #[test]
     fn keys_of_another_source_kind_are_refused_with_their_line() {
         let text = "[[source]]\nname = \"j\"\ntype = \"journald\"\npaths = [\"/var/log/auth.log\"]\npacks = [\"sshd\"]\n\n\
                     [[source]]\nname = \"in\"\ntype = \"stdin\"\nlisten = \"127.0.0.1:5514\"\npacks = [\"sshd\"]\n";
-        let l = parse(text, Some("c.toml".into())).unwrap();
-        let e = plan(&l).err().unwrap().to_string();
+        let e = parse(text, Some("c.toml".into()))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            e.contains("c.toml:4:10: source `j` (type = \"journald\"): `paths` applies to type = \"file\" only"),
+            e.starts_with("c.toml:4:9: source `j` (type = \"journald\"): `paths` applies to type = \"file\" only"),
             "{e}"
         );
-        assert!(e.contains("remove `paths`"), "{e}");
         assert!(
-            e.contains("c.toml:7:1: source `in` (type = \"stdin\"): `listen` applies to type = \"syslog\" only"),
+            e.contains("hint: remove `paths`, or set type = \"file\""),
             "{e}"
         );
+        let stdin = text.split_once("\n\n").unwrap().1;
+        let e = parse(stdin, Some("c.toml".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("c.toml:4:10: source `in` (type = \"stdin\"): `listen` applies to type = \"syslog\" only"),
+            "{e}"
+        );
+        // Without a type a source reads files, and takes their keys.
+        let file =
+            "[[source]]\nname = \"f\"\npaths = [\"/tmp\"]\nfrom_start = true\npacks = [\"sshd\"]\n";
+        let l = parse(file, None).unwrap();
+        assert!(matches!(
+            &l.config.sources[0].get_ref().input,
+            SourceInput::File { paths, from_start: true } if paths.len() == 1
+        ));
         // Each kind's own keys still plan.
         let ok = "[[source]]\nname = \"s\"\ntype = \"syslog\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"udp\"]\npacks = [\"sshd\"]\n";
         assert!(plan(&parse(ok, None).unwrap()).is_ok());
