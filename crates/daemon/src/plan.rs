@@ -10,7 +10,8 @@ use std::time::Duration;
 use shield_core::Net;
 use shield_core::{Allowlist, DecisionType, Scope};
 use shield_detect::{
-    BucketKind, Engine, EngineOptions, NativeMatcher, RuleSpec, Rules, ScenarioSpec,
+    BucketKind, CustomRule, Engine, EngineOptions, NativeMatcher, RuleError, RuleSpec, Rules,
+    ScenarioSpec,
 };
 
 use crate::config::{
@@ -43,7 +44,8 @@ pub enum Input {
 pub enum MatcherPlan {
     Native {
         packs: Vec<String>,
-        custom: Vec<RuleSpec>,
+        /// The `[[rule]]`s this pipeline uses, compiled once by the plan.
+        custom: Vec<CustomRule>,
     },
     Fail2ban {
         filter: String,
@@ -170,7 +172,7 @@ impl Pipeline {
         match &self.matcher {
             MatcherPlan::Native { packs, custom } => {
                 let packs: Vec<&str> = packs.iter().map(String::as_str).collect();
-                NativeMatcher::new(&packs, custom)
+                NativeMatcher::with_rules(&packs, custom)
                     .map(Rules::from)
                     .map_err(|e| e.to_string())
             }
@@ -263,45 +265,52 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     }
 
     // Custom rules.
-    let mut custom: Vec<(RuleSpec, std::ops::Range<usize>)> = Vec::new();
+    // Custom rules: each compiled here, once; the pipelines that use it
+    // share the compiled regex.
+    let mut custom: Vec<(CustomRule, std::ops::Range<usize>)> = Vec::new();
     for r in &c.rules {
         let span = r.span();
         let r = r.get_ref();
-        if let Err(e) = regex::Regex::new(r.regex.get_ref()) {
-            errs.push(l.error_at(
-                r.regex.span(),
-                format!(
-                    "rule `{}`: the regex does not compile: {}",
-                    r.name,
-                    first_line(&e.to_string())
-                ),
-                Some("regexes use Rust `regex` syntax; named groups are (?P<name>...)".into()),
-            ));
-            continue;
-        }
-        if !r.regex.get_ref().contains("(?P<host>") && !r.regex.get_ref().contains("(?<host>") {
-            errs.push(l.error_at(
-                r.regex.span(),
-                format!("rule `{}` has no `host` group", r.name),
-                Some("capture the source address as (?P<host>...)".into()),
-            ));
-            continue;
-        }
-        if custom.iter().any(|(c, _)| c.name == r.name) {
+        let spec = RuleSpec {
+            name: r.name.clone(),
+            service: r.service.clone(),
+            regex: r.regex.get_ref().clone(),
+        };
+        let rule = match CustomRule::new(spec) {
+            Ok(rule) => rule,
+            Err(RuleError::BadRegex { error, .. }) => {
+                errs.push(l.error_at(
+                    r.regex.span(),
+                    format!(
+                        "rule `{}`: the regex does not compile: {}",
+                        r.name,
+                        first_line(&error)
+                    ),
+                    Some("regexes use Rust `regex` syntax; named groups are (?P<name>...)".into()),
+                ));
+                continue;
+            }
+            Err(RuleError::NoHostGroup { .. }) => {
+                errs.push(l.error_at(
+                    r.regex.span(),
+                    format!("rule `{}` has no `host` group", r.name),
+                    Some("capture the source address as (?P<host>...)".into()),
+                ));
+                continue;
+            }
+            Err(e) => {
+                errs.push(l.error_at(r.regex.span(), e.to_string(), None));
+                continue;
+            }
+        };
+        if custom.iter().any(|(c, _)| c.spec().name == r.name) {
             errs.push(l.error_at(
                 span.clone(),
                 format!("rule `{}` is defined twice", r.name),
                 None,
             ));
         }
-        custom.push((
-            RuleSpec {
-                name: r.name.clone(),
-                service: r.service.clone(),
-                regex: r.regex.get_ref().clone(),
-            },
-            span,
-        ));
+        custom.push((rule, span));
     }
 
     let crowdsec = crate::crowdsec::prepare(l, c.crowdsec.as_ref(), &mut errs);
@@ -400,13 +409,14 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         }
         let mut rules = Vec::new();
         for (i, (r, _)) in custom.iter().enumerate() {
-            if r.service == s.name || s.rules.contains(&r.name) {
+            let spec = r.spec();
+            if spec.service == s.name || s.rules.contains(&spec.name) {
                 rules.push(r.clone());
                 used_rules[i] = true;
             }
         }
         for name in &s.rules {
-            if !custom.iter().any(|(r, _)| &r.name == name) {
+            if !custom.iter().any(|(r, _)| &r.spec().name == name) {
                 errs.push(l.error_at(
                     span.clone(),
                     format!(
@@ -483,6 +493,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         }
     }
     for (i, (r, span)) in custom.iter().enumerate() {
+        let r = r.spec();
         if !used_rules[i] {
             errs.push(l.error_at(
                 span.clone(),
