@@ -19,7 +19,7 @@ use shield_sources::{FileSpec, Tailer};
 use crate::error::RunError;
 use crate::plan::{Input, MatcherPlan, Pipeline, Plan};
 use crate::state::{MAX_LINE, Msg, SourceStatus};
-use crate::store::Store;
+use crate::store::{FilePosition, Store};
 
 /// A running reader thread.
 pub struct Reader {
@@ -43,7 +43,7 @@ impl Reader {
 pub fn start_reader(
     pipe: Pipeline,
     plan: &Plan,
-    saved: &[(String, Checkpoint)],
+    saved: &[FilePosition],
     tx: mpsc::Sender<Msg>,
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     clock: &Clock,
@@ -62,10 +62,10 @@ pub fn start_reader(
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let name = pipe.name.clone();
-    let prefix = format!("{name}\t");
     let mine: Vec<(String, Checkpoint)> = saved
         .iter()
-        .filter_map(|(k, c)| k.strip_prefix(&prefix).map(|k| (k.to_string(), c.clone())))
+        .filter(|p| p.pipeline == name)
+        .map(|p| (p.path.clone(), p.checkpoint.clone()))
         .collect();
     {
         let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,11 +95,7 @@ pub fn start_reader(
             })?;
             // Record where every followed file starts right away: a file rotated
             // before its first line, followed by a crash, is then still known.
-            let first: Vec<(String, Checkpoint)> = tailer
-                .checkpoints()
-                .into_iter()
-                .map(|(k, c)| (format!("{prefix}{k}"), c))
-                .collect();
+            let first = tailer.checkpoints();
             if !first.is_empty() {
                 let _ = tx.send(Msg::Batch {
                     pipeline: name.clone(),
@@ -123,10 +119,6 @@ pub fn start_reader(
                         if feed.pending() > 0 {
                             let cps = tailer.checkpoints();
                             let files = cps.iter().map(|(k, _)| k.clone()).collect();
-                            let cps = cps
-                                .into_iter()
-                                .map(|(k, c)| (format!("{prefix}{k}"), c))
-                                .collect();
                             let after = After {
                                 checkpoints: cps,
                                 files: Some(files),
@@ -170,7 +162,7 @@ pub fn start_reader(
                 .map_err(thread_err)?
         }
         Input::Journald { matches, directory } => {
-            let key = format!("{prefix}journald");
+            let key = format!("{name}\tjournald");
             let cursor = Store::open(&plan.store_path)
                 .ok()
                 .and_then(|s| s.meta(&key).ok().flatten());
@@ -217,7 +209,8 @@ fn kind_name(i: &Input) -> &'static str {
 /// Where a reader stands after a batch, saved with it.
 #[derive(Default)]
 pub(crate) struct After {
-    /// File positions (file readers).
+    /// File positions, (path, checkpoint), saved under the pipeline's name
+    /// (file readers).
     pub checkpoints: Vec<(String, Checkpoint)>,
     /// The files followed, for the status (file readers).
     pub files: Option<Vec<String>>,
@@ -348,8 +341,8 @@ impl Feed {
 pub fn restart_readers(
     readers: &mut Vec<Reader>,
     new: &Plan,
-    load: impl FnOnce() -> Result<Vec<(String, Checkpoint)>, RunError>,
-    saved: &mut Vec<(String, Checkpoint)>,
+    load: impl FnOnce() -> Result<Vec<FilePosition>, RunError>,
+    saved: &mut Vec<FilePosition>,
     tx: &mpsc::Sender<Msg>,
     sources: &Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     clock: &Clock,
