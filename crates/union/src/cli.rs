@@ -440,7 +440,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     .iter()
                     .map(|(o, v, n, t)| serde_json::json!({"origin": o, "verdict": v, "count": n, "newest": t}))
                     .collect();
-                let doc = serde_json::json!({"union": t.name, "digest": t.digest_hex(), "signals": v, "pardons": s.pardons(crate::wall_now())?.iter().map(|(p, until)| serde_json::json!({"target": p.to_string(), "until": until})).collect::<Vec<_>>()});
+                let doc = serde_json::json!({"union": t.name, "digest": t.digest_hex(), "signals": v, "pardons": s.pardons(shield_core::wall_now())?.iter().map(|(p, until)| serde_json::json!({"target": p.to_string(), "until": until})).collect::<Vec<_>>()});
                 writeln!(w, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
                 writeln!(w, "union {} digest {}", t.name, t.digest_hex())?;
@@ -474,7 +474,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     bail!("no pardon for {net} in {}", db.display());
                 }
             } else {
-                let now = crate::wall_now();
+                let now = shield_core::wall_now();
                 let until = match &for_ {
                     Some(d) => Some(
                         now + humantime::parse_duration(d)
@@ -948,7 +948,7 @@ mod tests {
                 .contains("for 2h")
         );
         let s = Store::open(&db).unwrap();
-        let now = crate::wall_now();
+        let now = shield_core::wall_now();
         let p = s.pardons(now).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].0.to_string(), "203.0.113.7/32");

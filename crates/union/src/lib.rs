@@ -36,8 +36,8 @@ pub mod treaty;
 pub mod trust;
 
 use serde::Serialize;
+use shield_core::Clock;
 use shield_core::Net;
-use shield_core::wall_now;
 use shield_core::{Decision, Origin, UnixTime};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -164,7 +164,41 @@ struct Engine {
     /// arrive on several tasks); held during file I/O, never with `state`.
     gov: Mutex<()>,
     state: Mutex<State>,
-    inbound: mpsc::Sender<Decision>,
+    inbound: Inbound,
+    /// The time every judgement, pardon and prune reads (the daemon's clock).
+    clock: Clock,
+}
+
+/// Where a member hands the trusted decisions of its peers.
+#[derive(Clone)]
+pub enum Inbound {
+    /// An async channel (tests and tools collect decisions on it).
+    Channel(mpsc::Sender<Decision>),
+    /// A function called with each decision, false once nobody takes them
+    /// any more: the daemon sends it straight to its decision thread, one
+    /// channel instead of this one and a second behind it.
+    Call(Arc<dyn Fn(Decision) -> bool + Send + Sync>),
+}
+
+impl Inbound {
+    /// `f` called with each trusted decision.
+    pub fn call(f: impl Fn(Decision) -> bool + Send + Sync + 'static) -> Self {
+        Inbound::Call(Arc::new(f))
+    }
+
+    /// Hands `d` on; false when the other side is gone.
+    async fn send(&self, d: Decision) -> bool {
+        match self {
+            Inbound::Channel(tx) => tx.send(d).await.is_ok(),
+            Inbound::Call(f) => f(d),
+        }
+    }
+}
+
+impl From<mpsc::Sender<Decision>> for Inbound {
+    fn from(tx: mpsc::Sender<Decision>) -> Self {
+        Inbound::Channel(tx)
+    }
 }
 
 impl Engine {
@@ -459,7 +493,7 @@ impl Engine {
         if !self.treaty.binds(&d.scenario) || !matches!(d.origin, Origin::Local) {
             return Ok(false);
         }
-        let now = wall_now();
+        let now = self.clock.now();
         let mut st = self.lock();
         if self.treaty.allowlist().overlaps(&d.target).is_some()
             || d.target.prefix_len() < self.treaty.min_prefix_for(&d.target)
@@ -531,10 +565,10 @@ struct SinkImpl(Arc<Engine>);
 
 impl Sink for SinkImpl {
     fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, bool> {
-        let (decisions, stored) = self.0.judge(envs, via, wall_now());
+        let (decisions, stored) = self.0.judge(envs, via, self.0.clock.now());
         Box::pin(async move {
             for d in decisions {
-                if self.0.inbound.send(d).await.is_err() {
+                if !self.0.inbound.send(d).await {
                     tracing::debug!("union inbound channel closed; decision dropped");
                 }
             }
@@ -653,7 +687,7 @@ async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     loop {
         {
             let mut st = engine.lock();
-            let now = wall_now();
+            let now = engine.clock.now();
             let cutoff = now - engine.treaty.max_age.as_secs() as i64;
             match st.store.prune(cutoff) {
                 Ok((n, floors)) => {
@@ -760,12 +794,24 @@ impl UnionHandle {
         Ok((treaty, id))
     }
 
-    /// Starts the transport (listener + peer connections + periodic anti-entropy).
-    /// Trusted decisions from peers are sent on `inbound` with `Origin::Union(member)`.
+    /// Starts the transport (listener + peer connections + periodic anti-entropy)
+    /// on the system clock. Trusted decisions from peers are handed to
+    /// `inbound` with `Origin::Union(member)`.
     pub async fn start(
         cfg: UnionConfig,
-        inbound: mpsc::Sender<Decision>,
+        inbound: impl Into<Inbound>,
     ) -> Result<UnionHandle, UnionError> {
+        Self::start_with_clock(cfg, inbound, Clock::system()).await
+    }
+
+    /// [`UnionHandle::start`] reading the time from `clock`: signals are
+    /// judged, pardons dated and old signals pruned at its time.
+    pub async fn start_with_clock(
+        cfg: UnionConfig,
+        inbound: impl Into<Inbound>,
+        clock: Clock,
+    ) -> Result<UnionHandle, UnionError> {
+        let inbound = inbound.into();
         let (treaty, id) = Self::check(&cfg)?;
         let store = Store::open(&cfg.db_path)?;
         let mut seqs: BTreeMap<String, SeqTracker> = BTreeMap::new();
@@ -777,7 +823,7 @@ impl UnionHandle {
             list.into_iter().for_each(|s| t.insert(s));
         }
         let state = State {
-            pardons: store.pardons(wall_now())?,
+            pardons: store.pardons(clock.now())?,
             last_time: store.last_times()?,
             store,
             seqs,
@@ -806,6 +852,7 @@ impl UnionHandle {
             treaty,
             state: Mutex::new(state),
             inbound,
+            clock,
         });
         let (tx, rx) = watch::channel(false);
         let sink: Arc<dyn Sink> = Arc::new(SinkImpl(engine.clone()));
@@ -842,7 +889,7 @@ impl UnionHandle {
     /// daemon calls this when an operator deletes a decision, so the next
     /// signal for the same target does not ban it again at once.
     pub fn pardon(&self, net: Net, until: Option<UnixTime>) -> Result<(), UnionError> {
-        let now = wall_now();
+        let now = self.engine.clock.now();
         let mut st = self.engine.lock();
         st.store.add_pardon(&net, now, until)?;
         st.pardons = st.store.pardons(now)?;
@@ -865,7 +912,7 @@ impl UnionHandle {
     }
 
     pub fn status(&self) -> UnionStatus {
-        let now = wall_now();
+        let now = self.engine.clock.now();
         let peers = self.transport.peers();
         let st = self.engine.lock();
         let mut counters = st.counters.clone();
