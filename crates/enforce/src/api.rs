@@ -89,7 +89,7 @@ pub fn loopback() -> Vec<Net> {
 
 /// Counters of the HTTP layers (for metrics).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub(crate) struct ApiCounters {
     pub(crate) gate_allow: AtomicU64,
     pub(crate) gate_ban: AtomicU64,
     pub(crate) gate_throttle: AtomicU64,
@@ -136,7 +136,7 @@ pub(crate) struct Inner {
     pub(crate) buckets: Mutex<Buckets>,
     /// Key for the captcha challenge and pass cookie MACs, new at every start.
     pub(crate) cookie_key: [u8; 32],
-    pub(crate) counters: Counters,
+    pub(crate) counters: ApiCounters,
 }
 
 /// State shared by the gate and the bouncer API. Cheap to clone.
@@ -161,7 +161,7 @@ impl ApiState {
                 buckets: Mutex::new(buckets),
                 guesses: Arc::new(Guesses::default()),
                 cookie_key: random_bytes::<32>(),
-                counters: Counters::default(),
+                counters: ApiCounters::default(),
             }),
         }
     }

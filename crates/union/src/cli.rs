@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::history::{Amendment, History};
 use crate::identity::{Identity, parse_public};
-use crate::store::Store;
+use crate::store::SignalStore;
 use crate::treaty::{MemberFile, PolicyFile, Treaty, TreatyFile};
 
 #[derive(clap::Subcommand, Debug)]
@@ -433,7 +433,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
         }
         UnionCmd::Status { treaty, db, json } => {
             let t = Treaty::load(&treaty)?;
-            let s = Store::open(&db)?;
+            let s = SignalStore::open(&db)?;
             let rows = s.verdict_counts()?;
             if json {
                 let v: Vec<_> = rows
@@ -466,7 +466,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             let net: shield_core::Net = target
                 .parse()
                 .map_err(|e| anyhow::anyhow!("`{target}` is not an address or range: {e}"))?;
-            let s = Store::open(&db)?;
+            let s = SignalStore::open(&db)?;
             if remove {
                 if s.remove_pardon(&net)? {
                     writeln!(w, "pardon for {net} removed")?;
@@ -947,7 +947,7 @@ mod tests {
                 .unwrap()
                 .contains("for 2h")
         );
-        let s = Store::open(&db).unwrap();
+        let s = SignalStore::open(&db).unwrap();
         let now = shield_core::wall_now();
         let p = s.pardons(now).unwrap();
         assert_eq!(p.len(), 1);

@@ -51,9 +51,9 @@ pub use signal::{Envelope, SignalBody};
 pub use store::StoreError;
 pub use transport::{Health, PeerStatus};
 pub use treaty::{Treaty, TreatyError};
-pub use trust::{Counters, Refusal};
+pub use trust::{Refusal, TrustCounters};
 
-use store::{Inserted, Store};
+use store::{Inserted, SignalStore};
 use transport::{BoxFuture, Have, Held, Sink, Transport};
 use trust::{Protected, RateLog, RateWindow, SeqTracker};
 
@@ -112,7 +112,7 @@ pub struct UnionStatus {
     pub treaty_digest: String,
     pub listen: Option<SocketAddr>,
     pub members: Vec<MemberStatus>,
-    pub counters: Counters,
+    pub counters: TrustCounters,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,14 +130,14 @@ pub struct MemberStatus {
 /// Mutable union state. Behind one std Mutex: every access is short, does SQL
 /// on a local file and never awaits while holding it.
 struct State {
-    store: Store,
+    store: SignalStore,
     seqs: BTreeMap<String, SeqTracker>,
     rate: BTreeMap<String, RateWindow>,
     /// Pardons in force, re-read from the store at every batch so that
     /// `shield union pardon` on a running member applies at once.
     pardons: Vec<(Net, Option<i64>)>,
     last_time: BTreeMap<String, i64>,
-    counters: Counters,
+    counters: TrustCounters,
     log: RateLog,
     /// (target, scenario) whose quorum was reached → when the decision it
     /// produced ends; a new report after that counts again.
@@ -148,7 +148,7 @@ struct State {
     batch_undo: Option<BTreeMap<String, Option<SeqTracker>>>,
 }
 
-struct Engine {
+struct Member {
     me: String,
     id: Identity,
     treaty: Treaty,
@@ -201,7 +201,7 @@ impl From<mpsc::Sender<Decision>> for Inbound {
     }
 }
 
-impl Engine {
+impl Member {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -561,7 +561,7 @@ impl Engine {
     }
 }
 
-struct SinkImpl(Arc<Engine>);
+struct SinkImpl(Arc<Member>);
 
 impl Sink for SinkImpl {
     fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, bool> {
@@ -683,7 +683,7 @@ impl Sink for SinkImpl {
 
 /// Every minute (and at start), forget signals older than the treaty's
 /// max_age — past sequence gaps too —: they would be refused as stale anyway.
-async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+async fn prune_loop(engine: Arc<Member>, mut shutdown: watch::Receiver<bool>) {
     loop {
         {
             let mut st = engine.lock();
@@ -760,7 +760,7 @@ async fn protected_targets(t: &Treaty) -> Protected {
 
 /// A running union member.
 pub struct UnionHandle {
-    engine: Arc<Engine>,
+    engine: Arc<Member>,
     transport: Arc<dyn Transport>,
     /// The direct transport, when the treaty uses it (listener, TLS refusal counters).
     direct: Option<Arc<direct::Direct>>,
@@ -813,7 +813,7 @@ impl UnionHandle {
     ) -> Result<UnionHandle, UnionError> {
         let inbound = inbound.into();
         let (treaty, id) = Self::check(&cfg)?;
-        let store = Store::open(&cfg.db_path)?;
+        let store = SignalStore::open(&cfg.db_path)?;
         let mut seqs: BTreeMap<String, SeqTracker> = BTreeMap::new();
         for (o, floor) in store.floors()? {
             seqs.insert(o, SeqTracker::from_floor(floor));
@@ -828,7 +828,7 @@ impl UnionHandle {
             store,
             seqs,
             rate: BTreeMap::new(),
-            counters: Counters::default(),
+            counters: TrustCounters::default(),
             log: RateLog::default(),
             quorum_done: HashMap::new(),
             mismatched_peers: BTreeMap::new(),
@@ -842,7 +842,7 @@ impl UnionHandle {
         };
         let listen = direct.as_ref().and_then(|d| d.local_addr());
         let protected = protected_targets(&treaty).await;
-        let engine = Arc::new(Engine {
+        let engine = Arc::new(Member {
             me: cfg.name.clone(),
             id,
             protected,
