@@ -331,6 +331,7 @@ impl Default for EngineConfig {
     }
 }
 
+/// The `type` of a `[[source]]` (default `file`).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
@@ -341,43 +342,207 @@ pub enum SourceKind {
     Syslog,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl SourceKind {
+    /// The kind as written after `type =`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Journald => "journald",
+            SourceKind::Stdin => "stdin",
+            SourceKind::Syslog => "syslog",
+        }
+    }
+}
+
+/// `[[source]]`: where lines come from and the rules they go through.
+///
+/// The TOML is one flat table (`type` picks the kind, `file` when absent);
+/// it deserializes into [`SourceInput`], one variant per kind holding only
+/// that kind's keys, so a key of another kind (`paths` on a journald source)
+/// is refused at its line instead of being ignored.
+#[derive(Debug)]
 pub struct SourceConfig {
     pub name: String,
-    #[serde(default, rename = "type")]
-    pub kind: SourceKind,
-    /// Files or globs (type = "file").
-    #[serde(default)]
-    pub paths: Vec<Spanned<String>>,
     /// Built-in rule packs applied to these lines (see `shield explain --list`).
-    #[serde(default)]
     pub packs: Vec<Spanned<String>>,
     /// Names of `[[rule]]`s applied to these lines (rules whose `service` is
     /// this source's name apply too).
-    #[serde(default)]
     pub rules: Vec<String>,
-    /// Read a file never seen before from its start (default: from its end).
-    #[serde(default)]
-    pub from_start: bool,
-    /// journald matches, e.g. `["_SYSTEMD_UNIT=ssh.service"]` (type = "journald").
-    #[serde(default)]
-    pub journal_match: Vec<String>,
-    /// A journal directory to read instead of the system journal
-    /// (journalctl `--directory`, type = "journald"), e.g. a remote host's
-    /// journal written by `systemd-journal-remote`.
-    #[serde(default)]
-    pub journal_directory: Option<String>,
-    /// Address the syslog listener binds (type = "syslog"), e.g. `127.0.0.1:5514`.
-    #[serde(default)]
-    pub listen: Option<String>,
-    /// Transports of the syslog listener: `udp`, `tcp` (default both).
-    #[serde(default)]
-    pub protocols: Vec<String>,
     /// CrowdSec log type of these lines (acquis.yaml's `labels.type`, e.g. `nginx`): they go
     /// through the `[crowdsec]` content instead of packs and rules.
-    #[serde(default)]
     pub log_type: Option<Spanned<String>>,
+    /// The kind and its own keys.
+    pub input: SourceInput,
+}
+
+/// A source's kind with the keys that kind takes.
+#[derive(Debug)]
+pub enum SourceInput {
+    /// `type = "file"`: files or globs, followed across rotation.
+    File {
+        paths: Vec<Spanned<String>>,
+        /// Read a file never seen before from its start (default: from its end).
+        from_start: bool,
+    },
+    /// `type = "stdin"`.
+    Stdin,
+    /// `type = "syslog"`: a listener.
+    Syslog {
+        /// Address the listener binds, e.g. `127.0.0.1:5514` (the default).
+        listen: Option<String>,
+        /// Transports: `udp`, `tcp` (default both).
+        protocols: Vec<String>,
+    },
+    /// `type = "journald"`.
+    Journald {
+        /// journalctl matches, e.g. `["_SYSTEMD_UNIT=ssh.service"]`.
+        journal_match: Vec<String>,
+        /// A journal directory to read instead of the system journal
+        /// (journalctl `--directory`), e.g. a remote host's journal written
+        /// by `systemd-journal-remote`.
+        journal_directory: Option<String>,
+    },
+}
+
+impl SourceInput {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceInput::File { .. } => SourceKind::File,
+            SourceInput::Stdin => SourceKind::Stdin,
+            SourceInput::Syslog { .. } => SourceKind::Syslog,
+            SourceInput::Journald { .. } => SourceKind::Journald,
+        }
+    }
+}
+
+/// The `[[source]]` table as written: every kind's keys, each optional and
+/// located, checked against `type` by [`RawSource::typed`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    #[serde(default, rename = "type")]
+    kind: SourceKind,
+    #[serde(default)]
+    packs: Vec<Spanned<String>>,
+    #[serde(default)]
+    rules: Vec<String>,
+    #[serde(default)]
+    log_type: Option<Spanned<String>>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
+    from_start: Option<Spanned<bool>>,
+    journal_match: Option<Spanned<Vec<String>>>,
+    journal_directory: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    protocols: Option<Spanned<Vec<String>>>,
+}
+
+/// A key of another kind on a source: where, what, and the fix.
+struct Misplaced {
+    span: std::ops::Range<usize>,
+    msg: String,
+    hint: String,
+}
+
+thread_local! {
+    /// The location and fix of the last [`Misplaced`] key, handed from
+    /// `SourceConfig`'s `Deserialize` (which can only return a message) to
+    /// [`parse`], which names the key's line. Set and taken on one thread
+    /// within one `parse` call.
+    static MISPLACED: std::cell::RefCell<Option<Misplaced>> = const { std::cell::RefCell::new(None) };
+}
+
+impl RawSource {
+    /// The typed source, or the first key that belongs to another kind.
+    fn typed(self) -> Result<SourceConfig, Misplaced> {
+        let kind = self.kind;
+        let misplaced = |key: &str, owner: SourceKind, span: std::ops::Range<usize>| Misplaced {
+            span,
+            msg: format!(
+                "source `{}` (type = \"{}\"): `{key}` applies to type = \"{}\" only",
+                self.name,
+                kind.as_str(),
+                owner.as_str()
+            ),
+            hint: format!(
+                "remove `{key}`, or set type = \"{}\" if that is what this source reads",
+                owner.as_str()
+            ),
+        };
+        let keys = [
+            (
+                "paths",
+                SourceKind::File,
+                self.paths.as_ref().map(|v| v.span()),
+            ),
+            (
+                "from_start",
+                SourceKind::File,
+                self.from_start.as_ref().map(|v| v.span()),
+            ),
+            (
+                "journal_match",
+                SourceKind::Journald,
+                self.journal_match.as_ref().map(|v| v.span()),
+            ),
+            (
+                "journal_directory",
+                SourceKind::Journald,
+                self.journal_directory.as_ref().map(|v| v.span()),
+            ),
+            (
+                "listen",
+                SourceKind::Syslog,
+                self.listen.as_ref().map(|v| v.span()),
+            ),
+            (
+                "protocols",
+                SourceKind::Syslog,
+                self.protocols.as_ref().map(|v| v.span()),
+            ),
+        ];
+        if let Some((key, owner, Some(span))) = keys
+            .into_iter()
+            .find(|(_, owner, span)| span.is_some() && *owner != kind)
+        {
+            return Err(misplaced(key, owner, span));
+        }
+        let input = match kind {
+            SourceKind::File => SourceInput::File {
+                paths: self.paths.map(Spanned::into_inner).unwrap_or_default(),
+                from_start: self.from_start.is_some_and(Spanned::into_inner),
+            },
+            SourceKind::Stdin => SourceInput::Stdin,
+            SourceKind::Syslog => SourceInput::Syslog {
+                listen: self.listen.map(Spanned::into_inner),
+                protocols: self.protocols.map(Spanned::into_inner).unwrap_or_default(),
+            },
+            SourceKind::Journald => SourceInput::Journald {
+                journal_match: self
+                    .journal_match
+                    .map(Spanned::into_inner)
+                    .unwrap_or_default(),
+                journal_directory: self.journal_directory.map(Spanned::into_inner),
+            },
+        };
+        Ok(SourceConfig {
+            name: self.name,
+            packs: self.packs,
+            rules: self.rules,
+            log_type: self.log_type,
+            input,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RawSource::deserialize(d)?.typed().map_err(|m| {
+            let msg = m.msg.clone();
+            MISPLACED.with(|c| *c.borrow_mut() = Some(m));
+            serde::de::Error::custom(msg)
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -760,6 +925,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
 
 /// Parses config text; `path` is used in error messages.
 pub fn parse(text: &str, path: Option<PathBuf>) -> Result<Loaded, ConfigErrors> {
+    MISPLACED.with(|c| c.borrow_mut().take());
     match toml::from_str::<Config>(text) {
         Ok(config) => Ok(Loaded {
             config,
@@ -772,9 +938,11 @@ pub fn parse(text: &str, path: Option<PathBuf>) -> Result<Loaded, ConfigErrors> 
                 path,
                 text: text.to_string(),
             };
-            let span = e.span().unwrap_or(0..0);
             let msg = e.message().trim().to_string();
-            let hint = hint_for(&msg);
+            let (span, hint) = match MISPLACED.with(|c| c.borrow_mut().take()) {
+                Some(m) => (m.span, Some(m.hint)),
+                None => (e.span().unwrap_or(0..0), hint_for(&msg)),
+            };
             Err(ConfigErrors(vec![loaded.error_at(span, msg, hint)]))
         }
     }
@@ -813,33 +981,22 @@ pub fn builtin_default() -> Config {
     let file = ["/var/log/auth.log", "/var/log/secure"]
         .into_iter()
         .find(|p| Path::new(p).exists());
-    let source = match file {
-        Some(f) => SourceConfig {
-            name: "sshd".into(),
-            kind: SourceKind::File,
+    let input = match file {
+        Some(f) => SourceInput::File {
             paths: vec![Spanned::new(0..0, f.to_string())],
-            packs: vec![Spanned::new(0..0, "sshd".to_string())],
-            rules: Vec::new(),
             from_start: false,
-            journal_match: Vec::new(),
-            journal_directory: None,
-            listen: None,
-            protocols: Vec::new(),
-            log_type: None,
         },
-        None => SourceConfig {
-            name: "sshd".into(),
-            kind: SourceKind::Journald,
-            paths: Vec::new(),
-            packs: vec![Spanned::new(0..0, "sshd".to_string())],
-            rules: Vec::new(),
-            from_start: false,
+        None => SourceInput::Journald {
             journal_match: SSHD_MATCHES.iter().map(|m| m.to_string()).collect(),
             journal_directory: None,
-            listen: None,
-            protocols: Vec::new(),
-            log_type: None,
         },
+    };
+    let source = SourceConfig {
+        name: "sshd".into(),
+        packs: vec![Spanned::new(0..0, "sshd".to_string())],
+        rules: Vec::new(),
+        log_type: None,
+        input,
     };
     Config {
         sources: vec![Spanned::new(0..0, source)],

@@ -8,17 +8,14 @@
 //! timestamp is formatted and parsed back) and the rules see only
 //! `IDENTIFIER[PID]: MESSAGE`, the form they route by program and connection.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shield_detect::Engine;
 use shield_sources::journald::{Journal, JournalEntry, JournalSpec};
 
-use crate::state::{Msg, SourceStatus};
+use crate::readers::{After, Feed};
 use shield_core::Clock;
 
 /// Defined with the built-in default config (a leaf), used here too.
@@ -39,34 +36,32 @@ pub fn entry_line<'b>(e: &JournalEntry, buf: &'b mut String) -> &'b str {
     buf
 }
 
-/// Starts following the journal for one pipeline: `spec` says which entries
-/// (matches, `--directory`), `cursor` where to resume (`None`: at the end);
-/// `clock` stamps the status (the engine takes each entry's own time).
-#[allow(clippy::too_many_arguments)]
-pub fn spawn(
-    name: String,
+/// Starts following the journal for one pipeline, whose entries go through
+/// `feed`: `spec` says which entries (matches, `--directory`), `cursor` where
+/// to resume (`None`: at the end) and `cursor_key` where the decision thread
+/// saves it; `clock` stamps the status (the engine takes each entry's own time).
+pub(crate) fn spawn(
+    mut feed: Feed,
     spec: JournalSpec,
-    mut engine: Engine,
-    tx: mpsc::Sender<Msg>,
     stop: Arc<AtomicBool>,
-    sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     cursor_key: String,
     cursor: Option<String>,
     clock: Clock,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("src-{name}")).spawn(move || {
+    std::thread::Builder::new().name(format!("src-{}", feed.name)).spawn(move || {
         let mut cursor = cursor;
         let mut buf = String::new();
         while !stop.load(Ordering::Relaxed) {
             let mut journal = match Journal::spawn(&spec, cursor.as_deref()) {
                 Ok(j) => j,
                 Err(e) => {
-                    tracing::error!(source = %name, error = %e, "cannot follow the journal; retrying in 10 s");
-                    set_error(&sources, &name, e.to_string());
+                    tracing::error!(source = %feed.name, error = %e, "cannot follow the journal; retrying in 10 s");
+                    feed.set_error(Some(e.to_string()));
                     sleep_unless(&stop, Duration::from_secs(10));
                     continue;
                 }
             };
+            feed.set_error(None);
             // Kills journalctl when asked to stop, so the blocked read returns.
             let done = Arc::new(AtomicBool::new(false));
             let watcher = {
@@ -78,68 +73,52 @@ pub fn spawn(
                     stopper.stop();
                 })
             };
-            let mut alerts = Vec::new();
-            let (mut lines, mut matched) = (0u64, 0u64);
             let mut last_send = Instant::now();
             let mut warn = crate::lag::LagWarn::default();
             while let Some(next) = journal.next_entry() {
                 let e = match next {
                     Ok(e) => e,
                     Err(e) => {
-                        tracing::warn!(source = %name, error = %e, "journal read failed");
+                        tracing::warn!(source = %feed.name, error = %e, "journal read failed");
                         break;
                     }
                 };
-                let t = clock.now();
-                let before = engine.stats().matched;
-                engine.feed(entry_line(&e, &mut buf), e.unix_time(), &mut |a| alerts.push(a));
-                lines += 1;
-                matched += engine.stats().matched - before;
+                feed.line(entry_line(&e, &mut buf).as_bytes(), e.unix_time());
                 cursor = Some(e.cursor);
                 // Also before a read that would block: no line waits unreported.
-                if !alerts.is_empty() || lines >= 1000 || last_send.elapsed() > Duration::from_secs(1) || !journal.has_buffered_entry() {
+                if feed.has_alerts()
+                    || feed.pending() >= 1000
+                    || last_send.elapsed() > Duration::from_secs(1)
+                    || !journal.has_buffered_entry()
+                {
                     // Lag: the entry's own time against now, at each batch.
                     let written = std::time::UNIX_EPOCH + Duration::from_micros(e.realtime_us.max(0) as u64);
-                    let seconds = std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs_f64();
-                    crate::lag::publish(&sources, &name, crate::lag::Behind { seconds, bytes: 0 });
-                    warn.update(&name, crate::lag::Behind { seconds, bytes: 0 });
-                    if let Ok(mut s) = sources.lock()
-                        && let Some(st) = s.get_mut(&name) {
-                            st.lines += lines;
-                            st.matched += matched;
-                            st.last_line_at = Some(t);
-                            st.error = None;
-                        }
-                    let _ = tx.send(Msg::Batch {
-                        pipeline: name.clone(),
-                        alerts: std::mem::take(&mut alerts),
-                        checkpoints: vec![],
-                        lines,
-                        matched,
+                    let seconds = std::time::SystemTime::now()
+                        .duration_since(written)
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    let behind = crate::lag::Behind { seconds, bytes: 0 };
+                    feed.lag(behind);
+                    warn.update(&feed.name, behind);
+                    let after = After {
                         cursor: cursor.clone().map(|c| (cursor_key.clone(), c)),
-                    });
-                    lines = 0;
-                    matched = 0;
+                        ..After::default()
+                    };
+                    if !feed.flush(clock.now(), after) {
+                        break;
+                    }
                     last_send = Instant::now();
                 }
             }
             done.store(true, Ordering::Relaxed);
             drop(journal);
             let _ = watcher.join();
-            tracing::debug!(source = %name, "journalctl ended");
+            tracing::debug!(source = %feed.name, "journalctl ended");
             if !stop.load(Ordering::Relaxed) {
                 sleep_unless(&stop, Duration::from_secs(2));
             }
         }
     })
-}
-
-fn set_error(sources: &Mutex<BTreeMap<String, SourceStatus>>, name: &str, e: String) {
-    if let Ok(mut s) = sources.lock()
-        && let Some(st) = s.get_mut(name)
-    {
-        st.error = Some(e);
-    }
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {

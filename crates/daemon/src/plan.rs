@@ -10,11 +10,12 @@ use std::time::Duration;
 use shield_core::Net;
 use shield_core::{Allowlist, DecisionType, Scope};
 use shield_detect::{
-    BucketKind, Engine, EngineOptions, NativeMatcher, RuleSpec, Rules, ScenarioSpec,
+    BucketKind, CustomRule, Engine, EngineOptions, NativeMatcher, RuleError, RuleSpec, Rules,
+    ScenarioSpec,
 };
 
 use crate::config::{
-    Backend, ConfigError, ConfigErrors, Escalation, Loaded, SourceKind, UnionConfig,
+    Backend, ConfigError, ConfigErrors, Escalation, Loaded, SourceInput, UnionConfig,
 };
 use crate::decide::{self, Decider};
 
@@ -43,7 +44,8 @@ pub enum Input {
 pub enum MatcherPlan {
     Native {
         packs: Vec<String>,
-        custom: Vec<RuleSpec>,
+        /// The `[[rule]]`s this pipeline uses, compiled once by the plan.
+        custom: Vec<CustomRule>,
     },
     Fail2ban {
         filter: String,
@@ -172,7 +174,7 @@ impl Pipeline {
         match &self.matcher {
             MatcherPlan::Native { packs, custom } => {
                 let packs: Vec<&str> = packs.iter().map(String::as_str).collect();
-                NativeMatcher::new(&packs, custom)
+                NativeMatcher::with_rules(&packs, custom)
                     .map(Rules::from)
                     .map_err(|e| e.to_string())
             }
@@ -245,35 +247,6 @@ pub fn fail2ban_pipeline(
 }
 
 /// Validates and resolves a loaded config.
-/// Keys set on `s` that belong to another source kind: (key, its kind).
-fn misplaced_keys(s: &crate::config::SourceConfig) -> Vec<(&'static str, &'static str)> {
-    let set = [
-        ("paths", "file", !s.paths.is_empty()),
-        ("from_start", "file", s.from_start),
-        ("journal_match", "journald", !s.journal_match.is_empty()),
-        (
-            "journal_directory",
-            "journald",
-            s.journal_directory.is_some(),
-        ),
-        ("listen", "syslog", s.listen.is_some()),
-        ("protocols", "syslog", !s.protocols.is_empty()),
-    ];
-    set.into_iter()
-        .filter(|&(_, kind, is_set)| is_set && kind != kind_str(s.kind))
-        .map(|(key, kind, _)| (key, kind))
-        .collect()
-}
-
-fn kind_str(k: SourceKind) -> &'static str {
-    match k {
-        SourceKind::File => "file",
-        SourceKind::Journald => "journald",
-        SourceKind::Stdin => "stdin",
-        SourceKind::Syslog => "syslog",
-    }
-}
-
 pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     let c = &l.config;
     let mut errs: Vec<ConfigError> = Vec::new();
@@ -294,45 +267,52 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     }
 
     // Custom rules.
-    let mut custom: Vec<(RuleSpec, std::ops::Range<usize>)> = Vec::new();
+    // Custom rules: each compiled here, once; the pipelines that use it
+    // share the compiled regex.
+    let mut custom: Vec<(CustomRule, std::ops::Range<usize>)> = Vec::new();
     for r in &c.rules {
         let span = r.span();
         let r = r.get_ref();
-        if let Err(e) = regex::Regex::new(r.regex.get_ref()) {
-            errs.push(l.error_at(
-                r.regex.span(),
-                format!(
-                    "rule `{}`: the regex does not compile: {}",
-                    r.name,
-                    first_line(&e.to_string())
-                ),
-                Some("regexes use Rust `regex` syntax; named groups are (?P<name>...)".into()),
-            ));
-            continue;
-        }
-        if !r.regex.get_ref().contains("(?P<host>") && !r.regex.get_ref().contains("(?<host>") {
-            errs.push(l.error_at(
-                r.regex.span(),
-                format!("rule `{}` has no `host` group", r.name),
-                Some("capture the source address as (?P<host>...)".into()),
-            ));
-            continue;
-        }
-        if custom.iter().any(|(c, _)| c.name == r.name) {
+        let spec = RuleSpec {
+            name: r.name.clone(),
+            service: r.service.clone(),
+            regex: r.regex.get_ref().clone(),
+        };
+        let rule = match CustomRule::new(spec) {
+            Ok(rule) => rule,
+            Err(RuleError::BadRegex { error, .. }) => {
+                errs.push(l.error_at(
+                    r.regex.span(),
+                    format!(
+                        "rule `{}`: the regex does not compile: {}",
+                        r.name,
+                        first_line(&error)
+                    ),
+                    Some("regexes use Rust `regex` syntax; named groups are (?P<name>...)".into()),
+                ));
+                continue;
+            }
+            Err(RuleError::NoHostGroup { .. }) => {
+                errs.push(l.error_at(
+                    r.regex.span(),
+                    format!("rule `{}` has no `host` group", r.name),
+                    Some("capture the source address as (?P<host>...)".into()),
+                ));
+                continue;
+            }
+            Err(e) => {
+                errs.push(l.error_at(r.regex.span(), e.to_string(), None));
+                continue;
+            }
+        };
+        if custom.iter().any(|(c, _)| c.spec().name == r.name) {
             errs.push(l.error_at(
                 span.clone(),
                 format!("rule `{}` is defined twice", r.name),
                 None,
             ));
         }
-        custom.push((
-            RuleSpec {
-                name: r.name.clone(),
-                service: r.service.clone(),
-                regex: r.regex.get_ref().clone(),
-            },
-            span,
-        ));
+        custom.push((rule, span));
     }
 
     let crowdsec = crate::crowdsec::prepare(l, c.crowdsec.as_ref(), &mut errs);
@@ -344,51 +324,35 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
     for s in &c.sources {
         let span = s.span();
         let s = s.get_ref();
-        // The flat source table takes every kind's keys: refuse the ones that
-        // do not apply to this kind instead of ignoring them.
-        for (key, applies_to) in misplaced_keys(s) {
-            let at = match (key, s.paths.first()) {
-                ("paths", Some(p)) => p.span(),
-                _ => span.clone(),
-            };
-            errs.push(l.error_at(
-                at,
-                format!(
-                    "source `{}` (type = \"{}\"): `{key}` applies to type = \"{applies_to}\" only",
-                    s.name,
-                    kind_str(s.kind)
-                ),
-                Some(format!(
-                    "remove `{key}`, or set type = \"{applies_to}\" if that is what this source reads"
-                )),
-            ));
-        }
-        let input = match s.kind {
-            SourceKind::File => {
-                if s.paths.is_empty() {
+        let input = match &s.input {
+            SourceInput::File { paths, from_start } => {
+                if paths.is_empty() {
                     errs.push(l.error_at(
                         span.clone(),
                         format!("source `{}` has no paths", s.name),
                         Some("add paths = [\"/var/log/...\"] or set type = \"journald\"".into()),
                     ));
                 }
-                for p in &s.paths {
+                for p in paths {
                     if let Some(e) = check_path(p.get_ref()) {
                         errs.push(l.error_at(p.span(), e, Some("fix the path, or use a glob (e.g. /var/log/nginx/*.log) for files that may not exist yet".into())));
                     }
                 }
                 Input::File {
-                    globs: s.paths.iter().map(|p| p.get_ref().clone()).collect(),
-                    from_start: s.from_start,
+                    globs: paths.iter().map(|p| p.get_ref().clone()).collect(),
+                    from_start: *from_start,
                 }
             }
-            SourceKind::Journald => Input::Journald {
-                matches: s.journal_match.clone(),
-                directory: s.journal_directory.clone(),
+            SourceInput::Journald {
+                journal_match,
+                journal_directory,
+            } => Input::Journald {
+                matches: journal_match.clone(),
+                directory: journal_directory.clone(),
             },
-            SourceKind::Stdin => Input::Stdin,
-            SourceKind::Syslog => {
-                let addr = s.listen.as_deref().unwrap_or("127.0.0.1:5514");
+            SourceInput::Stdin => Input::Stdin,
+            SourceInput::Syslog { listen, protocols } => {
+                let addr = listen.as_deref().unwrap_or("127.0.0.1:5514");
                 let addr: Option<SocketAddr> = match addr.parse() {
                     Ok(a) => Some(a),
                     Err(_) => {
@@ -403,8 +367,8 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
                         None
                     }
                 };
-                let (mut udp, mut tcp) = (s.protocols.is_empty(), s.protocols.is_empty());
-                for p in &s.protocols {
+                let (mut udp, mut tcp) = (protocols.is_empty(), protocols.is_empty());
+                for p in protocols {
                     match p.as_str() {
                         "udp" => udp = true,
                         "tcp" => tcp = true,
@@ -447,13 +411,14 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         }
         let mut rules = Vec::new();
         for (i, (r, _)) in custom.iter().enumerate() {
-            if r.service == s.name || s.rules.contains(&r.name) {
+            let spec = r.spec();
+            if spec.service == s.name || s.rules.contains(&spec.name) {
                 rules.push(r.clone());
                 used_rules[i] = true;
             }
         }
         for name in &s.rules {
-            if !custom.iter().any(|(r, _)| &r.name == name) {
+            if !custom.iter().any(|(r, _)| &r.spec().name == name) {
                 errs.push(l.error_at(
                     span.clone(),
                     format!(
@@ -530,6 +495,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         }
     }
     for (i, (r, span)) in custom.iter().enumerate() {
+        let r = r.spec();
         if !used_rules[i] {
             errs.push(l.error_at(
                 span.clone(),
@@ -865,22 +831,40 @@ mod tests {
     use crate::config::parse;
 
     /// Issue 22: `paths` on a journald source (and the like) was silently
-    /// ignored; it is refused at its line with the fix.
+    /// ignored; the typed source refuses it at its line with the fix.
     #[test]
     fn keys_of_another_source_kind_are_refused_with_their_line() {
         let text = "[[source]]\nname = \"j\"\ntype = \"journald\"\npaths = [\"/var/log/auth.log\"]\npacks = [\"sshd\"]\n\n\
                     [[source]]\nname = \"in\"\ntype = \"stdin\"\nlisten = \"127.0.0.1:5514\"\npacks = [\"sshd\"]\n";
-        let l = parse(text, Some("c.toml".into())).unwrap();
-        let e = plan(&l).err().unwrap().to_string();
+        let e = parse(text, Some("c.toml".into()))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            e.contains("c.toml:4:10: source `j` (type = \"journald\"): `paths` applies to type = \"file\" only"),
+            e.starts_with("c.toml:4:9: source `j` (type = \"journald\"): `paths` applies to type = \"file\" only"),
             "{e}"
         );
-        assert!(e.contains("remove `paths`"), "{e}");
         assert!(
-            e.contains("c.toml:7:1: source `in` (type = \"stdin\"): `listen` applies to type = \"syslog\" only"),
+            e.contains("hint: remove `paths`, or set type = \"file\""),
             "{e}"
         );
+        let stdin = text.split_once("\n\n").unwrap().1;
+        let e = parse(stdin, Some("c.toml".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("c.toml:4:10: source `in` (type = \"stdin\"): `listen` applies to type = \"syslog\" only"),
+            "{e}"
+        );
+        // Without a type a source reads files, and takes their keys.
+        let file =
+            "[[source]]\nname = \"f\"\npaths = [\"/tmp\"]\nfrom_start = true\npacks = [\"sshd\"]\n";
+        let l = parse(file, None).unwrap();
+        assert!(matches!(
+            &l.config.sources[0].get_ref().input,
+            SourceInput::File { paths, from_start: true } if paths.len() == 1
+        ));
         // Each kind's own keys still plan.
         let ok = "[[source]]\nname = \"s\"\ntype = \"syslog\"\nlisten = \"127.0.0.1:0\"\nprotocols = [\"udp\"]\npacks = [\"sshd\"]\n";
         assert!(plan(&parse(ok, None).unwrap()).is_ok());

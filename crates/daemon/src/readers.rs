@@ -1,7 +1,9 @@
-//! The reader threads: one per pipeline, each tailing its input (files,
-//! stdin; journald and syslog in their own modules), feeding the pipeline's
-//! engine and handing alerts with the checkpoint after them to the decision
-//! thread as [`Msg::Batch`]. Also the reload's reader swap.
+//! The reader threads: one per pipeline, each reading its input (files and
+//! stdin here; journald and syslog in their own modules, for what only they
+//! need: a journalctl child, a listener) and feeding every line through one
+//! [`Feed`]: the pipeline's engine, the source's counts and status, and the
+//! [`Msg::Batch`] that hands alerts with the position after them to the
+//! decision thread. Also the reload's reader swap.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +17,9 @@ use shield_detect::Engine;
 use shield_sources::{FileSpec, Tailer};
 
 use crate::error::RunError;
-use crate::plan::{Input, Pipeline, Plan};
+use crate::plan::{Input, MatcherPlan, Pipeline, Plan};
 use crate::state::{MAX_LINE, Msg, SourceStatus};
-use crate::store::Store;
+use crate::store::{FilePosition, Store};
 
 /// A running reader thread.
 pub struct Reader {
@@ -41,7 +43,7 @@ impl Reader {
 pub fn start_reader(
     pipe: Pipeline,
     plan: &Plan,
-    saved: &[(String, Checkpoint)],
+    saved: &[FilePosition],
     tx: mpsc::Sender<Msg>,
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     clock: &Clock,
@@ -60,10 +62,10 @@ pub fn start_reader(
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let name = pipe.name.clone();
-    let prefix = format!("{name}\t");
     let mine: Vec<(String, Checkpoint)> = saved
         .iter()
-        .filter_map(|(k, c)| k.strip_prefix(&prefix).map(|k| (k.to_string(), c.clone())))
+        .filter(|p| p.pipeline == name)
+        .map(|p| (p.path.clone(), p.checkpoint.clone()))
         .collect();
     {
         let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,11 +95,7 @@ pub fn start_reader(
             })?;
             // Record where every followed file starts right away: a file rotated
             // before its first line, followed by a crash, is then still known.
-            let first: Vec<(String, Checkpoint)> = tailer
-                .checkpoints()
-                .into_iter()
-                .map(|(k, c)| (format!("{prefix}{k}"), c))
-                .collect();
+            let first = tailer.checkpoints();
             if !first.is_empty() {
                 let _ = tx.send(Msg::Batch {
                     pipeline: name.clone(),
@@ -125,11 +123,12 @@ pub fn start_reader(
                         if feed.pending() > 0 {
                             let cps = tailer.checkpoints();
                             let files = cps.iter().map(|(k, _)| k.clone()).collect();
-                            let cps = cps
-                                .into_iter()
-                                .map(|(k, c)| (format!("{prefix}{k}"), c))
-                                .collect();
-                            if !feed.flush(t, cps, Some(files)) {
+                            let after = After {
+                                checkpoints: cps,
+                                files: Some(files),
+                                ..After::default()
+                            };
+                            if !feed.flush(t, after) {
                                 break;
                             }
                         }
@@ -159,7 +158,7 @@ pub fn start_reader(
                         if !feed.has_alerts() && r.has_buffered_line() && feed.pending() < 4096 {
                             continue;
                         }
-                        if !feed.flush(t, Vec::new(), None) {
+                        if !feed.flush(t, After::default()) {
                             break;
                         }
                     }
@@ -167,7 +166,7 @@ pub fn start_reader(
                 .map_err(thread_err)?
         }
         Input::Journald { matches, directory } => {
-            let key = format!("{prefix}journald");
+            let key = format!("{name}\tjournald");
             let cursor = Store::open(&plan.store_path)
                 .ok()
                 .and_then(|s| s.meta(&key).ok().flatten());
@@ -178,11 +177,16 @@ pub fn start_reader(
                     .unwrap_or_default(),
                 ..Default::default()
             };
-            crate::journald::spawn(name, spec, engine, tx, stop2, sources, key, cursor, clock)
-                .map_err(thread_err)?
+            let feed = Feed::new(name, engine, tx, sources);
+            crate::journald::spawn(feed, spec, stop2, key, cursor, clock).map_err(thread_err)?
         }
         Input::Syslog { udp, tcp } => crate::syslog::spawn(
-            name, udp, tcp, engine, tx, stop2, sources, clock,
+            Feed::new(name, engine, tx, sources),
+            udp,
+            tcp,
+            matches!(pipe.matcher, MatcherPlan::Native { .. }),
+            stop2,
+            clock,
         )
         .map_err(|e| RunError::Source {
             source_name: pipe.name.clone(),
@@ -206,11 +210,23 @@ fn kind_name(i: &Input) -> &'static str {
     }
 }
 
-/// A reader's engine and what it read since its last batch. The file and
-/// stdin loops feed their lines through it and hand each batch to the
-/// decision thread the same way.
-struct Feed {
-    name: String,
+/// Where a reader stands after a batch, saved with it.
+#[derive(Default)]
+pub(crate) struct After {
+    /// File positions, (path, checkpoint), saved under the pipeline's name
+    /// (file readers).
+    pub checkpoints: Vec<(String, Checkpoint)>,
+    /// The files followed, for the status (file readers).
+    pub files: Option<Vec<String>>,
+    /// A journald cursor: (store key, cursor).
+    pub cursor: Option<(String, String)>,
+}
+
+/// A reader's engine and what it read since its last batch: every reader
+/// loop (file, stdin, syslog, journald) feeds its lines through one, so they
+/// count, report and hand batches to the decision thread the same way.
+pub(crate) struct Feed {
+    pub(crate) name: String,
     engine: Engine,
     tx: mpsc::Sender<Msg>,
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
@@ -221,7 +237,7 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(
+    pub(crate) fn new(
         name: String,
         engine: Engine,
         tx: mpsc::Sender<Msg>,
@@ -239,8 +255,9 @@ impl Feed {
         }
     }
 
-    /// Feeds one line read at `t`; invalid UTF-8 is counted and fed lossily.
-    fn line(&mut self, bytes: &[u8], t: UnixTime) {
+    /// Feeds one line at time `t` (the clock, or the entry's own time);
+    /// invalid UTF-8 is counted and fed lossily.
+    pub(crate) fn line(&mut self, bytes: &[u8], t: UnixTime) {
         self.lines += 1;
         let before = self.engine.stats().matched;
         let alerts = &mut self.alerts;
@@ -258,24 +275,40 @@ impl Feed {
     }
 
     /// Lines fed since the last batch.
-    fn pending(&self) -> u64 {
+    /// Publishes how far behind the source is (see `lag`).
+    pub(crate) fn lag(&self, b: crate::lag::Behind) {
+        crate::lag::publish(&self.sources, &self.name, b);
+    }
+
+    pub(crate) fn pending(&self) -> u64 {
         self.lines
     }
 
-    fn has_alerts(&self) -> bool {
+    pub(crate) fn has_alerts(&self) -> bool {
         !self.alerts.is_empty()
     }
 
-    /// Adds the counts to the source's status (with the followed `files`,
-    /// when the reader has files) and sends them, the alerts and the
-    /// `checkpoints` after them as one batch. False when the decision thread
-    /// is gone.
-    fn flush(
-        &mut self,
-        t: UnixTime,
-        checkpoints: Vec<(String, Checkpoint)>,
-        files: Option<Vec<String>>,
-    ) -> bool {
+    /// Shows `error` in the source's status (`None` clears it).
+    pub(crate) fn set_error(&self, error: Option<String>) {
+        let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(st) = s.get_mut(&self.name) {
+            st.error = error;
+        }
+    }
+
+    /// Runs `f` on the source's status (a listener's addresses, ...).
+    pub(crate) fn status(&self, f: impl FnOnce(&mut SourceStatus)) {
+        let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(st) = s.get_mut(&self.name) {
+            f(st);
+        }
+    }
+
+    /// Adds the counts to the source's status (last line at `t`, the followed
+    /// files when the reader has files) and sends them, the alerts and the
+    /// position `after` them as one batch. False when the decision thread is
+    /// gone.
+    pub(crate) fn flush(&mut self, t: UnixTime, after: After) -> bool {
         let stats = self.engine.stats();
         if let Ok(mut s) = self.sources.lock()
             && let Some(st) = s.get_mut(&self.name)
@@ -283,8 +316,10 @@ impl Feed {
             st.lines += self.lines;
             st.matched += self.matched;
             st.invalid_utf8 += self.bad;
-            st.last_line_at = Some(t);
-            if let Some(f) = files {
+            if self.lines > 0 {
+                st.last_line_at = Some(t);
+            }
+            if let Some(f) = after.files {
                 st.files = f;
             }
             st.keys_evicted = stats.keys_evicted;
@@ -295,10 +330,10 @@ impl Feed {
         let batch = Msg::Batch {
             pipeline: self.name.clone(),
             alerts: std::mem::take(&mut self.alerts),
-            checkpoints,
+            checkpoints: after.checkpoints,
             lines: self.lines,
             matched: self.matched,
-            cursor: None,
+            cursor: after.cursor,
         };
         (self.lines, self.matched, self.bad) = (0, 0, 0);
         self.tx.send(batch).is_ok()
@@ -315,8 +350,8 @@ impl Feed {
 pub fn restart_readers(
     readers: &mut Vec<Reader>,
     new: &Plan,
-    load: impl FnOnce() -> Result<Vec<(String, Checkpoint)>, RunError>,
-    saved: &mut Vec<(String, Checkpoint)>,
+    load: impl FnOnce() -> Result<Vec<FilePosition>, RunError>,
+    saved: &mut Vec<FilePosition>,
     tx: &mpsc::Sender<Msg>,
     sources: &Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     clock: &Clock,

@@ -432,6 +432,28 @@ impl Tally<'_> {
     }
 }
 
+/// Why a replay stopped, naming the file it was reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The file could not be opened.
+    #[error("replaying {}", .0.display())]
+    Open(PathBuf, #[source] shield_sources::SourceError),
+    /// Reading the file failed part way.
+    #[error("{}: reading failed", .0.display())]
+    Read(PathBuf, #[source] std::io::Error),
+    /// A replay thread could not be started.
+    #[error("{}: starting a replay thread (check the process and memory limits)", .0.display())]
+    Thread(PathBuf, #[source] std::io::Error),
+    /// A reader or matcher thread ended before the file did (it panicked:
+    /// the message above this one says why).
+    #[error("{}: a replay thread stopped early; please report it with the log", .0.display())]
+    Stopped(PathBuf),
+    /// A block came back matched from a clock the calling thread cannot
+    /// match again (a bug).
+    #[error("{}: replay clock out of step; please report it", .0.display())]
+    OutOfStep(PathBuf),
+}
+
 /// Replays `files` ("-" is stdin; `.gz` is read transparently) through `engines`.
 /// `progress` is called with the bytes read so far, now and then.
 pub fn replay(
@@ -439,7 +461,7 @@ pub fn replay(
     decider: &Decider,
     files: &[PathBuf],
     progress: &mut dyn FnMut(u64),
-) -> anyhow::Result<ReplayReport> {
+) -> Result<ReplayReport, ReplayError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_MATCHERS);
@@ -453,7 +475,7 @@ fn replay_on(
     files: &[PathBuf],
     threads: usize,
     progress: &mut dyn FnMut(u64),
-) -> anyhow::Result<ReplayReport> {
+) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let mut tally = Tally {
         decider,
@@ -464,8 +486,7 @@ fn replay_on(
     };
     let mut bytes_done = 0u64;
     for f in files {
-        let reader =
-            shield_sources::open(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let reader = shield_sources::open(f).map_err(|e| ReplayError::Open(f.clone(), e))?;
         let file_clock = file_clock(f);
         let (matchers, mut scenarios): (Vec<&mut Matcher>, Vec<&mut Scenarios>) =
             engines.iter_mut().map(Engine::stages).unzip();
@@ -496,19 +517,22 @@ fn replay_on(
             .iter()
             .map(|m| m.carry().unwrap_or_default())
             .collect();
-        let res: anyhow::Result<()> = std::thread::scope(|s| {
+        let thread = |e| ReplayError::Thread(f.clone(), e);
+        let res: Result<(), ReplayError> = std::thread::scope(|s| {
             // Owned here so that leaving early also unblocks a reader waiting
             // for a block back.
             let back = back;
             std::thread::Builder::new()
                 .name("replay-read".into())
-                .spawn_scoped(s, move || read_blocks(reader, tx, recycle, pool))?;
+                .spawn_scoped(s, move || read_blocks(reader, tx, recycle, pool))
+                .map_err(thread)?;
             if parallel {
                 for c in copies.iter_mut().map(|c| c.iter_mut().collect::<Vec<_>>()) {
                     let (rx, mtx) = (rx.clone(), mtx.clone());
                     std::thread::Builder::new()
                         .name("replay-match".into())
-                        .spawn_scoped(s, move || match_blocks(&rx, mtx, c, file_clock, false))?;
+                        .spawn_scoped(s, move || match_blocks(&rx, mtx, c, file_clock, false))
+                        .map_err(thread)?;
                 }
                 own = Some(matchers);
             } else {
@@ -517,7 +541,8 @@ fn replay_on(
                     .name("replay-match".into())
                     .spawn_scoped(s, move || {
                         match_blocks(&rx, mtx, matchers, file_clock, true)
-                    })?;
+                    })
+                    .map_err(thread)?;
             }
             drop((rx, mtx));
             // Blocks that came early, by position.
@@ -543,8 +568,8 @@ fn replay_on(
                             end = Some((seq, skipped_long, bytes_read));
                             continue;
                         }
-                        Ok(BlockMsg::Err(e)) => anyhow::bail!("{}: {e}", f.display()),
-                        Err(_) => anyhow::bail!("{}: a replay thread stopped early", f.display()),
+                        Ok(BlockMsg::Err(e)) => return Err(ReplayError::Read(f.clone(), e)),
+                        Err(_) => return Err(ReplayError::Stopped(f.clone())),
                     },
                 };
                 next += 1;
@@ -559,7 +584,7 @@ fn replay_on(
                     // Matched from a clock the file's earlier lines moved, or
                     // scanned from another carry: match it again in order.
                     let Some(own) = own.as_mut() else {
-                        anyhow::bail!("{}: replay clock out of step", f.display());
+                        return Err(ReplayError::OutOfStep(f.clone()));
                     };
                     for (m, c) in own.iter_mut().zip(&carry) {
                         m.set_carry(*c);

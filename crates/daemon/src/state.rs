@@ -25,6 +25,8 @@ pub enum Msg {
     Batch {
         pipeline: String,
         alerts: Vec<Alert>,
+        /// File positions after these lines, (path, checkpoint), saved
+        /// under `pipeline`.
         checkpoints: Vec<(String, Checkpoint)>,
         lines: u64,
         matched: u64,
@@ -54,7 +56,7 @@ pub enum Msg {
     },
     /// Every saved checkpoint, read after the batches queued before this
     /// message are committed (a reload asks once its readers have stopped).
-    Checkpoints(mpsc::Sender<Result<Vec<(String, Checkpoint)>, StoreError>>),
+    Checkpoints(mpsc::Sender<Result<Vec<crate::store::FilePosition>, StoreError>>),
     /// Add (with its key's hash) or delete a bouncer; answers whether a row
     /// changed. Bouncers go through the one writer like everything else.
     Bouncer {

@@ -44,7 +44,7 @@ pub enum StoreError {
 }
 
 /// 3: targets rewritten in canonical form (see [`Store::canonical_targets`]).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS decisions (
@@ -73,12 +73,14 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
 CREATE TABLE IF NOT EXISTS checkpoints (
-    key TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    path TEXT NOT NULL,
     dev INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     offset INTEGER NOT NULL,
     fingerprint INTEGER NOT NULL,
-    updated INTEGER NOT NULL
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (pipeline, path)
 );
 CREATE TABLE IF NOT EXISTS offences (
     target TEXT PRIMARY KEY,
@@ -100,6 +102,14 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 "#;
+
+/// Where a file reader was: its pipeline, the file and the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePosition {
+    pub pipeline: String,
+    pub path: String,
+    pub checkpoint: Checkpoint,
+}
 
 /// One connection to the store.
 pub struct Store {
@@ -219,7 +229,28 @@ impl Store {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.sql(e))?;
         if v < SCHEMA_VERSION {
+            // Before version 4 a checkpoint's key was `pipeline<TAB>path` in
+            // one column: set aside, copied into the two columns below.
+            let keyed = v > 0 && self.has_column("checkpoints", "key")?;
+            if keyed {
+                self.conn
+                    .execute_batch("ALTER TABLE checkpoints RENAME TO checkpoints_keyed")
+                    .map_err(|e| self.sql(e))?;
+            }
             self.conn.execute_batch(SCHEMA).map_err(|e| self.sql(e))?;
+            if keyed {
+                self.conn
+                    .execute_batch(
+                        "BEGIN; \
+                         INSERT OR IGNORE INTO checkpoints \
+                         (pipeline, path, dev, ino, offset, fingerprint, updated) \
+                         SELECT substr(key, 1, instr(key, char(9)) - 1), \
+                         substr(key, instr(key, char(9)) + 1), dev, ino, offset, fingerprint, updated \
+                         FROM checkpoints_keyed WHERE instr(key, char(9)) > 0; \
+                         DROP TABLE checkpoints_keyed; COMMIT;",
+                    )
+                    .map_err(|e| self.sql(e))?;
+            }
             if v > 0 {
                 self.canonical_targets()?;
             }
@@ -228,6 +259,20 @@ impl Store {
                 .map_err(|e| self.sql(e))?;
         }
         Ok(())
+    }
+
+    /// Whether `table` has a column named `column`.
+    fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .map_err(|e| self.sql(e))?;
+        let names = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(names.iter().any(|n| n == column))
     }
 
     /// Rewrites every stored target in canonical form ([`shield_core::Net`]):
@@ -571,22 +616,25 @@ impl Store {
 
     // ---- checkpoints ----
 
+    /// Saves the positions `cps` (path, checkpoint) of `pipeline`'s files.
     pub fn save_checkpoints(
         &self,
+        pipeline: &str,
         cps: &[(String, Checkpoint)],
         now: UnixTime,
     ) -> Result<(), StoreError> {
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT INTO checkpoints (key, dev, ino, offset, fingerprint, updated) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET \
-                 dev=?2, ino=?3, offset=?4, fingerprint=?5, updated=?6",
+                "INSERT INTO checkpoints (pipeline, path, dev, ino, offset, fingerprint, updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(pipeline, path) DO UPDATE SET \
+                 dev=?3, ino=?4, offset=?5, fingerprint=?6, updated=?7",
             )
             .map_err(|e| self.sql(e))?;
-        for (k, c) in cps {
+        for (path, c) in cps {
             st.execute(params![
-                k,
+                pipeline,
+                path,
                 c.dev as i64,
                 c.ino as i64,
                 c.offset as i64,
@@ -598,22 +646,24 @@ impl Store {
         Ok(())
     }
 
-    pub fn load_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, StoreError> {
+    /// Every saved file position, of every pipeline.
+    pub fn load_checkpoints(&self) -> Result<Vec<FilePosition>, StoreError> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT key, dev, ino, offset, fingerprint FROM checkpoints")
+            .prepare_cached("SELECT pipeline, path, dev, ino, offset, fingerprint FROM checkpoints")
             .map_err(|e| self.sql(e))?;
         let rows = st
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Checkpoint {
-                        dev: r.get::<_, i64>(1)? as u64,
-                        ino: r.get::<_, i64>(2)? as u64,
-                        offset: r.get::<_, i64>(3)? as u64,
-                        fingerprint: r.get::<_, i64>(4)? as u64,
+                Ok(FilePosition {
+                    pipeline: r.get(0)?,
+                    path: r.get(1)?,
+                    checkpoint: Checkpoint {
+                        dev: r.get::<_, i64>(2)? as u64,
+                        ino: r.get::<_, i64>(3)? as u64,
+                        offset: r.get::<_, i64>(4)? as u64,
+                        fingerprint: r.get::<_, i64>(5)? as u64,
                     },
-                ))
+                })
             })
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
@@ -785,6 +835,62 @@ mod tests {
             created,
             expires,
         }
+    }
+
+    /// Issue 22: checkpoints were saved under `pipeline<TAB>path` and the
+    /// prefix stripped again at start; they are stored by (pipeline, path)
+    /// now, and a store written before keeps its positions.
+    #[test]
+    fn checkpoints_are_kept_by_pipeline_and_path_and_old_keys_migrate() {
+        let cp = |offset| Checkpoint {
+            dev: 1,
+            ino: 2,
+            offset,
+            fingerprint: 3,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shield.db");
+        {
+            // A version-3 store: one key column holding both.
+            let s = Store::open(&path).unwrap();
+            s.conn
+                .execute_batch(
+                    "DROP TABLE checkpoints;
+                     CREATE TABLE checkpoints (key TEXT PRIMARY KEY, dev INTEGER NOT NULL, \
+                     ino INTEGER NOT NULL, offset INTEGER NOT NULL, fingerprint INTEGER NOT NULL, \
+                     updated INTEGER NOT NULL);
+                     INSERT INTO checkpoints VALUES ('auth	/var/log/auth.log', 1, 2, 40, 3, 100);
+                     INSERT INTO checkpoints VALUES ('web	/var/log/a	b.log', 1, 2, 7, 3, 100);
+                     PRAGMA user_version=3;",
+                )
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let mut got = s.load_checkpoints().unwrap();
+        got.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+        let pos = |pipeline: &str, path: &str, offset| FilePosition {
+            pipeline: pipeline.into(),
+            path: path.into(),
+            checkpoint: cp(offset),
+        };
+        assert_eq!(
+            got,
+            vec![
+                pos("auth", "/var/log/auth.log", 40),
+                pos("web", "/var/log/a	b.log", 7)
+            ]
+        );
+        // Saved and read back as they are: no prefix on either side, and
+        // one path read by two pipelines keeps two positions.
+        s.save_checkpoints("auth", &[("/var/log/auth.log".into(), cp(90))], 200)
+            .unwrap();
+        s.save_checkpoints("other", &[("/var/log/auth.log".into(), cp(5))], 200)
+            .unwrap();
+        let mut got = s.load_checkpoints().unwrap();
+        got.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], pos("auth", "/var/log/auth.log", 90));
+        assert_eq!(got[1], pos("other", "/var/log/auth.log", 5));
     }
 
     #[test]

@@ -37,13 +37,21 @@ pub struct Started {
     pub view: UnionView,
 }
 
-/// Starts the union when the config has a `[union]` table. `clock` dates the
-/// pardons of locally deleted targets (the member keeps its own time).
+/// Starts the union when the config has a `[union]` table, on `clock` (the
+/// member judges signals, dates pardons and prunes at its time).
 pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>, clock: Clock) -> Result<Started, RunError> {
     let Some(u) = &plan.union else {
         return Ok(Started::default());
     };
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Decision>(4096);
+    // Trusted peer decisions go straight to the decision thread, through the
+    // same `Msg::Admit` as an operator's: one channel, no relay task.
+    let inbound = shield_union::Inbound::call(move |d: Decision| {
+        tx.send(Msg::Admit {
+            decision: d,
+            reply: None,
+        })
+        .is_ok()
+    });
     let cfg = shield_union::UnionConfig {
         name: u.member.clone(),
         key_path: u.key.clone(),
@@ -51,12 +59,13 @@ pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>, clock: Clock) -> Result<S
         listen: u.listen,
         db_path: plan.store_path.clone(),
     };
-    let handle = shield_union::UnionHandle::start(cfg.clone(), in_tx.clone())
-        .await
-        .map_err(|source| RunError::Union {
-            member: u.member.clone(),
-            source,
-        })?;
+    let handle =
+        shield_union::UnionHandle::start_with_clock(cfg.clone(), inbound.clone(), clock.clone())
+            .await
+            .map_err(|source| RunError::Union {
+                member: u.member.clone(),
+                source,
+            })?;
     let view = UnionView::new(handle);
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<ToUnion>();
     let task_view = view.clone();
@@ -69,10 +78,9 @@ pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>, clock: Clock) -> Result<S
         let mut retry = false;
         loop {
             tokio::select! {
-                Some(d) = in_rx.recv() => {
-                    if tx.send(Msg::Admit { decision: d, reply: None }).is_err() { break; }
-                }
-                Some(m) = pub_rx.recv() => {
+                m = pub_rx.recv() => {
+                    // The decision thread dropped its sender: it is gone.
+                    let Some(m) = m else { break };
                     view.with(|h| match m {
                         ToUnion::Publish(d, ev) => {
                             if let Err(e) = h.publish(&d, &ev) {
@@ -94,7 +102,7 @@ pub async fn start(plan: &Plan, tx: mpsc::Sender<Msg>, clock: Clock) -> Result<S
                         seen = now;
                         // Out of the view while it restarts: status readers see no union meanwhile.
                         let mut handle = view.take();
-                        retry = reload(&cfg, &in_tx, &mut handle).await;
+                        retry = reload(&cfg, &inbound, &clock, &mut handle).await;
                         if let Some(h) = handle {
                             view.put(h);
                         }
@@ -134,7 +142,8 @@ fn stamp(cfg: &shield_union::UnionConfig) -> (Stamp, Stamp) {
 /// Returns true when a restart failed and should be tried again.
 async fn reload(
     cfg: &shield_union::UnionConfig,
-    in_tx: &tokio::sync::mpsc::Sender<Decision>,
+    inbound: &shield_union::Inbound,
+    clock: &Clock,
     handle: &mut Option<shield_union::UnionHandle>,
 ) -> bool {
     let digest = match shield_union::UnionHandle::check(cfg) {
@@ -163,7 +172,9 @@ async fn reload(
     if let Some(h) = handle.take() {
         h.shutdown().await;
     }
-    match shield_union::UnionHandle::start(cfg.clone(), in_tx.clone()).await {
+    match shield_union::UnionHandle::start_with_clock(cfg.clone(), inbound.clone(), clock.clone())
+        .await
+    {
         Ok(h) => {
             tracing::info!(digest = %digest, "union restarted on the new treaty version");
             *handle = Some(h);

@@ -204,7 +204,7 @@ impl DecisionWorker {
                 };
                 s.insert_alert(a, id)?;
             }
-            s.save_checkpoints(&cps, now)?;
+            s.save_checkpoints(pipeline, &cps, now)?;
             if let Some((k, c)) = &cursor {
                 s.set_meta(k, c)?;
             }

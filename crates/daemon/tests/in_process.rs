@@ -390,9 +390,10 @@ async fn an_operator_decision_that_lengthens_a_ban_counts_as_extended() {
         .expect("run ends cleanly");
 }
 
-/// The syslog reader stamps its lines with the daemon's clock, not the wall:
-/// with the manual clock 30 days behind, the decision its messages raise is
-/// created at the clock's time and the source's last line is at it too.
+/// The syslog reader stamps its lines with the daemon's clock, not the wall
+/// nor the sender's stamp: with the manual clock 30 days behind, messages
+/// stamped months apart raise a decision created at the clock's time, and
+/// the source's last line is at it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_syslog_reader_runs_on_the_injected_clock() {
     let dir = tempfile::tempdir().unwrap();
@@ -442,9 +443,15 @@ packs = ["sshd"]
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no UDP listener in {status}"));
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for i in 0..6 {
+    // Each message stamped two months after the one before: Shield's rules
+    // read the message, not the sender's stamp, so the failures count at the
+    // clock's time and ban (at their stamps they span ten months).
+    for (i, month) in ["Jan", "Mar", "May", "Jul", "Sep", "Nov"]
+        .iter()
+        .enumerate()
+    {
         let msg = format!(
-            "<38>Jan  1 00:00:00 host sshd[7]: Failed password for root from 203.0.113.50 port {} ssh2",
+            "<38>{month}  1 00:00:00 host sshd[7]: Failed password for root from 203.0.113.50 port {} ssh2",
             40000 + i
         );
         sock.send_to(msg.as_bytes(), to).unwrap();

@@ -20,7 +20,7 @@ pub mod time;
 #[doc(hidden)]
 pub mod r#gen;
 
-pub use rules::{NativeMatcher, RuleError, RuleSpec, pack_names};
+pub use rules::{CustomRule, NativeMatcher, RuleError, RuleSpec, pack_names};
 pub use scenario::{
     BucketKind, Engine, EngineOptions, Event, Explain, Matched, Matcher, Rules, ScenarioError,
     ScenarioSpec, Scenarios, Stats, default_scenarios, rule_matches,

@@ -91,7 +91,7 @@ pub fn loopback() -> Vec<Net> {
 
 /// Counters of the HTTP layers (for metrics).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub(crate) struct ApiCounters {
     pub(crate) gate_allow: AtomicU64,
     pub(crate) gate_ban: AtomicU64,
     pub(crate) gate_throttle: AtomicU64,
@@ -139,7 +139,7 @@ pub(crate) struct Inner {
     pub(crate) buckets: Mutex<Buckets>,
     /// Key for the captcha challenge and pass cookie MACs, new at every start.
     pub(crate) cookie_key: [u8; 32],
-    pub(crate) counters: Counters,
+    pub(crate) counters: ApiCounters,
 }
 
 /// State shared by the gate and the bouncer API. Cheap to clone.
@@ -164,7 +164,7 @@ impl ApiState {
                 buckets: Mutex::new(buckets),
                 guesses: Arc::new(Guesses::default()),
                 cookie_key: random_bytes::<32>(),
-                counters: Counters::default(),
+                counters: ApiCounters::default(),
             }),
         }
     }
@@ -183,7 +183,7 @@ impl ApiState {
                 buckets: Mutex::new(Buckets::new(cfg.max_buckets)),
                 guesses: old.guesses.clone(),
                 cookie_key: old.cookie_key,
-                counters: Counters::default(),
+                counters: ApiCounters::default(),
                 cfg,
             }),
         }

@@ -86,7 +86,7 @@ pub struct ListenStats {
 }
 
 #[derive(Default)]
-struct Counters {
+struct ListenCounters {
     accepted: AtomicU64,
     refused_peer: AtomicU64,
     refused_full: AtomicU64,
@@ -140,7 +140,7 @@ pub struct Limiter {
     /// Locked at accept and at close only (never per request, never across an
     /// `.await`); requests touch their connection's atomics.
     conns: Mutex<Conns>,
-    counters: Counters,
+    counters: ListenCounters,
 }
 
 /// Why a connection was not admitted.
@@ -169,7 +169,7 @@ impl Limiter {
             limits,
             epoch: Instant::now(),
             conns: Mutex::new(Conns::default()),
-            counters: Counters::default(),
+            counters: ListenCounters::default(),
         })
     }
 

@@ -2,8 +2,10 @@
 //! message) and TCP (RFC 6587 framing: octet counting `LEN SP MSG`, or one
 //! message per `\n`, chosen per message) and hands `(peer, message bytes)` to
 //! a callback. Messages are RFC 3164 or RFC 5424; [`parse`] splits their
-//! header for whoever needs it, and [`SyslogParts::to_line`] rebuilds the
-//! classic `Mmm dd hh:mm:ss host tag: msg` line file rules expect.
+//! header for whoever needs it: [`SyslogParts::to_program_line`] gives
+//! Shield's own rules `tag[pid]: msg` (their time comes from the reader), and
+//! [`SyslogParts::to_line`] rebuilds the classic `Mmm dd hh:mm:ss host tag: msg`
+//! line for rule families written for log files (fail2ban, CrowdSec).
 //!
 //! Everything a peer sends is bounded: message size ([`SyslogSpec::max_message`],
 //! longer ones skipped and counted), concurrent TCP connections, and idle
@@ -603,6 +605,24 @@ impl SyslogParts<'_> {
         out.push(b' ');
         out.extend_from_slice(self.msg);
     }
+
+    /// What Shield's own rules read of the message: `APP[PROCID]: MSG`
+    /// (`MSG` alone without an app name) into `out` (cleared). No stamp or
+    /// host is rendered: the reader gives the rules the time itself, and they
+    /// key on the address in the message, not on the sending host.
+    pub fn to_program_line(&self, out: &mut Vec<u8>) {
+        out.clear();
+        if let Some(app) = self.app_name {
+            out.extend_from_slice(app);
+            if let Some(pid) = self.procid {
+                out.push(b'[');
+                out.extend_from_slice(pid);
+                out.push(b']');
+            }
+            out.extend_from_slice(b": ");
+        }
+        out.extend_from_slice(self.msg);
+    }
 }
 
 fn push_rfc3339_as_3164(ts: &[u8], out: &mut Vec<u8>) {
@@ -693,6 +713,11 @@ mod tests {
         let mut line = Vec::new();
         p.to_line(&mut line);
         assert_eq!(line, b"Nov  3 14:02:01 web1 sshd[4242]: Failed password for root from 203.0.113.7 port 22 ssh2");
+        p.to_program_line(&mut line);
+        assert_eq!(
+            line,
+            b"sshd[4242]: Failed password for root from 203.0.113.7 port 22 ssh2"
+        );
     }
 
     #[test]
@@ -714,6 +739,8 @@ mod tests {
         assert_eq!(p.msg, b"Invalid user x");
         p.to_line(&mut line);
         assert_eq!(line, b"Jan  5 01:02:03 h sshd[99]: Invalid user x");
+        p.to_program_line(&mut line);
+        assert_eq!(line, b"sshd[99]: Invalid user x");
     }
 
     #[test]

@@ -193,7 +193,7 @@ async fn main() {
                     _ => break,
                 };
                 let env = nats::parse_envelope(&m.payload);
-                // What Engine::judge does before policy: decode, member, signature, digest.
+                // What Member::judge does before policy: decode, member, signature, digest.
                 let ok = env.decode().ok().and_then(|d| {
                     let mem = treaty.member(&d.body.origin)?;
                     (d.verify(&mem.key) && d.body.treaty == digest)

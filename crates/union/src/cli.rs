@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::history::{Amendment, History};
 use crate::identity::{Identity, parse_public};
-use crate::store::Store;
+use crate::store::SignalStore;
 use crate::treaty::{MemberFile, PolicyFile, Treaty, TreatyFile};
 
 #[derive(clap::Subcommand, Debug)]
@@ -433,14 +433,14 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
         }
         UnionCmd::Status { treaty, db, json } => {
             let t = Treaty::load(&treaty)?;
-            let s = Store::open(&db)?;
+            let s = SignalStore::open(&db)?;
             let rows = s.verdict_counts()?;
             if json {
                 let v: Vec<_> = rows
                     .iter()
                     .map(|(o, v, n, t)| serde_json::json!({"origin": o, "verdict": v, "count": n, "newest": t}))
                     .collect();
-                let doc = serde_json::json!({"union": t.name, "digest": t.digest_hex(), "signals": v, "pardons": s.pardons(crate::wall_now())?.iter().map(|(p, until)| serde_json::json!({"target": p.to_string(), "until": until})).collect::<Vec<_>>()});
+                let doc = serde_json::json!({"union": t.name, "digest": t.digest_hex(), "signals": v, "pardons": s.pardons(shield_core::wall_now())?.iter().map(|(p, until)| serde_json::json!({"target": p.to_string(), "until": until})).collect::<Vec<_>>()});
                 writeln!(w, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
                 writeln!(w, "union {} digest {}", t.name, t.digest_hex())?;
@@ -466,7 +466,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             let net: shield_core::Net = target
                 .parse()
                 .map_err(|e| anyhow::anyhow!("`{target}` is not an address or range: {e}"))?;
-            let s = Store::open(&db)?;
+            let s = SignalStore::open(&db)?;
             if remove {
                 if s.remove_pardon(&net)? {
                     writeln!(w, "pardon for {net} removed")?;
@@ -474,7 +474,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     bail!("no pardon for {net} in {}", db.display());
                 }
             } else {
-                let now = crate::wall_now();
+                let now = shield_core::wall_now();
                 let until = match &for_ {
                     Some(d) => Some(
                         now + humantime::parse_duration(d)
@@ -947,8 +947,8 @@ mod tests {
                 .unwrap()
                 .contains("for 2h")
         );
-        let s = Store::open(&db).unwrap();
-        let now = crate::wall_now();
+        let s = SignalStore::open(&db).unwrap();
+        let now = shield_core::wall_now();
         let p = s.pardons(now).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].0.to_string(), "203.0.113.7/32");

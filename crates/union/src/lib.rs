@@ -36,8 +36,8 @@ pub mod treaty;
 pub mod trust;
 
 use serde::Serialize;
+use shield_core::Clock;
 use shield_core::Net;
-use shield_core::wall_now;
 use shield_core::{Decision, Origin, UnixTime};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -51,9 +51,9 @@ pub use signal::{Envelope, SignalBody};
 pub use store::StoreError;
 pub use transport::{Health, PeerStatus};
 pub use treaty::{Treaty, TreatyError};
-pub use trust::{Counters, Refusal};
+pub use trust::{Refusal, TrustCounters};
 
-use store::{Inserted, Store};
+use store::{Inserted, SignalStore};
 use transport::{BoxFuture, Have, Held, Sink, Transport};
 use trust::{Protected, RateLog, RateWindow, SeqTracker};
 
@@ -112,7 +112,7 @@ pub struct UnionStatus {
     pub treaty_digest: String,
     pub listen: Option<SocketAddr>,
     pub members: Vec<MemberStatus>,
-    pub counters: Counters,
+    pub counters: TrustCounters,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,14 +130,14 @@ pub struct MemberStatus {
 /// Mutable union state. Behind one std Mutex: every access is short, does SQL
 /// on a local file and never awaits while holding it.
 struct State {
-    store: Store,
+    store: SignalStore,
     seqs: BTreeMap<String, SeqTracker>,
     rate: BTreeMap<String, RateWindow>,
     /// Pardons in force, re-read from the store at every batch so that
     /// `shield union pardon` on a running member applies at once.
     pardons: Vec<(Net, Option<i64>)>,
     last_time: BTreeMap<String, i64>,
-    counters: Counters,
+    counters: TrustCounters,
     log: RateLog,
     /// (target, scenario) whose quorum was reached → when the decision it
     /// produced ends; a new report after that counts again.
@@ -148,7 +148,7 @@ struct State {
     batch_undo: Option<BTreeMap<String, Option<SeqTracker>>>,
 }
 
-struct Engine {
+struct Member {
     me: String,
     id: Identity,
     treaty: Treaty,
@@ -164,10 +164,44 @@ struct Engine {
     /// arrive on several tasks); held during file I/O, never with `state`.
     gov: Mutex<()>,
     state: Mutex<State>,
-    inbound: mpsc::Sender<Decision>,
+    inbound: Inbound,
+    /// The time every judgement, pardon and prune reads (the daemon's clock).
+    clock: Clock,
 }
 
-impl Engine {
+/// Where a member hands the trusted decisions of its peers.
+#[derive(Clone)]
+pub enum Inbound {
+    /// An async channel (tests and tools collect decisions on it).
+    Channel(mpsc::Sender<Decision>),
+    /// A function called with each decision, false once nobody takes them
+    /// any more: the daemon sends it straight to its decision thread, one
+    /// channel instead of this one and a second behind it.
+    Call(Arc<dyn Fn(Decision) -> bool + Send + Sync>),
+}
+
+impl Inbound {
+    /// `f` called with each trusted decision.
+    pub fn call(f: impl Fn(Decision) -> bool + Send + Sync + 'static) -> Self {
+        Inbound::Call(Arc::new(f))
+    }
+
+    /// Hands `d` on; false when the other side is gone.
+    async fn send(&self, d: Decision) -> bool {
+        match self {
+            Inbound::Channel(tx) => tx.send(d).await.is_ok(),
+            Inbound::Call(f) => f(d),
+        }
+    }
+}
+
+impl From<mpsc::Sender<Decision>> for Inbound {
+    fn from(tx: mpsc::Sender<Decision>) -> Self {
+        Inbound::Channel(tx)
+    }
+}
+
+impl Member {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -459,7 +493,7 @@ impl Engine {
         if !self.treaty.binds(&d.scenario) || !matches!(d.origin, Origin::Local) {
             return Ok(false);
         }
-        let now = wall_now();
+        let now = self.clock.now();
         let mut st = self.lock();
         if self.treaty.allowlist().overlaps(&d.target).is_some()
             || d.target.prefix_len() < self.treaty.min_prefix_for(&d.target)
@@ -527,14 +561,14 @@ impl Engine {
     }
 }
 
-struct SinkImpl(Arc<Engine>);
+struct SinkImpl(Arc<Member>);
 
 impl Sink for SinkImpl {
     fn receive(&self, envs: Vec<Envelope>, via: &str) -> BoxFuture<'_, bool> {
-        let (decisions, stored) = self.0.judge(envs, via, wall_now());
+        let (decisions, stored) = self.0.judge(envs, via, self.0.clock.now());
         Box::pin(async move {
             for d in decisions {
-                if self.0.inbound.send(d).await.is_err() {
+                if !self.0.inbound.send(d).await {
                     tracing::debug!("union inbound channel closed; decision dropped");
                 }
             }
@@ -649,11 +683,11 @@ impl Sink for SinkImpl {
 
 /// Every minute (and at start), forget signals older than the treaty's
 /// max_age — past sequence gaps too —: they would be refused as stale anyway.
-async fn prune_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+async fn prune_loop(engine: Arc<Member>, mut shutdown: watch::Receiver<bool>) {
     loop {
         {
             let mut st = engine.lock();
-            let now = wall_now();
+            let now = engine.clock.now();
             let cutoff = now - engine.treaty.max_age.as_secs() as i64;
             match st.store.prune(cutoff) {
                 Ok((n, floors)) => {
@@ -726,7 +760,7 @@ async fn protected_targets(t: &Treaty) -> Protected {
 
 /// A running union member.
 pub struct UnionHandle {
-    engine: Arc<Engine>,
+    engine: Arc<Member>,
     transport: Arc<dyn Transport>,
     /// The direct transport, when the treaty uses it (listener, TLS refusal counters).
     direct: Option<Arc<direct::Direct>>,
@@ -760,14 +794,26 @@ impl UnionHandle {
         Ok((treaty, id))
     }
 
-    /// Starts the transport (listener + peer connections + periodic anti-entropy).
-    /// Trusted decisions from peers are sent on `inbound` with `Origin::Union(member)`.
+    /// Starts the transport (listener + peer connections + periodic anti-entropy)
+    /// on the system clock. Trusted decisions from peers are handed to
+    /// `inbound` with `Origin::Union(member)`.
     pub async fn start(
         cfg: UnionConfig,
-        inbound: mpsc::Sender<Decision>,
+        inbound: impl Into<Inbound>,
     ) -> Result<UnionHandle, UnionError> {
+        Self::start_with_clock(cfg, inbound, Clock::system()).await
+    }
+
+    /// [`UnionHandle::start`] reading the time from `clock`: signals are
+    /// judged, pardons dated and old signals pruned at its time.
+    pub async fn start_with_clock(
+        cfg: UnionConfig,
+        inbound: impl Into<Inbound>,
+        clock: Clock,
+    ) -> Result<UnionHandle, UnionError> {
+        let inbound = inbound.into();
         let (treaty, id) = Self::check(&cfg)?;
-        let store = Store::open(&cfg.db_path)?;
+        let store = SignalStore::open(&cfg.db_path)?;
         let mut seqs: BTreeMap<String, SeqTracker> = BTreeMap::new();
         for (o, floor) in store.floors()? {
             seqs.insert(o, SeqTracker::from_floor(floor));
@@ -777,12 +823,12 @@ impl UnionHandle {
             list.into_iter().for_each(|s| t.insert(s));
         }
         let state = State {
-            pardons: store.pardons(wall_now())?,
+            pardons: store.pardons(clock.now())?,
             last_time: store.last_times()?,
             store,
             seqs,
             rate: BTreeMap::new(),
-            counters: Counters::default(),
+            counters: TrustCounters::default(),
             log: RateLog::default(),
             quorum_done: HashMap::new(),
             mismatched_peers: BTreeMap::new(),
@@ -796,7 +842,7 @@ impl UnionHandle {
         };
         let listen = direct.as_ref().and_then(|d| d.local_addr());
         let protected = protected_targets(&treaty).await;
-        let engine = Arc::new(Engine {
+        let engine = Arc::new(Member {
             me: cfg.name.clone(),
             id,
             protected,
@@ -806,6 +852,7 @@ impl UnionHandle {
             treaty,
             state: Mutex::new(state),
             inbound,
+            clock,
         });
         let (tx, rx) = watch::channel(false);
         let sink: Arc<dyn Sink> = Arc::new(SinkImpl(engine.clone()));
@@ -842,7 +889,7 @@ impl UnionHandle {
     /// daemon calls this when an operator deletes a decision, so the next
     /// signal for the same target does not ban it again at once.
     pub fn pardon(&self, net: Net, until: Option<UnixTime>) -> Result<(), UnionError> {
-        let now = wall_now();
+        let now = self.engine.clock.now();
         let mut st = self.engine.lock();
         st.store.add_pardon(&net, now, until)?;
         st.pardons = st.store.pardons(now)?;
@@ -865,7 +912,7 @@ impl UnionHandle {
     }
 
     pub fn status(&self) -> UnionStatus {
-        let now = wall_now();
+        let now = self.engine.clock.now();
         let peers = self.transport.peers();
         let st = self.engine.lock();
         let mut counters = st.counters.clone();

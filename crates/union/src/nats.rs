@@ -430,7 +430,7 @@ impl Nats {
         match r {
             Ok(()) => {
                 s.health = Health::Up;
-                s.last_ok = Some(crate::wall_now());
+                s.last_ok = Some(shield_core::wall_now());
             }
             Err(e) => {
                 if s.health != Health::Down || s.last_error.as_deref() != Some(e.as_str()) {

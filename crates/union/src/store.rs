@@ -38,7 +38,7 @@ pub struct Row {
     pub env: Envelope,
 }
 
-pub struct Store {
+pub struct SignalStore {
     conn: Connection,
     path: PathBuf,
 }
@@ -85,8 +85,8 @@ fn tombstone_sig(payload: &str) -> String {
     )
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+impl SignalStore {
+    pub fn open(path: &Path) -> Result<SignalStore, StoreError> {
         let e = |source| StoreError {
             path: path.to_owned(),
             source,
@@ -109,7 +109,7 @@ impl Store {
         if !has_until {
             conn.execute_batch(MIGRATE_PARDON_UNTIL).map_err(e)?;
         }
-        Ok(Store {
+        Ok(SignalStore {
             conn,
             path: path.to_owned(),
         })
@@ -496,7 +496,7 @@ mod tests {
     #[test]
     fn insert_dedup_conflict_since_and_reporters() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let s = SignalStore::open(&dir.path().join("db.sqlite")).unwrap();
         let t: Net = "203.0.113.7/32".parse().unwrap();
         let e1 = Envelope {
             payload: "p1".into(),
@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn since_serves_past_gaps_fairly_and_never_tombstones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let s = SignalStore::open(&dir.path().join("db.sqlite")).unwrap();
         let t: Net = "203.0.113.7/32".parse().unwrap();
         let env = |i: u64| Envelope {
             payload: format!("p{i}"),

@@ -88,9 +88,9 @@ impl Refusal {
     }
 }
 
-/// Counters shown by `status` (and later exported as metrics).
+/// TrustCounters shown by `status` (and later exported as metrics).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Counters {
+pub struct TrustCounters {
     /// Own signals published.
     pub published: u64,
     /// Successful deliveries of signals to peers (push), per peer and signal.
@@ -107,7 +107,7 @@ pub struct Counters {
     pub refused: BTreeMap<&'static str, u64>,
 }
 
-impl Counters {
+impl TrustCounters {
     pub fn refuse(&mut self, r: Refusal) {
         *self.refused.entry(r.as_str()).or_default() += 1;
     }

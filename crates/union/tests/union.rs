@@ -548,3 +548,30 @@ async fn mapped_or_compatible_signal_targets_are_refused_not_enforced() {
     assert_nothing(&mut na.rx);
     na.stop().await;
 }
+
+/// The member judges signals on the clock it is given (the daemon's), not the
+/// wall: b, whose clock is a day behind, refuses a's fresh signal as one from
+/// the future and hands nothing on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_judges_on_the_clock_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let t = treaty_text(&[&a, &b], "", "", "");
+    let na = start(dir.path(), &a, &t).await;
+    let mut nb = start(dir.path(), &b, &t).await;
+    nb.stop().await;
+    let (tx, rx) = mpsc::channel(100);
+    let clock = shield_core::Clock::manual(now() - 86_400);
+    nb.handle = Some(
+        UnionHandle::start_with_clock(nb.cfg.clone(), tx, clock)
+            .await
+            .unwrap(),
+    );
+    nb.rx = rx;
+    assert!(na.h().publish(&decision("203.0.113.92/32"), &[]).unwrap());
+    until(5000, "refused as from the future", || {
+        nb.refused("future") >= 1
+    })
+    .await;
+    assert_nothing(&mut nb.rx);
+}

@@ -58,6 +58,66 @@ pub struct RuleSpec {
     pub regex: String,
 }
 
+/// A user rule checked and compiled: built once when the config is planned
+/// and handed to every matcher that uses it (copies share the compiled
+/// program), so a rule's regex is not compiled again when its engine starts.
+#[derive(Clone, Debug)]
+pub struct CustomRule {
+    spec: RuleSpec,
+    re: Regex,
+}
+
+impl CustomRule {
+    /// Checks `spec` (a name and a service, a regex that compiles, a `host`
+    /// group, at most `MAX_FIELDS - 1` other named groups) and compiles it.
+    pub fn new(spec: RuleSpec) -> Result<Self, RuleError> {
+        if spec.name.trim().is_empty() {
+            return Err(RuleError::Empty { what: "name" });
+        }
+        if spec.service.trim().is_empty() {
+            return Err(RuleError::Empty { what: "service" });
+        }
+        let re = RegexBuilder::new(&spec.regex)
+            .build()
+            .map_err(|e| RuleError::BadRegex {
+                rule: spec.name.clone(),
+                error: e.to_string(),
+            })?;
+        if !re.capture_names().any(|n| n == Some("host")) {
+            return Err(RuleError::NoHostGroup { rule: spec.name });
+        }
+        let extra = re
+            .capture_names()
+            .flatten()
+            .filter(|n| *n != "host")
+            .count();
+        if extra > MAX_FIELDS - 1 {
+            return Err(RuleError::TooManyFields {
+                rule: spec.name,
+                count: extra,
+                max: MAX_FIELDS - 1,
+            });
+        }
+        Ok(CustomRule { spec, re })
+    }
+
+    /// The rule as written.
+    pub fn spec(&self) -> &RuleSpec {
+        &self.spec
+    }
+}
+
+/// Every name in `packs` is a built-in pack.
+fn check_packs(packs: &[&str]) -> Result<(), RuleError> {
+    match packs.iter().find(|p| !pack_names().contains(p)) {
+        Some(p) => Err(RuleError::UnknownPack {
+            name: (*p).to_string(),
+            known: pack_names().join(", "),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Why a rule set cannot be built. Every message names the rule or pack.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
@@ -412,14 +472,17 @@ impl NativeMatcher {
     /// `nginx-access` and `apache-access` read the same combined format, so
     /// they share one set of `http-*` rules (labelled with the first pack given).
     pub fn new(packs: &[&str], custom: &[RuleSpec]) -> Result<Self, RuleError> {
-        for p in packs {
-            if !pack_names().contains(p) {
-                return Err(RuleError::UnknownPack {
-                    name: (*p).to_string(),
-                    known: pack_names().join(", "),
-                });
-            }
-        }
+        check_packs(packs)?;
+        let custom = custom
+            .iter()
+            .map(|s| CustomRule::new(s.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::with_rules(packs, &custom)
+    }
+
+    /// Builds a matcher from built-in packs and user rules compiled already.
+    pub fn with_rules(packs: &[&str], custom: &[CustomRule]) -> Result<Self, RuleError> {
+        check_packs(packs)?;
         let mut m = NativeMatcher {
             infos: Vec::new(),
             names: Names::default(),
@@ -469,34 +532,11 @@ impl NativeMatcher {
             m.dovecot = Group::new(m.compile_defs(mail::DOVECOT, "dovecot"));
         }
         let mut pats = Vec::new();
-        for spec in custom {
-            if spec.name.trim().is_empty() {
-                return Err(RuleError::Empty { what: "name" });
-            }
-            if spec.service.trim().is_empty() {
-                return Err(RuleError::Empty { what: "service" });
-            }
+        for c in custom {
+            let (spec, re) = (&c.spec, &c.re);
             if m.infos.iter().any(|r| r.name == spec.name) {
                 return Err(RuleError::Duplicate {
                     rule: spec.name.clone(),
-                });
-            }
-            let re = RegexBuilder::new(&spec.regex)
-                .build()
-                .map_err(|e| RuleError::BadRegex {
-                    rule: spec.name.clone(),
-                    error: e.to_string(),
-                })?;
-            let extra = re
-                .capture_names()
-                .flatten()
-                .filter(|n| *n != "host")
-                .count();
-            if extra > MAX_FIELDS - 1 {
-                return Err(RuleError::TooManyFields {
-                    rule: spec.name.clone(),
-                    count: extra,
-                    max: MAX_FIELDS - 1,
                 });
             }
             let idx = m.push_info(&spec.name, &spec.service);
@@ -519,7 +559,7 @@ impl NativeMatcher {
             let set = RegexSet::new(&pats).map_err(|e| RuleError::BadRegex {
                 rule: custom
                     .iter()
-                    .map(|c| c.name.as_str())
+                    .map(|c| c.spec.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
                 error: e.to_string(),
@@ -1391,6 +1431,36 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("twice"), "{e}");
+    }
+
+    /// A user rule is checked and compiled once (at plan time) and the
+    /// compiled rule builds as many matchers as use it; what `CustomRule::new`
+    /// refuses, `NativeMatcher::new` refused before.
+    #[test]
+    fn a_custom_rule_compiled_once_serves_several_matchers() {
+        let spec = |regex: &str| RuleSpec {
+            name: "r".into(),
+            service: "app".into(),
+            regex: regex.into(),
+        };
+        let rule = CustomRule::new(spec(r"denied (?P<host>\S+)")).unwrap();
+        for _ in 0..2 {
+            let mut m = NativeMatcher::with_rules(&[], std::slice::from_ref(&rule)).unwrap();
+            let (name, host, _, _) = probe(&mut m, "denied 192.0.2.1").unwrap();
+            assert_eq!((name.as_str(), host.as_str()), ("r", "192.0.2.1"));
+        }
+        assert!(matches!(
+            CustomRule::new(spec(r"denied (\S+)")),
+            Err(RuleError::NoHostGroup { .. })
+        ));
+        assert!(matches!(
+            CustomRule::new(spec(r"(?P<host>\S+")),
+            Err(RuleError::BadRegex { .. })
+        ));
+        assert!(matches!(
+            NativeMatcher::with_rules(&["ftpd"], &[rule]),
+            Err(RuleError::UnknownPack { .. })
+        ));
     }
 
     #[test]
