@@ -11,9 +11,9 @@
 //! `union init`/`join` wrote it: an existing union upgrades in place, its
 //! current digest becoming the genesis digest.
 //!
-//! It does not move amendments between members (today they travel as files;
-//! see docs/governance.md) and does not swap the running treaty (members
-//! restart, as for any treaty change).
+//! It does not move amendments between members (the transports do: direct
+//! `/union/v1/gov`, the NATS governance stream) and does not swap the running
+//! treaty (the daemon restarts the union on a new version).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
