@@ -135,6 +135,11 @@ pub enum UnionCmd {
         public_key: Option<String>,
         #[arg(long)]
         endpoint: Option<String>,
+        /// With --add: add it on probation under the treaty's `[governance]
+        /// invite` policy (ratified by `invite` members' signatures; it does not
+        /// vote until a full vote removes it from `governance.invited`).
+        #[arg(long, requires = "add")]
+        invited: bool,
         /// Revoke a member: it leaves the treaty and its key is refused from this version on.
         #[arg(long)]
         revoke: Option<String>,
@@ -310,6 +315,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 revoked: vec![],
                 limits: Default::default(),
                 transport: Default::default(),
+                governance: Default::default(),
             };
             let t = Treaty::from_file(file.clone(), &out)?;
             write_atomic(&out, &toml::to_string_pretty(&file)?)?;
@@ -545,6 +551,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             add,
             public_key,
             endpoint,
+            invited,
             revoke,
             rotate_key,
             dir,
@@ -573,6 +580,14 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     parse_public(&pk)?;
                     if file.members.iter().any(|m| m.name == name) {
                         bail!("`{name}` is already a member");
+                    }
+                    if invited {
+                        if file.governance.invite == 0 {
+                            bail!(
+                                "the treaty has no `[governance] invite` policy; add `{name}` without --invited (a full vote)"
+                            );
+                        }
+                        file.governance.invited.push(name.clone());
                     }
                     file.members.push(MemberFile {
                         name,
@@ -825,6 +840,7 @@ mod tests {
             endpoint: None,
             revoke: Some("m4".into()),
             rotate_key: false,
+            invited: false,
             dir: None,
         })
         .unwrap();
@@ -919,6 +935,7 @@ mod tests {
             endpoint: Some("127.0.0.1:1".into()),
             revoke: None,
             rotate_key: false,
+            invited: false,
             dir: None,
         })
         .unwrap_err();

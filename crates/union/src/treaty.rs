@@ -56,6 +56,44 @@ pub struct TreatyFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub transport: TransportFile,
+    #[serde(default, skip_serializing_if = "GovernanceFile::is_default")]
+    pub governance: GovernanceFile,
+}
+
+/// `[governance]`: classes of amendment ratified without a full vote (see
+/// docs/governance.md, "Auto-approval"). The policy of the version being
+/// amended applies, so an amendment cannot loosen the rule it is judged by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceFile {
+    /// A member may rotate its own key with its own signature alone (the
+    /// amendment changes that key and nothing else).
+    pub rotate_own_key: bool,
+    /// Signatures of full members that add one member by invitation (0: off).
+    /// At least 2, and at least every policy's quorum, so inviting gives a
+    /// group nothing it could not already do with signals.
+    pub invite: u32,
+    /// Most members on probation at once (default 4).
+    pub max_invited: Option<u32>,
+    /// Members added by invitation and not yet confirmed by a full vote: they
+    /// send and receive signals, but do not vote and do not invite.
+    pub invited: Vec<String>,
+}
+
+impl GovernanceFile {
+    pub fn is_default(&self) -> bool {
+        *self == GovernanceFile::default()
+    }
+
+    /// Most members on probation at once.
+    pub fn max_invited(&self) -> u32 {
+        self.max_invited.unwrap_or(4)
+    }
+
+    /// Whether `member` is on probation (added by invitation, not confirmed).
+    pub fn on_probation(&self, member: &str) -> bool {
+        self.invited.iter().any(|n| n == member)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +239,8 @@ pub struct Treaty {
     pub transport: String,
     /// `[transport]` as written, for the NATS settings (url, credentials, TLS).
     pub transport_file: TransportFile,
+    /// `[governance]` as written (auto-approval classes, members on probation).
+    pub governance: GovernanceFile,
     canonical: Canonical,
     digest: [u8; 32],
 }
@@ -221,6 +261,10 @@ pub struct Canonical {
     pub min_prefix_v6: u8,
     pub max_age_s: u64,
     pub transport: String,
+    /// (rotate_own_key, invite, max_invited, invited members); absent when the
+    /// treaty has no `[governance]`, so older treaties keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<(bool, u32, u32, Vec<String>)>,
 }
 
 fn dur(path: &Path, what: &str, s: &str) -> Result<Duration, TreatyError> {
@@ -355,6 +399,28 @@ impl Treaty {
             return Err(bad("transport.sync_interval must be at least 50ms".into()));
         }
         let max_age = dur(path, "limits.max_age", &f.limits.max_age)?;
+        let g = &f.governance;
+        if g.invite == 1 {
+            return Err(bad(
+                "governance.invite must be 0 (off) or at least 2: one member alone may not add members".into(),
+            ));
+        }
+        if let Some(q) = policies.values().map(|p| p.quorum).max()
+            && g.invite > 0
+            && g.invite < q
+        {
+            return Err(bad(format!(
+                "governance.invite ({}) must be at least the largest signal quorum ({q}): invited members would let fewer members meet it",
+                g.invite
+            )));
+        }
+        for n in &g.invited {
+            if !members.contains_key(n) {
+                return Err(bad(format!(
+                    "governance.invited names `{n}`, which is not a member"
+                )));
+            }
+        }
         let allowlist = Allowlist::new(f.allowlist.clone());
 
         let mut rev_s: Vec<String> = revoked.iter().map(public_to_string).collect();
@@ -390,6 +456,12 @@ impl Treaty {
             min_prefix_v6: f.limits.min_prefix_v6,
             max_age_s: max_age.as_secs(),
             transport: f.transport.kind.clone(),
+            governance: (!g.is_default()).then(|| {
+                let mut inv = g.invited.clone();
+                inv.sort();
+                inv.dedup();
+                (g.rotate_own_key, g.invite, g.max_invited(), inv)
+            }),
         };
         let digest = canonical.digest();
         Ok(Treaty {
@@ -404,6 +476,7 @@ impl Treaty {
             sync_interval,
             transport: f.transport.kind.clone(),
             transport_file: f.transport,
+            governance: f.governance,
             canonical,
             digest,
         })
@@ -594,6 +667,12 @@ impl Canonical {
             out.push(format!(
                 "transport differs: yours {}, mine {}",
                 theirs.transport, mine.transport
+            ));
+        }
+        if mine.governance != theirs.governance {
+            out.push(format!(
+                "governance differs: yours {:?}, mine {:?}",
+                theirs.governance, mine.governance
             ));
         }
         if out.is_empty() && mine != theirs {
