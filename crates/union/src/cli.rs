@@ -147,6 +147,11 @@ pub enum UnionCmd {
         /// from the new version on; install the new key file once ratified).
         #[arg(long, requires = "public_key", conflicts_with_all = ["add", "revoke", "new"])]
         rotate_key: bool,
+        /// With --rotate-key: keep the old key valid this long after the
+        /// proposal (e.g. `1h`) instead of revoking it at once, so signals
+        /// keep flowing until the new key file is installed.
+        #[arg(long, requires = "rotate_key")]
+        overlap: Option<String>,
         /// Where amendments are kept (default: `<treaty>.amendments/`).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -306,6 +311,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     key: id.public_string(),
                     endpoint,
                     max_signals_per_minute: None,
+                    previous_key: None,
+                    previous_key_until: None,
                 }],
                 policies: binds
                     .iter()
@@ -428,6 +435,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 key: pk,
                 endpoint,
                 max_signals_per_minute: None,
+                previous_key: None,
+                previous_key_until: None,
             });
             let t = Treaty::from_file(file.clone(), &treaty)?;
             write_atomic(&treaty, &toml::to_string_pretty(&file)?)?;
@@ -554,6 +563,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             invited,
             revoke,
             rotate_key,
+            overlap,
             dir,
         } => {
             let h = History::load_or_genesis(&treaty)?;
@@ -594,6 +604,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                         key: pk,
                         endpoint: endpoint.unwrap_or_default(),
                         max_signals_per_minute: None,
+                        previous_key: None,
+                        previous_key_until: None,
                     });
                 } else if rotate_key {
                     let pk = public_key.unwrap_or_default();
@@ -602,7 +614,16 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                         bail!("`{member}` is not in the treaty file");
                     };
                     let old = std::mem::replace(&mut m.key, pk);
-                    file.revoked.push(old);
+                    match overlap {
+                        Some(o) => {
+                            let d = humantime::parse_duration(&o).with_context(|| {
+                                format!("--overlap `{o}` is not a duration; write e.g. `1h`")
+                            })?;
+                            m.previous_key = Some(old);
+                            m.previous_key_until = Some(crate::wall_now() + d.as_secs() as i64);
+                        }
+                        None => file.revoked.push(old),
+                    }
                 } else if let Some(name) = revoke {
                     let Some(i) = file.members.iter().position(|m| m.name == name) else {
                         bail!("`{name}` is not a member");
@@ -840,6 +861,7 @@ mod tests {
             endpoint: None,
             revoke: Some("m4".into()),
             rotate_key: false,
+            overlap: None,
             invited: false,
             dir: None,
         })
@@ -935,6 +957,7 @@ mod tests {
             endpoint: Some("127.0.0.1:1".into()),
             revoke: None,
             rotate_key: false,
+            overlap: None,
             invited: false,
             dir: None,
         })

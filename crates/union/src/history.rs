@@ -302,7 +302,8 @@ fn comparable(c: Canonical, t: &Treaty) -> (Canonical, Vec<(String, String)>, St
 }
 
 /// The member whose own key `next` rotates, when that is all it changes: a new
-/// key (not revoked, not another member's) and the old one revoked.
+/// key (not revoked, not another member's), and the old one either revoked or
+/// kept as its previous key for an overlap window.
 fn own_key_rotation(prev: &Treaty, next: &Treaty) -> Option<String> {
     let changed: Vec<&Member> = prev
         .members()
@@ -321,9 +322,21 @@ fn own_key_rotation(prev: &Treaty, next: &Treaty) -> Option<String> {
             e.1 = public_to_string(&new_key);
         }
     }
-    want.revoked.push(public_to_string(&m.key));
-    want.revoked.sort();
-    want.revoked.dedup();
+    want.rotations.retain(|r| r.0 != m.name);
+    match next.member(&m.name)?.previous {
+        // With an overlap window: the old key stays valid until `until`.
+        Some((k, until)) if k == m.key => {
+            want.rotations
+                .push((m.name.clone(), public_to_string(&k), until));
+            want.rotations.sort();
+        }
+        Some(_) => return None,
+        None => {
+            want.revoked.push(public_to_string(&m.key));
+            want.revoked.sort();
+            want.revoked.dedup();
+        }
+    }
     let mut with_endpoints = comparable(want, prev);
     with_endpoints.2 = serde_json::to_string(&prev.transport_file).unwrap_or_default();
     (with_endpoints == comparable(next.canonical().clone(), next)).then(|| m.name.clone())
@@ -815,6 +828,33 @@ mod tests {
                 h.clone().ratify(e).is_err()
             }
         );
+        // With an overlap window instead of revoking the old key: also the owner's alone.
+        let old = m[2].1.public_string();
+        let overlap = gov_text(&all, "", gov).replace(
+            &format!("key = \"{old}\""),
+            &format!(
+                "key = \"{}\"\nprevious_key = \"{old}\"\nprevious_key_until = 2000000000",
+                k.public_string()
+            ),
+        );
+        let o = Amendment::propose(&g, &overlap, "m2", &m[2].1).unwrap();
+        let t = h.clone().ratify(o).unwrap();
+        assert!(
+            t.member("m2")
+                .unwrap()
+                .has_key_at(&m[2].1.public(), 1_999_999_999)
+        );
+        assert!(
+            !t.member("m2")
+                .unwrap()
+                .has_key_at(&m[2].1.public(), 2_000_000_000)
+        );
+        // Keeping another member's key as "previous" is not a rotation of one's own.
+        let grab = overlap.replace(
+            &format!("previous_key = \"{old}\""),
+            &format!("previous_key = \"{}\"", m[4].1.public_string()),
+        );
+        assert!(Treaty::parse(&grab, Path::new("t")).is_err());
         // Without the policy the owner's signature alone is a minority.
         let g2 = Amendment::genesis(&text(&all, "")).unwrap();
         let plain = text(

@@ -107,6 +107,13 @@ pub struct MemberFile {
     /// Override of `limits.max_signals_per_minute` for this member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_signals_per_minute: Option<u32>,
+    /// After a key rotation with an overlap window: the member's previous
+    /// key, still valid (signals and connections) until `previous_key_until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key: Option<String>,
+    /// Unix time (seconds) at which `previous_key` stops being valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,6 +220,25 @@ pub struct Member {
     pub key: VerifyingKey,
     pub endpoint: String,
     pub max_signals_per_minute: u32,
+    /// The key before a rotation and the unix time it stops being valid.
+    pub previous: Option<(VerifyingKey, i64)>,
+}
+
+impl Member {
+    /// Whether `key` is this member's at unix time `now`: its key, or its
+    /// previous key inside the rotation's overlap window.
+    pub fn has_key_at(&self, key: &VerifyingKey, now: i64) -> bool {
+        self.key == *key
+            || self
+                .previous
+                .is_some_and(|(k, until)| k == *key && now < until)
+    }
+
+    /// Its keys: the current one, and the previous one while a rotation
+    /// window is (or was) declared.
+    pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        std::iter::once(&self.key).chain(self.previous.as_ref().map(|(k, _)| k))
+    }
 }
 
 /// A binding scenario's policy.
@@ -265,6 +291,10 @@ pub struct Canonical {
     /// treaty has no `[governance]`, so older treaties keep their digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub governance: Option<(bool, u32, u32, Vec<String>)>,
+    /// (member, previous key, valid until) of rotations with an overlap
+    /// window, sorted by member; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<(String, String, i64)>,
 }
 
 fn dur(path: &Path, what: &str, s: &str) -> Result<Duration, TreatyError> {
@@ -317,6 +347,35 @@ impl Treaty {
                     m.name
                 )));
             }
+            let previous = match (&m.previous_key, m.previous_key_until) {
+                (None, None) => None,
+                (Some(k), Some(until)) => {
+                    let pk = parse_public(k)
+                        .map_err(|e| bad(format!("member `{}` previous_key: {e}", m.name)))?;
+                    if pk == key {
+                        return Err(bad(format!(
+                            "member `{}`: previous_key is its current key",
+                            m.name
+                        )));
+                    }
+                    Some((pk, until))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "member `{}`: give previous_key and previous_key_until together (a rotation's overlap window)",
+                        m.name
+                    )));
+                }
+            };
+            if members.values().any(|o: &Member| {
+                o.keys()
+                    .any(|k| *k == key || previous.is_some_and(|(p, _)| p == *k))
+            }) {
+                return Err(bad(format!(
+                    "member `{}` reuses another member's key",
+                    m.name
+                )));
+            }
             let m2 = Member {
                 name: m.name.clone(),
                 key,
@@ -324,6 +383,7 @@ impl Treaty {
                 max_signals_per_minute: m
                     .max_signals_per_minute
                     .unwrap_or(f.limits.max_signals_per_minute),
+                previous,
             };
             if members.insert(m.name.clone(), m2).is_some() {
                 return Err(bad(format!("member `{}` is listed twice", m.name)));
@@ -462,6 +522,13 @@ impl Treaty {
                 inv.dedup();
                 (g.rotate_own_key, g.invite, g.max_invited(), inv)
             }),
+            rotations: members
+                .values()
+                .filter_map(|m| {
+                    m.previous
+                        .map(|(k, until)| (m.name.clone(), public_to_string(&k), until))
+                })
+                .collect(),
         };
         let digest = canonical.digest();
         Ok(Treaty {
@@ -667,6 +734,12 @@ impl Canonical {
             out.push(format!(
                 "transport differs: yours {}, mine {}",
                 theirs.transport, mine.transport
+            ));
+        }
+        if mine.rotations != theirs.rotations {
+            out.push(format!(
+                "key rotation windows differ: yours {:?}, mine {:?}",
+                theirs.rotations, mine.rotations
             ));
         }
         if mine.governance != theirs.governance {
