@@ -98,6 +98,21 @@ pub enum UnionCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Governance exercises instead (amend, rotate a key, revoke), each
+        /// timed from the last needed signature to every member enforcing
+        /// the new version.
+        #[arg(long)]
+        governance: bool,
+        /// With --governance: member identities in the treaty (the drill
+        /// holds their keys and signs with them; `--members` of them run).
+        #[arg(long, requires = "governance")]
+        identities: Option<usize>,
+        /// With --governance: amendment rounds to time.
+        #[arg(long, default_value_t = 5, requires = "governance")]
+        rounds: usize,
+        /// With --governance: run on NATS JetStream at this URL.
+        #[arg(long, requires = "governance")]
+        nats: Option<String>,
     },
     /// Ignore union signals for an address or range on this member (the daemon
     /// does this by itself when `shield decisions delete` ends a decision). A
@@ -514,8 +529,53 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
         }
         UnionCmd::Drill {
             members,
+            json,
+            governance: true,
+            identities,
+            rounds,
+            nats,
+            ..
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let opts = crate::drill::GovDrillOptions {
+                members,
+                identities: identities.unwrap_or(members),
+                nats,
+                rounds,
+                timeout: std::time::Duration::from_secs(60),
+            };
+            let r = rt.block_on(crate::drill::run_governance(&opts))?;
+            if json {
+                writeln!(w, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                writeln!(
+                    w,
+                    "governance drill: {} running members, {} identities, {}: amend p50 {:.0} ms, p99 {:.0} ms (last signature → every member enforcing)",
+                    r.members, r.identities, r.transport, r.p50_ms, r.p99_ms
+                )?;
+                for e in &r.exercises {
+                    writeln!(
+                        w,
+                        "  {:<7} v{:<3} {:>8.0} ms  {}  {}",
+                        e.name,
+                        e.version,
+                        e.ms,
+                        if e.ok { "ok" } else { "FAILED" },
+                        e.detail
+                    )?;
+                }
+            }
+            if !r.ok() {
+                bail!("governance drill failed");
+            }
+        }
+        UnionCmd::Drill {
+            members,
             attacks,
             json,
+            ..
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
