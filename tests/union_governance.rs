@@ -586,3 +586,106 @@ fn a_key_rotation_keeps_the_members_signals_flowing() {
         );
     }
 }
+
+/// Members killed (SIGKILL, real processes) in the middle of an amendment:
+/// `d` is killed with the amendment pending and its own competing proposal
+/// unsigned, `c` right after signing (before or after its daemon spread the
+/// signature). Whatever was on disk when they died, every member ends on the
+/// same version 2 — the amendment completes once `c` is back — and `d`'s
+/// proposal for the same version is void everywhere.
+#[test]
+fn members_killed_during_an_amendment_end_on_the_same_treaty() {
+    let root = tempfile::tempdir().unwrap();
+    let names = ["b", "c", "d"];
+    let m = Identity::generate().unwrap();
+    let (ports, _ids, dirs) = hand_written_union(root.path(), names, "m", &m);
+    let v1 = digest_of(&dirs[0]);
+    let mut ds: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start(&dirs[i], &bare_member_config(names[i], ports[i])))
+        .collect();
+    for d in &ds {
+        let up = wait_for(Duration::from_secs(20), || {
+            (running_digest(d) == v1).then_some(())
+        });
+        assert!(up.is_some(), "{}", d.log());
+    }
+    let key = |i: usize| dirs[i].join("member.key").to_str().unwrap().to_string();
+    let t = |i: usize| dirs[i].join("treaty.toml").to_str().unwrap().to_string();
+    let propose = |i: usize, revoke: &str| {
+        let out = cli(&[
+            "propose",
+            "--treaty",
+            &t(i),
+            "--member",
+            names[i],
+            "--key",
+            &key(i),
+            "--revoke",
+            revoke,
+        ]);
+        out.split_whitespace().nth(5).unwrap().to_string()
+    };
+    let id = propose(0, "m");
+    let rival = propose(2, "b");
+    for i in 0..3 {
+        let arrived = wait_for(Duration::from_secs(20), || {
+            let p = cli(&["pending", "--treaty", &t(i)]);
+            (p.contains(&id) && p.contains(&rival)).then_some(())
+        });
+        assert!(
+            arrived.is_some(),
+            "{} lacks a proposal:\n{}",
+            names[i],
+            ds[i].log()
+        );
+    }
+    ds[2].kill();
+    cli(&[
+        "sign",
+        &id,
+        "--treaty",
+        &t(1),
+        "--member",
+        "c",
+        "--key",
+        &key(1),
+    ]);
+    ds[1].kill();
+    // Only b runs. Whatever it knows, it never installs anything but `id`.
+    std::thread::sleep(Duration::from_millis(500));
+    let b_now = digest_of(&dirs[0]);
+    assert!(b_now == v1 || running_digest(&ds[0]) == b_now);
+
+    ds[1].restart();
+    ds[2].restart();
+    let mut v2 = String::new();
+    for (i, d) in ds.iter().enumerate() {
+        let got = wait_for(Duration::from_secs(30), || {
+            let r = running_digest(d);
+            (r != v1 && !r.is_empty()).then_some(r)
+        });
+        let got =
+            got.unwrap_or_else(|| panic!("{} never installed version 2:\n{}", names[i], d.log()));
+        if v2.is_empty() {
+            v2 = got.clone();
+        }
+        assert_eq!(got, v2, "members ended on different treaties");
+    }
+    for i in 0..3 {
+        assert_eq!(digest_of(&dirs[i]), v2, "{}'s treaty file", names[i]);
+        let h = cli(&["history", "--treaty", &t(i), "--genesis", &v1]);
+        assert!(h.contains("verified") && h.contains("v2"), "{h}");
+        let now_t = Treaty::load(dirs[i].join("treaty.toml")).unwrap();
+        assert!(now_t.member("m").is_none(), "the ratified version is b's");
+        assert!(
+            now_t.member("b").is_some(),
+            "d's rival proposal was installed"
+        );
+        let p = cli(&["pending", "--treaty", &t(i)]);
+        assert!(
+            !p.contains(&rival),
+            "d's void proposal is still pending on {}: {p}",
+            names[i]
+        );
+    }
+}

@@ -26,6 +26,18 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Governance exercises on a local union instead (no root, loopback):
+    /// propose, sign and ratify an amendment, rotate a member's key, revoke a
+    /// member; each timed from the last needed signature to every member
+    /// enforcing the new version. Same as `shield union drill --governance`.
+    #[arg(long)]
+    pub governance: bool,
+    /// With --governance: member identities in the treaty (default: --members).
+    #[arg(long, requires = "governance")]
+    pub identities: Option<usize>,
+    /// With --governance: run on NATS JetStream at this URL.
+    #[arg(long, requires = "governance")]
+    pub nats: Option<String>,
 }
 
 /// Namespaces, daemons and files of one drill; removed on drop, also on error.
@@ -121,6 +133,18 @@ duration = "10m"
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.governance {
+        shield_union::cli::run(shield_union::cli::UnionCmd::Drill {
+            members: a.members,
+            attacks: a.attacks,
+            json: a.json,
+            governance: true,
+            identities: a.identities,
+            rounds: 5,
+            nats: a.nats,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !(2..=20).contains(&a.members) {
         bail!("--members must be between 2 and 20");
     }

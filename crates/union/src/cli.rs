@@ -98,6 +98,21 @@ pub enum UnionCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Governance exercises instead (amend, rotate a key, revoke), each
+        /// timed from the last needed signature to every member enforcing
+        /// the new version.
+        #[arg(long)]
+        governance: bool,
+        /// With --governance: member identities in the treaty (the drill
+        /// holds their keys and signs with them; `--members` of them run).
+        #[arg(long, requires = "governance")]
+        identities: Option<usize>,
+        /// With --governance: amendment rounds to time.
+        #[arg(long, default_value_t = 5, requires = "governance")]
+        rounds: usize,
+        /// With --governance: run on NATS JetStream at this URL.
+        #[arg(long, requires = "governance")]
+        nats: Option<String>,
     },
     /// Ignore union signals for an address or range on this member (the daemon
     /// does this by itself when `shield decisions delete` ends a decision). A
@@ -135,6 +150,11 @@ pub enum UnionCmd {
         public_key: Option<String>,
         #[arg(long)]
         endpoint: Option<String>,
+        /// With --add: add it on probation under the treaty's `[governance]
+        /// invite` policy (ratified by `invite` members' signatures; it does not
+        /// vote until a full vote removes it from `governance.invited`).
+        #[arg(long, requires = "add")]
+        invited: bool,
         /// Revoke a member: it leaves the treaty and its key is refused from this version on.
         #[arg(long)]
         revoke: Option<String>,
@@ -142,6 +162,11 @@ pub enum UnionCmd {
         /// from the new version on; install the new key file once ratified).
         #[arg(long, requires = "public_key", conflicts_with_all = ["add", "revoke", "new"])]
         rotate_key: bool,
+        /// With --rotate-key: keep the old key valid this long after the
+        /// proposal (e.g. `1h`) instead of revoking it at once, so signals
+        /// keep flowing until the new key file is installed.
+        #[arg(long, requires = "rotate_key")]
+        overlap: Option<String>,
         /// Where amendments are kept (default: `<treaty>.amendments/`).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -301,6 +326,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     key: id.public_string(),
                     endpoint,
                     max_signals_per_minute: None,
+                    previous_key: None,
+                    previous_key_until: None,
                 }],
                 policies: binds
                     .iter()
@@ -310,6 +337,7 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 revoked: vec![],
                 limits: Default::default(),
                 transport: Default::default(),
+                governance: Default::default(),
             };
             let t = Treaty::from_file(file.clone(), &out)?;
             write_atomic(&out, &toml::to_string_pretty(&file)?)?;
@@ -422,6 +450,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 key: pk,
                 endpoint,
                 max_signals_per_minute: None,
+                previous_key: None,
+                previous_key_until: None,
             });
             let t = Treaty::from_file(file.clone(), &treaty)?;
             write_atomic(&treaty, &toml::to_string_pretty(&file)?)?;
@@ -499,8 +529,53 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
         }
         UnionCmd::Drill {
             members,
+            json,
+            governance: true,
+            identities,
+            rounds,
+            nats,
+            ..
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let opts = crate::drill::GovDrillOptions {
+                members,
+                identities: identities.unwrap_or(members),
+                nats,
+                rounds,
+                timeout: std::time::Duration::from_secs(60),
+            };
+            let r = rt.block_on(crate::drill::run_governance(&opts))?;
+            if json {
+                writeln!(w, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                writeln!(
+                    w,
+                    "governance drill: {} running members, {} identities, {}: amend p50 {:.0} ms, p99 {:.0} ms (last signature → every member enforcing)",
+                    r.members, r.identities, r.transport, r.p50_ms, r.p99_ms
+                )?;
+                for e in &r.exercises {
+                    writeln!(
+                        w,
+                        "  {:<7} v{:<3} {:>8.0} ms  {}  {}",
+                        e.name,
+                        e.version,
+                        e.ms,
+                        if e.ok { "ok" } else { "FAILED" },
+                        e.detail
+                    )?;
+                }
+            }
+            if !r.ok() {
+                bail!("governance drill failed");
+            }
+        }
+        UnionCmd::Drill {
+            members,
             attacks,
             json,
+            ..
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -545,8 +620,10 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
             add,
             public_key,
             endpoint,
+            invited,
             revoke,
             rotate_key,
+            overlap,
             dir,
         } => {
             let h = History::load_or_genesis(&treaty)?;
@@ -574,11 +651,21 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                     if file.members.iter().any(|m| m.name == name) {
                         bail!("`{name}` is already a member");
                     }
+                    if invited {
+                        if file.governance.invite == 0 {
+                            bail!(
+                                "the treaty has no `[governance] invite` policy; add `{name}` without --invited (a full vote)"
+                            );
+                        }
+                        file.governance.invited.push(name.clone());
+                    }
                     file.members.push(MemberFile {
                         name,
                         key: pk,
                         endpoint: endpoint.unwrap_or_default(),
                         max_signals_per_minute: None,
+                        previous_key: None,
+                        previous_key_until: None,
                     });
                 } else if rotate_key {
                     let pk = public_key.unwrap_or_default();
@@ -587,7 +674,16 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                         bail!("`{member}` is not in the treaty file");
                     };
                     let old = std::mem::replace(&mut m.key, pk);
-                    file.revoked.push(old);
+                    match overlap {
+                        Some(o) => {
+                            let d = humantime::parse_duration(&o).with_context(|| {
+                                format!("--overlap `{o}` is not a duration; write e.g. `1h`")
+                            })?;
+                            m.previous_key = Some(old);
+                            m.previous_key_until = Some(shield_core::wall_now() + d.as_secs() as i64);
+                        }
+                        None => file.revoked.push(old),
+                    }
                 } else if let Some(name) = revoke {
                     let Some(i) = file.members.iter().position(|m| m.name == name) else {
                         bail!("`{name}` is not a member");
@@ -825,6 +921,8 @@ mod tests {
             endpoint: None,
             revoke: Some("m4".into()),
             rotate_key: false,
+            overlap: None,
+            invited: false,
             dir: None,
         })
         .unwrap();
@@ -919,6 +1017,8 @@ mod tests {
             endpoint: Some("127.0.0.1:1".into()),
             revoke: None,
             rotate_key: false,
+            overlap: None,
+            invited: false,
             dir: None,
         })
         .unwrap_err();

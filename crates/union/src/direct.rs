@@ -122,10 +122,11 @@ pub fn member_cert(
     ))
 }
 
-/// Client side: accept exactly one key.
+/// Client side: accept exactly the dialled member's key(s) (two inside a
+/// key rotation's overlap window).
 #[derive(Debug)]
 struct PinnedServer {
-    spki: Vec<u8>,
+    spki: Vec<Vec<u8>>,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -138,7 +139,7 @@ impl ServerCertVerifier for PinnedServer {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if cert_spki(end_entity).as_deref() == Some(self.spki.as_slice()) {
+        if cert_spki(end_entity).is_some_and(|s| self.spki.contains(&s)) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
@@ -231,13 +232,21 @@ impl ClientCertVerifier for MemberClients {
 
 /// A TLS connector that only accepts `peer_key`, presenting `id`'s certificate.
 pub fn connector(id: &Identity, peer_key: &VerifyingKey) -> Result<TlsConnector, DirectError> {
+    connector_any(id, std::slice::from_ref(peer_key))
+}
+
+/// A TLS connector that presents this member's key and accepts any of `peer_keys`.
+pub fn connector_any(
+    id: &Identity,
+    peer_keys: &[VerifyingKey],
+) -> Result<TlsConnector, DirectError> {
     let (cert, key) = member_cert(id)?;
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| DirectError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedServer {
-            spki: spki_der(peer_key),
+            spki: peer_keys.iter().map(spki_der).collect(),
             algs: algs(),
         }))
         .with_client_auth_cert(vec![cert], key)
@@ -284,10 +293,21 @@ impl PeerClient {
         key: &VerifyingKey,
         endpoint: &str,
     ) -> Result<PeerClient, DirectError> {
+        Self::new_any(id, name, std::slice::from_ref(key), endpoint)
+    }
+
+    /// A client to a member that may present any of `keys` (its current and
+    /// previous key inside a rotation's overlap window).
+    pub fn new_any(
+        id: &Identity,
+        name: &str,
+        keys: &[VerifyingKey],
+        endpoint: &str,
+    ) -> Result<PeerClient, DirectError> {
         Ok(PeerClient {
             name: name.into(),
             endpoint: endpoint.into(),
-            tls: connector(id, key)?,
+            tls: connector_any(id, keys)?,
             conn: tokio::sync::Mutex::new(None),
         })
     }
@@ -485,9 +505,13 @@ impl Direct {
         let (cert, key) = member_cert(id)?;
         let refused_revoked = Arc::new(AtomicU64::new(0));
         let refused_unknown = Arc::new(AtomicU64::new(0));
+        // A previous key inside a rotation window is admitted until the union
+        // restarts (signals are still judged by time of arrival).
+        let now = shield_core::wall_now();
         let mut keys: Vec<(Vec<u8>, bool)> = treaty
             .members()
-            .map(|m| (spki_der(&m.key), treaty.is_revoked(&m.key)))
+            .flat_map(|m| m.keys().filter(|k| m.has_key_at(k, now)))
+            .map(|k| (spki_der(k), treaty.is_revoked(k)))
             .collect();
         // A revoked key that is no longer listed as a member is still counted as revoked.
         for m in treaty.canonical().revoked.iter() {
@@ -520,7 +544,12 @@ impl Direct {
         for m in treaty.members().filter(|m| m.name != me) {
             let (tx, rx) = mpsc::unbounded_channel();
             peers.push(Arc::new(PeerLink {
-                client: PeerClient::new(id, &m.name, &m.key, &m.endpoint)?,
+                client: PeerClient::new_any(
+                    id,
+                    &m.name,
+                    &m.keys().copied().collect::<Vec<_>>(),
+                    &m.endpoint,
+                )?,
                 queue: tx,
                 queue_rx: Mutex::new(Some(rx)),
                 status: Mutex::new(PeerStatus {
@@ -546,7 +575,7 @@ impl Direct {
             per_ip: Arc::default(),
             names: treaty
                 .members()
-                .map(|m| (spki_der(&m.key), m.name.clone()))
+                .flat_map(|m| m.keys().map(|k| (spki_der(k), m.name.clone())))
                 .collect(),
         })
     }

@@ -11,9 +11,9 @@
 //! `union init`/`join` wrote it: an existing union upgrades in place, its
 //! current digest becoming the genesis digest.
 //!
-//! It does not move amendments between members (today they travel as files;
-//! see docs/governance.md) and does not swap the running treaty (members
-//! restart, as for any treaty change).
+//! It does not move amendments between members (the transports do: direct
+//! `/union/v1/gov`, the NATS governance stream) and does not swap the running
+//! treaty (the daemon restarts the union on a new version).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -23,8 +23,8 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::identity::Identity;
-use crate::treaty::{Treaty, TreatyError, hex};
+use crate::identity::{Identity, public_to_string};
+use crate::treaty::{Canonical, Member, Treaty, TreatyError, hex};
 
 /// Why an amendment or a history is refused; each names what to do.
 #[derive(Debug, thiserror::Error)]
@@ -198,23 +198,187 @@ impl Amendment {
     }
 }
 
-/// Signatures an amendment from `prev` to `next` needs: a strict majority of
-/// `prev`'s members. When the amendment removes (or revokes) exactly one
-/// member, that member is not a voter (it cannot veto its own revocation, and
-/// its own signature does not count); removing more than one at once keeps
-/// them all as voters, so a proposal that drops every other member still needs
-/// the majority it drops. Returns (signatures needed, the member not voting).
-pub fn required(prev: &Treaty, next: &Treaty) -> (usize, Option<String>) {
+/// How an amendment is ratified: which class it falls in under the amended
+/// version's `[governance]` policy, whose signatures count, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub class: Class,
+    /// Members of the amended version whose valid signatures count.
+    pub voters: BTreeSet<String>,
+    pub need: usize,
+}
+
+/// The class of an amendment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// Anything else: a strict majority of the voting members.
+    Vote,
+    /// `rotate_own_key`: this member's key changes and nothing else; its own
+    /// signature (with the old key) ratifies it.
+    RotateOwnKey(String),
+    /// `invite`: this member is added on probation and nothing else changes;
+    /// `invite` full members' signatures ratify it.
+    Invite(String),
+}
+
+/// The ratification rule for `prev` → `next`.
+///
+/// Voters are `prev`'s members except those on probation. A full vote needs
+/// a strict majority of the voters; when the amendment removes (or revokes)
+/// exactly one member, that member is not a voter (it cannot veto its own
+/// revocation, and its own signature does not count); removing more than one
+/// at once keeps them all as voters, so a proposal that drops every other
+/// member still needs the majority it drops. The auto-approved classes
+/// ([`Class`]) apply only when the amendment is exactly that change, under
+/// `prev`'s policy.
+pub fn rule(prev: &Treaty, next: &Treaty) -> Rule {
+    let gov = &prev.governance;
+    let mut voters: BTreeSet<String> = prev
+        .members()
+        .filter(|m| !gov.on_probation(&m.name))
+        .map(|m| m.name.clone())
+        .collect();
+    if gov.rotate_own_key
+        && let Some(who) = own_key_rotation(prev, next)
+    {
+        return Rule {
+            class: Class::RotateOwnKey(who.clone()),
+            voters: BTreeSet::from([who]),
+            need: 1,
+        };
+    }
+    let majority = voters.len() / 2 + 1;
+    if gov.invite > 0
+        && let Some(who) = invitation(prev, next)
+    {
+        return Rule {
+            class: Class::Invite(who),
+            voters,
+            need: (gov.invite as usize).min(majority),
+        };
+    }
     let removed: Vec<String> = prev
         .members()
         .filter(|m| next.member(&m.name).is_none_or(|n| next.is_revoked(&n.key)))
         .map(|m| m.name.clone())
         .collect();
-    let n = prev.members().count();
-    match removed.as_slice() {
-        [one] => ((n - 1) / 2 + 1, Some(one.clone())),
-        _ => (n / 2 + 1, None),
+    if let [one] = removed.as_slice()
+        && voters.remove(one)
+    {
+        return Rule {
+            class: Class::Vote,
+            need: voters.len() / 2 + 1,
+            voters,
+        };
     }
+    Rule {
+        class: Class::Vote,
+        need: majority,
+        voters,
+    }
+}
+
+/// Signatures an amendment from `prev` to `next` needs, and the member whose
+/// signature does not count for it when one is revoked (see [`rule`]).
+pub fn required(prev: &Treaty, next: &Treaty) -> (usize, Option<String>) {
+    let r = rule(prev, next);
+    let left_out = prev
+        .members()
+        .find(|m| !r.voters.contains(&m.name) && !prev.governance.on_probation(&m.name))
+        .filter(|_| r.class == Class::Vote)
+        .map(|m| m.name.clone());
+    (r.need, left_out)
+}
+
+/// Everything in a treaty that an auto-approved amendment must leave as it
+/// is: the canonical form plus what it leaves out (endpoints, transport).
+fn comparable(c: Canonical, t: &Treaty) -> (Canonical, Vec<(String, String)>, String) {
+    let endpoints = t
+        .members()
+        .map(|m| (m.name.clone(), m.endpoint.clone()))
+        .collect();
+    let transport = serde_json::to_string(&t.transport_file).unwrap_or_default();
+    (c, endpoints, transport)
+}
+
+/// The member whose own key `next` rotates, when that is all it changes: a new
+/// key (not revoked, not another member's), and the old one either revoked or
+/// kept as its previous key for an overlap window.
+fn own_key_rotation(prev: &Treaty, next: &Treaty) -> Option<String> {
+    let changed: Vec<&Member> = prev
+        .members()
+        .filter(|m| next.member(&m.name).is_some_and(|n| n.key != m.key))
+        .collect();
+    let [m] = changed.as_slice() else {
+        return None;
+    };
+    let new_key = next.member(&m.name)?.key;
+    if prev.is_revoked(&new_key) || prev.member_by_key(&new_key).is_some() {
+        return None;
+    }
+    let mut want = prev.canonical().clone();
+    for e in &mut want.members {
+        if e.0 == m.name {
+            e.1 = public_to_string(&new_key);
+        }
+    }
+    want.rotations.retain(|r| r.0 != m.name);
+    match next.member(&m.name)?.previous {
+        // With an overlap window: the old key stays valid until `until`.
+        Some((k, until)) if k == m.key => {
+            want.rotations
+                .push((m.name.clone(), public_to_string(&k), until));
+            want.rotations.sort();
+        }
+        Some(_) => return None,
+        None => {
+            want.revoked.push(public_to_string(&m.key));
+            want.revoked.sort();
+            want.revoked.dedup();
+        }
+    }
+    let mut with_endpoints = comparable(want, prev);
+    with_endpoints.2 = serde_json::to_string(&prev.transport_file).unwrap_or_default();
+    (with_endpoints == comparable(next.canonical().clone(), next)).then(|| m.name.clone())
+}
+
+/// The member `next` adds by invitation, when that is all it changes: one new
+/// member with a fresh key and no more than the smallest signal cap of the
+/// others, listed in `governance.invited`, within `max_invited`.
+fn invitation(prev: &Treaty, next: &Treaty) -> Option<String> {
+    let added: Vec<&Member> = next
+        .members()
+        .filter(|m| prev.member(&m.name).is_none())
+        .collect();
+    let [m] = added.as_slice() else {
+        return None;
+    };
+    if prev.is_revoked(&m.key) || prev.member_by_key(&m.key).is_some() {
+        return None;
+    }
+    let cap = prev.members().map(|p| p.max_signals_per_minute).min()?;
+    if m.max_signals_per_minute > cap {
+        return None;
+    }
+    let g = &prev.governance;
+    if g.invited.len() as u32 >= g.max_invited() {
+        return None;
+    }
+    let mut want = prev.canonical().clone();
+    want.members.push((
+        m.name.clone(),
+        public_to_string(&m.key),
+        m.max_signals_per_minute,
+    ));
+    want.members.sort();
+    if let Some(gc) = &mut want.governance {
+        gc.3.push(m.name.clone());
+        gc.3.sort();
+    }
+    let mut endpoints = comparable(want, prev);
+    endpoints.1.push((m.name.clone(), m.endpoint.clone()));
+    endpoints.1.sort();
+    (endpoints == comparable(next.canonical().clone(), next)).then(|| m.name.clone())
 }
 
 /// Check that `a` may follow `current` (`current_treaty` parsed): the next
@@ -240,11 +404,9 @@ pub fn check_next(
         ));
     }
     let have = a.valid_signers(current_treaty)?;
-    let (need, not_voting) = required(current_treaty, &next);
-    let counted = have
-        .iter()
-        .filter(|n| Some(n.as_str()) != not_voting.as_deref())
-        .count();
+    let r = rule(current_treaty, &next);
+    let need = r.need;
+    let counted = have.iter().filter(|n| r.voters.contains(*n)).count();
     if counted < need {
         return Err(HistoryError::Minority {
             have: counted,
@@ -579,6 +741,252 @@ mod tests {
         assert_eq!(Treaty::load(&tp).unwrap().digest_hex(), a.digest);
         // Every pending amendment of version 2 is void now and removed.
         assert!(pending_in(&amendments_dir(&tp)).is_empty());
+    }
+
+    /// A treaty over `m` with `[governance]` `gov` (and `extra` before it).
+    fn gov_text(members: &[&(String, Identity)], extra: &str, gov: &str) -> String {
+        text(members, &format!("{extra}[governance]\n{gov}\n"))
+    }
+
+    fn rotated(
+        members: &[&(String, Identity)],
+        who: usize,
+        new: &Identity,
+        extra: &str,
+        gov: &str,
+    ) -> String {
+        let old = members[who].1.public_string();
+        let mut t = gov_text(members, &format!("revoked = [\"{old}\"]\n{extra}"), gov);
+        t = t.replace(&old, &new.public_string());
+        // The revoked list names the old key again.
+        t.replacen(
+            &format!("revoked = [\"{}\"]", new.public_string()),
+            &format!("revoked = [\"{old}\"]"),
+            1,
+        )
+    }
+
+    #[test]
+    fn own_key_rotation_needs_only_its_owner_and_nothing_else_may_ride_along() {
+        let m = ids(5);
+        let all: Vec<_> = m.iter().collect();
+        let gov = "rotate_own_key = true";
+        let g = Amendment::genesis(&gov_text(&all, "", gov)).unwrap();
+        let h = History {
+            versions: vec![g.clone()],
+        };
+        let k = Identity::from_seed([77; 32]);
+        // m2 rotates its own key, signed by its old key alone: ratified.
+        let a = Amendment::propose(&g, &rotated(&all, 2, &k, "", gov), "m2", &m[2].1).unwrap();
+        let t = h.clone().ratify(a.clone()).unwrap();
+        assert_eq!(t.member("m2").unwrap().key, k.public());
+        assert!(t.is_revoked(&m[2].1.public()));
+        assert_eq!(
+            rule(&g.parsed().unwrap(), &t).class,
+            Class::RotateOwnKey("m2".into())
+        );
+        // The same rotation proposed by m0 for m2: m0's signature does not count.
+        let b = Amendment::propose(&g, &rotated(&all, 2, &k, "", gov), "m0", &m[0].1).unwrap();
+        assert!(matches!(
+            h.clone().ratify(b).unwrap_err(),
+            HistoryError::Minority {
+                have: 0,
+                need: 1,
+                ..
+            }
+        ));
+        // m2 rotates and raises the union's rate cap in the same amendment:
+        // an escalation, judged as a full vote (1 of 3).
+        let esc = rotated(
+            &all,
+            2,
+            &k,
+            "[limits]\nmax_signals_per_minute = 100000\n",
+            gov,
+        );
+        let c = Amendment::propose(&g, &esc, "m2", &m[2].1).unwrap();
+        assert!(matches!(
+            h.clone().ratify(c).unwrap_err(),
+            HistoryError::Minority {
+                have: 1,
+                need: 3,
+                ..
+            }
+        ));
+        // ... or moves another member's endpoint (addressing it could hijack).
+        let moved = rotated(&all, 2, &k, "", gov).replace("127.0.0.1:7000", "10.9.9.9:7000");
+        let d = Amendment::propose(&g, &moved, "m2", &m[2].1).unwrap();
+        assert!(matches!(
+            h.clone().ratify(d).unwrap_err(),
+            HistoryError::Minority { .. }
+        ));
+        // ... or takes a revoked or another member's key.
+        let stolen = rotated(&all, 2, &m[3].1, "", gov);
+        assert!(
+            Treaty::parse(&stolen, Path::new("t")).is_err() || {
+                let e = Amendment::propose(&g, &stolen, "m2", &m[2].1).unwrap();
+                h.clone().ratify(e).is_err()
+            }
+        );
+        // With an overlap window instead of revoking the old key: also the owner's alone.
+        let old = m[2].1.public_string();
+        let overlap = gov_text(&all, "", gov).replace(
+            &format!("key = \"{old}\""),
+            &format!(
+                "key = \"{}\"\nprevious_key = \"{old}\"\nprevious_key_until = 2000000000",
+                k.public_string()
+            ),
+        );
+        let o = Amendment::propose(&g, &overlap, "m2", &m[2].1).unwrap();
+        let t = h.clone().ratify(o).unwrap();
+        assert!(
+            t.member("m2")
+                .unwrap()
+                .has_key_at(&m[2].1.public(), 1_999_999_999)
+        );
+        assert!(
+            !t.member("m2")
+                .unwrap()
+                .has_key_at(&m[2].1.public(), 2_000_000_000)
+        );
+        // Keeping another member's key as "previous" is not a rotation of one's own.
+        let grab = overlap.replace(
+            &format!("previous_key = \"{old}\""),
+            &format!("previous_key = \"{}\"", m[4].1.public_string()),
+        );
+        assert!(Treaty::parse(&grab, Path::new("t")).is_err());
+        // Without the policy the owner's signature alone is a minority.
+        let g2 = Amendment::genesis(&text(&all, "")).unwrap();
+        let plain = text(
+            &all,
+            &format!("revoked = [\"{}\"]\n", m[2].1.public_string()),
+        )
+        .replacen(&m[2].1.public_string(), &k.public_string(), 1);
+        let e = Amendment::propose(&g2, &plain, "m2", &m[2].1).unwrap();
+        let mut h2 = History { versions: vec![g2] };
+        assert!(matches!(
+            h2.ratify(e).unwrap_err(),
+            HistoryError::Minority {
+                have: 1,
+                need: 3,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_invitation_needs_its_signatures_and_probation_cannot_escalate() {
+        let m = ids(5);
+        let all: Vec<_> = m.iter().collect();
+        let gov = "invite = 2\nmax_invited = 2";
+        let g = Amendment::genesis(&gov_text(&all, "", gov)).unwrap();
+        let mut h = History {
+            versions: vec![g.clone()],
+        };
+        let x = ("x".to_string(), Identity::from_seed([90; 32]));
+        let y = ("y".to_string(), Identity::from_seed([91; 32]));
+        let z = ("z".to_string(), Identity::from_seed([92; 32]));
+        let with = |more: &[&(String, Identity)], invited: &str, extra: &str| {
+            let mut v = all.clone();
+            v.extend_from_slice(more);
+            gov_text(&v, extra, &format!("{gov}\ninvited = [{invited}]"))
+        };
+        // m0 alone invites x: 1 of the 2 signatures.
+        let mut a = Amendment::propose(&g, &with(&[&x], "\"x\"", ""), "m0", &m[0].1).unwrap();
+        assert!(matches!(
+            h.clone().ratify(a.clone()).unwrap_err(),
+            HistoryError::Minority {
+                have: 1,
+                need: 2,
+                ..
+            }
+        ));
+        // With m1: ratified, x on probation.
+        a.sign("m1", &m[1].1);
+        let t = h.ratify(a).unwrap();
+        assert!(t.governance.on_probation("x"));
+        // An invitation that does not put the new member on probation, or
+        // raises its rate cap, is a full vote.
+        let cur = h.current().clone();
+        let mut b = Amendment::propose(&cur, &with(&[&x, &y], "\"x\"", ""), "m0", &m[0].1).unwrap();
+        b.sign("m1", &m[1].1);
+        assert!(matches!(
+            h.clone().ratify(b).unwrap_err(),
+            HistoryError::Minority {
+                have: 2,
+                need: 3,
+                ..
+            }
+        ));
+        // x (on probation) and m0 invite y: x's signature does not count.
+        let mut c =
+            Amendment::propose(&cur, &with(&[&x, &y], "\"x\", \"y\"", ""), "m0", &m[0].1).unwrap();
+        c.sign("x", &x.1);
+        assert!(matches!(
+            h.clone().ratify(c.clone()).unwrap_err(),
+            HistoryError::Minority {
+                have: 1,
+                need: 2,
+                ..
+            }
+        ));
+        // x votes on a full-vote amendment: not counted either.
+        let mut d = Amendment::propose(
+            &cur,
+            &with(
+                &[&x],
+                "\"x\"",
+                "[limits]\nquorum = 1\nmax_signals_per_minute = 9\n",
+            ),
+            "m0",
+            &m[0].1,
+        )
+        .unwrap();
+        d.sign("m1", &m[1].1);
+        d.sign("x", &x.1);
+        assert!(matches!(
+            h.clone().ratify(d).unwrap_err(),
+            HistoryError::Minority {
+                have: 2,
+                need: 3,
+                ..
+            }
+        ));
+        // Two colluders reach max_invited (2), then need a full vote.
+        c.sign("m1", &m[1].1);
+        h.ratify(c).unwrap();
+        let cur = h.current().clone();
+        let mut e = Amendment::propose(
+            &cur,
+            &with(&[&x, &y, &z], "\"x\", \"y\", \"z\"", ""),
+            "m0",
+            &m[0].1,
+        )
+        .unwrap();
+        e.sign("m1", &m[1].1);
+        assert!(matches!(
+            h.clone().ratify(e).unwrap_err(),
+            HistoryError::Minority {
+                have: 2,
+                need: 3,
+                ..
+            }
+        ));
+        // The invitation policy itself changes only by a full vote.
+        let loosen =
+            with(&[&x, &y], "\"x\", \"y\"", "").replace("max_invited = 2", "max_invited = 100");
+        let mut f = Amendment::propose(&cur, &loosen, "m0", &m[0].1).unwrap();
+        f.sign("m1", &m[1].1);
+        assert!(matches!(
+            h.clone().ratify(f).unwrap_err(),
+            HistoryError::Minority {
+                have: 2,
+                need: 3,
+                ..
+            }
+        ));
+        // A one-member invitation policy is refused outright.
+        assert!(Treaty::parse(&gov_text(&all, "", "invite = 1"), Path::new("t")).is_err());
     }
 
     #[test]

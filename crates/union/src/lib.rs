@@ -304,13 +304,18 @@ impl Member {
                 );
                 continue;
             }
-            if !d.verify(&m.key) {
+            // The current key, or the previous one inside a rotation's
+            // overlap window (judged at arrival).
+            let previous_ok = m.previous.is_some_and(|(k, until)| {
+                now < until && !self.treaty.is_revoked(&k) && d.verify(&k)
+            });
+            if !previous_ok && !d.verify(&m.key) {
                 self.refuse(
                     st,
                     Refusal::BadSignature,
                     via,
                     &format!(
-                        "signal {}#{} does not verify with `{}`'s key",
+                        "signal {}#{} does not verify with `{}`'s key (nor with a previous key inside its rotation window)",
                         b.origin, b.seq, b.origin
                     ),
                 );
@@ -782,13 +787,15 @@ impl UnionHandle {
                 treaty: cfg.treaty_path.clone(),
             });
         };
-        if me.key != id.public() {
+        // After a rotation with an overlap window the old key file still
+        // runs the member until the window ends.
+        if !me.has_key_at(&id.public(), shield_core::wall_now()) {
             return Err(UnionError::WrongKey {
                 name: cfg.name.clone(),
                 key: cfg.key_path.clone(),
             });
         }
-        if treaty.is_revoked(&me.key) {
+        if treaty.is_revoked(&id.public()) {
             return Err(UnionError::SelfRevoked(cfg.name.clone()));
         }
         Ok((treaty, id))

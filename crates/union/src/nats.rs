@@ -8,6 +8,16 @@
 //! republication of every stored signal at start (which makes moving a union
 //! from `direct` to `nats` lossless, and is idempotent).
 //!
+//! Governance travels on a second stream, `SHIELD_<union>_GOV` (subjects
+//! `shield.<union>.gov.<kind>.<member>`, kinds `proposal`, `sig`, `treaty`),
+//! read through a second durable consumer per member (`shield_gov_<member>`):
+//! every sync interval a member publishes its own proposals, the amendments it
+//! signed (with the signatures it holds) and the treaty versions it installed;
+//! what it reads goes to [`Sink::gov_absorb`], verified exactly as an answer
+//! from a direct peer. The stream keeps the last [`crate::history::MAX_GOV`]
+//! messages per subject, so a member that was away catches up from its
+//! consumer.
+//!
 //! It does not decide trust: NATS is a carrier, not a trusted party. Every
 //! message, from whatever subject, goes to the [`Sink`] — signature, treaty
 //! digest, membership, revocation and every limit are checked there, exactly
@@ -23,11 +33,14 @@
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::{FutureExt as _, StreamExt as _};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+use crate::history::{Amendment, Gov, MAX_GOV};
 use crate::signal::Envelope;
 use crate::transport::{BoxFuture, Have, Health, PeerStatus, Sink, Transport};
 use crate::treaty::Treaty;
@@ -259,6 +272,73 @@ pub async fn ensure_stream(
     .map_err(|e| format!("cannot create or open stream {}: {e}", stream_name(union)))
 }
 
+/// The union's governance stream: amendments, signatures, treaty versions.
+pub fn gov_stream_name(union: &str) -> String {
+    format!("SHIELD_{}_GOV", token(union))
+}
+
+/// Governance message kinds, one subject each.
+pub const GOV_KINDS: [&str; 3] = ["proposal", "sig", "treaty"];
+
+/// The subject `member` publishes governance messages of `kind` on.
+pub fn gov_subject(union: &str, kind: &str, member: &str) -> String {
+    format!("shield.{}.gov.{kind}.{}", token(union), token(member))
+}
+
+fn gov_filter(union: &str) -> String {
+    format!("shield.{}.gov.>", token(union))
+}
+
+/// A member's durable consumer of the governance stream.
+pub fn gov_consumer_name(member: &str) -> String {
+    format!("shield_gov_{}", token(member))
+}
+
+/// Create (or open) the governance stream: no age limit (a treaty version
+/// stays needed), at most [`MAX_GOV`] messages per subject (per member and
+/// kind), so what one member can make the server store is bounded.
+pub async fn ensure_gov_stream(
+    js: &jetstream::Context,
+    union: &str,
+    replicas: usize,
+) -> Result<stream::Stream, String> {
+    js.get_or_create_stream(stream::Config {
+        name: gov_stream_name(union),
+        subjects: vec![gov_filter(union)],
+        duplicate_window: DUPLICATE_WINDOW,
+        max_messages_per_subject: MAX_GOV as i64,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot create or open stream {}: {e}",
+            gov_stream_name(union)
+        )
+    })
+}
+
+/// The pull consumer each member reads the governance stream through.
+pub fn gov_consumer_config(union: &str, member: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(gov_consumer_name(member)),
+        filter_subject: gov_filter(union),
+        ..consumer_config(union, member)
+    }
+}
+
+/// What is wrong with the governance stream, if anything (as [`check_stream`]).
+pub fn check_gov_stream(union: &str, c: &stream::Config) -> Result<(), String> {
+    check_stream_as(&gov_stream_name(union), &gov_filter(union), c)
+}
+
+/// What is wrong with a member's governance consumer, if anything.
+pub fn check_gov_consumer(union: &str, member: &str, c: &consumer::Config) -> Result<(), String> {
+    check_consumer_as(&gov_consumer_name(member), &gov_filter(union), c)
+}
+
 /// The pull consumer each member reads the union's stream through.
 pub fn consumer_config(union: &str, member: &str) -> consumer::pull::Config {
     let durable = consumer_name(member);
@@ -282,7 +362,15 @@ pub fn consumer_name(member: &str) -> String {
 /// take every member's subject, is sealed, or deletes messages once one
 /// consumer acked them would silence members.
 pub fn check_stream(union: &str, c: &stream::Config) -> Result<(), String> {
-    let want = format!("shield.{}.sig.>", token(union));
+    check_stream_as(
+        &stream_name(union),
+        &format!("shield.{}.sig.>", token(union)),
+        c,
+    )
+}
+
+fn check_stream_as(name: &str, want: &str, c: &stream::Config) -> Result<(), String> {
+    let want = want.to_string();
     let mut bad = Vec::new();
     if c.subjects != [want.clone()] {
         bad.push(format!("subjects are {:?}, not [{want:?}]", c.subjects));
@@ -297,8 +385,7 @@ pub fn check_stream(union: &str, c: &stream::Config) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "stream {} is not configured for the union: {}; an admin must recreate it as docs/nats.md shows",
-            stream_name(union),
+            "stream {name} is not configured for the union: {}; an admin must recreate it as docs/nats.md shows",
             bad.join(", ")
         ))
     }
@@ -307,7 +394,15 @@ pub fn check_stream(union: &str, c: &stream::Config) -> Result<(), String> {
 /// What is wrong with a member's consumer, if anything: one that filters out
 /// subjects, starts at new messages or does not need acks loses signals.
 pub fn check_consumer(union: &str, member: &str, c: &consumer::Config) -> Result<(), String> {
-    let want = format!("shield.{}.sig.>", token(union));
+    check_consumer_as(
+        &consumer_name(member),
+        &format!("shield.{}.sig.>", token(union)),
+        c,
+    )
+}
+
+fn check_consumer_as(name: &str, want: &str, c: &consumer::Config) -> Result<(), String> {
+    let want = want.to_string();
     let mut bad = Vec::new();
     if c.filter_subject != want {
         bad.push(format!(
@@ -328,8 +423,7 @@ pub fn check_consumer(union: &str, member: &str, c: &consumer::Config) -> Result
         Ok(())
     } else {
         Err(format!(
-            "consumer {} is not configured for the union: {}; signals would be lost. An admin must delete it (the member recreates it, or see docs/nats.md)",
-            consumer_name(member),
+            "consumer {name} is not configured for the union: {}; signals would be lost. An admin must delete it (the member recreates it, or see docs/nats.md)",
             bad.join(", ")
         ))
     }
@@ -353,7 +447,79 @@ pub async fn provision(
             .map_err(|e| format!("cannot create consumer {}: {e}", consumer_name(m)))?;
         check_consumer(union, m, &c.cached_info().config)?;
     }
+    let gst = ensure_gov_stream(js, union, 1).await?;
+    check_gov_stream(union, &gst.cached_info().config)?;
+    for m in members {
+        let c: consumer::PullConsumer = gst
+            .get_or_create_consumer(&gov_consumer_name(m), gov_consumer_config(union, m))
+            .await
+            .map_err(|e| format!("cannot create consumer {}: {e}", gov_consumer_name(m)))?;
+        check_gov_consumer(union, m, &c.cached_info().config)?;
+    }
     Ok(())
+}
+
+/// Publish one governance message (an amendment as JSON) on `kind`'s subject
+/// of `member`. The de-duplication id is the payload's hash: the same bytes
+/// published twice (at every reconnect) are stored once, and nobody can
+/// reserve an id for bytes it did not send.
+pub async fn publish_gov(
+    js: &jetstream::Context,
+    union: &str,
+    kind: &str,
+    member: &str,
+    a: &Amendment,
+) -> Result<bool, String> {
+    let body = serde_json::to_vec(a).map_err(|e| e.to_string())?;
+    let id = crate::treaty::hex(&Sha256::digest(&body));
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("gov/{id}").as_str(),
+    );
+    let ack = js
+        .publish_with_headers(gov_subject(union, kind, member), h, Bytes::from(body))
+        .await
+        .map_err(|e| format!("publish: {e}"))?
+        .await
+        .map_err(|e| format!("publish ack: {e}"))?;
+    Ok(!ack.duplicate)
+}
+
+/// What a governance message read from the stream asks of the sink: a treaty
+/// version to verify and install, or an amendment (proposal or signed) to
+/// verify and merge. `None`: a pending amendment of a version this member
+/// already has (the stream keeps them; they are void, not hostile). Anything
+/// unreadable becomes an amendment the sink refuses and counts.
+pub fn gov_message(subject: &str, payload: &[u8], current_version: u64) -> Option<Gov> {
+    let kind = subject.split('.').nth(3).unwrap_or("");
+    let refusable = || Gov {
+        history: Vec::new(),
+        pending: vec![Amendment {
+            union: String::new(),
+            version: 0,
+            prev: String::new(),
+            treaty: String::new(),
+            digest: String::new(),
+            proposer: String::new(),
+            approvals: Vec::new(),
+        }],
+    };
+    let Ok(a) = serde_json::from_slice::<Amendment>(payload) else {
+        return Some(refusable());
+    };
+    match kind {
+        "treaty" => Some(Gov {
+            history: vec![a],
+            pending: Vec::new(),
+        }),
+        "proposal" | "sig" if a.version <= current_version => None,
+        "proposal" | "sig" => Some(Gov {
+            history: Vec::new(),
+            pending: vec![a],
+        }),
+        _ => Some(refusable()),
+    }
 }
 
 /// Publish one envelope with its de-duplication id; `Ok(true)` if the server
@@ -392,12 +558,16 @@ pub struct Nats {
     union: String,
     max_age: Duration,
     retry: Duration,
+    /// How often governance state is published.
+    sync: Duration,
     settings: Settings,
     tx: mpsc::UnboundedSender<Envelope>,
     /// Taken by `run` (once). Behind a std Mutex: touched only at start.
     rx: Mutex<Option<mpsc::UnboundedReceiver<Envelope>>>,
     /// Short, never held across an await.
     status: Mutex<Status>,
+    /// The governance session's last error (logged once per change).
+    gov_error: Mutex<Option<String>>,
 }
 
 impl Nats {
@@ -410,6 +580,7 @@ impl Nats {
             union: treaty.name.clone(),
             max_age: treaty.max_age,
             retry: treaty.sync_interval.max(Duration::from_millis(500)),
+            sync: treaty.sync_interval,
             settings,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -418,6 +589,7 @@ impl Nats {
                 last_error: None,
                 last_ok: None,
             }),
+            gov_error: Mutex::new(None),
         })
     }
 
@@ -596,7 +768,142 @@ impl Nats {
         }
     }
 
-    async fn run_inner(self: Arc<Self>, sink: Arc<dyn Sink>, mut shutdown: watch::Receiver<bool>) {
+    /// Publish what this member has to say about governance and has not said
+    /// on this connection: treaty versions it installed (the last
+    /// [`MAX_GOV`]), its own proposals, and amendments it signed.
+    async fn gov_publish(
+        &self,
+        js: &jetstream::Context,
+        sink: &dyn Sink,
+        sent: &mut HashSet<String>,
+    ) -> Result<(), String> {
+        let cur = sink.gov_version();
+        let g = sink.gov_answer(cur.saturating_sub(MAX_GOV as u64));
+        let mine = g
+            .history
+            .into_iter()
+            .filter(|a| a.version > 1)
+            .map(|a| ("treaty", a));
+        let pending = g.pending.into_iter().filter_map(|a| {
+            if a.proposer == self.me {
+                Some(("proposal", a))
+            } else if a.approvals.iter().any(|p| p.member == self.me) {
+                Some(("sig", a))
+            } else {
+                None
+            }
+        });
+        for (kind, a) in mine.chain(pending) {
+            let signers: Vec<&str> = a.approvals.iter().map(|p| p.member.as_str()).collect();
+            let key = format!("{kind}/{}/{}", a.id(), signers.join(","));
+            if sent.contains(&key) {
+                continue;
+            }
+            publish_gov(js, &self.union, kind, &self.me, &a).await?;
+            sent.insert(key);
+        }
+        Ok(())
+    }
+
+    /// One governance connection: open the stream and this member's consumer,
+    /// then publish every sync interval and hand what arrives to the sink.
+    async fn gov_session(&self, sink: &dyn Sink) -> Result<(), String> {
+        let client = self
+            .settings
+            .connect(
+                &format!("shield-{}-gov", self.me),
+                &format!("_INBOX_{}", token(&self.me)),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let js = jetstream::new(client);
+        let st = ensure_gov_stream(&js, &self.union, self.settings.replicas).await?;
+        check_gov_stream(&self.union, &st.cached_info().config)?;
+        let durable = gov_consumer_name(&self.me);
+        let c: consumer::PullConsumer = st
+            .get_or_create_consumer(&durable, gov_consumer_config(&self.union, &self.me))
+            .await
+            .map_err(|e| format!("cannot create or open consumer {durable}: {e} (with per-member NATS users an admin creates it: docs/nats.md)"))?;
+        check_gov_consumer(&self.union, &self.me, &c.cached_info().config)?;
+        let mut msgs = c
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| format!("cannot pull from consumer {durable}: {e}"))?;
+        self.gov_set(None);
+        let mut sent = HashSet::new();
+        let mut tick = tokio::time::interval(self.sync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut errors = 0u32;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.gov_publish(&js, sink, &mut sent).await?,
+                m = msgs.next() => {
+                    let m = match m {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            errors += 1;
+                            if errors > 10 {
+                                return Err(format!("pulling governance messages: {e}"));
+                            }
+                            continue;
+                        }
+                        None => return Err("governance consumer stream ended".into()),
+                    };
+                    errors = 0;
+                    if let Some(g) = gov_message(&m.subject, &m.payload, sink.gov_version()) {
+                        sink.gov_absorb("nats", g);
+                    }
+                    if let Err(e) = m.ack().await {
+                        tracing::debug!("union NATS governance ack: {e}");
+                    }
+                    // A merged signature or an installed version goes out now.
+                    self.gov_publish(&js, sink, &mut sent).await?;
+                }
+            }
+        }
+    }
+
+    fn gov_set(&self, e: Option<String>) {
+        let mut g = self.gov_error.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = &e
+            && g.as_ref() != Some(e)
+        {
+            tracing::warn!(url = %self.settings.url, "union NATS governance: {e}; amendments do not travel until it is fixed");
+        }
+        *g = e;
+    }
+
+    async fn gov_run(self: Arc<Self>, sink: Arc<dyn Sink>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                r = self.gov_session(sink.as_ref()) => if let Err(e) = r { self.gov_set(Some(e)) },
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.retry) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn run_inner(self: Arc<Self>, sink: Arc<dyn Sink>, shutdown: watch::Receiver<bool>) {
+        tokio::join!(
+            self.clone().signals_run(sink.clone(), shutdown.clone()),
+            self.gov_run(sink, shutdown),
+        );
+    }
+
+    async fn signals_run(
+        self: Arc<Self>,
+        sink: Arc<dyn Sink>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(mut rx) = rx else {
             tracing::error!("union NATS transport started twice; the second run does nothing");

@@ -56,6 +56,44 @@ pub struct TreatyFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub transport: TransportFile,
+    #[serde(default, skip_serializing_if = "GovernanceFile::is_default")]
+    pub governance: GovernanceFile,
+}
+
+/// `[governance]`: classes of amendment ratified without a full vote (see
+/// docs/governance.md, "Auto-approval"). The policy of the version being
+/// amended applies, so an amendment cannot loosen the rule it is judged by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceFile {
+    /// A member may rotate its own key with its own signature alone (the
+    /// amendment changes that key and nothing else).
+    pub rotate_own_key: bool,
+    /// Signatures of full members that add one member by invitation (0: off).
+    /// At least 2, and at least every policy's quorum, so inviting gives a
+    /// group nothing it could not already do with signals.
+    pub invite: u32,
+    /// Most members on probation at once (default 4).
+    pub max_invited: Option<u32>,
+    /// Members added by invitation and not yet confirmed by a full vote: they
+    /// send and receive signals, but do not vote and do not invite.
+    pub invited: Vec<String>,
+}
+
+impl GovernanceFile {
+    pub fn is_default(&self) -> bool {
+        *self == GovernanceFile::default()
+    }
+
+    /// Most members on probation at once.
+    pub fn max_invited(&self) -> u32 {
+        self.max_invited.unwrap_or(4)
+    }
+
+    /// Whether `member` is on probation (added by invitation, not confirmed).
+    pub fn on_probation(&self, member: &str) -> bool {
+        self.invited.iter().any(|n| n == member)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +107,13 @@ pub struct MemberFile {
     /// Override of `limits.max_signals_per_minute` for this member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_signals_per_minute: Option<u32>,
+    /// After a key rotation with an overlap window: the member's previous
+    /// key, still valid (signals and connections) until `previous_key_until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key: Option<String>,
+    /// Unix time (seconds) at which `previous_key` stops being valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +220,25 @@ pub struct Member {
     pub key: VerifyingKey,
     pub endpoint: String,
     pub max_signals_per_minute: u32,
+    /// The key before a rotation and the unix time it stops being valid.
+    pub previous: Option<(VerifyingKey, i64)>,
+}
+
+impl Member {
+    /// Whether `key` is this member's at unix time `now`: its key, or its
+    /// previous key inside the rotation's overlap window.
+    pub fn has_key_at(&self, key: &VerifyingKey, now: i64) -> bool {
+        self.key == *key
+            || self
+                .previous
+                .is_some_and(|(k, until)| k == *key && now < until)
+    }
+
+    /// Its keys: the current one, and the previous one while a rotation
+    /// window is (or was) declared.
+    pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        std::iter::once(&self.key).chain(self.previous.as_ref().map(|(k, _)| k))
+    }
 }
 
 /// A binding scenario's policy.
@@ -201,6 +265,8 @@ pub struct Treaty {
     pub transport: String,
     /// `[transport]` as written, for the NATS settings (url, credentials, TLS).
     pub transport_file: TransportFile,
+    /// `[governance]` as written (auto-approval classes, members on probation).
+    pub governance: GovernanceFile,
     canonical: Canonical,
     digest: [u8; 32],
 }
@@ -221,6 +287,14 @@ pub struct Canonical {
     pub min_prefix_v6: u8,
     pub max_age_s: u64,
     pub transport: String,
+    /// (rotate_own_key, invite, max_invited, invited members); absent when the
+    /// treaty has no `[governance]`, so older treaties keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<(bool, u32, u32, Vec<String>)>,
+    /// (member, previous key, valid until) of rotations with an overlap
+    /// window, sorted by member; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<(String, String, i64)>,
 }
 
 fn dur(path: &Path, what: &str, s: &str) -> Result<Duration, TreatyError> {
@@ -273,6 +347,35 @@ impl Treaty {
                     m.name
                 )));
             }
+            let previous = match (&m.previous_key, m.previous_key_until) {
+                (None, None) => None,
+                (Some(k), Some(until)) => {
+                    let pk = parse_public(k)
+                        .map_err(|e| bad(format!("member `{}` previous_key: {e}", m.name)))?;
+                    if pk == key {
+                        return Err(bad(format!(
+                            "member `{}`: previous_key is its current key",
+                            m.name
+                        )));
+                    }
+                    Some((pk, until))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "member `{}`: give previous_key and previous_key_until together (a rotation's overlap window)",
+                        m.name
+                    )));
+                }
+            };
+            if members.values().any(|o: &Member| {
+                o.keys()
+                    .any(|k| *k == key || previous.is_some_and(|(p, _)| p == *k))
+            }) {
+                return Err(bad(format!(
+                    "member `{}` reuses another member's key",
+                    m.name
+                )));
+            }
             let m2 = Member {
                 name: m.name.clone(),
                 key,
@@ -280,6 +383,7 @@ impl Treaty {
                 max_signals_per_minute: m
                     .max_signals_per_minute
                     .unwrap_or(f.limits.max_signals_per_minute),
+                previous,
             };
             if members.insert(m.name.clone(), m2).is_some() {
                 return Err(bad(format!("member `{}` is listed twice", m.name)));
@@ -355,6 +459,28 @@ impl Treaty {
             return Err(bad("transport.sync_interval must be at least 50ms".into()));
         }
         let max_age = dur(path, "limits.max_age", &f.limits.max_age)?;
+        let g = &f.governance;
+        if g.invite == 1 {
+            return Err(bad(
+                "governance.invite must be 0 (off) or at least 2: one member alone may not add members".into(),
+            ));
+        }
+        if let Some(q) = policies.values().map(|p| p.quorum).max()
+            && g.invite > 0
+            && g.invite < q
+        {
+            return Err(bad(format!(
+                "governance.invite ({}) must be at least the largest signal quorum ({q}): invited members would let fewer members meet it",
+                g.invite
+            )));
+        }
+        for n in &g.invited {
+            if !members.contains_key(n) {
+                return Err(bad(format!(
+                    "governance.invited names `{n}`, which is not a member"
+                )));
+            }
+        }
         let allowlist = Allowlist::new(f.allowlist.clone());
 
         let mut rev_s: Vec<String> = revoked.iter().map(public_to_string).collect();
@@ -390,6 +516,19 @@ impl Treaty {
             min_prefix_v6: f.limits.min_prefix_v6,
             max_age_s: max_age.as_secs(),
             transport: f.transport.kind.clone(),
+            governance: (!g.is_default()).then(|| {
+                let mut inv = g.invited.clone();
+                inv.sort();
+                inv.dedup();
+                (g.rotate_own_key, g.invite, g.max_invited(), inv)
+            }),
+            rotations: members
+                .values()
+                .filter_map(|m| {
+                    m.previous
+                        .map(|(k, until)| (m.name.clone(), public_to_string(&k), until))
+                })
+                .collect(),
         };
         let digest = canonical.digest();
         Ok(Treaty {
@@ -404,6 +543,7 @@ impl Treaty {
             sync_interval,
             transport: f.transport.kind.clone(),
             transport_file: f.transport,
+            governance: f.governance,
             canonical,
             digest,
         })
@@ -594,6 +734,18 @@ impl Canonical {
             out.push(format!(
                 "transport differs: yours {}, mine {}",
                 theirs.transport, mine.transport
+            ));
+        }
+        if mine.rotations != theirs.rotations {
+            out.push(format!(
+                "key rotation windows differ: yours {:?}, mine {:?}",
+                theirs.rotations, mine.rotations
+            ));
+        }
+        if mine.governance != theirs.governance {
+            out.push(format!(
+                "governance differs: yours {:?}, mine {:?}",
+                theirs.governance, mine.governance
             ));
         }
         if out.is_empty() && mine != theirs {

@@ -7,7 +7,7 @@ mod common;
 use common::{SCEN, decision, free_port, now, recv_n, spec, start, treaty_text, until};
 use shield_core::Net;
 use shield_core::{Decision, DecisionType, Origin, Scope};
-use shield_union::{Identity, SignalBody, Treaty, nats};
+use shield_union::{Identity, SignalBody, Treaty, history, nats};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -392,7 +392,11 @@ async fn per_member_nats_users_confine_a_hostile_member() {
         publish: {{ allow: ["shield.{union}.sig.{m}", "$JS.API.STREAM.INFO.SHIELD_{union}",
                              "$JS.API.CONSUMER.INFO.SHIELD_{union}.shield_{m}",
                              "$JS.API.CONSUMER.MSG.NEXT.SHIELD_{union}.shield_{m}",
-                             "$JS.ACK.SHIELD_{union}.shield_{m}.>"] }}
+                             "$JS.ACK.SHIELD_{union}.shield_{m}.>",
+                             "shield.{union}.gov.*.{m}", "$JS.API.STREAM.INFO.SHIELD_{union}_GOV",
+                             "$JS.API.CONSUMER.INFO.SHIELD_{union}_GOV.shield_gov_{m}",
+                             "$JS.API.CONSUMER.MSG.NEXT.SHIELD_{union}_GOV.shield_gov_{m}",
+                             "$JS.ACK.SHIELD_{union}_GOV.shield_gov_{m}.>"] }}
         subscribe: {{ allow: ["_INBOX_{m}.>"] }} }} }}
 "#
         )
@@ -483,6 +487,20 @@ async fn per_member_nats_users_confine_a_hostile_member() {
     )
     .await;
     assert!(!matches!(spoof, Ok(Ok(_))), "m published on a's subject");
+    // Nor on a's governance subjects.
+    let g = shield_union::history::History::load_or_genesis(&na.cfg.treaty_path)
+        .unwrap()
+        .current()
+        .clone();
+    let gov_spoof = tokio::time::timeout(
+        Duration::from_secs(3),
+        nats::publish_gov(&mjs, union, "treaty", "a", &g),
+    )
+    .await;
+    assert!(
+        !matches!(gov_spoof, Ok(Ok(_))),
+        "m published on a's governance subject"
+    );
     // On its own subject m is heard like any member.
     let own = tokio::time::timeout(
         Duration::from_secs(3),
@@ -506,4 +524,109 @@ async fn per_member_nats_users_confine_a_hostile_member() {
         .config
         .clone();
     nats::check_consumer(union, "a", &ci).unwrap();
+}
+
+fn version_of(n: &common::Node) -> (u64, String) {
+    let h = history::History::load_or_genesis(&n.cfg.treaty_path).unwrap();
+    (h.current().version, h.current().digest.clone())
+}
+
+fn pending_ids(n: &common::Node) -> Vec<String> {
+    history::pending_in(&history::amendments_dir(&n.cfg.treaty_path))
+        .into_iter()
+        .map(|(_, a)| a.id())
+        .collect()
+}
+
+/// Amendments over NATS as over direct: `a`'s proposal reaches `b` and `c`
+/// through the governance stream, `b`'s signature completes the majority,
+/// every member installs the same version 2; `c`, stopped before the
+/// signature, catches up from its durable consumer. A forged co-signature
+/// injected into the stream does not count (it is dropped), garbage is
+/// refused and counted, and a proposal signed by a minority stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amendments_travel_over_nats_and_every_member_installs_the_same_version() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (spec("a"), spec("b"), spec("c"));
+    let t = treaty_text(&[&a, &b, &c], "", &nats_transport(&srv.url), "");
+    let na = start(dir.path(), &a, &t).await;
+    let nb = start(dir.path(), &b, &t).await;
+    let mut nc = start(dir.path(), &c, &t).await;
+    let g = history::History::load_or_genesis(&na.cfg.treaty_path)
+        .unwrap()
+        .current()
+        .clone();
+    let next = t.replace(
+        "max_signals_per_minute = 10000",
+        "max_signals_per_minute = 600",
+    );
+    let p = history::Amendment::propose(&g, &next, "a", &a.id).unwrap();
+    let id = p.id();
+    let adir = history::amendments_dir(&na.cfg.treaty_path);
+    std::fs::create_dir_all(&adir).unwrap();
+    history::save_amendment(&adir.join(format!("{}.json", &id[..16])), &p).unwrap();
+    until(10_000, "b and c hold a's proposal", || {
+        pending_ids(&nb).contains(&id) && pending_ids(&nc).contains(&id)
+    })
+    .await;
+    // One signature of three is a minority: nothing installed anywhere.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for n in [&na, &nb, &nc] {
+        assert_eq!(version_of(n).0, 1, "a minority ratified on {}", n.cfg.name);
+    }
+
+    // Hostile bytes in the governance stream: a co-signature of b made with
+    // another key (dropped), and garbage (refused and counted).
+    let client = async_nats::connect(srv.url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut forged = p.clone();
+    forged.sign("b", &Identity::generate().unwrap());
+    nats::publish_gov(&js, "test-union", "sig", "b", &forged)
+        .await
+        .unwrap();
+    js.publish(
+        nats::gov_subject("test-union", "treaty", "b"),
+        "garbage".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    until(5000, "b counted the garbage", || {
+        nb.h().status().counters.amendments_refused >= 1
+    })
+    .await;
+    assert_eq!(version_of(&nb).0, 1, "a forged signature ratified");
+
+    // c goes away; b signs its copy (what `shield union sign` does).
+    nc.stop().await;
+    let bdir = history::amendments_dir(&nb.cfg.treaty_path);
+    let (path, mut mine) = history::pending_in(&bdir)
+        .into_iter()
+        .find(|(_, x)| x.id() == id)
+        .unwrap();
+    mine.sign("b", &b.id);
+    history::save_amendment(&path, &mine).unwrap();
+    until(10_000, "a and b installed version 2", || {
+        version_of(&na).0 == 2 && version_of(&nb).0 == 2
+    })
+    .await;
+    assert_eq!(version_of(&na), version_of(&nb));
+    assert_eq!(version_of(&na).1, p.digest);
+    assert_eq!(
+        Treaty::load(&na.cfg.treaty_path).unwrap().digest_hex(),
+        p.digest,
+        "the treaty file is the new version"
+    );
+
+    // c returns and catches up from its consumer.
+    nc.restart().await;
+    until(10_000, "c caught up to version 2", || {
+        version_of(&nc).0 == 2
+    })
+    .await;
+    assert_eq!(version_of(&nc), version_of(&na));
+    let h = history::History::load_or_genesis(&nc.cfg.treaty_path).unwrap();
+    h.verify(&g.digest).unwrap();
 }

@@ -3,11 +3,13 @@
 //! replicas = 3, one member per node. The node of member `c` is killed during
 //! a steady flow of signals and restarted later; nothing may be lost and
 //! nothing applied twice, and `c` must reconnect through the other nodes.
+//! Then the same node dies during an amendment (proposal in flight, node
+//! back before the last signature): every member installs the same version.
 
 mod common;
 
 use common::{decision, free_port, spec, start, treaty_text, until};
-use shield_union::nats;
+use shield_union::{history, nats};
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
@@ -304,6 +306,58 @@ async fn nats_cluster_node_killed_and_restarted_during_traffic_loses_nothing_app
         nodes.iter().any(|n| n.clients().contains("shield-c")),
         "c is connected to no node"
     );
+
+    // An amendment during a node failure: c's node is killed with a's
+    // proposal in flight and restarted before b's signature completes the
+    // majority. Every member installs the same version 2 (c through
+    // whichever node serves it), nothing else.
+    tokio::task::block_in_place(|| nodes[2].kill());
+    let version = |n: &common::Node| {
+        let h = history::History::load_or_genesis(&n.cfg.treaty_path).unwrap();
+        (h.current().version, h.current().digest.clone())
+    };
+    let g = history::History::load_or_genesis(&na.cfg.treaty_path)
+        .unwrap()
+        .current()
+        .clone();
+    let next = ta.replace(
+        "max_signals_per_minute = 10000",
+        "max_signals_per_minute = 600",
+    );
+    let p = history::Amendment::propose(&g, &next, "a", &a.id).unwrap();
+    let id = p.id();
+    let adir = history::amendments_dir(&na.cfg.treaty_path);
+    std::fs::create_dir_all(&adir).unwrap();
+    history::save_amendment(&adir.join(format!("{}.json", &id[..16])), &p).unwrap();
+    let holds = |n: &common::Node| {
+        history::pending_in(&history::amendments_dir(&n.cfg.treaty_path))
+            .into_iter()
+            .find(|(_, x)| x.id() == id)
+    };
+    until(30_000, "b and c hold a's proposal with n3 down", || {
+        holds(&nb).is_some() && holds(&nc).is_some()
+    })
+    .await;
+    tokio::task::block_in_place(|| nodes[2].spawn());
+    let (path, mut mine) = holds(&nb).unwrap();
+    mine.sign("b", &b.id);
+    history::save_amendment(&path, &mine).unwrap();
+    until(30_000, "every member installed version 2", || {
+        [&na, &nb, &nc]
+            .iter()
+            .all(|n| version(n) == (2, p.digest.clone()))
+    })
+    .await;
+    let gs = js
+        .get_stream(nats::gov_stream_name("test-union"))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(gs.config.num_replicas, 3);
+
     na.stop().await;
     nb.stop().await;
     nc.stop().await;

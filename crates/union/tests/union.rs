@@ -575,3 +575,61 @@ async fn a_member_judges_on_the_clock_it_is_given() {
     .await;
     assert_nothing(&mut nb.rx);
 }
+
+/// Key rotation with an overlap window: `b`'s treaty entry has a new key and
+/// its old key as `previous_key` valid for 3 s. Inside the window `b` still
+/// runs on the old key file and its signals are enforced by `a`; after it,
+/// signals under the old key are refused (and `b` cannot start on it); once
+/// the new key file is installed they flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_overlaps_its_old_key_until_the_window_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (spec("a"), spec("b"));
+    let new_key = Identity::generate().unwrap();
+    let until = now() + 3;
+    let old = b.id.public_string();
+    let t = treaty_text(&[&a, &b], "", "", "").replace(
+        &format!("key = \"{old}\""),
+        &format!(
+            "key = \"{}\"\nprevious_key = \"{old}\"\nprevious_key_until = {until}",
+            new_key.public_string()
+        ),
+    );
+    assert!(t.contains("previous_key_until"));
+    let mut na = start(dir.path(), &a, &t).await;
+    // b's key file still holds the old key (common::start writes b.id).
+    let mut nb = start(dir.path(), &b, &t).await;
+    assert!(nb.h().publish(&decision("203.0.113.41/32"), &[]).unwrap());
+    let d = recv_n(&mut na.rx, 1, 5000).await;
+    assert_eq!(d[0].origin, Origin::Union("b".into()));
+
+    // The window ends: the old key's signals are refused as forgeries.
+    while now() <= until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = na.refused("bad_signature");
+    assert!(nb.h().publish(&decision("203.0.113.42/32"), &[]).unwrap());
+    until_ms(&na, before).await;
+    assert_nothing(&mut na.rx);
+    nb.stop().await;
+    let e = UnionHandle::start(nb.cfg.clone(), mpsc::channel(1).0).await;
+    assert!(e.is_err(), "b started on its old key after the window");
+
+    // The new key file installed: b's signals flow again.
+    new_key.write(&nb.cfg.key_path, true).unwrap();
+    nb.restart().await;
+    assert!(nb.h().publish(&decision("203.0.113.43/32"), &[]).unwrap());
+    let got = recv_n(&mut na.rx, 1, 10_000).await;
+    assert_eq!(got[0].target.to_string(), "203.0.113.43/32");
+    // 42, signed with the old key after the window, stays refused when b
+    // serves it again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_nothing(&mut na.rx);
+}
+
+async fn until_ms(n: &common::Node, before: u64) {
+    until(5000, "a refused b's old-key signal", || {
+        n.refused("bad_signature") > before
+    })
+    .await;
+}
