@@ -680,7 +680,8 @@ pub fn run_to(cmd: UnionCmd, w: &mut dyn std::io::Write) -> anyhow::Result<()> {
                                 format!("--overlap `{o}` is not a duration; write e.g. `1h`")
                             })?;
                             m.previous_key = Some(old);
-                            m.previous_key_until = Some(shield_core::wall_now() + d.as_secs() as i64);
+                            m.previous_key_until =
+                                Some(shield_core::wall_now() + d.as_secs() as i64);
                         }
                         None => file.revoked.push(old),
                     }
