@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use shield_crowdsec::event::Event;
-use shield_crowdsec::hub::Engine;
+use shield_crowdsec::hub::HubEngine;
 use shield_crowdsec::setup::{Content, load};
 
 fn builtin() -> Content {
@@ -39,8 +39,8 @@ fn builtin() -> Content {
     Content::Installation { config_dir: dir.clone(), data_dir: Some(dir) }
 }
 
-fn engine() -> &'static Mutex<Engine> {
-    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+fn engine() -> &'static Mutex<HubEngine> {
+    static E: OnceLock<Mutex<HubEngine>> = OnceLock::new();
     E.get_or_init(|| {
         let root = PathBuf::from(
             std::env::var("SHIELD_CROWDSEC_HUB")

@@ -27,7 +27,7 @@ pub fn replay(
         "--crowdsec needs --log-type (the acquis.yaml labels.type of these logs, e.g. nginx)",
     )?;
     let mut engine =
-        shield_crowdsec::hub::Engine::load_installation(dir, a.crowdsec_data.as_deref())
+        shield_crowdsec::hub::HubEngine::load_installation(dir, a.crowdsec_data.as_deref())
             .with_context(|| format!("loading CrowdSec configuration {}", dir.display()))?;
     for m in &engine.missing_data {
         tracing::warn!("data file missing: {m}");

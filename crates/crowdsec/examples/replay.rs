@@ -14,7 +14,7 @@ fn main() {
         eprintln!("usage: replay CFG LOG_TYPE FILE");
         std::process::exit(2);
     };
-    let mut engine = shield_crowdsec::hub::Engine::load_installation(cfg.as_ref(), None)
+    let mut engine = shield_crowdsec::hub::HubEngine::load_installation(cfg.as_ref(), None)
         .unwrap_or_else(|e| panic!("loading {cfg}: {e}"));
     let labels = Arc::new(BTreeMap::from([("type".to_owned(), log_type.clone())]));
     let reader = std::io::BufReader::new(std::fs::File::open(file).expect("open FILE"));

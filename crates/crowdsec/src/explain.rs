@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use crate::event::Event;
-use crate::hub::Engine;
+use crate::hub::HubEngine;
 use crate::parser::{Dump, eval};
 use crate::setup::Loaded;
 
@@ -43,7 +43,7 @@ pub struct LineExplain {
 
 /// An engine with its scenario filters, fed lines one at a time.
 pub struct Explainer {
-    engine: Engine,
+    engine: HubEngine,
     filters: Vec<(String, shield_expr::Program)>,
     labels: Arc<BTreeMap<String, String>>,
 }

@@ -116,7 +116,7 @@ pub struct Selection {
 }
 
 /// Parsers, scenarios and postoverflows compiled and ready to run.
-pub struct Engine {
+pub struct HubEngine {
     pub parsers: Stages,
     pub postoverflows: Stages,
     pub buckets: Buckets,
@@ -225,10 +225,10 @@ fn compile_stages(files: &[StageFile], exprs: &Exprs, groks: &Library) -> Result
     Ok(Stages::new(nodes))
 }
 
-impl Engine {
+impl HubEngine {
     /// Loads and compiles the selected items. `extra` are directories where custom items
     /// (named by path) may also be found.
-    pub fn load(hub: &Hub, sel: &Selection, extra: &[&Path]) -> Result<Engine, Error> {
+    pub fn load(hub: &Hub, sel: &Selection, extra: &[&Path]) -> Result<HubEngine, Error> {
         let mut parser_files = stage_files(hub, "parsers", &sel.parsers, extra)?;
         if !sel.override_statics.is_empty() {
             parser_files.push(StageFile {
@@ -251,7 +251,7 @@ impl Engine {
             let docs: Vec<ScenarioConfig> = config::load_documents(&it.path)?;
             scen_files.insert(it.path.to_string_lossy().into_owned(), (it, docs));
         }
-        Engine::build(
+        HubEngine::build(
             parser_files,
             povfw_files,
             scen_files.into_values().collect(),
@@ -264,7 +264,7 @@ impl Engine {
     /// `CFG/scenarios/*.yaml`, `CFG/postoverflows/STAGE/*.yaml` (symlinks followed), the
     /// patterns in `CFG/patterns` and data files from `data_dir` (default: `config_paths.data_dir`
     /// of `CFG/config.yaml`, else /var/lib/crowdsec/data).
-    pub fn load_installation(cfg: &Path, data_dir: Option<&Path>) -> Result<Engine, Error> {
+    pub fn load_installation(cfg: &Path, data_dir: Option<&Path>) -> Result<HubEngine, Error> {
         let patterns = Library::load_dir(&cfg.join("patterns"))?;
         let data_dir = match data_dir {
             Some(d) => d.to_owned(),
@@ -329,7 +329,7 @@ impl Engine {
                 message: "no parser installed (is this a CrowdSec configuration directory such as /etc/crowdsec?)".into(),
             });
         }
-        Engine::build(parser_files, povfw_files, scen_files, &patterns, &data_dir)
+        HubEngine::build(parser_files, povfw_files, scen_files, &patterns, &data_dir)
     }
 
     fn build(
@@ -338,7 +338,7 @@ impl Engine {
         scen_files: Vec<(Item, Vec<ScenarioConfig>)>,
         patterns: &Library,
         data_dir: &Path,
-    ) -> Result<Engine, Error> {
+    ) -> Result<HubEngine, Error> {
         let mut data = DataStore::new(data_dir);
         for f in parser_files.iter().chain(povfw_files.iter()) {
             for n in &f.nodes {
@@ -381,7 +381,7 @@ impl Engine {
                 );
             }
         }
-        Ok(Engine {
+        Ok(HubEngine {
             parsers,
             postoverflows,
             buckets: Buckets::new(scenarios),

@@ -12,7 +12,7 @@ use serde_json::{Value as Json, json};
 use shield_expr::{Arity, Compiler, Value};
 
 use crate::event::{Event, Kind};
-use crate::hub::{Engine, Hub, Selection};
+use crate::hub::{HubEngine, Hub, Selection};
 use crate::parser::Dump;
 
 /// Counts of assertion lines that held and did not.
@@ -186,7 +186,7 @@ pub fn run_test_with(hub: &Hub, dir: &Path, keep_dump: bool) -> Outcome {
         postoverflows: cfg.postoverflows.clone(),
         override_statics: cfg.override_statics.clone(),
     };
-    let mut engine = match Engine::load(hub, &sel, &[dir]) {
+    let mut engine = match HubEngine::load(hub, &sel, &[dir]) {
         Ok(e) => e,
         Err(e) => {
             out.error = Some(format!("{e:#}"));

@@ -1,6 +1,6 @@
 //! The CrowdSec content a Shield daemon runs, loaded tolerantly: what a CrowdSec installation
 //! runs (`/etc/crowdsec`: its installed parsers, scenarios, postoverflows, patterns and
-//! `data_dir`) or a hub checkout's items chosen by collection. Unlike [`Engine::load`], a broken
+//! `data_dir`) or a hub checkout's items chosen by collection. Unlike [`HubEngine::load`], a broken
 //! item (unknown key, expression that does not compile, grok naming a missing pattern) does
 //! not stop the load: it is reported as a [`Problem`] naming file and line, and skipped; the
 //! rest runs. Owns collection expansion and locating a problem's line in its file.
@@ -15,7 +15,7 @@ use crate::bucket::{Buckets, Scenario};
 use crate::config::{self, NodeConfig, ScenarioConfig};
 use crate::data::{DataStore, Exprs, Stash};
 use crate::grok::Library;
-use crate::hub::{Engine, Hub};
+use crate::hub::{HubEngine, Hub};
 use crate::parser::{Compile, Node, Stages};
 
 /// Where the content comes from.
@@ -84,7 +84,7 @@ pub struct ScenarioInfo {
 
 /// The engine, what its scenarios ask for, and what was skipped.
 pub struct Loaded {
-    pub engine: Engine,
+    pub engine: HubEngine,
     pub scenarios: Vec<ScenarioInfo>,
     pub problems: Vec<Problem>,
     /// Each loaded scenario's `filter`, compiled apart (`shield explain` shows what a line
@@ -244,7 +244,7 @@ pub fn load(content: &Content) -> Result<Loaded, Error> {
         }
     }
     Ok(Loaded {
-        engine: Engine {
+        engine: HubEngine {
             parsers,
             postoverflows,
             buckets: Buckets::new(scenarios),

@@ -20,7 +20,7 @@ use shield_core::{
     Addr, DecisionType, Hit, LineMatcher, Net, RuleInfo, Scope, SplitMatcher, UnixTime,
 };
 use shield_crowdsec::event::Event;
-use shield_crowdsec::hub::Engine;
+use shield_crowdsec::hub::HubEngine;
 use shield_crowdsec::setup::{Content, Problem, ScenarioInfo};
 use shield_detect::{BucketKind, ScenarioSpec};
 use toml::Spanned;
@@ -30,7 +30,7 @@ use crate::config::{ConfigError, CrowdsecConfig, Loaded, SourceConfig};
 /// The loaded content, shared by every CrowdSec source of a plan (CrowdSec's buckets are
 /// global: two sources of one log type fill the same buckets).
 pub struct Shared {
-    engine: Mutex<Engine>,
+    engine: Mutex<HubEngine>,
     /// Scenarios that loaded, deduplicated by name, in load order.
     pub scenarios: Vec<ScenarioInfo>,
     /// Items that did not load (reported by `shield check` and at start, then skipped).
