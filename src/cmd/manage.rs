@@ -269,6 +269,18 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
                 for n in &s.notify {
                     println!("{}", shield_daemon::notify::describe(n));
                 }
+                for l in &s.lists {
+                    println!(
+                        "list   {:<16} {:<6} entries {:>8} +{} -{} ={} {}",
+                        l.name,
+                        l.role,
+                        l.entries,
+                        l.added,
+                        l.removed,
+                        l.unchanged,
+                        l.error.as_deref().unwrap_or("")
+                    );
+                }
                 println!("counters: {}", s.counters);
             }
             Ok(ExitCode::SUCCESS)

@@ -414,6 +414,18 @@ impl Store {
         )
     }
 
+    /// Decisions of `origin` in force at `now` (a list's current contents).
+    pub fn active_by_origin(
+        &self,
+        origin: &shield_core::Origin,
+        now: UnixTime,
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.query_decisions(
+            &format!("SELECT {DCOLS} FROM decisions WHERE origin=?1 AND expires > ?2 ORDER BY id"),
+            params![origin.to_string(), now],
+        )
+    }
+
     /// Decisions that ended in `(after, upto]` (for sweeping them out of the layers).
     pub fn ended_between(
         &self,

@@ -327,6 +327,19 @@ impl DecisionWorker {
                 }) => {
                     let _ = reply.send(self.swap_firewall(layer, teardown_old, t));
                 }
+                Ok(Msg::List { update, reply }) => {
+                    let res = crate::lists::refresh(&mut self.store, &self.decider, &update, t);
+                    let res = res.map(|(diff, changes)| {
+                        // One batch for the layers, however long the list.
+                        self.apply(&changes, t);
+                        diff
+                    });
+                    if let Err(e) = &res {
+                        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(list = %update.name, error = %e, "store commit of a list failed; its previous contents stay");
+                    }
+                    let _ = reply.send(res);
+                }
                 Ok(Msg::Bouncer {
                     name,
                     key_hash,
