@@ -203,6 +203,71 @@ pub fn allowlist_file(path: &std::path::Path) -> Result<Vec<Net>, String> {
     Ok(p.entries.into_iter().map(|e| e.target).collect())
 }
 
+/// One decision in `cscli decisions import`'s words (also what
+/// `shield decisions export` writes, so the two round-trip).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsDecision {
+    pub value: String,
+    /// Time left, as a Go duration (`3h59m58s`).
+    pub duration: String,
+    pub reason: String,
+    /// `Ip` or `Range`, as CrowdSec writes them.
+    pub scope: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl CsDecision {
+    /// `d` as CrowdSec would import it at `now` (its remaining time as duration).
+    pub fn of(d: &Decision, now: UnixTime) -> CsDecision {
+        CsDecision {
+            value: d.value(),
+            duration: shield_enforce::format_go_duration(d.remaining_s(now) as i64),
+            reason: d.scenario.clone(),
+            scope: match d.scope {
+                shield_core::Scope::Ip => "Ip".into(),
+                shield_core::Scope::Range => "Range".into(),
+            },
+            kind: d.kind.as_str().into(),
+        }
+    }
+}
+
+/// Active decisions in `cscli decisions import` CSV (header
+/// `value,duration,reason,scope,type`; RFC 4180 quoting).
+pub fn export_csv(ds: &[Decision], now: UnixTime) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\"").replace(['\n', '\r'], " "))
+        } else {
+            s.to_string()
+        }
+    }
+    let mut out = String::from("value,duration,reason,scope,type\n");
+    for d in ds.iter().filter(|d| d.is_active(now)) {
+        let c = CsDecision::of(d, now);
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            field(&c.value),
+            c.duration,
+            field(&c.reason),
+            c.scope,
+            c.kind
+        ));
+    }
+    out
+}
+
+/// Active decisions in `cscli decisions import` JSON (an array of objects).
+pub fn export_json(ds: &[Decision], now: UnixTime) -> String {
+    let v: Vec<CsDecision> = ds
+        .iter()
+        .filter(|d| d.is_active(now))
+        .map(|d| CsDecision::of(d, now))
+        .collect();
+    serde_json::to_string_pretty(&v).unwrap_or_else(|_| "[]".into())
+}
+
 /// What one list looks like now, for `shield status`, the API and `/metrics`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ListStatus {
@@ -219,6 +284,9 @@ pub struct ListStatus {
     /// Of the last refresh: entries the allowlist protected, entries already covered.
     pub allowlisted: u64,
     pub covered: u64,
+    /// Of the last refresh: milliseconds in the store and in the firewall batch.
+    pub store_ms: u64,
+    pub apply_ms: u64,
     /// Of the last list read: unreadable lines and refused entries.
     pub bad_lines: u64,
     pub refused: u64,
@@ -311,6 +379,10 @@ pub struct ListDiff {
     pub unchanged: u64,
     pub allowlisted: u64,
     pub covered: u64,
+    /// Time the decision thread spent on the store transaction, and on the
+    /// one firewall batch (milliseconds).
+    pub store_ms: u64,
+    pub apply_ms: u64,
 }
 
 /// Diffs `u` against its decisions in the store and applies the difference
@@ -661,7 +733,7 @@ async fn run_list(
                 if let Some(w) = &problems {
                     tracing::warn!(list = %plan.name, problems = %w, "list read with problems");
                 }
-                tracing::info!(list = %plan.name, entries = p.entries, added = diff.added, removed = diff.removed, unchanged = diff.unchanged, allowlisted = diff.allowlisted, "list refreshed");
+                tracing::info!(list = %plan.name, entries = p.entries, added = diff.added, removed = diff.removed, unchanged = diff.unchanged, allowlisted = diff.allowlisted, store_ms = diff.store_ms, firewall_ms = diff.apply_ms, "list refreshed");
                 update(&|s| {
                     s.last_attempt = Some(now);
                     s.last_success = Some(now);
@@ -674,6 +746,8 @@ async fn run_list(
                     s.unchanged = diff.unchanged;
                     s.allowlisted = diff.allowlisted;
                     s.covered = diff.covered;
+                    s.store_ms = diff.store_ms;
+                    s.apply_ms = diff.apply_ms;
                     s.error = problems.clone();
                 });
             }
@@ -838,6 +912,68 @@ mod tests {
             ch.iter()
                 .all(|c| c.decision().expires == t + 43_230 + 86400)
         );
+    }
+
+    /// Export then import gives back the same targets, types, reasons and
+    /// (to the second) remaining time, in both formats.
+    #[test]
+    fn export_reads_back_through_the_loader() {
+        let t = 1_000_000;
+        let mk = |target: &str, kind, reason: &str, left| Decision {
+            id: 0,
+            scope: shield_core::Scope::of(&target.parse().unwrap()),
+            target: target.parse().unwrap(),
+            kind,
+            scenario: reason.into(),
+            origin: Origin::Local,
+            created: t - 10,
+            expires: t + left,
+        };
+        let ds = vec![
+            mk("203.0.113.7", DecisionType::Ban, "ssh-bf", 14_399),
+            mk(
+                "198.51.100.0/24",
+                DecisionType::Captcha,
+                "a, \"quoted\" reason",
+                60,
+            ),
+            mk("2001:db8::/48", DecisionType::Ban, "x", 86_400 * 3),
+            mk("192.0.2.1", DecisionType::Ban, "ended", -5),
+        ];
+        for text in [export_csv(&ds, t), export_json(&ds, t)] {
+            let p = parse::parse(text.as_bytes(), Format::Auto, Caps::default()).unwrap();
+            assert_eq!((p.bad, p.refused), (0, 0), "{text}");
+            let got: Vec<(String, DecisionType, Option<String>, Option<u64>)> = p
+                .entries
+                .iter()
+                .map(|e| (e.target.to_string(), e.kind, e.reason.clone(), e.duration_s))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (
+                        "203.0.113.7/32".into(),
+                        DecisionType::Ban,
+                        Some("ssh-bf".into()),
+                        Some(14_399)
+                    ),
+                    (
+                        "198.51.100.0/24".into(),
+                        DecisionType::Captcha,
+                        Some("a, \"quoted\" reason".into()),
+                        Some(60)
+                    ),
+                    (
+                        "2001:db8::/48".into(),
+                        DecisionType::Ban,
+                        Some("x".into()),
+                        Some(259_200)
+                    ),
+                ],
+                "{text}"
+            );
+        }
+        assert!(export_csv(&ds, t).contains(",Ip,ban\n"));
     }
 
     #[test]

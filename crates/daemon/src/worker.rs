@@ -328,10 +328,14 @@ impl DecisionWorker {
                     let _ = reply.send(self.swap_firewall(layer, teardown_old, t));
                 }
                 Ok(Msg::List { update, reply }) => {
+                    let started = Instant::now();
                     let res = crate::lists::refresh(&mut self.store, &self.decider, &update, t);
-                    let res = res.map(|(diff, changes)| {
+                    let res = res.map(|(mut diff, changes)| {
+                        diff.store_ms = started.elapsed().as_millis() as u64;
                         // One batch for the layers, however long the list.
+                        let started = Instant::now();
                         self.apply(&changes, t);
+                        diff.apply_ms = started.elapsed().as_millis() as u64;
                         diff
                     });
                     if let Err(e) = &res {
