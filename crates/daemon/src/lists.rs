@@ -36,7 +36,10 @@ use crate::store::{Store, StoreError};
 use parse::{Caps, Entry, Format, Parsed};
 
 /// Largest list body accepted (FireHOL level 1–3 together is about 10 MB).
-pub const MAX_BODY: usize = 256 << 20;
+pub const MAX_BODY: usize = 64 << 20;
+
+/// Most entries one list may hold (a feed gone wrong must not fill the store).
+pub const MAX_ENTRIES: usize = 2_000_000;
 
 /// Where a list comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -505,6 +508,8 @@ pub enum ListError {
     Status { url: String, status: u16 },
     #[error("{0} is larger than {MAX_BODY} bytes; is it really a list?")]
     TooLarge(String),
+    #[error("{what} has {n} entries, more than the {MAX_ENTRIES} a list may hold; split it")]
+    TooMany { what: String, n: usize },
     #[error("{what} is empty; an empty answer is taken as a failure, not as an empty list")]
     Empty { what: String },
     #[error("{0}")]
@@ -620,7 +625,16 @@ fn read(plan: &ListPlan, body: &[u8]) -> Result<Parsed, ListError> {
     } else {
         plan.caps
     };
+    if body.len() > MAX_BODY {
+        return Err(ListError::TooLarge(plan.source.to_string()));
+    }
     let p = parse::parse(body, plan.format, caps)?;
+    if p.entries.len() > MAX_ENTRIES {
+        return Err(ListError::TooMany {
+            what: plan.source.to_string(),
+            n: p.entries.len(),
+        });
+    }
     if p.bad > p.entries.len() {
         return Err(ListError::Malformed {
             what: plan.source.to_string(),
