@@ -182,12 +182,17 @@ fn https_list_refresh_diffs_the_kernel_set_and_failures_keep_it() {
         1,
     );
     let mut server = Some(https_server(&ns, &www, 8443, &cert, &key));
+    // An allowlist feed, refreshed like a blocklist.
+    let cdn = dir.path().join("cdn.txt");
+    std::fs::write(&cdn, "# CDN ranges\n198.51.100.0/24\n").unwrap();
     let cfg = Config::new()
         .firewall("nftables")
-        .decisions("allowlist = [\"192.0.2.0/24\"]")
+        .decisions("allowlist = [\"192.0.2.0/24\"]\nallowlist_lists = [\"cdn\"]")
         .extra(&format!(
-            "[[list]]\nname = \"level1\"\nurl = \"https://127.0.0.1:8443/level1.netset\"\nca_file = \"{}\"\nrefresh = \"1s\"\nduration = \"1h\"\n",
-            ca.display()
+            "[[list]]\nname = \"level1\"\nurl = \"https://127.0.0.1:8443/level1.netset\"\nca_file = \"{}\"\nrefresh = \"1s\"\nduration = \"1h\"\n\n\
+             [[list]]\nname = \"cdn\"\nfile = \"{}\"\nrefresh = \"1s\"\nduration = \"1h\"\n",
+            ca.display(),
+            cdn.display()
         ))
         .build();
     let d = Daemon::start_in(Some(&ns.name), dir.path(), &cfg);
@@ -207,6 +212,16 @@ fn https_list_refresh_diffs_the_kernel_set_and_failures_keep_it() {
         .map(|x| x["origin"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(origins, set_of(&["lists:level1"]));
+    // The feed protects its range from any origin; outside it, bans go on.
+    wait_list(&d, "cdn", "allowlist feed loaded", |s| {
+        s["refreshes"].as_u64() >= Some(1) && s["role"] == "allow"
+    });
+    let refused = d.cli(&["decisions", "add", "198.51.100.5"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("allowlist (198.51.100.0/24)"),
+        "{err}"
+    );
     // Unchanged file: 304, nothing touched.
     wait_list(&d, "level1", "answered 304", |s| {
         s["not_modified"].as_u64() >= Some(2) && s["refreshes"] == 1
