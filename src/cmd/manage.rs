@@ -11,6 +11,7 @@ use shield_core::wall_now as now;
 use shield_daemon::api::{AddRequest, manual_decision, valid_bouncer_name};
 use shield_daemon::client::{ClientError, request};
 use shield_daemon::decide::{Outcome, parse_target};
+use shield_daemon::lists;
 use shield_daemon::plan::Plan;
 use shield_daemon::state::Which;
 use shield_daemon::store::Store;
@@ -35,6 +36,29 @@ pub enum DecisionsCmd {
         duration: String,
         #[arg(long, default_value = "manual")]
         reason: String,
+    },
+    /// Add the decisions of a file in `cscli decisions import`'s CSV or JSON,
+    /// or one address/CIDR per line (FireHOL, Spamhaus, IPsum), as manual decisions.
+    Import {
+        file: PathBuf,
+        /// auto (default: from the content), csv, json or lines.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// For entries that give no duration.
+        #[arg(long, default_value = "4h")]
+        duration: String,
+        /// For entries that give no reason.
+        #[arg(long, default_value = "import")]
+        reason: String,
+        /// For entries that give no type.
+        #[arg(long = "type", default_value = "ban")]
+        kind: String,
+    },
+    /// Print the decisions in force in `cscli decisions import`'s CSV or JSON.
+    Export {
+        /// csv (default) or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
     /// End decisions now: every active one on TARGET, or the one with --id.
     Delete {
@@ -171,6 +195,24 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
                 }
             }
         }
+        DecisionsCmd::Import {
+            file,
+            format,
+            duration,
+            reason,
+            kind,
+        } => import(&p, &file, &format, &duration, &reason, &kind)?,
+        DecisionsCmd::Export { format } => {
+            let v: Vec<Decision> = match daemon(&p, "GET", "/api/decisions", None)? {
+                Some(v) => serde_json::from_value(v)?,
+                None => Store::open(&p.store_path)?.active_decisions(now())?,
+            };
+            match format.as_str() {
+                "csv" => print!("{}", lists::export_csv(&v, now())),
+                "json" => println!("{}", lists::export_json(&v, now())),
+                f => anyhow::bail!("--format {f}: give csv or json"),
+            }
+        }
         DecisionsCmd::Delete { target, id } => {
             let which = match (&target, id) {
                 (_, Some(id)) => Which::Id(id),
@@ -200,6 +242,90 @@ pub fn decisions(config: Option<PathBuf>, c: DecisionsCmd) -> anyhow::Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `shield decisions import`: every entry through the same checks as a
+/// manual decision (the API's when a daemon runs, the store's otherwise).
+fn import(
+    p: &Plan,
+    file: &std::path::Path,
+    format: &str,
+    duration: &str,
+    reason: &str,
+    kind: &str,
+) -> anyhow::Result<()> {
+    let format: lists::parse::Format = format.parse()?;
+    let body =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let parsed = lists::parse::parse(&body, format, lists::parse::Caps::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    for pr in &parsed.problems {
+        eprintln!("{}:{}: skipped: {}", file.display(), pr.line, pr.reason);
+    }
+    let reqs: Vec<AddRequest> = parsed
+        .entries
+        .iter()
+        .map(|e| AddRequest {
+            target: e.target.to_string(),
+            kind: if e.kind == shield_core::DecisionType::Ban {
+                kind.to_string()
+            } else {
+                e.kind.to_string()
+            },
+            duration: e
+                .duration_s
+                .map(|s| format!("{s}s"))
+                .unwrap_or_else(|| duration.to_string()),
+            reason: e.reason.clone().unwrap_or_else(|| reason.to_string()),
+        })
+        .collect();
+    let (mut added, mut skipped) = (0usize, parsed.bad + parsed.refused);
+    let probe = daemon(p, "GET", "/api/status", None)?;
+    if probe.is_some() {
+        for r in &reqs {
+            match request(
+                &p.api.socket,
+                "POST",
+                "/api/decisions",
+                Some(&serde_json::to_value(r)?),
+            ) {
+                Ok(_) => added += 1,
+                Err(e) => {
+                    skipped += 1;
+                    eprintln!("{}: skipped: {e}", r.target);
+                }
+            }
+        }
+    } else {
+        let t = now();
+        let mut ds = Vec::with_capacity(reqs.len());
+        for r in &reqs {
+            match manual_decision(r, t) {
+                Ok(d) => ds.push(d),
+                Err(e) => {
+                    skipped += 1;
+                    eprintln!("{}: skipped: {e}", r.target);
+                }
+            }
+        }
+        let mut s = Store::open(&p.store_path)?;
+        let outcomes = s.atomically(|s| {
+            ds.into_iter()
+                .map(|d| p.decider.admit(s, d, t))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for o in outcomes {
+            match o {
+                Outcome::New(_) | Outcome::Extended(_) | Outcome::Covered(_) => added += 1,
+                _ => skipped += 1,
+            }
+        }
+        eprintln!(
+            "note: no daemon is running; the decisions are stored and take effect when shield starts"
+        );
+    }
+    println!("imported {added} decision(s), skipped {skipped}");
+    Ok(())
 }
 
 pub fn alerts(config: Option<PathBuf>, c: AlertsCmd) -> anyhow::Result<ExitCode> {
@@ -268,6 +394,18 @@ pub fn status(config: Option<PathBuf>, format: Format) -> anyhow::Result<ExitCod
                 }
                 for n in &s.notify {
                     println!("{}", shield_daemon::notify::describe(n));
+                }
+                for l in &s.lists {
+                    println!(
+                        "list   {:<16} {:<6} entries {:>8} +{} -{} ={} {}",
+                        l.name,
+                        l.role,
+                        l.entries,
+                        l.added,
+                        l.removed,
+                        l.unchanged,
+                        l.error.as_deref().unwrap_or("")
+                    );
                 }
                 println!("counters: {}", s.counters);
             }

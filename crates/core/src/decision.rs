@@ -101,7 +101,8 @@ impl FromStr for DecisionType {
     }
 }
 
-/// Who raised a decision. Written as `local`, `manual`, `union:<member>`, `list:<name>`.
+/// Who raised a decision. Written as `local`, `manual`, `union:<member>`, `lists:<name>`
+/// (`list:<name>`, the older spelling, is read as the same origin).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// A scenario on this host.
@@ -120,7 +121,7 @@ impl fmt::Display for Origin {
             Origin::Local => f.write_str("local"),
             Origin::Manual => f.write_str("manual"),
             Origin::Union(m) => write!(f, "union:{m}"),
-            Origin::List(l) => write!(f, "list:{l}"),
+            Origin::List(l) => write!(f, "lists:{l}"),
         }
     }
 }
@@ -131,14 +132,14 @@ impl FromStr for Origin {
         let bad = || ParseError {
             what: "origin",
             got: s.into(),
-            expected: "`local`, `manual`, `union:<member>` or `list:<name>`",
+            expected: "`local`, `manual`, `union:<member>` or `lists:<name>`",
         };
         match s {
             "local" => Ok(Origin::Local),
             "manual" => Ok(Origin::Manual),
             _ => match s.split_once(':') {
                 Some(("union", m)) if !m.is_empty() => Ok(Origin::Union(m.into())),
-                Some(("list", l)) if !l.is_empty() => Ok(Origin::List(l.into())),
+                Some(("lists" | "list", l)) if !l.is_empty() => Ok(Origin::List(l.into())),
                 _ => Err(bad()),
             },
         }
@@ -224,12 +225,16 @@ mod tests {
 
     #[test]
     fn origin_round_trip() {
-        for s in ["local", "manual", "union:berlin", "list:spamhaus"] {
+        for s in ["local", "manual", "union:berlin", "lists:spamhaus"] {
             let o: Origin = s.parse().unwrap();
             assert_eq!(o.to_string(), s);
             let j = serde_json::to_string(&o).unwrap();
             assert_eq!(serde_json::from_str::<Origin>(&j).unwrap(), o);
         }
+        assert_eq!(
+            "list:spamhaus".parse::<Origin>().unwrap(),
+            Origin::List("spamhaus".into())
+        );
         assert!("union:".parse::<Origin>().is_err());
         assert!("remote".parse::<Origin>().is_err());
     }

@@ -12,7 +12,7 @@ mod hit;
 mod net;
 pub mod stamp;
 
-pub use allowlist::Allowlist;
+pub use allowlist::{AllowFeeds, Allowlist};
 pub use decision::{Alert, Decision, DecisionType, Origin, ParseError, Scope};
 pub use hit::{Carry, Hit, LineMatcher, MAX_FIELDS, RuleInfo, SplitMatcher};
 pub use net::{Addr, AddrError, Net, host_net, key_for};

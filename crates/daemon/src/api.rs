@@ -50,6 +50,9 @@ pub struct Status {
     /// Notification channels and exec actions with their counters and last error.
     #[serde(default)]
     pub notify: Vec<crate::notify::SinkStatus>,
+    /// Each `[[list]]`'s state.
+    #[serde(default)]
+    pub lists: Vec<crate::lists::ListStatus>,
 }
 
 /// The control routes, identical on the socket and (with a token) on TCP.
@@ -109,6 +112,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
         store_counters,
         union: s.union.status().and_then(|u| serde_json::to_value(u).ok()),
         notify: s.counters.notify.status(),
+        lists: crate::lists::snapshot(&s.counters.lists),
     }))
 }
 

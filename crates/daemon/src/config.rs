@@ -71,6 +71,58 @@ pub struct Config {
     /// CrowdSec content run on sources that name a `log_type` (see `crate::crowdsec`).
     #[serde(default)]
     pub crowdsec: Option<Spanned<CrowdsecConfig>>,
+    /// Blocklists (`[[list]]`), see `crate::lists`.
+    #[serde(default, rename = "list")]
+    pub lists: Vec<Spanned<ListConfig>>,
+}
+
+/// `[[list]]`: a blocklist read from a file or an HTTPS URL and refreshed on
+/// an interval; its entries become decisions of origin `lists:NAME`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    pub name: String,
+    /// A local file (one of `file` and `url`).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// An `https://` URL (`http://` only to a loopback address).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// How often the list is read again (default 1h).
+    #[serde(default = "default_list_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+    /// How long an entry is banned for, renewed while the list keeps it
+    /// (default 24h; must be longer than `refresh`).
+    #[serde(default = "default_list_duration", with = "humantime_serde")]
+    pub duration: Duration,
+    /// `auto` (default), `lines`, `csv` or `json`.
+    #[serde(default)]
+    pub format: crate::lists::parse::Format,
+    /// PEM file of the CA (or CAs) that alone is trusted for `url`
+    /// (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `ban` (default), `captcha` or `throttle`.
+    #[serde(default = "default_list_kind", rename = "type")]
+    pub kind: String,
+    /// Widest IPv4 network taken from the list (default 8).
+    #[serde(default)]
+    pub min_prefix_v4: Option<u8>,
+    /// Widest IPv6 network taken from the list (default 19).
+    #[serde(default)]
+    pub min_prefix_v6: Option<u8>,
+}
+
+fn default_list_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_list_duration() -> Duration {
+    Duration::from_secs(86400)
+}
+
+fn default_list_kind() -> String {
+    "ban".into()
 }
 
 /// `[crowdsec]`: which CrowdSec content the daemon runs.
@@ -619,11 +671,19 @@ pub struct DecisionsConfig {
     pub allow_ssh_sessions: bool,
     #[serde(default)]
     pub escalation: Escalation,
+    /// Files of networks never banned, in any list format (see `crate::lists::parse`).
+    #[serde(default)]
+    pub allowlist_files: Vec<Spanned<PathBuf>>,
+    /// `[[list]]` names whose entries are allowed instead of banned, refreshed like any list.
+    #[serde(default)]
+    pub allowlist_lists: Vec<Spanned<String>>,
 }
 
 impl Default for DecisionsConfig {
     fn default() -> Self {
         DecisionsConfig {
+            allowlist_files: Vec::new(),
+            allowlist_lists: Vec::new(),
             allowlist: Vec::new(),
             allow_own_addresses: true,
             allow_ssh_sessions: true,

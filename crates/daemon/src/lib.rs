@@ -11,6 +11,7 @@ pub mod error;
 pub mod fail2ban;
 pub mod journald;
 pub mod lag;
+pub mod lists;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

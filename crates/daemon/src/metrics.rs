@@ -65,7 +65,7 @@ impl Metrics {
     }
 }
 
-/// `union:<member>` keeps its member; `list:<name>` keeps its list: both are
+/// `union:<member>` keeps its member; `lists:<name>` keeps its list: both are
 /// bounded by configuration, not by attackers.
 fn origin_label(o: &shield_core::Origin) -> String {
     o.to_string()

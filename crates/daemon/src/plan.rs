@@ -103,6 +103,8 @@ pub struct Plan {
     pub union: Option<UnionConfig>,
     /// Notification channels (`[[notify]]`, `[webhook]`) and exec actions (`[[action]]`).
     pub notify: Vec<crate::notify::SinkPlan>,
+    /// Blocklists and allowlist feeds (`[[list]]`), see `crate::lists`.
+    pub lists: Vec<crate::lists::ListPlan>,
     /// The pipelines' engines, built while validating them; the readers take
     /// them instead of compiling the rules again.
     pub built: BuiltEngines,
@@ -595,6 +597,48 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
             Err(e) => errs.push(l.error_at(a.span(), e, None)),
         }
     }
+    for f in &c.decisions.allowlist_files {
+        match crate::lists::allowlist_file(f.get_ref()) {
+            Ok(nets) => allow.extend(nets),
+            Err(e) => errs.push(l.error_at(f.span(), e, None)),
+        }
+    }
+    let mut lists = Vec::new();
+    for lc in &c.lists {
+        let lc_ref = lc.get_ref();
+        let allow_it = c
+            .decisions
+            .allowlist_lists
+            .iter()
+            .any(|n| n.get_ref() == &lc_ref.name);
+        if lists
+            .iter()
+            .any(|p: &crate::lists::ListPlan| p.name == lc_ref.name)
+        {
+            errs.push(l.error_at(
+                lc.span(),
+                format!("two [[list]] entries are named `{}`", lc_ref.name),
+                Some("give each list its own name".into()),
+            ));
+            continue;
+        }
+        match crate::lists::plan_list(lc_ref, allow_it) {
+            Ok(p) => lists.push(p),
+            Err(e) => errs.push(l.error_at(lc.span(), e, None)),
+        }
+    }
+    for n in &c.decisions.allowlist_lists {
+        if !c.lists.iter().any(|lc| &lc.get_ref().name == n.get_ref()) {
+            errs.push(l.error_at(
+                n.span(),
+                format!(
+                    "allowlist_lists names `{}`, which no [[list]] defines",
+                    n.get_ref()
+                ),
+                Some("add a [[list]] with that name (file or url)".into()),
+            ));
+        }
+    }
     if c.decisions.allow_own_addresses {
         allow.extend(decide::own_addresses());
     }
@@ -768,6 +812,7 @@ pub fn plan(l: &Loaded) -> Result<Plan, ConfigErrors> {
         },
         union: c.union.clone(),
         notify,
+        lists,
         built,
     })
 }

@@ -115,6 +115,7 @@ pub async fn run(
     };
     crate::notify::apply(&plan.notify, &shared.counters.notify, &clock);
 
+    let mut lists = crate::lists::start(&plan, tx.clone(), &shared.counters.lists, clock.clone());
     let mut readers = Vec::new();
     for p in plan.pipelines.clone() {
         readers.push(start_reader(
@@ -143,6 +144,7 @@ pub async fn run(
         };
         restart_readers(&mut readers, &new, load, &mut saved, &tx, &sources, &clock);
         let _ = tx.send(Msg::Policy(new.decider.clone()));
+        lists.restart(&new, tx.clone(), &shared.counters.lists, clock.clone());
         // One line per section (see `reload`); a refused one keeps running as it was.
         let mut report = crate::reload::Report::default();
         report.section("[api]", servers.reload(&new.api).await);

@@ -188,6 +188,8 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     up.set(shared.clock.now() - shared.started);
     reg.register("uptime_seconds", "Seconds since the daemon started", up);
 
+    crate::lists::register_metrics(&mut reg, &shared.counters.lists);
+
     // Union: every numeric counter of the union status, and member health.
     if let Some(u) = shared.union.status() {
         let signals = Family::<Labels, Counter>::default();

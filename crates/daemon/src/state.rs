@@ -64,6 +64,11 @@ pub enum Msg {
         key_hash: Option<String>,
         reply: tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// A blocklist's whole contents, to diff against its decisions (`crate::lists::refresh`).
+    List {
+        update: crate::lists::ListUpdate,
+        reply: tokio::sync::oneshot::Sender<Result<crate::lists::ListDiff, StoreError>>,
+    },
     /// When bouncers last pulled, batched by [`KeyAuth::take_pulls`].
     LastPull(Vec<(String, UnixTime)>),
     /// Flush and stop.
@@ -125,6 +130,8 @@ pub struct Counters {
     /// Notification channels and exec actions fed with new decisions (a
     /// no-op without `[[notify]]`, `[[action]]` or `[webhook]`).
     pub notify: crate::notify::Notifier,
+    /// Each `[[list]]`'s state (`shield status`, `/metrics`).
+    pub lists: crate::lists::ListBoard,
 }
 
 /// What the TCP edge refused in requests: shown in `shield status` counters.

@@ -345,11 +345,14 @@ impl Store {
 
     /// Inserts a decision and returns it with its row id.
     pub fn insert_decision(&self, d: &Decision) -> Result<Decision, StoreError> {
+        // Cached: a blocklist inserts hundreds of thousands in one transaction.
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO decisions (scope, target, type, scenario, origin, created, expires) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+            )
+            .and_then(|mut st| {
+                st.execute(params![
                     d.scope.as_str(),
                     d.target.to_string(),
                     d.kind.as_str(),
@@ -357,8 +360,8 @@ impl Store {
                     d.origin.to_string(),
                     d.created,
                     d.expires
-                ],
-            )
+                ])
+            })
             .map_err(|e| self.sql(e))?;
         let mut out = d.clone();
         out.id = self.conn.last_insert_rowid();
@@ -368,10 +371,8 @@ impl Store {
     /// Changes when a decision ends (a longer ban replaces a shorter one).
     pub fn set_expiry(&self, id: i64, expires: UnixTime) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE decisions SET expires=?2 WHERE id=?1",
-                params![id, expires],
-            )
+            .prepare_cached("UPDATE decisions SET expires=?2 WHERE id=?1")
+            .and_then(|mut st| st.execute(params![id, expires]))
             .map_err(|e| self.sql(e))?;
         Ok(())
     }
@@ -411,6 +412,18 @@ impl Store {
         self.query_decisions(
             &format!("SELECT {DCOLS} FROM decisions WHERE expires > ?1 ORDER BY id"),
             params![now],
+        )
+    }
+
+    /// Decisions of `origin` in force at `now` (a list's current contents).
+    pub fn active_by_origin(
+        &self,
+        origin: &shield_core::Origin,
+        now: UnixTime,
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.query_decisions(
+            &format!("SELECT {DCOLS} FROM decisions WHERE origin=?1 AND expires > ?2 ORDER BY id"),
+            params![origin.to_string(), now],
         )
     }
 

@@ -327,6 +327,23 @@ impl DecisionWorker {
                 }) => {
                     let _ = reply.send(self.swap_firewall(layer, teardown_old, t));
                 }
+                Ok(Msg::List { update, reply }) => {
+                    let started = Instant::now();
+                    let res = crate::lists::refresh(&mut self.store, &self.decider, &update, t);
+                    let res = res.map(|(mut diff, changes)| {
+                        diff.store_ms = started.elapsed().as_millis() as u64;
+                        // One batch for the layers, however long the list.
+                        let started = Instant::now();
+                        self.apply(&changes, t);
+                        diff.apply_ms = started.elapsed().as_millis() as u64;
+                        diff
+                    });
+                    if let Err(e) = &res {
+                        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(list = %update.name, error = %e, "store commit of a list failed; its previous contents stay");
+                    }
+                    let _ = reply.send(res);
+                }
                 Ok(Msg::Bouncer {
                     name,
                     key_hash,
