@@ -12,7 +12,7 @@ use serde_json::{Value as Json, json};
 use shield_expr::{Arity, Compiler, Value};
 
 use crate::event::{Event, Kind};
-use crate::hub::{HubEngine, Hub, Selection};
+use crate::hub::{Hub, HubEngine, Selection};
 use crate::parser::Dump;
 
 /// Counts of assertion lines that held and did not.

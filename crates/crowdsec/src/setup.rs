@@ -15,7 +15,7 @@ use crate::bucket::{Buckets, Scenario};
 use crate::config::{self, NodeConfig, ScenarioConfig};
 use crate::data::{DataStore, Exprs, Stash};
 use crate::grok::Library;
-use crate::hub::{HubEngine, Hub};
+use crate::hub::{Hub, HubEngine};
 use crate::parser::{Compile, Node, Stages};
 
 /// Where the content comes from.

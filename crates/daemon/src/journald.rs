@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use shield_sources::journald::{Journal, JournalEntry, JournalSpec};
 
-use crate::readers::{After, Feed};
+use crate::feed::{After, Feed};
 use shield_core::Clock;
 
 /// Defined with the built-in default config (a leaf), used here too.

@@ -9,6 +9,7 @@ pub mod crowdsec;
 pub mod decide;
 pub mod error;
 pub mod fail2ban;
+pub mod feed;
 pub mod journald;
 pub mod lag;
 pub mod lists;

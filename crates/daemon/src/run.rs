@@ -115,7 +115,8 @@ pub async fn run(
     };
     crate::notify::apply(&plan.notify, &shared.counters.notify, &clock);
 
-    let mut lists = crate::lists::start(&plan, tx.clone(), &shared.counters.lists, clock.clone());
+    let mut lists =
+        crate::lists::task::start(&plan, tx.clone(), &shared.counters.lists, clock.clone());
     let mut readers = Vec::new();
     for p in plan.pipelines.clone() {
         readers.push(start_reader(

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use shield_sources::syslog::{SyslogListener, SyslogSpec};
 
-use crate::readers::{After, Feed};
+use crate::feed::{After, Feed};
 use crate::state::MAX_LINE;
 use shield_core::Clock;
 
